@@ -1,0 +1,1 @@
+"""DeepRest estimator: call-path features, quantile models, synthesizer, evaluation (no I/O)."""

@@ -1,0 +1,138 @@
+"""Model bundles: a directory with a JSON manifest and model files in safe formats, never pickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from estimator.errors import BundleError, DeepRestError
+from estimator.features import HistoryState, Vocabulary
+from estimator.models import QuantileModel, model_class
+from estimator.windows import SeriesKey, Window
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class Bundle:
+    """Everything needed to estimate usage from windows: vocabulary, series, fitted model."""
+
+    vocabulary: Vocabulary
+    series: list[SeriesKey]
+    model: QuantileModel
+    window_seconds: float
+    training: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    synthesizer: dict[str, Any] | None = None
+    version: str = ""
+
+    def predict(
+        self, windows: Sequence[Window], state: HistoryState | None = None
+    ) -> tuple[np.ndarray, HistoryState]:
+        """[windows, series, 3] for time-ordered windows, and the traffic history after them."""
+        X, state = self.vocabulary.transform(windows, state)
+        return self.model.predict(X), state
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "window_seconds": self.window_seconds,
+            "series": [list(s) for s in self.series],
+            "vocabulary": self.vocabulary.to_json(),
+            "training": self.training,
+            "validation": self.validation,
+            "model": {"kind": self.model.kind, "series_kinds": self.model.series_kinds()},
+            "synthesizer": self.synthesizer,
+        }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
+    """Write the bundle; an existing bundle directory is replaced whole."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / MODEL_DIR).mkdir(parents=True)
+    manifest = bundle.manifest()
+    manifest["model"]["meta"] = bundle.model.save(tmp / MODEL_DIR)
+    manifest["files"] = {
+        str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+    }
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+    (tmp / MANIFEST).write_text(text, encoding="utf-8")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    bundle.version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return directory
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Load and verify a bundle: manifest, format version, file hashes, shapes."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{directory}: not a model bundle (no {MANIFEST}); train one first")
+    try:
+        text = path.read_text(encoding="utf-8")
+        manifest = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: manifest is unreadable or truncated ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        found = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise BundleError(
+            f"{path}: format_version {found!r} is not {FORMAT_VERSION}; retrain with this version"
+        )
+    try:
+        files = dict(manifest["files"])
+        model_info = manifest["model"]
+        series = [(str(c), str(r)) for c, r in manifest["series"]]
+        window_seconds = float(manifest["window_seconds"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: manifest lacks or mangles a field ({exc!r})") from exc
+    for name, digest in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
+        if _sha256(file) != digest:
+            raise BundleError(f"{directory}: file {name} does not match its checksum (corrupted)")
+    vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
+    try:
+        cls = model_class(str(model_info["kind"]))
+        model = cls.load(directory / MODEL_DIR, model_info.get("meta") or {})
+    except BundleError:
+        raise
+    except (DeepRestError, KeyError, TypeError, ValueError, OSError) as exc:
+        raise BundleError(f"{directory}: model files do not load ({exc})") from exc
+    if getattr(model, "n_features_", vocabulary.n_features) != vocabulary.n_features:
+        raise BundleError(
+            f"{directory}: model expects {model.n_features_} features, "
+            f"vocabulary gives {vocabulary.n_features} (mismatched bundle)"
+        )
+    if getattr(model, "n_series_", len(series)) != len(series):
+        raise BundleError(f"{directory}: model serves {model.n_series_} series, manifest {len(series)}")
+    return Bundle(
+        vocabulary=vocabulary,
+        series=series,
+        model=model,
+        window_seconds=window_seconds,
+        training=manifest.get("training") or {},
+        validation=manifest.get("validation") or {},
+        synthesizer=manifest.get("synthesizer"),
+        version=hashlib.sha256(text.encode()).hexdigest()[:12],
+    )

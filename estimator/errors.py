@@ -1,0 +1,41 @@
+"""Error hierarchy: every message says what is wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class DeepRestError(Exception):
+    """Base of every error DeepRest raises on purpose."""
+
+
+class InputError(DeepRestError):
+    """Bad input from a user: a file, line, field, flag or request body (exit status 2, HTTP 4xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.line = line
+        self.field = field
+        where = []
+        if source is not None:
+            where.append(str(source))
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.bare_message = message
+
+
+class BundleError(DeepRestError):
+    """A model bundle that is missing, corrupted, truncated or does not match its manifest."""
+
+
+class ModelError(DeepRestError):
+    """A model asked to do something it cannot (predict before fit, wrong shapes)."""

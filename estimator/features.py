@@ -1,0 +1,196 @@
+"""Call-path count features (the paper's), per-API and per-component counts, traffic history."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from estimator.errors import BundleError
+from estimator.windows import CallPath, Pair, Window, api_counts, api_of
+
+UNKNOWN_API: Pair = ("*", "*")
+"""Stands for every API first seen at predict time."""
+
+
+def _path_key(path: CallPath) -> str:
+    return " > ".join(f"{c}:{o}" for c, o in path)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names and groups of the feature columns, so models and baselines can pick what they use."""
+
+    names: tuple[str, ...]
+    groups: Mapping[str, tuple[int, ...]]
+    components: tuple[str, ...]
+    apis: tuple[Pair, ...]
+
+    def columns(self, group: str) -> np.ndarray:
+        return np.asarray(self.groups.get(group, ()), dtype=int)
+
+    def component_column(self, component: str) -> int | None:
+        """Column of the span count of one component, if it was seen in training."""
+        try:
+            return int(self.groups["component"][self.components.index(component)])
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Call paths, APIs and components kept from training windows (paths capped in number)."""
+
+    paths: tuple[CallPath, ...]
+    apis: tuple[Pair, ...]
+    components: tuple[str, ...]
+    halflives: tuple[float, ...] = (4.0, 16.0, 64.0)
+    _index: dict[CallPath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({p: i for i, p in enumerate(self.paths)})
+
+    @classmethod
+    def build(
+        cls,
+        windows: Sequence[Window],
+        max_paths: int = 512,
+        min_windows: int = 2,
+        halflives: Sequence[float] = (4.0, 16.0, 64.0),
+    ) -> Vocabulary:
+        """Keep the most called paths seen in at least `min_windows` windows, at most `max_paths`."""
+        totals: Counter[CallPath] = Counter()
+        seen_in: Counter[CallPath] = Counter()
+        apis: set[Pair] = set()
+        components: set[str] = set()
+        for window in windows:
+            for path, count in window.calls.items():
+                totals[path] += count
+                seen_in[path] += 1
+                components.add(path[-1][0])
+            apis.update(api_counts(window.calls))
+        kept = [p for p, _ in totals.most_common() if seen_in[p] >= min_windows][:max_paths]
+        return cls(
+            paths=tuple(sorted(kept)),
+            apis=tuple(sorted(apis)),
+            components=tuple(sorted(components)),
+            halflives=tuple(float(h) for h in halflives),
+        )
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def layout(self) -> Layout:
+        names: list[str] = [f"path[{_path_key(p)}]" for p in self.paths]
+        groups: dict[str, tuple[int, ...]] = {"path": tuple(range(len(names)))}
+        all_apis = (*self.apis, UNKNOWN_API)
+        start = len(names)
+        names += [f"other[{a[0]}:{a[1]}]" for a in all_apis]
+        groups["other"] = tuple(range(start, len(names)))
+        start = len(names)
+        names += [f"api[{a[0]}:{a[1]}]" for a in all_apis]
+        groups["api"] = tuple(range(start, len(names)))
+        start = len(names)
+        names += [f"component[{c}]" for c in self.components]
+        groups["component"] = tuple(range(start, len(names)))
+        start = len(names)
+        names += [f"ema{h:g}[{c}]" for h in self.halflives for c in self.components]
+        groups["history"] = tuple(range(start, len(names)))
+        groups["counts"] = tuple(range(groups["history"][0] if groups["history"] else len(names)))
+        return Layout(tuple(names), groups, self.components, all_apis)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.layout.names)
+
+    # ------------------------------------------------------------------ transform
+
+    def counts(self, windows: Sequence[Window]) -> np.ndarray:
+        """[windows, count features]: paths, per-API other fold, per-API calls, per-component spans."""
+        n_paths, n_apis = len(self.paths), len(self.apis) + 1
+        api_index = {a: i for i, a in enumerate(self.apis)}
+        comp_index = {c: i for i, c in enumerate(self.components)}
+        width = n_paths + 2 * n_apis + len(self.components)
+        out = np.zeros((len(windows), width))
+        other0, api0, comp0 = n_paths, n_paths + n_apis, n_paths + 2 * n_apis
+        unknown = n_apis - 1
+        for i, window in enumerate(windows):
+            row = out[i]
+            for path, count in window.calls.items():
+                j = self._index.get(path)
+                if j is not None:
+                    row[j] += count
+                else:
+                    api = api_of(path)
+                    row[other0 + api_index.get(api, unknown) if api else other0 + unknown] += count
+                c = comp_index.get(path[-1][0])
+                if c is not None:
+                    row[comp0 + c] += count
+            for api, count in api_counts(window.calls).items():
+                row[api0 + api_index.get(api, unknown)] += count
+        return out
+
+    def transform(
+        self, windows: Sequence[Window], state: HistoryState | None = None
+    ) -> tuple[np.ndarray, HistoryState]:
+        """[windows, features] for time-ordered windows, continuing the traffic history `state`."""
+        counts = self.counts(windows)
+        return self.transform_counts(counts, state)
+
+    def transform_counts(
+        self, counts: np.ndarray, state: HistoryState | None = None
+    ) -> tuple[np.ndarray, HistoryState]:
+        comp = counts[:, len(counts[0]) - len(self.components) :] if len(counts) else counts
+        state = state or HistoryState.empty(len(self.halflives), len(self.components))
+        history, state = state.advance(comp, self.halflives)
+        return np.hstack([counts, history]), state
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paths": [[list(s) for s in p] for p in self.paths],
+            "apis": [list(a) for a in self.apis],
+            "components": list(self.components),
+            "halflives": list(self.halflives),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Vocabulary:
+        try:
+            return cls(
+                paths=tuple(tuple((str(c), str(o)) for c, o in p) for p in obj["paths"]),
+                apis=tuple((str(c), str(o)) for c, o in obj["apis"]),
+                components=tuple(str(c) for c in obj["components"]),
+                halflives=tuple(float(h) for h in obj["halflives"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"vocabulary in manifest is malformed: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    """Bias-corrected exponential moving averages of per-component span counts."""
+
+    sums: np.ndarray  # [halflives, components]
+    weights: np.ndarray  # [halflives]
+
+    @classmethod
+    def empty(cls, n_halflives: int, n_components: int) -> HistoryState:
+        return cls(np.zeros((n_halflives, n_components)), np.zeros(n_halflives))
+
+    def advance(
+        self, comp: np.ndarray, halflives: Sequence[float]
+    ) -> tuple[np.ndarray, HistoryState]:
+        """EMA features for each row (including it), and the state after the last row."""
+        decay = np.power(0.5, 1.0 / np.asarray(halflives, dtype=float))
+        sums, weights = self.sums.copy(), self.weights.copy()
+        out = np.empty((len(comp), sums.size))
+        for i, row in enumerate(comp):
+            sums = decay[:, None] * sums + row[None, :]
+            weights = decay * weights + 1.0
+            out[i] = (sums / weights[:, None]).ravel()
+        return out, HistoryState(sums, weights)

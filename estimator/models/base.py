@@ -1,0 +1,71 @@
+"""The one estimator contract every model and baseline honours (style.md item 2)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from estimator.errors import ModelError
+from estimator.features import Layout
+
+QUANTILES: tuple[float, float, float] = (0.05, 0.5, 0.95)
+"""Lower, median and upper of the 90% band."""
+
+
+class QuantileModel(ABC):
+    """Maps time-ordered feature rows [windows, features] to usage quantiles [windows, series, 3].
+
+    `__init__` stores hyperparameters only; `fit` learns state into attributes ending in `_`.
+    Rows are consecutive windows: a model may look back `context` rows (never forward), so a live
+    caller passes the last `context + 1` rows and keeps the last prediction. Targets may hold NaN
+    (unknown), which fitting skips.
+    """
+
+    kind: ClassVar[str]
+    context: int = 0
+
+    @abstractmethod
+    def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
+        """Learn from features X [n, f] and targets Y [n, s] (NaN = unknown)."""
+
+    @abstractmethod
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """[n, s, 3] lower, median, upper; non-negative and ordered."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write fitted state into `directory` (safe formats only); return JSON-able metadata."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        """Rebuild a fitted model from `save`'s files and metadata."""
+
+    def series_kinds(self) -> list[str]:
+        """Model kind serving each series (a per-series chooser overrides this)."""
+        return [self.kind] * self.n_series_
+
+    n_series_: int
+
+    def _check_fitted(self, X: np.ndarray) -> None:
+        if not hasattr(self, "n_features_"):
+            raise ModelError(f"{self.kind} model used before fit")
+        if X.ndim != 2 or X.shape[1] != self.n_features_:
+            raise ModelError(
+                f"{self.kind}: expected features of shape [n, {self.n_features_}], got {X.shape}"
+            )
+
+    n_features_: int
+
+
+def finalize(pred: np.ndarray) -> np.ndarray:
+    """Clip quantiles at zero (usage is non-negative) and sort them so lower <= median <= upper."""
+    return np.sort(np.clip(pred, 0.0, None), axis=-1)
+
+
+def observed(Y: np.ndarray, j: int) -> np.ndarray:
+    """Row mask of the known values of series j."""
+    return ~np.isnan(Y[:, j])

@@ -1,0 +1,266 @@
+"""Time windows of call-path counts and resource usage, and the JSON Lines dataset (contract 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from estimator.errors import InputError
+
+Pair = tuple[str, str]
+"""A (component, operation) step of a call path."""
+CallPath = tuple[Pair, ...]
+"""Root-to-span list of (component, operation) pairs."""
+SeriesKey = tuple[str, str]
+"""A (component, resource) series."""
+
+CATCH_ALL_OPERATIONS = frozenset({"/*", "*", "/"})
+"""Root operations that name a gateway rather than an API (the API is then the next step)."""
+
+
+@dataclass
+class Window:
+    """One time window: call-path counts, and usage per (component, resource) where known."""
+
+    start: float
+    end: float
+    calls: dict[CallPath, float] = field(default_factory=dict)
+    metrics: dict[SeriesKey, float] = field(default_factory=dict)
+    oracle: dict[SeriesKey, float] = field(default_factory=dict)
+
+    def add_path(self, path: CallPath, count: float = 1.0) -> None:
+        self.calls[path] = self.calls.get(path, 0.0) + count
+
+    def add_tree(self, tree: Mapping[str, Any]) -> None:
+        for path in tree_paths(tree):
+            self.add_path(path)
+
+
+def tree_paths(tree: Mapping[str, Any], prefix: CallPath = ()) -> Iterator[CallPath]:
+    """Every root-to-span path of a call tree in the seed's raw format (iterative, deep trees ok)."""
+    stack: list[tuple[Mapping[str, Any], CallPath]] = [(tree, prefix)]
+    while stack:
+        node, above = stack.pop()
+        path = (*above, (str(node["component"]), str(node["operation"])))
+        yield path
+        for child in reversed(node.get("children") or ()):
+            stack.append((child, path))
+
+
+def api_of(path: CallPath) -> Pair | None:
+    """The API a path belongs to: its root, or the step below a catch-all gateway root."""
+    if not path:
+        return None
+    root = path[0]
+    if root[1] in CATCH_ALL_OPERATIONS:
+        return path[1] if len(path) > 1 else None
+    return root
+
+
+def api_depth(path: CallPath) -> int:
+    """Length of the path prefix that names the API (1, or 2 below a catch-all gateway)."""
+    return 2 if path and path[0][1] in CATCH_ALL_OPERATIONS else 1
+
+
+def api_counts(calls: Mapping[CallPath, float]) -> dict[Pair, float]:
+    """Calls per API in a window: counts of the paths that end at the API's entry span."""
+    out: dict[Pair, float] = {}
+    for path, count in calls.items():
+        if len(path) == api_depth(path):
+            api = api_of(path)
+            if api is not None:
+                out[api] = out.get(api, 0.0) + count
+    return out
+
+
+# ---------------------------------------------------------------- JSON Lines reading and writing
+
+
+def _fail(message: str, source: str, line: int, fld: str | None = None) -> InputError:
+    return InputError(message, source=source, line=line, field=fld)
+
+
+def _number(value: Any, source: str, line: int, fld: str, allow_negative: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(f"expected a number, got {type(value).__name__}", source, line, fld)
+    out = float(value)
+    if not math.isfinite(out) or (out < 0 and not allow_negative):
+        raise _fail(f"expected a finite non-negative number, got {value!r}", source, line, fld)
+    return out
+
+
+def _path(value: Any, source: str, line: int, fld: str) -> CallPath:
+    if not isinstance(value, list) or not value:
+        raise _fail("expected a non-empty list of [component, operation] pairs", source, line, fld)
+    steps = []
+    for i, step in enumerate(value):
+        if (
+            not isinstance(step, list)
+            or len(step) != 2
+            or not all(isinstance(s, str) and s for s in step)
+        ):
+            raise _fail(
+                f"step {i} must be a [component, operation] pair of non-empty strings",
+                source,
+                line,
+                fld,
+            )
+        steps.append((step[0], step[1]))
+    return tuple(steps)
+
+
+def _check_tree(node: Any, source: str, line: int, fld: str, depth: int = 0) -> None:
+    stack = [(node, fld)]
+    while stack:
+        item, where = stack.pop()
+        if not isinstance(item, dict):
+            raise _fail("expected an object with component, operation, children", source, line, where)
+        for key in ("component", "operation"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise _fail(f"missing or empty '{key}'", source, line, f"{where}.{key}")
+        children = item.get("children", [])
+        if not isinstance(children, list):
+            raise _fail("'children' must be a list", source, line, f"{where}.children")
+        stack.extend((c, f"{where}.children[{i}]") for i, c in enumerate(children))
+
+
+def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window:
+    """Validate one decoded JSON object of contract 1 and build its Window."""
+    if not isinstance(obj, dict):
+        raise _fail("each line must be a JSON object", source, line)
+    for key in ("start", "end"):
+        if key not in obj:
+            raise _fail("missing", source, line, key)
+    start = _number(obj["start"], source, line, "start")
+    end = _number(obj["end"], source, line, "end")
+    if end <= start:
+        raise _fail(f"end ({end}) must be after start ({start})", source, line, "end")
+    window = Window(start=start, end=end)
+    calls = obj.get("calls", [])
+    if not isinstance(calls, list):
+        raise _fail("expected a list", source, line, "calls")
+    for i, entry in enumerate(calls):
+        where = f"calls[{i}]"
+        if not isinstance(entry, dict):
+            raise _fail("expected an object with path and count", source, line, where)
+        path = _path(entry.get("path"), source, line, f"{where}.path")
+        count = _number(entry.get("count"), source, line, f"{where}.count")
+        window.add_path(path, count)
+    traces = obj.get("traces", [])
+    if not isinstance(traces, list):
+        raise _fail("expected a list", source, line, "traces")
+    for i, tree in enumerate(traces):
+        _check_tree(tree, source, line, f"traces[{i}]")
+        window.add_tree(tree)
+    metrics = obj.get("metrics", [])
+    if not isinstance(metrics, list):
+        raise _fail("expected a list", source, line, "metrics")
+    for i, entry in enumerate(metrics):
+        where = f"metrics[{i}]"
+        if not isinstance(entry, dict):
+            raise _fail("expected an object with component, resource, value", source, line, where)
+        for key in ("component", "resource"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise _fail("missing or empty", source, line, f"{where}.{key}")
+        key = (entry["component"], entry["resource"])
+        if entry.get("value") is None:
+            continue  # unknown, never zero
+        window.metrics[key] = _number(entry["value"], source, line, f"{where}.value")
+        if entry.get("oracle") is not None:
+            window.oracle[key] = _number(entry["oracle"], source, line, f"{where}.oracle")
+    return window
+
+
+def window_to_json(window: Window) -> dict[str, Any]:
+    """The contract-1 object of a window (counts in `calls`; oracle values beside metrics)."""
+    metrics = []
+    for (component, resource), value in sorted(window.metrics.items()):
+        item: dict[str, Any] = {"component": component, "resource": resource, "value": value}
+        if (component, resource) in window.oracle:
+            item["oracle"] = window.oracle[(component, resource)]
+        metrics.append(item)
+    return {
+        "start": _plain(window.start),
+        "end": _plain(window.end),
+        "calls": [
+            {"path": [list(step) for step in path], "count": _plain(count)}
+            for path, count in sorted(window.calls.items())
+        ],
+        "metrics": metrics,
+    }
+
+
+def _plain(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def read_windows(path: str | Path) -> Iterator[Window]:
+    """Stream windows from a JSON Lines file, validating each line; blank lines are skipped."""
+    source = str(path)
+    try:
+        handle: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
+    with handle:
+        previous_start = -math.inf
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _fail(f"not valid JSON ({exc.msg}, column {exc.colno})", source, number) from exc
+            window = window_from_json(obj, source, number)
+            if window.start < previous_start:
+                raise _fail("windows must be in time order", source, number, "start")
+            previous_start = window.start
+            yield window
+
+
+def load_windows(path: str | Path) -> list[Window]:
+    """Read a whole dataset; an empty file is an error."""
+    windows = list(read_windows(path))
+    if not windows:
+        raise InputError("holds no windows", source=str(path))
+    return windows
+
+
+def write_windows(path: str | Path, windows: Iterable[Window]) -> int:
+    """Write windows as JSON Lines; returns how many were written."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for window in windows:
+            handle.write(json.dumps(window_to_json(window), separators=(",", ":")))
+            handle.write("\n")
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------- targets as arrays
+
+
+def series_of(windows: Sequence[Window]) -> list[SeriesKey]:
+    """Sorted (component, resource) keys seen in any window."""
+    keys: set[SeriesKey] = set()
+    for window in windows:
+        keys.update(window.metrics)
+    return sorted(keys)
+
+
+def targets(windows: Sequence[Window], series: Sequence[SeriesKey], oracle: bool = False) -> np.ndarray:
+    """[windows, series] matrix of usage; NaN where a value is unknown."""
+    out = np.full((len(windows), len(series)), np.nan)
+    index = {key: j for j, key in enumerate(series)}
+    for i, window in enumerate(windows):
+        source = window.oracle if oracle else window.metrics
+        for key, value in source.items():
+            j = index.get(key)
+            if j is not None:
+                out[i, j] = value
+    return out

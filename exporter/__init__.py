@@ -1,0 +1,1 @@
+"""DeepRest exporter: every edge with I/O (OTLP, Prometheus, files, Flask) and the CLI."""

@@ -1,0 +1,66 @@
+"""The `deeprest` command line (contract 2): one module per command, imported on use."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from estimator.errors import DeepRestError, InputError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("exporter.commands.simulate", "write a simulated dataset of a scenario"),
+    "import": ("exporter.commands.importer", "convert traces and metrics into a window dataset"),
+    "train": ("exporter.commands.train", "train a model bundle from a window dataset"),
+    "predict": ("exporter.commands.predict", "write expected usage and band per window as CSV"),
+    "evaluate": ("exporter.commands.evaluate", "accuracy per series, plots and an HTML report"),
+    "whatif": ("exporter.commands.whatif", "expected usage for hypothetical traffic"),
+    "serve": ("exporter.commands.serve", "run the Prometheus exporter and OTLP receiver"),
+    "demo": ("exporter.commands.demo", "the whole story on a local testbed, in one command"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and a one-line message on bad usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"deeprest: error: {message}\n")
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = _Parser(prog="deeprest", description="Expected resource usage from API traffic.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # import only the module of the command being run
+            importlib.import_module(module).configure(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        code: int = module.run(args)
+        return code
+    except InputError as exc:
+        print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except DeepRestError as exc:
+        print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"deeprest {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

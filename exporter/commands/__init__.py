@@ -1,0 +1,1 @@
+"""One module per `deeprest` command: `configure(parser)` and `run(args) -> exit status`."""

@@ -1,0 +1,1 @@
+"""DeepRest load generator: Locust users, load shapes as data, attack injectors."""
