@@ -125,7 +125,9 @@ def load_bundle(directory: str | Path) -> Bundle:
             f"vocabulary gives {vocabulary.n_features} (mismatched bundle)"
         )
     if getattr(model, "n_series_", len(series)) != len(series):
-        raise BundleError(f"{directory}: model serves {model.n_series_} series, manifest {len(series)}")
+        raise BundleError(
+            f"{directory}: model serves {model.n_series_} series, manifest {len(series)}"
+        )
     return Bundle(
         vocabulary=vocabulary,
         series=series,

@@ -120,7 +120,9 @@ def _check_tree(node: Any, source: str, line: int, fld: str, depth: int = 0) -> 
     while stack:
         item, where = stack.pop()
         if not isinstance(item, dict):
-            raise _fail("expected an object with component, operation, children", source, line, where)
+            raise _fail(
+                "expected an object with component, operation, children", source, line, where
+            )
         for key in ("component", "operation"):
             if not isinstance(item.get(key), str) or not item[key]:
                 raise _fail(f"missing or empty '{key}'", source, line, f"{where}.{key}")
@@ -215,7 +217,9 @@ def read_windows(path: str | Path) -> Iterator[Window]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise _fail(f"not valid JSON ({exc.msg}, column {exc.colno})", source, number) from exc
+                raise _fail(
+                    f"not valid JSON ({exc.msg}, column {exc.colno})", source, number
+                ) from exc
             window = window_from_json(obj, source, number)
             if window.start < previous_start:
                 raise _fail("windows must be in time order", source, number, "start")
@@ -253,7 +257,9 @@ def series_of(windows: Sequence[Window]) -> list[SeriesKey]:
     return sorted(keys)
 
 
-def targets(windows: Sequence[Window], series: Sequence[SeriesKey], oracle: bool = False) -> np.ndarray:
+def targets(
+    windows: Sequence[Window], series: Sequence[SeriesKey], oracle: bool = False
+) -> np.ndarray:
     """[windows, series] matrix of usage; NaN where a value is unknown."""
     out = np.full((len(windows), len(series)), np.nan)
     index = {key: j for j, key in enumerate(series)}

@@ -1,0 +1,40 @@
+"""Accuracy as every benchmark reports it: 1 - WAPE per series, and band coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(median: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-series 1 - sum|median - actual| / sum|actual| over windows where actual is known.
+
+    median and actual are [windows, series]; a series with no known values gets NaN.
+    """
+    known = ~np.isnan(actual)
+    err = np.where(known, np.abs(median - np.nan_to_num(actual)), 0.0).sum(axis=0)
+    scale = np.where(known, np.abs(np.nan_to_num(actual)), 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 1.0 - err / scale
+    out[known.sum(axis=0) == 0] = np.nan
+    return out
+
+
+def wape(median: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-series weighted absolute percentage error (1 - accuracy)."""
+    return 1.0 - accuracy(median, actual)
+
+
+def mae(median: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-series mean absolute error over known values."""
+    known = ~np.isnan(actual)
+    err = np.where(known, np.abs(median - np.nan_to_num(actual)), 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return err / known.sum(axis=0)
+
+
+def coverage(pred: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-series share of known actual values inside [lower, upper]; pred is [windows, series, 3]."""
+    known = ~np.isnan(actual)
+    inside = (actual >= pred[..., 0]) & (actual <= pred[..., 2]) & known
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inside.sum(axis=0) / known.sum(axis=0)
