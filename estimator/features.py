@@ -62,17 +62,18 @@ class Vocabulary:
         halflives: Sequence[float] = (4.0, 16.0, 64.0),
     ) -> Vocabulary:
         """Keep the most called paths seen in at least `min_windows` windows, at most `max_paths`."""
-        totals: Counter[CallPath] = Counter()
+        totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
         apis: set[Pair] = set()
         components: set[str] = set()
         for window in windows:
             for path, count in window.calls.items():
-                totals[path] += count
+                totals[path] = totals.get(path, 0.0) + count
                 seen_in[path] += 1
                 components.add(path[-1][0])
             apis.update(api_counts(window.calls))
-        kept = [p for p, _ in totals.most_common() if seen_in[p] >= min_windows][:max_paths]
+        ranked = sorted(totals, key=lambda p: (-totals[p], p))
+        kept = [p for p in ranked if seen_in[p] >= min_windows][:max_paths]
         return cls(
             paths=tuple(sorted(kept)),
             apis=tuple(sorted(apis)),

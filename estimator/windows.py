@@ -136,9 +136,9 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
     """Validate one decoded JSON object of contract 1 and build its Window."""
     if not isinstance(obj, dict):
         raise _fail("each line must be a JSON object", source, line)
-    for key in ("start", "end"):
-        if key not in obj:
-            raise _fail("missing", source, line, key)
+    for name in ("start", "end"):
+        if name not in obj:
+            raise _fail("missing", source, line, name)
     start = _number(obj["start"], source, line, "start")
     end = _number(obj["end"], source, line, "end")
     if end <= start:
@@ -167,9 +167,9 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         where = f"metrics[{i}]"
         if not isinstance(entry, dict):
             raise _fail("expected an object with component, resource, value", source, line, where)
-        for key in ("component", "resource"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise _fail("missing or empty", source, line, f"{where}.{key}")
+        for name in ("component", "resource"):
+            if not isinstance(entry.get(name), str) or not entry[name]:
+                raise _fail("missing or empty", source, line, f"{where}.{name}")
         key = (entry["component"], entry["resource"])
         if entry.get("value") is None:
             continue  # unknown, never zero
