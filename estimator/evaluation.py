@@ -1,0 +1,92 @@
+"""Evaluation of estimates against actual usage: per-series tables, as every benchmark reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from estimator.anomaly import anomaly_scores
+from estimator.metrics import accuracy, coverage, mae
+from estimator.windows import SeriesKey, Window, targets
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-series figures of one model on one test set (arrays are indexed by series)."""
+
+    series: list[SeriesKey]
+    starts: np.ndarray
+    actual: np.ndarray  # [windows, series]
+    pred: np.ndarray  # [windows, series, 3]
+    oracle: np.ndarray | None  # [windows, series] noise-free truth, where simulated
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return accuracy(self.pred[..., 1], self.actual)
+
+    @property
+    def coverage(self) -> np.ndarray:
+        return coverage(self.pred, self.actual)
+
+    @property
+    def mae(self) -> np.ndarray:
+        return mae(self.pred[..., 1], self.actual)
+
+    @property
+    def oracle_accuracy(self) -> np.ndarray | None:
+        return None if self.oracle is None else accuracy(self.oracle, self.actual)
+
+    @property
+    def oracle_mae(self) -> np.ndarray | None:
+        return None if self.oracle is None else mae(self.oracle, self.actual)
+
+    @property
+    def anomaly(self) -> np.ndarray:
+        return anomaly_scores(self.actual, self.pred)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per series: component, resource and its figures."""
+        oracle_acc = self.oracle_accuracy
+        out = []
+        for j, (component, resource) in enumerate(self.series):
+            row: dict[str, object] = {
+                "component": component,
+                "resource": resource,
+                "accuracy": float(self.accuracy[j]),
+                "coverage": float(self.coverage[j]),
+                "mae": float(self.mae[j]),
+            }
+            if oracle_acc is not None:
+                row["oracle_accuracy"] = float(oracle_acc[j])
+            out.append(row)
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """Mean and worst-series accuracy, mean coverage, and the oracle's where known."""
+        acc = self.accuracy
+        out = {
+            "mean_accuracy": float(np.nanmean(acc)),
+            "worst_accuracy": float(np.nanmin(acc)),
+            "coverage": float(np.nanmean(self.coverage)),
+        }
+        if self.oracle is not None:
+            out["oracle_accuracy"] = float(np.nanmean(accuracy(self.oracle, self.actual)))
+            mae_ratio = self.mae / self.oracle_mae  # type: ignore[operator]
+            out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
+        return out
+
+
+def build_evaluation(
+    windows: Sequence[Window], series: list[SeriesKey], pred: np.ndarray
+) -> Evaluation:
+    """Pair predictions with the windows' actual (and oracle) values."""
+    oracle = targets(windows, series, oracle=True)
+    return Evaluation(
+        series=series,
+        starts=np.array([w.start for w in windows]),
+        actual=targets(windows, series),
+        pred=pred,
+        oracle=None if np.isnan(oracle).all() else oracle,
+    )

@@ -1,0 +1,123 @@
+"""From windows to a fitted bundle: vocabulary, model, validation on the tail, synthesizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from estimator.bundle import Bundle
+from estimator.errors import InputError
+from estimator.features import Vocabulary
+from estimator.metrics import accuracy, coverage
+from estimator.models import make_model
+from estimator.synthesizer import Synthesizer, traffic_of
+from estimator.windows import Window, series_of, targets
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: model kind and its hyperparameters, vocabulary size, validation tail."""
+
+    model: str = "auto"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    max_paths: int = 512
+    min_windows: int = 2
+    halflives: tuple[float, ...] = (4.0, 16.0, 64.0)
+    validation_fraction: float = 0.2
+
+
+def window_seconds_of(windows: Sequence[Window]) -> float:
+    """The dataset's window length (the median, so one odd window does not decide)."""
+    return float(np.median([w.end - w.start for w in windows]))
+
+
+def check_trainable(windows: Sequence[Window], source: str) -> None:
+    """Enough windows with both traffic and usage to learn from, or a clear error."""
+    with_metrics = sum(1 for w in windows if w.metrics)
+    if with_metrics < 10:
+        raise InputError(
+            f"only {with_metrics} windows carry metrics; training needs at least 10", source=source
+        )
+    if not any(w.calls for w in windows):
+        raise InputError("no window carries call paths (calls or traces)", source=source)
+
+
+def validate_tail(
+    config: TrainConfig, X: np.ndarray, Y: np.ndarray, vocabulary: Vocabulary
+) -> dict[str, Any]:
+    """Fit on the head, measure accuracy and band coverage on the tail of the training windows."""
+    n_tail = max(1, int(round(len(X) * config.validation_fraction)))
+    head, tail = slice(0, len(X) - n_tail), slice(len(X) - n_tail, len(X))
+    model = make_model(config.model, **config.model_params).fit(X[head], Y[head], vocabulary.layout)
+    pred = model.predict(X)[tail]  # predict through the head so recurrent state is warm
+    return {
+        "windows": n_tail,
+        "accuracy": _floats(accuracy(pred[..., 1], Y[tail])),
+        "coverage": _floats(coverage(pred, Y[tail])),
+    }
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+
+def train_bundle(
+    windows: Sequence[Window], config: TrainConfig, progress: Progress | None = None
+) -> Bundle:
+    """Fit a bundle on time-ordered windows; validation comes from the model or a tail split."""
+    say = progress or (lambda _: None)
+    vocabulary = Vocabulary.build(
+        windows,
+        max_paths=config.max_paths,
+        min_windows=config.min_windows,
+        halflives=config.halflives,
+    )
+    series = series_of(windows)
+    X, _ = vocabulary.transform(windows)
+    Y = targets(windows, series)
+    say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
+    model = make_model(config.model, **config.model_params)
+    if config.model == "auto":
+        say("fitting every candidate and choosing per series on the tail of the windows")
+        model.fit(X, Y, vocabulary.layout)
+        validation = dict(getattr(model, "validation_", {}))
+    else:
+        say(f"validating {config.model} on the last {config.validation_fraction:.0%} of windows")
+        validation = validate_tail(config, X, Y, vocabulary)
+        say(f"fitting {config.model} on all windows")
+        model.fit(X, Y, vocabulary.layout)
+    return Bundle(
+        vocabulary=vocabulary,
+        series=series,
+        model=model,
+        window_seconds=window_seconds_of(windows),
+        training={
+            "start": windows[0].start,
+            "end": windows[-1].end,
+            "windows": len(windows),
+            "reference_traffic": reference_traffic(windows),
+        },
+        validation=validation,
+        synthesizer=Synthesizer.fit(windows).to_json(),
+    )
+
+
+REFERENCE_WINDOWS = 1440
+"""Training windows whose per-API traffic a bundle keeps as the base of what-if questions."""
+
+
+def reference_traffic(windows: Sequence[Window]) -> dict[str, Any]:
+    """Per-API calls of the last training windows (one day of one-minute windows at most)."""
+    recent = windows[-REFERENCE_WINDOWS:]
+    per_window = traffic_of(recent)
+    apis = sorted({api for counts in per_window for api in counts})
+    return {
+        "apis": [list(api) for api in apis],
+        "starts": [w.start for w in recent],
+        "counts": [[round(counts.get(api, 0.0), 6) for api in apis] for counts in per_window],
+    }

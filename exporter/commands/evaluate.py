@@ -1,0 +1,49 @@
+"""`deeprest evaluate`: accuracy and band coverage per series and scenario, plots, HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from estimator.bundle import load_bundle
+from estimator.evaluation import Evaluation, build_evaluation
+from estimator.windows import load_windows
+from exporter.progress import Phases
+from exporter.report import format_table, write_report
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="model bundle directory")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        action="append",
+        help="test dataset (JSON Lines); repeat for several scenarios, named by file stem",
+    )
+    parser.add_argument("--report", type=Path, help="directory for the HTML report and PNG plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    say = Phases("evaluate")
+    bundle = load_bundle(args.model)
+    evaluations: dict[str, Evaluation] = {}
+    for path in args.data:
+        windows = load_windows(path)
+        pred, _ = bundle.predict(windows)
+        evaluation = build_evaluation(windows, bundle.series, pred)
+        evaluations[path.stem] = evaluation
+        columns = ["component", "resource", "accuracy", "coverage", "mae"]
+        if evaluation.oracle is not None:
+            columns.append("oracle_accuracy")
+        print(f"\n== {path.stem} ({len(windows)} windows, model {bundle.model.kind})")
+        print(format_table(evaluation.rows(), columns))
+        summary = evaluation.summary()
+        print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+    if args.report is not None:
+        say("writing plots and report")
+        index = write_report(
+            args.report, evaluations, f"model {bundle.model.kind}, version {bundle.version}"
+        )
+        say(f"report: {index}")
+    return 0

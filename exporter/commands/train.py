@@ -1,0 +1,109 @@
+"""`deeprest train`: a model bundle from a window dataset, or from stored windows and Prometheus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+from estimator.bundle import save_bundle
+from estimator.errors import InputError
+from estimator.models import MODEL_KINDS
+from estimator.training import TrainConfig, check_trainable, train_bundle
+from estimator.windows import Window, load_windows
+from exporter.progress import Phases
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("training data (a dataset, or the exporter's store)")
+    source.add_argument("--data", type=Path, help="window dataset (JSON Lines, contract 1)")
+    source.add_argument("--config", type=Path, help="exporter configuration (store + Prometheus)")
+    source.add_argument(
+        "--from", dest="start", help="start of the range (unix seconds or ISO 8601)"
+    )
+    source.add_argument("--to", dest="end", help="end of the range (unix seconds or ISO 8601)")
+    parser.add_argument("--out", type=Path, required=True, help="model bundle directory to write")
+    parser.add_argument("--model", default="auto", choices=MODEL_KINDS, help="model kind (auto)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model hyperparameter (JSON value), repeatable, e.g. --param n_estimators=100",
+    )
+    parser.add_argument("--max-paths", type=int, default=512, help="call-path vocabulary cap")
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.2, help="tail share for validation"
+    )
+
+
+def parse_time(text: str, flag: str) -> float:
+    """Unix seconds or an ISO 8601 time (UTC when no zone is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"'{text}' is neither unix seconds nor ISO 8601", field=flag) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
+    return moment.timestamp()
+
+
+def parse_params(items: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs with JSON values (bare words stay strings)."""
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"expected KEY=VALUE, got '{item}'", field="--param")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
+    if args.data is not None:
+        return load_windows(args.data), str(args.data)
+    if args.config is None or args.start is None or args.end is None:
+        raise InputError("give --data FILE, or --config FILE with --from T1 --to T2")
+    from exporter.config import load_config
+    from exporter.trainset import collect_training_windows
+
+    config = load_config(args.config)
+    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    if end <= start:
+        raise InputError("--to must be after --from", field="--to")
+    return collect_training_windows(config, start, end), str(args.config)
+
+
+def run(args: argparse.Namespace) -> int:
+    say = Phases("train")
+    if not 0.0 < args.validation_fraction < 0.9:
+        raise InputError("must be between 0 and 0.9", field="--validation-fraction")
+    config = TrainConfig(
+        model=args.model,
+        model_params=parse_params(args.param),
+        max_paths=args.max_paths,
+        validation_fraction=args.validation_fraction,
+    )
+    say("reading windows")
+    windows, source = _windows(args)
+    check_trainable(windows, source)
+    started = time.monotonic()
+    bundle = train_bundle(windows, config, progress=say)
+    bundle.training["seconds"] = round(time.monotonic() - started, 3)
+    save_bundle(bundle, args.out)
+    accuracy = [a for a in bundle.validation.get("accuracy", []) if a is not None]
+    mean = sum(accuracy) / len(accuracy) if accuracy else float("nan")
+    say(
+        f"wrote {args.out} (model {bundle.model.kind}, {len(bundle.series)} series, "
+        f"validation accuracy mean {mean:.3f}, trained in {bundle.training['seconds']:.1f}s)"
+    )
+    return 0

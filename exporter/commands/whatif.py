@@ -1,0 +1,150 @@
+"""`deeprest whatif`: expected usage for 3x users or a new API mix, as a table, CSV and plot."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from estimator.bundle import load_bundle
+from estimator.errors import InputError
+from estimator.synthesizer import Synthesizer, traffic_of
+from estimator.whatif import WhatIf, estimate, reference_windows, scaled_traffic
+from estimator.windows import Pair, Window, load_windows
+from exporter.progress import Phases
+from exporter.report import UNITS, format_table
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="model bundle directory")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scale", type=float, help="multiply the base traffic by K (3 = 3x users)")
+    which.add_argument(
+        "--traffic",
+        type=Path,
+        help="per-API calls per window: CSV with a 'start' column and one column per API "
+        "('component:operation' or the operation), or a window dataset",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="base traffic (window dataset); default: the bundle's last day"
+    )
+    parser.add_argument("--sample", action="store_true", help="sample call trees, not expectations")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    parser.add_argument(
+        "--out", type=Path, default=Path("whatif"), help="directory for CSV and PNG"
+    )
+
+
+def read_traffic_csv(
+    path: Path, synthesizer: Synthesizer
+) -> tuple[list[dict[Pair, float]], np.ndarray]:
+    """Wide CSV: start, then one column of calls per window for each API."""
+    try:
+        handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"cannot open: {exc.strerror}", source=str(path)) from exc
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header or header[0] != "start":
+            raise InputError("first column must be 'start'", source=str(path), line=1)
+        apis = [synthesizer.resolve_api(name.strip()) for name in header[1:]]
+        traffic, starts = [], []
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise InputError(f"expected {len(header)} columns", source=str(path), line=line)
+            try:
+                values = [float(v) for v in row]
+            except ValueError as exc:
+                raise InputError(f"not a number ({exc})", source=str(path), line=line) from None
+            if any(v < 0 or not np.isfinite(v) for v in values[1:]):
+                raise InputError(
+                    "calls must be finite and non-negative", source=str(path), line=line
+                )
+            starts.append(values[0])
+            traffic.append(dict(zip(apis, values[1:], strict=True)))
+    if not traffic:
+        raise InputError("holds no rows", source=str(path))
+    return traffic, np.asarray(starts)
+
+
+def plot(result: WhatIf, path: Path, label: str) -> None:
+    """Per component and resource: base and what-if mean usage, relative to the base."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    resources = sorted({r for _, r in result.series})
+    fig, axes = plt.subplots(len(resources), 1, figsize=(10, 2.6 * len(resources)), squeeze=False)
+    for ax, resource in zip(axes[:, 0], resources, strict=True):
+        idx = [j for j, (_, r) in enumerate(result.series) if r == resource]
+        names = [result.series[j][0] for j in idx]
+        x = np.arange(len(idx))
+        ax.bar(x - 0.2, result.base[:, idx, 1].max(axis=0), 0.4, label="base peak")
+        ax.bar(x + 0.2, result.hypothetical[:, idx, 1].max(axis=0), 0.4, label=f"{label} peak")
+        ax.errorbar(
+            x + 0.2,
+            result.hypothetical[:, idx, 2].max(axis=0),
+            fmt="_",
+            color="k",
+            label="upper band",
+        )
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(f"{resource} ({UNITS.get(resource, resource)})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    say = Phases("whatif")
+    bundle = load_bundle(args.model)
+    synthesizer = Synthesizer.from_json(bundle.synthesizer)
+    rng = np.random.default_rng(args.seed) if args.sample else None
+    if args.data is not None:
+        observed = load_windows(args.data)
+        base_traffic, starts = traffic_of(observed), np.array([w.start for w in observed])
+    else:
+        base_traffic, starts = reference_windows(bundle, synthesizer)
+    if args.scale is not None:
+        new_traffic, new_starts, label = (
+            scaled_traffic(base_traffic, args.scale),
+            starts,
+            f"{args.scale:g}x",
+        )
+    elif args.traffic.suffix == ".csv":
+        (new_traffic, new_starts), label = (
+            read_traffic_csv(args.traffic, synthesizer),
+            args.traffic.stem,
+        )
+    else:
+        given = load_windows(args.traffic)
+        new_traffic, new_starts = traffic_of(given), np.array([w.start for w in given])
+        label = args.traffic.stem
+    base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
+    hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
+    say(f"estimating {len(base)} base and {len(hypothetical)} what-if windows")
+    result = estimate(bundle, base, hypothetical)
+    columns = [
+        "component",
+        "resource",
+        "base_mean",
+        "whatif_mean",
+        "base_peak",
+        "whatif_peak",
+        "whatif_peak_upper",
+        "ratio",
+    ]
+    print(format_table(result.rows(), columns))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "whatif.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(result.rows())
+    plot(result, args.out / "whatif.png", label)
+    say(f"wrote {args.out / 'whatif.csv'} and {args.out / 'whatif.png'}")
+    return 0

@@ -1,0 +1,118 @@
+"""Evaluation reports: text tables, PNG plots of actual against the band, an HTML page."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from estimator.evaluation import Evaluation
+
+UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throughput": "bytes/s"}
+
+
+def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
+    """A plain aligned text table (floats with 3 decimals)."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "nan" if np.isnan(value) else f"{value:.3f}"
+        return str(value)
+
+    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [
+        max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
+    """The same table in Markdown, for docs/benchmarks.md."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "n/a" if np.isnan(value) else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_component(evaluation: Evaluation, component: str, path: Path, title: str) -> None:
+    """One PNG per component: actual, median and band for each resource, and the anomaly score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = [j for j, (c, _) in enumerate(evaluation.series) if c == component]
+    fig, axes = plt.subplots(len(index) + 1, 1, figsize=(10, 2.2 * (len(index) + 1)), sharex=True)
+    t = (evaluation.starts - evaluation.starts[0]) / 60.0
+    scores = evaluation.anomaly
+    for ax, j in zip(axes, index, strict=False):
+        resource = evaluation.series[j][1]
+        ax.fill_between(
+            t, evaluation.pred[:, j, 0], evaluation.pred[:, j, 2], alpha=0.3, label="90% band"
+        )
+        ax.plot(t, evaluation.pred[:, j, 1], lw=1, label="expected (median)")
+        ax.plot(t, evaluation.actual[:, j], lw=0.8, color="black", label="actual")
+        ax.set_ylabel(f"{resource}\n({UNITS.get(resource, resource)})")
+    axes[0].legend(loc="upper right", fontsize=7)
+    for j in index:
+        axes[-1].plot(t, scores[:, j], lw=1, label=evaluation.series[j][1])
+    axes[-1].set_ylabel("anomaly score")
+    axes[-1].set_xlabel("minutes since start")
+    axes[-1].legend(loc="upper right", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(
+    directory: Path, evaluations: Mapping[str, Evaluation], model_description: str
+) -> Path:
+    """HTML report with a table and per-component plots for each scenario; returns index.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = [f"<h1>DeepRest evaluation</h1><p>{html.escape(model_description)}</p>"]
+    for scenario, evaluation in evaluations.items():
+        summary = evaluation.summary()
+        parts.append(f"<h2>{html.escape(scenario)}</h2><p>")
+        parts.append(", ".join(f"{k} {v:.3f}" for k, v in summary.items()) + "</p>")
+        parts.append(_html_table(evaluation.rows()))
+        for component in sorted({c for c, _ in evaluation.series}):
+            name = f"{_slug(scenario)}-{_slug(component)}.png"
+            plot_component(evaluation, component, directory / name, f"{scenario}: {component}")
+            parts.append(f'<img src="{name}" alt="{html.escape(component)}" width="800">')
+    page = "<!doctype html><meta charset='utf-8'><title>DeepRest evaluation</title>"
+    page += "<style>body{font-family:sans-serif}td,th{padding:2px 8px}</style>" + "\n".join(parts)
+    out = directory / "index.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _html_table(rows: Sequence[Mapping[str, object]]) -> str:
+    if not rows:
+        return "<p>no series</p>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+            for v in (r[c] for c in columns)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
