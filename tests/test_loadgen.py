@@ -1,0 +1,146 @@
+"""Load shapes as data: stage tables and mixes, checked against elapsed time without sleeping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from estimator.errors import InputError
+from loadgen.shapes import (
+    API_NAMES,
+    COMPOSITION_MIXES,
+    DiurnalSpec,
+    LoadPlan,
+    Stage,
+    composition,
+    diurnal,
+    scale,
+    shape,
+)
+
+SPEC = DiurnalSpec(cycles=2, period_s=1200.0, step_s=20.0, base_users=2, peak_users=40, seed=7)
+
+
+def users_over(plan: LoadPlan, step: float) -> list[int]:
+    """Users in the middle of every `step` real seconds until the plan ends."""
+    out, i = [], 0
+    while (tick := plan.tick((i + 0.5) * step)) is not None:
+        out.append(tick[0])
+        i += 1
+    return out
+
+
+def local_maxima(values: list[int], radius: int) -> list[int]:
+    """Indices that are the maximum of their +-radius neighbourhood and above the midline."""
+    mid = (max(values) + min(values)) / 2
+    return [
+        i
+        for i, v in enumerate(values)
+        if v > mid and v == max(values[max(0, i - radius) : i + radius + 1])
+    ]
+
+
+def test_diurnal_has_two_peaks_per_cycle_with_seeded_random_heights() -> None:
+    plan = diurnal(SPEC)
+    users = [s.users for s in plan.stages]
+    per_cycle = len(users) // SPEC.cycles
+    for c in range(SPEC.cycles):
+        cycle = users[c * per_cycle : (c + 1) * per_cycle]
+        half = per_cycle // 2
+        first, second = max(cycle[:half]), max(cycle[half:])
+        trough = min(cycle[half // 2 : half + half // 2])
+        assert first > 2 * trough and second > 2 * trough
+    peaks = [max(users[i : i + per_cycle // 2]) for i in range(0, len(users), per_cycle // 2)]
+    assert len(set(peaks)) > 1, "peak heights are random, not all equal"
+    assert max(users) <= SPEC.peak_users * (1 + 4 * SPEC.noise)
+    assert diurnal(SPEC) == plan, "same seed, same plan"
+    other = diurnal(DiurnalSpec(**{**SPEC.__dict__, "seed": 8}))
+    assert [s.users for s in other.stages] != users
+
+
+def test_scale_multiplies_peaks_by_k() -> None:
+    base, tripled = diurnal(SPEC), scale(3.0, SPEC)
+    assert [s.end for s in tripled.stages] == [s.end for s in base.stages]
+    for b, t in zip(base.stages, tripled.stages, strict=True):
+        assert abs(t.users - 3 * b.users) <= 1
+    assert max(s.users for s in tripled.stages) >= 3 * max(s.users for s in base.stages) - 1
+
+
+def test_shape_is_flat_at_peak() -> None:
+    plan = shape(SPEC)
+    users = [s.users for s in plan.stages]
+    assert max(users) == SPEC.peak_users
+    longest, run = 0, 0
+    for u in users:
+        run = run + 1 if u == SPEC.peak_users else 0
+        longest = max(longest, run)
+    hold_steps = (SPEC.period_s / 5) / SPEC.step_s
+    assert longest >= hold_steps - 1
+    assert len(local_maxima(users, 3)) >= 2 * SPEC.cycles
+
+
+def test_composition_mixes_sum_to_one_and_change_over_time() -> None:
+    plan = composition(SPEC)
+    seen = []
+    for t in range(0, int(plan.duration) + 50, 10):
+        mix = plan.mix(float(t))
+        assert set(mix) == set(API_NAMES)
+        assert math.isclose(sum(mix.values()), 1.0, rel_tol=1e-9)
+        assert all(w >= 0 for w in mix.values())
+        seen.append(tuple(round(mix[a], 6) for a in API_NAMES))
+    assert len(set(seen)) == len(COMPOSITION_MIXES)
+    assert [s.users for s in plan.stages] == [s.users for s in diurnal(SPEC).stages]
+
+
+def test_time_compression_plays_the_same_table_faster() -> None:
+    slow = diurnal(SPEC)
+    fast = diurnal(DiurnalSpec(**{**SPEC.__dict__, "compression": 60.0}))
+    assert math.isclose(fast.duration * 60.0, slow.duration)
+    for t in (0.0, 1.0, 7.5, 19.9, 30.0):
+        assert fast.tick(t) == slow.tick(t * 60.0)
+    assert fast.tick(fast.duration + 0.01) is None
+    assert fast.tick(fast.duration - 0.01) is not None
+    assert users_over(fast, 1.0 / 3.0) == users_over(slow, 20.0)
+
+
+def test_tick_follows_the_stage_table() -> None:
+    plan = LoadPlan("t", (Stage(10, 5, 1.0), Stage(20, 8, 2.0)), compression=2.0)
+    assert plan.tick(0) == (5, 1.0)
+    assert plan.tick(4.99) == (5, 1.0)
+    assert plan.tick(5.0) == (8, 2.0)
+    assert plan.tick(10.0) is None
+
+
+@pytest.mark.parametrize(
+    "stages, mixes, compression",
+    [
+        ((), ((math.inf, {"register": 1.0}),), 1.0),
+        ((Stage(10, 1, 1.0), Stage(5, 1, 1.0)), ((math.inf, {"register": 1.0}),), 1.0),
+        ((Stage(10, -1, 1.0),), ((math.inf, {"register": 1.0}),), 1.0),
+        ((Stage(10, 1, 1.0),), ((math.inf, {"nope": 1.0}),), 1.0),
+        ((Stage(10, 1, 1.0),), ((math.inf, {"register": 0.0}),), 1.0),
+        ((Stage(10, 1, 1.0),), ((math.inf, {"register": 1.0}),), 0.0),
+    ],
+)
+def test_bad_tables_are_input_errors(
+    stages: tuple[Stage, ...], mixes: tuple[tuple[float, dict[str, float]], ...], compression: float
+) -> None:
+    with pytest.raises(InputError):
+        LoadPlan("bad", stages, mixes, compression)
+
+
+def test_locustfile_builds_the_plan_from_its_options() -> None:
+    import argparse
+
+    from loadgen.locustfile import add_arguments, plan_from_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    opts = parser.parse_args(["--shape", "scale", "--scale-k", "2", "--compression", "10"])
+    plan = plan_from_options(opts)
+    assert plan.compression == 10.0
+    base = plan_from_options(parser.parse_args(["--compression", "10"]))
+    assert max(s.users for s in plan.stages) >= 2 * max(s.users for s in base.stages) - 1
+    with pytest.raises(InputError):
+        plan_from_options(parser.parse_args(["--shape", "sideways"]))
