@@ -20,6 +20,7 @@ from estimator.windows import SeriesKey, Window
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
+SYNTHESIZER = "synthesizer.json"
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Bundle:
             "training": self.training,
             "validation": self.validation,
             "model": {"kind": self.model.kind, "series_kinds": self.model.series_kinds()},
-            "synthesizer": self.synthesizer,
+            "synthesizer": SYNTHESIZER if self.synthesizer is not None else None,
         }
 
 
@@ -71,6 +72,8 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     (tmp / MODEL_DIR).mkdir(parents=True)
     manifest = bundle.manifest()
     manifest["model"]["meta"] = bundle.model.save(tmp / MODEL_DIR)
+    if bundle.synthesizer is not None:
+        (tmp / SYNTHESIZER).write_text(json.dumps(bundle.synthesizer), encoding="utf-8")
     manifest["files"] = {
         str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
     }
@@ -112,6 +115,14 @@ def load_bundle(directory: str | Path) -> Bundle:
         if _sha256(file) != digest:
             raise BundleError(f"{directory}: file {name} does not match its checksum (corrupted)")
     vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
+    synthesizer = None
+    if manifest.get("synthesizer") is not None:
+        if manifest["synthesizer"] not in files:
+            raise BundleError(f"{path}: synthesizer file is not listed among the bundle's files")
+        try:
+            synthesizer = json.loads((directory / SYNTHESIZER).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{directory}: {SYNTHESIZER} is unreadable ({exc})") from exc
     try:
         cls = model_class(str(model_info["kind"]))
         model = cls.load(directory / MODEL_DIR, model_info.get("meta") or {})
@@ -135,6 +146,6 @@ def load_bundle(directory: str | Path) -> Bundle:
         window_seconds=window_seconds,
         training=manifest.get("training") or {},
         validation=manifest.get("validation") or {},
-        synthesizer=manifest.get("synthesizer"),
+        synthesizer=synthesizer,
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
     )

@@ -1,0 +1,212 @@
+"""The command line end to end on a tiny world: train, predict, evaluate, whatif; bundle tampering."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from estimator.bundle import load_bundle
+from estimator.errors import BundleError
+from estimator.windows import write_windows
+from exporter.cli import main
+from tests.worlds import tiny_world
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    train, test = root / "train.jsonl", root / "test.jsonl"
+    write_windows(train, tiny_world(200, seed=1))
+    write_windows(test, tiny_world(60, seed=2, scale=2.0))
+    model = root / "model"
+    assert main(["train", "--data", str(train), "--out", str(model), "--model", "linear"]) == 0
+    return {"root": root, "train": train, "test": test, "model": model}
+
+
+def test_predict_writes_contract_csv(trained: dict[str, Path]) -> None:
+    out = trained["root"] / "pred.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(trained["model"]),
+                "--data",
+                str(trained["test"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["start", "component", "resource", "lower", "median", "upper"]
+    assert len(rows) == 60 * 5
+    for row in rows:
+        assert float(row["lower"]) <= float(row["median"]) <= float(row["upper"])
+
+
+def test_evaluate_prints_table_and_writes_report(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = trained["root"] / "report"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(trained["model"]),
+                "--data",
+                str(trained["test"]),
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "oracle_accuracy" in out and "mean_accuracy" in out
+    assert (report / "index.html").is_file()
+    assert len(list(report.glob("*.png"))) == 4  # one per component
+
+
+def test_whatif_scale_grows_cpu_with_traffic(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained["root"] / "whatif"
+    assert (
+        main(["whatif", "--model", str(trained["model"]), "--scale", "3", "--out", str(out)]) == 0
+    )
+    with open(out / "whatif.csv") as handle:
+        rows = {(r["component"], r["resource"]): r for r in csv.DictReader(handle)}
+    ratio = float(rows[("compose", "cpu")]["ratio"])
+    assert 2.0 < ratio < 3.0  # idle cost does not scale, per-call cost does
+    assert (out / "whatif.png").stat().st_size > 0
+
+
+def test_whatif_traffic_csv(trained: dict[str, Path]) -> None:
+    traffic = trained["root"] / "mix.csv"
+    traffic.write_text("start,/compose,front:/read\n0,100,0\n60,100,0\n")
+    out = trained["root"] / "whatif-mix"
+    assert (
+        main(
+            [
+                "whatif",
+                "--model",
+                str(trained["model"]),
+                "--traffic",
+                str(traffic),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with open(out / "whatif.csv") as handle:
+        rows = {(r["component"], r["resource"]): r for r in csv.DictReader(handle)}
+    assert float(rows[("timeline", "cpu")]["whatif_mean"]) < float(
+        rows[("timeline", "cpu")]["base_mean"]
+    )
+    bad = trained["root"] / "bad.csv"
+    bad.write_text("start,/compose\n0,lots\n")
+    assert (
+        main(["whatif", "--model", str(trained["model"]), "--traffic", str(bad), "--out", str(out)])
+        == 2
+    )
+
+
+def test_bad_input_exits_2_and_names_the_line(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = trained["root"] / "bad.jsonl"
+    lines = trained["test"].read_text().splitlines()
+    lines[3] = lines[3].replace('"start"', '"begin"', 1)
+    bad.write_text("\n".join(lines))
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(trained["model"]),
+            "--data",
+            str(bad),
+            "--out",
+            str(trained["root"] / "p.csv"),
+        ]
+    )
+    assert code == 2
+    assert "line 4" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(trained["root"] / "missing.jsonl"),
+                "--out",
+                str(trained["root"] / "m"),
+            ]
+        )
+        == 2
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(trained["train"]), "--out", "x", "--model", "nope"])
+    assert exit_info.value.code == 2
+
+
+def test_bundle_round_trip_predicts_identically(trained: dict[str, Path]) -> None:
+    bundle = load_bundle(trained["model"])
+    copy = trained["root"] / "copy"
+    shutil.copytree(trained["model"], copy)
+    windows = tiny_world(20, seed=5)
+    a, _ = bundle.predict(windows)
+    b, _ = load_bundle(copy).predict(windows)
+    assert np.array_equal(a, b)
+    manifest = json.loads((trained["model"] / "manifest.json").read_text())
+    assert manifest["model"]["series_kinds"] == ["linear"] * 5
+    assert len(manifest["validation"]["accuracy"]) == 5
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncate_manifest", "flip_model_byte", "drop_file", "version", "vocabulary"]
+)
+def test_damaged_bundles_get_a_clear_error(
+    trained: dict[str, Path], tmp_path: Path, damage: str
+) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(trained["model"], bundle)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    model_file = bundle / sorted(manifest["files"])[0]
+    if damage == "truncate_manifest":
+        manifest_path.write_text(manifest_path.read_text()[:100])
+    elif damage == "flip_model_byte":
+        data = bytearray(model_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model_file.write_bytes(bytes(data))
+    elif damage == "drop_file":
+        model_file.unlink()
+    elif damage == "version":
+        manifest["format_version"] = 99
+        manifest_path.write_text(json.dumps(manifest))
+    else:
+        manifest["vocabulary"]["components"].append("extra")
+        manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError):
+        load_bundle(bundle)
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(bundle),
+            "--data",
+            str(trained["test"]),
+            "--out",
+            str(tmp_path / "p.csv"),
+        ]
+    )
+    assert code == 1

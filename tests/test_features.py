@@ -1,0 +1,60 @@
+"""Call-path features: vocabulary cap, the per-API 'other' fold, history state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from estimator.features import Vocabulary
+from estimator.windows import Window
+from tests.worlds import COMPOSE_PATHS, READ_PATHS, tiny_world
+
+
+def test_vocabulary_cap_keeps_most_called_paths() -> None:
+    windows = tiny_world(50)
+    vocab = Vocabulary.build(windows, max_paths=2)
+    assert len(vocab.paths) == 2
+    totals = {p: sum(w.calls.get(p, 0) for w in windows) for p in (*COMPOSE_PATHS, *READ_PATHS)}
+    assert set(vocab.paths) == set(sorted(totals, key=lambda p: -totals[p])[:2])
+
+
+def test_rare_and_new_paths_fold_into_other_of_their_api() -> None:
+    windows = tiny_world(50)
+    vocab = Vocabulary.build(windows, max_paths=3)
+    layout = vocab.layout
+    new = Window(0, 60)
+    new.add_path((("front", "/compose"), ("compose", "compose"), ("brand-new", "op")), 7)
+    new.add_path((("never", "/seen"),), 2)
+    x = vocab.counts([new])[0]
+    names = [layout.names[j] for j in np.flatnonzero(x)]
+    assert x[layout.names.index("other[front:/compose]")] == 7
+    assert x[layout.names.index("other[*:*]")] == 2
+    assert x[layout.names.index("api[*:*]")] == 2
+    assert "component[brand-new]" not in names  # unknown components are not features
+
+
+def test_counts_are_exact_for_known_paths() -> None:
+    windows = tiny_world(30)
+    vocab = Vocabulary.build(windows)
+    X, _ = vocab.transform(windows)
+    layout = vocab.layout
+    for path in COMPOSE_PATHS:
+        j = vocab.paths.index(path)
+        assert np.array_equal(X[:, j], [w.calls[path] for w in windows])
+    comp = layout.component_column("store")
+    assert comp is not None
+    assert np.array_equal(X[:, comp], [w.calls[COMPOSE_PATHS[2]] for w in windows])
+
+
+def test_history_state_continues_across_calls() -> None:
+    windows = tiny_world(80)
+    vocab = Vocabulary.build(windows)
+    whole, _ = vocab.transform(windows)
+    first, state = vocab.transform(windows[:50])
+    rest, _ = vocab.transform(windows[50:], state)
+    assert np.allclose(np.vstack([first, rest]), whole)
+
+
+def test_vocabulary_round_trips_through_json() -> None:
+    vocab = Vocabulary.build(tiny_world(20), max_paths=4)
+    again = Vocabulary.from_json(vocab.to_json())
+    assert again == vocab and again.layout.names == vocab.layout.names

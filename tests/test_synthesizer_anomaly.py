@@ -1,0 +1,81 @@
+"""Trace synthesizer for what-if, and the anomaly score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from estimator.anomaly import anomaly_scores, excess, smooth
+from estimator.errors import InputError
+from estimator.synthesizer import Synthesizer, scale_windows, traffic_of
+from tests.worlds import COMPOSE_PATHS, FRONT, READ, tiny_world
+
+
+def test_expected_windows_reproduce_observed_path_counts() -> None:
+    windows = tiny_world(60)
+    synth = Synthesizer.fit(windows)
+    again = synth.windows(traffic_of(windows), [w.start for w in windows], 60.0)
+    for w, s in zip(windows, again, strict=True):
+        assert s.calls.keys() == w.calls.keys()
+        for path, count in w.calls.items():
+            assert s.calls[path] == pytest.approx(count)
+
+
+def test_per_api_rates_expand_to_the_api_call_paths() -> None:
+    synth = Synthesizer.fit(tiny_world(60))
+    [window] = synth.windows([{FRONT: 100.0}], [0.0], 60.0)
+    assert set(window.calls) == set(COMPOSE_PATHS)
+    assert all(c == pytest.approx(100.0) for c in window.calls.values())
+
+
+def test_sampling_is_seeded_and_near_expectation() -> None:
+    synth = Synthesizer.fit(tiny_world(60))
+    traffic = [{FRONT: 50.0, READ: 80.0}] * 200
+    a = synth.windows(traffic, range(200), 60.0, np.random.default_rng(1))
+    b = synth.windows(traffic, range(200), 60.0, np.random.default_rng(1))
+    assert [w.calls for w in a] == [w.calls for w in b]
+    mean = np.mean([w.calls[COMPOSE_PATHS[1]] for w in a])
+    assert mean == pytest.approx(50.0, rel=0.05)
+
+
+def test_json_round_trip_and_api_names() -> None:
+    synth = Synthesizer.fit(tiny_world(30))
+    again = Synthesizer.from_json(synth.to_json())
+    assert again.apis == synth.apis
+    assert again.resolve_api("/read") == READ
+    assert again.resolve_api("front:/compose") == FRONT
+    with pytest.raises(InputError, match="unknown or ambiguous"):
+        again.resolve_api("/nope")
+    with pytest.raises(InputError, match="never seen"):
+        again.windows([{("x", "/y"): 1.0}], [0.0], 60.0)
+
+
+def test_scale_multiplies_every_path() -> None:
+    windows = tiny_world(5)
+    scaled = scale_windows(windows, 3.0)
+    assert scaled[2].calls == {p: 3 * c for p, c in windows[2].calls.items()}
+    assert scaled[2].metrics == {}
+    with pytest.raises(InputError):
+        scale_windows(windows, -1.0)
+
+
+def test_excess_is_zero_inside_and_relative_outside() -> None:
+    lower, upper = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
+    assert np.allclose(excess(np.array([1.5, 3.0, 0.5]), lower, upper), [0.0, 0.5, 0.5])
+    assert np.isnan(excess(np.array([np.nan]), lower[:1], upper[:1]))[0]
+
+
+def test_smoothing_rises_over_windows_and_keeps_score_through_unknowns() -> None:
+    s1 = smooth(None, np.array([0.0]))
+    s2 = smooth(s1, np.array([1.0]))
+    s3 = smooth(s2, np.array([1.0]))
+    assert 0 < s2[0] < s3[0] < 1
+    assert smooth(s3, np.array([np.nan]))[0] == s3[0]
+
+
+def test_anomaly_scores_over_a_series() -> None:
+    pred = np.tile(np.array([0.9, 1.0, 1.1]), (6, 1, 1))
+    actual = np.array([[1.0], [1.0], [2.2], [2.2], [2.2], [1.0]])
+    scores = anomaly_scores(actual, pred)[:, 0]
+    assert scores[0] == scores[1] == 0
+    assert scores[2] > 0 and scores[4] > scores[2] and scores[5] < scores[4]

@@ -1,0 +1,113 @@
+"""Contract-1 reading and writing, validation with file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from estimator.errors import InputError
+from estimator.windows import (
+    api_counts,
+    api_of,
+    load_windows,
+    read_windows,
+    targets,
+    tree_paths,
+    write_windows,
+)
+from tests.worlds import tiny_world
+
+GOOD = {
+    "start": 0,
+    "end": 60,
+    "calls": [{"path": [["nginx", "/compose"], ["compose-post", "compose"]], "count": 5}],
+    "traces": [
+        {
+            "component": "nginx",
+            "operation": "/compose",
+            "children": [{"component": "compose-post", "operation": "compose", "children": []}],
+        }
+    ],
+    "metrics": [{"component": "compose-post", "resource": "cpu", "value": 0.5}],
+}
+
+
+def write_lines(path: Path, objects: list[object]) -> Path:
+    path.write_text("\n".join(json.dumps(o) for o in objects) + "\n")
+    return path
+
+
+def test_calls_and_traces_are_both_counted(tmp_path: Path) -> None:
+    [window] = load_windows(write_lines(tmp_path / "d.jsonl", [GOOD]))
+    assert window.calls[(("nginx", "/compose"),)] == 1
+    assert window.calls[(("nginx", "/compose"), ("compose-post", "compose"))] == 6
+    assert window.metrics == {("compose-post", "cpu"): 0.5}
+
+
+def test_round_trip_keeps_counts_metrics_and_oracle(tmp_path: Path) -> None:
+    windows = tiny_world(20)
+    write_windows(tmp_path / "w.jsonl", windows)
+    again = load_windows(tmp_path / "w.jsonl")
+    assert [w.calls for w in again] == [w.calls for w in windows]
+    assert [w.metrics for w in again] == pytest.approx([w.metrics for w in windows])
+    assert again[3].oracle == pytest.approx(windows[3].oracle)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda o: o.pop("start"), "start"),
+        (lambda o: o.update(end=-1), "end"),
+        (lambda o: o["calls"][0].update(count="many"), "calls[0].count"),
+        (lambda o: o["calls"][0].update(path=[["nginx"]]), "calls[0].path"),
+        (
+            lambda o: o["traces"][0]["children"][0].pop("operation"),
+            "traces[0].children[0].operation",
+        ),
+        (lambda o: o["metrics"][0].update(value=float("inf")), "metrics[0].value"),
+        (lambda o: o["metrics"][0].pop("resource"), "metrics[0].resource"),
+    ],
+)
+def test_bad_lines_name_file_line_and_field(tmp_path: Path, mutate, field: str) -> None:
+    bad = json.loads(json.dumps(GOOD))
+    mutate(bad)
+    path = write_lines(tmp_path / "bad.jsonl", [GOOD, bad])
+    with pytest.raises(InputError) as err:
+        list(read_windows(path))
+    assert err.value.line == 2
+    assert err.value.field == field
+    assert str(path) in str(err.value) and "line 2" in str(err.value)
+
+
+def test_invalid_json_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n{not json\n")
+    with pytest.raises(InputError, match="line 2"):
+        list(read_windows(path))
+    late = dict(GOOD, start=120, end=180)
+    with pytest.raises(InputError, match="time order"):
+        list(read_windows(write_lines(path, [late, GOOD])))
+
+
+def test_missing_metric_is_unknown_not_zero(tmp_path: Path) -> None:
+    other = dict(GOOD, start=60, end=120, metrics=[])
+    windows = load_windows(write_lines(tmp_path / "d.jsonl", [GOOD, other]))
+    y = targets(windows, [("compose-post", "cpu")])
+    assert y[0, 0] == 0.5 and y[1, 0] != y[1, 0]  # NaN
+
+
+def test_api_below_catch_all_gateway() -> None:
+    gateway = ("gateway", "/*")
+    assert api_of((gateway, ("orders", "/api/orders"), ("db", "q"))) == ("orders", "/api/orders")
+    assert api_of((gateway,)) is None
+    calls = {(gateway,): 3.0, (gateway, ("orders", "/api/orders")): 2.0, (("a", "/x"),): 1.0}
+    assert api_counts(calls) == {("orders", "/api/orders"): 2.0, ("a", "/x"): 1.0}
+
+
+def test_deep_tree_paths_do_not_recurse() -> None:
+    node: dict = {"component": "c", "operation": "leaf", "children": []}
+    for i in range(5000):
+        node = {"component": "c", "operation": f"op{i}", "children": [node]}
+    assert sum(1 for _ in tree_paths(node)) == 5001
