@@ -1,0 +1,69 @@
+"""Importers: other trace and metric formats into windows of call-path counts (contract 1).
+
+Every importer takes a file, a directory or a glob and returns list[Window], bucketed by the end
+time of each tree's root span into windows aligned to multiples of `window_seconds` since the
+epoch. How spans become trees (duplicates, orphans, gateway folding) is described in
+`estimator.spans`. Bad input raises InputError naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from estimator.errors import InputError
+from estimator.importers.common import OnFile, service_of_pod
+from estimator.importers.jaeger import import_jaeger, spans_from_jaeger
+from estimator.importers.otlp import import_otlp_json, spans_from_otlp_json
+from estimator.importers.raw import import_raw, traces_from_raw
+from estimator.importers.spancsv import import_span_csv
+from estimator.importers.trainticket import join_metrics, load_trainticket, metric_files
+from estimator.windows import Window
+
+Importer = Callable[..., list[Window]]
+
+FORMATS: dict[str, Importer] = {
+    "span-csv": import_span_csv,
+    "jaeger": import_jaeger,
+    "otlp-json": import_otlp_json,
+    "raw": import_raw,
+    "trainticket": load_trainticket,
+}
+"""Format name (as the `deeprest import --format` flag spells it) -> importer."""
+
+
+def import_windows(
+    fmt: str,
+    source: str | Path,
+    metrics: str | Path | None = None,
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """Windows from `source` in format `fmt`, joined with Train-Ticket style metric files if given."""
+    importer = FORMATS.get(fmt)
+    if importer is None:
+        raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
+    if fmt == "trainticket":
+        source = Path(source)
+    windows = importer(source, window_seconds, on_file, fold_gateway)
+    if metrics is not None:
+        join_metrics(windows, metric_files(metrics), window_seconds, on_file)
+    return windows
+
+
+__all__ = [
+    "FORMATS",
+    "import_jaeger",
+    "import_otlp_json",
+    "import_raw",
+    "import_span_csv",
+    "import_windows",
+    "join_metrics",
+    "load_trainticket",
+    "metric_files",
+    "service_of_pod",
+    "spans_from_jaeger",
+    "spans_from_otlp_json",
+    "traces_from_raw",
+]

@@ -1,0 +1,143 @@
+"""Helpers shared by the importers: input files, JSON documents, typed field checks, pod names."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from estimator.errors import InputError
+
+OnFile = Callable[[Path], None]
+"""Called after each input file is read (progress reporting)."""
+
+_POD_SUFFIXES = re.compile(r"^(?P<service>.+)-[a-z0-9]{5,10}-[a-z0-9]{5}$")
+
+
+def service_of_pod(pod: str) -> str:
+    """A Kubernetes Deployment's pod name without its two hash suffixes (other names unchanged)."""
+    match = _POD_SUFFIXES.match(pod)
+    return match.group("service") if match else pod
+
+
+def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
+    """Sorted input files of a file, a directory (files with one of `suffixes`) or a glob."""
+    text = str(spec)
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.is_file() and p.name.endswith(tuple(suffixes))]
+    elif any(ch in text for ch in "*?["):
+        found = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+    else:
+        raise InputError("no such file, directory or glob match", source=text)
+    if not found:
+        wanted = ", ".join(suffixes)
+        raise InputError(f"no input files found (looked for {wanted})", source=text)
+    return sorted(found)
+
+
+def read_text(path: Path) -> str:
+    """A text file's content, gunzipped when its name ends in .gz."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read()
+        return path.read_text(encoding="utf-8")
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read: {exc}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text: {exc.reason}", source=str(path)) from exc
+
+
+def json_documents(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, object) of a file holding one JSON document, or one document per line."""
+    source = str(path)
+    text = read_text(path)
+    try:
+        yield 1, json.loads(text)
+        return
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise InputError(
+                f"not valid JSON ({exc.msg}, column {exc.colno})", source=source, line=exc.lineno
+            ) from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"not valid JSON ({exc.msg}, column {exc.colno})", source=source, line=number
+            ) from exc
+
+
+class Where:
+    """A JSON location (file, line) that builds InputErrors naming a field path."""
+
+    def __init__(self, source: str, line: int) -> None:
+        self.source = source
+        self.line = line
+
+    def fail(self, message: str, fld: str | None = None) -> InputError:
+        return InputError(message, source=self.source, line=self.line, field=fld)
+
+    def obj(self, value: Any, fld: str | None) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(f"expected an object, got {_kind(value)}", fld)
+        return value
+
+    def items(self, value: Any, fld: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(f"expected a list, got {_kind(value)}", fld)
+        return value
+
+    def text(self, value: Any, fld: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"expected a non-empty string, got {_kind(value)}", fld)
+        return value
+
+    def integer(self, value: Any, fld: str) -> int:
+        """A non-negative integer, given as a JSON number or a decimal string."""
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise self.fail(f"expected an integer, got {value!r}", fld) from None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(f"expected a non-negative integer, got {value!r}", fld)
+        return value
+
+    def seconds(self, value: Any, fld: str) -> float:
+        """A finite non-negative number of seconds."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"expected a number of seconds, got {_kind(value)}", fld)
+        if not math.isfinite(value) or value < 0:
+            raise self.fail(f"expected a finite non-negative number, got {value!r}", fld)
+        return float(value)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_window_seconds(window_seconds: int) -> int:
+    """The window width, checked to be a positive whole number of seconds."""
+    if (
+        isinstance(window_seconds, bool)
+        or not isinstance(window_seconds, int)
+        or window_seconds <= 0
+    ):
+        raise InputError(
+            f"must be a positive whole number of seconds, got {window_seconds!r}", field="window"
+        )
+    return window_seconds

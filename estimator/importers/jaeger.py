@@ -1,0 +1,101 @@
+"""Jaeger JSON, as the Jaeger UI and query API export it: {"data": [trace, ...]}.
+
+A trace is {"traceID", "spans": [...], "processes": {processID: {"serviceName"}}}; a span has
+spanID, operationName, references ([{"refType": "CHILD_OF", "spanID"}]), startTime and duration
+in microseconds, and processID (or an inline "process"). The parent is the first CHILD_OF
+reference, else the first FOLLOWS_FROM one; none means a root. A file may also hold one such
+document per line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from estimator.importers.common import (
+    OnFile,
+    Where,
+    check_window_seconds,
+    expand_inputs,
+    json_documents,
+)
+from estimator.spans import Span, SpanColumns, assemble_columns, bucket
+from estimator.windows import Window
+
+SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+
+
+def _parent(span: dict[str, Any], where: Where, fld: str) -> str | None:
+    """The parent span id named by a span's references, if any."""
+    refs = where.items(span.get("references") or [], f"{fld}.references")
+    found: dict[str, str] = {}
+    for k, ref in enumerate(refs):
+        ref = where.obj(ref, f"{fld}.references[{k}]")
+        kind = str(ref.get("refType", "CHILD_OF")).upper()
+        found.setdefault(kind, where.text(ref.get("spanID"), f"{fld}.references[{k}].spanID"))
+    return found.get("CHILD_OF") or found.get("FOLLOWS_FROM") or span.get("parentSpanID") or None
+
+
+def _service(span: dict[str, Any], processes: dict[str, Any], where: Where, fld: str) -> str:
+    """The service name of a span's process."""
+    process = span.get("process")
+    if process is None:
+        pid = where.text(span.get("processID"), f"{fld}.processID")
+        if pid not in processes:
+            raise where.fail(f"process {pid!r} is not in the trace's processes", f"{fld}.processID")
+        process = processes[pid]
+    process = where.obj(process, f"{fld}.process")
+    return where.text(process.get("serviceName"), f"{fld}.process.serviceName")
+
+
+def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[Span]:
+    """Validate one decoded Jaeger JSON document and return its spans."""
+    where = Where(source, line)
+    data = where.items(where.obj(doc, None).get("data"), "data")
+    out: list[Span] = []
+    for t, trace in enumerate(data):
+        tfld = f"data[{t}]"
+        trace = where.obj(trace, tfld)
+        trace_id = trace.get("traceID")
+        processes = where.obj(trace.get("processes") or {}, f"{tfld}.processes")
+        for s, span in enumerate(where.items(trace.get("spans"), f"{tfld}.spans")):
+            fld = f"{tfld}.spans[{s}]"
+            span = where.obj(span, fld)
+            start_us = where.integer(span.get("startTime"), f"{fld}.startTime")
+            duration_us = where.integer(span.get("duration"), f"{fld}.duration")
+            out.append(
+                Span(
+                    trace_id=where.text(span.get("traceID", trace_id), f"{fld}.traceID"),
+                    span_id=where.text(span.get("spanID"), f"{fld}.spanID"),
+                    parent_id=_parent(span, where, fld),
+                    component=_service(span, processes, where, fld),
+                    operation=where.text(span.get("operationName"), f"{fld}.operationName"),
+                    start_ns=start_us * 1000,
+                    end_ns=(start_us + duration_us) * 1000,
+                )
+            )
+    return out
+
+
+def read_jaeger(spec: str | Path, on_file: OnFile | None = None) -> SpanColumns:
+    """All spans of Jaeger JSON files (a file, a directory or a glob) in one batch."""
+    cols = SpanColumns.empty()
+    for path in expand_inputs(spec, SUFFIXES):
+        for line, doc in json_documents(path):
+            for span in spans_from_jaeger(doc, str(path), line):
+                cols.append(span)
+        if on_file is not None:
+            on_file(path)
+    return cols
+
+
+def import_jaeger(
+    spec: str | Path,
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """Windows of call-path counts from Jaeger JSON."""
+    check_window_seconds(window_seconds)
+    cols = read_jaeger(spec, on_file)
+    return bucket(assemble_columns(cols, fold_gateway), window_seconds)

@@ -1,0 +1,101 @@
+"""OTLP JSON: an ExportTraceServiceRequest per file, or one request per line.
+
+{"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value":
+{"stringValue": ...}}]}, "scopeSpans": [{"spans": [{"traceId", "spanId", "parentSpanId", "name",
+"startTimeUnixNano", "endTimeUnixNano"}]}]}]}. Ids are taken as given (hex in OTLP JSON); an empty
+or absent parentSpanId marks a root; times are integers or decimal strings. A resource without
+service.name is "unknown_service", as OpenTelemetry SDKs name it. The older
+"instrumentationLibrarySpans" key is read like "scopeSpans".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from estimator.importers.common import (
+    OnFile,
+    Where,
+    check_window_seconds,
+    expand_inputs,
+    json_documents,
+)
+from estimator.spans import Span, SpanColumns, assemble_columns, bucket
+from estimator.windows import Window
+
+SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+UNKNOWN_SERVICE = "unknown_service"
+
+
+def _service_name(resource: Any, where: Where, fld: str) -> str:
+    """The service.name attribute of a resource, or UNKNOWN_SERVICE."""
+    if resource is None:
+        return UNKNOWN_SERVICE
+    attributes = where.items(where.obj(resource, fld).get("attributes") or [], f"{fld}.attributes")
+    for a, attribute in enumerate(attributes):
+        afld = f"{fld}.attributes[{a}]"
+        attribute = where.obj(attribute, afld)
+        if attribute.get("key") == "service.name":
+            value = where.obj(attribute.get("value"), f"{afld}.value")
+            return where.text(value.get("stringValue"), f"{afld}.value.stringValue")
+    return UNKNOWN_SERVICE
+
+
+def _span(span: Any, service: str, where: Where, fld: str) -> Span:
+    """One OTLP JSON span."""
+    span = where.obj(span, fld)
+    parent = span.get("parentSpanId") or None
+    if parent is not None:
+        parent = where.text(parent, f"{fld}.parentSpanId")
+    return Span(
+        trace_id=where.text(span.get("traceId"), f"{fld}.traceId"),
+        span_id=where.text(span.get("spanId"), f"{fld}.spanId"),
+        parent_id=parent,
+        component=service,
+        operation=where.text(span.get("name"), f"{fld}.name"),
+        start_ns=where.integer(span.get("startTimeUnixNano"), f"{fld}.startTimeUnixNano"),
+        end_ns=where.integer(span.get("endTimeUnixNano"), f"{fld}.endTimeUnixNano"),
+    )
+
+
+def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int = 1) -> list[Span]:
+    """Validate one decoded ExportTraceServiceRequest (JSON mapping) and return its spans."""
+    where = Where(source, line)
+    out: list[Span] = []
+    resource_spans = where.obj(doc, None).get("resourceSpans")
+    for r, item in enumerate(where.items(resource_spans, "resourceSpans")):
+        rfld = f"resourceSpans[{r}]"
+        item = where.obj(item, rfld)
+        service = _service_name(item.get("resource"), where, f"{rfld}.resource")
+        key = "scopeSpans" if "scopeSpans" in item else "instrumentationLibrarySpans"
+        for s, scope in enumerate(where.items(item.get(key) or [], f"{rfld}.{key}")):
+            sfld = f"{rfld}.{key}[{s}]"
+            spans = where.items(where.obj(scope, sfld).get("spans") or [], f"{sfld}.spans")
+            out.extend(
+                _span(span, service, where, f"{sfld}.spans[{k}]") for k, span in enumerate(spans)
+            )
+    return out
+
+
+def read_otlp_json(spec: str | Path, on_file: OnFile | None = None) -> SpanColumns:
+    """All spans of OTLP JSON files (a file, a directory or a glob) in one batch."""
+    cols = SpanColumns.empty()
+    for path in expand_inputs(spec, SUFFIXES):
+        for line, doc in json_documents(path):
+            for span in spans_from_otlp_json(doc, str(path), line):
+                cols.append(span)
+        if on_file is not None:
+            on_file(path)
+    return cols
+
+
+def import_otlp_json(
+    spec: str | Path,
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """Windows of call-path counts from OTLP JSON."""
+    check_window_seconds(window_seconds)
+    cols = read_otlp_json(spec, on_file)
+    return bucket(assemble_columns(cols, fold_gateway), window_seconds)

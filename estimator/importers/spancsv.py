@@ -1,0 +1,145 @@
+"""Span CSV in the Train-Ticket layout: TraceID, SpanID, ParentID ('root'), PodName, OperationName,
+StartTimeUnixNano, EndTimeUnixNano, Duration (one row per span, any number of files)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from estimator.errors import InputError
+from estimator.importers.common import OnFile, check_window_seconds, expand_inputs, service_of_pod
+from estimator.spans import SpanColumns, assemble_columns, bucket
+from estimator.windows import Pair, Window
+
+SUFFIXES = (".csv", ".csv.gz")
+ID_COLUMNS = ("TraceID", "SpanID", "ParentID")
+NAME_COLUMNS = ("PodName", "OperationName")
+TIME_COLUMN = "EndTimeUnixNano"
+REQUIRED = (*ID_COLUMNS, *NAME_COLUMNS, TIME_COLUMN)
+ROOT_PARENTS = frozenset({"root", ""})
+"""ParentID values that mark a root span (an empty cell too)."""
+
+ENGINE: Literal["c", "pyarrow"] = "c"
+try:  # the pyarrow engine is faster where it is installed
+    import pyarrow  # noqa: F401
+
+    ENGINE = "pyarrow"
+except ImportError:
+    pass
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The needed columns of one CSV file, as read by pandas."""
+    source = str(path)
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read as CSV: {exc}", source=source, line=1) from exc
+    missing = [c for c in REQUIRED if c not in header.columns]
+    if missing:
+        raise InputError(
+            f"missing column (found {', '.join(map(str, header.columns))})",
+            source=source,
+            line=1,
+            field=missing[0],
+        )
+    dtypes = dict.fromkeys((*ID_COLUMNS, *NAME_COLUMNS), str)
+    try:
+        if ENGINE == "pyarrow":
+            return pd.read_csv(path, usecols=list(REQUIRED), dtype=dtypes, engine="pyarrow")
+        # blank lines are kept (as empty rows) so that row numbers stay line numbers
+        return pd.read_csv(
+            path, usecols=list(REQUIRED), dtype=dtypes, engine="c", skip_blank_lines=False
+        )
+    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
+
+
+def _first_bad(mask: pd.Series) -> int:
+    """CSV line number (the header is line 1) of the first row flagged in a boolean mask."""
+    return int(mask.to_numpy().nonzero()[0][0]) + 2
+
+
+def _end_times(frame: pd.DataFrame, source: str) -> list[int]:
+    """EndTimeUnixNano as integers, or an InputError naming the first bad row."""
+    column = frame[TIME_COLUMN]
+    if not pd.api.types.is_integer_dtype(column.dtype):
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = numbers.isna() | ~numbers.ge(0)
+        if bad.any():
+            value = column.iloc[_first_bad(bad) - 2]
+            raise InputError(
+                f"expected a non-negative integer, got {value!r}",
+                source=source,
+                line=_first_bad(bad),
+                field=TIME_COLUMN,
+            )
+        column = numbers.round().astype("int64")
+    elif (column < 0).any():
+        raise InputError(
+            "expected a non-negative integer",
+            source=source,
+            line=_first_bad(column < 0),
+            field=TIME_COLUMN,
+        )
+    out: list[int] = column.tolist()
+    return out
+
+
+def read_columns(path: Path) -> SpanColumns:
+    """The spans of one CSV file as columns; InputError names the file, line and field."""
+    source = str(path)
+    frame = _read_frame(path)
+    for name in (*ID_COLUMNS, *NAME_COLUMNS):
+        if name == "ParentID":
+            continue
+        empty = frame[name].isna()
+        if empty.any():
+            raise InputError("empty value", source=source, line=_first_bad(empty), field=name)
+    ends = _end_times(frame, source)
+    parents: list[str | None] = [
+        None if p is None or p != p or p in ROOT_PARENTS else p for p in frame["ParentID"].tolist()
+    ]
+    services: dict[str, str] = {}
+    pairs: list[Pair] = []
+    cache: dict[Pair, Pair] = {}
+    for pod, operation in zip(
+        frame["PodName"].tolist(), frame["OperationName"].tolist(), strict=True
+    ):
+        service = services.get(pod)
+        if service is None:
+            service = services[pod] = service_of_pod(pod)
+        pair = (service, operation)
+        pairs.append(cache.setdefault(pair, pair))
+    return SpanColumns(
+        trace_ids=frame["TraceID"].tolist(),
+        span_ids=frame["SpanID"].tolist(),
+        parent_ids=parents,
+        pairs=pairs,
+        end_ns=ends,
+    )
+
+
+def read_span_csv(paths: Sequence[Path], on_file: OnFile | None = None) -> SpanColumns:
+    """All spans of several CSV files in one batch (traces may cross files)."""
+    out = SpanColumns.empty()
+    for path in paths:
+        out.extend(read_columns(path))
+        if on_file is not None:
+            on_file(path)
+    return out
+
+
+def import_span_csv(
+    spec: str | Path,
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """Windows of call-path counts from span CSV files (a file, a directory or a glob)."""
+    check_window_seconds(window_seconds)
+    cols = read_span_csv(expand_inputs(spec, SUFFIXES), on_file)
+    return bucket(assemble_columns(cols, fold_gateway), window_seconds)

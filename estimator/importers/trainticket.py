@@ -1,0 +1,132 @@
+"""The Train-Ticket recording: span CSVs under trace/, per-pod metric CSVs under metric/.
+
+Metric files are `<pod>_metric.csv[.gz]` with one row per minute: TimeStamp (Unix seconds),
+CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `memory` in bytes).
+Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A row joins the
+window its TimeStamp falls in. Rows of one pod in one window are averaged (usage rates), and the
+pods of one service are summed (replicas add up). A value that is empty is unknown and left out,
+never zero; only windows that have traces are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from estimator.errors import InputError
+from estimator.importers.common import OnFile, check_window_seconds, service_of_pod
+from estimator.importers.spancsv import import_span_csv
+from estimator.windows import SeriesKey, Window
+
+METRIC_SUFFIXES = ("_metric.csv.gz", "_metric.csv")
+TIME_COLUMN = "TimeStamp"
+RESOURCES: dict[str, tuple[str, float]] = {
+    "CpuUsage(m)": ("cpu", 1e-3),
+    "MemoryUsage(Mi)": ("memory", float(2**20)),
+}
+"""Metric CSV column -> (resource name, factor to base units)."""
+
+
+def metric_files(directory: str | Path) -> list[Path]:
+    """The per-pod metric files of a directory, sorted (front_service and others skipped)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError("not a directory of metric CSV files", source=str(root))
+    return sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(METRIC_SUFFIXES))
+
+
+def _pod_of(path: Path) -> str:
+    for suffix in METRIC_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def _numbers(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """A numeric column (empty cells are NaN), or an InputError naming the first bad row."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = (values.isna() & raw.notna()) | (values < 0) | values.isin([float("inf")])
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(
+            f"expected a finite non-negative number, got {raw.iloc[row]!r}",
+            source=source,
+            line=row + 2,
+            field=column,
+        )
+    return values
+
+
+def read_pod_metrics(path: Path, window_seconds: int = 60) -> dict[tuple[int, str], float]:
+    """{(window start, resource): mean value in base units} of one pod's metric file."""
+    source = str(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
+    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
+    for column in (TIME_COLUMN, *RESOURCES):
+        if column not in frame.columns:
+            raise InputError("missing column", source=source, line=1, field=column)
+    times = _numbers(frame, TIME_COLUMN, source)
+    if times.isna().any():
+        row = int(times.isna().to_numpy().nonzero()[0][0])
+        raise InputError("empty value", source=source, line=row + 2, field=TIME_COLUMN)
+    starts = (times // window_seconds * window_seconds).astype("int64")
+    out: dict[tuple[int, str], float] = {}
+    for column, (resource, factor) in RESOURCES.items():
+        values = _numbers(frame, column, source) * factor
+        means = values.groupby(starts).mean().dropna()
+        out.update(
+            ((int(start), resource), float(v))
+            for start, v in zip(means.index.tolist(), means.tolist(), strict=True)
+        )
+    return out
+
+
+def join_metrics(
+    windows: Sequence[Window],
+    paths: Sequence[Path],
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+) -> None:
+    """Add per-service usage from metric files to the windows (in place) that have traces."""
+    by_start = {int(w.start): w for w in windows}
+    totals: dict[int, dict[SeriesKey, float]] = {}
+    for path in paths:
+        service = service_of_pod(_pod_of(path))
+        for (start, resource), value in read_pod_metrics(path, window_seconds).items():
+            if start in by_start:
+                series = totals.setdefault(start, {})
+                key = (service, resource)
+                series[key] = series.get(key, 0.0) + value
+        if on_file is not None:
+            on_file(path)
+    for start, series in totals.items():
+        by_start[start].metrics.update(series)
+
+
+def load_trainticket(
+    root: Path,
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
+
+    Raises InputError when `root` or its trace/ folder is absent (a wrong path is a mistake to
+    report, not an empty dataset); a missing metric/ folder gives traffic-only windows.
+    """
+    root = Path(root)
+    check_window_seconds(window_seconds)
+    if not (root / "trace").is_dir():
+        raise InputError(
+            "no trace/ folder: expected the Train-Ticket layout (trace/*.csv.gz, metric/)",
+            source=str(root),
+        )
+    windows = import_span_csv(root / "trace", window_seconds, on_file, fold_gateway)
+    if (root / "metric").is_dir():
+        join_metrics(windows, metric_files(root / "metric"), window_seconds, on_file)
+    return windows

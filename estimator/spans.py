@@ -1,0 +1,229 @@
+"""Spans to call paths: group a batch of spans by trace, build the trees, bucket them into windows.
+
+Choices, made once here for every importer:
+
+- Duplicate spans (same trace and span id, as when a trace is exported twice) count once; the
+  first one seen wins.
+- An orphan (its parent is not in the batch) is attached to its nearest known ancestor: the
+  trace's root, when the batch holds exactly one root span of that trace (the missing parent is
+  somewhere below it). Otherwise the orphan is the root of its own tree.
+- Spans that only reach each other in a parent cycle are cut at the first one seen, which becomes
+  a root.
+- Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
+  spans of the root's own component are gateway internals (request filters, the proxy's outgoing
+  HTTP span). They add no path; their children hang from the root, so the step below the root is
+  the API, as `estimator.windows.api_of` expects.
+- A window is chosen by the end time of the tree's root span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from estimator.windows import CATCH_ALL_OPERATIONS, CallPath, Pair, Window
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One span of a distributed trace, in any source format."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    component: str
+    operation: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TracePaths:
+    """The root-to-span call paths of one call tree, with its root span's end time."""
+
+    end_ns: int
+    paths: list[CallPath]
+
+
+@dataclass
+class SpanColumns:
+    """A batch of spans as parallel lists (fast to fill from CSV columns); parent None for roots."""
+
+    trace_ids: list[str]
+    span_ids: list[str]
+    parent_ids: list[str | None]
+    pairs: list[Pair]
+    end_ns: list[int]
+
+    def __len__(self) -> int:
+        return len(self.span_ids)
+
+    @classmethod
+    def empty(cls) -> SpanColumns:
+        return cls([], [], [], [], [])
+
+    def extend(self, other: SpanColumns) -> None:
+        self.trace_ids.extend(other.trace_ids)
+        self.span_ids.extend(other.span_ids)
+        self.parent_ids.extend(other.parent_ids)
+        self.pairs.extend(other.pairs)
+        self.end_ns.extend(other.end_ns)
+
+    def append(self, span: Span) -> None:
+        self.trace_ids.append(span.trace_id)
+        self.span_ids.append(span.span_id)
+        self.parent_ids.append(span.parent_id or None)
+        self.pairs.append((span.component, span.operation))
+        self.end_ns.append(span.end_ns)
+
+
+def columns_of(spans: Iterable[Span]) -> SpanColumns:
+    """Parallel lists of a batch of Span objects."""
+    cols = SpanColumns.empty()
+    for span in spans:
+        cols.append(span)
+    return cols
+
+
+def assemble(spans: Iterable[Span], fold_gateway: bool = True) -> Iterator[TracePaths]:
+    """Call paths of every tree in a batch of spans, in any order and across any sources."""
+    return assemble_columns(columns_of(spans), fold_gateway)
+
+
+def assemble_columns(cols: SpanColumns, fold_gateway: bool = True) -> Iterator[TracePaths]:
+    """Call paths of every tree in a batch given as columns (one tree per root, see module doc)."""
+    groups: dict[str, list[int]] = {}
+    for i, trace_id in enumerate(cols.trace_ids):
+        group = groups.get(trace_id)
+        if group is None:
+            groups[trace_id] = [i]
+        else:
+            group.append(i)
+    for members in groups.values():
+        yield from _trace_trees(cols, members, fold_gateway)
+
+
+def _trace_trees(cols: SpanColumns, members: list[int], fold: bool) -> Iterator[TracePaths]:
+    """The trees of one trace: link children to parents, then walk from each root."""
+    span_ids, parent_ids = cols.span_ids, cols.parent_ids
+    index: dict[str, int] = {}
+    for i in members:
+        index.setdefault(span_ids[i], i)
+    kept = [i for i in members if index[span_ids[i]] == i]
+    roots = [i for i in kept if parent_ids[i] is None]
+    adopter = span_ids[roots[0]] if len(roots) == 1 else None
+    children: dict[str, list[int]] = {}
+    for i in kept:
+        parent = parent_ids[i]
+        if parent is None:
+            continue
+        if parent not in index or parent == span_ids[i]:
+            if adopter is None:
+                roots.append(i)
+                continue
+            parent = adopter
+        children.setdefault(parent, []).append(i)
+    seen = 0
+    for root in roots:
+        tree, size = _walk(cols, root, children, fold)
+        seen += size
+        yield tree
+    if seen < len(kept):
+        yield from _cycle_trees(cols, kept, roots, children, fold)
+
+
+def _walk(
+    cols: SpanColumns, root: int, children: dict[str, list[int]], fold: bool
+) -> tuple[TracePaths, int]:
+    """Paths of the tree below one root and the spans it holds (iterative: deep trees are fine)."""
+    span_ids, pairs = cols.span_ids, cols.pairs
+    top = pairs[root]
+    path_root: CallPath = (top,)
+    paths: list[CallPath] = [path_root]
+    gateway = top[0] if fold and top[1] in CATCH_ALL_OPERATIONS else None
+    stack: list[tuple[int, CallPath, bool]] = [
+        (c, path_root, gateway is not None) for c in children.get(span_ids[root], ())
+    ]
+    size = 1
+    while stack:
+        i, above, folding = stack.pop()
+        size += 1
+        pair = pairs[i]
+        if folding and pair[0] == gateway:
+            stack.extend((c, above, True) for c in children.get(span_ids[i], ()))
+            continue
+        path = (*above, pair)
+        paths.append(path)
+        stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
+    return TracePaths(cols.end_ns[root], paths), size
+
+
+def _cycle_trees(
+    cols: SpanColumns,
+    kept: list[int],
+    roots: list[int],
+    children: dict[str, list[int]],
+    fold: bool,
+) -> Iterator[TracePaths]:
+    """Trees of spans caught in parent cycles: each cycle is cut at its first span seen."""
+    span_ids = cols.span_ids
+    reached: set[int] = set()
+    stack = list(roots)
+    while stack:
+        i = stack.pop()
+        reached.add(i)
+        stack.extend(children.get(span_ids[i], ()))
+    for i in kept:
+        if i in reached:
+            continue
+        pruned = {k: [c for c in v if c != i] for k, v in children.items()}
+        tree, _ = _walk(cols, i, pruned, fold)
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            reached.add(j)
+            stack.extend(pruned.get(span_ids[j], ()))
+        yield tree
+
+
+def window_start(end_ns: int, window_seconds: int) -> int:
+    """Start (Unix seconds) of the aligned window holding a time in nanoseconds."""
+    return (end_ns // (window_seconds * NS_PER_S)) * window_seconds
+
+
+def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Window]:
+    """Count the paths of each tree into windows aligned to multiples of `window_seconds`."""
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+    counts: dict[int, dict[CallPath, float]] = {}
+    width = window_seconds * NS_PER_S
+    for trace in traces:
+        key = trace.end_ns // width
+        calls = counts.get(key)
+        if calls is None:
+            calls = counts[key] = {}
+        for path in trace.paths:
+            calls[path] = calls.get(path, 0.0) + 1.0
+    return [
+        Window(
+            start=float(key * window_seconds),
+            end=float((key + 1) * window_seconds),
+            calls=counts[key],
+        )
+        for key in sorted(counts)
+    ]
+
+
+def windows_from_spans(
+    spans: Iterable[Span] | SpanColumns, window_seconds: int = 60, fold_gateway: bool = True
+) -> list[Window]:
+    """Windows of call-path counts from a batch of spans."""
+    cols = spans if isinstance(spans, SpanColumns) else columns_of(spans)
+    return bucket(assemble_columns(cols, fold_gateway), window_seconds)
+
+
+def paths_of(trees: Sequence[TracePaths]) -> list[CallPath]:
+    """Every path of a list of trees, in order (handy for tests and inspection)."""
+    return [p for t in trees for p in t.paths]
