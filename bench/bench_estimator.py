@@ -1,0 +1,275 @@
+"""Estimator benchmark: simulator scenarios and the real Train-Ticket day, every model and baseline.
+
+    python bench/bench_estimator.py                 # simulator + Train-Ticket + timing
+    python bench/bench_estimator.py --skip-timing   # accuracy only
+
+Prints tables and writes them into docs/benchmarks.md (section "estimator").
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import median_or_nan, timed, write_section  # noqa: E402
+from estimator.features import Vocabulary  # noqa: E402
+from estimator.metrics import accuracy, coverage, mae  # noqa: E402
+from estimator.models import make_model  # noqa: E402
+from estimator.models.history import HistoryForecaster  # noqa: E402
+from estimator.simulator import SimulationConfig, simulate  # noqa: E402
+from estimator.windows import Window, series_of, targets  # noqa: E402
+from exporter.report import format_table, markdown_table  # noqa: E402
+
+TEST_SCENARIOS = ("normal", "scale", "shape", "composition")
+DEFAULT_MODELS = ("xgboost", "qrnn", "auto", "linear", "ols-api")
+TT_ROOT = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "trainticket-2023-01-30"
+)
+
+
+def fit_predict(
+    kind: str, vocab: Vocabulary, train: list[Window], tests: dict[str, list[Window]], series
+):
+    """Fit one model kind on train; predict every test set. Returns fit seconds, predictions, predict seconds."""
+    X, _ = vocab.transform(train)
+    Y = targets(train, series)
+    model = make_model(kind)
+    fit = timed(lambda: model.fit(X, Y, vocab.layout))
+    preds, predict_seconds = {}, 0.0
+    for name, windows in tests.items():
+        Xt, _ = vocab.transform(windows)
+        run = timed(lambda Xt=Xt: model.predict(Xt))
+        preds[name] = run.value
+        predict_seconds += run.seconds / len(windows)
+    return fit.seconds, preds, predict_seconds / len(tests), model
+
+
+def history_predict(train: list[Window], tests: dict[str, list[Window]], series, lookback: int):
+    """History-only baseline: one-step-ahead exponential smoothing on past actual usage."""
+    Y = targets(train, series)
+    model = HistoryForecaster(lookback=lookback)
+    fit = timed(lambda: model.fit(Y))
+    preds = {name: model.forecast(Y[-lookback:], targets(w, series)) for name, w in tests.items()}
+    return fit.seconds, preds
+
+
+def summarize(pred: np.ndarray, windows: list[Window], series, select=None) -> dict[str, float]:
+    actual = targets(windows, series)
+    oracle = targets(windows, series, oracle=True)
+    cols = np.arange(len(series)) if select is None else np.asarray(select)
+    acc = accuracy(pred[..., 1], actual)[cols]
+    out = {
+        "mean_acc": float(np.nanmean(acc)),
+        "worst_acc": float(np.nanmin(acc)),
+        "coverage": float(np.nanmean(coverage(pred, actual)[cols])),
+    }
+    if not np.isnan(oracle).all():
+        ratio = mae(pred[..., 1], actual)[cols] / mae(oracle, actual)[cols]
+        out["worst_mae_ratio"] = float(np.nanmax(ratio))
+        out["mean_mae_ratio"] = float(np.nanmean(ratio))
+    return out
+
+
+def simulator_section(args: argparse.Namespace) -> str:
+    day = 1440
+    print(
+        f"simulating: train normal {args.days} days, test {', '.join(TEST_SCENARIOS)} 1 day each",
+        flush=True,
+    )
+    train = simulate(SimulationConfig(scenario="normal", seed=1, windows=args.days * day))
+    tests = {
+        name: simulate(SimulationConfig(scenario=name, seed=10 + i, windows=day))
+        for i, name in enumerate(TEST_SCENARIOS)
+    }
+    series = series_of(train)
+    vocab = Vocabulary.build(train)
+    rows = []
+    for kind in args.models:
+        print(f"  fitting {kind}", flush=True)
+        fit_s, preds, pred_s, _ = fit_predict(kind, vocab, train, tests, series)
+        for name, windows in tests.items():
+            rows.append(
+                {
+                    "model": kind,
+                    "scenario": name,
+                    **summarize(preds[name], windows, series),
+                    "fit_s": fit_s,
+                    "predict_ms_per_window": 1000 * pred_s,
+                }
+            )
+    fit_s, preds = history_predict(train, tests, series, lookback=60)
+    for name, windows in tests.items():
+        rows.append(
+            {
+                "model": "history-ets (1-step, sees actual)",
+                "scenario": name,
+                **summarize(preds[name], windows, series),
+                "fit_s": fit_s,
+            }
+        )
+    for name, windows in tests.items():
+        oracle = targets(windows, series, oracle=True)
+        pred = np.repeat(oracle[..., None], 3, axis=2)
+        rows.append(
+            {
+                "model": "oracle (noise-free truth)",
+                "scenario": name,
+                **summarize(pred, windows, series),
+            }
+        )
+    rows.sort(key=lambda r: (TEST_SCENARIOS.index(r["scenario"]), str(r["model"])))
+    cols = [
+        "scenario",
+        "model",
+        "mean_acc",
+        "worst_acc",
+        "coverage",
+        "worst_mae_ratio",
+        "fit_s",
+        "predict_ms_per_window",
+    ]
+    print(format_table(rows, cols))
+    return (
+        f"### Simulator: train on normal ({args.days} days of 1-minute windows, {len(series)} series), "
+        "test one day per scenario\n\n"
+        "accuracy = 1 - WAPE per series (mean and worst series); coverage = share of actual inside the "
+        "90% band; worst_mae_ratio = the worst series' MAE over the oracle's MAE (the noise floor).\n\n"
+        + markdown_table(rows, cols)
+    )
+
+
+def trainticket_section(args: argparse.Namespace) -> str:
+    if not TT_ROOT.is_dir():
+        print("Train-Ticket data not found; skipping", flush=True)
+        return "### Train-Ticket\n\nskipped: data folder absent"
+    from estimator.importers.trainticket import load_trainticket
+
+    load = timed(lambda: load_trainticket(TT_ROOT))
+    windows: list[Window] = load.value  # type: ignore[assignment]
+    windows = [w for w in windows if w.metrics]
+    cut = int(len(windows) * 0.6)
+    train, test = windows[:cut], windows[cut:]
+    series = [s for s in series_of(train) if s[1] in ("cpu", "memory")]
+    cpu = [j for j, s in enumerate(series) if s[1] == "cpu"]
+    memory = [j for j, s in enumerate(series) if s[1] == "memory"]
+    vocab = Vocabulary.build(train)
+    actual = targets(test, series)
+    rows = []
+
+    def add(name: str, pred: np.ndarray, fit_s: float | None) -> None:
+        wape = 1 - accuracy(pred[..., 1], actual)
+        rows.append(
+            {
+                "model": name,
+                "median_cpu_wape": median_or_nan(wape[cpu]),
+                "mean_cpu_acc": float(np.nanmean(1 - wape[cpu])),
+                "mean_memory_acc": float(np.nanmean(1 - wape[memory])),
+                "cpu_coverage": float(np.nanmean(coverage(pred, actual)[cpu])),
+                "fit_s": fit_s if fit_s is not None else float("nan"),
+            }
+        )
+
+    for kind in args.models:
+        print(f"  Train-Ticket: fitting {kind}", flush=True)
+        fit_s, preds, _, _ = fit_predict(kind, vocab, train, {"test": test}, series)
+        add(kind, preds["test"], fit_s)
+    fit_s, preds = history_predict(train, {"test": test}, series, lookback=60)
+    add("history-ets (previous hour, sees actual)", preds["test"], fit_s)
+    cols = ["model", "median_cpu_wape", "mean_cpu_acc", "mean_memory_acc", "cpu_coverage", "fit_s"]
+    print(format_table(rows, cols))
+    return (
+        f"### Train-Ticket 2023-01-30 (real): first 60% of {len(windows)} one-minute windows to train, "
+        f"the rest to test; {len(cpu)} services, CPU and memory; import {load.seconds:.1f}s\n\n"
+        + markdown_table(rows, cols)
+    )
+
+
+def timing_section(args: argparse.Namespace) -> str:
+    n = 14 * 1440
+    print(f"timing: {n} windows (14 days)", flush=True)
+    train = simulate(SimulationConfig(scenario="normal", seed=5, windows=n))
+    series = series_of(train)
+    vocab = Vocabulary.build(train)
+    X, _ = vocab.transform(train)
+    Y = targets(train, series)
+    rows = []
+    for kind in ("xgboost", "qrnn"):
+        if kind not in args.models:
+            continue
+        model = make_model(kind)
+        fit = timed(lambda model=model: model.fit(X, Y, vocab.layout))
+        rows_needed = model.context + 1
+        window = X[-rows_needed:]
+        model.predict(window)
+        samples = []
+        for _ in range(50):
+            started = time.perf_counter()
+            model.predict(window)
+            samples.append(time.perf_counter() - started)
+        rows.append(
+            {
+                "model": kind,
+                "windows": n,
+                "series": len(series),
+                "features": X.shape[1],
+                "fit_s": fit.seconds,
+                "predict_one_window_ms_median": 1000 * float(np.median(samples)),
+                "predict_one_window_ms_p99": 1000 * float(np.quantile(samples, 0.99)),
+            }
+        )
+    cols = [
+        "model",
+        "windows",
+        "series",
+        "features",
+        "fit_s",
+        "predict_one_window_ms_median",
+        "predict_one_window_ms_p99",
+    ]
+    print(format_table(rows, cols))
+    return "### Training and prediction time, 14 days of 1-minute windows\n\n" + markdown_table(
+        rows, cols
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--days", type=int, default=3, help="training days of the simulator section"
+    )
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--skip-simulator", action="store_true")
+    parser.add_argument("--skip-trainticket", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave docs/benchmarks.md"
+    )
+    args = parser.parse_args()
+    args.models = tuple(m for m in args.models.split(",") if m)
+    command = "python bench/bench_estimator.py " + " ".join(sys.argv[1:])
+    parts = [
+        "## Estimator",
+        f"Command: `{command.strip()}` on {platform.machine()} with {__import__('os').cpu_count()} cores.",
+    ]
+    if not args.skip_simulator:
+        parts.append(simulator_section(args))
+    if not args.skip_trainticket:
+        parts.append(trainticket_section(args))
+    if not args.skip_timing:
+        parts.append(timing_section(args))
+    if not args.no_write:
+        write_section("estimator", "\n\n".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

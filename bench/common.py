@@ -1,0 +1,48 @@
+"""Shared pieces of the benchmark scripts: timing, model runs, Markdown sections."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Timed:
+    """Result of a timed call."""
+
+    value: object
+    seconds: float
+
+
+def timed(fn: Callable[[], object]) -> Timed:
+    started = time.perf_counter()
+    value = fn()
+    return Timed(value, time.perf_counter() - started)
+
+
+def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+    """Replace (or append) the section between `<!-- name:begin -->` and `<!-- name:end -->`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text(encoding="utf-8") if path.exists() else "# DeepRest benchmarks\n"
+    block = f"<!-- {name}:begin -->\n{body.strip()}\n<!-- {name}:end -->"
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:begin -->.*?<!-- {re.escape(name)}:end -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
+    path.write_text(text, encoding="utf-8")
+
+
+def median_or_nan(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
