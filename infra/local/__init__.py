@@ -1,0 +1,1 @@
+"""Local testbed: a social network of real processes, a resource exporter, Prometheus, Alertmanager."""
