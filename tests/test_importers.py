@@ -1,0 +1,385 @@
+"""Importers: span CSV, Jaeger JSON, OTLP JSON, raw trees, Train-Ticket metrics, `deeprest import`."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from estimator.errors import InputError
+from estimator.importers import (
+    import_jaeger,
+    import_otlp_json,
+    import_raw,
+    import_span_csv,
+    import_windows,
+    load_trainticket,
+    service_of_pod,
+)
+from estimator.spans import Span, assemble, windows_from_spans
+from estimator.windows import CallPath, Window, api_of, load_windows
+
+S = 1_000_000_000
+HEADER = "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration"
+GW = "ts-gateway-service-6f6cfc45b-d9pnv"
+SVC_A = "svc-a-5b67c48447-fj8b7"
+SVC_B = "svc-b-7f8d7d756d-kzp47"
+REAL = Path("/work/shared/data/trainticket-2023-01-30")
+
+
+def row(trace: str, span: str, parent: str, pod: str, op: str, end_s: float) -> str:
+    end = int(end_s * S)
+    return f"{trace},{span},{parent},{pod},{op},{end - 1000},{end},1"
+
+
+def write_csv(path: Path, rows: list[str], gz: bool = False) -> Path:
+    text = "\n".join([HEADER, *rows]) + "\n"
+    if gz:
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def calls_by_start(windows: list[Window]) -> dict[float, dict[CallPath, float]]:
+    return {w.start: w.calls for w in windows}
+
+
+@pytest.fixture
+def span_dir(tmp_path: Path) -> Path:
+    """Two minute files: trace t1 crosses them, spans out of order, one duplicated row."""
+    folder = tmp_path / "trace"
+    folder.mkdir()
+    write_csv(
+        folder / "11_00_trace.csv.gz",
+        [
+            row("t1", "s2", "s1", SVC_B, "op-b", 120.2),  # child before its parent (file 2)
+            row("t1", "r1", "root", GW, "/*", 120.5),
+            row("t1", "g2", "r1", GW, "FilteringWebHandler.handle", 120.4),
+            row("t1", "g1", "r1", GW, "HTTP GET", 120.4),
+        ],
+        gz=True,
+    )
+    write_csv(
+        folder / "11_01_trace.csv",
+        [
+            row("t1", "s1", "g1", SVC_A, "/api/a", 120.3),
+            row("t2", "c1", "r2", SVC_B, "q", 60.5),
+            row("t2", "r2", "root", SVC_A, "GET /x", 61.0),
+            row("t2", "c2", "r2", SVC_B, "q", 60.6),
+            row("t1", "s2", "s1", SVC_B, "op-b", 120.2),  # the same span exported twice
+        ],
+    )
+    return folder
+
+
+def test_span_csv_across_files_counts_exactly(span_dir: Path) -> None:
+    windows = import_span_csv(span_dir, window_seconds=30)
+    assert [(w.start, w.end) for w in windows] == [(60.0, 90.0), (120.0, 150.0)]
+    gw, api, child = ("ts-gateway-service", "/*"), ("svc-a", "/api/a"), ("svc-b", "op-b")
+    assert calls_by_start(windows) == {
+        60.0: {(("svc-a", "GET /x"),): 1.0, (("svc-a", "GET /x"), ("svc-b", "q")): 2.0},
+        120.0: {(gw,): 1.0, (gw, api): 1.0, (gw, api, child): 1.0},
+    }
+    assert api_of((gw, api, child)) == api
+
+
+def test_span_csv_glob_and_keeping_gateway_spans(span_dir: Path) -> None:
+    windows = import_span_csv(str(span_dir / "11_0*"), window_seconds=60, fold_gateway=False)
+    gw = ("ts-gateway-service", "/*")
+    get = ("ts-gateway-service", "HTTP GET")
+    assert calls_by_start(windows)[120.0] == {
+        (gw,): 1.0,
+        (gw, ("ts-gateway-service", "FilteringWebHandler.handle")): 1.0,
+        (gw, get): 1.0,
+        (gw, get, ("svc-a", "/api/a")): 1.0,
+        (gw, get, ("svc-a", "/api/a"), ("svc-b", "op-b")): 1.0,
+    }
+    assert sum(calls_by_start(windows)[60.0].values()) == 3.0
+
+
+def span(trace: str, sid: str, parent: str | None, comp: str, op: str, end_s: float) -> Span:
+    return Span(trace, sid, parent, comp, op, int(end_s * S) - 10, int(end_s * S))
+
+
+def test_orphans_join_the_root_or_stand_alone() -> None:
+    spans = [
+        span("t", "r", None, "a", "api", 10.0),
+        span("t", "x", "missing", "b", "op", 9.0),  # adopted by the trace's root
+        span("u", "y", "gone", "c", "op", 75.0),  # no root in the batch: its own root
+        span("u", "z", "y", "d", "op", 74.0),
+    ]
+    windows = windows_from_spans(spans, window_seconds=60)
+    assert calls_by_start(windows) == {
+        0.0: {(("a", "api"),): 1.0, (("a", "api"), ("b", "op")): 1.0},
+        60.0: {(("c", "op"),): 1.0, (("c", "op"), ("d", "op")): 1.0},
+    }
+
+
+def test_parent_cycle_is_cut_and_counted_once() -> None:
+    spans = [span("t", "a", "b", "x", "one", 5.0), span("t", "b", "a", "y", "two", 6.0)]
+    trees = list(assemble(spans))
+    assert [t.paths for t in trees] == [[(("x", "one"),), (("x", "one"), ("y", "two"))]]
+    assert trees[0].end_ns == 5 * S
+
+
+def test_service_of_pod() -> None:
+    assert service_of_pod("ts-order-service-5b67c48447-fj8b7") == "ts-order-service"
+    assert service_of_pod("frontend") == "frontend"
+    assert service_of_pod("redis-0") == "redis-0"
+
+
+def jaeger_doc() -> dict[str, Any]:
+    def js(
+        sid: str, op: str, pid: str, start_s: float, refs: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        return {
+            "spanID": sid,
+            "operationName": op,
+            "references": refs,
+            "startTime": int(start_s * 1e6),
+            "duration": 500_000,
+            "processID": pid,
+        }
+
+    return {
+        "data": [
+            {
+                "traceID": "t1",
+                "processes": {"p1": {"serviceName": "nginx"}, "p2": {"serviceName": "compose"}},
+                "spans": [
+                    js("b", "compose", "p2", 100.1, [{"refType": "CHILD_OF", "spanID": "a"}]),
+                    js("a", "/compose", "p1", 100.0, []),
+                    js("c", "store", "p2", 100.2, [{"refType": "FOLLOWS_FROM", "spanID": "b"}]),
+                ],
+            },
+            {
+                "traceID": "t2",
+                "processes": {"p1": {"serviceName": "nginx"}},
+                "spans": [js("d", "/home", "p1", 200.0, [])],
+            },
+        ]
+    }
+
+
+def test_jaeger_json(tmp_path: Path) -> None:
+    path = tmp_path / "traces.json"
+    path.write_text(json.dumps(jaeger_doc()))
+    windows = import_jaeger(path)
+    nginx, compose = ("nginx", "/compose"), ("compose", "compose")
+    assert calls_by_start(windows) == {
+        60.0: {(nginx,): 1.0, (nginx, compose): 1.0, (nginx, compose, ("compose", "store")): 1.0},
+        180.0: {(("nginx", "/home"),): 1.0},
+    }
+
+
+def otlp_request(spans: list[dict[str, Any]], service: str) -> dict[str, Any]:
+    attrs = [{"key": "service.name", "value": {"stringValue": service}}]
+    return {
+        "resourceSpans": [{"resource": {"attributes": attrs}, "scopeSpans": [{"spans": spans}]}]
+    }
+
+
+def os_(sid: str, parent: str, name: str, end_s: int, as_text: bool = True) -> dict[str, Any]:
+    end = end_s * S
+    return {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": sid,
+        "parentSpanId": parent,
+        "name": name,
+        "startTimeUnixNano": str(end - 5) if as_text else end - 5,
+        "endTimeUnixNano": str(end) if as_text else end,
+    }
+
+
+def test_otlp_json_one_request_per_line(tmp_path: Path) -> None:
+    path = tmp_path / "otlp.jsonl"
+    first = otlp_request([os_("b7ad6b7169203331", "00f067aa0ba902b7", "GET /cart", 119)], "cart")
+    second = otlp_request([os_("00f067aa0ba902b7", "", "/cart", 121, as_text=False)], "frontend")
+    path.write_text(json.dumps(first) + "\n\n" + json.dumps(second) + "\n")
+    windows = import_otlp_json(path)
+    root = ("frontend", "/cart")
+    assert calls_by_start(windows) == {120.0: {(root,): 1.0, (root, ("cart", "GET /cart")): 1.0}}
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(second, indent=2))
+    assert calls_by_start(import_otlp_json(single)) == {120.0: {(root,): 1.0}}
+
+
+def test_raw_trees(tmp_path: Path) -> None:
+    tree = {
+        "component": "nginx",
+        "operation": "/c",
+        "children": [{"component": "p", "operation": "w"}],
+    }
+    (tmp_path / "a.json").write_text(
+        json.dumps([{"end": 59.9, **tree}, {"timestamp": 60.0, "tree": tree}])
+    )
+    (tmp_path / "b.json").write_text(json.dumps({"traces": [{"end": 61, "tree": tree}]}))
+    windows = import_raw(tmp_path)
+    nginx = ("nginx", "/c")
+    assert calls_by_start(windows) == {
+        0.0: {(nginx,): 1.0, (nginx, ("p", "w")): 1.0},
+        60.0: {(nginx,): 2.0, (nginx, ("p", "w")): 2.0},
+    }
+
+
+METRIC_HEADER = "Time,TimeStamp,PodName,CpuUsage(m),MemoryUsage(Mi)"
+
+
+def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,20,100\nx,125,p,30,200\nx,185,p,40,300\n"
+    )
+    (metrics / "svc-a-5b67c48447-abcde_metric.csv").write_text(f"{METRIC_HEADER}\nx,130,p,10,\n")
+    (metrics / "front_service.csv").write_text("Time,TimeStamp,ServiceName\nx,65,Frontend\n")
+    windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert [w.start for w in windows] == [60.0, 120.0]  # the metric row at 185 has no traces
+    assert windows[0].metrics == pytest.approx(
+        {("svc-a", "cpu"): 0.02, ("svc-a", "memory"): 100 * 2**20}
+    )
+    # replicas add up; the empty memory cell of the second pod is unknown, not zero
+    assert windows[1].metrics == pytest.approx(
+        {("svc-a", "cpu"): 0.04, ("svc-a", "memory"): 200 * 2**20}
+    )
+
+
+def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
+    with pytest.raises(InputError, match="trace/"):
+        load_trainticket(tmp_path / "absent")
+    windows = load_trainticket(span_dir.parent)  # no metric/ folder: traffic only
+    assert len(windows) == 2 and all(not w.metrics for w in windows)
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "field"),
+    [
+        ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,op,5,12x,1"], 3, "EndTimeUnixNano"),
+        ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,,op,5,7,1"], 3, "PodName"),
+        (["t,,root,pod,op,5,7,1"], 2, "SpanID"),
+    ],
+)
+def test_span_csv_bad_rows(tmp_path: Path, rows: list[str], line: int, field: str) -> None:
+    path = write_csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(InputError) as info:
+        import_span_csv(path)
+    assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
+
+
+def test_span_csv_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "cols.csv"
+    path.write_text("TraceID,SpanID,ParentID,PodName,OperationName\nt,a,root,p,o\n")
+    with pytest.raises(InputError) as info:
+        import_span_csv(path)
+    assert (info.value.line, info.value.field) == (1, "EndTimeUnixNano")
+
+
+def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
+    good = json.dumps(otlp_request([os_("a", "", "x", 1)], "s"))
+    bad_time = otlp_request([os_("a", "", "x", 1)], "s")
+    bad_time["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["endTimeUnixNano"] = "soon"
+    cases = [
+        (import_otlp_json, good + "\n{oops\n", 2, None),
+        (
+            import_otlp_json,
+            good + "\n" + json.dumps(bad_time),
+            2,
+            "resourceSpans[0].scopeSpans[0].spans[0].endTimeUnixNano",
+        ),
+        (
+            import_jaeger,
+            json.dumps({"data": [{"traceID": "t", "spans": [{"spanID": "s"}]}]}),
+            1,
+            "data[0].spans[0].startTime",
+        ),
+        (import_raw, json.dumps([{"component": "a", "operation": "b"}]), 1, "[0].end"),
+        (
+            import_raw,
+            json.dumps({"traces": [{"end": 1, "tree": {"component": "a"}}]}),
+            1,
+            "traces[0].tree.operation",
+        ),
+    ]
+    for importer, text, line, field in cases:
+        path = tmp_path / "in.json"
+        path.write_text(text)
+        with pytest.raises(InputError) as info:
+            importer(path)
+        assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
+
+
+def test_metric_bad_number(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,20,1\nx,125,p,lots,2\n"
+    )
+    with pytest.raises(InputError) as info:
+        import_windows("span-csv", span_dir, metrics=metrics)
+    assert (info.value.line, info.value.field) == (3, "CpuUsage(m)")
+
+
+def test_cli_import_writes_dataset_and_exits_2_on_bad_input(tmp_path: Path, span_dir: Path) -> None:
+    from exporter.cli import main
+
+    out = tmp_path / "data.jsonl"
+    assert (
+        main(
+            [
+                "import",
+                "--format",
+                "span-csv",
+                "--input",
+                str(span_dir),
+                "--window",
+                "30",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert [w.calls for w in load_windows(out)] == [w.calls for w in import_span_csv(span_dir, 30)]
+    bad = write_csv(tmp_path / "bad.csv", ["t,b,root,pod,op,5,12x,1"])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter.cli",
+            "import",
+            "--format",
+            "span-csv",
+            "--input",
+            str(bad),
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert str(bad) in done.stderr and "line 2" in done.stderr and "EndTimeUnixNano" in done.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="Train-Ticket data not present")
+def test_real_trainticket_minutes(tmp_path: Path) -> None:
+    windows = import_windows(
+        "span-csv", str(REAL / "trace" / "12_0[0-2]_trace.csv.gz"), metrics=REAL / "metric"
+    )
+    assert len(windows) >= 3
+    below = [p for w in windows for p in w.calls if len(p) > 1]
+    assert below and all(p[0] == ("ts-gateway-service", "/*") for p in below)
+    apis = {api_of(p) for p in below}
+    assert all(api is not None and api[0] != "ts-gateway-service" for api in apis)
+    assert all(api[1].startswith("/api/") for api in apis if api is not None)
+    full = [w for w in windows if ("ts-order-service", "cpu") in w.metrics]
+    assert full and all(w.metrics[("ts-order-service", "memory")] > 0 for w in full)
