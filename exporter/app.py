@@ -1,0 +1,217 @@
+"""The Flask app of contract 4: /metrics, /v1/traces, what-if, model, health and readiness."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from estimator.bundle import load_bundle
+from estimator.errors import BundleError, InputError
+from estimator.synthesizer import Synthesizer, scale_windows
+from exporter.live import Estimator, ModelInfo
+from exporter.receiver import (
+    OtlpError,
+    count_spans,
+    decode_body,
+    extract_spans,
+    read_limited,
+    status_body,
+    success_body,
+)
+
+if TYPE_CHECKING:
+    from exporter.runtime import Runtime
+
+log = logging.getLogger("deeprest.app")
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+def model_json(info: ModelInfo) -> dict[str, Any]:
+    """The body of GET /api/v1/model."""
+    return {
+        "model": info.kind,
+        "version": info.version,
+        "window_seconds": info.window_seconds,
+        "training": {k: v for k, v in info.training.items() if k != "reference_traffic"},
+        "series": [
+            {"component": c, "resource": r, "accuracy": info.accuracy.get((c, r))}
+            for c, r in info.series
+        ],
+    }
+
+
+def ingest(runtime: Runtime) -> Response:
+    """POST /v1/traces: decode, validate, buffer; partial success for unusable spans."""
+    content_type = request.headers.get("Content-Type", "")
+    limits = runtime.config.receiver
+    try:
+        body = read_limited(request.stream, request.content_length, limits.max_body_bytes)
+        message = decode_body(
+            body, content_type, request.headers.get("Content-Encoding", ""), limits
+        )
+        n = count_spans(message)
+        if n > limits.max_spans_per_request:
+            raise OtlpError(
+                413, "too_many_spans", f"{n} spans exceed {limits.max_spans_per_request} a request"
+            )
+        decoded = extract_spans(message)
+        if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):
+            raise OtlpError(503, "queue_full", "span buffer is full; retry later")
+    except OtlpError as exc:
+        data, kind = status_body(exc, content_type)
+        response = Response(data, status=exc.status, content_type=kind)
+        if exc.status in (429, 503):
+            response.headers["Retry-After"] = str(max(1, math.ceil(limits.retry_after)))
+        return response
+    runtime.stats.count(len(decoded.spans) + decoded.n_rejected, decoded.rejected)
+    data, kind = success_body(decoded, content_type)
+    return Response(data, status=200, content_type=kind)
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object")
+    return body
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"expected a number, got {type(value).__name__}", field=name)
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"expected a finite non-negative number, got {value}", field=name)
+    return float(value)
+
+
+def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict[str, Any]:
+    """Expected usage for the recent traffic scaled by k, or for per-API calls per second."""
+    recent = runtime.store.recent(runtime.config.whatif_windows)
+    if ("scale" in body) == ("rates" in body):
+        raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
+    if "scale" in body:
+        factor = _positive(body["scale"], "scale")
+        if not recent:
+            raise InputError("no stored windows yet to scale; send traffic first", field="scale")
+        windows = scale_windows(recent, factor)
+        pred = estimator.predict_windows(windows)
+    else:
+        rates = body["rates"]
+        if not isinstance(rates, dict) or not rates:
+            raise InputError("expected an object of API -> calls per second", field="rates")
+        synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
+        bundle_window = estimator.bundle.window_seconds
+        traffic = {
+            synthesizer.resolve_api(str(name)): _positive(rate, f"rates.{name}") * bundle_window
+            for name, rate in rates.items()
+        }
+        n = int(body.get("windows", 1)) if isinstance(body.get("windows", 1), int) else 1
+        n = min(max(n, 1), 1000)
+        starts = np.arange(n) * bundle_window
+        windows = synthesizer.windows([traffic] * n, starts, bundle_window)
+        pred = estimator.predict_windows(windows, rescale=False)
+    return {
+        "windows": len(windows),
+        "series": [
+            {
+                "component": c,
+                "resource": r,
+                "lower": float(pred[:, j, 0].mean()),
+                "median": float(pred[:, j, 1].mean()),
+                "upper": float(pred[:, j, 2].mean()),
+                "peak_upper": float(pred[:, j, 2].max()),
+            }
+            for j, (c, r) in enumerate(estimator.info.series)
+        ],
+    }
+
+
+def _authorized(runtime: Runtime) -> bool:
+    token = runtime.config.api_token
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    return bool(token) and hmac.compare_digest(given.encode(), (token or "").encode())
+
+
+def create_app(runtime: Runtime) -> Flask:
+    """The one Flask app; state lives in `runtime`."""
+    app = Flask("deeprest")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(runtime.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/traces")
+    def traces() -> Response:
+        return ingest(runtime)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        if runtime.loop.estimator is None:
+            return jsonify({"ready": False, "error": "no model bundle loaded"}), 503
+        return jsonify({"ready": True})
+
+    @app.get("/api/v1/model")
+    def model() -> Any:
+        estimator = runtime.loop.estimator
+        if estimator is None:
+            return _error(404, "no model bundle loaded; start with --model DIR")
+        return jsonify(model_json(estimator.info))
+
+    @app.post("/api/v1/model/reload")
+    def reload() -> Any:
+        if not runtime.config.api_token:
+            return _error(403, "model reload is disabled: configure api_token")
+        if not _authorized(runtime):
+            return _error(401, "missing or wrong bearer token")
+        body = request.get_json(silent=True) or {}
+        path = body.get("path") if isinstance(body, dict) else None
+        path = path or runtime.config.model
+        if not path:
+            return _error(400, 'no bundle path: give {"path": DIR} or configure model')
+        try:
+            runtime.loop.load(load_bundle(str(path)))
+        except BundleError as exc:
+            return _error(422, str(exc))
+        estimator = runtime.loop.estimator
+        assert estimator is not None
+        return jsonify(model_json(estimator.info))
+
+    @app.post("/api/v1/whatif")
+    def whatif_route() -> Any:
+        estimator = runtime.loop.estimator
+        if estimator is None:
+            return _error(503, "no model bundle loaded")
+        try:
+            return jsonify(whatif(runtime, estimator, _json_body()))
+        except InputError as exc:
+            return _error(400, str(exc))
+        except BundleError as exc:
+            return _error(422, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Any:
+        log.exception("request failed")
+        return _error(500, "internal error; see the exporter log")
+
+    return app
+
+
+__all__ = ["create_app", "ingest", "model_json", "whatif"]

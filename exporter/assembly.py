@@ -1,0 +1,167 @@
+"""Trace assembly across requests and out of order, and counting paths into time windows."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from estimator.windows import CallPath, Pair, Window, api_counts
+from exporter.receiver import SpanRecord
+
+_Span = tuple[bytes, str, str, int]  # parent, component, operation, end ns
+
+
+class _Trace:
+    __slots__ = ("last_seen", "spans")
+
+    def __init__(self) -> None:
+        self.spans: dict[bytes, _Span] = {}
+        self.last_seen = 0.0
+
+
+def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
+    """(root end ns, root-to-span path) of every span; a span whose parent is absent is a root."""
+    memo: dict[bytes, tuple[int, CallPath]] = {}
+    for start in spans:
+        chain: list[bytes] = []
+        on_chain: set[bytes] = set()
+        sid = start
+        base: tuple[int, CallPath] | None = None
+        while sid not in memo:
+            parent, component, operation, end = spans[sid]
+            chain.append(sid)
+            on_chain.add(sid)
+            if not parent or parent not in spans or parent in on_chain:
+                base = (end, ())  # a root (or a broken cycle) starts the path
+                break
+            sid = parent
+        else:
+            base = memo[sid]
+        root_end, path = base
+        for sid in reversed(chain):
+            _, component, operation, _ = spans[sid]
+            path = (*path, (component, operation))
+            memo[sid] = (root_end, path)
+    return list(memo.values())
+
+
+class TraceAssembler:
+    """Buffers spans per trace; a trace closes `grace` seconds after its last span arrived."""
+
+    def __init__(self, grace: float, max_pending: int) -> None:
+        self.grace = grace
+        self.max_pending = max_pending
+        self._traces: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    def add(self, spans: list[SpanRecord], now: float) -> bool:
+        """Buffer spans; False (nothing buffered) when they would overflow the pending limit."""
+        with self._lock:
+            if self._pending + len(spans) > self.max_pending:
+                return False
+            traces = self._traces
+            last_tid = b""
+            trace = _Trace()
+            for tid, sid, parent, component, operation, end in spans:
+                if tid != last_tid:
+                    found = traces.get(tid)
+                    if found is None:
+                        trace = traces[tid] = _Trace()
+                    else:
+                        trace = found
+                        traces.move_to_end(tid)
+                    trace.last_seen = now
+                    last_tid = tid
+                before = len(trace.spans)
+                trace.spans[sid] = (parent, component, operation, end)
+                self._pending += len(trace.spans) - before
+            return True
+
+    def expire(self, now: float) -> list[list[tuple[int, CallPath]]]:
+        """Close the traces quiet for `grace` seconds; their (root end ns, path) lists."""
+        closed: list[dict[bytes, _Span]] = []
+        with self._lock:
+            traces = self._traces
+            while traces:
+                tid, trace = next(iter(traces.items()))
+                if trace.last_seen + self.grace > now:
+                    break
+                del traces[tid]
+                self._pending -= len(trace.spans)
+                closed.append(trace.spans)
+        return [trace_paths(spans) for spans in closed]
+
+
+class WindowAggregator:
+    """Counts paths into fixed windows aligned on multiples of `window` seconds."""
+
+    def __init__(self, window: float, delay: float, now: float, after: float | None = None) -> None:
+        self.window = window
+        self.delay = delay
+        current = math.floor(now / window)
+        previous = math.floor(after / window) - 1 if after is not None else current - 1
+        self._closed = max(previous, current - 1)  # index of the newest closed window
+        self._open: dict[int, Window] = {}
+        self._api_calls: dict[Pair, float] = {}
+        self.late_paths = 0
+        self._lock = threading.Lock()
+
+    def _index(self, seconds: float) -> int:
+        return math.floor(seconds / self.window)
+
+    def add_paths(self, paths: Iterable[tuple[int, CallPath]], now: float) -> int:
+        """Count paths into the window of their root's end; returns how many were too late."""
+        late = 0
+        horizon = self._index(now) + 1000
+        with self._lock:
+            for end_ns, path in paths:
+                k = self._index(end_ns / 1e9)
+                if k <= self._closed or k > horizon:
+                    late += 1
+                    continue
+                window = self._open.get(k)
+                if window is None:
+                    window = self._open[k] = Window(k * self.window, (k + 1) * self.window)
+                window.calls[path] = window.calls.get(path, 0.0) + 1.0
+                if len(path) <= 2:
+                    for api, n in api_counts({path: 1.0}).items():
+                        self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+            self.late_paths += late
+        return late
+
+    def count_calls(self, calls: dict[CallPath, float]) -> None:
+        """Count API calls of traffic that did not come from traces (PromQL traffic)."""
+        with self._lock:
+            for api, n in api_counts(calls).items():
+                self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+
+    def close(self, now: float, max_windows: int = 10000) -> list[Window]:
+        """Windows whose end plus `delay` has passed, oldest first, empty ones included."""
+        frontier = self._index(now - self.delay) - 1
+        out: list[Window] = []
+        with self._lock:
+            if frontier - self._closed > max_windows:  # a long gap: skip the empty past
+                self._closed = frontier - max_windows
+            for k in range(self._closed + 1, frontier + 1):
+                window = self._open.pop(k, None)
+                out.append(window or Window(k * self.window, (k + 1) * self.window))
+            self._closed = max(self._closed, frontier)
+            for k in [k for k in self._open if k <= self._closed]:
+                del self._open[k]
+        return out
+
+    def pending_window_end(self) -> float:
+        """End of the oldest window not yet closed."""
+        return (self._closed + 2) * self.window
+
+    def api_calls(self) -> dict[Pair, float]:
+        """Root API calls counted so far (the counter deeprest_api_calls_total)."""
+        with self._lock:
+            return dict(self._api_calls)

@@ -1,0 +1,125 @@
+"""prometheus_client custom collector: the series of contract 3 from the latest snapshot only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from estimator.windows import Pair, SeriesKey
+from exporter.live import Snapshot
+from exporter.receiver import REASONS, ReceiverStats
+
+_SERIES = ["component", "resource"]
+
+
+def _per_series(name: str, help_text: str, values: Mapping[SeriesKey, float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=_SERIES)
+    for (component, resource), value in sorted(values.items()):
+        family.add_metric([component, resource], value)
+    return family
+
+
+class DeepRestCollector(Collector):
+    """Yields gauges and counters from the latest Snapshot; never trains, queries or blocks."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        stats: ReceiverStats,
+        api_calls: Callable[[], Mapping[Pair, float]],
+    ) -> None:
+        self._snapshot = snapshot
+        self._stats = stats
+        self._api_calls = api_calls
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield from self._estimates(snap)
+        yield from self._model(snap)
+        calls = CounterMetricFamily(
+            "deeprest_api_calls", "Root API calls seen in traces.", labels=["api"]
+        )
+        for (component, operation), n in sorted(self._api_calls().items()):
+            calls.add_metric([f"{component}:{operation}"], n)
+        yield calls
+        received, rejected = self._stats.read()
+        yield CounterMetricFamily(
+            "deeprest_otlp_spans_received", "Spans received on the OTLP receiver.", value=received
+        )
+        family = CounterMetricFamily(
+            "deeprest_otlp_spans_rejected",
+            "Spans the OTLP receiver could not use, by reason.",
+            labels=["reason"],
+        )
+        for reason in sorted(set(REASONS) | set(rejected)):
+            family.add_metric([reason], rejected.get(reason, 0))
+        yield family
+
+    def _estimates(self, snap: Snapshot) -> Iterator[Metric]:
+        expected = snap.expected
+        yield from (
+            _per_series(name, text, {k: v[i] for k, v in expected.items()})
+            for name, text, i in (
+                ("deeprest_expected_usage", "Median expected usage for the last window's traffic, base units.", 1),
+                ("deeprest_expected_usage_lower", "Lower end (5% quantile) of the expected usage band, base units.", 0),
+                ("deeprest_expected_usage_upper", "Upper end (95% quantile) of the expected usage band, base units.", 2),
+            )
+        )  # fmt: skip
+        if snap.observed is not None:
+            yield _per_series(
+                "deeprest_observed_usage",
+                "Actual usage of the same window from Prometheus, base units.",
+                snap.observed,
+            )
+        if snap.anomaly is not None:
+            yield _per_series(
+                "deeprest_anomaly_score",
+                "0 inside the expected band; smoothed relative excess beyond it.",
+                snap.anomaly,
+            )
+        headroom = {
+            key: 1.0 - expected[key][2] / limit
+            for key, limit in snap.limits.items()
+            if key in expected and limit > 0
+        }
+        yield _per_series(
+            "deeprest_capacity_headroom_ratio",
+            "1 - upper expected usage / limit, where a limit is known.",
+            headroom,
+        )
+        stamp = GaugeMetricFamily(
+            "deeprest_last_estimate_timestamp_seconds",
+            "End of the newest window estimated, Unix seconds.",
+        )
+        if snap.window_end is not None:
+            stamp.add_metric([], snap.window_end)
+        yield stamp
+        yield GaugeMetricFamily(
+            "deeprest_up",
+            "1 when the upstream Prometheus answered the last query, else 0.",
+            value=1.0 if snap.up else 0.0,
+        )
+
+    def _model(self, snap: Snapshot) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "deeprest_model_info", "1; which model bundle is serving.", labels=["model", "version"]
+        )
+        accuracy: Mapping[SeriesKey, float] = {}
+        if snap.model is not None:
+            info.add_metric([snap.model.kind, snap.model.version], 1.0)
+            accuracy = snap.model.accuracy
+        yield info
+        yield _per_series(
+            "deeprest_model_accuracy_ratio",
+            "Accuracy (1 - WAPE) on the bundle's validation windows.",
+            accuracy,
+        )
+
+
+def make_registry(collector: DeepRestCollector) -> CollectorRegistry:
+    """A fresh registry holding only this collector (nothing on the default REGISTRY)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry

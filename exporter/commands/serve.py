@@ -1,0 +1,85 @@
+"""`deeprest serve`: the Prometheus exporter, OTLP receiver and API on one port."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from estimator.bundle import load_bundle
+from exporter.config import Config, load_config
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML configuration (flags override it)")
+    parser.add_argument("--model", help="model bundle directory")
+    parser.add_argument("--data-dir", help="where closed windows are stored")
+    parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port of /metrics, /v1/traces and the API (9464)")
+    parser.add_argument("--window", help="window length, e.g. 5s or 1m (default: the bundle's)")
+    parser.add_argument("--trace-grace", help="how long a trace stays open after its last span")
+    parser.add_argument("--prometheus-url", help="Prometheus to read actual usage from")
+    parser.add_argument("--api-token-file", help="file holding the bearer token for reloads")
+    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Config from the YAML file and the flags; the bundle's window when none is given."""
+    overrides: dict[str, Any] = {
+        "model": args.model,
+        "data_dir": args.data_dir,
+        "host": args.host,
+        "port": args.port,
+        "window": args.window,
+        "trace_grace": args.trace_grace,
+        "prometheus.url": args.prometheus_url,
+        "api_token_file": args.api_token_file,
+    }
+    return load_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from exporter.runtime import Runtime
+
+    config = build_config(args)
+    bundle = load_bundle(config.model) if config.model is not None else None
+    if config.window is None:
+        config = replace(config, window=bundle.window_seconds if bundle else 60.0)
+    elif bundle is not None and abs(bundle.window_seconds - config.window) > 1e-9:
+        logging.warning(
+            "window %gs differs from the bundle's %gs; counts are rescaled to the bundle's window",
+            config.window,
+            bundle.window_seconds,
+        )
+    runtime = Runtime(config, bundle)
+    try:
+        runtime.start()
+    except OSError as exc:
+        print(
+            f"deeprest serve: error: cannot listen on {config.host}:{config.port}: {exc}",
+            file=sys.stderr,
+        )
+        runtime.store.close()
+        return 1
+    print(
+        f"deeprest serve: listening on {runtime.url} (window {config.window_seconds:g}s, "
+        f"model {'none' if bundle is None else bundle.version}, data {config.data_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: runtime._stop.set())
+    try:
+        runtime.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+    return 0

@@ -1,0 +1,346 @@
+"""Configuration of `deeprest serve`: one frozen object built from YAML plus flags, validated."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from estimator.errors import InputError
+
+DEFAULT_SELECTOR = 'container!="",container!="POD"'
+DEFAULT_QUERIES: Mapping[str, str] = {
+    "cpu": "sum by ({label}) (rate(container_cpu_usage_seconds_total{{{selector}}}[{range}]))",
+    "memory": "sum by ({label}) (avg_over_time(container_memory_working_set_bytes{{{selector}}}[{range}]))",
+    "write_iops": "sum by ({label}) (rate(container_fs_writes_total{{{selector}}}[{range}]))",
+    "write_throughput": "sum by ({label}) (rate(container_fs_writes_bytes_total{{{selector}}}[{range}]))",
+}
+"""PromQL templates of actual usage per resource (cAdvisor names, base units)."""
+DEFAULT_LIMIT_QUERIES: Mapping[str, str] = {
+    "cpu": "sum by ({label}) (container_spec_cpu_quota{{{selector}}}) / sum by ({label}) (container_spec_cpu_period{{{selector}}})",
+    "memory": "sum by ({label}) (container_spec_memory_limit_bytes{{{selector}}}) > 0",
+}
+"""PromQL templates of per-component limits (cAdvisor names)."""
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from `5s`, `1m`, `250ms`, `1h` or a plain number of seconds; positive."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", value)):
+        try:
+            seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        except ValueError:
+            raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m)", field=key) from None
+    else:
+        raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m, 250ms)", field=key)
+    if not seconds > 0:
+        raise InputError(f"must be positive, got {value!r}", field=key)
+    return seconds
+
+
+def parse_size(value: Any, key: str) -> int:
+    """Bytes from an integer or `4MiB`, `512KiB`; positive."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)):
+        unit = m.group(2).lower()
+        if unit not in _SIZES:
+            raise InputError(f"unknown size unit in {value!r} (use B, KiB, MiB, GiB)", field=key)
+        size = int(m.group(1)) * _SIZES[unit]
+    else:
+        raise InputError(f"not a size: {value!r} (use e.g. 4MiB or a byte count)", field=key)
+    if size <= 0:
+        raise InputError(f"must be positive, got {value!r}", field=key)
+    return size
+
+
+def format_duration(seconds: float) -> str:
+    """PromQL duration text of a number of seconds (milliseconds precision)."""
+    ms = max(1, round(seconds * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class ApiTraffic:
+    """One API whose calls per second come from a PromQL expression instead of traces."""
+
+    component: str
+    operation: str
+    expr: str
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """Where actual usage comes from and how series map to components."""
+
+    url: str | None = None
+    timeout: float = 5.0
+    retries: int = 2
+    backoff: float = 0.25
+    max_points: int = 11000
+    component_label: str = "container"
+    component_regex: str | None = None
+    component_rename: Mapping[str, str] = field(default_factory=dict)
+    selector: str = DEFAULT_SELECTOR
+    rate_range: float | None = None
+    queries: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_QUERIES))
+    limit_queries: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LIMIT_QUERIES))
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Limits of the OTLP receiver."""
+
+    max_body_bytes: int = 4 << 20
+    max_decompressed_bytes: int = 32 << 20
+    max_spans_per_request: int = 65536
+    max_pending_spans: int = 1_000_000
+    retry_after: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `deeprest serve` needs; built once at the entry point and passed down."""
+
+    model: Path | None = None
+    data_dir: Path = Path("deeprest-data")
+    host: str = "0.0.0.0"
+    port: int = 9464
+    window: float | None = None
+    trace_grace: float | None = None
+    tick: float | None = None
+    api_token: str | None = None
+    smoothing_windows: int = 3
+    whatif_windows: int = 10
+    traffic_source: str = "otlp"
+    traffic_apis: tuple[ApiTraffic, ...] = ()
+    limits: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
+
+    @property
+    def window_seconds(self) -> float:
+        """Window length: as configured, else 60 s (serve uses the bundle's when unset)."""
+        return self.window if self.window is not None else 60.0
+
+    @property
+    def grace(self) -> float:
+        """Seconds a trace stays open after its last span (default: a tenth of a window, <= 5 s)."""
+        if self.trace_grace is not None:
+            return self.trace_grace
+        return min(5.0, self.window_seconds / 10)
+
+    @property
+    def tick_seconds(self) -> float:
+        """How often the live loop wakes up."""
+        return self.tick if self.tick is not None else min(1.0, self.window_seconds / 10)
+
+
+# ---------------------------------------------------------------- building from YAML and flags
+
+
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise InputError("must be a mapping", field=key)
+    return dict(value)
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str], prefix: str = "") -> None:
+    for key in raw:
+        if key not in allowed:
+            hint = ", ".join(sorted(allowed))
+            raise InputError(f"unknown key; known keys: {hint}", field=f"{prefix}{key}")
+
+
+def _int(value: Any, key: str, low: int = 0, high: int = 1 << 62) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"expected an integer in [{low}, {high}], got {value!r}", field=key)
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"expected a non-empty string, got {value!r}", field=key)
+    return value
+
+
+def _prometheus(raw: dict[str, Any]) -> PrometheusConfig:
+    p = "prometheus."
+    _check_keys(raw, {f.name for f in PrometheusConfig.__dataclass_fields__.values()}, p)
+    out: dict[str, Any] = {}
+    if raw.get("url") is not None:
+        url = _str(raw["url"], p + "url")
+        if not re.match(r"https?://", url):
+            raise InputError(f"must start with http:// or https://, got {url!r}", field=p + "url")
+        out["url"] = url.rstrip("/")
+    for name in ("timeout", "backoff", "rate_range"):
+        if raw.get(name) is not None:
+            out[name] = parse_duration(raw[name], p + name)
+    if "retries" in raw:
+        out["retries"] = _int(raw["retries"], p + "retries", 0, 10)
+    if "max_points" in raw:
+        out["max_points"] = _int(raw["max_points"], p + "max_points", 2)
+    for name in ("component_label", "selector"):
+        if name in raw:
+            out[name] = str(raw[name]) if name == "selector" else _str(raw[name], p + name)
+    if raw.get("component_regex") is not None:
+        try:
+            re.compile(_str(raw["component_regex"], p + "component_regex"))
+        except re.error as exc:
+            raise InputError(f"bad regex: {exc}", field=p + "component_regex") from None
+        out["component_regex"] = raw["component_regex"]
+    for name in ("component_rename", "queries", "limit_queries"):
+        if name in raw:
+            value = raw[name] or {}
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise InputError("must map strings to strings", field=p + name)
+            base = dict(DEFAULT_QUERIES if name == "queries" else DEFAULT_LIMIT_QUERIES)
+            out[name] = value if name == "component_rename" else {**base, **value}
+    return PrometheusConfig(**out)
+
+
+def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
+    p = "receiver."
+    _check_keys(raw, {f.name for f in ReceiverConfig.__dataclass_fields__.values()}, p)
+    out: dict[str, Any] = {}
+    for name in ("max_body_bytes", "max_decompressed_bytes"):
+        if name in raw:
+            out[name] = parse_size(raw[name], p + name)
+    for name in ("max_spans_per_request", "max_pending_spans"):
+        if name in raw:
+            out[name] = _int(raw[name], p + name, 1)
+    if "retry_after" in raw:
+        out["retry_after"] = parse_duration(raw["retry_after"], p + "retry_after")
+    return ReceiverConfig(**out)
+
+
+def _limits(raw: Any) -> dict[tuple[str, str], float]:
+    if not isinstance(raw, dict):
+        raise InputError("must map component -> {resource: limit}", field="limits")
+    out: dict[tuple[str, str], float] = {}
+    for component, per in raw.items():
+        if not isinstance(per, dict):
+            raise InputError("must map resource -> limit", field=f"limits.{component}")
+        for resource, value in per.items():
+            key = f"limits.{component}.{resource}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InputError(f"expected a positive number, got {value!r}", field=key)
+            out[(str(component), str(resource))] = float(value)
+    return out
+
+
+def _traffic(raw: dict[str, Any]) -> tuple[str, tuple[ApiTraffic, ...]]:
+    _check_keys(raw, {"source", "apis"}, "traffic.")
+    source = raw.get("source", "otlp")
+    if source not in ("otlp", "prometheus"):
+        raise InputError(f"must be otlp or prometheus, got {source!r}", field="traffic.source")
+    apis = []
+    for i, item in enumerate(raw.get("apis") or []):
+        where = f"traffic.apis[{i}]"
+        if not isinstance(item, dict):
+            raise InputError("expected {component, operation, expr}", field=where)
+        _check_keys(item, {"component", "operation", "expr"}, where + ".")
+        apis.append(
+            ApiTraffic(
+                *(_str(item.get(k), f"{where}.{k}") for k in ("component", "operation", "expr"))
+            )
+        )
+    if source == "prometheus" and not apis:
+        raise InputError(
+            "traffic.source is prometheus but no APIs are listed", field="traffic.apis"
+        )
+    return source, tuple(apis)
+
+
+_TOP = {
+    "model", "data_dir", "host", "port", "window", "trace_grace", "tick", "api_token",
+    "api_token_file", "smoothing_windows", "whatif_windows", "traffic", "limits", "prometheus",
+    "receiver",
+}  # fmt: skip
+
+
+def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Config:
+    """Validate a decoded YAML mapping; relative paths are taken from `base`."""
+    _check_keys(raw, _TOP)
+    out: dict[str, Any] = {}
+    for name in ("model", "data_dir"):
+        if raw.get(name) is not None:
+            out[name] = base / _str(raw[name], name)
+    if "host" in raw:
+        out["host"] = _str(raw["host"], "host")
+    if "port" in raw:
+        out["port"] = _int(raw["port"], "port", 0, 65535)
+    for name in ("window", "trace_grace", "tick"):
+        if raw.get(name) is not None:
+            out[name] = parse_duration(raw[name], name)
+    if raw.get("api_token") is not None:
+        out["api_token"] = _str(raw["api_token"], "api_token")
+    if raw.get("api_token_file") is not None:
+        path = base / _str(raw["api_token_file"], "api_token_file")
+        try:
+            out["api_token"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(
+                f"cannot read {path}: {exc.strerror}", field="api_token_file"
+            ) from None
+    if "smoothing_windows" in raw:
+        out["smoothing_windows"] = _int(raw["smoothing_windows"], "smoothing_windows", 1, 1000)
+    if "whatif_windows" in raw:
+        out["whatif_windows"] = _int(raw["whatif_windows"], "whatif_windows", 1, 100000)
+    out["traffic_source"], out["traffic_apis"] = _traffic(_section(raw, "traffic"))
+    out["limits"] = _limits(raw.get("limits") or {})
+    out["prometheus"] = _prometheus(_section(raw, "prometheus"))
+    out["receiver"] = _receiver(_section(raw, "receiver"))
+    return Config(**out)
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Config from an optional YAML file, with flag values (dotted keys allowed) laid over it."""
+    raw: dict[str, Any] = {}
+    base = Path(".")
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read config: {exc.strerror}", source=source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise InputError(f"not valid YAML ({exc})", source=source, line=line) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError("the top level must be a mapping", source=source)
+        raw = loaded or {}
+        base = Path(path).parent
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = raw
+        *parents, last = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = value
+    try:
+        config = config_from_mapping(raw, base)
+    except InputError as exc:
+        if path is None or exc.source is not None:
+            raise
+        raise InputError(exc.bare_message, source=str(path), field=exc.field) from None
+    if overrides and overrides.get("model") is not None:  # flags are relative to the cwd
+        config = replace(config, model=Path(str(overrides["model"])))
+    if overrides and overrides.get("data_dir") is not None:
+        config = replace(config, data_dir=Path(str(overrides["data_dir"])))
+    return config

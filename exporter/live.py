@@ -1,0 +1,251 @@
+"""The live loop: at each window close, expected usage and band, observed usage, anomaly score."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from estimator import anomaly
+from estimator.bundle import Bundle
+from estimator.features import HistoryState
+from estimator.windows import SeriesKey, Window
+from exporter.assembly import TraceAssembler, WindowAggregator
+from exporter.config import Config
+from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
+from exporter.store import WindowStore
+
+log = logging.getLogger("deeprest.live")
+
+WARM_WINDOWS = 256
+"""Stored windows replayed to rebuild the traffic history after a start or a reload."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the collector and /api/v1/model say about the serving bundle."""
+
+    kind: str
+    version: str
+    window_seconds: float
+    series: tuple[SeriesKey, ...]
+    accuracy: Mapping[SeriesKey, float]
+    training: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest estimate, immutable; the collector reads only this."""
+
+    model: ModelInfo | None = None
+    window_end: float | None = None
+    expected: Mapping[SeriesKey, tuple[float, float, float]] = field(default_factory=dict)
+    observed: Mapping[SeriesKey, float] | None = None
+    anomaly: Mapping[SeriesKey, float] | None = None
+    limits: Mapping[SeriesKey, float] = field(default_factory=dict)
+    up: bool = False
+    estimate_seconds: float = 0.0
+
+
+def validation_accuracy(validation: Mapping[str, Any], series: Sequence[SeriesKey]) -> dict:
+    """Per-series accuracy from a bundle's validation record, whichever common shape it has."""
+    out: dict[SeriesKey, float] = {}
+    raw = validation.get("accuracy", validation.get("series"))
+    if isinstance(raw, list) and raw and isinstance(raw[0], dict):
+        for item in raw:
+            key = (str(item.get("component")), str(item.get("resource")))
+            value = item.get("accuracy")
+            if isinstance(value, (int, float)):
+                out[key] = float(value)
+    elif isinstance(raw, list) and len(raw) == len(series):
+        out.update({k: float(v) for k, v in zip(series, raw, strict=True) if v is not None})
+    elif isinstance(raw, dict):
+        for name, value in raw.items():
+            if isinstance(value, dict):
+                out.update({(str(name), str(r)): float(v) for r, v in value.items()})
+            elif isinstance(value, (int, float)) and "/" in str(name):
+                component, resource = str(name).rsplit("/", 1)
+                out[(component, resource)] = float(value)
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def model_info(bundle: Bundle) -> ModelInfo:
+    return ModelInfo(
+        kind=bundle.model.kind,
+        version=bundle.version,
+        window_seconds=bundle.window_seconds,
+        series=tuple(bundle.series),
+        accuracy=validation_accuracy(bundle.validation, bundle.series),
+        training=dict(bundle.training),
+    )
+
+
+class Estimator:
+    """A bundle with its running traffic history: one window in, one [series, 3] out."""
+
+    def __init__(self, bundle: Bundle, window_seconds: float, warm: Sequence[Window] = ()) -> None:
+        self.bundle = bundle
+        self.info = model_info(bundle)
+        self._scale = bundle.window_seconds / window_seconds  # counts per the bundle's window
+        self._state: HistoryState | None = None
+        self._rows: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        if warm:
+            self._advance(warm)
+
+    def _advance(self, windows: Sequence[Window]) -> np.ndarray:
+        counts = self.bundle.vocabulary.counts(windows) * self._scale
+        X, self._state = self.bundle.vocabulary.transform_counts(counts, self._state)
+        keep = self.bundle.model.context + 1
+        self._rows = [*self._rows, *X][-keep:]
+        return np.vstack(self._rows)
+
+    def step(self, window: Window) -> np.ndarray:
+        """[series, 3] lower, median, upper for the window just closed."""
+        with self._lock:
+            X = self._advance([window])
+            return np.asarray(self.bundle.model.predict(X)[-1])
+
+    def predict_windows(self, windows: Sequence[Window], rescale: bool = True) -> np.ndarray:
+        """[windows, series, 3] for hypothetical windows, from a fresh history (what-if).
+
+        `rescale` converts counts of the serving window length to the bundle's window length.
+        """
+        counts = self.bundle.vocabulary.counts(windows) * (self._scale if rescale else 1.0)
+        X, _ = self.bundle.vocabulary.transform_counts(counts, None)
+        return np.asarray(self.bundle.model.predict(X))
+
+
+class LiveLoop:
+    """Closes traces and windows on a clock, estimates each window, publishes a Snapshot."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: WindowStore,
+        bundle: Bundle | None = None,
+        prometheus: PrometheusClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.prometheus = prometheus
+        self.window = config.window_seconds
+        self.queries = UsageQueries(config.prometheus, self.window)
+        now = clock()
+        self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
+        self.aggregator = WindowAggregator(self.window, 2 * config.grace, now, store.last_end())
+        self.estimator: Estimator | None = None
+        self._scores: np.ndarray | None = None
+        self._limits: dict[SeriesKey, float] = {}
+        self.snapshot = Snapshot()
+        self._tick_lock = threading.Lock()
+        if bundle is not None:
+            self.load(bundle)
+
+    def load(self, bundle: Bundle) -> None:
+        """Serve a bundle (start or hot reload), replaying stored windows into its history."""
+        estimator = Estimator(bundle, self.window, self.store.recent(WARM_WINDOWS))
+        with self._tick_lock:
+            self.estimator = estimator
+            self._scores = None
+            self.snapshot = Snapshot(model=estimator.info, limits=self._config_limits(bundle))
+
+    def _config_limits(self, bundle: Bundle) -> dict[SeriesKey, float]:
+        return {k: v for k, v in self.config.limits.items() if k in set(bundle.series)}
+
+    def tick(self, now: float | None = None) -> list[Window]:
+        """Close what is due at `now` (default: the clock); returns the windows closed."""
+        now = self.clock() if now is None else now
+        with self._tick_lock:
+            for paths in self.assembler.expire(now):
+                self.aggregator.add_paths(paths, now)
+            windows = self.aggregator.close(now)
+            for window in windows:
+                self._close_window(window)
+        return windows
+
+    def _query(self, series: list[SeriesKey], at: float, limits: bool) -> dict | None:
+        if self.prometheus is None:
+            return None
+        try:
+            return fetch_usage(self.prometheus, self.queries, series, at, limits)
+        except PrometheusError as exc:
+            log.warning("Prometheus query failed: %s", exc)
+            return None
+
+    def _traffic(self, window: Window) -> bool:
+        """Fill a window's calls from PromQL when traffic comes from Prometheus; False if unknown."""
+        if self.config.traffic_source != "prometheus":
+            return True
+        if self.prometheus is None:
+            return False
+        try:
+            for api in self.config.traffic_apis:
+                rate = sum(v for _, v in self.prometheus.query(api.expr, window.end))
+                window.calls[((api.component, api.operation),)] = rate * self.window
+        except PrometheusError as exc:
+            log.warning("traffic query failed: %s", exc)
+            return False
+        self.aggregator.count_calls(window.calls)
+        return True
+
+    def _close_window(self, window: Window) -> None:
+        estimator = self.estimator
+        known_traffic = self._traffic(window)
+        series = list(estimator.info.series) if estimator else []
+        observed = self._query(series, window.end, limits=False) if series else None
+        up = observed is not None
+        if observed is not None:
+            window.metrics.update(observed)
+        self.store.put([window])
+        if estimator is None or not known_traffic:
+            self.snapshot = Snapshot(
+                model=self.snapshot.model, limits=self.snapshot.limits, up=up and known_traffic
+            )
+            return
+        started = time.perf_counter()
+        pred = estimator.step(window)
+        expected = {
+            key: (float(a), float(b), float(c)) for key, (a, b, c) in zip(series, pred, strict=True)
+        }
+        scores = None
+        if observed is not None:
+            actual = np.array([observed.get(key, np.nan) for key in series])
+            self._scores = anomaly.smooth(
+                self._scores, anomaly.excess(actual, pred[:, 0], pred[:, 2]),
+                self.config.smoothing_windows,
+            )  # fmt: skip
+            scores = {
+                k: float(s) for k, s in zip(series, self._scores, strict=True) if not math.isnan(s)
+            }
+            observed = {k: observed[k] for k in series if k in observed}
+            limits = self._query(series, window.end, limits=True)
+            if limits is not None:
+                self._limits = {**limits, **self._config_limits(estimator.bundle)}
+        elapsed = time.perf_counter() - started
+        self.snapshot = Snapshot(
+            model=estimator.info,
+            window_end=window.end,
+            expected=expected,
+            observed=observed,
+            anomaly=scores,
+            limits=self._limits or self._config_limits(estimator.bundle),
+            up=observed is not None,
+            estimate_seconds=elapsed,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick until `stop` is set; errors of one tick are logged, never fatal."""
+        while not stop.wait(self.config.tick_seconds):
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive any one bad window
+                log.exception("live loop tick failed")

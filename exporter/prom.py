@@ -1,0 +1,168 @@
+"""Prometheus HTTP API client: instant and range queries, chunking, timeouts, retries."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from estimator.errors import DeepRestError
+from estimator.windows import SeriesKey
+from exporter.config import PrometheusConfig, format_duration
+
+
+class PrometheusError(DeepRestError):
+    """Prometheus did not answer, or answered with an error."""
+
+
+Sample = tuple[dict[str, str], float]
+RangeSeries = tuple[dict[str, str], list[tuple[float, float]]]
+
+
+class PrometheusClient:
+    """Thin client of /api/v1/query and /api/v1/query_range."""
+
+    def __init__(
+        self, config: PrometheusConfig, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        if not config.url:
+            raise PrometheusError("no Prometheus URL configured (prometheus.url)")
+        self.config = config
+        self._sleep = sleep
+        self._session = requests.Session()
+
+    def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+        """GET with retries and exponential backoff; returns the `data` of a success answer."""
+        url = f"{self.config.url}{path}"
+        last = ""
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                self._sleep(self.config.backoff * 2 ** (attempt - 1))
+            try:
+                response = self._session.get(url, params=params, timeout=self.config.timeout)
+            except requests.RequestException as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            ok = response.status_code == 200 and isinstance(payload, dict)
+            if ok and payload.get("status") == "success":
+                return payload.get("data")
+            error = payload.get("error") if isinstance(payload, dict) else response.text[:200]
+            last = f"HTTP {response.status_code}: {error}"
+            if 400 <= response.status_code < 500 and response.status_code != 429:
+                break  # a bad query does not get better by retrying
+        raise PrometheusError(f"{url}: {last}")
+
+    def query(self, expr: str, at: float | None = None) -> list[Sample]:
+        """Instant vector at time `at` as (labels, value) pairs; NaN values are left out."""
+        params: dict[str, Any] = {"query": expr, "timeout": format_duration(self.config.timeout)}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self._get("/api/v1/query", params)
+        if not isinstance(data, dict) or data.get("resultType") not in ("vector", "scalar"):
+            raise PrometheusError(f"query {expr!r} did not return an instant vector")
+        if data["resultType"] == "scalar":
+            return _finite([({}, data["result"][1])])
+        return _finite([(item.get("metric", {}), item["value"][1]) for item in data["result"]])
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        """Range query over [start, end] at `step`, split into chunks of at most max_points."""
+        merged: dict[tuple[tuple[str, str], ...], RangeSeries] = {}
+        span = step * (self.config.max_points - 1)
+        chunk_start = start
+        while chunk_start <= end:
+            chunk_end = min(end, chunk_start + span)
+            data = self._get(
+                "/api/v1/query_range",
+                {
+                    "query": expr,
+                    "start": f"{chunk_start:.3f}",
+                    "end": f"{chunk_end:.3f}",
+                    "step": f"{step:g}",
+                },
+            )
+            if not isinstance(data, dict) or data.get("resultType") != "matrix":
+                raise PrometheusError(f"query_range {expr!r} did not return a matrix")
+            for item in data["result"]:
+                labels = item.get("metric", {})
+                key = tuple(sorted(labels.items()))
+                series = merged.setdefault(key, (labels, []))
+                for t, v in item.get("values", []):
+                    value = float(v)
+                    if math.isfinite(value):
+                        series[1].append((float(t), value))
+            chunk_start = chunk_end + step
+        return list(merged.values())
+
+
+def _finite(samples: list[tuple[dict[str, str], Any]]) -> list[Sample]:
+    out = []
+    for labels, raw in samples:
+        value = float(raw)
+        if math.isfinite(value):
+            out.append((labels, value))
+    return out
+
+
+@dataclass(frozen=True)
+class UsageQueries:
+    """PromQL of actual usage and limits per resource, and the label-to-component mapping."""
+
+    config: PrometheusConfig
+    window: float
+
+    def _render(self, template: str) -> str:
+        rng = format_duration(max(self.window, self.config.rate_range or 0.0))
+        return template.format(
+            label=self.config.component_label, selector=self.config.selector, range=rng
+        )
+
+    def usage(self, resource: str) -> str | None:
+        template = self.config.queries.get(resource)
+        return self._render(template) if template else None
+
+    def limit(self, resource: str) -> str | None:
+        template = self.config.limit_queries.get(resource)
+        return self._render(template) if template else None
+
+    def component(self, labels: Mapping[str, str]) -> str | None:
+        """Component named by a series' labels (regex and rename applied), or None to skip it."""
+        name = labels.get(self.config.component_label)
+        if not name:
+            return None
+        if self.config.component_regex:
+            match = re.fullmatch(self.config.component_regex, name)
+            if match is None:
+                return None
+            name = match.group(1) if match.groups() else match.group(0)
+        return self.config.component_rename.get(name, name)
+
+
+def fetch_usage(
+    client: PrometheusClient,
+    queries: UsageQueries,
+    series: list[SeriesKey],
+    at: float,
+    limits: bool = False,
+) -> dict[SeriesKey, float]:
+    """Actual usage (or limits) of the given series at time `at`; missing ones are left out."""
+    wanted = set(series)
+    out: dict[SeriesKey, float] = {}
+    for resource in sorted({r for _, r in series}):
+        expr = queries.limit(resource) if limits else queries.usage(resource)
+        if expr is None:
+            continue
+        for labels, value in client.query(expr, at):
+            component = queries.component(labels)
+            key = (component or "", resource)
+            if component and key in wanted:
+                out[key] = out.get(key, 0.0) + value
+    return out

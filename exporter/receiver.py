@@ -1,0 +1,263 @@
+"""OTLP/HTTP trace decoding: body limits, gzip, protobuf and JSON, per-span validation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from exporter.config import ReceiverConfig
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+SpanRecord = tuple[bytes, bytes, bytes, str, str, int]
+"""(trace id, span id, parent span id or b"", component, operation, end time in ns)."""
+
+REASONS = ("missing_service_name", "empty_name", "bad_id", "bad_time")
+"""Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total)."""
+
+_ZERO16 = bytes(16)
+_ZERO8 = bytes(8)
+_HEX = re.compile(r"[0-9a-fA-F]*")
+_ID_KEYS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+class OtlpError(Exception):
+    """A request the receiver refuses as a whole: HTTP status, reason label, message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class Decoded:
+    """Usable spans of one request and counts of the rejected ones per reason."""
+
+    spans: list[SpanRecord] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+
+# ---------------------------------------------------------------- body
+
+
+def read_limited(stream: Any, content_length: int | None, limit: int) -> bytes:
+    """Read at most `limit` bytes of a request body, refusing larger ones before reading them."""
+    if content_length is not None and content_length > limit:
+        raise OtlpError(413, "too_large", f"body of {content_length} bytes exceeds {limit}")
+    body: bytes = stream.read(limit + 1)
+    if len(body) > limit:
+        raise OtlpError(413, "too_large", f"body exceeds {limit} bytes")
+    return body
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """Gunzip incrementally, never producing more than `limit` + 1 bytes (gzip bombs get 413)."""
+    out = bytearray()
+    data = body
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(data, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise OtlpError(400, "bad_encoding", f"gzip body does not decompress: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise OtlpError(413, "too_large", f"decompressed body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise OtlpError(400, "bad_encoding", "gzip body is truncated")
+        data = inflater.unused_data  # a further gzip member
+    return bytes(out)
+
+
+def decode_body(
+    body: bytes, content_type: str, encoding: str, limits: ReceiverConfig
+) -> ExportTraceServiceRequest:
+    """Decompress and decode a request body of either OTLP encoding."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "gzip":
+        body = inflate(body, limits.max_decompressed_bytes)
+    elif encoding not in ("identity", ""):
+        raise OtlpError(415, "bad_encoding", f"unsupported Content-Encoding {encoding!r}; use gzip")
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == PROTOBUF:
+        request = ExportTraceServiceRequest()
+        try:
+            request.ParseFromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise OtlpError(400, "undecodable", f"not an OTLP protobuf request: {exc}") from None
+        return request
+    if kind == JSON:
+        return decode_json(body)
+    raise OtlpError(
+        415, "bad_content_type", f"unsupported Content-Type {kind!r}; use {PROTOBUF} or {JSON}"
+    )
+
+
+def _fix_id(value: Any) -> Any:
+    """OTLP JSON ids are hex; protobuf JSON wants base64. Invalid ids become empty (rejected)."""
+    if not isinstance(value, str):
+        return value
+    if len(value) % 2 == 0 and _HEX.fullmatch(value):
+        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+    try:
+        base64.b64decode(value, validate=True)
+        return value
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _items(obj: Any, *keys: str) -> Iterable[Any]:
+    for key in keys:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        if isinstance(value, list):
+            yield from value
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Decode OTLP JSON: hex ids, integer or named enums, unknown fields ignored."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise OtlpError(400, "undecodable", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise OtlpError(400, "undecodable", "the JSON body must be an object with resourceSpans")
+    for rs in _items(obj, "resourceSpans", "resource_spans"):
+        scopes = _items(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans")
+        for scope in scopes:
+            for span in _items(scope, "spans"):
+                if not isinstance(span, dict):
+                    continue
+                for key in _ID_KEYS:
+                    if key in span:
+                        span[key] = _fix_id(span[key])
+                for link in _items(span, "links"):
+                    if isinstance(link, dict):
+                        for key in _ID_KEYS:
+                            if key in link:
+                                link[key] = _fix_id(link[key])
+        if isinstance(rs, dict) and "instrumentationLibrarySpans" in rs and "scopeSpans" not in rs:
+            rs["scopeSpans"] = rs.pop("instrumentationLibrarySpans")
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise OtlpError(400, "undecodable", f"JSON does not match OTLP: {exc}") from None
+    return request
+
+
+# ---------------------------------------------------------------- spans
+
+
+def _service_name(resource: Any) -> str:
+    for attribute in resource.attributes:
+        if attribute.key == "service.name":
+            value: str = attribute.value.string_value
+            return value
+    return ""
+
+
+def extract_spans(request: ExportTraceServiceRequest) -> Decoded:
+    """Usable spans of a request; bad ones are counted per reason, never fatal."""
+    out = Decoded()
+    spans = out.spans
+    append = spans.append
+    rejected = out.rejected
+    for rs in request.resource_spans:
+        component = _service_name(rs.resource)
+        for scope in rs.scope_spans:
+            if not component:
+                if scope.spans:
+                    n = len(scope.spans)
+                    rejected["missing_service_name"] = rejected.get("missing_service_name", 0) + n
+                continue
+            for span in scope.spans:
+                tid = span.trace_id
+                sid = span.span_id
+                parent = span.parent_span_id
+                name = span.name
+                end = span.end_time_unix_nano
+                if (
+                    len(tid) != 16
+                    or len(sid) != 8
+                    or tid == _ZERO16
+                    or sid == _ZERO8
+                    or (parent and (len(parent) != 8 or parent == sid))
+                ):
+                    rejected["bad_id"] = rejected.get("bad_id", 0) + 1
+                elif not name:
+                    rejected["empty_name"] = rejected.get("empty_name", 0) + 1
+                elif end <= 0 or end < span.start_time_unix_nano:
+                    rejected["bad_time"] = rejected.get("bad_time", 0) + 1
+                else:
+                    append((tid, sid, b"" if parent == _ZERO8 else parent, component, name, end))
+    return out
+
+
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    """Number of spans in a request (cheap: no span is touched)."""
+    return sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+
+
+# ---------------------------------------------------------------- responses
+
+
+def success_body(decoded: Decoded, content_type: str) -> tuple[bytes, str]:
+    """ExportTraceServiceResponse, with partial success when spans were rejected."""
+    response = ExportTraceServiceResponse()
+    if decoded.rejected:
+        response.partial_success.rejected_spans = decoded.n_rejected
+        detail = ", ".join(f"{n} {reason}" for reason, n in sorted(decoded.rejected.items()))
+        response.partial_success.error_message = f"rejected spans: {detail}"
+    if content_type.split(";")[0].strip().lower() == PROTOBUF:
+        return response.SerializeToString(), PROTOBUF
+    return json.dumps(json_format.MessageToDict(response)).encode(), JSON
+
+
+def status_body(error: OtlpError, content_type: str) -> tuple[bytes, str]:
+    """A google.rpc.Status body (protobuf or JSON as the request); JSON also carries `error`."""
+    code = {400: 3, 413: 8, 415: 3, 429: 8, 503: 14}.get(error.status, 2)
+    status = status_pb2.Status(code=code, message=error.message)
+    if content_type.split(";")[0].strip().lower() == PROTOBUF:
+        return status.SerializeToString(), PROTOBUF
+    payload = {"code": code, "message": error.message, "error": error.message}
+    return json.dumps(payload).encode(), JSON
+
+
+class ReceiverStats:
+    """Counters of the receiver, shared between request threads and the collector."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.rejected: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count(self, received: int, rejected: dict[str, int]) -> None:
+        with self._lock:
+            self.received += received
+            for reason, n in rejected.items():
+                self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def read(self) -> tuple[int, dict[str, int]]:
+        with self._lock:
+            return self.received, dict(self.rejected)

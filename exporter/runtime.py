@@ -1,0 +1,90 @@
+"""Everything `deeprest serve` runs, wired from one Config: store, loop, collector, app, server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from estimator.bundle import Bundle, load_bundle
+from exporter.app import create_app
+from exporter.collector import DeepRestCollector, make_registry
+from exporter.config import Config
+from exporter.live import LiveLoop
+from exporter.prom import PrometheusClient
+from exporter.receiver import ReceiverStats
+from exporter.store import WindowStore
+
+log = logging.getLogger("deeprest.serve")
+
+
+class Runtime:
+    """The running exporter; `start()` serves HTTP and ticks the live loop in threads."""
+
+    def __init__(
+        self,
+        config: Config,
+        bundle: Bundle | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if bundle is None and config.model is not None:
+            bundle = load_bundle(config.model)
+        self.config = config
+        self.clock = clock
+        self.store = WindowStore(config.data_dir)
+        prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
+        self.loop = LiveLoop(config, self.store, bundle, prometheus, clock)
+        self.stats = ReceiverStats()
+        self.registry = make_registry(
+            DeepRestCollector(
+                lambda: self.loop.snapshot, self.stats, self.loop.aggregator.api_calls
+            )
+        )
+        self.app = create_app(self)
+        self._server: BaseWSGIServer | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return self._server.server_port if self._server else self.config.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    def start(self, tick: bool = True) -> Runtime:
+        """Bind the port and serve in background threads; `tick=False` leaves ticking to the caller."""
+        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
+        self._threads.append(
+            threading.Thread(target=self._server.serve_forever, name="deeprest-http", daemon=True)
+        )
+        if tick:
+            self._threads.append(
+                threading.Thread(
+                    target=self.loop.run, args=(self._stop,), name="deeprest-loop", daemon=True
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the windows already due, and close the store."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self.store.close()
+
+    def wait(self) -> None:
+        """Block until stop() is called from another thread or a signal handler."""
+        while not self._stop.wait(0.5):
+            pass

@@ -1,0 +1,96 @@
+"""Window store: closed windows persist in SQLite in the data directory, so restarts lose nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from estimator.errors import DeepRestError, InputError
+from estimator.windows import Window, window_from_json, window_to_json
+
+FILENAME = "windows.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    start REAL PRIMARY KEY,
+    end REAL NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+
+
+class StoreError(DeepRestError):
+    """The window store cannot be opened or written."""
+
+
+class WindowStore:
+    """Closed windows in contract-1 JSON, keyed by start time; safe to share between threads."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.path = Path(data_dir) / FILENAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the window store ({exc})") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def put(self, windows: Sequence[Window]) -> None:
+        """Insert or replace windows (one transaction)."""
+        rows = [
+            (w.start, w.end, json.dumps(window_to_json(w), separators=(",", ":"))) for w in windows
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: cannot write windows ({exc})") from exc
+
+    def _decode(self, rows: list[tuple[float, str]]) -> list[Window]:
+        out = []
+        for start, body in rows:
+            try:
+                out.append(window_from_json(json.loads(body), str(self.path)))
+            except (ValueError, InputError) as exc:
+                raise StoreError(f"{self.path}: window at {start} is corrupted ({exc})") from exc
+        return out
+
+    def range(self, start: float, end: float) -> list[Window]:
+        """Windows with start in [start, end), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, body FROM windows WHERE start >= ? AND start < ? ORDER BY start",
+                (start, end),
+            ).fetchall()
+        return self._decode(rows)
+
+    def recent(self, n: int) -> list[Window]:
+        """The newest `n` windows, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, body FROM windows ORDER BY start DESC LIMIT ?", (n,)
+            ).fetchall()
+        return self._decode(rows[::-1])
+
+    def last_end(self) -> float | None:
+        """End of the newest stored window."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(end) FROM windows").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0])

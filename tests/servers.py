@@ -1,0 +1,182 @@
+"""Real servers for integration tests: Prometheus on a free loopback port, a cAdvisor-like target."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+def free_port() -> int:
+    """A loopback port free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `check()` until it returns a truthy value; its value, or AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class PrometheusHandle:
+    """A running Prometheus; `stop()` ends it and removes its storage."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    directory: Path
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def query(self, expr: str) -> list[dict]:
+        """Instant query result list (raises on an error answer)."""
+        response = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5)
+        response.raise_for_status()
+        return list(response.json()["data"]["result"])
+
+
+def start_prometheus(
+    config_yaml: str, rule_files: Sequence[str | Path] = (), timeout: float = 30.0
+) -> PrometheusHandle:
+    """Start the real `prometheus` binary on a free loopback port with a temporary data dir."""
+    directory = Path(tempfile.mkdtemp(prefix="deeprest-prom-"))
+    for rule in rule_files:
+        shutil.copy(rule, directory / Path(rule).name)
+    config = directory / "prometheus.yml"
+    config.write_text(config_yaml, encoding="utf-8")
+    port = free_port()
+    log = directory / "prometheus.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+        )
+    handle = PrometheusHandle(f"http://127.0.0.1:{port}", process, directory, log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"prometheus exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            return requests.get(f"{handle.url}/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_until(ready, timeout, what="prometheus to be ready")
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def scrape_config(targets: dict[str, str], interval: str = "1s") -> str:
+    """A Prometheus config scraping job name -> host:port every `interval`."""
+    jobs = "".join(
+        f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+        for job, target in targets.items()
+    )
+    return (
+        f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+        f"scrape_configs:\n{jobs}"
+    )
+
+
+@dataclass
+class _Counter:
+    value: float = 0.0
+    rate: float = 0.0
+    since: float = field(default_factory=time.time)
+
+    def read(self, now: float) -> float:
+        self.value += self.rate * (now - self.since)
+        self.since = now
+        return self.value
+
+
+class CadvisorTarget:
+    """Serves cAdvisor-named series whose rates and values the test controls."""
+
+    def __init__(self, label: str = "container") -> None:
+        self.label = label
+        self._counters: dict[tuple[str, str], _Counter] = {}
+        self._gauges: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                body = target.exposition().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def set_rate(self, metric: str, component: str, rate: float) -> None:
+        """Make a counter grow at `rate` per second from now on."""
+        with self._lock:
+            counter = self._counters.setdefault((metric, component), _Counter())
+            counter.read(time.time())
+            counter.rate = rate
+
+    def set_gauge(self, metric: str, component: str, value: float) -> None:
+        with self._lock:
+            self._gauges[(metric, component)] = value
+
+    def exposition(self) -> str:
+        now = time.time()
+        lines = []
+        with self._lock:
+            for (metric, component), counter in sorted(self._counters.items()):
+                lines.append(f'{metric}{{{self.label}="{component}"}} {counter.read(now)!r}')
+            for (metric, component), value in sorted(self._gauges.items()):
+                lines.append(f'{metric}{{{self.label}="{component}"}} {value!r}')
+        return "\n".join(lines) + "\n"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

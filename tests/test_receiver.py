@@ -1,0 +1,156 @@
+"""OTLP decoding, span validation, trace assembly and window counting (no server)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from google.protobuf import json_format
+
+from exporter.assembly import TraceAssembler, WindowAggregator, trace_paths
+from exporter.config import ReceiverConfig
+from exporter.receiver import (
+    JSON,
+    PROTOBUF,
+    OtlpError,
+    decode_body,
+    extract_spans,
+    inflate,
+    success_body,
+)
+from tests.exporter_world import PATHS, span_request
+
+LIMITS = ReceiverConfig(max_body_bytes=1 << 20, max_decompressed_bytes=1 << 20)
+NS = 1_000_000_000
+
+
+def _otlp_json(request) -> dict:  # type: ignore[no-untyped-def]
+    """OTLP JSON as the spec writes it: hex ids, integer enums."""
+    obj = json_format.MessageToDict(request, use_integers_for_enums=True)
+    for rs in obj["resourceSpans"]:
+        for scope in rs["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = __import__("base64").b64decode(span[key]).hex()
+                span["kind"] = 2
+                span["someFutureField"] = {"x": 1}
+    return obj
+
+
+def test_protobuf_and_json_decode_to_the_same_spans() -> None:
+    request = span_request(5, 10 * NS)
+    from_proto = extract_spans(decode_body(request.SerializeToString(), PROTOBUF, "", LIMITS))
+    body = json.dumps(_otlp_json(request)).encode()
+    from_json = extract_spans(decode_body(body, "application/json; charset=utf-8", "", LIMITS))
+    assert len(from_proto.spans) == 15 and not from_proto.rejected
+    assert sorted(from_json.spans) == sorted(from_proto.spans)
+    gz = decode_body(gzip.compress(request.SerializeToString()), PROTOBUF, "gzip", LIMITS)
+    assert sorted(extract_spans(gz).spans) == sorted(from_proto.spans)
+
+
+def test_bad_spans_are_rejected_one_by_one_with_reasons() -> None:
+    request = span_request(4, 10 * NS)
+    spans = request.resource_spans[1].scope_spans[0].spans  # the compose spans
+    spans[0].name = ""
+    spans[1].span_id = b"\x00" * 8
+    spans[2].end_time_unix_nano = 0
+    del request.resource_spans[2].resource.attributes[:]  # store: no service.name
+    decoded = extract_spans(request)
+    assert decoded.rejected == {
+        "empty_name": 1,
+        "bad_id": 1,
+        "bad_time": 1,
+        "missing_service_name": 4,
+    }
+    assert len(decoded.spans) == 5
+    assert sum(1 for s in decoded.spans if s[3] == "front") == 4
+    assert sum(1 for s in decoded.spans if s[3] == "compose") == 1
+    body, kind = success_body(decoded, JSON)
+    partial = json.loads(body)["partialSuccess"]
+    assert (
+        kind == JSON and int(partial["rejectedSpans"]) == 7 and "bad_id" in partial["errorMessage"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoding", "status"),
+    [
+        (b"\xff\xff\xff\xff garbage", PROTOBUF, "", 400),
+        (span_request(3, NS).SerializeToString()[:-7], PROTOBUF, "", 400),
+        (b'{"resourceSpans": 5}', JSON, "", 400),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 7}]}]}]}', JSON, "", 400),
+        (b"[1, 2]", JSON, "", 400),
+        (b"not json", JSON, "", 400),
+        (b"x", "text/plain", "", 415),
+        (b"x", PROTOBUF, "br", 415),
+        (b"\x1f\x8b\x08\x00garbage", PROTOBUF, "gzip", 400),
+        (gzip.compress(b"x" * 1000)[:-10], PROTOBUF, "gzip", 400),
+    ],
+)
+def test_undecodable_bodies_are_refused(
+    body: bytes, content_type: str, encoding: str, status: int
+) -> None:
+    with pytest.raises(OtlpError) as info:
+        decode_body(body, content_type, encoding, LIMITS)
+    assert info.value.status == status
+
+
+def test_gzip_bomb_stops_at_the_limit() -> None:
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)  # 64 MiB of zeros, ~64 KiB on the wire
+    assert len(bomb) < 200_000
+    with pytest.raises(OtlpError) as info:
+        inflate(bomb, 1 << 20)
+    assert info.value.status == 413
+    assert inflate(gzip.compress(b"ab") + gzip.compress(b"cd"), 10) == b"abcd"
+
+
+def test_invalid_hex_id_rejects_only_that_span() -> None:
+    obj = _otlp_json(span_request(2, 10 * NS))
+    obj["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "zz-not-hex"
+    decoded = extract_spans(decode_body(json.dumps(obj).encode(), JSON, "", LIMITS))
+    assert decoded.rejected == {"bad_id": 1} and len(decoded.spans) == 5
+
+
+def test_traces_assemble_across_requests_and_out_of_order() -> None:
+    spans = extract_spans(span_request(3, 7 * NS + 5)).spans
+    assembler = TraceAssembler(grace=1.0, max_pending=100)
+    aggregator = WindowAggregator(window=2.0, delay=2.0, now=6.0)
+    assert assembler.add(spans[6:][::-1], now=6.0)  # leaf spans first, in another request
+    assert assembler.add(spans[3:6], now=6.5)
+    assert assembler.expire(now=7.2) == []  # the trace saw spans 0.7 s ago: still open
+    assert assembler.add(spans[:3], now=7.0)
+    assert assembler.pending_spans == 9
+    closed = assembler.expire(now=8.1)
+    assert len(closed) == 3 and assembler.pending_spans == 0
+    for paths in closed:
+        aggregator.add_paths(paths, now=8.1)
+    assert aggregator.close(now=9.9) == []  # [6, 8) closes at 8 + delay
+    (window,) = aggregator.close(now=10.0)
+    assert (window.start, window.end) == (6.0, 8.0)
+    assert window.calls == {path: 3.0 for path in PATHS}
+    assert aggregator.api_calls() == {("front", "/compose"): 3.0}
+    late = aggregator.add_paths([(int(7.5 * NS), PATHS[0])], now=10.0)
+    assert late == 1
+
+
+def test_orphans_and_cycles_become_roots() -> None:
+    spans = {
+        b"a": (b"missing", "svc", "orphan", 5),
+        b"b": (b"a", "svc", "child", 4),
+        b"c": (b"d", "x", "one", 3),
+        b"d": (b"c", "y", "two", 2),
+    }
+    paths = {path: end for end, path in trace_paths(spans)}
+    assert paths[(("svc", "orphan"),)] == 5
+    assert paths[(("svc", "orphan"), ("svc", "child"))] == 5
+    assert len(paths) == 4  # the cycle c <-> d is cut, each span counted once
+
+
+def test_pending_limit_refuses_whole_batches() -> None:
+    spans = extract_spans(span_request(4, 7 * NS)).spans
+    assembler = TraceAssembler(grace=1.0, max_pending=10)
+    assert assembler.add(spans[:9], now=0.0)
+    assert not assembler.add(spans[9:], now=0.0)
+    assert assembler.pending_spans == 9
