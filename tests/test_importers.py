@@ -383,3 +383,16 @@ def test_real_trainticket_minutes(tmp_path: Path) -> None:
     assert all(api[1].startswith("/api/") for api in apis if api is not None)
     full = [w for w in windows if ("ts-order-service", "cpu") in w.metrics]
     assert full and all(w.metrics[("ts-order-service", "memory")] > 0 for w in full)
+
+
+def test_trainticket_metrics_folder_is_joined_once(tmp_path: Path, span_dir: Path) -> None:
+    metrics = span_dir.parent / "metric"
+    metrics.mkdir()
+    (metrics / "svc-b-7f8d7d756d-kzp47_metric.csv").write_text(f"{METRIC_HEADER}\nx,70,p,8,1\n")
+    by_default = import_windows("trainticket", span_dir.parent)
+    named = import_windows("trainticket", span_dir.parent, metrics=metrics)
+    assert (
+        by_default[0].metrics
+        == named[0].metrics
+        == pytest.approx({("svc-b", "cpu"): 0.008, ("svc-b", "memory"): float(2**20)})
+    )

@@ -45,7 +45,7 @@ def import_windows(
     if importer is None:
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     if fmt == "trainticket":
-        source = Path(source)
+        return load_trainticket(Path(source), window_seconds, on_file, fold_gateway, metrics)
     windows = importer(source, window_seconds, on_file, fold_gateway)
     if metrics is not None:
         join_metrics(windows, metric_files(metrics), window_seconds, on_file)

@@ -113,11 +113,13 @@ def load_trainticket(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    metrics: str | Path | None = None,
 ) -> list[Window]:
     """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
 
     Raises InputError when `root` or its trace/ folder is absent (a wrong path is a mistake to
     report, not an empty dataset); a missing metric/ folder gives traffic-only windows.
+    `metrics` names another metric folder to use instead of root/metric.
     """
     root = Path(root)
     check_window_seconds(window_seconds)
@@ -127,6 +129,7 @@ def load_trainticket(
             source=str(root),
         )
     windows = import_span_csv(root / "trace", window_seconds, on_file, fold_gateway)
-    if (root / "metric").is_dir():
-        join_metrics(windows, metric_files(root / "metric"), window_seconds, on_file)
+    folder = Path(metrics) if metrics is not None else root / "metric"
+    if metrics is not None or folder.is_dir():
+        join_metrics(windows, metric_files(folder), window_seconds, on_file)
     return windows
