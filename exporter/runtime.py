@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from estimator.bundle import Bundle, load_bundle
 from exporter.app import create_app
@@ -19,6 +19,13 @@ from exporter.receiver import ReceiverStats
 from exporter.store import WindowStore
 
 log = logging.getLogger("deeprest.serve")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per request (OTLP clients post many)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 class Runtime:
@@ -59,7 +66,13 @@ class Runtime:
 
     def start(self, tick: bool = True) -> Runtime:
         """Bind the port and serve in background threads; `tick=False` leaves ticking to the caller."""
-        self._server = make_server(self.config.host, self.config.port, self.app, threaded=True)
+        self._server = make_server(
+            self.config.host,
+            self.config.port,
+            self.app,
+            threaded=True,
+            request_handler=_QuietHandler,
+        )
         self._threads.append(
             threading.Thread(target=self._server.serve_forever, name="deeprest-http", daemon=True)
         )

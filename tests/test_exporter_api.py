@@ -1,0 +1,236 @@
+"""The exporter in process on a loopback port with a driven clock: API, hostile input, restarts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client.parser import text_string_to_metric_families
+
+from estimator.bundle import load_bundle
+from exporter.config import Config, PrometheusConfig, ReceiverConfig
+from exporter.runtime import Runtime
+from tests.exporter_world import PATHS, span_request, train
+from tests.servers import free_port
+
+T0 = 1_800_000_000.0
+PB = {"Content-Type": "application/x-protobuf"}
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "model"
+    train(path)
+    return path
+
+
+def make_config(bundle_dir: Path, data_dir: Path, **changes: object) -> Config:
+    config = Config(
+        model=bundle_dir,
+        data_dir=data_dir,
+        host="127.0.0.1",
+        port=0,
+        window=2.0,
+        trace_grace=0.5,
+        api_token="s3cret",
+        prometheus=PrometheusConfig(url=f"http://127.0.0.1:{free_port()}", timeout=0.3, retries=0),
+        receiver=ReceiverConfig(max_body_bytes=256 << 10, max_spans_per_request=1000),
+    )
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def runtime(bundle_dir: Path, tmp_path: Path) -> Iterator[tuple[Runtime, Clock]]:
+    clock = Clock(T0)
+    rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=clock).start(tick=False)
+    yield rt, clock
+    rt.stop()
+
+
+def scrape(rt: Runtime) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(f"{rt.url}/metrics", timeout=5).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def post(rt: Runtime, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"{rt.url}/v1/traces", data=body, headers=headers, timeout=10)
+
+
+def send_window(rt: Runtime, clock: Clock, traces: int, seed: int) -> None:
+    """Send `traces` compose traces ending mid-window, then close that window."""
+    start = (clock.now // 2.0) * 2.0
+    end_ns = int((start + 0.5) * 1e9)
+    assert post(rt, span_request(traces, end_ns, seed).SerializeToString(), PB).status_code == 200
+    clock.now = start + 2.0 + 2 * rt.config.grace  # the window is due
+    rt.loop.tick()
+
+
+def test_hostile_payloads_get_4xx_and_good_spans_survive(runtime) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    good = span_request(4, int((T0 + 0.5) * 1e9), seed=1)
+    assert post(rt, good.SerializeToString(), PB).status_code == 200
+    hostile = [
+        (b"\x0a\xff\xff\xff\xff\x0f", PB, 400),
+        (span_request(3, 10**10).SerializeToString()[:-5], PB, 400),
+        (b'{"resourceSpans": {"a": 1}}', {"Content-Type": "application/json"}, 400),
+        (
+            gzip.compress(bytes(64 << 20)),
+            {**PB, "Content-Encoding": "gzip"},
+            413,
+        ),
+        (span_request(400, 10**10).SerializeToString(), PB, 413),  # 1200 spans > 1000
+        (bytes(300 << 10), PB, 413),  # over the body limit before decoding
+        (b"hello", {"Content-Type": "text/plain"}, 415),
+    ]
+    for body, headers, status in hostile:
+        response = post(rt, body, headers)
+        assert response.status_code == status, (headers, response.text)
+        if headers.get("Content-Type") == "application/json":
+            assert "error" in response.json() and response.json()["code"] == 3
+        elif status == 400:
+            assert status_pb2.Status.FromString(response.content).message
+    mixed = span_request(2, int((T0 + 0.7) * 1e9), seed=2)
+    mixed.resource_spans[2].scope_spans[0].spans[0].name = ""
+    response = post(rt, mixed.SerializeToString(), PB)
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert response.status_code == 200 and partial.rejected_spans == 1
+    assert requests.get(f"{rt.url}/healthz", timeout=5).json() == {"status": "ok"}
+    clock.now += 3.0
+    rt.loop.tick()
+    (window,) = rt.store.range(T0, T0 + 2)
+    assert window.calls[PATHS[0]] == 6 and window.calls[PATHS[2]] == 5  # store span of one lost
+    metrics = scrape(rt)
+    assert metrics[("deeprest_otlp_spans_received_total", ())] == 18
+    assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "empty_name"),))] == 1
+    assert metrics[("deeprest_api_calls_total", (("api", "front:/compose"),))] == 6
+
+
+def test_full_queue_answers_503_with_retry_after(bundle_dir: Path, tmp_path: Path) -> None:
+    config = make_config(bundle_dir, tmp_path, receiver=ReceiverConfig(max_pending_spans=10))
+    rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    try:
+        assert post(rt, span_request(3, 10**10).SerializeToString(), PB).status_code == 200
+        response = post(rt, span_request(3, 10**10).SerializeToString(), PB)
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+    finally:
+        rt.stop()
+
+
+def test_estimates_match_offline_and_prometheus_down_means_absent(runtime) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    for i, traces in enumerate([5, 12, 20]):
+        send_window(rt, clock, traces, seed=i)
+    windows = rt.store.range(T0, clock.now)
+    assert [sum(w.calls.get(PATHS[0], 0) for w in windows)] == [37]
+    offline, _ = load_bundle(rt.config.model).predict(windows)  # type: ignore[arg-type]
+    metrics = scrape(rt)
+    for j, (component, resource) in enumerate(rt.loop.snapshot.model.series):  # type: ignore[union-attr]
+        labels = (("component", component), ("resource", resource))
+        assert metrics[("deeprest_expected_usage", labels)] == pytest.approx(offline[-1, j, 1])
+        assert metrics[("deeprest_expected_usage_upper", labels)] == pytest.approx(
+            offline[-1, j, 2]
+        )
+    assert metrics[("deeprest_up", ())] == 0
+    assert not any(
+        name in ("deeprest_observed_usage", "deeprest_anomaly_score") for name, _ in metrics
+    )
+    assert metrics[("deeprest_last_estimate_timestamp_seconds", ())] == windows[-1].end
+    version = rt.loop.snapshot.model.version  # type: ignore[union-attr]
+    assert metrics[("deeprest_model_info", (("model", "linear"), ("version", version)))] == 1
+
+
+def test_store_survives_restart_and_history_resumes(bundle_dir: Path, tmp_path: Path) -> None:
+    clock = Clock(T0)
+    config = make_config(bundle_dir, tmp_path / "data")
+    rt = Runtime(config, clock=clock).start(tick=False)
+    for i, traces in enumerate([4, 9, 15, 7]):
+        send_window(rt, clock, traces, seed=i)
+    before = rt.store.range(0, clock.now)
+    rt.stop()
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        after = again.store.range(0, clock.now)
+        assert [(w.start, w.calls) for w in after] == [(w.start, w.calls) for w in before]
+        send_window(again, clock, 11, seed=9)
+        windows = again.store.range(0, clock.now)
+        assert len(windows) == len(before) + 1
+        offline, _ = load_bundle(bundle_dir).predict(windows)
+        live = np.array([again.loop.snapshot.expected[k] for k in load_bundle(bundle_dir).series])
+        np.testing.assert_allclose(live, offline[-1])
+    finally:
+        again.stop()
+
+
+def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    api = f"{rt.url}/api/v1"
+    assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 200
+    model = requests.get(f"{api}/model", timeout=5).json()
+    assert model["model"] == "linear" and {s["component"] for s in model["series"]} >= {"front"}
+    assert all(isinstance(s["accuracy"], float) for s in model["series"])
+    assert requests.post(f"{api}/whatif", json={"scale": 2}, timeout=5).status_code == 400
+    send_window(rt, clock, 10, seed=3)
+    one = requests.post(f"{api}/whatif", json={"scale": 1}, timeout=5).json()
+    three = requests.post(f"{api}/whatif", json={"scale": 3}, timeout=5).json()
+    rates = requests.post(f"{api}/whatif", json={"rates": {"/compose": 15.0}}, timeout=5).json()
+    medians = [
+        {(s["component"], s["resource"]): s["median"] for s in r["series"]}
+        for r in (one, three, rates)
+    ]
+    key = ("compose", "cpu")
+    assert medians[1][key] > 2 * medians[0][key]
+    assert medians[2][key] == pytest.approx(medians[1][key])  # 15/s = 30 a window = 3 x 10
+    for bad in ({"scale": "x"}, {"scale": -1}, {}, {"rates": {"/nope": 1}}, [1]):
+        response = requests.post(f"{api}/whatif", json=bad, timeout=5)
+        assert response.status_code == 400 and "error" in response.json()
+    assert requests.get(f"{rt.url}/nope", timeout=5).json()["error"]
+    reload = f"{api}/model/reload"
+    assert requests.post(reload, timeout=5).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.post(reload, headers=wrong, timeout=5).status_code == 401
+    token = {"Authorization": "Bearer s3cret"}
+    other = tmp_path / "other"
+    train(other, seed=5)
+    stored = rt.store.count()
+    response = requests.post(reload, headers=token, json={"path": str(other)}, timeout=10)
+    assert response.status_code == 200 and response.json()["version"] != model["version"]
+    assert rt.store.count() == stored
+    bad = requests.post(reload, headers=token, json={"path": str(tmp_path)}, timeout=10)
+    assert bad.status_code == 422 and "manifest" in bad.json()["error"]
+    assert (
+        json.loads(requests.get(f"{api}/model", timeout=5).text)["version"]
+        == response.json()["version"]
+    )
+
+
+def test_not_ready_without_a_model(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)
+    rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    try:
+        assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503
+        assert requests.get(f"{rt.url}/api/v1/model", timeout=5).status_code == 404
+        assert scrape(rt)[("deeprest_up", ())] == 0
+    finally:
+        rt.stop()
