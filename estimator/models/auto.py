@@ -1,0 +1,149 @@
+"""Per-series model choice: fit every candidate, keep per series the best on the newest windows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from estimator.errors import ModelError
+from estimator.features import Layout
+from estimator.metrics import accuracy, coverage
+from estimator.models.base import QuantileModel, finalize
+
+DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost", "qrnn", "linear", "ols-api")
+
+
+def _json_list(values: np.ndarray) -> list[float | None]:
+    """Floats for a manifest, with None where a value is not defined (NaN)."""
+    return [None if not math.isfinite(v) else float(v) for v in values]
+
+
+class AutoModel(QuantileModel):
+    """Chooses a candidate kind per series by accuracy on the last `validation_fraction` windows.
+
+    Candidates whose module cannot be imported are skipped; the chosen kinds are refitted on all
+    windows. `validation_` holds per-series accuracy and coverage of the chosen models on the tail.
+    """
+
+    kind = "auto"
+
+    def __init__(
+        self,
+        candidates: Sequence[str] = DEFAULT_CANDIDATES,
+        validation_fraction: float = 0.2,
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.candidates = tuple(candidates)
+        self.validation_fraction = validation_fraction
+        self.params = {k: dict(v) for k, v in (params or {}).items()}
+
+    def _make(self, kind: str) -> QuantileModel | None:
+        """A fresh candidate, or None when its module (or what it needs) cannot be imported."""
+        from estimator.models import model_class
+
+        if kind == self.kind:
+            raise ModelError("auto: 'auto' cannot be its own candidate")
+        try:
+            cls = model_class(kind)
+        except ImportError:
+            return None
+        return cls(**self.params.get(kind, {}))
+
+    def _score(
+        self, X: np.ndarray, Y: np.ndarray, layout: Layout, cut: int
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per candidate: tail predictions [tail, s, 3] and per-series tail accuracy."""
+        scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for kind in self.candidates:
+            model = self._make(kind)
+            if model is None:
+                continue
+            model.fit(X[:cut], Y[:cut], layout)
+            start = max(0, cut - model.context)
+            pred = model.predict(X[start:])[cut - start :]
+            scores[kind] = (pred, accuracy(pred[..., 1], Y[cut:]))
+        if not scores:
+            raise ModelError(f"auto: none of the candidates {list(self.candidates)} is available")
+        return scores
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
+        X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+            raise ModelError(f"auto: X {X.shape} and Y {Y.shape} do not match")
+        tail = max(1, int(round(len(X) * self.validation_fraction)))
+        cut = len(X) - tail
+        if cut < 2:
+            raise ModelError(f"auto: too few windows ({len(X)}) to hold out a validation tail")
+        scores = self._score(X, Y, layout, cut)
+        kinds = list(scores)
+        table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])
+        chosen = [kinds[i] for i in np.argmax(table, axis=0)]
+        chosen_pred = np.stack(
+            [scores[k][0][:, j] for j, k in enumerate(chosen)], axis=1
+        )  # [tail, s, 3]
+        self.validation_ = {
+            "windows": tail,
+            "accuracy": _json_list(accuracy(chosen_pred[..., 1], Y[cut:])),
+            "coverage": _json_list(coverage(chosen_pred, Y[cut:])),
+            "candidates": {k: _json_list(scores[k][1]) for k in kinds},
+        }
+        self.chosen_ = chosen
+        self.models_: dict[str, QuantileModel] = {}
+        for kind in dict.fromkeys(chosen):
+            model = self._make(kind)
+            assert model is not None  # it imported a moment ago
+            self.models_[kind] = model.fit(X, Y, layout)
+        self.context = max(m.context for m in self.models_.values())
+        self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted(X)
+        out = np.zeros((len(X), self.n_series_, 3))
+        for kind, model in self.models_.items():
+            columns = [j for j, k in enumerate(self.chosen_) if k == kind]
+            out[:, columns] = model.predict(X)[:, columns]
+        return finalize(out)
+
+    def series_kinds(self) -> list[str]:
+        return list(self.chosen_)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        subs = {}
+        for kind, model in self.models_.items():
+            (directory / kind).mkdir(parents=True, exist_ok=True)
+            subs[kind] = model.save(directory / kind)
+        return {
+            "candidates": list(self.candidates),
+            "validation_fraction": self.validation_fraction,
+            "params": self.params,
+            "n_features": self.n_features_,
+            "n_series": self.n_series_,
+            "series_kinds": self.chosen_,
+            "models": subs,
+            "validation": self.validation_,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        from estimator.models import model_class
+
+        model = cls(meta["candidates"], meta["validation_fraction"], meta.get("params"))
+        model.chosen_ = [str(k) for k in meta["series_kinds"]]
+        model.models_ = {
+            kind: model_class(kind).load(directory / kind, sub)
+            for kind, sub in dict(meta["models"]).items()
+        }
+        if set(model.chosen_) != set(model.models_):
+            raise ModelError(f"{directory}: series kinds and saved sub-models disagree")
+        model.validation_ = dict(meta.get("validation") or {})
+        model.context = max(m.context for m in model.models_.values())
+        model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
+        return model
+
+
+__all__ = ["DEFAULT_CANDIDATES", "AutoModel"]

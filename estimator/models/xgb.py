@@ -1,0 +1,251 @@
+"""Boosted quantile trees on top of a non-negative per-call cost base, so estimates extrapolate.
+
+Trees alone predict flat beyond the traffic they were trained on. Here each series is
+`base + scale * z`: `base` is a non-negative linear cost per call (plus an idle intercept) fitted
+with NNLS on the count and traffic-history features; `z` is the relative residual, learned by
+multi-quantile XGBoost from load-free features (API mix shares, component shares, history relative
+to current load, log load). At 3x traffic `base` triples while the mix features stay in range.
+The band is calibrated on the newest training windows held out (conformalized quantile regression)
+before a refit on all windows, so its coverage is honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import xgboost as xgb
+from scipy.linalg import cho_factor, solve_triangular
+from scipy.optimize import nnls
+
+from estimator.errors import ModelError
+from estimator.features import Layout
+from estimator.models.base import QUANTILES, QuantileModel, finalize
+
+BAND = QUANTILES[2] - QUANTILES[0]
+MIN_ROWS = 4
+
+
+def fit_nonnegative_costs(
+    A: np.ndarray, Y: np.ndarray, ridge: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per series non-negative weights [f, s] and intercepts [s] of least squares over known rows.
+
+    Solved in Gram form (one Cholesky factor per pattern of known rows), so each series costs an
+    NNLS on an f x f system instead of one over all rows.
+    """
+    n, f = A.shape
+    design = np.hstack([A, np.ones((n, 1))])
+    scale = np.sqrt(np.mean(design**2, axis=0))
+    scale[scale == 0] = 1.0
+    design /= scale
+    known = ~np.isnan(Y)
+    weights = np.zeros((f + 1, Y.shape[1]))
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(Y.shape[1]):
+        if known[:, j].sum() > 0:
+            patterns.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+    for series in patterns.values():
+        rows = known[:, series[0]]
+        D = design[rows]
+        gram = D.T @ D / len(D)
+        gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / (f + 1), 1e-12)
+        upper, _ = cho_factor(gram, lower=False)
+        upper = np.triu(upper)
+        for j in series:
+            c = D.T @ Y[rows, j] / len(D)
+            d = solve_triangular(upper, c, trans="T", lower=False)
+            weights[:, j] = nnls(upper, d, maxiter=50 * (f + 1))[0]
+    weights /= scale[:, None]
+    return weights[:-1], weights[-1]
+
+
+def _conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
+    """Amount to widen (or narrow, if negative) the quantile band so held-out coverage is 90%."""
+    if len(z) == 0:
+        return 0.0
+    excess = np.maximum(q[:, 0] - z, z - q[:, 2])
+    level = min(1.0, np.ceil((len(z) + 1) * BAND) / len(z))
+    return float(np.quantile(excess, level, method="higher"))
+
+
+class XGBoostQuantile(QuantileModel):
+    """Per series: NNLS cost base, then multi-quantile XGBoost on the relative residual."""
+
+    kind = "xgboost"
+
+    def __init__(
+        self,
+        n_estimators: int = 40,
+        max_depth: int = 4,
+        learning_rate: float = 0.1,
+        max_bin: int = 64,
+        calibration_fraction: float = 0.2,
+        tree_groups: Sequence[str] = ("api", "component", "history"),
+        ridge: float = 1e-6,
+        nthread: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.max_bin = max_bin
+        self.calibration_fraction = calibration_fraction
+        self.tree_groups = tuple(tree_groups)
+        self.ridge = ridge
+        self.nthread = nthread
+        self.seed = seed
+
+    # ------------------------------------------------------------------ features
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "objective": "reg:quantileerror",
+            "quantile_alpha": list(QUANTILES),
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.learning_rate,
+            "max_bin": self.max_bin,
+            "nthread": self.nthread,
+            "seed": self.seed,
+            "verbosity": 0,
+        }
+
+    def _tree_features(self, X: np.ndarray) -> np.ndarray:
+        """Load-free features: chosen columns as shares of total calls, plus log total calls."""
+        total = X[:, self.load_columns_].sum(axis=1, keepdims=True)
+        shares = X[:, self.tree_columns_] / (total + 1.0)
+        return np.hstack([shares, np.log1p(total)]).astype(np.float32)
+
+    def _base(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear cost base [n, s] and the residual scale it implies."""
+        base = X @ self.weights_ + self.intercept_
+        return base, np.maximum(base, self.floor_)
+
+    # ------------------------------------------------------------------ fitting
+
+    def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray) -> None:
+        """Fit the cost base and the per-series boosters on these rows."""
+        self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)
+        base, scale = self._base(X)
+        matrix = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
+        boosters: list[xgb.Booster | None] = []
+        for j in range(Y.shape[1]):
+            known = ~np.isnan(Y[:, j])
+            if known.sum() < MIN_ROWS:
+                boosters.append(None)
+                continue
+            z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
+            matrix.set_label(z)
+            matrix.set_weight(known.astype(np.float32))
+            boosters.append(xgb.train(self._params(), matrix, num_boost_round=self.n_estimators))
+        self.boosters_ = boosters
+
+    def _quantiles(self, T: np.ndarray) -> np.ndarray:
+        """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
+        out = np.zeros((len(T), len(self.boosters_), 3))
+        for j, booster in enumerate(self.boosters_):
+            if booster is not None:
+                out[:, j] = booster.inplace_predict(T).reshape(len(T), 3)
+        return out
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
+        X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
+            raise ModelError(f"xgboost: X {X.shape} and Y {Y.shape} do not match")
+        if len(X) < 2 * MIN_ROWS:
+            raise ModelError(f"xgboost: need at least {2 * MIN_ROWS} windows, got {len(X)}")
+        load = layout.columns("api")
+        self.load_columns_ = load if load.size else layout.columns("counts")
+        tree = [layout.columns(g) for g in self.tree_groups]
+        self.tree_columns_ = np.concatenate([np.zeros(0, dtype=int), *tree])
+        self.floor_ = 0.1 * np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
+        T = self._tree_features(X)
+        cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
+        self._fit_part(X[:cut], Y[:cut], T[:cut])
+        base, scale = self._base(X[cut:])
+        q = self._quantiles(T[cut:])
+        margins = np.zeros(Y.shape[1])
+        for j in range(Y.shape[1]):
+            known = ~np.isnan(Y[cut:, j])
+            z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
+            margins[j] = _conformal_margin(z, q[known, j])
+        self.margin_ = margins
+        self._fit_part(X, Y, T)
+        self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
+        return self
+
+    # ------------------------------------------------------------------ prediction
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted(X)
+        X = np.asarray(X, dtype=float)
+        base, scale = self._base(X)
+        q = self._quantiles(self._tree_features(X))
+        q[..., 0] -= self.margin_
+        q[..., 2] += self.margin_
+        return finalize(base[..., None] + scale[..., None] * q)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "weights.npy", self.weights_, allow_pickle=False)
+        files: list[str | None] = []
+        for j, booster in enumerate(self.boosters_):
+            name = None
+            if booster is not None:
+                name = f"series_{j:04d}.ubj"
+                booster.save_model(str(directory / name))
+            files.append(name)
+        return {
+            "params": self.hyperparameters(),
+            "n_features": self.n_features_,
+            "n_series": self.n_series_,
+            "intercept": self.intercept_.tolist(),
+            "floor": self.floor_.tolist(),
+            "margin": self.margin_.tolist(),
+            "load_columns": self.load_columns_.tolist(),
+            "tree_columns": self.tree_columns_.tolist(),
+            "boosters": files,
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-able."""
+        return {
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "max_bin": self.max_bin,
+            "calibration_fraction": self.calibration_fraction,
+            "tree_groups": list(self.tree_groups),
+            "ridge": self.ridge,
+            "nthread": self.nthread,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        model = cls(**meta["params"])
+        model.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
+        model.intercept_ = np.asarray(meta["intercept"], dtype=float)
+        model.floor_ = np.asarray(meta["floor"], dtype=float)
+        model.margin_ = np.asarray(meta["margin"], dtype=float)
+        model.load_columns_ = np.asarray(meta["load_columns"], dtype=int)
+        model.tree_columns_ = np.asarray(meta["tree_columns"], dtype=int)
+        boosters: list[xgb.Booster | None] = []
+        for name in meta["boosters"]:
+            boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
+        for booster in boosters:
+            if booster is not None:
+                booster.set_param({"nthread": model.nthread})
+        model.boosters_ = boosters
+        model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
+        if model.weights_.shape != (model.n_features_, model.n_series_):
+            raise ModelError(f"{directory}: weights.npy has shape {model.weights_.shape}")
+        return model
+
+
+__all__ = ["XGBoostQuantile", "fit_nonnegative_costs"]
