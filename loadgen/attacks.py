@@ -122,8 +122,10 @@ def xor_encrypt(data: bytes, key: bytes) -> bytes:
 
 def encrypt_tree(root: Path, seconds: float, key: bytes, duty: float = 1.0) -> tuple[int, int]:
     """Read, encrypt and rewrite (fsync-ed) every file under root, pass after pass, for `seconds`."""
-    deadline, files, written = time.monotonic() + seconds, 0, 0
+    deadline, files, written, rounds = time.monotonic() + seconds, 0, 0, 0
     while time.monotonic() < deadline:
+        rounds += 1  # a fresh key per pass, so a second pass never decrypts the first
+        pass_key = hashlib.sha256(key + rounds.to_bytes(8, "little")).digest()
         paths = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".enc-tmp")]
         if not paths:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -135,7 +137,7 @@ def encrypt_tree(root: Path, seconds: float, key: bytes, duty: float = 1.0) -> t
                 data = path.read_bytes()
                 tmp = path.with_name(path.name + ".enc-tmp")
                 with open(tmp, "wb") as handle:
-                    handle.write(xor_encrypt(data, key))
+                    handle.write(xor_encrypt(data, pass_key))
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, path)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from estimator.errors import InputError
+from loadgen.attacks import (
+    Attack,
+    AttackRunner,
+    encrypt_tree,
+    proof_of_work,
+    schedule_from_dicts,
+    xor_encrypt,
+)
 from loadgen.shapes import (
     API_NAMES,
     COMPOSITION_MIXES,
@@ -144,3 +155,56 @@ def test_locustfile_builds_the_plan_from_its_options() -> None:
     assert max(s.users for s in plan.stages) >= 2 * max(s.users for s in base.stages) - 1
     with pytest.raises(InputError):
         plan_from_options(parser.parse_args(["--shape", "sideways"]))
+
+
+def test_attack_schedule_fires_each_attack_once_when_due() -> None:
+    fired: list[Attack] = []
+    attacks = schedule_from_dicts(
+        [{"kind": "ransomware", "target": "post-storage", "start_s": 30, "duration_s": 5},
+         {"kind": "crypto", "target": "social-graph", "start_s": 10, "duration_s": 20}]
+    )  # fmt: skip
+    assert [a.kind for a in attacks] == ["crypto", "ransomware"], "sorted by start"
+    runner = AttackRunner(attacks, fired.append)
+    assert runner.step(9.9) == [] and runner.active(9.9) == []
+    assert [a.kind for a in runner.step(10.0)] == ["crypto"]
+    assert runner.step(20.0) == []
+    assert [a.kind for a in runner.step(31.0)] == ["ransomware"]
+    assert [a.kind for a in runner.active(31.0)] == ["ransomware"]
+    assert fired == list(attacks)
+
+
+@pytest.mark.parametrize(
+    "item, field",
+    [
+        ({"kind": "mining", "target": "x", "start_s": 0, "duration_s": 1}, "[0].kind"),
+        ({"kind": "crypto", "target": "x", "start_s": -1, "duration_s": 1}, "[0].start_s"),
+        ({"kind": "crypto", "target": "x", "start_s": 0, "duration_s": 0}, "[0].duration_s"),
+        ({"kind": "crypto", "target": "x", "start_s": 0}, "[0]"),
+    ],
+)
+def test_bad_attacks_name_the_field(item: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as info:
+        schedule_from_dicts([item], source="attacks.yaml")
+    assert info.value.field == field and "attacks.yaml" in str(info.value)
+
+
+def test_ransomware_encrypts_files_in_place(tmp_path: Path) -> None:
+    files = {tmp_path / f"{i}.json": json.dumps({"post": i}).encode() for i in range(5)}
+    for path, data in files.items():
+        path.write_bytes(data)
+    key = b"k" * 32
+    assert xor_encrypt(xor_encrypt(b"secret", key), key) == b"secret"
+    count, written = encrypt_tree(tmp_path, 0.3, key)
+    assert count >= len(files) and written >= sum(map(len, files.values()))
+    assert all(path.read_bytes() != data for path, data in files.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
+
+
+def test_proof_of_work_hashes_for_the_time_given() -> None:
+    import time
+
+    started, wall = time.process_time(), time.monotonic()
+    hashes = proof_of_work(0.2)
+    assert hashes > 1000
+    assert time.process_time() - started > 0.02
+    assert 0.19 <= time.monotonic() - wall < 1.0, "the burner stops when its time is up"

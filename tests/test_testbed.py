@@ -1,0 +1,240 @@
+"""The local testbed end to end: real services, Redis, OTLP spans, resources, attacks, Locust."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from infra.local.apps import SERVICES
+from infra.local.testbed import REPO_ROOT, Testbed, TestbedConfig, leftover_pids
+from loadgen.attacks import Attack
+
+pytestmark = pytest.mark.integration
+
+Span = dict[str, Any]
+
+
+class Receiver:
+    """A minimal OTLP/HTTP trace receiver that records every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.record(body)
+                data = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def record(self, body: bytes) -> None:
+        """Parse one export request into flat span records."""
+        request = ExportTraceServiceRequest.FromString(body)
+        with self.lock:
+            for rs in request.resource_spans:
+                attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        self.spans.append({"service": attrs.get("service.name"), "name": s.name,
+                                           "trace": s.trace_id.hex(), "id": s.span_id.hex(),
+                                           "parent": s.parent_span_id.hex()})  # fmt: skip
+
+    def snapshot(self) -> list[Span]:
+        """The spans so far."""
+        with self.lock:
+            return list(self.spans)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll until predicate() holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def resources(bed: Testbed) -> dict[tuple[str, str], float]:
+    """(metric, container) -> value from the resource exporter."""
+    text = requests.get(bed.resource_exporter_url + "/metrics", timeout=5).text
+    return {(s.name, s.labels["container"]): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}  # fmt: skip
+
+
+def cpu(bed: Testbed) -> dict[str, float]:
+    """CPU seconds per container."""
+    return {
+        c: v for (n, c), v in resources(bed).items() if n == "container_cpu_usage_seconds_total"
+    }
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bed(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    config = TestbedConfig(otlp_url=receiver.url, workdir=tmp_path_factory.mktemp("bed"),
+                           prometheus=True, alertmanager=True, scrape_interval_s=1.0,
+                           export_delay_ms=200)  # fmt: skip
+    testbed = Testbed(config).start()
+    yield testbed
+    testbed.stop()
+
+
+def drive_every_api(url: str) -> None:
+    """A few requests of each API, all of which must succeed."""
+    ok = []
+    for uid in range(1, 4):
+        ok.append(requests.post(f"{url}/api/user/register",
+                                json={"user_id": uid, "username": f"u{uid}", "password": "pw"}))  # fmt: skip
+        ok.append(
+            requests.post(f"{url}/api/user/follow", json={"follower_id": uid, "followee_id": 1})
+        )
+    media = requests.post(f"{url}/api/media/upload", data=b"\x01" * 20000)
+    ok.append(media)
+    for i in range(4):
+        body = {"user_id": 1, "text": f"post {i} @u2 https://example.org/{i}",
+                "media_ids": [media.json()["media_id"]]}  # fmt: skip
+        ok.append(requests.post(f"{url}/api/post/compose", json=body))
+    for uid in range(1, 4):
+        ok.append(requests.get(f"{url}/api/timeline/home", params={"user_id": uid}))
+        ok.append(requests.get(f"{url}/api/timeline/user", params={"user_id": 1, "count": 3}))
+    assert [r.status_code for r in ok] == [200] * len(ok), [
+        r.text for r in ok if r.status_code != 200
+    ]
+
+
+def test_bad_requests_get_json_4xx(bed: Testbed) -> None:
+    bad = requests.post(bed.frontend_url + "/api/post/compose", data=b"{not json")
+    assert bad.status_code == 400 and "error" in bad.json()
+    missing = requests.get(bed.frontend_url + "/api/timeline/home", params={"user_id": "x"})
+    assert missing.status_code == 400 and "user_id" in missing.json()["error"]
+    assert requests.get(bed.frontend_url + "/nope").status_code == 404
+
+
+def test_traces_are_whole_trees_from_every_service(bed: Testbed, receiver: Receiver) -> None:
+    before = cpu(bed)
+    drive_every_api(bed.frontend_url)
+    wait_for(lambda: len({s["service"] for s in receiver.snapshot()}) >= len(SERVICES), 15,
+             "spans from every service")  # fmt: skip
+    spans = receiver.snapshot()
+    assert {s["service"] for s in spans} == set(SERVICES)
+    by_trace: dict[str, list[Span]] = defaultdict(list)
+    for s in spans:
+        by_trace[s["trace"]].append(s)
+    compose = [t for t in by_trace.values()
+               if any(s["name"] == "/api/post/compose" and not s["parent"] for s in t)]  # fmt: skip
+    assert compose, "a compose trace rooted at the front end"
+    tree = max(compose, key=len)
+    ids = {s["id"]: s for s in tree}
+    roots = [s for s in tree if not s["parent"]]
+    assert len(roots) == 1 and roots[0]["service"] == "frontend"
+    assert all(s["parent"] in ids for s in tree if s["parent"]), "every parent is in the trace"
+
+    def depth(span: Span) -> int:
+        return 1 if not span["parent"] else 1 + depth(ids[span["parent"]])
+
+    assert max(depth(s) for s in tree) >= 3
+    assert len({s["service"] for s in tree}) >= 6
+    after = cpu(bed)
+    grown = [c for c in SERVICES if after[c] > before[c]]
+    assert len(grown) == len(SERVICES), f"CPU grew only for {grown}"
+
+
+def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path, receiver: Receiver) -> None:
+    prefix = tmp_path / "run"
+    cmd = [sys.executable, "-m", "locust", "-f", "loadgen/locustfile.py", "--headless",
+           "--csv", str(prefix), "--host", bed.frontend_url, "--shape", "diurnal",
+           "--period", "60", "--step", "5", "--compression", "10", "--base-users", "2",
+           "--peak-users", "6", "--loglevel", "WARNING", "--only-summary"]  # fmt: skip
+    before = cpu(bed)["frontend"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(f"{prefix}_stats.csv") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    total = rows.pop("Aggregated")
+    assert int(total["Request Count"]) > 10 and int(total["Failure Count"]) == 0
+    assert {"read_home_timeline", "read_user_timeline", "compose_post"} <= set(rows)
+    assert cpu(bed)["frontend"] > before
+
+
+def test_crypto_injector_raises_the_target_cpu(bed: Testbed) -> None:
+    before = cpu(bed)
+    pids = bed.inject(Attack("crypto", "social-graph", start_s=0.0, duration_s=2.0))
+    assert pids and all(pid in bed.all_pids() for pid in pids), "burner lives in the service tree"
+    time.sleep(2.5)
+    after = cpu(bed)
+    assert after["social-graph"] - before["social-graph"] >= 1.0
+    assert after["user-timeline"] - before["user-timeline"] < 0.5
+
+
+def test_ransomware_rewrites_the_store(bed: Testbed) -> None:
+    posts = sorted((bed.workdir / "data" / "posts").rglob("*.json"))
+    assert posts, "posts were stored by the earlier requests"
+    original = posts[0].read_bytes()
+    before = resources(bed)
+    bed.inject(Attack("ransomware", "post-storage", start_s=0.0, duration_s=1.0))
+    wait_for(lambda: posts[0].read_bytes() != original, 10, "an encrypted post")
+    time.sleep(1.2)
+    after = resources(bed)
+    key = ("container_fs_writes_bytes_total", "post-storage")
+    if key in before:
+        assert after[key] > before[key]
+    timeline = requests.get(bed.frontend_url + "/api/timeline/user", params={"user_id": 1}).json()
+    assert timeline["unreadable"] > 0, "encrypted posts can no longer be read"
+
+
+def test_prometheus_scrapes_the_testbed(bed: Testbed) -> None:
+    def scraped() -> bool:
+        answer = requests.get(bed.prometheus_url + "/api/v1/query",
+                              params={"query": "container_cpu_usage_seconds_total"}, timeout=5)  # fmt: skip
+        return len(answer.json()["data"]["result"]) == len(bed.pids())
+
+    wait_for(scraped, 15, "Prometheus to scrape the resource exporter")
+    assert requests.get(bed.alertmanager_url + "/-/ready", timeout=5).status_code == 200
+
+
+def test_stop_leaves_no_process_behind(bed: Testbed) -> None:
+    pids = bed.all_pids()
+    assert len(pids) >= len(SERVICES) + 4
+    bed.stop()
+    assert leftover_pids(pids) == []
+    assert bed.log_path("frontend").exists(), "a workdir given by the caller is kept"
+    bed.stop()  # stopping twice is harmless
