@@ -1,0 +1,184 @@
+"""End to end with real parts: OpenTelemetry SDK -> exporter -> real Prometheus, cAdvisor series."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from estimator.bundle import load_bundle
+from exporter.config import Config, PrometheusConfig
+from exporter.prom import PrometheusClient
+from exporter.runtime import Runtime
+from exporter.trainset import collect_training_windows
+from tests.exporter_world import PATHS, train, truth
+from tests.servers import (
+    PROMETHEUS,
+    CadvisorTarget,
+    PrometheusHandle,
+    free_port,
+    scrape_config,
+    start_prometheus,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+]
+
+WINDOW = 2.0
+COMPOSE_CPU = 20 * truth(30)[("compose", "cpu")]
+"""Injected compose cpu: far above anything its traffic explains."""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    tmp = tmp_path_factory.mktemp("serve")
+    train(tmp / "model", window=WINDOW)
+    target = CadvisorTarget()
+    target.set_rate("container_cpu_usage_seconds_total", "front", truth(6)[("front", "cpu")])
+    target.set_rate("container_cpu_usage_seconds_total", "compose", COMPOSE_CPU)
+    target.set_rate("container_cpu_usage_seconds_total", "store", truth(6)[("store", "cpu")])
+    target.set_gauge("container_memory_working_set_bytes", "store", truth(6)[("store", "memory")])
+    target.set_gauge("container_spec_cpu_quota", "front", 200000)
+    target.set_gauge("container_spec_cpu_period", "front", 100000)
+    port = free_port()
+    prometheus = start_prometheus(
+        scrape_config({"cadvisor": target.address, "deeprest": f"127.0.0.1:{port}"})
+    )
+    config = Config(
+        model=tmp / "model",
+        data_dir=tmp / "data",
+        host="127.0.0.1",
+        port=port,
+        window=WINDOW,
+        trace_grace=0.3,
+        prometheus=PrometheusConfig(url=prometheus.url, timeout=1.0, retries=0, rate_range=3.0),
+    )
+    runtime = Runtime(config).start()
+    try:
+        yield {"runtime": runtime, "prometheus": prometheus, "target": target, "config": config}
+    finally:
+        runtime.stop()
+        prometheus.stop()
+        target.stop()
+
+
+def _tracers(url: str) -> list[TracerProvider]:
+    providers = []
+    for i, service in enumerate(("front", "compose", "store")):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        exporter = OTLPSpanExporter(
+            endpoint=f"{url}/v1/traces", compression=Compression.Gzip if i else None
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        providers.append(provider)
+    return providers
+
+
+def _value(prometheus: PrometheusHandle, expr: str) -> float | None:
+    result = prometheus.query(expr)
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_traces_in_expected_and_observed_out(world: dict) -> None:
+    runtime: Runtime = world["runtime"]
+    prometheus: PrometheusHandle = world["prometheus"]
+    providers = _tracers(runtime.url)
+    front, compose, store = (p.get_tracer("deeprest-test") for p in providers)
+    sent = 0
+    for traces in (3, 7, 5, 9):
+        time.sleep(WINDOW - time.time() % WINDOW + 0.2)  # early in the next window
+        for _ in range(traces):
+            with (
+                front.start_as_current_span("/compose"),
+                compose.start_as_current_span("compose"),
+                store.start_as_current_span("write"),
+            ):
+                pass
+        sent += traces
+    last_send = time.time()
+    for provider in providers:
+        provider.shutdown()
+
+    def all_counted() -> bool:
+        windows = runtime.store.range(0, math.inf)
+        return sum(w.calls.get(PATHS[0], 0.0) for w in windows) == sent
+
+    wait_until(all_counted, 4 * WINDOW, what="every trace counted into a stored window")
+    windows = runtime.store.range(0, math.inf)
+    assert all(w.calls.get(PATHS[2], 0.0) == w.calls.get(PATHS[0], 0.0) for w in windows)
+
+    snapshot = runtime.loop.snapshot
+    upto = [w for w in windows if w.end <= snapshot.window_end]  # type: ignore[operator]
+    bundle = load_bundle(world["config"].model)
+    offline, _ = bundle.predict(upto)
+    live = np.array([snapshot.expected[key] for key in bundle.series])
+    np.testing.assert_allclose(live, offline[-1], rtol=1e-9)
+
+    def scraped_everything() -> bool:
+        calls = _value(prometheus, 'deeprest_api_calls_total{api="front:/compose"}')
+        return calls == sent and _value(prometheus, "deeprest_up") == 1
+
+    wait_until(scraped_everything, 10, 0.25, what="Prometheus to scrape the exporter")
+    compose_cpu = '{component="compose",resource="cpu"}'
+    observed = _value(prometheus, f"deeprest_observed_usage{compose_cpu}")
+    assert observed == pytest.approx(COMPOSE_CPU, rel=0.1)
+    medians = {round(float(m), 9) for m in offline[:, bundle.series.index(("compose", "cpu")), 1]}
+    expected = _value(prometheus, f"deeprest_expected_usage{compose_cpu}")
+    assert expected is not None and expected < COMPOSE_CPU / 5
+    score = _value(prometheus, f"deeprest_anomaly_score{compose_cpu}")
+    assert score is not None and score > 1.0
+    front_score = _value(prometheus, 'deeprest_anomaly_score{component="front",resource="cpu"}')
+    assert front_score is not None and front_score < score
+    headroom = _value(prometheus, 'deeprest_capacity_headroom_ratio{component="front"}')
+    assert headroom is not None and 0 < headroom < 1
+    assert len(medians) >= 2  # the estimate followed the traffic, window by window
+    assert time.time() - last_send < 30
+
+
+def test_training_windows_join_store_and_prometheus(world: dict) -> None:
+    runtime: Runtime = world["runtime"]
+    wait_until(lambda: runtime.store.count() >= 3, 4 * WINDOW, what="stored windows")
+    stored = runtime.store.range(0, math.inf)
+    config: Config = world["config"]
+    windows = collect_training_windows(config, stored[0].start, stored[-1].end)
+    assert [w.start for w in windows] == [w.start for w in stored]
+    values = [w.metrics[("compose", "cpu")] for w in windows if ("compose", "cpu") in w.metrics]
+    assert values and np.median(values) == pytest.approx(COMPOSE_CPU, rel=0.1)
+    now = time.time()
+    chunked, whole = (
+        PrometheusClient(PrometheusConfig(url=world["prometheus"].url, max_points=n)).query_range(
+            'up{job="cadvisor"}', now - 10, now, 1.0
+        )
+        for n in (3, 1000)
+    )
+    assert len(chunked) == 1 and len(chunked[0][1]) >= 3  # chunks merged into one series
+    assert chunked == whole
+
+
+def test_prometheus_down_means_up_zero_and_observed_absent(world: dict) -> None:
+    runtime: Runtime = world["runtime"]
+    before = runtime.loop.snapshot.window_end or 0.0
+    world["prometheus"].stop()
+
+    def estimated_without_prometheus() -> bool:
+        snapshot = runtime.loop.snapshot
+        return (snapshot.window_end or 0.0) > before + WINDOW and not snapshot.up
+
+    wait_until(estimated_without_prometheus, 6 * WINDOW, what="a window estimated while down")
+    text = requests.get(f"{runtime.url}/metrics", timeout=5).text
+    assert "\ndeeprest_up 0.0" in text
+    assert "deeprest_observed_usage{" not in text and "deeprest_anomaly_score{" not in text
+    assert 'deeprest_expected_usage{component="compose",resource="cpu"}' in text
