@@ -1,0 +1,131 @@
+"""Window store persistence, configuration validation and the serve command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from estimator.errors import InputError
+from exporter.cli import main
+from exporter.config import load_config, parse_duration, parse_size
+from exporter.prom import UsageQueries
+from exporter.store import WindowStore
+from tests.exporter_world import PATHS, train, world
+from tests.servers import free_port, wait_until
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "deeprest.example.yaml"
+
+
+def test_windows_persist_across_reopen(tmp_path: Path) -> None:
+    windows = world(n=5)
+    store = WindowStore(tmp_path)
+    store.put(windows[:3])
+    store.put(windows[2:])  # replacing an existing window is fine
+    store.close()
+    again = WindowStore(tmp_path)
+    try:
+        got = again.range(0, 1e9)
+        assert [(w.start, w.calls, w.metrics) for w in got] == [
+            (w.start, w.calls, w.metrics) for w in windows
+        ]
+        assert again.count() == 5 and again.last_end() == windows[-1].end
+        assert [w.start for w in again.recent(2)] == [windows[3].start, windows[4].start]
+        assert again.range(windows[1].start, windows[3].start)[0].calls[PATHS[0]] > 0
+    finally:
+        again.close()
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration("5s", "w") == 5 and parse_duration("1m", "w") == 60
+    assert parse_duration("250ms", "w") == 0.25 and parse_duration(2, "w") == 2
+    assert parse_size("4MiB", "s") == 4 << 20 and parse_size(100, "s") == 100
+    for bad in ("5 parsecs", "-1s", "0s", True, None):
+        with pytest.raises(InputError, match="field 'w'"):
+            parse_duration(bad, "w")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("windoww: 5s\n", "windoww"),
+        ("window: soon\n", "window"),
+        ("port: 70000\n", "port"),
+        ("prometheus: {url: localhost:9090}\n", "prometheus.url"),
+        ("prometheus: {component_regex: '('}\n", "prometheus.component_regex"),
+        ("receiver: {max_body_bytes: 4 parsecs}\n", "receiver.max_body_bytes"),
+        ("traffic: {source: prometheus}\n", "traffic.apis"),
+        ("limits: {front: {cpu: -1}}\n", "limits.front.cpu"),
+        ("- a list\n", None),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, field: str | None) -> None:
+    path = tmp_path / "deeprest.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_config(path)
+    assert info.value.source == str(path)
+    assert info.value.field == field
+
+
+def test_example_config_loads_and_flags_override() -> None:
+    config = load_config(EXAMPLE, {"port": 9999, "window": "5s", "prometheus.url": "http://p:1"})
+    assert config.port == 9999 and config.window == 5 and config.prometheus.url == "http://p:1"
+    assert config.prometheus.component_label == "container"
+    queries = UsageQueries(config.prometheus, config.window_seconds)
+    assert "container_cpu_usage_seconds_total" in (queries.usage("cpu") or "")
+    assert queries.component({"container": "compose-post-service"}) is not None
+
+
+def test_component_mapping_regex_and_rename(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "prometheus:\n  component_label: pod\n  component_regex: '(.+)-[0-9a-f]+-[a-z0-9]+'\n"
+        "  component_rename: {nginx-thrift: nginx}\n"
+    )
+    queries = UsageQueries(load_config(path).prometheus, 60)
+    assert queries.component({"pod": "nginx-thrift-5d8f7c-abcde"}) == "nginx"
+    assert queries.component({"pod": "compose-7f9c-x1y2z"}) == "compose"
+    assert queries.component({"pod": "nohash"}) is None
+    assert "sum by (pod)" in (queries.usage("memory") or "")
+
+
+def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("window: -5s\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "field 'window'" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 1
+
+
+def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
+    train(tmp_path / "model")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "exporter.cli", "serve", "--model", str(tmp_path / "model"),
+        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--window", "1s",
+        "--host", "127.0.0.1",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    try:
+
+        def estimated() -> bool:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except requests.RequestException:
+                return False
+            return "\ndeeprest_last_estimate_timestamp_seconds " in text
+
+        wait_until(estimated, 30, 0.2, what="the serve command to estimate a window")
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err.decode()
+    assert WindowStore(tmp_path / "data").count() >= 1
