@@ -197,12 +197,16 @@ def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path, receiver: 
 
 def test_crypto_injector_raises_the_target_cpu(bed: Testbed) -> None:
     before = cpu(bed)
-    pids = bed.inject(Attack("crypto", "social-graph", start_s=0.0, duration_s=2.0))
-    assert pids and all(pid in bed.all_pids() for pid in pids), "burner lives in the service tree"
-    time.sleep(2.5)
+    attack = Attack("crypto", "social-graph", start_s=0.0, duration_s=2.0, intensity=2.0)
+    pids = bed.inject(attack)
+    assert len(pids) == 2 and set(pids) <= bed.all_pids(), "burners live in the service tree"
+    wait_for(lambda: not set(pids) & bed.all_pids(), 10, "the burners to finish")
     after = cpu(bed)
-    assert after["social-graph"] - before["social-graph"] >= 1.0
-    assert after["user-timeline"] - before["user-timeline"] < 0.5
+    grown = {c: after[c] - before[c] for c in SERVICES}
+    others = max(v for c, v in grown.items() if c != "social-graph")
+    # The burners get what the shared machine gives them; idle services get almost nothing.
+    assert grown["social-graph"] >= 0.5
+    assert grown["social-graph"] >= 5 * others, grown
 
 
 def test_ransomware_rewrites_the_store(bed: Testbed) -> None:
