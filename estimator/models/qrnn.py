@@ -1,0 +1,222 @@
+"""Quantile RNN in the spirit of DeepRest: per-series experts with feature masks, causal GRU.
+
+Torch is imported inside methods only (through `estimator.models.qrnn_net`), so importing this
+module, or the model registry, stays fast; torch is paid for when a model is fitted or loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+
+from estimator.errors import BundleError, InputError, ModelError
+from estimator.features import Layout
+from estimator.models.base import QuantileModel, finalize
+
+if TYPE_CHECKING:
+    from estimator.models.qrnn_net import Experts
+
+WEIGHTS = "qrnn.safetensors"
+SMALL_PROBLEM = 2048
+"""Features x series below which fitting uses a single thread."""
+
+
+@dataclass(frozen=True)
+class QRNNConfig:
+    """Hyperparameters of the quantile RNN."""
+
+    context: int = 8
+    """Rows of look-back: row t is predicted from rows t-context..t."""
+    hidden: int = 16
+    """GRU state size of each series' expert."""
+    epochs: int = 40
+    lr: float = 1e-2
+    batch_size: int = 256
+    """Target rows per optimizer step."""
+    block: int = 32
+    """Consecutive target rows that share one input projection (windows overlap)."""
+    l1: float = 1e-3
+    """Sparsity penalty on the mean feature-mask gate."""
+    patience: int = 4
+    """Epochs without validation improvement before stopping."""
+    validation: float = 0.1
+    """Share of the last rows held out for early stopping."""
+    seed: int = 0
+    max_seconds: float = 240.0
+    """Training time budget; training stops after the epoch that passes it."""
+    threads: int = 2
+    progress: bool | None = None
+    """Show a progress bar on stderr; None shows it when stderr is a terminal."""
+
+
+class QRNN(QuantileModel):
+    """Per-series experts: masked linear cost per call plus a recurrent correction, pinball loss.
+
+    Features are divided by their mean absolute training value (features never seen in training
+    are ignored), targets by their series' mean absolute value. `predict` takes rows in time
+    order; the first `context` rows have no earlier rows, so the first row is repeated in their
+    place (as if traffic had been steady before the data began).
+    """
+
+    kind = "qrnn"
+
+    def __init__(self, config: QRNNConfig | None = None, **overrides: Any) -> None:
+        base = config or QRNNConfig()
+        names = {f.name for f in dataclasses.fields(QRNNConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise InputError(
+                f"unknown qrnn hyperparameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(names))}",
+                field="model",
+            )
+        self.config = dataclasses.replace(base, **overrides)
+        if self.config.context < 0 or self.config.hidden < 1 or self.config.epochs < 1:
+            raise InputError("qrnn needs context >= 0, hidden >= 1, epochs >= 1", field="model")
+        self.context = self.config.context
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
+        """Learn scalers and experts from features X [n, f] and targets Y [n, s] (NaN unknown)."""
+        import torch
+
+        from estimator.models import qrnn_net
+
+        X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
+        if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y) or len(X) == 0:
+            raise ModelError(
+                f"qrnn: need X [n, f] and Y [n, s] with n > 0, got {X.shape}, {Y.shape}"
+            )
+        if not np.isfinite(X).all():
+            raise ModelError("qrnn: features hold NaN or infinite values")
+        self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
+        self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
+        scale = np.abs(X).mean(axis=0)
+        self.x_inv_ = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
+        with np.errstate(invalid="ignore"):
+            y_scale = np.nanmean(np.abs(Y), axis=0) if np.isfinite(Y).any() else np.ones(Y.shape[1])
+        self.y_scale_ = np.where(np.isfinite(y_scale) & (y_scale > 0), y_scale, 1.0)
+        cfg = self.config
+        progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+        plan = qrnn_net.TrainPlan(
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            block=cfg.block,
+            l1=cfg.l1,
+            patience=cfg.patience,
+            validation=cfg.validation,
+            max_seconds=cfg.max_seconds,
+            progress=progress,
+        )
+        with qrnn_net.deterministic(cfg.seed, self._threads()):
+            self.net_ = self._new_net()
+            self.net_.linear.copy_(torch.from_numpy(self._linear_columns(layout)))
+            self.training_ = qrnn_net.train(
+                self.net_, self._padded(X), Y / self.y_scale_, plan, cfg.seed
+            )
+        return self
+
+    def _threads(self) -> int:
+        """Threads for fitting: small problems run faster on one (parallel overhead dominates)."""
+        small = self.n_features_ * self.n_series_ < SMALL_PROBLEM
+        return 1 if small else max(1, self.config.threads)
+
+    def _linear_columns(self, layout: Layout) -> np.ndarray:
+        """1.0 for the count columns the linear cost term may use, 0.0 for traffic history."""
+        out = np.ones(self.n_features_, dtype=np.float32)
+        if len(layout.names) == self.n_features_ and "history" in layout.groups:
+            out[layout.columns("history")] = 0.0
+        return out
+
+    def _new_net(self) -> Experts:
+        from estimator.models import qrnn_net
+
+        return qrnn_net.Experts(
+            self.n_features_, self.n_series_, self.config.hidden, self.config.context
+        )
+
+    def _padded(self, X: np.ndarray) -> np.ndarray:
+        """Scaled rows with the first row repeated `context` times in front."""
+        scaled = X * self.x_inv_
+        return np.vstack([np.repeat(scaled[:1], self.context, axis=0), scaled])
+
+    # ------------------------------------------------------------------ predicting
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """[n, s, 3] lower, median, upper for time-ordered rows X [n, f]."""
+        from estimator.models import qrnn_net
+
+        X = np.asarray(X, dtype=float)
+        self._check_fitted(X)
+        if len(X) == 0:
+            return np.zeros((0, self.n_series_, 3))
+        pred = qrnn_net.predict(self.net_, self._padded(X)) * self.y_scale_[None, :, None]
+        return finalize(pred)
+
+    def feature_mask(self) -> np.ndarray:
+        """[series, features] learned gates in (0, 1): which features each expert uses."""
+        if not hasattr(self, "net_"):
+            raise ModelError("qrnn model used before fit")
+        return self.net_.mask().detach().numpy().astype(np.float64)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Weights to safetensors; hyperparameters and scalers as JSON metadata."""
+        from safetensors.torch import save_file
+
+        from estimator.models import qrnn_net
+
+        if not hasattr(self, "net_"):
+            raise ModelError("qrnn model saved before fit")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(qrnn_net.state_arrays(self.net_), str(directory / WEIGHTS))
+        return {
+            "config": dataclasses.asdict(self.config),
+            "n_features": self.n_features_,
+            "n_series": self.n_series_,
+            "x_inv": self.x_inv_.tolist(),
+            "y_scale": self.y_scale_.tolist(),
+            "training": self.training_,
+        }
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        """Rebuild from `save`'s safetensors file and metadata."""
+        from safetensors.torch import load_file
+
+        try:
+            config = QRNNConfig(**meta["config"])
+            model = cls(config)
+            model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
+            model.x_inv_ = np.asarray(meta["x_inv"], dtype=float)
+            model.y_scale_ = np.asarray(meta["y_scale"], dtype=float)
+            model.training_ = dict(meta.get("training") or {})
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise BundleError(f"qrnn metadata is malformed: {exc!r}") from exc
+        if model.x_inv_.shape != (model.n_features_,) or model.y_scale_.shape != (model.n_series_,):
+            raise BundleError("qrnn metadata: scaler sizes do not match features and series")
+        path = Path(directory) / WEIGHTS
+        try:
+            weights = load_file(str(path))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BundleError(f"{path}: cannot read qrnn weights ({exc})") from exc
+        model.net_ = model._new_net()
+        try:
+            model.net_.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise BundleError(f"{path}: weights do not fit the model ({exc})") from exc
+        model.net_.eval()
+        return model
+
+    def __repr__(self) -> str:
+        return f"QRNN({json.dumps(dataclasses.asdict(self.config))})"
