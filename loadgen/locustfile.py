@@ -11,40 +11,15 @@ from typing import Any
 
 from locust import events
 
-from loadgen import locust_shapes
-from loadgen.shapes import DiurnalSpec, LoadPlan, build
+from loadgen import locust_shapes, options
+from loadgen.shapes import LoadPlan
 from loadgen.users import SocialNetworkUser
 
 
 @events.init_command_line_parser.add_listener
 def add_arguments(parser: Any) -> None:
     """Declare the shape options."""
-    group = parser.add_argument_group("DeepRest load shape")
-    group.add_argument("--shape", default="diurnal", help="diurnal, scale, shape or composition")
-    group.add_argument("--period", type=float, default=120.0, help="nominal seconds per cycle")
-    group.add_argument("--step", type=float, default=5.0, help="nominal seconds per stage")
-    group.add_argument("--cycles", type=int, default=1, help="cycles to play")
-    group.add_argument("--base-users", type=int, default=2, help="users between peaks")
-    group.add_argument("--peak-users", type=int, default=20, help="users at the highest peak")
-    group.add_argument("--noise", type=float, default=0.05, help="relative noise of users")
-    group.add_argument("--seed", type=int, default=0, help="seed of peak heights and noise")
-    group.add_argument("--compression", type=float, default=1.0, help="nominal s per real s")
-    group.add_argument("--scale-k", type=float, default=3.0, help="peak factor of --shape scale")
-
-
-def plan_from_options(options: Any) -> LoadPlan:
-    """The LoadPlan described by Locust's parsed options."""
-    spec = DiurnalSpec(
-        cycles=options.cycles,
-        period_s=options.period,
-        step_s=options.step,
-        base_users=options.base_users,
-        peak_users=options.peak_users,
-        noise=options.noise,
-        seed=options.seed,
-        compression=options.compression,
-    )
-    return build(options.shape, spec, options.scale_k)
+    options.add_arguments(parser)
 
 
 class SocialNetwork(SocialNetworkUser):
@@ -57,4 +32,4 @@ class OptionsShape(locust_shapes.PlanShape):
     def build_plan(self) -> LoadPlan:
         """Build from the parsed command line."""
         assert self.runner is not None
-        return plan_from_options(self.runner.environment.parsed_options)
+        return options.plan_from_options(self.runner.environment.parsed_options)

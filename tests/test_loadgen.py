@@ -141,10 +141,10 @@ def test_bad_tables_are_input_errors(
         LoadPlan("bad", stages, mixes, compression)
 
 
-def test_locustfile_builds_the_plan_from_its_options() -> None:
+def test_shape_options_build_the_plan() -> None:
     import argparse
 
-    from loadgen.locustfile import add_arguments, plan_from_options
+    from loadgen.options import add_arguments, plan_from_options
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -122,9 +122,7 @@ def test_served_exposition_uses_cadvisor_names(worker: subprocess.Popen[str]) ->
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         server.shutdown()
-    samples = {
-        s.name: s for fam in text_string_to_metric_families(text) for s in fam.samples
-    }
+    samples = {s.name: s for fam in text_string_to_metric_families(text) for s in fam.samples}
     cpu = samples["container_cpu_usage_seconds_total"]
     assert cpu.labels["container"] == "worker" and cpu.value >= 0.2
     assert samples["container_memory_working_set_bytes"].value > 1 << 20

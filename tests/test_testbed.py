@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.local.apps import SERVICES
 from infra.local.testbed import REPO_ROOT, Testbed, TestbedConfig, leftover_pids
 from loadgen.attacks import Attack
+from loadgen.headless import HeadlessRun, read_stats
 
 pytestmark = pytest.mark.integration
 
@@ -178,17 +177,13 @@ def test_traces_are_whole_trees_from_every_service(bed: Testbed, receiver: Recei
     assert len(grown) == len(SERVICES), f"CPU grew only for {grown}"
 
 
-def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path, receiver: Receiver) -> None:
-    prefix = tmp_path / "run"
-    cmd = [sys.executable, "-m", "locust", "-f", "loadgen/locustfile.py", "--headless",
-           "--csv", str(prefix), "--host", bed.frontend_url, "--shape", "diurnal",
-           "--period", "60", "--step", "5", "--compression", "10", "--base-users", "2",
-           "--peak-users", "6", "--loglevel", "WARNING", "--only-summary"]  # fmt: skip
+def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path) -> None:
+    run = HeadlessRun(bed.frontend_url, tmp_path / "run", period_s=60, step_s=5,
+                      compression=10, base_users=2, peak_users=6)  # fmt: skip
     before = cpu(bed)["frontend"]
-    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(run.command(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    with open(f"{prefix}_stats.csv") as handle:
-        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    rows = read_stats(run.csv_prefix)
     total = rows.pop("Aggregated")
     assert int(total["Request Count"]) > 10 and int(total["Failure Count"]) == 0
     assert {"read_home_timeline", "read_user_timeline", "compose_post"} <= set(rows)

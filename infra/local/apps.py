@@ -48,6 +48,11 @@ def durable_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def work(ctx: dict[str, Any], data: bytes, rounds: float) -> str:
+    """hash_work scaled by the testbed's work_scale (rounds at scale 1)."""
+    return hash_work(data, int(rounds * float(ctx.get("work_scale", 1.0))))
+
+
 def _count(req: Request) -> int:
     """The `count` query parameter, 1 to 50."""
     return max(1, min(50, req.int_field(req.query, "count") if "count" in req.query else 10))
@@ -58,6 +63,7 @@ def frontend(svc: Service, ctx: dict[str, Any]) -> None:
 
     @svc.route("POST", "/api/post/compose", "/api/post/compose")
     def compose(req: Request) -> Any:
+        work(ctx, req.body, 600)
         body = req.json()
         if not isinstance(body.get("text"), str) or not body["text"]:
             raise HttpError(400, "field 'text' must be a non-empty string")
@@ -67,25 +73,30 @@ def frontend(svc: Service, ctx: dict[str, Any]) -> None:
     @svc.route("GET", "/api/timeline/home", "/api/timeline/home")
     def home(req: Request) -> Any:
         params = {"user_id": req.int_field(req.query, "user_id"), "count": _count(req)}
+        work(ctx, str(params).encode(), 600)
         return svc.call("home-timeline", "GET", "/read", params=params)
 
     @svc.route("GET", "/api/timeline/user", "/api/timeline/user")
     def user(req: Request) -> Any:
         params = {"user_id": req.int_field(req.query, "user_id"), "count": _count(req)}
+        work(ctx, str(params).encode(), 600)
         return svc.call("user-timeline", "GET", "/read", params=params)
 
     @svc.route("POST", "/api/user/register", "/api/user/register")
     def register(req: Request) -> Any:
+        work(ctx, req.body, 600)
         return svc.call("social-graph", "POST", "/register", json=req.json())
 
     @svc.route("POST", "/api/user/follow", "/api/user/follow")
     def follow(req: Request) -> Any:
+        work(ctx, req.body, 600)
         return svc.call("social-graph", "POST", "/follow", json=req.json())
 
     @svc.route("POST", "/api/media/upload", "/api/media/upload")
     def upload(req: Request) -> Any:
         if not req.body:
             raise HttpError(400, "media upload needs a non-empty body")
+        work(ctx, req.body[:4096], 100)
         return svc.call("media", "POST", "/upload", data=req.body)
 
 
@@ -103,7 +114,7 @@ def compose_post(svc: Service, ctx: dict[str, Any]) -> None:
             post_id = next(ids)
         post = {"post_id": post_id, "user_id": user_id, "text": text, "timestamp": time.time(),
                 "mentions": MENTION.findall(text), "urls": URL.findall(text),
-                "digest": hash_work(text.encode(), 20 + len(text) // 2)}  # fmt: skip
+                "digest": work(ctx, text.encode(), 400 + 20 * len(text))}  # fmt: skip
         if media_ids:
             post["media"] = svc.call("media", "POST", "/meta", json={"media_ids": media_ids})
         svc.call("post-storage", "POST", "/store", json=post)
@@ -125,7 +136,9 @@ def post_storage(svc: Service, ctx: dict[str, Any]) -> None:
     def store(req: Request) -> Any:
         post = req.json()
         post_id = req.int_field(post, "post_id")
-        durable_write(path_of(post_id), json.dumps(post, sort_keys=True).encode())
+        data = json.dumps(post, sort_keys=True).encode()
+        work(ctx, data, 600)
+        durable_write(path_of(post_id), data)
         return {"stored": post_id}
 
     @svc.route("POST", "/read", "read_posts")
@@ -134,7 +147,9 @@ def post_storage(svc: Service, ctx: dict[str, Any]) -> None:
         posts, unreadable = [], 0
         for raw in ids[:50]:
             try:
-                posts.append(json.loads(path_of(int(raw)).read_bytes()))
+                raw_post = path_of(int(raw)).read_bytes()
+                work(ctx, raw_post, 150)
+                posts.append(json.loads(raw_post))
             except FileNotFoundError:
                 continue
             except (ValueError, UnicodeDecodeError):
@@ -150,6 +165,7 @@ def user_timeline(svc: Service, ctx: dict[str, Any]) -> None:
     @svc.route("POST", "/write", "write_user_timeline")
     def write(req: Request) -> Any:
         body = req.json()
+        work(ctx, req.body, 400)
         with lock:
             timelines[req.int_field(body, "user_id")].appendleft(req.int_field(body, "post_id"))
         return {"ok": True}
@@ -158,6 +174,7 @@ def user_timeline(svc: Service, ctx: dict[str, Any]) -> None:
     def read(req: Request) -> Any:
         with lock:
             ids = list(timelines.get(req.int_field(req.query, "user_id"), ()))[: _count(req)]
+        work(ctx, str(ids).encode(), 400)
         return svc.call("post-storage", "POST", "/read", json={"post_ids": ids}) if ids else {
             "posts": [], "unreadable": 0}  # fmt: skip
 
@@ -174,6 +191,7 @@ def home_timeline(svc: Service, ctx: dict[str, Any]) -> None:
         post_id = req.int_field(body, "post_id")
         pipe = client.pipeline(transaction=False)
         for uid in (body.get("user_ids") or [])[:1000]:
+            work(ctx, f"{uid}:{post_id}".encode(), 100)
             pipe.lpush(f"home:{int(uid)}", post_id)
             pipe.ltrim(f"home:{int(uid)}", 0, 199)
         pipe.execute()
@@ -183,6 +201,7 @@ def home_timeline(svc: Service, ctx: dict[str, Any]) -> None:
     def read(req: Request) -> Any:
         key = f"home:{req.int_field(req.query, 'user_id')}"
         ids = [int(x) for x in client.lrange(key, 0, _count(req) - 1)]
+        work(ctx, str(ids).encode(), 400)
         return svc.call("post-storage", "POST", "/read", json={"post_ids": ids}) if ids else {
             "posts": [], "unreadable": 0}  # fmt: skip
 
@@ -198,7 +217,9 @@ def social_graph(svc: Service, ctx: dict[str, Any]) -> None:
         body = req.json()
         uid, password = req.int_field(body, "user_id"), str(body.get("password", ""))
         salt = os.urandom(8)
-        hashed = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 2000).hex()
+        hashed = hashlib.pbkdf2_hmac(
+            "sha256", password.encode(), salt, max(1, int(2000 * ctx.get("work_scale", 1.0)))
+        ).hex()
         with lock:
             users[uid] = {"username": str(body.get("username", uid)), "hash": hashed}
         return {"user_id": uid}
@@ -209,12 +230,15 @@ def social_graph(svc: Service, ctx: dict[str, Any]) -> None:
         follower, followee = req.int_field(body, "follower_id"), req.int_field(body, "followee_id")
         with lock:
             followers[followee].add(follower)
+        work(ctx, req.body, 400)
         return {"ok": True}
 
     @svc.route("GET", "/followers", "get_followers")
     def get_followers(req: Request) -> Any:
         with lock:
-            return {"followers": sorted(followers.get(req.int_field(req.query, "user_id"), ()))}
+            result = sorted(followers.get(req.int_field(req.query, "user_id"), ()))
+        work(ctx, str(result).encode(), 400)
+        return {"followers": result}
 
 
 def media(svc: Service, ctx: dict[str, Any]) -> None:
@@ -225,7 +249,8 @@ def media(svc: Service, ctx: dict[str, Any]) -> None:
     def upload(req: Request) -> Any:
         if not req.body:
             raise HttpError(400, "empty media body")
-        media_id = hash_work(req.body, 3)[:24]
+        media_id = hash_work(req.body, 1)[:24]
+        work(ctx, req.body, 40)
         durable_write(root / media_id[:2] / media_id, req.body)
         return {"media_id": media_id, "size": len(req.body)}
 

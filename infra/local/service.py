@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(topo["data_dir"]) / STORES[args.name] if args.name in STORES else None
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-    BUILDERS[args.name](svc, {"data_dir": data_dir, "redis_port": topo.get("redis_port")})
+    context = {"data_dir": data_dir, "redis_port": topo.get("redis_port"),
+               "work_scale": float(topo.get("work_scale", 1.0))}  # fmt: skip
+    BUILDERS[args.name](svc, context)
     add_attack_route(svc, data_dir)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

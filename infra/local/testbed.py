@@ -49,6 +49,7 @@ class TestbedConfig:
     scrape_interval_s: float = 5.0
     alert_webhook_url: str | None = None
     export_delay_ms: int = 1000
+    work_scale: float = 1.0
     startup_timeout_s: float = 30.0
     die_with_parent: bool = True
     python: str = sys.executable
@@ -241,6 +242,7 @@ class Testbed:
             "export_delay_ms": self.config.export_delay_ms,
             "data_dir": str(self.workdir / "data"),
             "redis_port": self.redis_port,
+            "work_scale": self.config.work_scale,
         }
         path = self.workdir / "topology.json"
         path.write_text(json.dumps(topology, indent=2))

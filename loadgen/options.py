@@ -1,0 +1,37 @@
+"""The load shape's command-line options (shared by the locustfile; no Locust import here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.shapes import DiurnalSpec, LoadPlan, build
+
+
+def add_arguments(parser: Any) -> None:
+    """Declare the shape options on an argparse-like parser."""
+    group = parser.add_argument_group("DeepRest load shape")
+    group.add_argument("--shape", default="diurnal", help="diurnal, scale, shape or composition")
+    group.add_argument("--period", type=float, default=120.0, help="nominal seconds per cycle")
+    group.add_argument("--step", type=float, default=5.0, help="nominal seconds per stage")
+    group.add_argument("--cycles", type=int, default=1, help="cycles to play")
+    group.add_argument("--base-users", type=int, default=2, help="users between peaks")
+    group.add_argument("--peak-users", type=int, default=20, help="users at the highest peak")
+    group.add_argument("--noise", type=float, default=0.05, help="relative noise of users")
+    group.add_argument("--seed", type=int, default=0, help="seed of peak heights and noise")
+    group.add_argument("--compression", type=float, default=1.0, help="nominal s per real s")
+    group.add_argument("--scale-k", type=float, default=3.0, help="peak factor of --shape scale")
+
+
+def plan_from_options(options: Any) -> LoadPlan:
+    """The LoadPlan described by parsed options."""
+    spec = DiurnalSpec(
+        cycles=options.cycles,
+        period_s=options.period,
+        step_s=options.step,
+        base_users=options.base_users,
+        peak_users=options.peak_users,
+        noise=options.noise,
+        seed=options.seed,
+        compression=options.compression,
+    )
+    return build(options.shape, spec, options.scale_k)
