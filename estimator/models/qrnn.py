@@ -94,15 +94,16 @@ class QRNN(QuantileModel):
             raise ModelError(
                 f"qrnn: need X [n, f] and Y [n, s] with n > 0, got {X.shape}, {Y.shape}"
             )
-        if not np.isfinite(X).all():
-            raise ModelError("qrnn: features hold NaN or infinite values")
+        if not np.isfinite(X).all() or np.isinf(Y).any():
+            raise ModelError("qrnn: features hold NaN or infinite values, or targets infinite ones")
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
         scale = np.abs(X).mean(axis=0)
         self.x_inv_ = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
-        with np.errstate(invalid="ignore"):
-            y_scale = np.nanmean(np.abs(Y), axis=0) if np.isfinite(Y).any() else np.ones(Y.shape[1])
-        self.y_scale_ = np.where(np.isfinite(y_scale) & (y_scale > 0), y_scale, 1.0)
+        known = ~np.isnan(Y)
+        y_sum = np.where(known, np.abs(Y), 0.0).sum(axis=0)
+        y_scale = y_sum / np.maximum(known.sum(axis=0), 1)
+        self.y_scale_ = np.where(y_scale > 0, y_scale, 1.0)
         cfg = self.config
         progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
         plan = qrnn_net.TrainPlan(
