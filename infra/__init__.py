@@ -1,0 +1,1 @@
+"""DeepRest testbeds: the local one of real processes, and minikube + OpenEBS."""
