@@ -143,7 +143,7 @@ def test_xgboost_extrapolates_beyond_training_traffic() -> None:
     model = make_model("xgboost", n_estimators=20).fit(X, Y, vocabulary.layout)
     ours = accuracy(model.predict(X_test)[..., 1], Y_test)
 
-    params = {"max_depth": 4, "nthread": 2, "seed": 0, "objective": "reg:absoluteerror"}
+    params = {"max_depth": 4, "nthread": 1, "seed": 0, "objective": "reg:absoluteerror"}
     trees = np.column_stack(
         [
             xgb.train(params, xgb.DMatrix(X, label=Y[:, j]), num_boost_round=20).predict(

@@ -78,19 +78,23 @@ class XGBoostQuantile(QuantileModel):
 
     def __init__(
         self,
-        n_estimators: int = 40,
+        n_estimators: int = 20,
         max_depth: int = 4,
-        learning_rate: float = 0.1,
+        learning_rate: float = 0.2,
+        subsample: float = 0.7,
         max_bin: int = 64,
         calibration_fraction: float = 0.2,
         tree_groups: Sequence[str] = ("api", "component", "history"),
         ridge: float = 1e-6,
-        nthread: int = 2,
+        nthread: int = 1,
         seed: int = 0,
     ) -> None:
+        # One thread by default: on a shared two-core machine OpenMP's second thread spins and
+        # makes training several times slower; prediction of a few rows always uses one thread.
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
+        self.subsample = subsample
         self.max_bin = max_bin
         self.calibration_fraction = calibration_fraction
         self.tree_groups = tuple(tree_groups)
@@ -107,6 +111,7 @@ class XGBoostQuantile(QuantileModel):
             "tree_method": "hist",
             "max_depth": self.max_depth,
             "eta": self.learning_rate,
+            "subsample": self.subsample,
             "max_bin": self.max_bin,
             "nthread": self.nthread,
             "seed": self.seed,
@@ -140,7 +145,9 @@ class XGBoostQuantile(QuantileModel):
             z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
             matrix.set_label(z)
             matrix.set_weight(known.astype(np.float32))
-            boosters.append(xgb.train(self._params(), matrix, num_boost_round=self.n_estimators))
+            booster = xgb.train(self._params(), matrix, num_boost_round=self.n_estimators)
+            booster.set_param({"nthread": 1})
+            boosters.append(booster)
         self.boosters_ = boosters
 
     def _quantiles(self, T: np.ndarray) -> np.ndarray:
@@ -218,6 +225,7 @@ class XGBoostQuantile(QuantileModel):
             "n_estimators": self.n_estimators,
             "max_depth": self.max_depth,
             "learning_rate": self.learning_rate,
+            "subsample": self.subsample,
             "max_bin": self.max_bin,
             "calibration_fraction": self.calibration_fraction,
             "tree_groups": list(self.tree_groups),
@@ -240,7 +248,7 @@ class XGBoostQuantile(QuantileModel):
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
         for booster in boosters:
             if booster is not None:
-                booster.set_param({"nthread": model.nthread})
+                booster.set_param({"nthread": 1})
         model.boosters_ = boosters
         model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
         if model.weights_.shape != (model.n_features_, model.n_series_):
