@@ -26,7 +26,7 @@ def _filled(y: np.ndarray) -> np.ndarray:
 class HistoryForecaster:
     """Per series simple or damped-trend (Holt) exponential smoothing, chosen by AIC."""
 
-    def __init__(self, lookback: int = 60, trend: bool = True, max_fit_rows: int = 5000) -> None:
+    def __init__(self, lookback: int = 60, trend: bool = True, max_fit_rows: int = 2000) -> None:
         self.lookback = lookback
         self.trend = trend
         self.max_fit_rows = max_fit_rows
