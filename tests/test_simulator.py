@@ -18,6 +18,7 @@ from estimator.simulator import (
     SimulationConfig,
     build_app,
     run_simulation,
+    scenario_traffic,
     simulate,
     simulate_traffic,
 )
@@ -102,7 +103,7 @@ def test_crypto_adds_cpu_only_to_the_target_while_attacked() -> None:
 def test_ransomware_adds_writes_and_cpu_to_the_store() -> None:
     normal, attack = _run("normal"), _run("ransomware")
     store = "post-storage-mongodb"
-    hit = [_column(attack, store, r) for r in ("write_iops", "write_throughput", "cpu")]
+    hit = np.array([_column(attack, store, r) for r in ("write_iops", "write_throughput", "cpu")])
     diff = attack.oracle - normal.oracle
     assert attack.attacked.any()
     assert (diff[np.ix_(attack.attacked, hit)] > 0).all()
@@ -153,6 +154,9 @@ def test_traffic_table_becomes_windows() -> None:
     table = {api: [float(10 * (i + 1))] * 20 for i, api in enumerate(APIS)}
     sim = simulate_traffic(table, config)
     assert sim.api_calls.tolist() == [[10 * (i + 1) for i in range(len(APIS))]] * 20
+    scaled = replace(SMALL, scenario="scale")
+    again = simulate_traffic(scenario_traffic(scaled), scaled)
+    assert np.array_equal(again.api_calls, run_simulation(scaled).api_calls)
     with pytest.raises(InputError, match="unknown API"):
         simulate_traffic({"/nope": [1.0] * 20}, config)
     with pytest.raises(InputError, match="non-negative"):

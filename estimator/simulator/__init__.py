@@ -5,6 +5,7 @@ from estimator.simulator.config import NOISE_SIGMA, SCENARIOS, SimulationConfig
 from estimator.simulator.engine import (
     Simulation,
     run_simulation,
+    scenario_traffic,
     simulate,
     simulate_traffic,
     to_windows,
@@ -19,6 +20,7 @@ __all__ = [
     "SimulationConfig",
     "build_app",
     "run_simulation",
+    "scenario_traffic",
     "simulate",
     "simulate_traffic",
     "to_windows",

@@ -158,6 +158,12 @@ def run_simulation(config: SimulationConfig) -> Simulation:
     return run_calls(config, scenario_calls(config, traffic_rng))
 
 
+def scenario_traffic(config: SimulationConfig) -> np.ndarray:
+    """[windows, APIS] calls per API of the config's scenario, as recorded (no warm-up)."""
+    traffic_rng = _streams(config)[0]
+    return scenario_calls(config, traffic_rng)[config.warmup :]
+
+
 def simulate(config: SimulationConfig) -> list[Window]:
     """The recorded windows of a scenario, with measured values and their oracle."""
     return to_windows(run_simulation(config))
