@@ -45,6 +45,9 @@ class QRNNConfig:
     """Sparsity penalty on the mean feature-mask gate."""
     patience: int = 4
     """Epochs without validation improvement before stopping."""
+    epoch_rows: int = 6144
+    """Target rows drawn (at random, in blocks) per epoch: big data sets get short epochs, so
+    early stopping checks often."""
     validation: float = 0.1
     """Share of the last rows held out for early stopping."""
     seed: int = 0
@@ -113,6 +116,7 @@ class QRNN(QuantileModel):
             block=cfg.block,
             l1=cfg.l1,
             patience=cfg.patience,
+            epoch_rows=cfg.epoch_rows,
             validation=cfg.validation,
             max_seconds=cfg.max_seconds,
             progress=progress,
@@ -216,7 +220,7 @@ class QRNN(QuantileModel):
             model.net_.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             raise BundleError(f"{path}: weights do not fit the model ({exc})") from exc
-        model.net_.eval()
+        model.net_.freeze()
         return model
 
     def __repr__(self) -> str:

@@ -41,6 +41,7 @@ class Experts(nn.Module):
         super().__init__()
         f, s, h = n_features, n_series, hidden
         self.context, self.hidden = context, hidden
+        self._frozen: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.recurrent = True
         """False while warming up: the experts are then linear cost models only."""
         self.gate = nn.Parameter(torch.zeros(s, f))
@@ -69,11 +70,34 @@ class Experts(nn.Module):
         """[series, features] feature gates in (0, 1)."""
         return torch.sigmoid(self.gate)
 
-    def _recur(self, xa: torch.Tensor, m: torch.Tensor, length: int) -> torch.Tensor:
+    def derived(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masked input weights [f, s * 3h], linear costs [s, f] and cost offset [s].
+
+        Frozen after training (see `freeze`) so that predicting one window does not recompute
+        them.
+        """
+        if self._frozen is not None and not torch.is_grad_enabled():
+            return self._frozen
+        m = self.mask()
+        f = m.shape[1]
+        w = (m.unsqueeze(-1) * self.w_ih).transpose(0, 1).reshape(f, -1)
+        coef = m * self.linear * F.softplus(self.cost).unsqueeze(1)
+        return w, coef, coef @ self.center
+
+    def freeze(self) -> None:
+        """Cache `derived` for inference; training mode drops the cache."""
+        self.eval()
+        with torch.no_grad():
+            self._frozen = tuple(t.contiguous() for t in self.derived())  # type: ignore[assignment]
+
+    def train(self, mode: bool = True) -> Experts:
+        self._frozen = None
+        return super().train(mode)
+
+    def _recur(self, xa: torch.Tensor, w: torch.Tensor, length: int) -> torch.Tensor:
         """GRU state [series, blocks * length, hidden] after rows i..i + context of each window."""
         nb, rows, f = xa.shape
-        s, h = m.shape[0], self.hidden
-        w = (m.unsqueeze(-1) * self.w_ih).transpose(0, 1).reshape(f, s * 3 * h)
+        s, h = self.bias.shape[0], self.hidden
         proj = torch.addmm(self.b_ih.reshape(-1), xa.reshape(-1, f), w)
         # Every step's input as a view; unbind (not slicing) keeps the backward pass one
         # gather instead of a zero-filled copy of the whole projection per step and gate.
@@ -99,18 +123,17 @@ class Experts(nn.Module):
         ctx = self.context
         length = rows - ctx
         s = self.bias.shape[0]
-        m = self.mask()
+        w, coef, offset = self.derived()
         if self.recurrent:
-            state = self._recur(xa, m, length)
+            state = self._recur(xa, w, length)
             out = torch.baddbmm(self.head_b.unsqueeze(1), state, self.head)  # [s, B, 3]
         else:
             out = self.head_b.unsqueeze(1).expand(s, nb * length, 3)
         x_t = x[:, ctx:].reshape(nb * length, f)
-        coef = m * self.linear * F.softplus(self.cost).unsqueeze(1)  # [s, f] cost per count
         lin = (x_t @ coef.T).T  # [s, B]
         load = lin.clamp_min(0.0)
         spread = F.softplus(self.spread)
-        med = (self.bias - coef @ self.center).unsqueeze(1) + lin + out[..., 0]
+        med = (self.bias - offset).unsqueeze(1) + lin + out[..., 0]
         lo = med - F.softplus(out[..., 1]) - spread[:, :1] * load
         hi = med + F.softplus(out[..., 2]) + spread[:, 1:] * load
         q = torch.stack([lo, med, hi], dim=-1)
@@ -135,6 +158,7 @@ class TrainPlan:
     block: int
     l1: float
     patience: int
+    epoch_rows: int
     validation: float
     max_seconds: float
     progress: bool
@@ -208,6 +232,7 @@ def _epoch(
     starts = np.arange(offset, data.n_train - length + 1, length)
     starts = starts if len(starts) else np.array([0])
     rng.shuffle(starts)
+    starts = starts[: max(1, plan.epoch_rows // length)]
     net.train()
     total = 0.0
     for i in range(0, len(starts), per_batch):
@@ -284,6 +309,7 @@ def train(
         second, best = _phase(net, data, plan, plan.epochs - warmup, rng, bar)
     finally:
         bar.close()
+        net.freeze()
     return {
         "epochs": float(first + second),
         "seconds": time.monotonic() - started,
