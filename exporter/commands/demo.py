@@ -1,0 +1,53 @@
+"""`deeprest demo`: the whole story on a local testbed (or `--quick`, on the simulator)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from estimator.errors import InputError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the simulator instead of real services (real Prometheus and exporter; ~2 minutes)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("deeprest-demo"), help="report folder (./deeprest-demo)"
+    )
+    parser.add_argument("--window", type=float, help="window seconds (default 2 quick, 5 full)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of traffic and simulation")
+    parser.add_argument(
+        "--train-seconds", type=float, default=270.0, help="full demo: training traffic (270)"
+    )
+    parser.add_argument(
+        "--phase-seconds", type=float, default=75.0, help="full demo: normal and 3x phases (75)"
+    )
+    parser.add_argument("--model", help="model kind (default: linear quick, auto full)")
+    parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get install missing binaries"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from infra.local.demo import DemoOptions, run_demo
+
+    if args.window is not None and not 1.0 <= args.window <= 60.0:
+        raise InputError("must be between 1 and 60 seconds", field="--window")
+    if args.train_seconds < 60 or args.phase_seconds < 20:
+        raise InputError(
+            "train at least 60 s and run phases of at least 20 s", field="--phase-seconds"
+        )
+    options = DemoOptions(
+        out=args.out,
+        quick=args.quick,
+        window_s=args.window,
+        seed=args.seed,
+        train_s=args.train_seconds,
+        phase_s=args.phase_seconds,
+        model=args.model,
+        install=not args.no_install,
+    )
+    return run_demo(options)

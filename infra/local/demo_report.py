@@ -1,0 +1,218 @@
+"""What the demo shows: accuracy read back from Prometheus, alerts, and the HTML report."""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from estimator.evaluation import Evaluation
+from estimator.windows import SeriesKey
+from exporter.config import PrometheusConfig
+from exporter.prom import PrometheusClient
+from exporter.report import format_table, plot_component
+
+BAND = ("deeprest_expected_usage_lower", "deeprest_expected_usage", "deeprest_expected_usage_upper")
+OBSERVED = "deeprest_observed_usage"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of the test, in unix seconds."""
+
+    name: str
+    start: float
+    end: float
+
+
+def _matrix(client: PrometheusClient, expr: str, phase: Phase, step: float) -> dict:
+    """(component, resource) -> {rounded time: value} of a range query."""
+    out: dict[SeriesKey, dict[int, float]] = {}
+    for labels, values in client.query_range(expr, phase.start, phase.end, step):
+        key = (labels.get("component", ""), labels.get("resource", ""))
+        out.setdefault(key, {}).update({int(round(t / step)): v for t, v in values})
+    return out
+
+
+def read_phase(prometheus_url: str, phase: Phase, step: float) -> Evaluation | None:
+    """The exporter's band and observed usage over a phase, one point per window."""
+    client = PrometheusClient(PrometheusConfig(url=prometheus_url))
+    band = [_matrix(client, expr, phase, step) for expr in BAND]
+    observed = _matrix(client, OBSERVED, phase, step)
+    series = sorted(k for k in observed if all(k in b for b in band))
+    if not series:
+        return None
+    times = sorted({t for k in series for t in observed[k]})
+    pred = np.full((len(times), len(series), 3), np.nan)
+    actual = np.full((len(times), len(series)), np.nan)
+    for j, key in enumerate(series):
+        for i, t in enumerate(times):
+            actual[i, j] = observed[key].get(t, np.nan)
+            for q in range(3):
+                pred[i, j, q] = band[q][key].get(t, np.nan)
+    keep = ~np.isnan(actual).all(axis=1)
+    return Evaluation(series, np.array(times, float)[keep] * step, actual[keep], pred[keep], None)
+
+
+def accuracy_table(evaluations: Mapping[str, Evaluation]) -> list[dict[str, object]]:
+    """One row per series: accuracy (1 - WAPE) in each phase."""
+    keys = sorted({k for e in evaluations.values() for k in e.series})
+    rows = []
+    for component, resource in keys:
+        row: dict[str, object] = {"component": component, "resource": resource}
+        for name, evaluation in evaluations.items():
+            key = (component, resource)
+            found = key in evaluation.series
+            row[name] = (
+                float(evaluation.accuracy[evaluation.series.index(key)]) if found else math.nan
+            )
+        rows.append(row)
+    return rows
+
+
+def phase_summary(evaluation: Evaluation) -> dict[str, Any]:
+    """Mean and worst accuracy, coverage, and per-series accuracy of one phase."""
+    acc = evaluation.accuracy
+    return {
+        **evaluation.summary(),
+        "windows": len(evaluation.starts),
+        "series": {f"{c}/{r}": float(a) for (c, r), a in zip(evaluation.series, acc, strict=True)},
+    }
+
+
+# ---------------------------------------------------------------- alerts
+
+
+def prometheus_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    """Active alerts (pending and firing) from Prometheus /api/v1/alerts."""
+    response = requests.get(f"{prometheus_url}/api/v1/alerts", timeout=5)
+    response.raise_for_status()
+    return list(response.json()["data"]["alerts"])
+
+
+def alertmanager_alerts(alertmanager_url: str) -> list[dict[str, Any]]:
+    """Active alerts from Alertmanager /api/v2/alerts."""
+    response = requests.get(f"{alertmanager_url}/api/v2/alerts", timeout=5)
+    response.raise_for_status()
+    return list(response.json())
+
+
+@dataclass
+class AlertLog:
+    """Every alert seen firing, by phase, with when it was first seen."""
+
+    prometheus_url: str
+    alertmanager_url: str
+    firing: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+
+    def poll(self, phase: str) -> list[dict[str, Any]]:
+        """Record the alerts firing now; returns them (errors of one poll are skipped)."""
+        try:
+            alerts = [a for a in prometheus_alerts(self.prometheus_url) if a["state"] == "firing"]
+        except (requests.RequestException, KeyError, ValueError):
+            return []
+        for alert in alerts:
+            labels = alert["labels"]
+            key = (labels["alertname"], labels.get("component", ""), labels.get("resource", ""))
+            self.firing.setdefault(key, (phase, time.time()))
+        return alerts
+
+    def first(self, alertname: str, component: str, after: float) -> float | None:
+        """When the alert for a component was first seen firing at or after `after`."""
+        times = [
+            t for (a, c, _), (_, t) in self.firing.items() if a == alertname and c == component
+        ]
+        times = [t for t in times if t >= after]
+        return min(times) if times else None
+
+    def during(self, phases: Sequence[str]) -> list[str]:
+        """'alertname component resource' of alerts first seen firing in the given phases."""
+        return sorted(" ".join(k).strip() for k, (p, _) in self.firing.items() if p in phases)
+
+    def in_alertmanager(self, alertname: str, component: str) -> bool:
+        """Whether Alertmanager holds the alert for the component."""
+        try:
+            alerts = alertmanager_alerts(self.alertmanager_url)
+        except (requests.RequestException, ValueError):
+            return False
+        return any(
+            a["labels"].get("alertname") == alertname and a["labels"].get("component") == component
+            for a in alerts
+        )
+
+
+# ---------------------------------------------------------------- report
+
+
+def print_accuracy(evaluations: Mapping[str, Evaluation]) -> None:
+    """The per-series table and one summary line per phase."""
+    rows = accuracy_table(evaluations)
+    print(format_table(rows, ["component", "resource", *evaluations]), flush=True)
+    for name, evaluation in evaluations.items():
+        s = evaluation.summary()
+        print(
+            f"accuracy {name}: mean {s['mean_accuracy']:.3f} worst {s['worst_accuracy']:.3f} "
+            f"coverage {s['coverage']:.3f} ({len(evaluation.series)} series, "
+            f"{len(evaluation.starts)} windows)",
+            flush=True,
+        )
+
+
+def _table_html(rows: Sequence[Mapping[str, object]]) -> str:
+    columns = list(rows[0]) if rows else []
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+
+    def cell(v: object) -> str:
+        return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(r[c]) for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_demo_report(
+    directory: Path,
+    evaluations: Mapping[str, Evaluation],
+    plots: Mapping[str, Evaluation],
+    plot_components: Sequence[str],
+    facts: Sequence[str],
+) -> Path:
+    """index.html: facts, accuracy table of `evaluations`, PNGs of `plots`; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = ["<h1>DeepRest demo</h1><ul>"]
+    parts += [f"<li>{html.escape(f)}</li>" for f in facts]
+    parts.append("</ul><h2>Accuracy per series (1 - WAPE of the expected median)</h2>")
+    parts.append(_table_html(accuracy_table(evaluations)))
+    for name, evaluation in plots.items():
+        parts.append(f"<h2>{html.escape(name)}: actual usage, expected band, anomaly score</h2>")
+        for component in plot_components:
+            if not any(c == component for c, _ in evaluation.series):
+                continue
+            png = f"{_slug(name)}-{_slug(component)}.png"
+            plot_component(evaluation, component, directory / png, f"{name}: {component}")
+            parts.append(f'<img src="{png}" alt="{html.escape(component)}" width="800">')
+    page = "<!doctype html><meta charset='utf-8'><title>DeepRest demo</title>"
+    page += "<style>body{font-family:sans-serif}td,th{padding:2px 8px}</style>" + "\n".join(parts)
+    out = directory / "index.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def busiest(evaluation: Evaluation, n: int, resource: str = "cpu") -> list[str]:
+    """The n components with the highest mean actual usage of a resource."""
+    means = [
+        (float(np.nanmean(evaluation.actual[:, j])), c)
+        for j, (c, r) in enumerate(evaluation.series)
+        if r == resource and not np.isnan(evaluation.actual[:, j]).all()
+    ]
+    return [c for _, c in sorted(means, reverse=True)[:n]]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
