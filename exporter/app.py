@@ -61,11 +61,13 @@ def ingest(runtime: Runtime) -> Response:
         )
         n = count_spans(message)
         if n > limits.max_spans_per_request:
+            runtime.stats.count(n, {"too_many_spans": n})
             raise OtlpError(
                 413, "too_many_spans", f"{n} spans exceed {limits.max_spans_per_request} a request"
             )
         decoded = extract_spans(message)
         if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):
+            runtime.stats.count(n, {"queue_full": n})
             raise OtlpError(503, "queue_full", "span buffer is full; retry later")
     except OtlpError as exc:
         data, kind = status_body(exc, content_type)

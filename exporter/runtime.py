@@ -87,7 +87,7 @@ class Runtime:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close the windows already due, and close the store."""
+        """Stop serving and ticking, and close the store (traces still open are dropped)."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()

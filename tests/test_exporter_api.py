@@ -122,7 +122,8 @@ def test_hostile_payloads_get_4xx_and_good_spans_survive(runtime) -> None:  # ty
     (window,) = rt.store.range(T0, T0 + 2)
     assert window.calls[PATHS[0]] == 6 and window.calls[PATHS[2]] == 5  # store span of one lost
     metrics = scrape(rt)
-    assert metrics[("deeprest_otlp_spans_received_total", ())] == 18
+    assert metrics[("deeprest_otlp_spans_received_total", ())] == 18 + 1200
+    assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "too_many_spans"),))] == 1200
     assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "empty_name"),))] == 1
     assert metrics[("deeprest_api_calls_total", (("api", "front:/compose"),))] == 6
 

@@ -64,10 +64,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         port=port,
         window=WINDOW,
         trace_grace=0.3,
-        prometheus=PrometheusConfig(url=prometheus.url, timeout=1.0, retries=0, rate_range=3.0),
+        prometheus=PrometheusConfig(url=prometheus.url, timeout=1.0, retries=0, rate_range=4.0),
     )
     runtime = Runtime(config).start()
+
+    def scraping() -> bool:  # Prometheus starts scraping new targets after about 5 s
+        value = _value(prometheus, 'count_over_time(up{job="cadvisor"}[10s])')
+        return value is not None and value >= 5
+
     try:
+        wait_until(scraping, 30, 0.25, what="Prometheus to scrape the test target")
         yield {"runtime": runtime, "prometheus": prometheus, "target": target, "config": config}
     finally:
         runtime.stop()
@@ -133,8 +139,15 @@ def test_traces_in_expected_and_observed_out(world: dict) -> None:
 
     wait_until(scraped_everything, 10, 0.25, what="Prometheus to scrape the exporter")
     compose_cpu = '{component="compose",resource="cpu"}'
-    observed = _value(prometheus, f"deeprest_observed_usage{compose_cpu}")
-    assert observed == pytest.approx(COMPOSE_CPU, rel=0.1)
+    client = PrometheusClient(PrometheusConfig(url=prometheus.url))
+    at = time.time() - 0.1  # both series come from the same scrape of the exporter
+    stamp = client.query("deeprest_last_estimate_timestamp_seconds", at)[0][1]
+    observed = client.query(f"deeprest_observed_usage{compose_cpu}", at)[0][1]
+    rate = 'rate(container_cpu_usage_seconds_total{container="compose"}[4s])'
+    same_query = client.query(rate, stamp)
+    assert same_query, (stamp, at, prometheus.query(f"{rate}[10s:1s]"))
+    assert observed == pytest.approx(same_query[0][1], rel=1e-9)  # the window's own value
+    assert observed == pytest.approx(COMPOSE_CPU, rel=0.2)  # rate() of a 4 s range, 1 s scrapes
     medians = {round(float(m), 9) for m in offline[:, bundle.series.index(("compose", "cpu")), 1]}
     expected = _value(prometheus, f"deeprest_expected_usage{compose_cpu}")
     assert expected is not None and expected < COMPOSE_CPU / 5
