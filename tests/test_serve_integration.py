@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from estimator.bundle import load_bundle
-from exporter.config import Config, PrometheusConfig
+from exporter.config import ApiTraffic, Config, PrometheusConfig
 from exporter.prom import PrometheusClient
 from exporter.runtime import Runtime
 from exporter.trainset import collect_training_windows
@@ -179,6 +180,31 @@ def test_training_windows_join_store_and_prometheus(world: dict) -> None:
     )
     assert len(chunked) == 1 and len(chunked[0][1]) >= 3  # chunks merged into one series
     assert chunked == whole
+
+
+def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> None:
+    target: CadvisorTarget = world["target"]
+    target.set_rate("http_requests_total", "front", 6.0)
+    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
+    expr = 'sum(rate(http_requests_total{container="front"}[4s]))'
+    config = replace(
+        world["config"],
+        port=0,
+        data_dir=tmp_path,
+        traffic_source="prometheus",
+        traffic_apis=(ApiTraffic("front", "/compose", expr),),
+        prometheus=prometheus,
+    )
+    wait_until(lambda: _value(world["prometheus"], expr), 10, 0.25, what="request rate series")
+    runtime = Runtime(config).start()
+    try:
+        wait_until(lambda: runtime.store.count() >= 2, 4 * WINDOW, what="windows from PromQL")
+        window = runtime.store.recent(1)[0]
+        assert window.calls[PATHS[0]] == pytest.approx(6.0 * WINDOW, rel=0.4)
+        snapshot = runtime.loop.snapshot
+        assert snapshot.window_end == window.end and snapshot.expected
+    finally:
+        runtime.stop()
 
 
 def test_prometheus_down_means_up_zero_and_observed_absent(world: dict) -> None:
