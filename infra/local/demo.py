@@ -197,13 +197,15 @@ class ServeSpec:
     rate_range_s: float | None = None
 
 
-def start_serve(spec: ServeSpec, run_dir: Path, procs: Processes) -> Managed:
+def start_serve(
+    spec: ServeSpec, run_dir: Path, procs: Processes, extra_config: str = ""
+) -> Managed:
     """`deeprest serve` on 127.0.0.1:port; waits for /readyz (a model) or /healthz (none)."""
     config = run_dir / "deeprest.yaml"
     lines = [f"prometheus:\n  url: {spec.prometheus_url}\n"]
     if spec.rate_range_s:
         lines.append(f"  rate_range: {spec.rate_range_s:g}s\n")
-    config.write_text("".join(lines) + "smoothing_windows: 3\n")
+    config.write_text("".join(lines) + "smoothing_windows: 3\n" + extra_config)
     cmd = [sys.executable, "-m", "exporter.cli", "serve", "--config", str(config),
            "--host", "127.0.0.1", "--port", str(spec.port), "--data-dir", str(spec.data_dir),
            "--window", f"{spec.window_s:g}s", "--log-level", "WARNING"]  # fmt: skip

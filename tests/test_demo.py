@@ -1,0 +1,140 @@
+"""`deeprest demo --quick` end to end, its interruption, and the pieces it is made of."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from estimator.simulator import SimulationConfig, run_simulation
+from estimator.spans import Span, assemble
+from exporter.receiver import extract_spans
+from infra.local import demo
+from infra.local.demo_quick import span_request
+
+ROOT = Path(__file__).resolve().parents[1]
+NEEDS_BINARIES = pytest.mark.skipif(
+    shutil.which("prometheus") is None or demo.missing_packages(("alertmanager",)) != [],
+    reason="prometheus and prometheus-alertmanager are needed",
+)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that name `text` (the demo's folder)."""
+    out = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if text in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(f"{proc.pid}: {cmdline}")
+        except psutil.Error:
+            continue
+    return out
+
+
+def _demo(out: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "exporter.cli", "demo", "--quick", "--out", str(out)]
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@NEEDS_BINARIES
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    process = _demo(out)
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-4000:]
+    for phase in ("normal", "3x"):
+        match = re.search(rf"accuracy {phase}: mean ([0-9.]+) worst ([0-9.]+)", output)
+        assert match, output[-4000:]
+        assert 0.5 < float(match[1]) <= 1.0, match[0]
+    assert re.search(r"DeepRestCPUNotExplainedByTraffic FIRING for user-timeline", output)
+    assert "in Alertmanager /api/v2/alerts: yes" in output
+    assert re.search(r"Prometheus http://127\.0\.0\.1:\d+", output)
+    assert re.search(r"deeprest serve http://127\.0\.0\.1:\d+/metrics", output)
+    summary = json.loads((out / "summary.json").read_text())
+    crypto = summary["attacks"]["crypto"]
+    assert crypto["fired"] and crypto["alertmanager"]
+    for_s = demo.alert_for_seconds(demo.CPU_ALERT, summary["window_s"])
+    assert crypto["detection_delay_s"] >= for_s, "fired before its compressed `for:`"
+    assert summary["false_alerts"] == []
+    assert len(summary["accuracy"]["normal"]["series"]) >= 40
+    page = (out / "index.html").read_text()
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= 6
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert all(p.name in page for p in pngs)
+    assert _processes_mentioning(str(out)) == []
+
+
+@pytest.mark.integration
+@NEEDS_BINARIES
+def test_quick_demo_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    process = _demo(out)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # wait until serve runs, then interrupt
+            if "deeprest serve http" in line:
+                break
+        assert _processes_mentioning(str(out)), "no child process to stop"
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, output[-3000:]
+    assert "stopping every process" in output
+    time.sleep(0.5)
+    assert _processes_mentioning(str(out)) == []
+
+
+def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:
+    paths = demo.compressed_rules(tmp_path, 5.0)
+    text = next(p for p in paths if p.name == "deeprest-alerts.yaml").read_text()
+    assert "for: 50s" in text and "for: 10m" not in text
+    assert demo.alert_for_seconds(demo.CPU_ALERT, 5.0) == pytest.approx(50.0)
+    assert demo.alert_for_seconds(demo.DISK_ALERT, 2.0) == pytest.approx(10.0)
+    assert demo.compress_durations("rate(x[5m])", 0.1) == "rate(x[30s])"
+
+
+def test_span_request_reproduces_the_simulated_path_counts() -> None:
+    sim = run_simulation(
+        SimulationConfig(windows=3, window_seconds=2.0, day_windows=10, users=100, seed=3)
+    )
+    rng = np.random.default_rng(0)
+    request = span_request(sim.paths, sim.path_counts[1], 5_000_000_000_000, rng)
+    decoded = extract_spans(request)
+    assert decoded.rejected == {}
+    spans = [
+        Span(t.hex(), s.hex(), p.hex() or None, component, name, end, end)
+        for t, s, p, component, name, end in decoded.spans
+    ]
+    counts: dict[tuple, int] = {}
+    for trace in assemble(spans):
+        for path in trace.paths:
+            counts[path] = counts.get(path, 0) + 1
+    expected = {p: int(c) for p, c in zip(sim.paths, sim.path_counts[1], strict=True) if c}
+    assert counts == expected
+
+
+def test_missing_binaries_print_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(demo.BINARIES, "redis", ("/nonexistent/redis-server", "redis-server"))
+    assert demo.ensure_binaries(("redis",), install=False, say=demo.Progress()) == 2
+    assert "apt-get install -y --no-install-recommends redis-server" in capsys.readouterr().err
