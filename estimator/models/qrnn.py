@@ -52,7 +52,8 @@ class QRNNConfig:
     """Share of the last rows held out for early stopping."""
     seed: int = 0
     max_seconds: float = 240.0
-    """Training time budget; training stops after the epoch that passes it."""
+    """Training time budget; training stops after the epoch that passes it (a fit cut short
+    by the budget is no longer reproducible under the seed)."""
     threads: int = 2
     progress: bool | None = None
     """Show a progress bar on stderr; None shows it when stderr is a terminal."""
