@@ -106,7 +106,7 @@ def bench_http_ingest(bodies: list[bytes], data_dir: Path) -> float:
         runtime.stop()
 
 
-def big_world(n: int = 120, seed: int = 0) -> list[Window]:
+def big_world(n: int = 300, seed: int = 0) -> list[Window]:
     """Windows over 50 components x 4 resources, 10 APIs each touching a chain of components."""
     rng = np.random.default_rng(seed)
     chains = [rng.choice(COMPONENTS, size=6, replace=False) for _ in range(10)]
