@@ -41,7 +41,7 @@ def fit_predict(
     X, _ = vocab.transform(train)
     Y = targets(train, series)
     model = make_model(kind)
-    fit = timed(lambda: model.fit(X, Y, vocab.layout))
+    fit = timed(lambda: model.fit(X, Y, vocab.layout.for_series(series)))
     preds, predict_seconds = {}, 0.0
     for name, windows in tests.items():
         Xt, _ = vocab.transform(windows)
@@ -204,7 +204,7 @@ def timing_section(args: argparse.Namespace) -> str:
         if kind not in args.models:
             continue
         model = make_model(kind)
-        fit = timed(lambda model=model: model.fit(X, Y, vocab.layout))
+        fit = timed(lambda model=model: model.fit(X, Y, vocab.layout.for_series(series)))
         rows_needed = model.context + 1
         window = X[-rows_needed:]
         model.predict(window)

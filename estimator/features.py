@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,12 @@ class Layout:
     groups: Mapping[str, tuple[int, ...]]
     components: tuple[str, ...]
     apis: tuple[Pair, ...]
+    series: tuple[tuple[str, str], ...] = ()
+    """The (component, resource) of each target column, where the caller knows them."""
+
+    def for_series(self, series: Sequence[tuple[str, str]]) -> Layout:
+        """The same layout, naming the target series (models may use their components)."""
+        return replace(self, series=tuple(series))
 
     def columns(self, group: str) -> np.ndarray:
         return np.asarray(self.groups.get(group, ()), dtype=int)

@@ -10,7 +10,7 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.errors import InputError
-from estimator.features import Vocabulary
+from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.synthesizer import Synthesizer, traffic_of
@@ -48,12 +48,12 @@ def check_trainable(windows: Sequence[Window], source: str) -> None:
 
 
 def validate_tail(
-    config: TrainConfig, X: np.ndarray, Y: np.ndarray, vocabulary: Vocabulary
+    config: TrainConfig, X: np.ndarray, Y: np.ndarray, layout: Layout
 ) -> dict[str, Any]:
     """Fit on the head, measure accuracy and band coverage on the tail of the training windows."""
     n_tail = max(1, int(round(len(X) * config.validation_fraction)))
     head, tail = slice(0, len(X) - n_tail), slice(len(X) - n_tail, len(X))
-    model = make_model(config.model, **config.model_params).fit(X[head], Y[head], vocabulary.layout)
+    model = make_model(config.model, **config.model_params).fit(X[head], Y[head], layout)
     pred = model.predict(X)[tail]  # predict through the head so recurrent state is warm
     return {
         "windows": n_tail,
@@ -84,13 +84,13 @@ def train_bundle(
     model = make_model(config.model, **config.model_params)
     if config.model == "auto":
         say("fitting every candidate and choosing per series on the tail of the windows")
-        model.fit(X, Y, vocabulary.layout)
+        model.fit(X, Y, vocabulary.layout.for_series(series))
         validation = dict(getattr(model, "validation_", {}))
     else:
         say(f"validating {config.model} on the last {config.validation_fraction:.0%} of windows")
-        validation = validate_tail(config, X, Y, vocabulary)
+        validation = validate_tail(config, X, Y, vocabulary.layout.for_series(series))
         say(f"fitting {config.model} on all windows")
-        model.fit(X, Y, vocabulary.layout)
+        model.fit(X, Y, vocabulary.layout.for_series(series))
     return Bundle(
         vocabulary=vocabulary,
         series=series,

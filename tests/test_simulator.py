@@ -85,7 +85,7 @@ def test_composition_changes_the_mix() -> None:
 
     normal, skewed = shares(_run("normal")), shares(_run("composition"))
     compose = APIS.index("/compose-post")
-    assert np.ptp(normal[:, compose]) < 0.1
+    assert np.ptp(normal[:, compose]) < 0.2  # the nominal mix with its slow drift
     assert np.ptp(skewed[:, compose]) > 0.3
     assert np.abs(skewed.mean(axis=0) - normal.mean(axis=0)).max() > 0.05
 

@@ -74,8 +74,9 @@ class ComponentLinear(_LinearBand):
         self.components = None if components is None else list(components)
 
     def _column_for(self, X: np.ndarray, y: np.ndarray, layout: Layout, j: int) -> int:
-        if self.components is not None:
-            column = layout.component_column(self.components[j])
+        components = self.components or [c for c, _ in layout.series] or None
+        if components is not None:
+            column = layout.component_column(components[j])
             if column is not None:
                 return column
         candidates = layout.columns("component")

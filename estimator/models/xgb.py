@@ -7,6 +7,11 @@ multi-quantile XGBoost from load-free features (API mix shares, component shares
 to current load, log load). At 3x traffic `base` triples while the mix features stay in range.
 The band is calibrated on the newest training windows held out (conformalized quantile regression)
 before a refit on all windows, so its coverage is honest.
+
+State that saturates (a cache at its capacity) must not scale: for a series whose cost base leans on
+traffic history, both forms are fitted on the lower-load windows and compared on the busiest ones
+(the direction of extrapolation); where trees on the absolute levels of traffic and history predict
+that tail better, the series drops the linear base and saturates beyond the load it has seen.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ class XGBoostQuantile(QuantileModel):
         ridge: float = 1e-6,
         nthread: int = 1,
         seed: int = 0,
+        saturation: str = "auto",
+        saturation_holdout: float = 0.15,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
         # makes training several times slower; prediction of a few rows always uses one thread.
@@ -101,6 +108,12 @@ class XGBoostQuantile(QuantileModel):
         self.ridge = ridge
         self.nthread = nthread
         self.seed = seed
+        if saturation not in ("auto", "never", "always"):
+            raise ModelError(
+                f"xgboost: saturation must be auto, never or always, not {saturation!r}"
+            )
+        self.saturation = saturation
+        self.saturation_holdout = saturation_holdout
 
     # ------------------------------------------------------------------ features
 
@@ -124,6 +137,10 @@ class XGBoostQuantile(QuantileModel):
         shares = X[:, self.tree_columns_] / (total + 1.0)
         return np.hstack([shares, np.log1p(total)]).astype(np.float32)
 
+    def _level_features(self, X: np.ndarray) -> np.ndarray:
+        """Absolute traffic and history levels: trees on them saturate beyond the training range."""
+        return np.asarray(X[:, self.level_columns_], dtype=np.float32)
+
     def _base(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear cost base [n, s] and the residual scale it implies."""
         base = X @ self.weights_ + self.intercept_
@@ -134,14 +151,22 @@ class XGBoostQuantile(QuantileModel):
     def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray) -> None:
         """Fit the cost base and the per-series boosters on these rows."""
         self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)
+        self.weights_[:, self.saturate_] = 0.0
+        self.intercept_[self.saturate_] = 0.0
         base, scale = self._base(X)
-        matrix = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
+        shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
+        levels = None
+        if self.saturate_.any():
+            levels = xgb.QuantileDMatrix(
+                self._level_features(X), max_bin=self.max_bin, nthread=self.nthread
+            )
         boosters: list[xgb.Booster | None] = []
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
             if known.sum() < MIN_ROWS:
                 boosters.append(None)
                 continue
+            matrix = levels if self.saturate_[j] and levels is not None else shares
             z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
             matrix.set_label(z)
             matrix.set_weight(known.astype(np.float32))
@@ -150,13 +175,54 @@ class XGBoostQuantile(QuantileModel):
             boosters.append(booster)
         self.boosters_ = boosters
 
-    def _quantiles(self, T: np.ndarray) -> np.ndarray:
+    def _quantiles(self, X: np.ndarray) -> np.ndarray:
         """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
-        out = np.zeros((len(T), len(self.boosters_), 3))
+        T = self._tree_features(X)
+        levels = self._level_features(X) if self.saturate_.any() else T
+        out = np.zeros((len(X), len(self.boosters_), 3))
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
-                out[:, j] = booster.inplace_predict(T).reshape(len(T), 3)
+                rows = levels if self.saturate_[j] else T
+                out[:, j] = booster.inplace_predict(rows).reshape(len(X), 3)
         return out
+
+    def _history_reliant(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
+        """Series whose non-negative cost base draws more than 5% of its level from history."""
+        history = layout.columns("history")
+        if history.size == 0:
+            return np.zeros(Y.shape[1], dtype=bool)
+        weights, _ = fit_nonnegative_costs(X, Y, self.ridge)
+        from_history = X[:, history].mean(axis=0) @ weights[history]
+        return np.asarray(from_history > 0.05 * np.nan_to_num(np.nanmean(np.abs(Y), axis=0)))
+
+    def _choose_saturation(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
+        """Per series: does the saturating form predict the busiest training windows better?"""
+        n_series = Y.shape[1]
+        if self.saturation != "auto":
+            return np.full(n_series, self.saturation == "always")
+        candidates = np.flatnonzero(self._history_reliant(X, Y, layout))
+        if candidates.size == 0:
+            return np.zeros(n_series, dtype=bool)
+        load = X[:, self.load_columns_].sum(axis=1)
+        busy = load > np.quantile(load, 1.0 - self.saturation_holdout)
+        quiet = ~busy
+        errors = []
+        for form in (False, True):
+            self.saturate_ = np.full(candidates.size, form)
+            self.floor_ = self._floors(Y[:, candidates])
+            self._fit_part(X[quiet], Y[quiet][:, candidates], self._tree_features(X[quiet]))
+            base, scale = self._base(X[busy])
+            median = base + scale * self._quantiles(X[busy])[..., 1]
+            actual = Y[busy][:, candidates]
+            errors.append(np.nansum(np.abs(median - actual), axis=0))
+        chosen = np.zeros(n_series, dtype=bool)
+        chosen[candidates] = errors[1] < errors[0]
+        return chosen
+
+    def _floors(self, Y: np.ndarray) -> np.ndarray:
+        """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
+        level = np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
+        return np.where(self.saturate_, level, 0.1 * level)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
         X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
@@ -168,12 +234,15 @@ class XGBoostQuantile(QuantileModel):
         self.load_columns_ = load if load.size else layout.columns("counts")
         tree = [layout.columns(g) for g in self.tree_groups]
         self.tree_columns_ = np.concatenate([np.zeros(0, dtype=int), *tree])
-        self.floor_ = 0.1 * np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
+        levels = [layout.columns(g) for g in ("api", "component", "history")]
+        self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
+        self.saturate_ = self._choose_saturation(X, Y, layout)
+        self.floor_ = self._floors(Y)
         T = self._tree_features(X)
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self._fit_part(X[:cut], Y[:cut], T[:cut])
         base, scale = self._base(X[cut:])
-        q = self._quantiles(T[cut:])
+        q = self._quantiles(X[cut:])
         margins = np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[cut:, j])
@@ -190,7 +259,7 @@ class XGBoostQuantile(QuantileModel):
         self._check_fitted(X)
         X = np.asarray(X, dtype=float)
         base, scale = self._base(X)
-        q = self._quantiles(self._tree_features(X))
+        q = self._quantiles(X)
         q[..., 0] -= self.margin_
         q[..., 2] += self.margin_
         return finalize(base[..., None] + scale[..., None] * q)
@@ -216,6 +285,8 @@ class XGBoostQuantile(QuantileModel):
             "margin": self.margin_.tolist(),
             "load_columns": self.load_columns_.tolist(),
             "tree_columns": self.tree_columns_.tolist(),
+            "level_columns": self.level_columns_.tolist(),
+            "saturate": self.saturate_.tolist(),
             "boosters": files,
         }
 
@@ -232,6 +303,8 @@ class XGBoostQuantile(QuantileModel):
             "ridge": self.ridge,
             "nthread": self.nthread,
             "seed": self.seed,
+            "saturation": self.saturation,
+            "saturation_holdout": self.saturation_holdout,
         }
 
     @classmethod
@@ -243,6 +316,8 @@ class XGBoostQuantile(QuantileModel):
         model.margin_ = np.asarray(meta["margin"], dtype=float)
         model.load_columns_ = np.asarray(meta["load_columns"], dtype=int)
         model.tree_columns_ = np.asarray(meta["tree_columns"], dtype=int)
+        model.level_columns_ = np.asarray(meta["level_columns"], dtype=int)
+        model.saturate_ = np.asarray(meta["saturate"], dtype=bool)
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))

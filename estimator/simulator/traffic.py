@@ -39,6 +39,10 @@ FLOOR = 0.15
 RATE_NOISE = (0.06, 0.85)
 """Sigma and lag-1 correlation of the multiplicative AR(1) log-noise on the request rate."""
 
+MIX_DRIFT = (0.25, 0.98)
+"""Sigma and lag-1 correlation of each API's own AR(1) log-drift of its share: users do not do the
+same thing all day, so the mix wanders around its nominal value (independently per API)."""
+
 SEGMENTS_PER_DAY = 4
 """How often per day the composition scenario switches its API mix."""
 
@@ -71,6 +75,14 @@ def rate_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(np.exp(log - sigma**2 / 2.0))
 
 
+def mix_drift(n: int, rng: np.random.Generator) -> np.ndarray:
+    """[n, APIS] multiplicative drift of each API's share, mean about 1, independent per API."""
+    sigma, phi = MIX_DRIFT
+    shocks = rng.normal(0.0, sigma * np.sqrt(1.0 - phi**2), size=(n, len(APIS)))
+    log = lfilter([1.0], [1.0, -phi], shocks, axis=0)
+    return np.asarray(np.exp(log - sigma**2 / 2.0))
+
+
 def composition_mix(n: int, warmup: int, day: int, rng: np.random.Generator) -> np.ndarray:
     """[n, APIS] mix per window: a skewed mix per segment, in a random order each day."""
     mixes = np.array([_mix_vector(m) for m in SKEWED_MIXES])
@@ -96,6 +108,8 @@ def expected_calls(config: SimulationConfig, rng: np.random.Generator) -> np.nda
         mix = composition_mix(n, config.warmup, config.day, mix_rng)
     else:
         mix = np.broadcast_to(_mix_vector(NORMAL_MIX), (n, len(APIS)))
+    drifted = mix * mix_drift(n, mix_rng)
+    mix = drifted / drifted.sum(axis=1, keepdims=True)
     return np.asarray(per_window[:, None] * mix)
 
 
