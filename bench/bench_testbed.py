@@ -1,6 +1,6 @@
 """Figures of one full `deeprest demo` run on the local testbed, written to docs/benchmarks.md.
 
-    python bench/bench_testbed.py [--out DIR] [--summary SUMMARY.json]
+    python -m bench.bench_testbed [--out DIR] [--summary SUMMARY.json]
 
 Runs the full demo flow (real services under Locust load, real Prometheus, Alertmanager and
 `deeprest serve`) with the crypto and the ransomware attack and with the linear and API-OLS
@@ -61,7 +61,7 @@ def body(summary: dict[str, Any]) -> str:
         f"{window:g} s windows. Training: {span.get('train', 0)} s of diurnal traffic "
         f"({summary.get('training_windows', '?')} windows); test phases: normal "
         f"{span.get('normal', 0)} s, 3x users {span.get('3x', 0)} s. Whole run "
-        f"{summary.get('elapsed_s', 0):.0f} s. Reproduce: `python bench/bench_testbed.py`.",
+        f"{summary.get('elapsed_s', 0):.0f} s. Reproduce: `python -m bench.bench_testbed`.",
         "",
         "Accuracy (1 - WAPE) per series, live: the exporter's expected median against the "
         "observed usage, both read back from Prometheus over each phase.",

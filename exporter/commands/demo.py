@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from estimator.errors import InputError
+from estimator.models import MODEL_KINDS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,13 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phase-seconds", type=float, default=75.0, help="full demo: normal and 3x phases (75)"
     )
-    parser.add_argument("--model", help="model kind (default: linear quick, auto full)")
+    parser.add_argument(
+        "--model", choices=MODEL_KINDS, help="model kind (default: linear quick, xgboost full)"
+    )
     parser.add_argument(
         "--no-install", action="store_true", help="never apt-get install missing binaries"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the flags, then run the quick or the full demo."""
     from infra.local.demo import DemoOptions, run_demo
 
     if args.window is not None and not 1.0 <= args.window <= 60.0:

@@ -38,6 +38,8 @@ from loadgen.headless import HeadlessRun
 TARGETS = {"crypto": ("user-timeline", 0.5), "ransomware": ("post-storage", 0.5)}
 """Attack -> (attacked service, intensity)."""
 BASE_USERS, PEAK_USERS = 2, 6
+WORK_SCALE = 3.0
+"""CPU work per request, scaled up so that usage stands well above the 10 ms tick of /proc."""
 
 
 def _locust(options: DemoOptions, bed: Testbed, name: str, period: float, **kw: Any) -> HeadlessRun:
@@ -162,7 +164,7 @@ def run_full(options: DemoOptions, procs: Processes, say: Progress) -> dict[str,
     bed = Testbed(TestbedConfig(otlp_url=f"{serve_url}/v1/traces", workdir=run / "testbed",
                                 prometheus=True, alertmanager=True,
                                 deeprest_target=f"127.0.0.1:{serve_port}", rule_files=rules,
-                                scrape_interval_s=1.0))  # fmt: skip
+                                scrape_interval_s=1.0, work_scale=WORK_SCALE))  # fmt: skip
     procs.stoppers.append(bed.stop)
     say("starting Redis, 7 services, the resource exporter, Prometheus, Alertmanager", "start")
     bed.start()
