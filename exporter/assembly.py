@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from estimator.spans import SpanColumns, assemble_columns
 from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
 
@@ -22,29 +23,19 @@ class _Trace:
 
 
 def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
-    """(root end ns, root-to-span path) of every span; a span whose parent is absent is a root."""
-    memo: dict[bytes, tuple[int, CallPath]] = {}
-    for start in spans:
-        chain: list[bytes] = []
-        on_chain: set[bytes] = set()
-        sid = start
-        base: tuple[int, CallPath] | None = None
-        while sid not in memo:
-            parent, component, operation, end = spans[sid]
-            chain.append(sid)
-            on_chain.add(sid)
-            if not parent or parent not in spans or parent in on_chain:
-                base = (end, ())  # a root (or a broken cycle) starts the path
-                break
-            sid = parent
-        else:
-            base = memo[sid]
-        root_end, path = base
-        for sid in reversed(chain):
-            _, component, operation, _ = spans[sid]
-            path = (*path, (component, operation))
-            memo[sid] = (root_end, path)
-    return list(memo.values())
+    """(root end ns, root-to-span path) of every span of one trace.
+
+    Assembled by `estimator.spans`, exactly as the importers do (orphans, cycles, gateway
+    folding), so live windows hold the same paths as imported training windows.
+    """
+    cols = SpanColumns.empty()
+    for sid, (parent, component, operation, end) in spans.items():
+        cols.trace_ids.append("")
+        cols.span_ids.append(sid.hex())
+        cols.parent_ids.append(parent.hex() if parent else None)
+        cols.pairs.append((component, operation))
+        cols.end_ns.append(end)
+    return [(tree.end_ns, path) for tree in assemble_columns(cols) for path in tree.paths]
 
 
 class TraceAssembler:

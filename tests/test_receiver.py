@@ -154,3 +154,13 @@ def test_pending_limit_refuses_whole_batches() -> None:
     assert assembler.add(spans[:9], now=0.0)
     assert not assembler.add(spans[9:], now=0.0)
     assert assembler.pending_spans == 9
+
+
+def test_live_paths_fold_gateway_internals_like_the_importers() -> None:
+    spans = {
+        b"r": (b"", "gateway", "/*", 9),
+        b"g": (b"r", "gateway", "HTTP POST", 8),
+        b"o": (b"g", "orders", "/api/orders", 7),
+    }
+    paths = {path for _, path in trace_paths(spans)}
+    assert paths == {(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))}
