@@ -7,11 +7,13 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from estimator.errors import InputError
+from estimator.spans import Span, SpanColumns, assemble_columns, bucket
+from estimator.windows import Window
 
 OnFile = Callable[[Path], None]
 """Called after each input file is read (progress reporting)."""
@@ -141,3 +143,26 @@ def check_window_seconds(window_seconds: int) -> int:
             f"must be a positive whole number of seconds, got {window_seconds!r}", field="window"
         )
     return window_seconds
+
+
+def read_json_spans(
+    spec: str | Path,
+    suffixes: Sequence[str],
+    parse: Callable[[Any, str, int], Iterable[Span]],
+    on_file: Callable[[Path], None] | None = None,
+) -> SpanColumns:
+    """All spans of JSON trace files (a file, a directory or a glob) in one batch."""
+    cols = SpanColumns.empty()
+    for path in expand_inputs(spec, suffixes):
+        for line, doc in json_documents(path):
+            for span in parse(doc, str(path), line):
+                cols.append(span)
+        if on_file is not None:
+            on_file(path)
+    return cols
+
+
+def windows_of_columns(cols: SpanColumns, window_seconds: int, fold_gateway: bool) -> list[Window]:
+    """Assemble a batch of spans into trees and count their paths into windows."""
+    check_window_seconds(window_seconds)
+    return bucket(assemble_columns(cols, fold_gateway), window_seconds)

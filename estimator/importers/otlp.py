@@ -16,11 +16,10 @@ from typing import Any
 from estimator.importers.common import (
     OnFile,
     Where,
-    check_window_seconds,
-    expand_inputs,
-    json_documents,
+    read_json_spans,
+    windows_of_columns,
 )
-from estimator.spans import Span, SpanColumns, assemble_columns, bucket
+from estimator.spans import Span, SpanColumns
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -79,14 +78,7 @@ def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int = 1) -> li
 
 def read_otlp_json(spec: str | Path, on_file: OnFile | None = None) -> SpanColumns:
     """All spans of OTLP JSON files (a file, a directory or a glob) in one batch."""
-    cols = SpanColumns.empty()
-    for path in expand_inputs(spec, SUFFIXES):
-        for line, doc in json_documents(path):
-            for span in spans_from_otlp_json(doc, str(path), line):
-                cols.append(span)
-        if on_file is not None:
-            on_file(path)
-    return cols
+    return read_json_spans(spec, SUFFIXES, spans_from_otlp_json, on_file)
 
 
 def import_otlp_json(
@@ -96,6 +88,4 @@ def import_otlp_json(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from OTLP JSON."""
-    check_window_seconds(window_seconds)
-    cols = read_otlp_json(spec, on_file)
-    return bucket(assemble_columns(cols, fold_gateway), window_seconds)
+    return windows_of_columns(read_otlp_json(spec, on_file), window_seconds, fold_gateway)

@@ -10,8 +10,8 @@ from typing import Literal
 import pandas as pd
 
 from estimator.errors import InputError
-from estimator.importers.common import OnFile, check_window_seconds, expand_inputs, service_of_pod
-from estimator.spans import SpanColumns, assemble_columns, bucket
+from estimator.importers.common import OnFile, expand_inputs, service_of_pod, windows_of_columns
+from estimator.spans import SpanColumns
 from estimator.windows import Pair, Window
 
 SUFFIXES = (".csv", ".csv.gz")
@@ -140,6 +140,5 @@ def import_span_csv(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob)."""
-    check_window_seconds(window_seconds)
     cols = read_span_csv(expand_inputs(spec, SUFFIXES), on_file)
-    return bucket(assemble_columns(cols, fold_gateway), window_seconds)
+    return windows_of_columns(cols, window_seconds, fold_gateway)
