@@ -100,10 +100,16 @@ def body(summary: dict[str, Any]) -> str:
         "",
         markdown_table(rows, list(rows[0]) if rows else ["attack"]),
         "",
-        "Alerts firing during attack-free traffic (training, normal, 3x): "
+        "Alerts firing during attack-free traffic with a model loaded (normal, 3x): "
         + (", ".join(summary["false_alerts"]) or "none")
         + ".",
     ]
+    if "training_alerts" in summary:
+        lines.append(
+            "While training (the exporter runs without a model, so `deeprest_up` is 0): "
+            + (", ".join(summary["training_alerts"]) or "none")
+            + "."
+        )
     return "\n".join(lines)
 
 

@@ -111,6 +111,7 @@ class AlertLog:
     prometheus_url: str
     alertmanager_url: str
     firing: dict[tuple[str, str, str], tuple[str, float]] = field(default_factory=dict)
+    delivered: set[tuple[str, str]] = field(default_factory=set)
 
     def poll(self, phase: str) -> list[dict[str, Any]]:
         """Record the alerts firing now; returns them (errors of one poll are skipped)."""
@@ -142,10 +143,13 @@ class AlertLog:
             alerts = alertmanager_alerts(self.alertmanager_url)
         except (requests.RequestException, ValueError):
             return False
-        return any(
+        found = any(
             a["labels"].get("alertname") == alertname and a["labels"].get("component") == component
             for a in alerts
         )
+        if found:
+            self.delivered.add((alertname, component))
+        return found or (alertname, component) in self.delivered
 
 
 # ---------------------------------------------------------------- report

@@ -19,7 +19,8 @@ from infra.local.demo_report import (
 
 ALERT_OF = {"crypto": CPU_ALERT, "ransomware": DISK_ALERT}
 ACCURACY_PHASES = ("normal", "3x")
-ATTACK_FREE = ("train", "normal", "3x")
+ATTACK_FREE = ("normal", "3x")
+"""Phases with a model loaded and no attack (training runs without a model)."""
 
 
 def _attack_result(
@@ -82,6 +83,7 @@ def conclude(
         "accuracy": {n: phase_summary(e) for n, e in evaluations.items()},
         "attacks": results,
         "false_alerts": false_alerts,
+        "training_alerts": alerts.during(("train",)),
         "report": str(report),
         "ok": bool(crypto.get("fired")) and set(evaluations) == set(ACCURACY_PHASES),
     }
