@@ -8,14 +8,15 @@ import numpy as np
 def accuracy(median: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Per-series 1 - sum|median - actual| / sum|actual| over windows where actual is known.
 
-    median and actual are [windows, series]; a series with no known values gets NaN.
+    median and actual are [windows, series]; a series with no known values, or whose known values
+    are all zero, gets NaN (its relative error is undefined).
     """
     known = ~np.isnan(actual)
     err = np.where(known, np.abs(median - np.nan_to_num(actual)), 0.0).sum(axis=0)
     scale = np.where(known, np.abs(np.nan_to_num(actual)), 0.0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = 1.0 - err / scale
-    out[known.sum(axis=0) == 0] = np.nan
+    out[(known.sum(axis=0) == 0) | (scale == 0)] = np.nan  # undefined where all actual is zero
     return out
 
 

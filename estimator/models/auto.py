@@ -25,6 +25,10 @@ def _json_list(values: np.ndarray) -> list[float | None]:
 class AutoModel(QuantileModel):
     """Chooses a candidate kind per series by accuracy on the last `validation_fraction` windows.
 
+    The first candidate is preferred: another takes a series only when it beats it by more than
+    `margin` accuracy. The tail is traffic like the rest of training, so it cannot show how a model
+    extrapolates to traffic never seen; the first candidate is the one built to extrapolate.
+
     Candidates whose module cannot be imported are skipped; the chosen kinds are refitted on all
     windows. `validation_` holds per-series accuracy and coverage of the chosen models on the tail.
     """
@@ -36,8 +40,10 @@ class AutoModel(QuantileModel):
         candidates: Sequence[str] = DEFAULT_CANDIDATES,
         validation_fraction: float = 0.2,
         params: Mapping[str, Mapping[str, Any]] | None = None,
+        margin: float = 0.01,
     ) -> None:
         self.candidates = tuple(candidates)
+        self.margin = margin
         self.validation_fraction = validation_fraction
         self.params = {k: dict(v) for k, v in (params or {}).items()}
 
@@ -81,6 +87,7 @@ class AutoModel(QuantileModel):
         scores = self._score(X, Y, layout, cut)
         kinds = list(scores)
         table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])
+        table[0] += self.margin
         chosen = [kinds[i] for i in np.argmax(table, axis=0)]
         chosen_pred = np.stack(
             [scores[k][0][:, j] for j, k in enumerate(chosen)], axis=1
@@ -120,6 +127,7 @@ class AutoModel(QuantileModel):
         return {
             "candidates": list(self.candidates),
             "validation_fraction": self.validation_fraction,
+            "margin": self.margin,
             "params": self.params,
             "n_features": self.n_features_,
             "n_series": self.n_series_,
@@ -132,7 +140,12 @@ class AutoModel(QuantileModel):
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
         from estimator.models import model_class
 
-        model = cls(meta["candidates"], meta["validation_fraction"], meta.get("params"))
+        model = cls(
+            meta["candidates"],
+            meta["validation_fraction"],
+            meta.get("params"),
+            meta.get("margin", 0.0),
+        )
         model.chosen_ = [str(k) for k in meta["series_kinds"]]
         model.models_ = {
             kind: model_class(kind).load(directory / kind, sub)
