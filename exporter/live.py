@@ -181,6 +181,17 @@ class LiveLoop:
             log.warning("Prometheus query failed: %s", exc)
             return None
 
+    def _answers(self, at: float) -> bool:
+        """Whether the upstream Prometheus answers, asked cheaply (used while no model is loaded)."""
+        if self.prometheus is None:
+            return False
+        try:
+            self.prometheus.query("vector(1)", at)
+        except PrometheusError as exc:
+            log.warning("Prometheus does not answer: %s", exc)
+            return False
+        return True
+
     def _traffic(self, window: Window) -> bool:
         """Fill a window's calls from PromQL when traffic comes from Prometheus; False if unknown."""
         if self.config.traffic_source != "prometheus":
@@ -202,7 +213,7 @@ class LiveLoop:
         known_traffic = self._traffic(window)
         series = list(estimator.info.series) if estimator else []
         observed = self._query(series, window.end, limits=False) if series else None
-        up = observed is not None
+        up = observed is not None if series else self._answers(window.end)
         if observed is not None:
             window.metrics.update(observed)
         self.store.put([window])

@@ -207,6 +207,29 @@ def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> N
         runtime.stop()
 
 
+def test_up_without_a_model_says_whether_prometheus_answers(world: dict, tmp_path: Path) -> None:
+    from exporter.live import LiveLoop
+    from exporter.store import WindowStore
+
+    clock = [1000.0]
+    for url, expected in (
+        (world["prometheus"].url, True),
+        (f"http://127.0.0.1:{free_port()}", False),
+    ):
+        config = Config(
+            model=None,
+            data_dir=tmp_path / str(expected),
+            window=WINDOW,
+            prometheus=PrometheusConfig(url=url, timeout=1.0, retries=0),
+        )
+        store = WindowStore(config.data_dir)
+        loop = LiveLoop(config, store, None, PrometheusClient(config.prometheus), lambda: clock[0])
+        loop.tick(clock[0])
+        loop.tick(clock[0] + 3 * WINDOW)
+        assert loop.snapshot.up is expected
+        store.close()
+
+
 def test_prometheus_down_means_up_zero_and_observed_absent(world: dict) -> None:
     runtime: Runtime = world["runtime"]
     before = runtime.loop.snapshot.window_end or 0.0
