@@ -106,7 +106,7 @@ def body(summary: dict[str, Any]) -> str:
     ]
     if "training_alerts" in summary:
         lines.append(
-            "While training (the exporter runs without a model, so `deeprest_up` is 0): "
+            "While training (the exporter runs without a model yet): "
             + (", ".join(summary["training_alerts"]) or "none")
             + "."
         )
