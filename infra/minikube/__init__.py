@@ -1,0 +1,1 @@
+"""The minikube + OpenEBS testbed: DeathStarBench social network, Prometheus, DeepRest."""
