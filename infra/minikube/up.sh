@@ -72,11 +72,13 @@ install_monitoring() {
 deploy_deeprest() {
   log "building $IMAGE inside minikube"
   minikube -p "$PROFILE" image build -t "$IMAGE" -f infra/minikube/Dockerfile "$ROOT"
-  kubectl apply -f "$HERE/manifests/deeprest.yaml"
+  # The token guarding POST /api/v1/model/reload exists before the pod that mounts it.
+  kubectl create namespace deeprest --dry-run=client -o yaml | kubectl apply -f -
   if ! kubectl -n deeprest get secret deeprest-api-token >/dev/null 2>&1; then
     kubectl -n deeprest create secret generic deeprest-api-token \
       --from-literal=token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   fi
+  kubectl apply -f "$HERE/manifests/deeprest.yaml"
   kubectl apply -f "$HERE/manifests/otel-collector.yaml"
   kubectl -n deeprest rollout status deployment/deeprest --timeout 5m
   kubectl -n deeprest rollout status deployment/otel-collector --timeout 5m
