@@ -8,10 +8,11 @@ to current load, log load). At 3x traffic `base` triples while the mix features 
 The band is calibrated on the newest training windows held out (conformalized quantile regression)
 before a refit on all windows, so its coverage is honest.
 
-State that saturates (a cache at its capacity) must not scale: for a series whose cost base leans on
-traffic history, both forms are fitted on the lower-load windows and compared on the busiest ones
-(the direction of extrapolation); where trees on the absolute levels of traffic and history predict
-that tail better, the series drops the linear base and saturates beyond the load it has seen.
+State that saturates (a cache at its capacity) must not scale. For every series, three forms are fitted on the lower-load windows and compared on the busiest ones
+(the direction of extrapolation): SCALE (the base above), SATURATE (no base: trees on the absolute
+levels of traffic and history, flat beyond the load they have seen) and HYBRID (a base on the
+current window's counts only, for the working set that grows with load, plus trees on the absolute
+levels for the state that saturates). The series keeps the form that predicts that tail best.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
 
 BAND = QUANTILES[2] - QUANTILES[0]
+SCALE, SATURATE, HYBRID = 0, 1, 2
+FORMS = ("scale", "saturate", "hybrid")
+SELECTION_ROWS = 4000
+"""Lower-load windows (evenly subsampled) on which the forms are fitted for the choice."""
 MIN_ROWS = 4
 
 
@@ -108,9 +113,9 @@ class XGBoostQuantile(QuantileModel):
         self.ridge = ridge
         self.nthread = nthread
         self.seed = seed
-        if saturation not in ("auto", "never", "always"):
+        if saturation not in ("auto", "never", *FORMS):
             raise ModelError(
-                f"xgboost: saturation must be auto, never or always, not {saturation!r}"
+                f"xgboost: saturation must be auto, never or one of {FORMS}, not {saturation!r}"
             )
         self.saturation = saturation
         self.saturation_holdout = saturation_holdout
@@ -144,19 +149,25 @@ class XGBoostQuantile(QuantileModel):
     def _base(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear cost base [n, s] and the residual scale it implies."""
         base = X @ self.weights_ + self.intercept_
-        return base, np.maximum(base, self.floor_)
+        return base, np.where(self.form_ == SCALE, np.maximum(base, self.floor_), self.floor_)
 
     # ------------------------------------------------------------------ fitting
 
     def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray) -> None:
         """Fit the cost base and the per-series boosters on these rows."""
         self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)
-        self.weights_[:, self.saturate_] = 0.0
-        self.intercept_[self.saturate_] = 0.0
+        not_scaling = self.form_ != SCALE
+        self.weights_[:, not_scaling] = 0.0
+        self.intercept_[not_scaling] = 0.0
+        hybrid = np.flatnonzero(self.form_ == HYBRID)
+        if hybrid.size:
+            weights, intercept = fit_nonnegative_costs(X[:, self.count_columns_], Y[:, hybrid])
+            self.weights_[np.ix_(self.count_columns_, hybrid)] = weights
+            self.intercept_[hybrid] = intercept
         base, scale = self._base(X)
         shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
         levels = None
-        if self.saturate_.any():
+        if not_scaling.any():
             levels = xgb.QuantileDMatrix(
                 self._level_features(X), max_bin=self.max_bin, nthread=self.nthread
             )
@@ -166,7 +177,7 @@ class XGBoostQuantile(QuantileModel):
             if known.sum() < MIN_ROWS:
                 boosters.append(None)
                 continue
-            matrix = levels if self.saturate_[j] and levels is not None else shares
+            matrix = levels if self.form_[j] != SCALE and levels is not None else shares
             z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
             matrix.set_label(z)
             matrix.set_weight(known.astype(np.float32))
@@ -178,51 +189,39 @@ class XGBoostQuantile(QuantileModel):
     def _quantiles(self, X: np.ndarray) -> np.ndarray:
         """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
         T = self._tree_features(X)
-        levels = self._level_features(X) if self.saturate_.any() else T
+        levels = self._level_features(X) if (self.form_ != SCALE).any() else T
         out = np.zeros((len(X), len(self.boosters_), 3))
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
-                rows = levels if self.saturate_[j] else T
+                rows = levels if self.form_[j] != SCALE else T
                 out[:, j] = booster.inplace_predict(rows).reshape(len(X), 3)
         return out
 
-    def _history_reliant(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
-        """Series whose non-negative cost base draws more than 5% of its level from history."""
-        history = layout.columns("history")
-        if history.size == 0:
-            return np.zeros(Y.shape[1], dtype=bool)
-        weights, _ = fit_nonnegative_costs(X, Y, self.ridge)
-        from_history = X[:, history].mean(axis=0) @ weights[history]
-        return np.asarray(from_history > 0.05 * np.nan_to_num(np.nanmean(np.abs(Y), axis=0)))
-
-    def _choose_saturation(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
-        """Per series: does the saturating form predict the busiest training windows better?"""
+    def _choose_forms(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
+        """Per series: the form that predicts the busiest training windows best (SCALE by default)."""
         n_series = Y.shape[1]
         if self.saturation != "auto":
-            return np.full(n_series, self.saturation == "always")
-        candidates = np.flatnonzero(self._history_reliant(X, Y, layout))
-        if candidates.size == 0:
-            return np.zeros(n_series, dtype=bool)
+            form = SCALE if self.saturation == "never" else FORMS.index(self.saturation)
+            return np.full(n_series, form)
         load = X[:, self.load_columns_].sum(axis=1)
         busy = load > np.quantile(load, 1.0 - self.saturation_holdout)
-        quiet = ~busy
+        quiet = np.flatnonzero(~busy)
+        if len(quiet) > SELECTION_ROWS:  # an even subsample keeps the choice cheap
+            quiet = quiet[np.linspace(0, len(quiet) - 1, SELECTION_ROWS).astype(int)]
         errors = []
-        for form in (False, True):
-            self.saturate_ = np.full(candidates.size, form)
-            self.floor_ = self._floors(Y[:, candidates])
-            self._fit_part(X[quiet], Y[quiet][:, candidates], self._tree_features(X[quiet]))
+        for form in range(len(FORMS)):
+            self.form_ = np.full(n_series, form)
+            self.floor_ = self._floors(Y)
+            self._fit_part(X[quiet], Y[quiet], self._tree_features(X[quiet]))
             base, scale = self._base(X[busy])
             median = base + scale * self._quantiles(X[busy])[..., 1]
-            actual = Y[busy][:, candidates]
-            errors.append(np.nansum(np.abs(median - actual), axis=0))
-        chosen = np.zeros(n_series, dtype=bool)
-        chosen[candidates] = errors[1] < errors[0]
-        return chosen
+            errors.append(np.nansum(np.abs(median - Y[busy]), axis=0))
+        return np.asarray(np.argmin(np.vstack(errors), axis=0))
 
     def _floors(self, Y: np.ndarray) -> np.ndarray:
         """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
         level = np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
-        return np.where(self.saturate_, level, 0.1 * level)
+        return np.where(self.form_ == SCALE, 0.1 * level, level)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
         X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
@@ -236,7 +235,8 @@ class XGBoostQuantile(QuantileModel):
         self.tree_columns_ = np.concatenate([np.zeros(0, dtype=int), *tree])
         levels = [layout.columns(g) for g in ("api", "component", "history")]
         self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
-        self.saturate_ = self._choose_saturation(X, Y, layout)
+        self.count_columns_ = layout.columns("counts")
+        self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
@@ -286,7 +286,7 @@ class XGBoostQuantile(QuantileModel):
             "load_columns": self.load_columns_.tolist(),
             "tree_columns": self.tree_columns_.tolist(),
             "level_columns": self.level_columns_.tolist(),
-            "saturate": self.saturate_.tolist(),
+            "forms": [FORMS[f] for f in self.form_],
             "boosters": files,
         }
 
@@ -317,7 +317,7 @@ class XGBoostQuantile(QuantileModel):
         model.load_columns_ = np.asarray(meta["load_columns"], dtype=int)
         model.tree_columns_ = np.asarray(meta["tree_columns"], dtype=int)
         model.level_columns_ = np.asarray(meta["level_columns"], dtype=int)
-        model.saturate_ = np.asarray(meta["saturate"], dtype=bool)
+        model.form_ = np.asarray([FORMS.index(f) for f in meta["forms"]], dtype=int)
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
