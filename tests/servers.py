@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
+
+from infra.local.exposition import ExpositionServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -138,23 +139,8 @@ class CadvisorTarget:
         self._counters: dict[tuple[str, str], _Counter] = {}
         self._gauges: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                body = target.exposition().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = ExpositionServer(self.exposition)
+        self.address = self._http.address
 
     def set_rate(self, metric: str, component: str, rate: float) -> None:
         """Make a counter grow at `rate` per second from now on."""
@@ -178,5 +164,4 @@ class CadvisorTarget:
         return "\n".join(lines) + "\n"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()

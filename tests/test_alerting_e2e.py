@@ -31,6 +31,7 @@ import requests
 
 from estimator.bundle import save_bundle
 from estimator.training import TrainConfig, train_bundle
+from infra.local.demo import compress_durations
 from tests import exporter_world
 from tests.servers import (
     CadvisorTarget,
@@ -51,7 +52,6 @@ SCALE = WINDOW / 60.0
 TRACES_PER_WINDOW = 10
 VICTIM = "compose"
 CPU_ALERT = "DeepRestCPUNotExplainedByTraffic"
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 pytestmark = [
     pytest.mark.integration,
@@ -59,17 +59,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed"),
     pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager not installed"),
 ]
-
-
-def compress_durations(text: str, factor: float) -> str:
-    """Rule text with every `for:` and range or subquery duration multiplied by `factor`."""
-
-    def scaled(number: str, unit: str) -> str:
-        ms = max(1, round(float(number) * _SECONDS[unit] * factor * 1000))
-        return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
-
-    text = re.sub(r"(for:\s*)(\d+)(ms|s|m|h|d)\b", lambda m: m[1] + scaled(m[2], m[3]), text)
-    return re.sub(r"\[(\d+)(ms|s|m|h|d)([\]:])", lambda m: f"[{scaled(m[1], m[2])}{m[3]}", text)
 
 
 def test_compress_durations_scales_only_durations() -> None:

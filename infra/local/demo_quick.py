@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from infra.local.demo import (
     start_serve,
 )
 from infra.local.demo_report import AlertLog, Phase
+from infra.local.exposition import ExpositionServer
 from infra.local.monitoring import alertmanager_config, prometheus_config
 from infra.local.procs import free_port, http_ok, start, wait_ready
 
@@ -58,24 +58,8 @@ class UsageTarget:
         self._counters: dict[tuple[str, str], list[float]] = {}  # value, rate, since
         self._gauges: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                body = target.exposition().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._http = ExpositionServer(self.exposition)
+        self.address = self._http.address
 
     def set_usage(self, usage: dict[SeriesKey, float]) -> None:
         """From now on, counters grow at the usage rates and gauges hold the usage values."""
@@ -102,8 +86,7 @@ class UsageTarget:
         return "\n".join(lines) + "\n"
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
 
 def span_request(
