@@ -75,6 +75,44 @@ def plot_component(evaluation: Evaluation, component: str, path: Path, title: st
     plt.close(fig)
 
 
+def html_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """An HTML table of rows (floats with 3 decimals)."""
+    if not rows:
+        return "<p>no series</p>"
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+
+    def cell(v: object) -> str:
+        return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(r[c]) for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def component_images(
+    directory: Path, name: str, evaluation: Evaluation, components: Sequence[str]
+) -> list[str]:
+    """Plot each component of `evaluation` to a PNG in `directory`; the <img> tags to show them."""
+    tags = []
+    present = {c for c, _ in evaluation.series}
+    for component in components:
+        if component not in present:
+            continue
+        png = f"{slug(name)}-{slug(component)}.png"
+        plot_component(evaluation, component, directory / png, f"{name}: {component}")
+        tags.append(f'<img src="{png}" alt="{html.escape(component)}" width="800">')
+    return tags
+
+
+def write_page(directory: Path, title: str, parts: Sequence[str]) -> Path:
+    """index.html in `directory` from HTML parts; returns its path."""
+    page = f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    page += "<style>body{font-family:sans-serif}td,th{padding:2px 8px}</style>" + "\n".join(parts)
+    out = directory / "index.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
 def write_report(
     directory: Path, evaluations: Mapping[str, Evaluation], model_description: str
 ) -> Path:
@@ -85,34 +123,12 @@ def write_report(
         summary = evaluation.summary()
         parts.append(f"<h2>{html.escape(scenario)}</h2><p>")
         parts.append(", ".join(f"{k} {v:.3f}" for k, v in summary.items()) + "</p>")
-        parts.append(_html_table(evaluation.rows()))
-        for component in sorted({c for c, _ in evaluation.series}):
-            name = f"{_slug(scenario)}-{_slug(component)}.png"
-            plot_component(evaluation, component, directory / name, f"{scenario}: {component}")
-            parts.append(f'<img src="{name}" alt="{html.escape(component)}" width="800">')
-    page = "<!doctype html><meta charset='utf-8'><title>DeepRest evaluation</title>"
-    page += "<style>body{font-family:sans-serif}td,th{padding:2px 8px}</style>" + "\n".join(parts)
-    out = directory / "index.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+        parts.append(html_table(evaluation.rows()))
+        components = sorted({c for c, _ in evaluation.series})
+        parts += component_images(directory, scenario, evaluation, components)
+    return write_page(directory, "DeepRest evaluation", parts)
 
 
-def _html_table(rows: Sequence[Mapping[str, object]]) -> str:
-    if not rows:
-        return "<p>no series</p>"
-    columns = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-            for v in (r[c] for c in columns)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A file-name-safe form of a name."""
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)

@@ -17,7 +17,7 @@ from estimator.evaluation import Evaluation
 from estimator.windows import SeriesKey
 from exporter.config import PrometheusConfig
 from exporter.prom import PrometheusClient
-from exporter.report import format_table, plot_component
+from exporter.report import component_images, format_table, html_table, write_page
 
 BAND = ("deeprest_expected_usage_lower", "deeprest_expected_usage", "deeprest_expected_usage_upper")
 OBSERVED = "deeprest_observed_usage"
@@ -169,17 +169,6 @@ def print_accuracy(evaluations: Mapping[str, Evaluation]) -> None:
         )
 
 
-def _table_html(rows: Sequence[Mapping[str, object]]) -> str:
-    columns = list(rows[0]) if rows else []
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-
-    def cell(v: object) -> str:
-        return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-
-    body = "".join("<tr>" + "".join(cell(r[c]) for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def write_demo_report(
     directory: Path,
     evaluations: Mapping[str, Evaluation],
@@ -192,20 +181,11 @@ def write_demo_report(
     parts = ["<h1>DeepRest demo</h1><ul>"]
     parts += [f"<li>{html.escape(f)}</li>" for f in facts]
     parts.append("</ul><h2>Accuracy per series (1 - WAPE of the expected median)</h2>")
-    parts.append(_table_html(accuracy_table(evaluations)))
+    parts.append(html_table(accuracy_table(evaluations)))
     for name, evaluation in plots.items():
         parts.append(f"<h2>{html.escape(name)}: actual usage, expected band, anomaly score</h2>")
-        for component in plot_components:
-            if not any(c == component for c, _ in evaluation.series):
-                continue
-            png = f"{_slug(name)}-{_slug(component)}.png"
-            plot_component(evaluation, component, directory / png, f"{name}: {component}")
-            parts.append(f'<img src="{png}" alt="{html.escape(component)}" width="800">')
-    page = "<!doctype html><meta charset='utf-8'><title>DeepRest demo</title>"
-    page += "<style>body{font-family:sans-serif}td,th{padding:2px 8px}</style>" + "\n".join(parts)
-    out = directory / "index.html"
-    out.write_text(page, encoding="utf-8")
-    return out
+        parts += component_images(directory, name, evaluation, plot_components)
+    return write_page(directory, "DeepRest demo", parts)
 
 
 def busiest(evaluation: Evaluation, n: int, resource: str = "cpu") -> list[str]:
@@ -216,7 +196,3 @@ def busiest(evaluation: Evaluation, n: int, resource: str = "cpu") -> list[str]:
         if r == resource and not np.isnan(evaluation.actual[:, j]).all()
     ]
     return [c for _, c in sorted(means, reverse=True)[:n]]
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
