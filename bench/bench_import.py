@@ -9,11 +9,15 @@ Skips (exit 0) when the data folder is absent.
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import write_section  # noqa: E402
 from estimator.importers.spancsv import ENGINE, read_span_csv
 from estimator.importers.trainticket import join_metrics, metric_files
 from estimator.spans import TracePaths, assemble_columns, bucket
@@ -26,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--files", type=int, default=0, help="first N trace files only (0: all)")
     parser.add_argument("--window", type=int, default=60)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave docs/benchmarks.md"
+    )
     args = parser.parse_args(argv)
     trace_dir = args.root / "trace"
     if not trace_dir.is_dir():
@@ -63,6 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         f"seconds   {total:.2f} (traces only), {t3 - t0:.2f} with {len(metric_paths)} metric files"
     )
     print(f"spans/s   {spans / total:,.0f}")
+    if not args.no_write:
+        write_section(
+            "import",
+            "## Importing Train-Ticket spans\n\n"
+            f"`python bench/bench_import.py` on {platform.machine()}, pandas engine {ENGINE}: "
+            f"{len(files)} span files, {spans:,} spans, {trees:,} call trees, "
+            f"{len(windows)} one-minute windows.\n\n"
+            "| stage | seconds |\n|---|---|\n"
+            f"| read CSV | {t1 - t0:.2f} |\n| assemble trees and count paths | {t2 - t1:.2f} |\n"
+            f"| total, traces (target <= 60 s) | {total:.2f} ({spans / total:,.0f} spans/s) |\n"
+            f"| total, with {len(metric_paths)} metric files | {t3 - t0:.2f} |",
+        )
     return 0
 
 
