@@ -8,11 +8,13 @@ to current load, log load). At 3x traffic `base` triples while the mix features 
 The band is calibrated on the newest training windows held out (conformalized quantile regression)
 before a refit on all windows, so its coverage is honest.
 
-State that saturates (a cache at its capacity) must not scale. For every series, three forms are fitted on the lower-load windows and compared on the busiest ones
-(the direction of extrapolation): SCALE (the base above), SATURATE (no base: trees on the absolute
-levels of traffic and history, flat beyond the load they have seen) and HYBRID (a base on the
-current window's counts only, for the working set that grows with load, plus trees on the absolute
-levels for the state that saturates). The series keeps the form that predicts that tail best.
+State that saturates (a cache at its capacity) must not scale. For every series, three forms are
+fitted on the lower-load windows and compared on the busiest ones (the direction of
+extrapolation): SCALE (the base above), CAPPED (the same base with each traffic-history feature
+capped at a quantile of its training values, the quantile chosen per series by least squares: a
+cache fills, drains, and stops at its capacity, while the current window's counts still scale) and
+SATURATE (no base: trees on the absolute levels of traffic and history, flat beyond the load they
+have seen). The series keeps the form that predicts that tail best.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
 
 BAND = QUANTILES[2] - QUANTILES[0]
-SCALE, SATURATE, HYBRID = 0, 1, 2
-FORMS = ("scale", "saturate", "hybrid")
+SCALE, SATURATE, CAPPED = 0, 1, 2
+FORMS = ("scale", "saturate", "capped")
+CAP_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
+"""Where a CAPPED series' history features may stop, as quantiles of their training values."""
 SELECTION_ROWS = 4000
 """Lower-load windows (evenly subsampled) on which the forms are fitted for the choice."""
 MIN_ROWS = 4
@@ -85,6 +89,8 @@ class XGBoostQuantile(QuantileModel):
     """Per series: NNLS cost base, then multi-quantile XGBoost on the relative residual."""
 
     kind = "xgboost"
+    cap_index_: np.ndarray
+    caps_: np.ndarray
 
     def __init__(
         self,
@@ -146,28 +152,54 @@ class XGBoostQuantile(QuantileModel):
         """Absolute traffic and history levels: trees on them saturate beyond the training range."""
         return np.asarray(X[:, self.level_columns_], dtype=np.float32)
 
+    def _capped(self, X: np.ndarray, k: int) -> np.ndarray:
+        """X with every history feature capped at its k-th cap."""
+        out = X.copy()
+        history = self.history_columns_
+        out[:, history] = np.minimum(X[:, history], self.caps_[k])
+        return out
+
     def _base(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear cost base [n, s] and the residual scale it implies."""
         base = X @ self.weights_ + self.intercept_
-        return base, np.where(self.form_ == SCALE, np.maximum(base, self.floor_), self.floor_)
+        capped = np.flatnonzero(self.form_ == CAPPED)
+        for k in np.unique(self.cap_index_[capped]):
+            group = capped[self.cap_index_[capped] == k]
+            base[:, group] = self._capped(X, int(k)) @ self.weights_[:, group]
+            base[:, group] += self.intercept_[group]
+        linear = self.form_ != SATURATE
+        return base, np.where(linear, np.maximum(base, self.floor_), self.floor_)
+
+    def _fit_caps(self, X: np.ndarray, Y: np.ndarray, capped: np.ndarray) -> None:
+        """Per CAPPED series: the cap quantile, and base weights, of least squared error."""
+        self.caps_ = np.quantile(X[:, self.history_columns_], CAP_QUANTILES, axis=0)
+        best = np.full(capped.size, np.inf)
+        for k in range(len(CAP_QUANTILES)):
+            Xc = self._capped(X, k)
+            weights, intercept = fit_nonnegative_costs(Xc, Y[:, capped], self.ridge)
+            error = np.nansum((Xc @ weights + intercept - Y[:, capped]) ** 2, axis=0)
+            better = error < best
+            best[better] = error[better]
+            self.weights_[:, capped[better]] = weights[:, better]
+            self.intercept_[capped[better]] = intercept[better]
+            self.cap_index_[capped[better]] = k
 
     # ------------------------------------------------------------------ fitting
 
     def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray) -> None:
         """Fit the cost base and the per-series boosters on these rows."""
         self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)
-        not_scaling = self.form_ != SCALE
-        self.weights_[:, not_scaling] = 0.0
-        self.intercept_[not_scaling] = 0.0
-        hybrid = np.flatnonzero(self.form_ == HYBRID)
-        if hybrid.size:
-            weights, intercept = fit_nonnegative_costs(X[:, self.count_columns_], Y[:, hybrid])
-            self.weights_[np.ix_(self.count_columns_, hybrid)] = weights
-            self.intercept_[hybrid] = intercept
+        saturating = self.form_ == SATURATE
+        self.weights_[:, saturating] = 0.0
+        self.intercept_[saturating] = 0.0
+        self.cap_index_ = np.zeros(Y.shape[1], dtype=int)
+        capped = np.flatnonzero(self.form_ == CAPPED)
+        if capped.size:
+            self._fit_caps(X, Y, capped)
         base, scale = self._base(X)
         shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
         levels = None
-        if not_scaling.any():
+        if saturating.any():
             levels = xgb.QuantileDMatrix(
                 self._level_features(X), max_bin=self.max_bin, nthread=self.nthread
             )
@@ -177,7 +209,7 @@ class XGBoostQuantile(QuantileModel):
             if known.sum() < MIN_ROWS:
                 boosters.append(None)
                 continue
-            matrix = levels if self.form_[j] != SCALE and levels is not None else shares
+            matrix = levels if self.form_[j] == SATURATE and levels is not None else shares
             z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
             matrix.set_label(z)
             matrix.set_weight(known.astype(np.float32))
@@ -189,11 +221,11 @@ class XGBoostQuantile(QuantileModel):
     def _quantiles(self, X: np.ndarray) -> np.ndarray:
         """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
         T = self._tree_features(X)
-        levels = self._level_features(X) if (self.form_ != SCALE).any() else T
+        levels = self._level_features(X) if (self.form_ == SATURATE).any() else T
         out = np.zeros((len(X), len(self.boosters_), 3))
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
-                rows = levels if self.form_[j] != SCALE else T
+                rows = levels if self.form_[j] == SATURATE else T
                 out[:, j] = booster.inplace_predict(rows).reshape(len(X), 3)
         return out
 
@@ -221,7 +253,7 @@ class XGBoostQuantile(QuantileModel):
     def _floors(self, Y: np.ndarray) -> np.ndarray:
         """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
         level = np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
-        return np.where(self.form_ == SCALE, 0.1 * level, level)
+        return np.where(self.form_ == SATURATE, level, 0.1 * level)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
         X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
@@ -235,7 +267,8 @@ class XGBoostQuantile(QuantileModel):
         self.tree_columns_ = np.concatenate([np.zeros(0, dtype=int), *tree])
         levels = [layout.columns(g) for g in ("api", "component", "history")]
         self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
-        self.count_columns_ = layout.columns("counts")
+        self.history_columns_ = layout.columns("history")
+        self.caps_ = np.zeros((len(CAP_QUANTILES), self.history_columns_.size))
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
@@ -287,6 +320,9 @@ class XGBoostQuantile(QuantileModel):
             "tree_columns": self.tree_columns_.tolist(),
             "level_columns": self.level_columns_.tolist(),
             "forms": [FORMS[f] for f in self.form_],
+            "history_columns": self.history_columns_.tolist(),
+            "caps": self.caps_.tolist(),
+            "cap_index": self.cap_index_.tolist(),
             "boosters": files,
         }
 
@@ -318,6 +354,11 @@ class XGBoostQuantile(QuantileModel):
         model.tree_columns_ = np.asarray(meta["tree_columns"], dtype=int)
         model.level_columns_ = np.asarray(meta["level_columns"], dtype=int)
         model.form_ = np.asarray([FORMS.index(f) for f in meta["forms"]], dtype=int)
+        model.history_columns_ = np.asarray(meta["history_columns"], dtype=int)
+        model.caps_ = np.asarray(meta["caps"], dtype=float).reshape(
+            len(CAP_QUANTILES), model.history_columns_.size
+        )
+        model.cap_index_ = np.asarray(meta["cap_index"], dtype=int)
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
