@@ -228,3 +228,36 @@ def test_history_forecast_is_one_step_ahead_and_causal() -> None:
     assert np.isfinite(forecaster.forecast(Y[140:200], gaps)).all()
     with pytest.raises(ModelError):
         HistoryForecaster(lookback=5).forecast(Y[:5], Y[5:10])
+
+
+def _cache_world(n: int, low: float, high: float, seed: int) -> tuple[list[Window], np.ndarray]:
+    """Windows of one write API and the size of a cache that fills with writes, up to a cap."""
+    rng = np.random.default_rng(seed)
+    load = np.linspace(low, high, n) * (1 + 0.3 * np.sin(np.arange(n) / 9.0))
+    size, cap, windows, sizes = 0.0, 1.4e9, [], []
+    for t in range(n):
+        writes = float(rng.poisson(40 * load[t]))
+        size = min(cap, 0.9 * size + 2e6 * writes)
+        window = Window(start=60.0 * t, end=60.0 * (t + 1))
+        for path in APIS["write"]:
+            for depth in range(1, len(path) + 1):
+                window.add_path(path[:depth], writes)
+        window.metrics[("db", "memory")] = (1e8 + size) * (1 + 0.02 * rng.standard_normal())
+        windows.append(window)
+        sizes.append(1e8 + size)
+    return windows, np.asarray(sizes)
+
+
+def test_xgboost_caches_stop_at_their_capacity_under_more_traffic() -> None:
+    train, _ = _cache_world(600, 1.0, 2.5, seed=11)  # the cache reaches its cap at the peaks
+    test, truth = _cache_world(200, 3.0, 3.0, seed=12)  # always full at 3x traffic
+    vocabulary = Vocabulary.build(train)
+    X, _ = vocabulary.transform(train)
+    Y = np.array([[w.metrics[("db", "memory")]] for w in train])
+    Xt, _ = vocabulary.transform(test)
+    scores = {}
+    for form in ("scale", "capped", "auto"):
+        model = make_model("xgboost", n_estimators=10, saturation=form).fit(X, Y, vocabulary.layout)
+        scores[form] = float(accuracy(model.predict(Xt)[..., 1], truth[:, None])[0])
+    assert scores["capped"] >= 0.9 > scores["scale"]
+    assert scores["auto"] >= 0.9
