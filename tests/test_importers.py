@@ -281,6 +281,20 @@ def test_span_csv_missing_column(tmp_path: Path) -> None:
     assert (info.value.line, info.value.field) == (1, "EndTimeUnixNano")
 
 
+def test_span_csv_accepts_other_spellings_of_its_columns(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text(
+        "trace_id,span_id,parent_span_id,service_name,span_name,end_time_unix_nano\n"
+        "t1,r,,front,/compose,60000000000\n"
+        "t1,c,r,compose,write,59000000000\n"
+    )
+    [window] = import_span_csv(other)
+    assert window.calls == {
+        (("front", "/compose"),): 1.0,
+        (("front", "/compose"), ("compose", "write")): 1.0,
+    }
+
+
 def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
     good = json.dumps(otlp_request([os_("a", "", "x", 1)], "s"))
     bad_time = otlp_request([os_("a", "", "x", 1)], "s")

@@ -1,5 +1,10 @@
 """Span CSV in the Train-Ticket layout: TraceID, SpanID, ParentID ('root'), PodName, OperationName,
-StartTimeUnixNano, EndTimeUnixNano, Duration (one row per span, any number of files)."""
+StartTimeUnixNano, EndTimeUnixNano, Duration (one row per span, any number of files).
+
+Column names are matched ignoring case and punctuation, and common other spellings are accepted
+(trace_id, span_id, parent_span_id, service_name or service for the component, span_name or name
+for the operation, end_time), so exports of other tracing back ends read as they are.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,15 @@ ID_COLUMNS = ("TraceID", "SpanID", "ParentID")
 NAME_COLUMNS = ("PodName", "OperationName")
 TIME_COLUMN = "EndTimeUnixNano"
 REQUIRED = (*ID_COLUMNS, *NAME_COLUMNS, TIME_COLUMN)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "TraceID": ("traceid",),
+    "SpanID": ("spanid",),
+    "ParentID": ("parentid", "parentspanid"),
+    "PodName": ("podname", "pod", "servicename", "service", "component"),
+    "OperationName": ("operationname", "operation", "spanname", "name"),
+    "EndTimeUnixNano": ("endtimeunixnano", "endtime", "endtimenano"),
+}
+"""Accepted spellings of each column, normalized (lower case, letters and digits only)."""
 ROOT_PARENTS = frozenset({"root", ""})
 """ParentID values that mark a root span (an empty cell too)."""
 
@@ -38,24 +52,39 @@ def _read_frame(path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0)
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"cannot read as CSV: {exc}", source=source, line=1) from exc
-    missing = [c for c in REQUIRED if c not in header.columns]
-    if missing:
-        raise InputError(
-            f"missing column (found {', '.join(map(str, header.columns))})",
-            source=source,
-            line=1,
-            field=missing[0],
-        )
-    dtypes = dict.fromkeys((*ID_COLUMNS, *NAME_COLUMNS), str)
+    columns = _match_columns([str(c) for c in header.columns], source)
+    dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
+    usecols = [columns[c] for c in REQUIRED]
     try:
         if ENGINE == "pyarrow":
-            return pd.read_csv(path, usecols=list(REQUIRED), dtype=dtypes, engine="pyarrow")
-        # blank lines are kept (as empty rows) so that row numbers stay line numbers
-        return pd.read_csv(
-            path, usecols=list(REQUIRED), dtype=dtypes, engine="c", skip_blank_lines=False
-        )
+            frame = pd.read_csv(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
+        else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers
+            frame = pd.read_csv(
+                path, usecols=usecols, dtype=dtypes, engine="c", skip_blank_lines=False
+            )
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
+    return frame.rename(columns={found: name for name, found in columns.items()})
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _match_columns(header: list[str], source: str) -> dict[str, str]:
+    """The file's column for each required one, by name or an accepted spelling."""
+    by_normal: dict[str, str] = {}
+    for column in header:
+        by_normal.setdefault(_normal(column), column)
+    out: dict[str, str] = {}
+    for name in REQUIRED:
+        found = next((by_normal[a] for a in ALIASES[name] if a in by_normal), None)
+        if found is None:
+            raise InputError(
+                f"missing column (found {', '.join(header)})", source=source, line=1, field=name
+            )
+        out[name] = found
+    return out
 
 
 def _first_bad(mask: pd.Series) -> int:
