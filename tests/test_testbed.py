@@ -148,30 +148,53 @@ def test_bad_requests_get_json_4xx(bed: Testbed) -> None:
     assert requests.get(bed.frontend_url + "/nope").status_code == 404
 
 
-def test_traces_are_whole_trees_from_every_service(bed: Testbed, receiver: Receiver) -> None:
-    before = cpu(bed)
-    drive_every_api(bed.frontend_url)
-    wait_for(lambda: len({s["service"] for s in receiver.snapshot()}) >= len(SERVICES), 15,
-             "spans from every service")  # fmt: skip
-    spans = receiver.snapshot()
-    assert {s["service"] for s in spans} == set(SERVICES)
+def _whole_compose_tree(spans: list[Span]) -> list[Span] | None:
+    """The largest compose trace rooted at the front end whose every parent has arrived."""
     by_trace: dict[str, list[Span]] = defaultdict(list)
     for s in spans:
         by_trace[s["trace"]].append(s)
-    compose = [t for t in by_trace.values()
-               if any(s["name"] == "/api/post/compose" and not s["parent"] for s in t)]  # fmt: skip
-    assert compose, "a compose trace rooted at the front end"
-    tree = max(compose, key=len)
+    whole = []
+    for tree in by_trace.values():
+        ids = {s["id"] for s in tree}
+        roots = [s for s in tree if not s["parent"]]
+        if (
+            len(roots) == 1
+            and roots[0]["name"] == "/api/post/compose"
+            and all(s["parent"] in ids for s in tree if s["parent"])
+        ):
+            whole.append(tree)
+    return max(whole, key=len) if whole else None
+
+
+def test_traces_are_whole_trees_from_every_service(bed: Testbed, receiver: Receiver) -> None:
+    before = cpu(bed)
+    drive_every_api(bed.frontend_url)
+
+    def arrived() -> bool:  # parents end after their children, so they may arrive later
+        spans = receiver.snapshot()
+        tree = _whole_compose_tree(spans)
+        services = {s["service"] for s in spans}
+        return (
+            len(services) >= len(SERVICES)
+            and tree is not None
+            and len({s["service"] for s in tree}) >= 6
+        )
+
+    wait_for(arrived, 15, "spans from every service and a whole compose trace")
+    spans = receiver.snapshot()
+    assert {s["service"] for s in spans} == set(SERVICES)
+    tree = _whole_compose_tree(spans)
+    assert tree is not None, "a compose trace rooted at the front end"
     ids = {s["id"]: s for s in tree}
     roots = [s for s in tree if not s["parent"]]
     assert len(roots) == 1 and roots[0]["service"] == "frontend"
-    assert all(s["parent"] in ids for s in tree if s["parent"]), "every parent is in the trace"
 
     def depth(span: Span) -> int:
         return 1 if not span["parent"] else 1 + depth(ids[span["parent"]])
 
     assert max(depth(s) for s in tree) >= 3
     assert len({s["service"] for s in tree}) >= 6
+    wait_for(lambda: all(cpu(bed)[c] > before[c] for c in SERVICES), 10, "CPU grown everywhere")
     after = cpu(bed)
     grown = [c for c in SERVICES if after[c] > before[c]]
     assert len(grown) == len(SERVICES), f"CPU grew only for {grown}"
