@@ -29,8 +29,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"deeprest: error: {message}\n")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deeprest")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = _Parser(prog="deeprest", description="Expected resource usage from API traffic.")
+    parser.add_argument("--version", action="version", version=f"deeprest {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():

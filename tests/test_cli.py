@@ -210,3 +210,10 @@ def test_damaged_bundles_get_a_clear_error(
         ]
     )
     assert code == 1
+
+
+def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("deeprest ")
+    assert main([]) == 2
