@@ -13,15 +13,16 @@ from estimator.evaluation import Evaluation
 UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throughput": "bytes/s"}
 
 
+def _cell(value: object, missing: str) -> str:
+    """A table cell: floats with 3 decimals, `missing` for NaN."""
+    if isinstance(value, float):
+        return missing if np.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
     """A plain aligned text table (floats with 3 decimals)."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "nan" if np.isnan(value) else f"{value:.3f}"
-        return str(value)
-
-    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
+    body = [[_cell(r.get(c, ""), "nan") for c in columns] for r in rows]
     widths = [
         max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)
     ]
@@ -33,14 +34,8 @@ def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -
 
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
     """The same table in Markdown, for docs/benchmarks.md."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return "n/a" if np.isnan(value) else f"{value:.3f}"
-        return str(value)
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c, ""), "n/a") for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -81,11 +76,10 @@ def html_table(rows: Sequence[Mapping[str, object]]) -> str:
         return "<p>no series</p>"
     columns = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-
-    def cell(v: object) -> str:
-        return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-
-    body = "".join("<tr>" + "".join(cell(r[c]) for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r[c], 'nan'))}</td>" for c in columns) + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -240,11 +240,12 @@ class XGBoostQuantile(QuantileModel):
         quiet = np.flatnonzero(~busy)
         if len(quiet) > SELECTION_ROWS:  # an even subsample keeps the choice cheap
             quiet = quiet[np.linspace(0, len(quiet) - 1, SELECTION_ROWS).astype(int)]
+        shares = self._tree_features(X[quiet])
         errors = []
         for form in range(len(FORMS)):
             self.form_ = np.full(n_series, form)
             self.floor_ = self._floors(Y)
-            self._fit_part(X[quiet], Y[quiet], self._tree_features(X[quiet]))
+            self._fit_part(X[quiet], Y[quiet], shares)
             base, scale = self._base(X[busy])
             median = base + scale * self._quantiles(X[busy])[..., 1]
             errors.append(np.nansum(np.abs(median - Y[busy]), axis=0))
