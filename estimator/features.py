@@ -30,6 +30,8 @@ class Layout:
     apis: tuple[Pair, ...]
     series: tuple[tuple[str, str], ...] = ()
     """The (component, resource) of each target column, where the caller knows them."""
+    path_ends: tuple[Pair, ...] = ()
+    """The last (component, operation) of each "path" column, in column order."""
 
     def for_series(self, series: Sequence[tuple[str, str]]) -> Layout:
         """The same layout, naming the target series (models may use their components)."""
@@ -107,7 +109,8 @@ class Vocabulary:
         names += [f"ema{h:g}[{c}]" for h in self.halflives for c in self.components]
         groups["history"] = tuple(range(start, len(names)))
         groups["counts"] = tuple(range(groups["history"][0] if groups["history"] else len(names)))
-        return Layout(tuple(names), groups, self.components, all_apis)
+        ends = tuple(p[-1] for p in self.paths)
+        return Layout(tuple(names), groups, self.components, all_apis, path_ends=ends)
 
     @property
     def n_features(self) -> int:

@@ -173,7 +173,7 @@ def test_nonnegative_costs_recover_per_call_weights() -> None:
     truth = np.array([[0.5, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0]])
     Y = A @ truth + np.array([3.0, 0.0])
     Y[::7, 1] = np.nan
-    weights, intercept = fit_nonnegative_costs(A, Y)
+    weights, intercept, _ = fit_nonnegative_costs(A, Y)
     assert (weights >= 0).all() and (intercept >= 0).all()
     assert np.allclose(weights, truth, atol=1e-3)
     assert np.allclose(intercept, [3.0, 0.0], atol=0.05)
@@ -256,8 +256,8 @@ def test_xgboost_caches_stop_at_their_capacity_under_more_traffic() -> None:
     Y = np.array([[w.metrics[("db", "memory")]] for w in train])
     Xt, _ = vocabulary.transform(test)
     scores = {}
-    for form in ("scale", "capped", "auto"):
+    for form in ("scale", "reservoir", "auto"):
         model = make_model("xgboost", n_estimators=10, saturation=form).fit(X, Y, vocabulary.layout)
         scores[form] = float(accuracy(model.predict(Xt)[..., 1], truth[:, None])[0])
-    assert scores["capped"] >= 0.9 > scores["scale"]
+    assert scores["reservoir"] >= 0.9 > scores["scale"]
     assert scores["auto"] >= 0.9

@@ -8,13 +8,13 @@ to current load, log load). At 3x traffic `base` triples while the mix features 
 The band is calibrated on the newest training windows held out (conformalized quantile regression)
 before a refit on all windows, so its coverage is honest.
 
-State that saturates (a cache at its capacity) must not scale. For every series, three forms are
-fitted on the lower-load windows and compared on the busiest ones (the direction of
-extrapolation): SCALE (the base above), CAPPED (the same base with each traffic-history feature
-capped at a quantile of its training values, the quantile chosen per series by least squares: a
-cache fills, drains, and stops at its capacity, while the current window's counts still scale) and
-SATURATE (no base: trees on the absolute levels of traffic and history, flat beyond the load they
-have seen). The series keeps the form that predicts that tail best.
+State that fills and drains (a cache) must neither scale nor be read off the current window. For
+every series, three forms are fitted on the lower-load windows and compared on the busiest ones
+(the direction of extrapolation): SCALE (the base above), RESERVOIR (the base on current counts
+plus the series' reservoir, a state that fills with its component's calls, drains, and stops at a
+capacity where training shows one; see `reservoir.py`) and SATURATE (no base: trees on the absolute
+levels of traffic and history, flat beyond the load they have seen). The series keeps the form that
+predicts that tail best.
 """
 
 from __future__ import annotations
@@ -31,32 +31,54 @@ from scipy.optimize import nnls
 from estimator.errors import ModelError
 from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
+from estimator.models.reservoir import CONTEXT, Reservoir, search, states
 
 BAND = QUANTILES[2] - QUANTILES[0]
-SCALE, SATURATE, CAPPED = 0, 1, 2
-FORMS = ("scale", "saturate", "capped")
-CAP_QUANTILES = (0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
-"""Where a CAPPED series' history features may stop, as quantiles of their training values."""
+SCALE, SATURATE, RESERVOIR = 0, 1, 2
+FORMS = ("scale", "saturate", "reservoir")
 SELECTION_ROWS = 4000
 """Lower-load windows (evenly subsampled) on which the forms are fitted for the choice."""
 MIN_ROWS = 4
+FORM_MARGIN = 0.05
+"""How much lower (relatively) a less structured form's tail error must be for it to be chosen.
+About two standard errors of a mean absolute error over some 600 windows of 5% noise: smaller
+differences are noise, and the more structured form extrapolates to more kinds of change."""
+
+
+def _prefer_structure(errors: np.ndarray) -> np.ndarray:
+    """Per series [forms, s] tail errors -> form: SCALE, else RESERVOIR, else SATURATE, each only
+    where it beats the form kept so far by more than FORM_MARGIN."""
+    chosen = np.full(errors.shape[1], SCALE)
+    best = errors[SCALE].copy()
+    for form in (RESERVOIR, SATURATE):
+        better = errors[form] < (1 - FORM_MARGIN) * best
+        chosen[better], best[better] = form, errors[form][better]
+    return chosen
 
 
 def fit_nonnegative_costs(
-    A: np.ndarray, Y: np.ndarray, ridge: float = 1e-6
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per series non-negative weights [f, s] and intercepts [s] of least squares over known rows.
+    A: np.ndarray, Y: np.ndarray, ridge: float = 1e-6, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
 
-    Solved in Gram form (one Cholesky factor per pattern of known rows), so each series costs an
-    NNLS on an f x f system instead of one over all rows.
+    Least squares over each series' known rows of Y on A, an intercept and, where `extra` [n, s]
+    is given, one more column of the series' own. Solved in Gram form (one Cholesky factor per
+    series, the shared part per pattern of known rows), so each series costs an NNLS on an f x f
+    system instead of one over all rows.
     """
     n, f = A.shape
     design = np.hstack([A, np.ones((n, 1))])
     scale = np.sqrt(np.mean(design**2, axis=0))
     scale[scale == 0] = 1.0
     design /= scale
+    own, own_scale = np.zeros((n, 0)), np.ones(Y.shape[1])
+    if extra is not None:
+        own_scale = np.sqrt(np.mean(np.asarray(extra, dtype=float) ** 2, axis=0))
+        own_scale[own_scale == 0] = 1.0
+        own = extra / own_scale
+    width = f + 1 + own.shape[1] // max(1, Y.shape[1])
     known = ~np.isnan(Y)
-    weights = np.zeros((f + 1, Y.shape[1]))
+    weights = np.zeros((width, Y.shape[1]))
     patterns: dict[bytes, list[int]] = {}
     for j in range(Y.shape[1]):
         if known[:, j].sum() > 0:
@@ -64,16 +86,29 @@ def fit_nonnegative_costs(
     for series in patterns.values():
         rows = known[:, series[0]]
         D = design[rows]
-        gram = D.T @ D / len(D)
-        gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / (f + 1), 1e-12)
-        upper, _ = cho_factor(gram, lower=False)
-        upper = np.triu(upper)
+        shared = D.T @ D / len(D)
+        upper = _upper_factor(shared, ridge) if extra is None else shared
         for j in series:
             c = D.T @ Y[rows, j] / len(D)
+            if extra is not None:
+                e = own[rows, j]
+                cross = D.T @ e / len(D)
+                corner = np.array([[e @ e / len(D)]])
+                gram = np.block([[shared, cross[:, None]], [cross[None, :], corner]])
+                upper = _upper_factor(gram, ridge)
+                c = np.append(c, e @ Y[rows, j] / len(D))
             d = solve_triangular(upper, c, trans="T", lower=False)
-            weights[:, j] = nnls(upper, d, maxiter=50 * (f + 1))[0]
-    weights /= scale[:, None]
-    return weights[:-1], weights[-1]
+            weights[:, j] = nnls(upper, d, maxiter=50 * width)[0]
+    weights[: f + 1] /= scale[:, None]
+    extra_weights = weights[f + 1] / own_scale if extra is not None else np.zeros(Y.shape[1])
+    return weights[:f], weights[f], extra_weights
+
+
+def _upper_factor(gram: np.ndarray, ridge: float) -> np.ndarray:
+    """Upper Cholesky factor of a Gram matrix with a ridge relative to its mean diagonal."""
+    gram = gram.copy()
+    gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / len(gram), 1e-12)
+    return np.triu(cho_factor(gram, lower=False)[0])
 
 
 def _conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
@@ -89,8 +124,8 @@ class XGBoostQuantile(QuantileModel):
     """Per series: NNLS cost base, then multi-quantile XGBoost on the relative residual."""
 
     kind = "xgboost"
-    cap_index_: np.ndarray
-    caps_: np.ndarray
+    reservoirs_: list[Reservoir | None]
+    state_weight_: np.ndarray
 
     def __init__(
         self,
@@ -152,51 +187,42 @@ class XGBoostQuantile(QuantileModel):
         """Absolute traffic and history levels: trees on them saturate beyond the training range."""
         return np.asarray(X[:, self.level_columns_], dtype=np.float32)
 
-    def _capped(self, X: np.ndarray, k: int) -> np.ndarray:
-        """X with every history feature capped at its k-th cap."""
-        out = X.copy()
-        history = self.history_columns_
-        out[:, history] = np.minimum(X[:, history], self.caps_[k])
-        return out
-
-    def _base(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Linear cost base [n, s] and the residual scale it implies."""
-        base = X @ self.weights_ + self.intercept_
-        capped = np.flatnonzero(self.form_ == CAPPED)
-        for k in np.unique(self.cap_index_[capped]):
-            group = capped[self.cap_index_[capped] == k]
-            base[:, group] = self._capped(X, int(k)) @ self.weights_[:, group]
-            base[:, group] += self.intercept_[group]
+    def _base(self, X: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear cost base [n, s] (with reservoir states S) and the residual scale it implies."""
+        base = X @ self.weights_ + self.intercept_ + self.state_weight_ * S
         linear = self.form_ != SATURATE
         return base, np.where(linear, np.maximum(base, self.floor_), self.floor_)
 
-    def _fit_caps(self, X: np.ndarray, Y: np.ndarray, capped: np.ndarray) -> None:
-        """Per CAPPED series: the cap quantile, and base weights, of least squared error."""
-        self.caps_ = np.quantile(X[:, self.history_columns_], CAP_QUANTILES, axis=0)
-        best = np.full(capped.size, np.inf)
-        for k in range(len(CAP_QUANTILES)):
-            Xc = self._capped(X, k)
-            weights, intercept = fit_nonnegative_costs(Xc, Y[:, capped], self.ridge)
-            error = np.nansum((Xc @ weights + intercept - Y[:, capped]) ** 2, axis=0)
-            better = error < best
-            best[better] = error[better]
-            self.weights_[:, capped[better]] = weights[:, better]
-            self.intercept_[capped[better]] = intercept[better]
-            self.cap_index_[capped[better]] = k
+    def _states(self, X: np.ndarray) -> np.ndarray:
+        """[n, s] reservoir state of every RESERVOIR series (0 elsewhere) over consecutive rows."""
+        return states(X, self.reservoirs_, CONTEXT)
+
+    def _search(self, X: np.ndarray, Y: np.ndarray, layout: Layout, rows: np.ndarray) -> None:
+        """Reservoirs of the RESERVOIR series, found on `rows` of the consecutive windows X."""
+        found = search(X, Y, layout, rows) if (self.form_ == RESERVOIR).any() else []
+        self.reservoirs_ = [
+            found[j] if self.form_[j] == RESERVOIR else None for j in range(Y.shape[1])
+        ]
 
     # ------------------------------------------------------------------ fitting
 
-    def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray) -> None:
+    def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray, S: np.ndarray) -> None:
         """Fit the cost base and the per-series boosters on these rows."""
-        self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)
+        self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)[:2]
+        self.state_weight_ = np.zeros(Y.shape[1])
         saturating = self.form_ == SATURATE
         self.weights_[:, saturating] = 0.0
         self.intercept_[saturating] = 0.0
-        self.cap_index_ = np.zeros(Y.shape[1], dtype=int)
-        capped = np.flatnonzero(self.form_ == CAPPED)
-        if capped.size:
-            self._fit_caps(X, Y, capped)
-        base, scale = self._base(X)
+        stateful = np.flatnonzero([r is not None for r in self.reservoirs_])
+        if stateful.size:  # current counts and the reservoir; no other traffic history
+            current = X.copy()
+            current[:, self.history_columns_] = 0.0
+            weights, intercept, state = fit_nonnegative_costs(
+                current, Y[:, stateful], self.ridge, extra=S[:, stateful]
+            )
+            self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
+            self.state_weight_[stateful] = state
+        base, scale = self._base(X, S)
         shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
         levels = None
         if saturating.any():
@@ -245,11 +271,16 @@ class XGBoostQuantile(QuantileModel):
         for form in range(len(FORMS)):
             self.form_ = np.full(n_series, form)
             self.floor_ = self._floors(Y)
-            self._fit_part(X[quiet], Y[quiet], shares)
-            base, scale = self._base(X[busy])
+            self._search(X, Y, layout, ~busy)
+            S = self._states(X)
+            self._fit_part(X[quiet], Y[quiet], shares, S[quiet])
+            base, scale = self._base(X[busy], S[busy])
             median = base + scale * self._quantiles(X[busy])[..., 1]
-            errors.append(np.nansum(np.abs(median - Y[busy]), axis=0))
-        return np.asarray(np.argmin(np.vstack(errors), axis=0))
+            error = np.nansum(np.abs(median - Y[busy]), axis=0)
+            if form == RESERVOIR:  # a series with no reservoir cannot take this form
+                error[[r is None for r in self.reservoirs_]] = np.inf
+            errors.append(error)
+        return _prefer_structure(np.vstack(errors))
 
     def _floors(self, Y: np.ndarray) -> np.ndarray:
         """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
@@ -269,13 +300,14 @@ class XGBoostQuantile(QuantileModel):
         levels = [layout.columns(g) for g in ("api", "component", "history")]
         self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
         self.history_columns_ = layout.columns("history")
-        self.caps_ = np.zeros((len(CAP_QUANTILES), self.history_columns_.size))
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
-        self._fit_part(X[:cut], Y[:cut], T[:cut])
-        base, scale = self._base(X[cut:])
+        self._search(X, Y, layout, np.arange(len(X)) < cut)
+        S = self._states(X)
+        self._fit_part(X[:cut], Y[:cut], T[:cut], S[:cut])
+        base, scale = self._base(X[cut:], S[cut:])
         q = self._quantiles(X[cut:])
         margins = np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
@@ -283,7 +315,11 @@ class XGBoostQuantile(QuantileModel):
             z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
             margins[j] = _conformal_margin(z, q[known, j])
         self.margin_ = margins
-        self._fit_part(X, Y, T)
+        self._search(X, Y, layout, np.ones(len(X), dtype=bool))
+        self._fit_part(X, Y, T, self._states(X))
+        stateless = np.array([r is None for r in self.reservoirs_])
+        self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
+        self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         return self
 
@@ -292,7 +328,7 @@ class XGBoostQuantile(QuantileModel):
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
         X = np.asarray(X, dtype=float)
-        base, scale = self._base(X)
+        base, scale = self._base(X, self._states(X))
         q = self._quantiles(X)
         q[..., 0] -= self.margin_
         q[..., 2] += self.margin_
@@ -322,8 +358,8 @@ class XGBoostQuantile(QuantileModel):
             "level_columns": self.level_columns_.tolist(),
             "forms": [FORMS[f] for f in self.form_],
             "history_columns": self.history_columns_.tolist(),
-            "caps": self.caps_.tolist(),
-            "cap_index": self.cap_index_.tolist(),
+            "state_weight": self.state_weight_.tolist(),
+            "reservoirs": [None if r is None else r.to_json() for r in self.reservoirs_],
             "boosters": files,
         }
 
@@ -356,10 +392,11 @@ class XGBoostQuantile(QuantileModel):
         model.level_columns_ = np.asarray(meta["level_columns"], dtype=int)
         model.form_ = np.asarray([FORMS.index(f) for f in meta["forms"]], dtype=int)
         model.history_columns_ = np.asarray(meta["history_columns"], dtype=int)
-        model.caps_ = np.asarray(meta["caps"], dtype=float).reshape(
-            len(CAP_QUANTILES), model.history_columns_.size
-        )
-        model.cap_index_ = np.asarray(meta["cap_index"], dtype=int)
+        model.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
+        model.reservoirs_ = [
+            None if r is None else Reservoir.from_json(r) for r in meta["reservoirs"]
+        ]
+        model.context = CONTEXT if any(r is not None for r in model.reservoirs_) else 0
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
