@@ -110,7 +110,7 @@ class Estimator:
         """[series, 3] lower, median, upper for the window just closed."""
         with self._lock:
             X = self._advance([window])
-            return np.asarray(self.bundle.model.predict(X)[-1])
+            return np.asarray(self.bundle.model.predict_last(X))
 
     def predict_windows(self, windows: Sequence[Window], rescale: bool = True) -> np.ndarray:
         """[windows, series, 3] for hypothetical windows, from a fresh history (what-if).

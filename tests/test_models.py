@@ -104,7 +104,7 @@ def test_model_contract(
     kind: str, world: tuple[Vocabulary, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
     vocabulary, X, Y = world
-    layout: Layout = vocabulary.layout
+    layout: Layout = vocabulary.layout.for_series(SERIES)
     with pytest.raises(ModelError):
         _make(kind).predict(X)
     Y_gaps = Y.copy()
@@ -122,6 +122,8 @@ def test_model_contract(
     assert np.nanmean(accuracy(pred[..., 1], Y)) > 0.5, "does not learn the linear world"
     with pytest.raises(ModelError):
         model.predict(X[:, :-1])
+    live = model.predict_last(X[max(0, len(X) - model.context - 1) :])  # what live callers hold
+    np.testing.assert_allclose(live, pred[-1], rtol=1e-6)
 
     meta = model.save(tmp_path / "m")
     loaded = type(model).load(tmp_path / "m", meta)

@@ -116,6 +116,14 @@ class AutoModel(QuantileModel):
             out[:, columns] = model.predict(X)[:, columns]
         return finalize(out)
 
+    def predict_last(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted(X)
+        out = np.zeros((self.n_series_, 3))
+        for kind, model in self.models_.items():
+            columns = [j for j, k in enumerate(self.chosen_) if k == kind]
+            out[columns] = model.predict_last(X)[columns]
+        return finalize(out)
+
     def series_kinds(self) -> list[str]:
         return list(self.chosen_)
 

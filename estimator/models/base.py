@@ -35,6 +35,10 @@ class QuantileModel(ABC):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """[n, s, 3] lower, median, upper; non-negative and ordered."""
 
+    def predict_last(self, X: np.ndarray) -> np.ndarray:
+        """[s, 3] for the last row only, what a live caller needs; models may do it cheaper."""
+        return np.asarray(self.predict(X)[-1])
+
     @abstractmethod
     def save(self, directory: Path) -> dict[str, Any]:
         """Write fitted state into `directory` (safe formats only); return JSON-able metadata."""

@@ -315,8 +315,7 @@ class XGBoostQuantile(QuantileModel):
             z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
             margins[j] = _conformal_margin(z, q[known, j])
         self.margin_ = margins
-        self._search(X, Y, layout, np.ones(len(X), dtype=bool))
-        self._fit_part(X, Y, T, self._states(X))
+        self._fit_part(X, Y, T, S)  # reservoirs as found on the head: three numbers a series
         stateless = np.array([r is None for r in self.reservoirs_])
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
@@ -328,7 +327,15 @@ class XGBoostQuantile(QuantileModel):
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
         X = np.asarray(X, dtype=float)
-        base, scale = self._base(X, self._states(X))
+        return self._predict_rows(X, self._states(X))
+
+    def predict_last(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted(X)
+        X = np.asarray(X, dtype=float)
+        return self._predict_rows(X[-1:], self._states(X)[-1:])[0]
+
+    def _predict_rows(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
+        base, scale = self._base(X, S)
         q = self._quantiles(X)
         q[..., 0] -= self.margin_
         q[..., 2] += self.margin_
