@@ -155,27 +155,41 @@ def _errors(
 ) -> list[np.ndarray]:
     """Per series, the least squared error of y ~ a z + b + c own for each of its candidates."""
     n, k = len(table.inputs), len(table.decay)
-    moments = [
-        np.zeros((4, table.span[c].stop - table.span[c].start)) if c else None for c in owner
-    ]
+    groups: dict[str, list[int]] = {}
+    for j, c in enumerate(owner):
+        if c:
+            groups.setdefault(c, []).append(j)
+    sums = {
+        c: np.zeros((4, len(js), table.span[c].stop - table.span[c].start))
+        for c, js in groups.items()
+    }
     d, cap, source = table.decay, table.cap, table.source
-    z = np.minimum(cap, table.inputs[0, source])
+    gain = 1 - d
     block = np.empty((min(CHUNK, n), k))
+    z = np.minimum(cap, table.inputs[0, source])
+    step = np.empty(k)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         for t in range(start, stop):
             if t > 0:
-                z = np.minimum(cap, d * z + (1 - d) * table.inputs[t, source])
+                np.multiply(gain, table.inputs[t, source], out=step)
+                z *= d
+                z += step
+                np.minimum(z, cap, out=z)
             block[t - start] = z
         rows = block[: stop - start]
-        for j, c in enumerate(owner):
-            if c:
-                part = rows[:, table.span[c]]
-                w = weights[start:stop, j]
-                wy, wo = w * Y[start:stop, j], w * own[start:stop, j]
-                moments_j = moments[j]
-                assert moments_j is not None
-                moments_j += np.stack([w @ part, w @ part**2, wo @ part, wy @ part])
+        for c, js in groups.items():  # series of one component share its candidates
+            part = rows[:, table.span[c]]
+            w = weights[start:stop, js]
+            total = sums[c]
+            total[0] += w.T @ part
+            total[1] += w.T @ part**2
+            total[2] += (w * own[start:stop, js]).T @ part
+            total[3] += (w * Y[start:stop, js]).T @ part
+    moments: list[np.ndarray | None] = [None] * len(owner)
+    for c, js in groups.items():
+        for i, j in enumerate(js):
+            moments[j] = sums[c][:, i]
     out = []
     for j, m in enumerate(moments):
         if m is None:

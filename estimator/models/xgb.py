@@ -315,7 +315,8 @@ class XGBoostQuantile(QuantileModel):
             z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
             margins[j] = _conformal_margin(z, q[known, j])
         self.margin_ = margins
-        self._fit_part(X, Y, T, S)  # reservoirs as found on the head: three numbers a series
+        self._search(X, Y, layout, np.ones(len(X), dtype=bool))
+        self._fit_part(X, Y, T, self._states(X))
         stateless = np.array([r is None for r in self.reservoirs_])
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
