@@ -30,8 +30,11 @@ from estimator.features import Layout
 HALFLIVES: tuple[float, ...] = tuple(4.0 * 2.0 ** (k / 2) for k in range(9))
 """Candidate half-lives of a reservoir, in windows: 4 to 64, a factor sqrt(2) apart."""
 
-CAP_LEVELS: tuple[float, ...] = (0.02, 0.05, *(round(0.1 + 0.05 * k, 2) for k in range(18)), 1.0)
-"""Candidate capacities, as quantiles of the uncapped state over the fitting windows."""
+CAP_LEVELS: tuple[float, ...] = (
+    0.02, 0.05, *(round(0.1 + 0.05 * k, 2) for k in range(18)), 0.97, 0.98, 0.99, 0.995, 1.0
+)  # fmt: skip
+"""Candidate capacities, as quantiles of the uncapped state over the fitting windows (dense near
+the top: a cache that is full in only a few peak windows has its capacity there)."""
 
 CAP_GAIN = 0.02
 """A capped reservoir must cut the squared error of the best uncapped one by more than this."""

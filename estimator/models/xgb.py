@@ -267,6 +267,11 @@ class XGBoostQuantile(QuantileModel):
         if len(quiet) > SELECTION_ROWS:  # an even subsample keeps the choice cheap
             quiet = quiet[np.linspace(0, len(quiet) - 1, SELECTION_ROWS).astype(int)]
         shares = self._tree_features(X[quiet])
+        # A capacity seen anywhere in training is a fact about the component: keep it. The tail
+        # decides the rest, where training holds no direct evidence of how usage extrapolates.
+        self.form_ = np.full(n_series, RESERVOIR)
+        self._search(X, Y, layout, np.ones(len(X), dtype=bool))
+        full = np.array([r is not None and bool(np.isfinite(r.cap)) for r in self.reservoirs_])
         errors = []
         for form in range(len(FORMS)):
             self.form_ = np.full(n_series, form)
@@ -280,7 +285,9 @@ class XGBoostQuantile(QuantileModel):
             if form == RESERVOIR:  # a series with no reservoir cannot take this form
                 error[[r is None for r in self.reservoirs_]] = np.inf
             errors.append(error)
-        return _prefer_structure(np.vstack(errors))
+        chosen = _prefer_structure(np.vstack(errors))
+        chosen[full] = RESERVOIR
+        return chosen
 
     def _floors(self, Y: np.ndarray) -> np.ndarray:
         """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
