@@ -37,7 +37,8 @@ CAP_LEVELS: tuple[float, ...] = (
 the top: a cache that is full in only a few peak windows has its capacity there)."""
 
 CAP_GAIN = 0.02
-"""A capped reservoir must cut the squared error of the best uncapped one by more than this."""
+"""A capped reservoir must cut the squared error of the best uncapped one by more than this, and
+an input mixed from several operations that of the best single input."""
 
 CONTEXT = 256
 """Rows of look-back; beyond 4 half-lives of the slowest candidate, the start hardly matters."""
@@ -49,22 +50,40 @@ ANY = "*"
 """Owner of a series whose component is unknown: every component's inputs are its candidates."""
 
 
+Input = tuple[tuple[int, ...], tuple[float, ...]]
+"""A reservoir's input: feature columns and their weights (the calls that fill it)."""
+
+
 @dataclass(frozen=True)
 class Reservoir:
-    """One series' state: the summed input columns, the decay per window and the cap."""
+    """One series' state: its input, the decay per window and the cap."""
 
     columns: tuple[int, ...]
     decay: float
     cap: float  # inf: no capacity seen in training
+    weights: tuple[float, ...] = ()  # per column; empty: each 1
+
+    def signal(self, X: np.ndarray) -> np.ndarray:
+        """[n] the input's calls per row."""
+        return _signal(X, (self.columns, self.weights))
 
     def to_json(self) -> dict[str, Any]:
         cap = None if np.isinf(self.cap) else self.cap
-        return {"columns": list(self.columns), "decay": self.decay, "cap": cap}
+        out = {"columns": list(self.columns), "decay": self.decay, "cap": cap}
+        return out | ({"weights": list(self.weights)} if self.weights else {})
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Reservoir:
         cap = float("inf") if obj["cap"] is None else float(obj["cap"])
-        return cls(tuple(int(c) for c in obj["columns"]), float(obj["decay"]), cap)
+        weights = tuple(float(w) for w in obj.get("weights", ()))
+        return cls(tuple(int(c) for c in obj["columns"]), float(obj["decay"]), cap, weights)
+
+
+def _signal(X: np.ndarray, source: Input) -> np.ndarray:
+    columns, weights = source
+    if not weights:
+        return np.asarray(X[:, list(columns)].sum(axis=1), dtype=float)
+    return np.asarray(X[:, list(columns)] @ np.asarray(weights), dtype=float)
 
 
 def candidate_inputs(layout: Layout) -> dict[str, list[tuple[int, ...]]]:
@@ -94,7 +113,7 @@ def states(X: np.ndarray, reservoirs: Sequence[Reservoir | None], context: int) 
     if not active or n == 0:
         return out
     chosen = [r for r in reservoirs if r is not None]
-    x = np.stack([X[:, list(r.columns)].sum(axis=1) for r in chosen], axis=1)
+    x = np.stack([r.signal(X) for r in chosen], axis=1)
     decay = np.array([r.decay for r in chosen])
     cap = np.array([r.cap for r in chosen])
     head = min(n, context + 1)  # rows whose window starts at row 0: one sequential pass
@@ -111,116 +130,165 @@ def states(X: np.ndarray, reservoirs: Sequence[Reservoir | None], context: int) 
     return out
 
 
+MIXES: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+"""Refinement: another operation's calls added to the input at these shares of its volume."""
+
+REFINE_STEPS: tuple[float, ...] = (2**-0.25, 1.0, 2**0.25)
+"""Refinement: half-lives around the one found, a quarter octave apart."""
+
+
 @dataclass
 class _Candidates:
-    """Every (input, half-life, cap) of the components being searched, a component's contiguous."""
+    """Every (input, half-life, cap) searched, those of one group (of series) contiguous."""
 
-    inputs: np.ndarray  # [n, inputs] call counts
-    columns: list[tuple[int, ...]]  # X columns of each input
+    signals: np.ndarray  # [n, inputs] calls of each input
+    inputs: list[Input]
     source: np.ndarray  # [k] input index of each candidate
     decay: np.ndarray  # [k]
     cap: np.ndarray  # [k]
-    span: dict[str, slice]  # candidates of each component
+    span: dict[str, slice]  # candidates of each group
 
 
 def _candidates(
-    X: np.ndarray, rows: np.ndarray, inputs: dict[str, list[tuple[int, ...]]]
+    X: np.ndarray, rows: np.ndarray, groups: dict[str, list[tuple[Input, tuple[float, ...]]]]
 ) -> _Candidates:
-    columns = [cols for group in inputs.values() for cols in group]
-    x = np.stack([X[:, list(cols)].sum(axis=1) for cols in columns], axis=1)
-    levels = np.asarray(CAP_LEVELS)
-    caps = {}
-    for h in HALFLIVES:
+    """Per group, each input at each of its half-lives, uncapped and at each CAP_LEVELS cap."""
+    inputs = list(dict.fromkeys(source for specs in groups.values() for source, _ in specs))
+    signals = np.stack([_signal(X, source) for source in inputs], axis=1)
+    index = {source: i for i, source in enumerate(inputs)}
+    needed: dict[float, set[int]] = {}
+    for specs in groups.values():
+        for source, halflives in specs:
+            for h in halflives:
+                needed.setdefault(h, set()).add(index[source])
+    caps: dict[tuple[int, float], np.ndarray] = {}
+    for h, members in needed.items():  # one filter per half-life over all inputs needing it
+        cols = sorted(members)
         d = 0.5 ** (1.0 / h)
+        x = signals[:, cols]
         uncapped = lfilter([1 - d], [1, -d], x, axis=0, zi=d * x[:1])[0]
-        caps[d] = np.quantile(uncapped[rows], levels, axis=0)  # [levels, inputs]
-    source: list[int] = []
-    decay: list[float] = []
-    cap: list[float] = []
+        levels = np.quantile(uncapped[rows], CAP_LEVELS, axis=0)
+        for n, i in enumerate(cols):
+            caps[i, h] = np.append(levels[:, n], np.inf)
+    source_of: list[int] = []
+    decay: list[np.ndarray] = []
+    cap: list[np.ndarray] = []
     span: dict[str, slice] = {}
-    i = 0
-    for component, group in inputs.items():
-        first = len(source)
-        for _ in group:
-            for d, table in caps.items():
-                for c in (*table[:, i], np.inf):
-                    source.append(i)
-                    decay.append(d)
-                    cap.append(float(c))
-            i += 1
-        span[component] = slice(first, len(source))
-    span[ANY] = slice(0, len(source))
-    return _Candidates(x, columns, np.array(source), np.array(decay), np.array(cap), span)
+    for key, specs in groups.items():
+        first = sum(len(c) for c in cap)
+        for source, halflives in specs:
+            i = index[source]
+            for h in halflives:
+                source_of += [i] * len(caps[i, h])
+                decay.append(np.full(len(caps[i, h]), 0.5 ** (1.0 / h)))
+                cap.append(caps[i, h])
+        span[key] = slice(first, sum(len(c) for c in cap))
+    return _Candidates(
+        signals, inputs, np.array(source_of), np.concatenate(decay), np.concatenate(cap), span
+    )
 
 
 def _errors(
-    table: _Candidates, weights: np.ndarray, own: np.ndarray, Y: np.ndarray, owner: list[str]
-) -> list[np.ndarray]:
-    """Per series, the least squared error of y ~ a z + b + c own for each of its candidates."""
-    n, k = len(table.inputs), len(table.decay)
-    groups: dict[str, list[int]] = {}
-    for j, c in enumerate(owner):
-        if c:
-            groups.setdefault(c, []).append(j)
+    table: _Candidates,
+    weights: np.ndarray,
+    own: np.ndarray,
+    Y: np.ndarray,
+    groups: dict[str, list[int]],
+) -> dict[int, np.ndarray]:
+    """Per series of a group, the least squared error of y ~ a z + b + c own per candidate."""
+    n, k = len(table.signals), len(table.decay)
     sums = {
-        c: np.zeros((4, len(js), table.span[c].stop - table.span[c].start))
-        for c, js in groups.items()
+        key: np.zeros((4, len(js), table.span[key].stop - table.span[key].start))
+        for key, js in groups.items()
     }
     d, cap, source = table.decay, table.cap, table.source
     gain = 1 - d
     block = np.empty((min(CHUNK, n), k))
-    z = np.minimum(cap, table.inputs[0, source])
+    z = np.minimum(cap, table.signals[0, source])
     step = np.empty(k)
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         for t in range(start, stop):
             if t > 0:
-                np.multiply(gain, table.inputs[t, source], out=step)
+                np.multiply(gain, table.signals[t, source], out=step)
                 z *= d
                 z += step
                 np.minimum(z, cap, out=z)
             block[t - start] = z
         rows = block[: stop - start]
-        for c, js in groups.items():  # series of one component share its candidates
-            part = rows[:, table.span[c]]
+        for key, js in groups.items():  # series of one group share its candidates
+            part = rows[:, table.span[key]]
             w = weights[start:stop, js]
-            total = sums[c]
+            total = sums[key]
             total[0] += w.T @ part
             total[1] += w.T @ part**2
             total[2] += (w * own[start:stop, js]).T @ part
             total[3] += (w * Y[start:stop, js]).T @ part
-    moments: list[np.ndarray | None] = [None] * len(owner)
-    for c, js in groups.items():
+    out = {}
+    for key, js in groups.items():
         for i, j in enumerate(js):
-            moments[j] = sums[c][:, i]
-    out = []
-    for j, m in enumerate(moments):
-        if m is None:
-            out.append(np.full(0, np.inf))
-            continue
-        w, o, y = weights[:, j], own[:, j], Y[:, j]
-        sz, szz, szo, szy = m
-        const = np.ones_like(sz)
-        gram = np.stack(
-            [
-                np.stack([szz, sz, szo], -1),
-                np.stack([sz, w.sum() * const, (w @ o) * const], -1),
-                np.stack([szo, (w @ o) * const, (w @ o**2) * const], -1),
-            ],
-            -2,
-        )
-        rhs = np.stack([szy, (w @ y) * const, (w * o) @ y * const], -1)
-        scale = np.sqrt(np.abs(np.diagonal(gram, axis1=-2, axis2=-1))) + 1e-12
-        g = gram / scale[:, :, None] / scale[:, None, :] + 1e-9 * np.eye(3)
-        coef = np.linalg.solve(g, (rhs / scale)[..., None])[..., 0]
-        out.append((w * y) @ y - (coef * rhs / scale).sum(-1))
+            out[j] = _least_squares(sums[key][:, i], weights[:, j], own[:, j], Y[:, j])
     return out
+
+
+def _least_squares(moments: np.ndarray, w: np.ndarray, o: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Residual sum of squares of y ~ a z + b + c o per candidate z, from its weighted moments."""
+    sz, szz, szo, szy = moments
+    const = np.ones_like(sz)
+    gram = np.stack(
+        [
+            np.stack([szz, sz, szo], -1),
+            np.stack([sz, w.sum() * const, (w @ o) * const], -1),
+            np.stack([szo, (w @ o) * const, (w @ o**2) * const], -1),
+        ],
+        -2,
+    )
+    rhs = np.stack([szy, (w @ y) * const, (w * o) @ y * const], -1)
+    scale = np.sqrt(np.abs(np.diagonal(gram, axis1=-2, axis2=-1))) + 1e-12
+    g = gram / scale[:, :, None] / scale[:, None, :] + 1e-9 * np.eye(3)
+    coef = np.linalg.solve(g, (rhs / scale)[..., None])[..., 0]
+    return np.asarray((w * y) @ y - (coef * rhs / scale).sum(-1))
+
+
+def _pick(table: _Candidates, key: str, sse: np.ndarray, plain: np.ndarray) -> Reservoir:
+    """The candidate of least error, unless the best `plain` one is within CAP_GAIN of it."""
+    best = int(np.argmin(sse))
+    simple = np.where(plain, sse, np.inf)
+    if not sse[best] < (1 - CAP_GAIN) * simple.min():
+        best = int(np.argmin(simple))
+    k = table.span[key].start + best
+    columns, weights = table.inputs[int(table.source[k])]
+    return Reservoir(columns, float(table.decay[k]), float(table.cap[k]), weights)
+
+
+def _refinements(
+    X: np.ndarray, found: Reservoir, inputs: list[tuple[int, ...]]
+) -> list[tuple[Input, tuple[float, ...]]]:
+    """Finer half-lives around a capped reservoir, and its input mixed with other operations."""
+    h = np.log(0.5) / np.log(found.decay)
+    halflives = tuple(h * f for f in REFINE_STEPS)
+    own: Input = (found.columns, found.weights)
+    specs: list[tuple[Input, tuple[float, ...]]] = [(own, halflives)]
+    volume = max(float(found.signal(X).mean()), 1e-12)
+    base = found.weights or (1.0,) * len(found.columns)
+    for other in inputs[1:]:  # each operation (the first input is the component's total)
+        if set(other) <= set(found.columns):
+            continue
+        ratio = volume / max(float(X[:, list(other)].sum(axis=1).mean()), 1e-12)
+        for share in MIXES:
+            mix = (tuple(found.columns) + other, base + (share * ratio,) * len(other))
+            specs.append((mix, halflives))
+    return specs
 
 
 def search(
     X: np.ndarray, Y: np.ndarray, layout: Layout, rows: np.ndarray
 ) -> list[Reservoir | None]:
-    """Per series, the reservoir of least squared error over `rows` (a mask over consecutive X)."""
+    """Per series, the reservoir of least squared error over `rows` (a mask over consecutive X).
+
+    A coarse pass over every input, half-life and cap, then, for series whose reservoir has a
+    capacity (where its details decide extrapolation), a finer pass around it.
+    """
     found = candidate_inputs(layout)
     if not found:
         return [None] * Y.shape[1]
@@ -231,27 +299,34 @@ def search(
             return [None] * Y.shape[1]
         own = np.stack([X[:, inputs[c][0][0]] if c else np.zeros(len(X)) for c in owner], 1)
     else:  # unnamed series: every component's inputs are candidates of every series
-        owner, inputs = [ANY] * Y.shape[1], found
+        owner, inputs = [ANY] * Y.shape[1], {ANY: [i for group in found.values() for i in group]}
         own = np.repeat(X[:, layout.columns("component")].sum(1, keepdims=True), Y.shape[1], 1)
-    table = _candidates(X, rows, inputs)
     known = ~np.isnan(Y)
     weights = (known & rows[:, None]).astype(float)
-    errors = _errors(table, weights, own, np.where(known, Y, 0.0), owner)
-    out: list[Reservoir | None] = []
+    Yz = np.where(known, Y, 0.0)
+    groups: dict[str, list[int]] = {}
     for j, c in enumerate(owner):
-        sse = errors[j]
-        if not c or not np.isfinite(sse).any() or weights[:, j].sum() < 4:
-            out.append(None)
-            continue
-        part = table.span[c]
-        capped = np.isfinite(table.cap[part])
-        uncapped = np.where(capped, np.inf, sse)
-        best = int(np.argmin(sse))
-        if not sse[best] < (1 - CAP_GAIN) * uncapped.min():
-            best = int(np.argmin(uncapped))
-        k = part.start + best
-        columns = table.columns[int(table.source[k])]
-        out.append(Reservoir(columns, float(table.decay[k]), float(table.cap[k])))
+        if c and weights[:, j].sum() >= 4:
+            groups.setdefault(c, []).append(j)
+    none: tuple[float, ...] = ()
+    specs = {c: [((cols, none), HALFLIVES) for cols in inputs[c]] for c in groups}
+    table = _candidates(X, rows, specs)
+    errors = _errors(table, weights, own, Yz, groups)
+    out: list[Reservoir | None] = [None] * Y.shape[1]
+    for c, js in groups.items():
+        uncapped = np.isinf(table.cap[table.span[c]])
+        for j in js:
+            out[j] = _pick(table, c, errors[j], uncapped)
+    capped = {j: r for j, r in enumerate(out) if r is not None and np.isfinite(r.cap)}
+    if capped:
+        keys = {j: f"series {j}" for j in capped}
+        fine = {keys[j]: _refinements(X, r, inputs[owner[j]]) for j, r in capped.items()}
+        table = _candidates(X, rows, fine)
+        errors = _errors(table, weights, own, Yz, {keys[j]: [j] for j in capped})
+        for j, r in capped.items():  # a mixed input, too, must earn its place
+            part = table.span[keys[j]]
+            unmixed = [table.inputs[i] == (r.columns, r.weights) for i in table.source[part]]
+            out[j] = _pick(table, keys[j], errors[j], np.array(unmixed))
     return out
 
 

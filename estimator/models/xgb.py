@@ -199,7 +199,12 @@ class XGBoostQuantile(QuantileModel):
 
     def _search(self, X: np.ndarray, Y: np.ndarray, layout: Layout, rows: np.ndarray) -> None:
         """Reservoirs of the RESERVOIR series, found on `rows` of the consecutive windows X."""
-        found = search(X, Y, layout, rows) if (self.form_ == RESERVOIR).any() else []
+        found: list[Reservoir | None] = []
+        if (self.form_ == RESERVOIR).any():
+            key = np.packbits(rows).tobytes()
+            if key not in self._found:  # the search over all rows serves twice
+                self._found[key] = search(X, Y, layout, rows)
+            found = self._found[key]
         self.reservoirs_ = [
             found[j] if self.form_[j] == RESERVOIR else None for j in range(Y.shape[1])
         ]
@@ -307,6 +312,7 @@ class XGBoostQuantile(QuantileModel):
         levels = [layout.columns(g) for g in ("api", "component", "history")]
         self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
         self.history_columns_ = layout.columns("history")
+        self._found: dict[bytes, list[Reservoir | None]] = {}
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
@@ -327,6 +333,7 @@ class XGBoostQuantile(QuantileModel):
         stateless = np.array([r is None for r in self.reservoirs_])
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
+        del self._found
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         return self
 
