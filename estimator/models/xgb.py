@@ -13,8 +13,10 @@ every series, three forms are fitted on the lower-load windows and compared on t
 (the direction of extrapolation): SCALE (the base above), RESERVOIR (the base on current counts
 plus the series' reservoir, a state that fills with its component's calls, drains, and stops at a
 capacity where training shows one; see `reservoir.py`) and SATURATE (no base: trees on the absolute
-levels of traffic and history, flat beyond the load they have seen). The series keeps the form that
-predicts that tail best.
+levels of traffic and history, flat beyond the load they have seen). The series keeps the most
+structured form unless a looser one predicts that tail clearly better (FORM_MARGIN); a series whose
+reservoir shows a capacity anywhere in training keeps RESERVOIR, since the busiest windows are
+often the only ones where a cache is full.
 """
 
 from __future__ import annotations
