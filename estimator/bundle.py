@@ -17,7 +17,8 @@ from estimator.features import HistoryState, Vocabulary
 from estimator.models import QuantileModel, model_class
 from estimator.windows import SeriesKey, Window
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: XGBoost series carry reservoirs (state that fills, drains and stops at a capacity)."""
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 SYNTHESIZER = "synthesizer.json"
