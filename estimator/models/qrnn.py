@@ -18,6 +18,7 @@ import numpy as np
 from estimator.errors import BundleError, InputError, ModelError
 from estimator.features import Layout
 from estimator.models.base import QuantileModel, finalize
+from estimator.models.costbase import CostBase
 
 if TYPE_CHECKING:
     from estimator.models.qrnn_net import Experts
@@ -50,6 +51,10 @@ class QRNNConfig:
     early stopping checks often."""
     validation: float = 0.1
     """Share of the last rows held out for early stopping."""
+    anchor: bool = True
+    """Learn usage relative to a non-negative cost base (costs per call and reservoirs, as the
+    XGBoost model does), so estimates scale with calls and caches stop at their capacity; False
+    learns usage directly (a masked linear cost plus the recurrent correction)."""
     seed: int = 0
     max_seconds: float = 240.0
     """Training time budget; training stops after the epoch that passes it (a fit cut short
@@ -63,9 +68,11 @@ class QRNN(QuantileModel):
     """Per-series experts: masked linear cost per call plus a recurrent correction, pinball loss.
 
     Features are divided by their mean absolute training value (features never seen in training
-    are ignored), targets by their series' mean absolute value. `predict` takes rows in time
-    order; the first `context` rows have no earlier rows, so the first row is repeated in their
-    place (as if traffic had been steady before the data began).
+    are ignored), targets by their series' mean absolute value. With `anchor`, the targets are
+    usage relative to the cost base, (y - base) / max(base, floor), and the experts are recurrent
+    corrections only. `predict` takes rows in time order; the first `config.context` rows have no
+    earlier rows, so the first row is repeated in their place (as if traffic had been steady
+    before the data began).
     """
 
     kind = "qrnn"
@@ -102,6 +109,12 @@ class QRNN(QuantileModel):
             raise ModelError("qrnn: features hold NaN or infinite values, or targets infinite ones")
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
+        self.base_: CostBase | None = None
+        if self.config.anchor:
+            self.base_ = CostBase().fit(X, Y, layout)
+            base, scale = self.base_.predict(X)
+            Y = (Y - base) / scale
+            self.context = max(self.config.context, self.base_.context)
         scale = np.abs(X).mean(axis=0)
         self.x_inv_ = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
         known = ~np.isnan(Y)
@@ -124,7 +137,8 @@ class QRNN(QuantileModel):
         )
         with qrnn_net.deterministic(cfg.seed, self._threads()):
             self.net_ = self._new_net()
-            self.net_.linear.copy_(torch.from_numpy(self._linear_columns(layout)))
+            linear = self._linear_columns(layout) * (not self.config.anchor)
+            self.net_.linear.copy_(torch.from_numpy(linear))
             self.training_ = qrnn_net.train(
                 self.net_, self._padded(X), Y / self.y_scale_, plan, cfg.seed
             )
@@ -152,7 +166,7 @@ class QRNN(QuantileModel):
     def _padded(self, X: np.ndarray) -> np.ndarray:
         """Scaled rows with the first row repeated `context` times in front."""
         scaled = X * self.x_inv_
-        return np.vstack([np.repeat(scaled[:1], self.context, axis=0), scaled])
+        return np.vstack([np.repeat(scaled[:1], self.config.context, axis=0), scaled])
 
     # ------------------------------------------------------------------ predicting
 
@@ -165,6 +179,22 @@ class QRNN(QuantileModel):
         if len(X) == 0:
             return np.zeros((0, self.n_series_, 3))
         pred = qrnn_net.predict(self.net_, self._padded(X)) * self.y_scale_[None, :, None]
+        if self.base_ is not None:
+            base, scale = self.base_.predict(X)
+            pred = base[..., None] + scale[..., None] * pred
+        return finalize(pred)
+
+    def predict_last(self, X: np.ndarray) -> np.ndarray:
+        """[s, 3] for the last row: the experts see only their context, the base its own."""
+        from estimator.models import qrnn_net
+
+        X = np.asarray(X, dtype=float)
+        self._check_fitted(X)
+        tail = self._padded(X[len(X) - min(len(X), self.config.context + 1) :])
+        pred = qrnn_net.predict(self.net_, tail)[-1] * self.y_scale_[:, None]
+        if self.base_ is not None:
+            base, scale = self.base_.predict(X)
+            pred = base[-1, :, None] + scale[-1, :, None] * pred
         return finalize(pred)
 
     def feature_mask(self) -> np.ndarray:
@@ -193,6 +223,7 @@ class QRNN(QuantileModel):
             "x_inv": self.x_inv_.tolist(),
             "y_scale": self.y_scale_.tolist(),
             "training": self.training_,
+            "base": None if self.base_ is None else self.base_.save(directory),
         }
 
     @classmethod
@@ -207,7 +238,11 @@ class QRNN(QuantileModel):
             model.x_inv_ = np.asarray(meta["x_inv"], dtype=float)
             model.y_scale_ = np.asarray(meta["y_scale"], dtype=float)
             model.training_ = dict(meta.get("training") or {})
-        except (KeyError, TypeError, ValueError, InputError) as exc:
+            base = meta.get("base")
+            model.base_ = None if base is None else CostBase.load(Path(directory), base)
+            if model.base_ is not None:
+                model.context = max(config.context, model.base_.context)
+        except (KeyError, TypeError, ValueError, InputError, OSError) as exc:
             raise BundleError(f"qrnn metadata is malformed: {exc!r}") from exc
         if model.x_inv_.shape != (model.n_features_,) or model.y_scale_.shape != (model.n_series_,):
             raise BundleError("qrnn metadata: scaler sizes do not match features and series")

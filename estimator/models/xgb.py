@@ -27,12 +27,11 @@ from typing import Any, Self
 
 import numpy as np
 import xgboost as xgb
-from scipy.linalg import cho_factor, solve_triangular
-from scipy.optimize import nnls
 
 from estimator.errors import ModelError
 from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
+from estimator.models.costbase import fit_nonnegative_costs
 from estimator.models.reservoir import CONTEXT, Reservoir, search, states
 
 BAND = QUANTILES[2] - QUANTILES[0]
@@ -56,61 +55,6 @@ def _prefer_structure(errors: np.ndarray) -> np.ndarray:
         better = errors[form] < (1 - FORM_MARGIN) * best
         chosen[better], best[better] = form, errors[form][better]
     return chosen
-
-
-def fit_nonnegative_costs(
-    A: np.ndarray, Y: np.ndarray, ridge: float = 1e-6, extra: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
-
-    Least squares over each series' known rows of Y on A, an intercept and, where `extra` [n, s]
-    is given, one more column of the series' own. Solved in Gram form (one Cholesky factor per
-    series, the shared part per pattern of known rows), so each series costs an NNLS on an f x f
-    system instead of one over all rows.
-    """
-    n, f = A.shape
-    design = np.hstack([A, np.ones((n, 1))])
-    scale = np.sqrt(np.mean(design**2, axis=0))
-    scale[scale == 0] = 1.0
-    design /= scale
-    own, own_scale = np.zeros((n, 0)), np.ones(Y.shape[1])
-    if extra is not None:
-        own_scale = np.sqrt(np.mean(np.asarray(extra, dtype=float) ** 2, axis=0))
-        own_scale[own_scale == 0] = 1.0
-        own = extra / own_scale
-    width = f + 1 + own.shape[1] // max(1, Y.shape[1])
-    known = ~np.isnan(Y)
-    weights = np.zeros((width, Y.shape[1]))
-    patterns: dict[bytes, list[int]] = {}
-    for j in range(Y.shape[1]):
-        if known[:, j].sum() > 0:
-            patterns.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
-    for series in patterns.values():
-        rows = known[:, series[0]]
-        D = design[rows]
-        shared = D.T @ D / len(D)
-        upper = _upper_factor(shared, ridge) if extra is None else shared
-        for j in series:
-            c = D.T @ Y[rows, j] / len(D)
-            if extra is not None:
-                e = own[rows, j]
-                cross = D.T @ e / len(D)
-                corner = np.array([[e @ e / len(D)]])
-                gram = np.block([[shared, cross[:, None]], [cross[None, :], corner]])
-                upper = _upper_factor(gram, ridge)
-                c = np.append(c, e @ Y[rows, j] / len(D))
-            d = solve_triangular(upper, c, trans="T", lower=False)
-            weights[:, j] = nnls(upper, d, maxiter=50 * width)[0]
-    weights[: f + 1] /= scale[:, None]
-    extra_weights = weights[f + 1] / own_scale if extra is not None else np.zeros(Y.shape[1])
-    return weights[:f], weights[f], extra_weights
-
-
-def _upper_factor(gram: np.ndarray, ridge: float) -> np.ndarray:
-    """Upper Cholesky factor of a Gram matrix with a ridge relative to its mean diagonal."""
-    gram = gram.copy()
-    gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / len(gram), 1e-12)
-    return np.triu(cho_factor(gram, lower=False)[0])
 
 
 def _conformal_margin(z: np.ndarray, q: np.ndarray) -> float:

@@ -1,0 +1,143 @@
+"""The part of usage that scales: non-negative costs per call, plus each series' reservoir.
+
+Shared by the models that learn a residual on top of it (the XGBoost and neural models): at 3x
+traffic the costs triple, a cache's reservoir stops at its capacity, and the learned residual,
+relative to this base, stays in the range it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+from scipy.linalg import cho_factor, solve_triangular
+from scipy.optimize import nnls
+
+from estimator.errors import ModelError
+from estimator.features import Layout
+from estimator.models.reservoir import CONTEXT, Reservoir, search, states
+
+FLOOR = 0.1
+"""The residual scale never drops below this share of a series' mean level."""
+
+
+def fit_nonnegative_costs(
+    A: np.ndarray, Y: np.ndarray, ridge: float = 1e-6, extra: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
+
+    Least squares over each series' known rows of Y on A, an intercept and, where `extra` [n, s]
+    is given, one more column of the series' own. Solved in Gram form (one Cholesky factor per
+    series, the shared part per pattern of known rows), so each series costs an NNLS on an f x f
+    system instead of one over all rows.
+    """
+    n, f = A.shape
+    design = np.hstack([A, np.ones((n, 1))])
+    scale = np.sqrt(np.mean(design**2, axis=0))
+    scale[scale == 0] = 1.0
+    design /= scale
+    own, own_scale = np.zeros((n, 0)), np.ones(Y.shape[1])
+    if extra is not None:
+        own_scale = np.sqrt(np.mean(np.asarray(extra, dtype=float) ** 2, axis=0))
+        own_scale[own_scale == 0] = 1.0
+        own = extra / own_scale
+    width = f + 1 + own.shape[1] // max(1, Y.shape[1])
+    known = ~np.isnan(Y)
+    weights = np.zeros((width, Y.shape[1]))
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(Y.shape[1]):
+        if known[:, j].sum() > 0:
+            patterns.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
+    for series in patterns.values():
+        rows = known[:, series[0]]
+        D = design[rows]
+        shared = D.T @ D / len(D)
+        upper = _upper_factor(shared, ridge) if extra is None else shared
+        for j in series:
+            c = D.T @ Y[rows, j] / len(D)
+            if extra is not None:
+                e = own[rows, j]
+                cross = D.T @ e / len(D)
+                corner = np.array([[e @ e / len(D)]])
+                gram = np.block([[shared, cross[:, None]], [cross[None, :], corner]])
+                upper = _upper_factor(gram, ridge)
+                c = np.append(c, e @ Y[rows, j] / len(D))
+            d = solve_triangular(upper, c, trans="T", lower=False)
+            weights[:, j] = nnls(upper, d, maxiter=50 * width)[0]
+    weights[: f + 1] /= scale[:, None]
+    extra_weights = weights[f + 1] / own_scale if extra is not None else np.zeros(Y.shape[1])
+    return weights[:f], weights[f], extra_weights
+
+
+def _upper_factor(gram: np.ndarray, ridge: float) -> np.ndarray:
+    """Upper Cholesky factor of a Gram matrix with a ridge relative to its mean diagonal."""
+    gram = gram.copy()
+    gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / len(gram), 1e-12)
+    return np.triu(cho_factor(gram, lower=False)[0])
+
+
+class CostBase:
+    """Per series: costs per call of this window's counts, an idle intercept and its reservoir."""
+
+    def __init__(self, ridge: float = 1e-6) -> None:
+        self.ridge = ridge
+
+    @property
+    def context(self) -> int:
+        """Rows of look-back the reservoirs need."""
+        return CONTEXT if any(r is not None for r in self.reservoirs_) else 0
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
+        """Reservoirs found on every row, then costs by NNLS on current counts and reservoirs."""
+        self.reservoirs_ = search(X, Y, layout, np.ones(len(X), dtype=bool))
+        current = X.copy()
+        current[:, layout.columns("history")] = 0.0  # history enters through the reservoir
+        self.weights_, self.intercept_, self.state_weight_ = fit_nonnegative_costs(
+            current, Y, self.ridge, extra=states(X, self.reservoirs_, CONTEXT)
+        )
+        known = ~np.isnan(Y)
+        level = np.where(known, np.abs(Y), 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+        self.floor_ = FLOOR * level + 1e-9
+        return self
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Base [n, s] for consecutive rows X, and the residual scale max(base, floor)."""
+        base = X @ self.weights_ + self.intercept_
+        base += self.state_weight_ * states(X, self.reservoirs_, CONTEXT)
+        return base, np.maximum(base, self.floor_)
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Costs to an .npy file (no pickle); the rest as JSON metadata."""
+        np.save(directory / "base_weights.npy", self.weights_, allow_pickle=False)
+        return {
+            "ridge": self.ridge,
+            "intercept": self.intercept_.tolist(),
+            "state_weight": self.state_weight_.tolist(),
+            "floor": self.floor_.tolist(),
+            "reservoirs": [None if r is None else r.to_json() for r in self.reservoirs_],
+        }
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
+        base = cls(float(meta["ridge"]))
+        base.weights_ = np.load(directory / "base_weights.npy", allow_pickle=False)
+        base.intercept_ = np.asarray(meta["intercept"], dtype=float)
+        base.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
+        base.floor_ = np.asarray(meta["floor"], dtype=float)
+        base.reservoirs_ = [
+            None if r is None else Reservoir.from_json(r) for r in meta["reservoirs"]
+        ]
+        n_series = base.weights_.shape[1] if base.weights_.ndim == 2 else -1
+        sizes = {
+            len(base.intercept_),
+            len(base.state_weight_),
+            len(base.floor_),
+            len(base.reservoirs_),
+        }
+        if sizes != {n_series}:
+            raise ModelError(f"{directory}: cost base arrays disagree in their number of series")
+        return base
+
+
+__all__ = ["FLOOR", "CostBase", "fit_nonnegative_costs"]
