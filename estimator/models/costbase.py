@@ -101,10 +101,13 @@ class CostBase:
         self.floor_ = FLOOR * level + 1e-9
         return self
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Base [n, s] for consecutive rows X, and the residual scale max(base, floor)."""
-        base = X @ self.weights_ + self.intercept_
-        base += self.state_weight_ * states(X, self.reservoirs_, CONTEXT)
+    def predict(self, X: np.ndarray, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Base [n, s] for consecutive rows X (only the last row's, [1, s], with `last`), and
+        the residual scale max(base, floor)."""
+        state = states(X, self.reservoirs_, CONTEXT)
+        if last:
+            X, state = X[-1:], state[-1:]
+        base = X @ self.weights_ + self.intercept_ + self.state_weight_ * state
         return base, np.maximum(base, self.floor_)
 
     def save(self, directory: Path) -> dict[str, Any]:

@@ -193,8 +193,8 @@ class QRNN(QuantileModel):
         tail = self._padded(X[len(X) - min(len(X), self.config.context + 1) :])
         pred = qrnn_net.predict(self.net_, tail)[-1] * self.y_scale_[:, None]
         if self.base_ is not None:
-            base, scale = self.base_.predict(X)
-            pred = base[-1, :, None] + scale[-1, :, None] * pred
+            base, scale = self.base_.predict(X, last=True)
+            pred = base[0, :, None] + scale[0, :, None] * pred
         return finalize(pred)
 
     def feature_mask(self) -> np.ndarray:
