@@ -73,3 +73,11 @@ def test_states_of_the_last_context_rows_match_the_whole_run() -> None:
 def test_reservoir_round_trips_through_json() -> None:
     for r in (Reservoir((1, 2), 0.95, 12.5), Reservoir((0,), 0.8, float("inf"))):
         assert Reservoir.from_json(r.to_json()) == r
+
+
+def test_too_few_known_windows_give_no_reservoir() -> None:
+    X, Y = _world(3, halflife=8.0, cap=None, seed=4)
+    assert search(X, Y, _layout(), np.ones(len(X), dtype=bool)) == [None]
+    X, Y = _world(50, halflife=8.0, cap=None, seed=4)
+    Y[3:] = np.nan
+    assert search(X, Y, _layout(), np.ones(len(X), dtype=bool)) == [None]

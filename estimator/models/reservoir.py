@@ -308,6 +308,8 @@ def search(
     for j, c in enumerate(owner):
         if c and weights[:, j].sum() >= 4:
             groups.setdefault(c, []).append(j)
+    if not groups:
+        return [None] * Y.shape[1]
     none: tuple[float, ...] = ()
     specs = {c: [((cols, none), HALFLIVES) for cols in inputs[c]] for c in groups}
     table = _candidates(X, rows, specs)
