@@ -152,7 +152,8 @@ class LiveLoop:
 
     def load(self, bundle: Bundle) -> None:
         """Serve a bundle (start or hot reload), replaying stored windows into its history."""
-        estimator = Estimator(bundle, self.window, self.store.recent(WARM_WINDOWS))
+        warm = max(WARM_WINDOWS, bundle.model.context)  # enough for the model's look-back too
+        estimator = Estimator(bundle, self.window, self.store.recent(warm))
         with self._tick_lock:
             self.estimator = estimator
             self._scores = None
