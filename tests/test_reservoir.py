@@ -81,3 +81,14 @@ def test_too_few_known_windows_give_no_reservoir() -> None:
     X, Y = _world(50, halflife=8.0, cap=None, seed=4)
     Y[3:] = np.nan
     assert search(X, Y, _layout(), np.ones(len(X), dtype=bool)) == [None]
+
+
+def test_only_the_busiest_operations_are_inputs_of_their_own() -> None:
+    from estimator.models.reservoir import MAX_OPERATIONS, _busiest
+
+    n_ops = MAX_OPERATIONS + 3
+    X = np.tile(np.arange(1.0, n_ops + 2), (5, 1))  # column k is called k + 1 times a window
+    inputs = [(0,), *((k,) for k in range(1, n_ops + 1))]
+    kept = _busiest(X, inputs)
+    assert kept[0] == (0,) and len(kept) == MAX_OPERATIONS + 1
+    assert kept[1:] == [(k,) for k in range(n_ops + 1 - MAX_OPERATIONS, n_ops + 1)]

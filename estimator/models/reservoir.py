@@ -44,7 +44,14 @@ CONTEXT = 256
 """Rows of look-back; beyond 4 half-lives of the slowest candidate, the start hardly matters."""
 
 CHUNK = 1024
-"""Rows of candidate states held at once while scoring."""
+"""Rows of candidate states held at once while scoring (fewer where candidates are many)."""
+
+BLOCK_CELLS = 1 << 24
+"""At most this many candidate states (8 bytes each) are held at once."""
+
+MAX_OPERATIONS = 6
+"""A component's busiest operations that are candidate inputs of their own: large applications
+keep the search's cost in proportion to their components, not their operations."""
 
 ANY = "*"
 """Owner of a series whose component is unknown: every component's inputs are its candidates."""
@@ -103,6 +110,15 @@ def candidate_inputs(layout: Layout) -> dict[str, list[tuple[int, ...]]]:
             inputs += [tuple(cols) for _, cols in sorted(by_op.items())]
         out[component] = inputs
     return out
+
+
+def _busiest(X: np.ndarray, inputs: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The component's total and its MAX_OPERATIONS busiest operations, in their order."""
+    if len(inputs) <= MAX_OPERATIONS + 1:
+        return inputs
+    calls = [float(X[:, list(cols)].sum()) for cols in inputs[1:]]
+    keep = sorted(np.argsort(calls)[::-1][:MAX_OPERATIONS])
+    return [inputs[0], *(inputs[1 + i] for i in keep)]
 
 
 def states(X: np.ndarray, reservoirs: Sequence[Reservoir | None], context: int) -> np.ndarray:
@@ -203,11 +219,12 @@ def _errors(
     }
     d, cap, source = table.decay, table.cap, table.source
     gain = 1 - d
-    block = np.empty((min(CHUNK, n), k))
+    chunk = max(1, min(CHUNK, BLOCK_CELLS // max(k, 1)))
+    block = np.empty((min(chunk, n), k))
     z = np.minimum(cap, table.signals[0, source])
     step = np.empty(k)
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
         for t in range(start, stop):
             if t > 0:
                 np.multiply(gain, table.signals[t, source], out=step)
@@ -289,7 +306,7 @@ def search(
     A coarse pass over every input, half-life and cap, then, for series whose reservoir has a
     capacity (where its details decide extrapolation), a finer pass around it.
     """
-    found = candidate_inputs(layout)
+    found = {c: _busiest(X, group) for c, group in candidate_inputs(layout).items()}
     if not found:
         return [None] * Y.shape[1]
     if len(layout.series) == Y.shape[1]:
