@@ -92,3 +92,19 @@ def test_only_the_busiest_operations_are_inputs_of_their_own() -> None:
     kept = _busiest(X, inputs)
     assert kept[0] == (0,) and len(kept) == MAX_OPERATIONS + 1
     assert kept[1:] == [(k,) for k in range(n_ops + 1 - MAX_OPERATIONS, n_ops + 1)]
+
+
+def test_saved_reservoirs_are_checked_against_the_model() -> None:
+    import pytest
+
+    from estimator.errors import ModelError
+    from estimator.models.reservoir import load_reservoirs
+
+    good = Reservoir((1, 2), 0.9, 5.0, (1.0, 0.5)).to_json()
+    assert load_reservoirs([good, None], n_features=3, n_series=2)[1] is None
+    with pytest.raises(ModelError, match="columns"):
+        load_reservoirs([good], n_features=2, n_series=1)
+    with pytest.raises(ModelError, match="series"):
+        load_reservoirs([good], n_features=3, n_series=2)
+    with pytest.raises(ModelError, match="malformed"):
+        load_reservoirs([good | {"decay": 1.5}], n_features=3, n_series=1)

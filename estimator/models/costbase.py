@@ -16,7 +16,7 @@ from scipy.optimize import nnls
 
 from estimator.errors import ModelError
 from estimator.features import Layout
-from estimator.models.reservoir import CONTEXT, Reservoir, search, states
+from estimator.models.reservoir import CONTEXT, load_reservoirs, search, states
 
 FLOOR = 0.1
 """The residual scale never drops below this share of a series' mean level."""
@@ -128,18 +128,13 @@ class CostBase:
         base.intercept_ = np.asarray(meta["intercept"], dtype=float)
         base.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
         base.floor_ = np.asarray(meta["floor"], dtype=float)
-        base.reservoirs_ = [
-            None if r is None else Reservoir.from_json(r) for r in meta["reservoirs"]
-        ]
-        n_series = base.weights_.shape[1] if base.weights_.ndim == 2 else -1
-        sizes = {
-            len(base.intercept_),
-            len(base.state_weight_),
-            len(base.floor_),
-            len(base.reservoirs_),
-        }
+        if base.weights_.ndim != 2:
+            raise ModelError(f"{directory}: base_weights.npy is not a [features, series] array")
+        n_features, n_series = base.weights_.shape
+        sizes = {len(base.intercept_), len(base.state_weight_), len(base.floor_)}
         if sizes != {n_series}:
             raise ModelError(f"{directory}: cost base arrays disagree in their number of series")
+        base.reservoirs_ = load_reservoirs(meta["reservoirs"], n_features, n_series)
         return base
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
+from estimator.errors import ModelError
 from estimator.features import Layout
 
 HALFLIVES: tuple[float, ...] = tuple(4.0 * 2.0 ** (k / 2) for k in range(9))
@@ -84,6 +85,23 @@ class Reservoir:
         cap = float("inf") if obj["cap"] is None else float(obj["cap"])
         weights = tuple(float(w) for w in obj.get("weights", ()))
         return cls(tuple(int(c) for c in obj["columns"]), float(obj["decay"]), cap, weights)
+
+
+def load_reservoirs(
+    items: Sequence[dict[str, Any] | None], n_features: int, n_series: int
+) -> list[Reservoir | None]:
+    """Reservoirs from saved JSON, checked against the model's features and series."""
+    out = [None if r is None else Reservoir.from_json(r) for r in items]
+    if len(out) != n_series:
+        raise ModelError(f"{len(out)} reservoirs for {n_series} series")
+    for r in out:
+        if r is None:
+            continue
+        if not r.columns or not all(0 <= c < n_features for c in r.columns):
+            raise ModelError(f"a reservoir reads feature columns {r.columns} of {n_features}")
+        if not 0.0 < r.decay < 1.0 or r.cap < 0 or len(r.weights) not in (0, len(r.columns)):
+            raise ModelError(f"a reservoir is malformed: {r.to_json()}")
+    return out
 
 
 def _signal(X: np.ndarray, source: Input) -> np.ndarray:
@@ -349,4 +367,4 @@ def search(
     return out
 
 
-__all__ = ["CONTEXT", "Reservoir", "candidate_inputs", "search", "states"]
+__all__ = ["CONTEXT", "Reservoir", "candidate_inputs", "load_reservoirs", "search", "states"]

@@ -32,7 +32,7 @@ from estimator.errors import ModelError
 from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
 from estimator.models.costbase import fit_nonnegative_costs
-from estimator.models.reservoir import CONTEXT, Reservoir, search, states
+from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
 
 BAND = QUANTILES[2] - QUANTILES[0]
 SCALE, SATURATE, RESERVOIR = 0, 1, 2
@@ -361,9 +361,9 @@ class XGBoostQuantile(QuantileModel):
         model.form_ = np.asarray([FORMS.index(f) for f in meta["forms"]], dtype=int)
         model.history_columns_ = np.asarray(meta["history_columns"], dtype=int)
         model.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
-        model.reservoirs_ = [
-            None if r is None else Reservoir.from_json(r) for r in meta["reservoirs"]
-        ]
+        model.reservoirs_ = load_reservoirs(
+            meta["reservoirs"], int(meta["n_features"]), int(meta["n_series"])
+        )
         model.context = CONTEXT if any(r is not None for r in model.reservoirs_) else 0
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
