@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from estimator.errors import ModelError
 from estimator.features import Layout
-from estimator.models.reservoir import CONTEXT, Reservoir, search, states
+from estimator.models.reservoir import (
+    CONTEXT,
+    MAX_OPERATIONS,
+    Reservoir,
+    _busiest,
+    load_reservoirs,
+    search,
+    states,
+)
 
 
 def _layout() -> Layout:
@@ -84,8 +94,6 @@ def test_too_few_known_windows_give_no_reservoir() -> None:
 
 
 def test_only_the_busiest_operations_are_inputs_of_their_own() -> None:
-    from estimator.models.reservoir import MAX_OPERATIONS, _busiest
-
     n_ops = MAX_OPERATIONS + 3
     X = np.tile(np.arange(1.0, n_ops + 2), (5, 1))  # column k is called k + 1 times a window
     inputs = [(0,), *((k,) for k in range(1, n_ops + 1))]
@@ -95,11 +103,6 @@ def test_only_the_busiest_operations_are_inputs_of_their_own() -> None:
 
 
 def test_saved_reservoirs_are_checked_against_the_model() -> None:
-    import pytest
-
-    from estimator.errors import ModelError
-    from estimator.models.reservoir import load_reservoirs
-
     good = Reservoir((1, 2), 0.9, 5.0, (1.0, 0.5)).to_json()
     assert load_reservoirs([good, None], n_features=3, n_series=2)[1] is None
     with pytest.raises(ModelError, match="columns"):
