@@ -111,18 +111,23 @@ class AutoModel(QuantileModel):
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
         out = np.zeros((len(X), self.n_series_, 3))
-        for kind, model in self.models_.items():
-            columns = [j for j, k in enumerate(self.chosen_) if k == kind]
+        for model, columns in self._served():
             out[:, columns] = model.predict(X)[:, columns]
         return finalize(out)
 
     def predict_last(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
         out = np.zeros((self.n_series_, 3))
-        for kind, model in self.models_.items():
-            columns = [j for j, k in enumerate(self.chosen_) if k == kind]
+        for model, columns in self._served():
             out[columns] = model.predict_last(X)[columns]
         return finalize(out)
+
+    def _served(self) -> list[tuple[QuantileModel, list[int]]]:
+        """Each fitted model with the series it serves."""
+        return [
+            (model, [j for j, k in enumerate(self.chosen_) if k == kind])
+            for kind, model in self.models_.items()
+        ]
 
     def series_kinds(self) -> list[str]:
         return list(self.chosen_)

@@ -37,12 +37,12 @@ def fit_nonnegative_costs(
     scale = np.sqrt(np.mean(design**2, axis=0))
     scale[scale == 0] = 1.0
     design /= scale
-    own, own_scale = np.zeros((n, 0)), np.ones(Y.shape[1])
+    own, own_scale = None, np.ones(Y.shape[1])
     if extra is not None:
         own_scale = np.sqrt(np.mean(np.asarray(extra, dtype=float) ** 2, axis=0))
         own_scale[own_scale == 0] = 1.0
         own = extra / own_scale
-    width = f + 1 + own.shape[1] // max(1, Y.shape[1])
+    width = f + 1 if own is None else f + 2
     known = ~np.isnan(Y)
     weights = np.zeros((width, Y.shape[1]))
     patterns: dict[bytes, list[int]] = {}
@@ -53,10 +53,10 @@ def fit_nonnegative_costs(
         rows = known[:, series[0]]
         D = design[rows]
         shared = D.T @ D / len(D)
-        upper = _upper_factor(shared, ridge) if extra is None else shared
+        upper = _upper_factor(shared, ridge) if own is None else shared
         for j in series:
             c = D.T @ Y[rows, j] / len(D)
-            if extra is not None:
+            if own is not None:
                 e = own[rows, j]
                 cross = D.T @ e / len(D)
                 corner = np.array([[e @ e / len(D)]])
@@ -66,7 +66,7 @@ def fit_nonnegative_costs(
             d = solve_triangular(upper, c, trans="T", lower=False)
             weights[:, j] = nnls(upper, d, maxiter=50 * width)[0]
     weights[: f + 1] /= scale[:, None]
-    extra_weights = weights[f + 1] / own_scale if extra is not None else np.zeros(Y.shape[1])
+    extra_weights = weights[f + 1] / own_scale if own is not None else np.zeros(Y.shape[1])
     return weights[:f], weights[f], extra_weights
 
 
@@ -75,6 +75,22 @@ def _upper_factor(gram: np.ndarray, ridge: float) -> np.ndarray:
     gram = gram.copy()
     gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / len(gram), 1e-12)
     return np.triu(cho_factor(gram, lower=False)[0])
+
+
+def fit_state_costs(
+    X: np.ndarray, Y: np.ndarray, history: np.ndarray, S: np.ndarray, ridge: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Costs of this window's counts and of each series' reservoir state S [n, s]: the traffic
+    history columns are left out, since history enters through the reservoir."""
+    current = X.copy()
+    current[:, history] = 0.0
+    return fit_nonnegative_costs(current, Y, ridge, extra=S)
+
+
+def mean_level(Y: np.ndarray) -> np.ndarray:
+    """[s] mean absolute value of each series over its known rows (0 where none is known)."""
+    known = ~np.isnan(Y)
+    return np.where(known, np.abs(Y), 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
 
 
 class CostBase:
@@ -91,14 +107,10 @@ class CostBase:
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
         """Reservoirs found on every row, then costs by NNLS on current counts and reservoirs."""
         self.reservoirs_ = search(X, Y, layout, np.ones(len(X), dtype=bool))
-        current = X.copy()
-        current[:, layout.columns("history")] = 0.0  # history enters through the reservoir
-        self.weights_, self.intercept_, self.state_weight_ = fit_nonnegative_costs(
-            current, Y, self.ridge, extra=states(X, self.reservoirs_, CONTEXT)
+        self.weights_, self.intercept_, self.state_weight_ = fit_state_costs(
+            X, Y, layout.columns("history"), states(X, self.reservoirs_, CONTEXT), self.ridge
         )
-        known = ~np.isnan(Y)
-        level = np.where(known, np.abs(Y), 0.0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
-        self.floor_ = FLOOR * level + 1e-9
+        self.floor_ = FLOOR * mean_level(Y) + 1e-9
         return self
 
     def predict(self, X: np.ndarray, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -138,4 +150,4 @@ class CostBase:
         return base
 
 
-__all__ = ["FLOOR", "CostBase", "fit_nonnegative_costs"]
+__all__ = ["FLOOR", "CostBase", "fit_nonnegative_costs", "fit_state_costs", "mean_level"]

@@ -31,7 +31,12 @@ import xgboost as xgb
 from estimator.errors import ModelError
 from estimator.features import Layout
 from estimator.models.base import QUANTILES, QuantileModel, finalize
-from estimator.models.costbase import fit_nonnegative_costs
+from estimator.models.costbase import (
+    FLOOR,
+    fit_nonnegative_costs,
+    fit_state_costs,
+    mean_level,
+)
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
 
 BAND = QUANTILES[2] - QUANTILES[0]
@@ -165,11 +170,9 @@ class XGBoostQuantile(QuantileModel):
         self.weights_[:, saturating] = 0.0
         self.intercept_[saturating] = 0.0
         stateful = np.flatnonzero([r is not None for r in self.reservoirs_])
-        if stateful.size:  # current counts and the reservoir; no other traffic history
-            current = X.copy()
-            current[:, self.history_columns_] = 0.0
-            weights, intercept, state = fit_nonnegative_costs(
-                current, Y[:, stateful], self.ridge, extra=S[:, stateful]
+        if stateful.size:
+            weights, intercept, state = fit_state_costs(
+                X, Y[:, stateful], self.history_columns_, S[:, stateful], self.ridge
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
@@ -242,8 +245,8 @@ class XGBoostQuantile(QuantileModel):
 
     def _floors(self, Y: np.ndarray) -> np.ndarray:
         """Residual scale floor: a tenth of the mean level, or the whole level where saturating."""
-        level = np.nan_to_num(np.nanmean(np.abs(Y), axis=0)) + 1e-9
-        return np.where(self.form_ == SATURATE, level, 0.1 * level)
+        level = mean_level(Y) + 1e-9
+        return np.where(self.form_ == SATURATE, level, FLOOR * level)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
         X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
