@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from locust import events
@@ -50,17 +50,6 @@ class DeathStarBenchUser(SocialNetworkUser):
     abstract = True
     user_pool: ClassVar[int] = REED98_USERS - 1
 
-    def actions(self) -> dict[str, Callable[[], None]]:
-        """Request functions; upload_media becomes a post with media ids (media-frontend aside)."""
-        return {
-            "compose_post": self.compose_post,
-            "read_home_timeline": self.read_home_timeline,
-            "read_user_timeline": self.read_user_timeline,
-            "register": self.register,
-            "follow": self.follow,
-            "upload_media": self.compose_with_media,
-        }
-
     def _media_ids(self, count: int) -> list[str]:
         return ["".join(self.rng.choices(string.digits, k=18)) for _ in range(count)]
 
@@ -70,8 +59,9 @@ class DeathStarBenchUser(SocialNetworkUser):
         self.client.post(DSB_ROUTES["compose_post"][1], data=form, headers=FORM,
                          name="compose_post")  # fmt: skip
 
-    def compose_with_media(self) -> None:
-        """Write a post that references one to four media ids."""
+    def upload_media(self) -> None:
+        """Write a post that references one to four media ids (uploads go to media-frontend,
+        which the load leaves aside)."""
         media = self._media_ids(self.rng.randint(1, 4))
         form = compose_form(self.user_id, self._text(self.rng.randint(5, 30)), media)
         self.client.post(DSB_ROUTES["compose_post"][1], data=form, headers=FORM,
