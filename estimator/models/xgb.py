@@ -37,6 +37,7 @@ from estimator.models.costbase import (
     fit_state_costs,
     mean_level,
 )
+from estimator.models.forest import Forest
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
 
 BAND = QUANTILES[2] - QUANTILES[0]
@@ -44,6 +45,10 @@ SCALE, SATURATE, RESERVOIR = 0, 1, 2
 FORMS = ("scale", "saturate", "reservoir")
 SELECTION_ROWS = 4000
 """Lower-load windows (evenly subsampled) on which the forms are fitted for the choice."""
+TREE_ROWS = 8192
+"""Default bound on the windows (evenly subsampled) each series' trees learn from. The cost base
+uses every window; the trees learn how the mix shifts the residual, which some days of windows
+already show, and their training time grows with every row."""
 MIN_ROWS = 4
 FORM_MARGIN = 0.05
 """How much lower (relatively) a less structured form's tail error must be for it to be chosen.
@@ -60,6 +65,13 @@ def _prefer_structure(errors: np.ndarray) -> np.ndarray:
         better = errors[form] < (1 - FORM_MARGIN) * best
         chosen[better], best[better] = form, errors[form][better]
     return chosen
+
+
+def _even(rows: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` of `rows`, evenly spread (all of them when there are few enough)."""
+    if len(rows) <= limit:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, limit).astype(int)]
 
 
 def _conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
@@ -92,6 +104,7 @@ class XGBoostQuantile(QuantileModel):
         seed: int = 0,
         saturation: str = "auto",
         saturation_holdout: float = 0.15,
+        max_tree_rows: int = TREE_ROWS,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
         # makes training several times slower; prediction of a few rows always uses one thread.
@@ -111,6 +124,9 @@ class XGBoostQuantile(QuantileModel):
             )
         self.saturation = saturation
         self.saturation_holdout = saturation_holdout
+        if max_tree_rows < MIN_ROWS:
+            raise ModelError(f"xgboost: max_tree_rows must be at least {MIN_ROWS}")
+        self.max_tree_rows = max_tree_rows
 
     # ------------------------------------------------------------------ features
 
@@ -163,7 +179,7 @@ class XGBoostQuantile(QuantileModel):
     # ------------------------------------------------------------------ fitting
 
     def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray, S: np.ndarray) -> None:
-        """Fit the cost base and the per-series boosters on these rows."""
+        """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows."""
         self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)[:2]
         self.state_weight_ = np.zeros(Y.shape[1])
         saturating = self.form_ == SATURATE
@@ -176,6 +192,8 @@ class XGBoostQuantile(QuantileModel):
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
+        rows = _even(np.arange(len(X)), self.max_tree_rows)
+        X, Y, T, S = X[rows], Y[rows], T[rows], S[rows]
         base, scale = self._base(X, S)
         shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
         levels = None
@@ -197,17 +215,20 @@ class XGBoostQuantile(QuantileModel):
             booster.set_param({"nthread": 1})
             boosters.append(booster)
         self.boosters_ = boosters
+        self.forest_ = self._forest()
+
+    def _forest(self) -> Forest:
+        """The boosters as one forest over [tree features | level features]."""
+        width = len(self.tree_columns_) + 1
+        offsets = [width if form == SATURATE else 0 for form in self.form_]
+        return Forest(self.boosters_, offsets, len(QUANTILES))
 
     def _quantiles(self, X: np.ndarray) -> np.ndarray:
         """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
-        T = self._tree_features(X)
-        levels = self._level_features(X) if (self.form_ == SATURATE).any() else T
-        out = np.zeros((len(X), len(self.boosters_), 3))
-        for j, booster in enumerate(self.boosters_):
-            if booster is not None:
-                rows = levels if self.form_[j] == SATURATE else T
-                out[:, j] = booster.inplace_predict(rows).reshape(len(X), 3)
-        return out
+        F = self._tree_features(X)
+        if (self.form_ == SATURATE).any():
+            F = np.hstack([F, self._level_features(X)])
+        return self.forest_.predict(F)
 
     def _choose_forms(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
         """Per series: the form that predicts the busiest training windows best (SCALE by default)."""
@@ -218,8 +239,7 @@ class XGBoostQuantile(QuantileModel):
         load = X[:, self.load_columns_].sum(axis=1)
         busy = load > np.quantile(load, 1.0 - self.saturation_holdout)
         quiet = np.flatnonzero(~busy)
-        if len(quiet) > SELECTION_ROWS:  # an even subsample keeps the choice cheap
-            quiet = quiet[np.linspace(0, len(quiet) - 1, SELECTION_ROWS).astype(int)]
+        quiet = _even(quiet, SELECTION_ROWS)  # an even subsample keeps the choice cheap
         shares = self._tree_features(X[quiet])
         # A capacity seen anywhere in training is a fact about the component: keep it. The tail
         # decides the rest, where training holds no direct evidence of how usage extrapolates.
@@ -349,6 +369,7 @@ class XGBoostQuantile(QuantileModel):
             "seed": self.seed,
             "saturation": self.saturation,
             "saturation_holdout": self.saturation_holdout,
+            "max_tree_rows": self.max_tree_rows,
         }
 
     @classmethod
@@ -375,6 +396,7 @@ class XGBoostQuantile(QuantileModel):
             if booster is not None:
                 booster.set_param({"nthread": 1})
         model.boosters_ = boosters
+        model.forest_ = model._forest()
         model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
         if model.weights_.shape != (model.n_features_, model.n_series_):
             raise ModelError(f"{directory}: weights.npy has shape {model.weights_.shape}")
