@@ -89,6 +89,7 @@ class XGBoostQuantile(QuantileModel):
     kind = "xgboost"
     reservoirs_: list[Reservoir | None]
     state_weight_: np.ndarray
+    forest_: Forest | None
 
     def __init__(
         self,
@@ -215,7 +216,7 @@ class XGBoostQuantile(QuantileModel):
             booster.set_param({"nthread": 1})
             boosters.append(booster)
         self.boosters_ = boosters
-        self.forest_ = self._forest()
+        self.forest_ = None  # built once the final boosters are known
 
     def _forest(self) -> Forest:
         """The boosters as one forest over [tree features | level features]."""
@@ -224,11 +225,19 @@ class XGBoostQuantile(QuantileModel):
         return Forest(self.boosters_, offsets, len(QUANTILES))
 
     def _quantiles(self, X: np.ndarray) -> np.ndarray:
-        """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
-        F = self._tree_features(X)
-        if (self.form_ == SATURATE).any():
-            F = np.hstack([F, self._level_features(X)])
-        return self.forest_.predict(F)
+        """[n, s, 3] relative residual quantiles from the boosters (zero where none): the forest
+        once fitted; while fitting, each booster's own prediction (the same to float32 rounding,
+        and quicker for the many rows fitting asks about than building a forest each time)."""
+        T = self._tree_features(X)
+        levels = self._level_features(X) if (self.form_ == SATURATE).any() else None
+        if self.forest_ is not None:
+            return self.forest_.predict(T if levels is None else np.hstack([T, levels]))
+        out = np.zeros((len(X), len(self.boosters_), len(QUANTILES)))
+        for j, booster in enumerate(self.boosters_):
+            if booster is not None:
+                rows = levels if self.form_[j] == SATURATE and levels is not None else T
+                out[:, j] = booster.inplace_predict(rows).reshape(len(X), len(QUANTILES))
+        return out
 
     def _choose_forms(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
         """Per series: the form that predicts the busiest training windows best (SCALE by default)."""
@@ -301,6 +310,7 @@ class XGBoostQuantile(QuantileModel):
         self._fit_part(X, Y, T, self._states(X))
         stateless = np.array([r is None for r in self.reservoirs_])
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
+        self.forest_ = self._forest()
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
         del self._found
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
