@@ -263,3 +263,18 @@ def test_xgboost_caches_stop_at_their_capacity_under_more_traffic() -> None:
         scores[form] = float(accuracy(model.predict(Xt)[..., 1], truth[:, None])[0])
     assert scores["reservoir"] >= 0.9 > scores["scale"]
     assert scores["auto"] >= 0.9
+
+
+def test_xgboost_keeps_only_the_boosting_rounds_that_help_on_held_out_windows(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray],
+) -> None:
+    """The world's usage is linear in calls plus noise: the base explains it, so later rounds of
+    the residual trees fit noise and early stopping on the calibration tail drops them."""
+    vocabulary, X, Y = world
+    layout = vocabulary.layout.for_series(SERIES)
+    chosen = make_model("xgboost", n_estimators=20).fit(X, Y, layout)
+    every = make_model("xgboost", n_estimators=20, choose_rounds=False).fit(X, Y, layout)
+    kept = [b.num_boosted_rounds() for b in chosen.boosters_ if b is not None]
+    assert all(1 <= k <= 20 for k in kept)
+    assert min(kept) < 20
+    assert all(b.num_boosted_rounds() == 20 for b in every.boosters_ if b is not None)

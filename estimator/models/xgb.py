@@ -5,8 +5,9 @@ Trees alone predict flat beyond the traffic they were trained on. Here each seri
 with NNLS on the count and traffic-history features; `z` is the relative residual, learned by
 multi-quantile XGBoost from load-free features (API mix shares, component shares, history relative
 to current load, log load). At 3x traffic `base` triples while the mix features stay in range.
-The band is calibrated on the newest training windows held out (conformalized quantile regression)
-before a refit on all windows, so its coverage is honest.
+The newest training windows are held out: they choose each series' number of boosting rounds
+(early stopping) and calibrate its band (conformalized quantile regression) before a refit on all
+windows, so the trees stop before fitting noise and the band's coverage is honest.
 
 State that fills and drains (a cache) must neither scale nor be read off the current window. For
 every series, three forms are fitted on the lower-load windows and compared on the busiest ones
@@ -106,6 +107,7 @@ class XGBoostQuantile(QuantileModel):
         saturation: str = "auto",
         saturation_holdout: float = 0.15,
         max_tree_rows: int = TREE_ROWS,
+        choose_rounds: bool = True,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
         # makes training several times slower; prediction of a few rows always uses one thread.
@@ -128,6 +130,7 @@ class XGBoostQuantile(QuantileModel):
         if max_tree_rows < MIN_ROWS:
             raise ModelError(f"xgboost: max_tree_rows must be at least {MIN_ROWS}")
         self.max_tree_rows = max_tree_rows
+        self.choose_rounds = choose_rounds
 
     # ------------------------------------------------------------------ features
 
@@ -179,8 +182,16 @@ class XGBoostQuantile(QuantileModel):
 
     # ------------------------------------------------------------------ fitting
 
-    def _fit_part(self, X: np.ndarray, Y: np.ndarray, T: np.ndarray, S: np.ndarray) -> None:
-        """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows."""
+    def _fit_part(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        T: np.ndarray,
+        S: np.ndarray,
+        rounds: np.ndarray | None = None,
+    ) -> None:
+        """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows,
+        each with its `rounds` of boosting (n_estimators where not given)."""
         self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)[:2]
         self.state_weight_ = np.zeros(Y.shape[1])
         saturating = self.form_ == SATURATE
@@ -212,7 +223,8 @@ class XGBoostQuantile(QuantileModel):
             z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
             matrix.set_label(z)
             matrix.set_weight(known.astype(np.float32))
-            booster = xgb.train(self._params(), matrix, num_boost_round=self.n_estimators)
+            n_rounds = self.n_estimators if rounds is None else int(rounds[j])
+            booster = xgb.train(self._params(), matrix, num_boost_round=n_rounds)
             booster.set_param({"nthread": 1})
             boosters.append(booster)
         self.boosters_ = boosters
@@ -224,10 +236,11 @@ class XGBoostQuantile(QuantileModel):
         offsets = [width if form == SATURATE else 0 for form in self.form_]
         return Forest(self.boosters_, offsets, len(QUANTILES))
 
-    def _quantiles(self, X: np.ndarray) -> np.ndarray:
+    def _quantiles(self, X: np.ndarray, rounds: np.ndarray | None = None) -> np.ndarray:
         """[n, s, 3] relative residual quantiles from the boosters (zero where none): the forest
         once fitted; while fitting, each booster's own prediction (the same to float32 rounding,
-        and quicker for the many rows fitting asks about than building a forest each time)."""
+        and quicker for the many rows fitting asks about than building a forest each time), from
+        its first `rounds` rounds where given."""
         T = self._tree_features(X)
         levels = self._level_features(X) if (self.form_ == SATURATE).any() else None
         if self.forest_ is not None:
@@ -236,8 +249,27 @@ class XGBoostQuantile(QuantileModel):
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
                 rows = levels if self.form_[j] == SATURATE and levels is not None else T
-                out[:, j] = booster.inplace_predict(rows).reshape(len(X), len(QUANTILES))
+                upto = (0, 0) if rounds is None else (0, int(rounds[j]))  # (0, 0): every round
+                out[:, j] = booster.inplace_predict(rows, iteration_range=upto).reshape(
+                    len(X), len(QUANTILES)
+                )
         return out
+
+    def _choose_rounds(
+        self, X: np.ndarray, Y: np.ndarray, base: np.ndarray, scale: np.ndarray
+    ) -> np.ndarray:
+        """Per series, the number of boosting rounds whose median has the least absolute error on
+        these held-out rows (early stopping: with few or noisy windows, later rounds fit noise)."""
+        rounds = np.full(Y.shape[1], self.n_estimators)
+        if not self.choose_rounds:
+            return rounds
+        error = np.zeros((self.n_estimators, Y.shape[1]))
+        for r in range(1, self.n_estimators + 1):
+            median = base + scale * self._quantiles(X, np.full(Y.shape[1], r))[..., 1]
+            error[r - 1] = np.nansum(np.abs(median - Y), axis=0)
+        known = (~np.isnan(Y)).sum(axis=0) >= MIN_ROWS
+        rounds[known] = 1 + np.argmin(error[:, known], axis=0)
+        return rounds
 
     def _choose_forms(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> np.ndarray:
         """Per series: the form that predicts the busiest training windows best (SCALE by default)."""
@@ -299,7 +331,8 @@ class XGBoostQuantile(QuantileModel):
         S = self._states(X)
         self._fit_part(X[:cut], Y[:cut], T[:cut], S[:cut])
         base, scale = self._base(X[cut:], S[cut:])
-        q = self._quantiles(X[cut:])
+        rounds = self._choose_rounds(X[cut:], Y[cut:], base, scale)
+        q = self._quantiles(X[cut:], rounds)
         margins = np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[cut:, j])
@@ -307,7 +340,7 @@ class XGBoostQuantile(QuantileModel):
             margins[j] = _conformal_margin(z, q[known, j])
         self.margin_ = margins
         self._search(X, Y, layout, np.ones(len(X), dtype=bool))
-        self._fit_part(X, Y, T, self._states(X))
+        self._fit_part(X, Y, T, self._states(X), rounds)
         stateless = np.array([r is None for r in self.reservoirs_])
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.forest_ = self._forest()
@@ -380,6 +413,7 @@ class XGBoostQuantile(QuantileModel):
             "saturation": self.saturation,
             "saturation_holdout": self.saturation_holdout,
             "max_tree_rows": self.max_tree_rows,
+            "choose_rounds": self.choose_rounds,
         }
 
     @classmethod
