@@ -22,12 +22,30 @@ def _json_list(values: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in values]
 
 
+def _clearly_lower(pred: np.ndarray, reference: np.ndarray, Y: np.ndarray, z: float) -> np.ndarray:
+    """Per series: are `pred`'s absolute errors lower than `reference`'s by more than z standard
+    errors of their mean paired difference over the known windows?"""
+    diff = np.abs(reference - Y) - np.abs(pred - Y)  # NaN where the actual is unknown
+    n = (~np.isnan(diff)).sum(axis=0)
+    out = np.zeros(Y.shape[1], dtype=bool)
+    enough = n >= 2
+    if enough.any():
+        d = diff[:, enough]
+        mean = np.nanmean(d, axis=0)
+        se = np.nanstd(d, axis=0, ddof=1) / np.sqrt(n[enough])
+        out[enough] = mean > z * se
+    return out
+
+
 class AutoModel(QuantileModel):
     """Chooses a candidate kind per series by accuracy on the last `validation_fraction` windows.
 
     The first candidate is preferred: another takes a series only when it beats it by more than
-    `margin` accuracy. The tail is traffic like the rest of training, so it cannot show how a model
-    extrapolates to traffic never seen; the first candidate is the one built to extrapolate.
+    `margin` accuracy and its absolute errors on the tail are lower by more than `z` standard
+    errors (a paired comparison, window by window), so a noisy tail of few windows does not hand a
+    series to whichever candidate its noise favoured. The tail is traffic like the rest of training,
+    so it cannot show how a model extrapolates to traffic never seen; the first candidate is the one
+    built to extrapolate.
 
     Candidates whose module cannot be imported are skipped; the chosen kinds are refitted on all
     windows. `validation_` holds per-series accuracy and coverage of the chosen models on the tail.
@@ -41,9 +59,11 @@ class AutoModel(QuantileModel):
         validation_fraction: float = 0.2,
         params: Mapping[str, Mapping[str, Any]] | None = None,
         margin: float = 0.01,
+        z: float = 2.0,
     ) -> None:
         self.candidates = tuple(candidates)
         self.margin = margin
+        self.z = z
         self.validation_fraction = validation_fraction
         self.params = {k: dict(v) for k, v in (params or {}).items()}
 
@@ -88,6 +108,10 @@ class AutoModel(QuantileModel):
         kinds = list(scores)
         table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])
         table[0] += self.margin
+        first = scores[kinds[0]][0][..., 1]
+        for i, kind in enumerate(kinds[1:], start=1):
+            clear = _clearly_lower(scores[kind][0][..., 1], first, Y[cut:], self.z)
+            table[i, ~clear & np.isfinite(table[0])] = -np.inf
         chosen = [kinds[i] for i in np.argmax(table, axis=0)]
         chosen_pred = np.stack(
             [scores[k][0][:, j] for j, k in enumerate(chosen)], axis=1
@@ -141,6 +165,7 @@ class AutoModel(QuantileModel):
             "candidates": list(self.candidates),
             "validation_fraction": self.validation_fraction,
             "margin": self.margin,
+            "z": self.z,
             "params": self.params,
             "n_features": self.n_features_,
             "n_series": self.n_series_,
@@ -158,6 +183,7 @@ class AutoModel(QuantileModel):
             meta["validation_fraction"],
             meta.get("params"),
             meta.get("margin", 0.0),
+            meta.get("z", 2.0),
         )
         model.chosen_ = [str(k) for k in meta["series_kinds"]]
         model.models_ = {
