@@ -278,3 +278,15 @@ def test_xgboost_keeps_only_the_boosting_rounds_that_help_on_held_out_windows(
     assert all(1 <= k <= 20 for k in kept)
     assert min(kept) < 20
     assert all(b.num_boosted_rounds() == 20 for b in every.boosters_ if b is not None)
+
+
+def test_auto_switches_only_on_a_clear_paired_difference() -> None:
+    from estimator.models.auto import _clearly_lower
+
+    rng = np.random.default_rng(3)
+    Y = 10 + rng.normal(size=(80, 3))
+    reference = Y + rng.normal(scale=1.0, size=Y.shape)
+    pred = Y + rng.normal(scale=1.0, size=Y.shape)  # as good, other noise
+    pred[:, 1] = Y[:, 1] + 0.1 * rng.normal(size=80)  # clearly better on series 1
+    Y[:, 2] = np.nan  # unknown actual: no evidence
+    assert _clearly_lower(pred, reference, Y, z=2.0).tolist() == [False, True, False]
