@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-ROW_BLOCK = 512
-"""Rows descended together: bounds the [rows, trees] index arrays."""
+BLOCK_CELLS = 1 << 20
+"""Bound on rows x trees descended together: each [rows, trees] array of a block stays at 8 MB."""
 
 
 def _depth(tree: dict[str, Any]) -> int:
@@ -106,8 +106,9 @@ class Forest:
         out = np.zeros((len(F), width))
         n_trees, inner = len(self.slots), 2**self.depth - 1
         starts = np.arange(n_trees, dtype=np.int64) * inner
-        for lo in range(0, len(F), ROW_BLOCK):
-            block = F[lo : lo + ROW_BLOCK]
+        step = max(1, BLOCK_CELLS // max(n_trees, 1))
+        for lo in range(0, len(F), step):
+            block = F[lo : lo + step]
             rows = np.arange(len(block))[:, None]
             missing = bool(np.isnan(block).any())
             position = np.zeros((len(block), n_trees), dtype=np.int64)
