@@ -110,7 +110,8 @@ class XGBoostQuantile(QuantileModel):
         choose_rounds: bool = True,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
-        # makes training several times slower; prediction of a few rows always uses one thread.
+        # makes training several times slower. Fitted models predict through the numpy forest;
+        # the boosters' own predictions (while fitting) use one thread.
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
