@@ -10,7 +10,7 @@ import pytest
 import xgboost as xgb
 
 from estimator.bundle import Bundle, load_bundle, save_bundle
-from estimator.errors import ModelError
+from estimator.errors import InputError, ModelError
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import MODEL_KINDS, QuantileModel, make_model, model_class
@@ -210,6 +210,32 @@ def test_auto_chooses_the_best_candidate_per_series(
             assert table[kind][j] == best > table["xgboost"][j] + model.margin
         assert validation["accuracy"][j] == pytest.approx(table[kind][j])
     assert len(validation["coverage"]) == len(SERIES)
+
+
+def test_auto_blend_is_the_mean_of_its_members(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    vocabulary, X, Y = world
+    layout = vocabulary.layout
+    model = make_model("auto", candidates=("xgboost+linear", "ols-api"), params=FAST, z=1e9)
+    model.fit(X, Y, layout)
+    assert model.series_kinds() == ["xgboost+linear"] * len(SERIES)
+    assert set(model.validation_["candidates"]) == {"xgboost+linear", "ols-api"}
+    alone = [make_model(k, **FAST.get(k, {})).fit(X, Y, layout) for k in ("xgboost", "linear")]
+    expected = (alone[0].predict(X) + alone[1].predict(X)) / 2
+    np.testing.assert_allclose(model.predict(X), expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.predict_last(X), expected[-1], rtol=1e-9, atol=1e-12)
+    bundle = Bundle(vocabulary=vocabulary, series=SERIES, model=model, window_seconds=60.0)
+    save_bundle(bundle, tmp_path / "bundle")
+    np.testing.assert_array_equal(
+        load_bundle(tmp_path / "bundle").model.predict(X), model.predict(X)
+    )
+
+
+@pytest.mark.parametrize("candidate", ["xgboost+", "+qrnn", "xgboost+xgboost"])
+def test_auto_rejects_a_malformed_blend(candidate: str) -> None:
+    with pytest.raises(InputError, match="candidate"):
+        make_model("auto", candidates=("xgboost", candidate))
 
 
 def test_history_forecast_is_one_step_ahead_and_causal() -> None:

@@ -1,4 +1,11 @@
-"""Per-series model choice: fit every candidate, keep per series the best on the newest windows."""
+"""Per-series model choice: fit every candidate, keep per series the best on the newest windows.
+
+A candidate is a model kind or a blend of kinds written `kind+kind`, whose quantiles are the
+means of its members' quantiles. Averaging two models that are about as accurate but err
+differently cancels part of their errors: on real traffic, where much of a series' error is noise
+its models each fit in their own way, the blend of XGBoost and the neural model beats both.
+Each kind is fitted once, however many candidates it belongs to.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,26 @@ from typing import Any, Self
 
 import numpy as np
 
-from estimator.errors import ModelError
+from estimator.errors import InputError, ModelError
 from estimator.features import Layout
 from estimator.metrics import accuracy, coverage
 from estimator.models.base import QuantileModel, finalize
 
-DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost", "qrnn", "linear", "ols-api")
+DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost+qrnn", "xgboost", "qrnn", "linear", "ols-api")
+
+BLEND = "+"
+"""Joins the kinds of a blended candidate."""
+
+
+def members(candidate: str) -> tuple[str, ...]:
+    """The model kinds a candidate averages (one for a plain kind)."""
+    return tuple(candidate.split(BLEND))
+
+
+def _blend(outputs: Mapping[str, np.ndarray], candidate: str) -> np.ndarray:
+    """A candidate's quantiles from its members' predictions (the mean of each quantile)."""
+    parts = [outputs[kind] for kind in members(candidate)]
+    return parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
 
 
 def _json_list(values: np.ndarray) -> list[float | None]:
@@ -38,17 +59,19 @@ def _clearly_lower(pred: np.ndarray, reference: np.ndarray, Y: np.ndarray, z: fl
 
 
 class AutoModel(QuantileModel):
-    """Chooses a candidate kind per series by accuracy on the last `validation_fraction` windows.
+    """Chooses a candidate per series by accuracy on the last `validation_fraction` windows.
 
-    The first candidate is preferred: another takes a series only when it beats it by more than
-    `margin` accuracy and its absolute errors on the tail are lower by more than `z` standard
-    errors (a paired comparison, window by window), so a noisy tail of few windows does not hand a
-    series to whichever candidate its noise favoured. The tail is traffic like the rest of training,
-    so it cannot show how a model extrapolates to traffic never seen; the first candidate is the one
-    built to extrapolate.
+    The first candidate (by default the blend of XGBoost and the neural model) is preferred:
+    another takes a series only when it beats it by more than `margin` accuracy and its absolute
+    errors on the tail are lower by more than `z` standard errors (a paired comparison, window by
+    window), so a noisy tail of few windows does not hand a series to whichever candidate its noise
+    favoured. The tail is traffic like the rest of training,
+    so it cannot show how a model extrapolates to traffic never seen; the first candidate is built
+    of the models made to extrapolate.
 
-    Candidates whose module cannot be imported are skipped; the chosen kinds are refitted on all
-    windows. `validation_` holds per-series accuracy and coverage of the chosen models on the tail.
+    Candidates with a kind whose module cannot be imported are skipped; the kinds of the chosen
+    candidates are refitted on all windows. `validation_` holds per-series accuracy and coverage of
+    the chosen candidates on the tail.
     """
 
     kind = "auto"
@@ -62,6 +85,12 @@ class AutoModel(QuantileModel):
         z: float = 2.0,
     ) -> None:
         self.candidates = tuple(candidates)
+        for candidate in self.candidates:
+            kinds = members(candidate)
+            if "" in kinds or len(set(kinds)) != len(kinds):
+                raise InputError(
+                    f"auto: candidate '{candidate}' is not KIND or KIND+KIND", field="candidates"
+                )
         self.margin = margin
         self.z = z
         self.validation_fraction = validation_fraction
@@ -82,16 +111,22 @@ class AutoModel(QuantileModel):
     def _score(
         self, X: np.ndarray, Y: np.ndarray, layout: Layout, cut: int
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per candidate: tail predictions [tail, s, 3] and per-series tail accuracy."""
-        scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for kind in self.candidates:
+        """Per available candidate: tail predictions [tail, s, 3] and per-series tail accuracy."""
+        outputs: dict[str, np.ndarray] = {}
+        missing: set[str] = set()
+        for kind in dict.fromkeys(k for c in self.candidates for k in members(c)):
             model = self._make(kind)
             if model is None:
+                missing.add(kind)
                 continue
             model.fit(X[:cut], Y[:cut], layout)
             start = max(0, cut - model.context)
-            pred = model.predict(X[start:])[cut - start :]
-            scores[kind] = (pred, accuracy(pred[..., 1], Y[cut:]))
+            outputs[kind] = model.predict(X[start:])[cut - start :]
+        scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for candidate in self.candidates:
+            if missing.isdisjoint(members(candidate)):
+                pred = _blend(outputs, candidate)
+                scores[candidate] = (pred, accuracy(pred[..., 1], Y[cut:]))
         if not scores:
             raise ModelError(f"auto: none of the candidates {list(self.candidates)} is available")
         return scores
@@ -124,7 +159,7 @@ class AutoModel(QuantileModel):
         }
         self.chosen_ = chosen
         self.models_: dict[str, QuantileModel] = {}
-        for kind in dict.fromkeys(chosen):
+        for kind in dict.fromkeys(k for c in chosen for k in members(c)):
             model = self._make(kind)
             assert model is not None  # it imported a moment ago
             self.models_[kind] = model.fit(X, Y, layout)
@@ -134,24 +169,22 @@ class AutoModel(QuantileModel):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
-        out = np.zeros((len(X), self.n_series_, 3))
-        for model, columns in self._served():
-            out[:, columns] = model.predict(X)[:, columns]
-        return finalize(out)
+        outputs = {kind: model.predict(X) for kind, model in self.models_.items()}
+        return finalize(self._combine(outputs, (len(X), self.n_series_, 3)))
 
     def predict_last(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
-        out = np.zeros((self.n_series_, 3))
-        for model, columns in self._served():
-            out[columns] = model.predict_last(X)[columns]
-        return finalize(out)
+        outputs = {kind: model.predict_last(X) for kind, model in self.models_.items()}
+        return finalize(self._combine(outputs, (self.n_series_, 3)))
 
-    def _served(self) -> list[tuple[QuantileModel, list[int]]]:
-        """Each fitted model with the series it serves."""
-        return [
-            (model, [j for j, k in enumerate(self.chosen_) if k == kind])
-            for kind, model in self.models_.items()
-        ]
+    def _combine(self, outputs: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """Each series' columns from its chosen candidate's members ([..., s, 3] each)."""
+        out = np.zeros(shape)
+        for candidate in dict.fromkeys(self.chosen_):
+            columns = [j for j, k in enumerate(self.chosen_) if k == candidate]
+            parts = {kind: outputs[kind][..., columns, :] for kind in members(candidate)}
+            out[..., columns, :] = _blend(parts, candidate)
+        return out
 
     def series_kinds(self) -> list[str]:
         return list(self.chosen_)
@@ -190,7 +223,8 @@ class AutoModel(QuantileModel):
             kind: model_class(kind).load(directory / kind, sub)
             for kind, sub in dict(meta["models"]).items()
         }
-        if set(model.chosen_) != set(model.models_):
+        needed = {kind for candidate in model.chosen_ for kind in members(candidate)}
+        if needed != set(model.models_):
             raise ModelError(f"{directory}: series kinds and saved sub-models disagree")
         model.validation_ = dict(meta.get("validation") or {})
         model.context = max(m.context for m in model.models_.values())
@@ -198,4 +232,4 @@ class AutoModel(QuantileModel):
         return model
 
 
-__all__ = ["DEFAULT_CANDIDATES", "AutoModel"]
+__all__ = ["BLEND", "DEFAULT_CANDIDATES", "AutoModel", "members"]
