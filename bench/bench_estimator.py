@@ -264,6 +264,7 @@ def timing_section(args: argparse.Namespace) -> str:
         ("xgboost", "xgboost", {}),
         ("xgboost (trees on every window)", "xgboost", {"max_tree_rows": n}),
         ("qrnn", "qrnn", {}),
+        ("auto (default of deeprest train)", "auto", {}),
     ]
     for name, kind, params in variants:
         if kind not in args.models:

@@ -2,9 +2,9 @@
 
 A candidate is a model kind or a blend of kinds written `kind+kind`, whose quantiles are the
 means of its members' quantiles. Averaging two models that are about as accurate but err
-differently cancels part of their errors: on real traffic, where much of a series' error is noise
-its models each fit in their own way, the blend of XGBoost and the neural model beats both.
-Each kind is fitted once, however many candidates it belongs to.
+differently cancels part of their errors where much of a series' error is noise each model fits
+in its own way. Each kind is fitted once, however many candidates it belongs to, so a blend of
+kinds already scored costs nothing to score.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from estimator.features import Layout
 from estimator.metrics import accuracy, coverage
 from estimator.models.base import QuantileModel, finalize
 
-DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost+qrnn", "xgboost", "qrnn", "linear", "ols-api")
+DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost", "xgboost+qrnn", "qrnn", "linear", "ols-api")
 
 BLEND = "+"
 """Joins the kinds of a blended candidate."""
@@ -61,13 +61,13 @@ def _clearly_lower(pred: np.ndarray, reference: np.ndarray, Y: np.ndarray, z: fl
 class AutoModel(QuantileModel):
     """Chooses a candidate per series by accuracy on the last `validation_fraction` windows.
 
-    The first candidate (by default the blend of XGBoost and the neural model) is preferred:
+    The first candidate (by default XGBoost) is preferred:
     another takes a series only when it beats it by more than `margin` accuracy and its absolute
     errors on the tail are lower by more than `z` standard errors (a paired comparison, window by
     window), so a noisy tail of few windows does not hand a series to whichever candidate its noise
     favoured. The tail is traffic like the rest of training,
-    so it cannot show how a model extrapolates to traffic never seen; the first candidate is built
-    of the models made to extrapolate.
+    so it cannot show how a model extrapolates to traffic never seen; the first candidate is the one
+    built to extrapolate.
 
     Candidates with a kind whose module cannot be imported are skipped; the kinds of the chosen
     candidates are refitted on all windows. `validation_` holds per-series accuracy and coverage of
