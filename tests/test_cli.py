@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,66 @@ def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith("deeprest ")
     assert main([]) == 2
+
+
+def test_one_recording_splits_by_share_or_time(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, model = trained["train"], trained["root"] / "split-model"
+    args = ["train", "--data", str(data), "--out", str(model), "--model", "linear", "--to", "60%"]
+    assert main(args) == 0
+    training = json.loads((model / "manifest.json").read_text())["training"]
+    assert training["windows"] == 120  # the first 60% of 200
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(model), "--data", str(data)]
+    assert main([*evaluate, "--from", "60%"]) == 0
+    assert "(80 windows" in capsys.readouterr().out
+    # The same split by time: the first test window's start, as unix seconds and as ISO 8601 (UTC).
+    first = training["end"]
+    iso = datetime.fromtimestamp(first, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    for bound in (str(first), iso):
+        assert main([*evaluate, "--from", bound]) == 0
+        assert "(80 windows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bound", ["150%", "x%", "soon", "nan"])
+def test_bad_range_bounds_exit_2(
+    trained: dict[str, Path], bound: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained["root"] / "bad-range-model"
+    args = ["train", "--data", str(trained["train"]), "--out", str(out), "--model", "linear"]
+    assert main([*args, "--to", bound]) == 2
+    assert "--to" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_empty_range_exits_2(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
+    assert main([*evaluate, "--from", "50%", "--to", "50%"]) == 2
+    assert "no windows" in capsys.readouterr().err
+
+
+def test_a_range_is_estimated_with_the_history_before_it(trained: dict[str, Path]) -> None:
+    """Estimates of the windows from 60% on are those of a run over the whole dataset, as live."""
+    root = trained["root"]
+    model = make_model_dir(root, trained["train"], "xgboost")
+    rows = {}
+    for name, extra in (("all", []), ("tail", ["--from", "60%"])):
+        out = root / f"range-{name}.csv"
+        args = ["predict", "--model", str(model), "--data", str(trained["test"]), "--out", str(out)]
+        assert main([*args, *extra]) == 0
+        with open(out) as handle:
+            rows[name] = list(csv.DictReader(handle))
+    assert len(rows["tail"]) == 24 * 5  # 60 windows, the last 40%
+    assert rows["tail"] == rows["all"][-len(rows["tail"]) :]
+
+
+def make_model_dir(root: Path, data: Path, kind: str) -> Path:
+    """A bundle of `kind` trained on `data` (once per module)."""
+    model = root / f"model-{kind}"
+    if not model.exists():
+        args = ["train", "--data", str(data), "--out", str(model), "--model", kind]
+        assert main([*args, "--param", "n_estimators=10"]) == 0
+    return model

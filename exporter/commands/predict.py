@@ -10,6 +10,7 @@ import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.windows import Window, load_windows
+from exporter.commands.ranges import predict_range, span
 from exporter.progress import Phases
 
 PRED_COLUMNS = ("start", "component", "resource", "lower", "median", "upper")
@@ -18,6 +19,12 @@ PRED_COLUMNS = ("start", "component", "resource", "lower", "median", "upper")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model bundle directory")
     parser.add_argument("--data", type=Path, required=True, help="window dataset (JSON Lines)")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        help="estimate windows from here: unix seconds, ISO 8601 or a share such as 60%%",
+    )
+    parser.add_argument("--to", dest="end", help="estimate windows before this (same forms)")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
 
 
@@ -52,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     say = Phases("predict")
     bundle = load_bundle(args.model)
     windows = load_windows(args.data)
-    say(f"estimating {len(windows)} windows x {len(bundle.series)} series")
-    pred, _ = bundle.predict(windows)
+    part = span(windows, args.start, args.end, str(args.data))
+    say(f"estimating {part.stop - part.start} windows x {len(bundle.series)} series")
+    windows, pred = predict_range(bundle, windows, args.start, args.end, str(args.data))
     rows = write_predictions(args.out, bundle, windows, pred)
     say(f"wrote {rows} rows to {args.out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime
+from collections import Counter
 from pathlib import Path
 
 from estimator.bundle import save_bundle
@@ -13,6 +13,7 @@ from estimator.errors import InputError
 from estimator.models import MODEL_KINDS
 from estimator.training import TrainConfig, check_trainable, train_bundle
 from estimator.windows import Window, load_windows
+from exporter.commands.ranges import parse_time, select
 from exporter.progress import Phases
 
 
@@ -21,9 +22,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", type=Path, help="window dataset (JSON Lines, contract 1)")
     source.add_argument("--config", type=Path, help="exporter configuration (store + Prometheus)")
     source.add_argument(
-        "--from", dest="start", help="start of the range (unix seconds or ISO 8601)"
+        "--from",
+        dest="start",
+        help="start of the range: unix seconds, ISO 8601, or with --data a share such as 60%%",
     )
-    source.add_argument("--to", dest="end", help="end of the range (unix seconds or ISO 8601)")
+    source.add_argument(
+        "--to",
+        dest="end",
+        help="end of the range (exclusive): unix seconds, ISO 8601, or with --data a share",
+    )
     parser.add_argument("--out", type=Path, required=True, help="model bundle directory to write")
     parser.add_argument("--model", default="auto", choices=MODEL_KINDS, help="model kind (auto)")
     parser.add_argument(
@@ -37,21 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-fraction", type=float, default=0.2, help="tail share for validation"
     )
-
-
-def parse_time(text: str, flag: str) -> float:
-    """Unix seconds or an ISO 8601 time (UTC when no zone is given)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"'{text}' is neither unix seconds nor ISO 8601", field=flag) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
-    return moment.timestamp()
 
 
 def parse_params(items: list[str]) -> dict[str, object]:
@@ -70,7 +62,7 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     if args.data is not None:
-        return load_windows(args.data), str(args.data)
+        return select(load_windows(args.data), args.start, args.end, str(args.data)), str(args.data)
     if args.config is None or args.start is None or args.end is None:
         raise InputError("give --data FILE, or --config FILE with --from T1 --to T2")
     from exporter.config import load_config
@@ -106,4 +98,7 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.out} (model {bundle.model.kind}, {len(bundle.series)} series, "
         f"validation accuracy mean {mean:.3f}, trained in {bundle.training['seconds']:.1f}s)"
     )
+    kinds = Counter(bundle.model.series_kinds())
+    if set(kinds) != {bundle.model.kind}:
+        say("series per model kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     return 0

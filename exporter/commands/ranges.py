@@ -1,0 +1,107 @@
+"""`--from` / `--to` of the commands that read windows: a time, or a share of a dataset.
+
+A bound is unix seconds, an ISO 8601 time (UTC when no zone is given) or, on a dataset, a
+percentage of its windows in time order: `--to 60%` keeps the first 60%, `--from 60%` the rest,
+which is how a single recording is split into training and test windows. A window belongs to the
+range when its start is at or after `--from` and before `--to`; the windows before `--from` still
+feed the estimates' traffic history, as they would have fed the live exporter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from estimator.bundle import Bundle
+from estimator.errors import InputError
+from estimator.windows import Window
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A range end: unix seconds, or a share (0 to 1) of a dataset's windows."""
+
+    seconds: float | None = None
+    share: float | None = None
+
+
+def parse_time(text: str, flag: str) -> float:
+    """Unix seconds or an ISO 8601 time (UTC when no zone is given)."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value):
+            raise InputError(f"'{text}' is not a time", field=flag)
+        return value
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"'{text}' is neither unix seconds nor ISO 8601", field=flag) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_bound(text: str, flag: str) -> Bound:
+    """A time (see `parse_time`) or a percentage such as `60%`."""
+    if text.strip().endswith("%"):
+        try:
+            percent = float(text.strip()[:-1])
+        except ValueError:
+            percent = math.nan
+        if not 0.0 <= percent <= 100.0:
+            raise InputError(f"'{text}' is not a percentage from 0% to 100%", field=flag)
+        return Bound(share=percent / 100.0)
+    return Bound(seconds=parse_time(text, flag))
+
+
+def span(windows: Sequence[Window], start: str | None, end: str | None, source: str) -> slice:
+    """The positions of a dataset's windows inside `--from start --to end` (either may be None)."""
+    lo, hi = 0, len(windows)
+    if start is not None:
+        lo = _index(windows, parse_bound(start, "--from"))
+    if end is not None:
+        hi = _index(windows, parse_bound(end, "--to"))
+    if hi <= lo:
+        raise InputError(
+            f"no windows between --from {start} and --to {end} ({len(windows)} in the dataset)",
+            source=source,
+        )
+    return slice(lo, hi)
+
+
+def select(
+    windows: Sequence[Window], start: str | None, end: str | None, source: str
+) -> list[Window]:
+    """The windows of a dataset inside `--from start --to end` (either may be None)."""
+    return list(windows[span(windows, start, end, source)])
+
+
+def predict_range(
+    bundle: Bundle, windows: Sequence[Window], start: str | None, end: str | None, source: str
+) -> tuple[list[Window], np.ndarray]:
+    """The windows inside the range and their estimates [windows, series, 3].
+
+    The windows before `--from` are read as the live exporter would have read them: they feed the
+    traffic history and the models' look-back, so the first estimates of the range are not cold.
+    """
+    part = span(windows, start, end, source)
+    pred, _ = bundle.predict(windows[: part.stop])
+    return list(windows[part]), pred[part.start :]
+
+
+def _index(windows: Sequence[Window], bound: Bound) -> int:
+    """The first window at or after the bound (windows are in time order)."""
+    if bound.share is not None:
+        return int(round(len(windows) * bound.share))
+    assert bound.seconds is not None
+    return next((i for i, w in enumerate(windows) if w.start >= bound.seconds), len(windows))
+
+
+__all__ = ["Bound", "parse_bound", "parse_time", "predict_range", "select", "span"]
