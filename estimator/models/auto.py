@@ -61,13 +61,12 @@ def _clearly_lower(pred: np.ndarray, reference: np.ndarray, Y: np.ndarray, z: fl
 class AutoModel(QuantileModel):
     """Chooses a candidate per series by accuracy on the last `validation_fraction` windows.
 
-    The first candidate (by default XGBoost) is preferred:
-    another takes a series only when it beats it by more than `margin` accuracy and its absolute
-    errors on the tail are lower by more than `z` standard errors (a paired comparison, window by
-    window), so a noisy tail of few windows does not hand a series to whichever candidate its noise
-    favoured. The tail is traffic like the rest of training,
-    so it cannot show how a model extrapolates to traffic never seen; the first candidate is the one
-    built to extrapolate.
+    The first candidate (by default XGBoost) is preferred: another takes a series only when it
+    beats it by more than `margin` accuracy and its absolute errors on the tail are lower by more
+    than `z` standard errors (a paired comparison, window by window), so a noisy tail of few windows
+    does not hand a series to whichever candidate its noise favoured. The tail is traffic like the
+    rest of training, so it cannot show how a model extrapolates to traffic never seen; the first
+    candidate is the one built to extrapolate.
 
     Candidates with a kind whose module cannot be imported are skipped; the kinds of the chosen
     candidates are refitted on all windows. `validation_` holds per-series accuracy and coverage of
