@@ -228,6 +228,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
                 "mean_cpu_acc": float(np.nanmean(1 - wape[cpu])),
                 "mean_memory_acc": float(np.nanmean(1 - wape[memory])),
                 "cpu_coverage": float(np.nanmean(coverage(pred, actual)[cpu])),
+                "memory_coverage": float(np.nanmean(coverage(pred, actual)[memory])),
                 "fit_s": fit_s if fit_s is not None else float("nan"),
             }
         )
@@ -240,7 +241,15 @@ def trainticket_section(args: argparse.Namespace) -> str:
         add(kind, preds["test"][len(train) :], fit_s)
     fit_s, preds = history_predict(train, {"test": test}, series, lookback=60)
     add("history-ets (previous hour, sees actual)", preds["test"], fit_s)
-    cols = ["model", "median_cpu_wape", "mean_cpu_acc", "mean_memory_acc", "cpu_coverage", "fit_s"]
+    cols = [
+        "model",
+        "median_cpu_wape",
+        "mean_cpu_acc",
+        "mean_memory_acc",
+        "cpu_coverage",
+        "memory_coverage",
+        "fit_s",
+    ]
     print(format_table(rows, cols))
     return (
         f"### Train-Ticket 2023-01-30 (real): first 60% of {len(windows)} one-minute windows to train, "

@@ -13,6 +13,7 @@ from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy
 from estimator.models import make_model
 from estimator.models.qrnn import QRNN
+from estimator.models.qrnn_net import validation_rows
 from estimator.windows import Window
 
 APIS = [("gateway", f"/api{i}") for i in range(3)]
@@ -112,6 +113,21 @@ def test_save_load_identical(world: dict[str, object], fitted: QRNN, tmp_path: P
     loaded = QRNN.load(tmp_path, meta)
     assert loaded.context == fitted.context
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))
+
+
+def test_band_is_calibrated_on_rows_it_never_trained_on(
+    world: dict[str, object], fitted: QRNN
+) -> None:
+    """The early stopping rows hold 90% of usage inside the band: split conformal calibration
+    puts the margin at the ceil((n + 1) * 0.9)-th smallest excess, so coverage there is that
+    share, neither less (too narrow) nor much more (too wide)."""
+    X, Y = world["X"], world["Y"]
+    assert isinstance(X, np.ndarray) and isinstance(Y, np.ndarray)
+    n_val = validation_rows(900, fitted.config.validation)
+    assert n_val == 90 and fitted.margin_.shape == (3,)
+    pred, actual = fitted.predict(X[:900])[-n_val:], Y[900 - n_val : 900]
+    inside = ((pred[..., 0] <= actual) & (actual <= pred[..., 2])).mean(axis=0)
+    assert np.all((inside >= 0.9) & (inside <= 0.93)), inside
 
 
 def test_deterministic_and_masks_unknown_targets(world: dict[str, object]) -> None:

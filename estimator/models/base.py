@@ -14,6 +14,9 @@ from estimator.features import Layout
 QUANTILES: tuple[float, float, float] = (0.05, 0.5, 0.95)
 """Lower, median and upper of the 90% band."""
 
+BAND = QUANTILES[2] - QUANTILES[0]
+"""Share of usage the band should hold."""
+
 
 class QuantileModel(ABC):
     """Maps time-ordered feature rows [windows, features] to usage quantiles [windows, series, 3].
@@ -68,6 +71,19 @@ class QuantileModel(ABC):
 def finalize(pred: np.ndarray) -> np.ndarray:
     """Clip quantiles at zero (usage is non-negative) and sort them so lower <= median <= upper."""
     return np.sort(np.clip(pred, 0.0, None), axis=-1)
+
+
+def conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
+    """Amount to widen (or narrow, if negative) a quantile band so held-out coverage is 90%.
+
+    z [n] are held-out targets, q [n, 3] the band's quantiles for them, in the same units (split
+    conformalized quantile regression: the band becomes `[q0 - m, q2 + m]`).
+    """
+    if len(z) == 0:
+        return 0.0
+    excess = np.maximum(q[:, 0] - z, z - q[:, 2])
+    level = min(1.0, np.ceil((len(z) + 1) * BAND) / len(z))
+    return float(np.quantile(excess, level, method="higher"))
 
 
 def observed(Y: np.ndarray, j: int) -> np.ndarray:

@@ -273,6 +273,11 @@ def _phase(
     return ran, best
 
 
+def validation_rows(n: int, share: float) -> int:
+    """Rows at the end of n held out for early stopping (none for fewer than 50 rows)."""
+    return int(n * share) if n >= 50 else 0
+
+
 def train(
     net: Experts, xp: np.ndarray, y: np.ndarray, plan: TrainPlan, seed: int
 ) -> dict[str, float]:
@@ -285,7 +290,7 @@ def train(
     """
     started = time.monotonic()
     n = len(y)
-    n_val = int(n * plan.validation) if n >= 50 else 0
+    n_val = validation_rows(n, plan.validation)
     x = torch.from_numpy(np.ascontiguousarray(xp, dtype=np.float32))
     data = _Data(
         x=x,

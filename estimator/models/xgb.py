@@ -31,7 +31,7 @@ import xgboost as xgb
 
 from estimator.errors import ModelError
 from estimator.features import Layout
-from estimator.models.base import QUANTILES, QuantileModel, finalize
+from estimator.models.base import QUANTILES, QuantileModel, conformal_margin, finalize
 from estimator.models.costbase import (
     FLOOR,
     fit_nonnegative_costs,
@@ -41,7 +41,6 @@ from estimator.models.costbase import (
 from estimator.models.forest import Forest
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
 
-BAND = QUANTILES[2] - QUANTILES[0]
 SCALE, SATURATE, RESERVOIR = 0, 1, 2
 FORMS = ("scale", "saturate", "reservoir")
 SELECTION_ROWS = 4000
@@ -73,15 +72,6 @@ def _even(rows: np.ndarray, limit: int) -> np.ndarray:
     if len(rows) <= limit:
         return rows
     return rows[np.linspace(0, len(rows) - 1, limit).astype(int)]
-
-
-def _conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
-    """Amount to widen (or narrow, if negative) the quantile band so held-out coverage is 90%."""
-    if len(z) == 0:
-        return 0.0
-    excess = np.maximum(q[:, 0] - z, z - q[:, 2])
-    level = min(1.0, np.ceil((len(z) + 1) * BAND) / len(z))
-    return float(np.quantile(excess, level, method="higher"))
 
 
 class XGBoostQuantile(QuantileModel):
@@ -338,7 +328,7 @@ class XGBoostQuantile(QuantileModel):
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[cut:, j])
             z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
-            margins[j] = _conformal_margin(z, q[known, j])
+            margins[j] = conformal_margin(z, q[known, j])
         self.margin_ = margins
         self._search(X, Y, layout, np.ones(len(X), dtype=bool))
         self._fit_part(X, Y, T, self._states(X), rounds)
