@@ -202,12 +202,13 @@ def simulator_section(args: argparse.Namespace) -> str:
 
 
 def trainticket_section(args: argparse.Namespace) -> str:
-    if not TT_ROOT.is_dir():
-        print("Train-Ticket data not found; skipping", flush=True)
+    root: Path = args.trainticket
+    if not root.is_dir():
+        print(f"Train-Ticket data not found at {root}; skipping", flush=True)
         return "### Train-Ticket\n\nskipped: data folder absent"
     from estimator.importers.trainticket import load_trainticket
 
-    load = timed(lambda: load_trainticket(TT_ROOT))
+    load = timed(lambda: load_trainticket(root))
     windows: list[Window] = load.value  # type: ignore[assignment]
     windows = [w for w in windows if w.metrics]
     cut = int(len(windows) * 0.6)
@@ -252,7 +253,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
     ]
     print(format_table(rows, cols))
     return (
-        f"### Train-Ticket 2023-01-30 (real): first 60% of {len(windows)} one-minute windows to train, "
+        f"### {root.name} (real, Train-Ticket layout): first 60% of {len(windows)} one-minute windows to train, "
         f"the rest to test; {len(cpu)} services, CPU and memory; import {load.seconds:.1f}s\n\n"
         + markdown_table(rows, cols)
     )
@@ -331,6 +332,12 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument(
         "--seeds", default="1,2,3", help="training seeds of the simulator section (comma-separated)"
+    )
+    parser.add_argument(
+        "--trainticket",
+        type=Path,
+        default=TT_ROOT,
+        help="a recording in the Train-Ticket layout (trace/ and metric/ folders)",
     )
     parser.add_argument("--skip-simulator", action="store_true")
     parser.add_argument("--skip-trainticket", action="store_true")
