@@ -219,9 +219,11 @@ def trainticket_section(args: argparse.Namespace) -> str:
     vocab = Vocabulary.build(train)
     actual = targets(test, series)
     rows = []
+    per_series: dict[str, np.ndarray] = {}  # model -> WAPE per series
 
     def add(name: str, pred: np.ndarray, fit_s: float | None) -> None:
         wape = 1 - accuracy(pred[..., 1], actual)
+        per_series[name.split(" ")[0]] = wape
         rows.append(
             {
                 "model": name,
@@ -252,11 +254,35 @@ def trainticket_section(args: argparse.Namespace) -> str:
         "fit_s",
     ]
     print(format_table(rows, cols))
+    services = _per_service(series, per_series, actual)
+    if services:
+        print(format_table(services, list(services[0])))
     return (
-        f"### {root.name} (real, Train-Ticket layout): first 60% of {len(windows)} one-minute windows to train, "
-        f"the rest to test; {len(cpu)} services, CPU and memory; import {load.seconds:.1f}s\n\n"
+        f"### {root.name} (real, Train-Ticket layout): first 60% of {len(windows)} one-minute "
+        f"windows to train, the rest to test; {len(cpu)} services, CPU and memory; "
+        f"import {load.seconds:.1f}s\n\n"
         + markdown_table(rows, cols)
+        + "\n\nPer service: WAPE of each model on the test windows (lower is better; `-`: no "
+        "usage in the test windows), and mean actual usage (CPU in millicores, memory in MiB).\n\n"
+        + markdown_table(services, list(services[0]) if services else [])
     )
+
+
+def _per_service(series, per_series: dict[str, np.ndarray], actual: np.ndarray) -> list[dict]:
+    """One row per service: each model's CPU and memory WAPE, and the mean usage."""
+    index = {key: j for j, key in enumerate(series)}
+    rows = []
+    for component in sorted({c for c, _ in series}):
+        row: dict[str, object] = {"service": component}
+        for resource, unit in (("cpu", 1e3), ("memory", 2.0**-20)):
+            j = index.get((component, resource))
+            for name, wape in per_series.items():
+                value = float("nan") if j is None else float(wape[j])
+                row[f"{resource} {name}"] = "-" if np.isnan(value) else f"{value:.3f}"
+            mean = float("nan") if j is None else float(np.nanmean(actual[:, j])) * unit
+            row[f"{resource} mean"] = "-" if np.isnan(mean) else f"{mean:.1f}"
+        rows.append(row)
+    return rows
 
 
 def timing_section(args: argparse.Namespace) -> str:
