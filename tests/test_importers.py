@@ -251,6 +251,34 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     )
 
 
+def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,CpuUsage(m)\n65,20\n")
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,MemoryUsage(Mi)\n65,3\n")
+    windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert windows[0].metrics == pytest.approx(
+        {("svc-a", "cpu"): 0.02, ("svc-b", "memory"): 3 * 2**20}
+    )
+    (metrics / "svc-c-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n65,3\n")
+    with pytest.raises(InputError, match="no usage column") as info:
+        import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert info.value.source is not None and info.value.source.endswith(
+        "svc-c-5b67c48447-fj8b7_metric.csv"
+    )
+
+
+def test_metrics_that_miss_every_trace_window_are_an_error(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()  # milliseconds where seconds belong: no row meets a window with traces
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65000,p,20,100\nx,125000,p,30,200\n"
+    )
+    with pytest.raises(InputError, match="unix seconds") as info:
+        import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert info.value.source == str(metrics)
+
+
 def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
     with pytest.raises(InputError, match="trace/"):
         load_trainticket(tmp_path / "absent")

@@ -2,15 +2,19 @@
 
 Metric files are `<pod>_metric.csv[.gz]` with one row per minute: TimeStamp (Unix seconds),
 CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `memory` in bytes).
-Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A row joins the
-window its TimeStamp falls in. Rows of one pod in one window are averaged (usage rates), and the
-pods of one service are summed (replicas add up). A value that is empty is unknown and left out,
-never zero; only windows that have traces are kept.
+Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A file may
+hold only one of the two usage columns: the other resource is then unknown for that pod. A row
+joins the window its TimeStamp falls in. Rows of one pod in one window are averaged (usage
+rates), and the pods of one service are summed (replicas add up). A value that is empty is
+unknown and left out, never zero; only windows that have traces are kept. Metrics that meet no
+window with traces (times in milliseconds, or another day's files) are an error, not a dataset
+without usage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -67,16 +71,21 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> dict[tuple[int, st
         frame = pd.read_csv(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
     except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
-    for column in (TIME_COLUMN, *RESOURCES):
-        if column not in frame.columns:
-            raise InputError("missing column", source=source, line=1, field=column)
+    if TIME_COLUMN not in frame.columns:
+        raise InputError("missing column", source=source, line=1, field=TIME_COLUMN)
+    present = [column for column in RESOURCES if column in frame.columns]
+    if not present:
+        raise InputError(
+            f"no usage column: expected one of {', '.join(RESOURCES)}", source=source, line=1
+        )
     times = _numbers(frame, TIME_COLUMN, source)
     if times.isna().any():
         row = int(times.isna().to_numpy().nonzero()[0][0])
         raise InputError("empty value", source=source, line=row + 2, field=TIME_COLUMN)
     starts = (times // window_seconds * window_seconds).astype("int64")
     out: dict[tuple[int, str], float] = {}
-    for column, (resource, factor) in RESOURCES.items():
+    for column in present:
+        resource, factor = RESOURCES[column]
         values = _numbers(frame, column, source) * factor
         means = values.groupby(starts).mean().dropna()
         out.update(
@@ -95,17 +104,34 @@ def join_metrics(
     """Add per-service usage from metric files to the windows (in place) that have traces."""
     by_start = {int(w.start): w for w in windows}
     totals: dict[int, dict[SeriesKey, float]] = {}
+    first, last = float("inf"), float("-inf")  # metric windows of all files
     for path in paths:
         service = service_of_pod(_pod_of(path))
         for (start, resource), value in read_pod_metrics(path, window_seconds).items():
+            first, last = min(first, start), max(last, start)
             if start in by_start:
                 series = totals.setdefault(start, {})
                 key = (service, resource)
                 series[key] = series.get(key, 0.0) + value
         if on_file is not None:
             on_file(path)
+    if first <= last and by_start and not totals:
+        raise InputError(
+            f"no metric row falls in a window with traces: metrics span {_utc(first)} to "
+            f"{_utc(last)}, traces {_utc(min(by_start))} to {_utc(max(by_start))} "
+            f"({TIME_COLUMN} must be unix seconds)",
+            source=str(Path(paths[0]).parent),
+        )
     for start, series in totals.items():
         by_start[start].metrics.update(series)
+
+
+def _utc(seconds: float) -> str:
+    """A unix time as ISO 8601 UTC, or the number itself when it is out of calendar range."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g}"
 
 
 def load_trainticket(
