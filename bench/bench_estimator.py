@@ -263,10 +263,10 @@ def trainticket_section(args: argparse.Namespace) -> str:
         f"windows to train, the rest to test; {len(cpu)} services, CPU and memory; "
         f"import {load.seconds:.1f}s\n\n"
         + markdown_table(rows, cols)
-        + "\n\nInside the training part only (the evidence for choices made while building the "
-        "models, which never looked at the test windows): train on its first two thirds (the first "
-        "40% of the recording), test on the last third (40% to 60%). `xgboost+qrnn` is the blend "
-        "`auto` may choose, the mean of the two models' quantiles.\n\n"
+        + "\n\nInside the training part only, a split for comparing model choices without the "
+        "test windows: train on its first two thirds (the first 40% of the recording), test on the "
+        "last third (40% to 60%). `xgboost+qrnn` is the blend `auto` may choose, the mean of the "
+        "two models' quantiles.\n\n"
         + markdown_table(inner, ["model", "median_cpu_wape", "cpu_coverage", "memory_coverage"])
         + "\n\nPer service: WAPE of each model on the test windows (lower is better; `-`: no "
         "usage in the test windows), and mean actual usage (CPU in millicores, memory in MiB).\n\n"
