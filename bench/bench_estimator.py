@@ -212,12 +212,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
     windows: list[Window] = load.value  # type: ignore[assignment]
     windows = [w for w in windows if w.metrics]
     cut = int(len(windows) * 0.6)
-    train, test = windows[:cut], windows[cut:]
-    series = [s for s in series_of(train) if s[1] in ("cpu", "memory")]
-    cpu = [j for j, s in enumerate(series) if s[1] == "cpu"]
-    memory = [j for j, s in enumerate(series) if s[1] == "memory"]
-    vocab = Vocabulary.build(train)
-    actual = targets(test, series)
+    train, test, series, cpu, memory, vocab, actual = _split(windows, cut)
     rows = []
     per_series: dict[str, np.ndarray] = {}  # model -> WAPE per series
 
@@ -274,15 +269,19 @@ def trainticket_section(args: argparse.Namespace) -> str:
     )
 
 
-def _inner_split(windows: list[Window], models: tuple[str, ...]) -> list[dict]:
-    """Each model, the xgboost+qrnn blend and history-ets on a split of the training windows."""
-    cut = int(len(windows) * 2 / 3)
+def _split(windows: list[Window], cut: int):
+    """Training and test windows of a recording cut at `cut`, with its CPU and memory series,
+    their columns, the training vocabulary and the test windows' actual usage."""
     train, test = windows[:cut], windows[cut:]
     series = [s for s in series_of(train) if s[1] in ("cpu", "memory")]
     cpu = [j for j, s in enumerate(series) if s[1] == "cpu"]
     memory = [j for j, s in enumerate(series) if s[1] == "memory"]
-    vocab = Vocabulary.build(train)
-    actual = targets(test, series)
+    return train, test, series, cpu, memory, Vocabulary.build(train), targets(test, series)
+
+
+def _inner_split(windows: list[Window], models: tuple[str, ...]) -> list[dict]:
+    """Each model, the xgboost+qrnn blend and history-ets on a split of the training windows."""
+    train, test, series, cpu, memory, vocab, actual = _split(windows, int(len(windows) * 2 / 3))
     preds: dict[str, np.ndarray] = {}
     for kind in models:
         print(f"  Train-Ticket, inside the training part: fitting {kind}", flush=True)
