@@ -279,6 +279,15 @@ def test_metrics_that_miss_every_trace_window_are_an_error(tmp_path: Path, span_
     assert info.value.source == str(metrics)
 
 
+def test_a_metric_folder_without_metric_files_is_an_error(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a.csv").write_text(f"{METRIC_HEADER}\nx,65,p,20,100\n")
+    with pytest.raises(InputError, match="no metric files") as info:
+        import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert info.value.source == str(metrics)
+
+
 def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
     with pytest.raises(InputError, match="trace/"):
         load_trainticket(tmp_path / "absent")

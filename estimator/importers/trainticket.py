@@ -34,11 +34,18 @@ RESOURCES: dict[str, tuple[str, float]] = {
 
 
 def metric_files(directory: str | Path) -> list[Path]:
-    """The per-pod metric files of a directory, sorted (front_service and others skipped)."""
+    """The per-pod metric files of a directory, sorted (front_service and others skipped); a
+    directory without any is an error, not a recording without usage."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError("not a directory of metric CSV files", source=str(root))
-    return sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(METRIC_SUFFIXES))
+    found = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(METRIC_SUFFIXES))
+    if not found:
+        raise InputError(
+            f"no metric files: expected <pod>{METRIC_SUFFIXES[1]} or <pod>{METRIC_SUFFIXES[0]}",
+            source=str(root),
+        )
+    return found
 
 
 def _pod_of(path: Path) -> str:
