@@ -228,21 +228,31 @@ class XGBoostQuantile(QuantileModel):
         return Forest(self.boosters_, offsets, len(QUANTILES))
 
     def _quantiles(self, X: np.ndarray, rounds: np.ndarray | None = None) -> np.ndarray:
-        """[n, s, 3] relative residual quantiles from the boosters (zero where none): the forest
-        once fitted; while fitting, each booster's own prediction (the same to float32 rounding,
-        and quicker for the many rows fitting asks about than building a forest each time), from
-        its first `rounds` rounds where given."""
-        T = self._tree_features(X)
+        """[n, s, 3] relative residual quantiles from the boosters (zero where none)."""
+        return self._booster_quantiles(*self._booster_inputs(X), rounds)
+
+    def _booster_inputs(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The boosters' features of rows X: tree features, and level features where a series
+        saturates (None otherwise)."""
         levels = self._level_features(X) if (self.form_ == SATURATE).any() else None
+        return self._tree_features(X), levels
+
+    def _booster_quantiles(
+        self, T: np.ndarray, levels: np.ndarray | None, rounds: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`_quantiles` from the boosters' features: the forest once fitted; while fitting, each
+        booster's own prediction (the same to float32 rounding, and quicker for the many rows
+        fitting asks about than building a forest each time), from its first `rounds` rounds
+        where given."""
         if self.forest_ is not None:
             return self.forest_.predict(T if levels is None else np.hstack([T, levels]))
-        out = np.zeros((len(X), len(self.boosters_), len(QUANTILES)))
+        out = np.zeros((len(T), len(self.boosters_), len(QUANTILES)))
         for j, booster in enumerate(self.boosters_):
             if booster is not None:
                 rows = levels if self.form_[j] == SATURATE and levels is not None else T
                 upto = (0, 0) if rounds is None else (0, int(rounds[j]))  # (0, 0): every round
                 out[:, j] = booster.inplace_predict(rows, iteration_range=upto).reshape(
-                    len(X), len(QUANTILES)
+                    len(T), len(QUANTILES)
                 )
         return out
 
@@ -255,8 +265,10 @@ class XGBoostQuantile(QuantileModel):
         if not self.choose_rounds:
             return rounds
         error = np.zeros((self.n_estimators, Y.shape[1]))
+        T, levels = self._booster_inputs(X)
         for r in range(1, self.n_estimators + 1):
-            median = base + scale * self._quantiles(X, np.full(Y.shape[1], r))[..., 1]
+            quantiles = self._booster_quantiles(T, levels, np.full(Y.shape[1], r))
+            median = base + scale * quantiles[..., 1]
             error[r - 1] = np.nansum(np.abs(median - Y), axis=0)
         known = (~np.isnan(Y)).sum(axis=0) >= MIN_ROWS
         rounds[known] = 1 + np.argmin(error[:, known], axis=0)
