@@ -160,7 +160,8 @@ class QRNN(QuantileModel):
         n_val = qrnn_net.validation_rows(len(Z), self.config.validation)
         if n_val == 0:
             return margins
-        q = qrnn_net.predict(self.net_, self._padded(X))[-n_val:]
+        # Each row's estimate reads only its `context` rows before it (as in predict_last).
+        q = qrnn_net.predict(self.net_, self._padded(X)[len(X) - n_val :])
         for j in range(self.n_series_):
             known = ~np.isnan(Z[-n_val:, j])
             margins[j] = conformal_margin(Z[-n_val:, j][known], q[known, j])
