@@ -8,7 +8,7 @@ from pathlib import Path
 from estimator.bundle import load_bundle
 from estimator.evaluation import Evaluation, build_evaluation
 from estimator.windows import load_windows
-from exporter.commands.ranges import predict_range
+from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
 from exporter.report import format_table, write_report
 
@@ -22,12 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="test dataset (JSON Lines); repeat for several scenarios, named by file stem",
     )
-    parser.add_argument(
-        "--from",
-        dest="start",
-        help="evaluate windows from here: unix seconds, ISO 8601 or a share such as 60%%",
-    )
-    parser.add_argument("--to", dest="end", help="evaluate windows before this (same forms)")
+    add_range_arguments(parser, "evaluate")
     parser.add_argument("--report", type=Path, help="directory for the HTML report and PNG plots")
 
 
@@ -36,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.model)
     evaluations: dict[str, Evaluation] = {}
     for path in args.data:
-        windows, pred = predict_range(bundle, load_windows(path), args.start, args.end, str(path))
+        windows = load_windows(path)
+        windows, pred = predict_range(
+            bundle, windows, span(windows, args.start, args.end, str(path))
+        )
         evaluation = build_evaluation(windows, bundle.series, pred)
         evaluations[path.stem] = evaluation
         columns = ["component", "resource", "accuracy", "coverage", "mae"]

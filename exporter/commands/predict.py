@@ -10,7 +10,7 @@ import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.windows import Window, load_windows
-from exporter.commands.ranges import predict_range, span
+from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
 
 PRED_COLUMNS = ("start", "component", "resource", "lower", "median", "upper")
@@ -19,12 +19,7 @@ PRED_COLUMNS = ("start", "component", "resource", "lower", "median", "upper")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model bundle directory")
     parser.add_argument("--data", type=Path, required=True, help="window dataset (JSON Lines)")
-    parser.add_argument(
-        "--from",
-        dest="start",
-        help="estimate windows from here: unix seconds, ISO 8601 or a share such as 60%%",
-    )
-    parser.add_argument("--to", dest="end", help="estimate windows before this (same forms)")
+    add_range_arguments(parser, "estimate")
     parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
 
 
@@ -61,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     windows = load_windows(args.data)
     part = span(windows, args.start, args.end, str(args.data))
     say(f"estimating {part.stop - part.start} windows x {len(bundle.series)} series")
-    windows, pred = predict_range(bundle, windows, args.start, args.end, str(args.data))
+    windows, pred = predict_range(bundle, windows, part)
     rows = write_predictions(args.out, bundle, windows, pred)
     say(f"wrote {rows} rows to {args.out}")
     return 0

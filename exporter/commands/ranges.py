@@ -9,6 +9,7 @@ feed the estimates' traffic history, as they would have fed the live exporter.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,15 +84,24 @@ def select(
     return list(windows[span(windows, start, end, source)])
 
 
-def predict_range(
-    bundle: Bundle, windows: Sequence[Window], start: str | None, end: str | None, source: str
-) -> tuple[list[Window], np.ndarray]:
-    """The windows inside the range and their estimates [windows, series, 3].
+def add_range_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """`--from` and `--to` of a command that estimates the windows of a dataset."""
+    parser.add_argument(
+        "--from",
+        dest="start",
+        help=f"{verb} windows from here: unix seconds, ISO 8601 or a share such as 60%%",
+    )
+    parser.add_argument("--to", dest="end", help=f"{verb} windows before this (same forms)")
 
-    The windows before `--from` are read as the live exporter would have read them: they feed the
+
+def predict_range(
+    bundle: Bundle, windows: Sequence[Window], part: slice
+) -> tuple[list[Window], np.ndarray]:
+    """The windows at `part` (see `span`) and their estimates [windows, series, 3].
+
+    The windows before the range are read as the live exporter would have read them: they feed the
     traffic history and the models' look-back, so the first estimates of the range are not cold.
     """
-    part = span(windows, start, end, source)
     pred, _ = bundle.predict(windows[: part.stop])
     return list(windows[part]), pred[part.start :]
 
@@ -104,4 +114,12 @@ def _index(windows: Sequence[Window], bound: Bound) -> int:
     return next((i for i, w in enumerate(windows) if w.start >= bound.seconds), len(windows))
 
 
-__all__ = ["Bound", "parse_bound", "parse_time", "predict_range", "select", "span"]
+__all__ = [
+    "Bound",
+    "add_range_arguments",
+    "parse_bound",
+    "parse_time",
+    "predict_range",
+    "select",
+    "span",
+]
