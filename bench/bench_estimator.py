@@ -218,6 +218,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
 
     def add(name: str, pred: np.ndarray, fit_s: float | None) -> None:
         wape = 1 - accuracy(pred[..., 1], actual)
+        cover = coverage(pred, actual)
         per_series[name.split(" ")[0]] = wape
         rows.append(
             {
@@ -225,18 +226,15 @@ def trainticket_section(args: argparse.Namespace) -> str:
                 "median_cpu_wape": median_or_nan(wape[cpu]),
                 "mean_cpu_acc": float(np.nanmean(1 - wape[cpu])),
                 "mean_memory_acc": float(np.nanmean(1 - wape[memory])),
-                "cpu_coverage": float(np.nanmean(coverage(pred, actual)[cpu])),
-                "memory_coverage": float(np.nanmean(coverage(pred, actual)[memory])),
+                "cpu_coverage": float(np.nanmean(cover[cpu])),
+                "memory_coverage": float(np.nanmean(cover[memory])),
                 "fit_s": fit_s if fit_s is not None else float("nan"),
             }
         )
 
     for kind in args.models:
         print(f"  Train-Ticket: fitting {kind}", flush=True)
-        # The test windows follow the training ones, as they would live: the training windows
-        # feed the traffic history and the models' look-back, and only the test part is scored.
-        fit_s, preds, _, _ = fit_predict(kind, vocab, train, {"test": train + test}, series)
-        add(kind, preds["test"][len(train) :], fit_s)
+        add(kind, *_fit_predict_after(kind, vocab, train, test, series))
     fit_s, preds = history_predict(train, {"test": test}, series, lookback=60)
     add("history-ets (previous hour, sees actual)", preds["test"], fit_s)
     cols = [
@@ -269,6 +267,16 @@ def trainticket_section(args: argparse.Namespace) -> str:
     )
 
 
+def _fit_predict_after(
+    kind: str, vocab: Vocabulary, train: list[Window], test: list[Window], series
+) -> tuple[np.ndarray, float]:
+    """Fit on train; estimate the test windows that follow it, as they would be live: the
+    training windows feed the traffic history and the models' look-back. Returns the test
+    windows' estimates and the fit seconds."""
+    fit_s, preds, _, _ = fit_predict(kind, vocab, train, {"test": train + test}, series)
+    return preds["test"][len(train) :], fit_s
+
+
 def _split(windows: list[Window], cut: int):
     """Training and test windows of a recording cut at `cut`, with its CPU and memory series,
     their columns, the training vocabulary and the test windows' actual usage."""
@@ -285,8 +293,7 @@ def _inner_split(windows: list[Window], models: tuple[str, ...]) -> list[dict]:
     preds: dict[str, np.ndarray] = {}
     for kind in models:
         print(f"  Train-Ticket, inside the training part: fitting {kind}", flush=True)
-        _, out, _, _ = fit_predict(kind, vocab, train, {"test": train + test}, series)
-        preds[kind] = out["test"][len(train) :]
+        preds[kind] = _fit_predict_after(kind, vocab, train, test, series)[0]
     if "xgboost" in preds and "qrnn" in preds:
         preds["xgboost+qrnn"] = (preds["xgboost"] + preds["qrnn"]) / 2
     _, out = history_predict(train, {"test": test}, series, lookback=60)
