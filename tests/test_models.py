@@ -181,6 +181,39 @@ def test_nonnegative_costs_recover_per_call_weights() -> None:
     assert np.allclose(intercept, [3.0, 0.0], atol=0.05)
 
 
+def test_nonnegative_costs_are_not_pulled_by_faulty_windows() -> None:
+    """A few windows with usage no traffic explains (a fault, an attack) barely move the robust
+    costs, where least squares raises the idle cost and the per-call costs to pay for them."""
+    rng = np.random.default_rng(8)
+    A = rng.poisson(20, size=(400, 3)).astype(float)
+    truth = np.array([[0.5, 0.2], [0.0, 1.0], [1.0, 0.0]])
+    clean = A @ truth + np.array([3.0, 5.0])
+    Y = clean * (1 + 0.05 * rng.standard_normal(clean.shape))
+    faulty = rng.choice(len(A), size=20, replace=False)
+    Y[faulty] += 10.0 * A[faulty, :1]  # usage growing with calls: it biases costs, not just idle
+    state = np.cumsum(A[:, 1:2] * 0.01, axis=0) * np.ones((1, 2))  # an extra column per series
+    for extra in (None, state):
+        robust = fit_nonnegative_costs(A, Y, extra=extra)
+        plain = fit_nonnegative_costs(A, Y, extra=extra, robust=False)
+        assert (robust[0] >= 0).all() and (robust[1] >= 0).all()
+        error = [np.abs(fit[0] - truth).sum() for fit in (robust, plain)]
+        assert error[0] < 0.25 * error[1], error
+        assert np.allclose(robust[0], truth, atol=0.1), robust[0]
+
+
+def test_reweighting_steps_solve_the_same_nnls_as_from_scratch() -> None:
+    """The warm-started active set returns the NNLS optimum whichever start it is given."""
+    from estimator.models.costbase import _nonnegative, _solve, _upper_factor
+
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        D = rng.standard_normal((60, 12))
+        gram, c = D.T @ D / 60, D.T @ rng.standard_normal(60) / 60
+        exact = _solve(_upper_factor(gram, 1e-6), c)
+        for near in (exact, rng.random(12) - 0.5, np.zeros(12), np.ones(12)):
+            assert np.allclose(_nonnegative(gram, c, 1e-6, near), exact, atol=1e-8)
+
+
 def test_component_linear_uses_the_named_component(
     world: tuple[Vocabulary, np.ndarray, np.ndarray],
 ) -> None:

@@ -55,6 +55,8 @@ class QRNNConfig:
     """Learn usage relative to a non-negative cost base (costs per call and reservoirs, as the
     XGBoost model does), so estimates scale with calls and caches stop at their capacity; False
     learns usage directly (a masked linear cost plus the recurrent correction)."""
+    robust: bool = True
+    """Fit the cost base robustly (Huber), so faulty training windows do not raise it."""
     seed: int = 0
     max_seconds: float = 240.0
     """Training time budget; training stops after the epoch that passes it (a fit cut short
@@ -112,7 +114,7 @@ class QRNN(QuantileModel):
         self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
         self.base_: CostBase | None = None
         if self.config.anchor:
-            self.base_ = CostBase().fit(X, Y, layout)
+            self.base_ = CostBase(robust=self.config.robust).fit(X, Y, layout)
             base, scale = self.base_.predict(X)
             Y = (Y - base) / scale
             self.context = max(self.config.context, self.base_.context)

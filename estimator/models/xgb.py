@@ -2,7 +2,8 @@
 
 Trees alone predict flat beyond the traffic they were trained on. Here each series is
 `base + scale * z`: `base` is a non-negative linear cost per call (plus an idle intercept) fitted
-with NNLS on the count and traffic-history features; `z` is the relative residual, learned by
+on the count and traffic-history features, robustly (see `costbase.py`: windows of faults in
+training do not raise it); `z` is the relative residual, learned by
 multi-quantile XGBoost from load-free features (API mix shares, component shares, history relative
 to current load, log load). At 3x traffic `base` triples while the mix features stay in range.
 The newest training windows are held out: they choose each series' number of boosting rounds
@@ -98,6 +99,7 @@ class XGBoostQuantile(QuantileModel):
         saturation_holdout: float = 0.15,
         max_tree_rows: int = TREE_ROWS,
         choose_rounds: bool = True,
+        robust: bool = True,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
         # makes training several times slower. Fitted models predict through the numpy forest;
@@ -122,6 +124,7 @@ class XGBoostQuantile(QuantileModel):
             raise ModelError(f"xgboost: max_tree_rows must be at least {MIN_ROWS}")
         self.max_tree_rows = max_tree_rows
         self.choose_rounds = choose_rounds
+        self.robust = robust
 
     # ------------------------------------------------------------------ features
 
@@ -183,7 +186,9 @@ class XGBoostQuantile(QuantileModel):
     ) -> None:
         """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows,
         each with its `rounds` of boosting (n_estimators where not given)."""
-        self.weights_, self.intercept_ = fit_nonnegative_costs(X, Y, self.ridge)[:2]
+        self.weights_, self.intercept_ = fit_nonnegative_costs(
+            X, Y, self.ridge, robust=self.robust
+        )[:2]
         self.state_weight_ = np.zeros(Y.shape[1])
         saturating = self.form_ == SATURATE
         self.weights_[:, saturating] = 0.0
@@ -191,7 +196,7 @@ class XGBoostQuantile(QuantileModel):
         stateful = np.flatnonzero([r is not None for r in self.reservoirs_])
         if stateful.size:
             weights, intercept, state = fit_state_costs(
-                X, Y[:, stateful], self.history_columns_, S[:, stateful], self.ridge
+                X, Y[:, stateful], self.history_columns_, S[:, stateful], self.ridge, self.robust
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
@@ -417,11 +422,12 @@ class XGBoostQuantile(QuantileModel):
             "saturation_holdout": self.saturation_holdout,
             "max_tree_rows": self.max_tree_rows,
             "choose_rounds": self.choose_rounds,
+            "robust": self.robust,
         }
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
-        model = cls(**meta["params"])
+        model = cls(**{"robust": False, **meta["params"]})  # older bundles: least squares
         model.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
         model.intercept_ = np.asarray(meta["intercept"], dtype=float)
         model.floor_ = np.asarray(meta["floor"], dtype=float)
