@@ -28,7 +28,8 @@ from estimator.models.reservoir import CONTEXT, load_reservoirs, search, states
 FLOOR = 0.1
 """The residual scale never drops below this share of a series' mean level."""
 HUBER_K = 1.345
-"""Huber's constant, in robust standard deviations: residuals beyond it weigh k / |r|."""
+"""Huber's constant k, in robust standard deviations sigma: a row whose residual r is beyond
+k sigma weighs k sigma / |r|."""
 ROBUST_STEPS = 4
 """Reweighting steps after the least-squares start; each is one weighted solve per series."""
 WARM_ROUNDS = 8
@@ -51,7 +52,8 @@ def fit_nonnegative_costs(
     reweighting. Solved in Gram form (one Cholesky factor per series, the least-squares start's
     shared per pattern of known rows), so each series costs an NNLS on an f x f system instead
     of one over all rows. BLAS runs on one thread here: for products this small, more threads
-    only wait on each other (the fit took a third longer on two cores).
+    only wait on each other (on two cores the fit took 1.7 times as long, and three times the
+    CPU).
     """
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit_costs(A, Y, ridge, extra, robust)
