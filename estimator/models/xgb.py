@@ -186,14 +186,18 @@ class XGBoostQuantile(QuantileModel):
     ) -> None:
         """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows,
         each with its `rounds` of boosting (n_estimators where not given)."""
-        self.weights_, self.intercept_ = fit_nonnegative_costs(
-            X, Y, self.ridge, robust=self.robust
-        )[:2]
-        self.state_weight_ = np.zeros(Y.shape[1])
-        saturating = self.form_ == SATURATE
-        self.weights_[:, saturating] = 0.0
-        self.intercept_[saturating] = 0.0
+        n_series = Y.shape[1]
+        self.weights_ = np.zeros((X.shape[1], n_series))
+        self.intercept_, self.state_weight_ = np.zeros(n_series), np.zeros(n_series)
+        saturating = self.form_ == SATURATE  # no base at all
         stateful = np.flatnonzero([r is not None for r in self.reservoirs_])
+        scaling = ~saturating
+        scaling[stateful] = False  # their costs are fitted beside their reservoir, below
+        if scaling.any():
+            weights, intercept = fit_nonnegative_costs(
+                X, Y[:, scaling], self.ridge, robust=self.robust
+            )[:2]
+            self.weights_[:, scaling], self.intercept_[scaling] = weights, intercept
         if stateful.size:
             weights, intercept, state = fit_state_costs(
                 X, Y[:, stateful], self.history_columns_, S[:, stateful], self.ridge, self.robust
