@@ -86,6 +86,15 @@ def conformal_margin(z: np.ndarray, q: np.ndarray) -> float:
     return float(np.quantile(excess, level, method="higher"))
 
 
+def widen(q: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Quantiles [..., s, 3] with each series' `conformal_margin` applied: a new array whose
+    band is `[q0 - m, q2 + m]`."""
+    q = np.array(q, dtype=float)
+    q[..., 0] -= margin
+    q[..., 2] += margin
+    return q
+
+
 def observed(Y: np.ndarray, j: int) -> np.ndarray:
     """Row mask of the known values of series j."""
     return ~np.isnan(Y[:, j])

@@ -17,7 +17,7 @@ import numpy as np
 
 from estimator.errors import BundleError, InputError, ModelError
 from estimator.features import Layout
-from estimator.models.base import QuantileModel, conformal_margin, finalize
+from estimator.models.base import QuantileModel, conformal_margin, finalize, widen
 from estimator.models.costbase import CostBase
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class QRNN(QuantileModel):
         self._check_fitted(X)
         if len(X) == 0:
             return np.zeros((0, self.n_series_, 3))
-        pred = self._widened(qrnn_net.predict(self.net_, self._padded(X)))
+        pred = widen(qrnn_net.predict(self.net_, self._padded(X)), self.margin_)
         pred *= self.y_scale_[None, :, None]
         if self.base_ is not None:
             base, scale = self.base_.predict(X)
@@ -217,18 +217,11 @@ class QRNN(QuantileModel):
         X = np.asarray(X, dtype=float)
         self._check_fitted(X)
         tail = self._padded(X[len(X) - min(len(X), self.config.context + 1) :])
-        pred = self._widened(qrnn_net.predict(self.net_, tail)[-1]) * self.y_scale_[:, None]
+        pred = widen(qrnn_net.predict(self.net_, tail)[-1], self.margin_) * self.y_scale_[:, None]
         if self.base_ is not None:
             base, scale = self.base_.predict(X, last=True)
             pred = base[0, :, None] + scale[0, :, None] * pred
         return finalize(pred)
-
-    def _widened(self, q: np.ndarray) -> np.ndarray:
-        """The experts' quantiles [..., s, 3] with the calibrated margins applied to the band."""
-        q = np.array(q, dtype=float)
-        q[..., 0] -= self.margin_
-        q[..., 2] += self.margin_
-        return q
 
     def feature_mask(self) -> np.ndarray:
         """[series, features] learned gates in (0, 1): which features each expert uses."""

@@ -32,7 +32,7 @@ import xgboost as xgb
 
 from estimator.errors import ModelError
 from estimator.features import Layout
-from estimator.models.base import QUANTILES, QuantileModel, conformal_margin, finalize
+from estimator.models.base import QUANTILES, QuantileModel, conformal_margin, finalize, widen
 from estimator.models.costbase import (
     FLOOR,
     fit_nonnegative_costs,
@@ -375,9 +375,7 @@ class XGBoostQuantile(QuantileModel):
 
     def _predict_rows(self, X: np.ndarray, S: np.ndarray) -> np.ndarray:
         base, scale = self._base(X, S)
-        q = self._quantiles(X)
-        q[..., 0] -= self.margin_
-        q[..., 2] += self.margin_
+        q = widen(self._quantiles(X), self.margin_)
         return finalize(base[..., None] + scale[..., None] * q)
 
     # ------------------------------------------------------------------ persistence
