@@ -209,9 +209,38 @@ def test_reweighting_steps_solve_the_same_nnls_as_from_scratch() -> None:
     for _ in range(20):
         D = rng.standard_normal((60, 12))
         gram, c = D.T @ D / 60, D.T @ rng.standard_normal(60) / 60
-        exact = _solve(_upper_factor(gram, 1e-6), c)
+        penalty = np.full(12, 1e-6)
+        exact = _solve(_upper_factor(gram, penalty), c)
         for near in (exact, rng.random(12) - 0.5, np.zeros(12), np.ones(12)):
-            assert np.allclose(_nonnegative(gram, c, 1e-6, near), exact, atol=1e-8)
+            assert np.allclose(_nonnegative(gram, c, penalty, near), exact, atol=1e-8)
+
+
+def test_cost_shrinkage_is_chosen_where_later_windows_show_overfitting() -> None:
+    """Many call paths and few windows: unshrunk costs fit the training windows' noise, the
+    windows after them show it, and a shrinkage is chosen, which estimates those windows better.
+    With windows enough to pin the costs down, none is: the costs stay as fitted."""
+    from estimator.models.costbase import SHRINKAGE, choose_shrinkage
+
+    rng = np.random.default_rng(11)
+    n, f = 90, 60
+    A = rng.poisson(rng.gamma(1.0, 4.0, size=(n, f))).astype(float)
+    y = 5.0 + rng.standard_normal(n)  # idle only: no path's calls cost anything
+    head = np.arange(n) < 60
+    chosen = choose_shrinkage(A, y[:, None], head, SHRINKAGE)
+    assert chosen[0] > 0, chosen
+
+    def tail_error(shrink: float) -> float:
+        weights, intercept, _ = fit_nonnegative_costs(A[head], y[head, None], shrink=shrink)
+        return float(np.abs(A[~head] @ weights[:, 0] + intercept[0] - y[~head]).mean())
+
+    assert tail_error(chosen[0]) < 0.8 * tail_error(0.0)
+
+    A = rng.poisson(20, size=(2000, 4)).astype(float)
+    truth = np.array([[0.5, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.3]])
+    clean = A @ truth + np.array([3.0, 1.0])
+    Y = clean * (1 + 0.05 * rng.standard_normal(clean.shape))
+    chosen = choose_shrinkage(A, Y, np.arange(2000) < 1600, SHRINKAGE)
+    assert (chosen == 0).all(), chosen
 
 
 def test_component_linear_uses_the_named_component(

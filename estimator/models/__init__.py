@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
-from estimator.errors import InputError
+from estimator.errors import InputError, ModelError
 from estimator.models.base import QUANTILES, QuantileModel, finalize
 
 _REGISTRY: dict[str, str] = {
@@ -32,7 +33,20 @@ def model_class(kind: str) -> type[QuantileModel]:
 
 
 def make_model(kind: str, **params: object) -> QuantileModel:
-    return model_class(kind)(**params)
+    """A fresh model of `kind` with hyperparameters `params`; an unknown or invalid one is the
+    caller's mistake (InputError naming it), not a failure of the model."""
+    cls = model_class(kind)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(
+            f"{kind} has no hyperparameter {', '.join(unknown)}; it takes: {', '.join(accepted)}",
+            field="param",
+        )
+    try:
+        return cls(**params)
+    except ModelError as exc:
+        raise InputError(str(exc), field="param") from exc
 
 
 __all__ = ["MODEL_KINDS", "QUANTILES", "QuantileModel", "finalize", "make_model", "model_class"]

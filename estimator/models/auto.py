@@ -19,7 +19,7 @@ import numpy as np
 from estimator.errors import InputError, ModelError
 from estimator.features import Layout
 from estimator.metrics import accuracy, coverage
-from estimator.models.base import QuantileModel, finalize
+from estimator.models.base import QuantileModel, clearly_lower, finalize
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost", "xgboost+qrnn", "qrnn", "linear", "ols-api")
 
@@ -41,21 +41,6 @@ def _blend(outputs: Mapping[str, np.ndarray], candidate: str) -> np.ndarray:
 def _json_list(values: np.ndarray) -> list[float | None]:
     """Floats for a manifest, with None where a value is not defined (NaN)."""
     return [None if not math.isfinite(v) else float(v) for v in values]
-
-
-def _clearly_lower(pred: np.ndarray, reference: np.ndarray, Y: np.ndarray, z: float) -> np.ndarray:
-    """Per series: are `pred`'s absolute errors lower than `reference`'s by more than z standard
-    errors of their mean paired difference over the known windows?"""
-    diff = np.abs(reference - Y) - np.abs(pred - Y)  # NaN where the actual is unknown
-    n = (~np.isnan(diff)).sum(axis=0)
-    out = np.zeros(Y.shape[1], dtype=bool)
-    enough = n >= 2
-    if enough.any():
-        d = diff[:, enough]
-        mean = np.nanmean(d, axis=0)
-        se = np.nanstd(d, axis=0, ddof=1) / np.sqrt(n[enough])
-        out[enough] = mean > z * se
-    return out
 
 
 class AutoModel(QuantileModel):
@@ -97,15 +82,14 @@ class AutoModel(QuantileModel):
 
     def _make(self, kind: str) -> QuantileModel | None:
         """A fresh candidate, or None when its module (or what it needs) cannot be imported."""
-        from estimator.models import model_class
+        from estimator.models import make_model
 
         if kind == self.kind:
             raise ModelError("auto: 'auto' cannot be its own candidate")
         try:
-            cls = model_class(kind)
+            return make_model(kind, **self.params.get(kind, {}))
         except ImportError:
             return None
-        return cls(**self.params.get(kind, {}))
 
     def _score(
         self, X: np.ndarray, Y: np.ndarray, layout: Layout, cut: int
@@ -142,9 +126,9 @@ class AutoModel(QuantileModel):
         kinds = list(scores)
         table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])
         table[0] += self.margin
-        first = scores[kinds[0]][0][..., 1]
+        first = np.abs(scores[kinds[0]][0][..., 1] - Y[cut:])
         for i, kind in enumerate(kinds[1:], start=1):
-            clear = _clearly_lower(scores[kind][0][..., 1], first, Y[cut:], self.z)
+            clear = clearly_lower(np.abs(scores[kind][0][..., 1] - Y[cut:]), first, self.z)
             table[i, ~clear & np.isfinite(table[0])] = -np.inf
         chosen = [kinds[i] for i in np.argmax(table, axis=0)]
         chosen_pred = np.stack(

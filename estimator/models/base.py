@@ -95,6 +95,21 @@ def widen(q: np.ndarray, margin: np.ndarray) -> np.ndarray:
     return q
 
 
+def clearly_lower(errors: np.ndarray, reference: np.ndarray, z: float) -> np.ndarray:
+    """Per series: are `errors` [n, s] (absolute, NaN where unknown) lower than `reference`'s
+    by more than z standard errors of their mean paired difference over the known windows?"""
+    diff = reference - errors
+    n = (~np.isnan(diff)).sum(axis=0)
+    out = np.zeros(diff.shape[1], dtype=bool)
+    enough = (n >= 2) & np.isfinite(np.where(np.isnan(diff), 0.0, diff)).all(axis=0)
+    if enough.any():
+        d = diff[:, enough]
+        mean = np.nanmean(d, axis=0)
+        se = np.nanstd(d, axis=0, ddof=1) / np.sqrt(n[enough])
+        out[enough] = mean > z * se
+    return out
+
+
 def observed(Y: np.ndarray, j: int) -> np.ndarray:
     """Row mask of the known values of series j."""
     return ~np.isnan(Y[:, j])

@@ -13,6 +13,7 @@ Gaussian noise the fit keeps 95% of least squares' efficiency.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,6 +35,8 @@ ROBUST_STEPS = 4
 """Reweighting steps after the least-squares start; each is one weighted solve per series."""
 WARM_ROUNDS = 8
 """Active-set rounds a reweighting step tries from the previous solution before plain NNLS."""
+SHRINKAGE: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)
+"""Candidate shrinkages of the per-call costs (see `choose_shrinkage`)."""
 MAD_SIGMA = 1.4826
 """Median absolute deviation -> standard deviation under Gaussian noise."""
 
@@ -44,23 +47,33 @@ def fit_nonnegative_costs(
     ridge: float = 1e-6,
     extra: np.ndarray | None = None,
     robust: bool = True,
+    shrink: float | np.ndarray = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
 
     Least squares over each series' known rows of Y on A, an intercept and, where `extra` [n, s]
     is given, one more column of the series' own; then, where `robust`, ROBUST_STEPS of Huber
-    reweighting. Solved in Gram form (one Cholesky factor per series, the least-squares start's
-    shared per pattern of known rows), so each series costs an NNLS on an f x f system instead
-    of one over all rows. BLAS runs on one thread here: for products this small, more threads
-    only wait on each other (on two cores the fit took 1.7 times as long, and three times the
-    CPU).
+    reweighting. `ridge` keeps every solve well posed; `shrink` (one value, or one per series)
+    is a further ridge on the per-call costs alone, never on the idle intercept or the extra
+    column (see `choose_shrinkage`). Both are relative to the mean diagonal of the Gram matrix
+    of columns scaled to unit mean square. Solved in Gram form (one Cholesky factor per series,
+    the least-squares start's shared per pattern of known rows and shrinkage), so each series
+    costs an NNLS on an f x f system instead of one over all rows. BLAS runs on one thread here:
+    for products this small, more threads only wait on each other (on two cores the fit took
+    1.7 times as long, and three times the CPU).
     """
+    shrinks = np.broadcast_to(np.asarray(shrink, dtype=float), (Y.shape[1],))
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_costs(A, Y, ridge, extra, robust)
+        return _fit_costs(A, Y, ridge, extra, robust, shrinks)
 
 
 def _fit_costs(
-    A: np.ndarray, Y: np.ndarray, ridge: float, extra: np.ndarray | None, robust: bool
+    A: np.ndarray,
+    Y: np.ndarray,
+    ridge: float,
+    extra: np.ndarray | None,
+    robust: bool,
+    shrinks: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, f = A.shape
     design = np.hstack([A, np.ones((n, 1))])
@@ -75,16 +88,19 @@ def _fit_costs(
     width = f + 1 if own is None else f + 2
     known = ~np.isnan(Y)
     weights = np.zeros((width, Y.shape[1]))
-    patterns: dict[bytes, list[int]] = {}
+    patterns: dict[tuple[bytes, float], list[int]] = {}
     for j in range(Y.shape[1]):
         if known[:, j].sum() > 0:
-            patterns.setdefault(np.packbits(known[:, j]).tobytes(), []).append(j)
-    for series in patterns.values():
+            key = (np.packbits(known[:, j]).tobytes(), float(shrinks[j]))
+            patterns.setdefault(key, []).append(j)
+    for (_, shrink), series in patterns.items():
         rows = known[:, series[0]]
         D = design[rows]
+        penalty = np.full(width, ridge)
+        penalty[:f] += shrink
         shared = D.T @ D / len(D)
         gram = shared
-        upper = _upper_factor(shared, ridge) if own is None else shared  # own: per series
+        upper = _upper_factor(shared, penalty) if own is None else shared  # own: per series
         for j in series:
             Dj, y = D, Y[rows, j]
             c = D.T @ y / len(D)
@@ -93,12 +109,12 @@ def _fit_costs(
                 cross = D.T @ e / len(D)
                 corner = np.array([[e @ e / len(D)]])
                 gram = np.block([[shared, cross[:, None]], [cross[None, :], corner]])
-                upper = _upper_factor(gram, ridge)
+                upper = _upper_factor(gram, penalty)
                 c = np.append(c, e @ y / len(D))
                 Dj = np.hstack([D, e[:, None]])
             weights[:, j] = _solve(upper, c)
             if robust:
-                weights[:, j] = _huber(Dj, y, gram, c, weights[:, j], ridge)
+                weights[:, j] = _huber(Dj, y, gram, c, weights[:, j], penalty)
     weights[: f + 1] /= scale[:, None]
     extra_weights = weights[f + 1] / own_scale if own is not None else np.zeros(Y.shape[1])
     return weights[:f], weights[f], extra_weights
@@ -111,7 +127,12 @@ def _solve(upper: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _huber(
-    D: np.ndarray, y: np.ndarray, gram: np.ndarray, c: np.ndarray, b: np.ndarray, ridge: float
+    D: np.ndarray,
+    y: np.ndarray,
+    gram: np.ndarray,
+    c: np.ndarray,
+    b: np.ndarray,
+    penalty: np.ndarray,
 ) -> np.ndarray:
     """Huber IRLS from the least-squares fit b (gram = D'D / n, c = D'y / n): rows whose residual
     exceeds HUBER_K robust standard deviations (from the median absolute residual) weigh
@@ -129,16 +150,18 @@ def _huber(
         cut = (1.0 - w[off])[:, None] * far
         total = w.sum()
         weighted = (n * gram - far.T @ cut) / total
-        b = _nonnegative(weighted, (n * c - cut.T @ y[off]) / total, ridge, b)
+        b = _nonnegative(weighted, (n * c - cut.T @ y[off]) / total, penalty, b)
     return b
 
 
-def _nonnegative(gram: np.ndarray, c: np.ndarray, ridge: float, near: np.ndarray) -> np.ndarray:
+def _nonnegative(
+    gram: np.ndarray, c: np.ndarray, penalty: np.ndarray, near: np.ndarray
+) -> np.ndarray:
     """`_solve` for a Gram matrix whose solution is likely close to `near` (a reweighting step):
     an active-set search that starts from `near`'s positive coefficients, drops those that turn
     non-positive and adds the one whose gradient most wants it, for a few rounds; its answer is
     kept only where the optimality conditions hold, else NNLS from scratch."""
-    ridged = _ridged(gram, ridge)
+    ridged = _ridged(gram, penalty)
     free = near > 0
     tol = 1e-9 * max(float(np.abs(c).max()), 1e-300)
     for _ in range(WARM_ROUNDS):
@@ -159,16 +182,17 @@ def _nonnegative(gram: np.ndarray, c: np.ndarray, ridge: float, near: np.ndarray
     return _solve(np.triu(cho_factor(ridged, lower=False)[0]), c)
 
 
-def _ridged(gram: np.ndarray, ridge: float) -> np.ndarray:
-    """A Gram matrix plus a ridge relative to its mean diagonal."""
+def _ridged(gram: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """A Gram matrix plus a ridge per coefficient (`penalty` [width]) relative to its mean
+    diagonal."""
     gram = gram.copy()
-    gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram) / len(gram), 1e-12)
+    gram[np.diag_indices_from(gram)] += penalty * max(np.trace(gram) / len(gram), 1e-12)
     return gram
 
 
-def _upper_factor(gram: np.ndarray, ridge: float) -> np.ndarray:
-    """Upper Cholesky factor of a Gram matrix with a ridge relative to its mean diagonal."""
-    return np.triu(cho_factor(_ridged(gram, ridge), lower=False)[0])
+def _upper_factor(gram: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of a Gram matrix with a ridge per coefficient."""
+    return np.triu(cho_factor(_ridged(gram, penalty), lower=False)[0])
 
 
 def fit_state_costs(
@@ -178,12 +202,47 @@ def fit_state_costs(
     S: np.ndarray,
     ridge: float,
     robust: bool = True,
+    shrink: float | np.ndarray = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Costs of this window's counts and of each series' reservoir state S [n, s]: the traffic
     history columns are left out, since history enters through the reservoir."""
     current = X.copy()
     current[:, history] = 0.0
-    return fit_nonnegative_costs(current, Y, ridge, extra=S, robust=robust)
+    return fit_nonnegative_costs(current, Y, ridge, extra=S, robust=robust, shrink=shrink)
+
+
+def choose_shrinkage(
+    A: np.ndarray,
+    Y: np.ndarray,
+    head: np.ndarray,
+    grid: Sequence[float],
+    ridge: float = 1e-6,
+    robust: bool = True,
+) -> np.ndarray:
+    """Per series, the shrinkage of the per-call costs that `fit_nonnegative_costs` should use,
+    chosen on time: costs are fitted on the `head` rows at each value of `grid` and scored on the
+    rows after them; the value with the least mean absolute error there wins (the smallest, on a
+    tie or where the series is unknown there).
+
+    With many call paths and few windows (a few hours of a large application), unshrunk costs
+    fit the training windows' noise and mix, and an idle cost the traffic cannot separate from
+    the busiest paths goes to zero; a shift of the API mix then moves the estimate far off. With
+    days of windows the data pins the costs down and the choice hardly matters: on the simulator,
+    most series keep 0, and estimates of every scenario are as good as with none.
+    """
+    grid = sorted(float(g) for g in grid)
+    tail = ~head
+    if len(grid) == 1 or head.sum() < 2 or tail.sum() < 1:
+        return np.full(Y.shape[1], grid[0])
+    errors = np.full((len(grid), Y.shape[1]), np.inf)
+    for i, value in enumerate(grid):
+        weights, intercept, _ = fit_nonnegative_costs(
+            A[head], Y[head], ridge, robust=robust, shrink=value
+        )
+        error = np.abs(A[tail] @ weights + intercept - Y[tail])
+        known = (~np.isnan(error)).any(axis=0)
+        errors[i, known] = np.nanmean(error[:, known], axis=0)
+    return np.asarray(grid)[np.argmin(errors, axis=0)]
 
 
 def mean_level(Y: np.ndarray) -> np.ndarray:
@@ -256,4 +315,12 @@ class CostBase:
         return base
 
 
-__all__ = ["FLOOR", "CostBase", "fit_nonnegative_costs", "fit_state_costs", "mean_level"]
+__all__ = [
+    "FLOOR",
+    "SHRINKAGE",
+    "CostBase",
+    "choose_shrinkage",
+    "fit_nonnegative_costs",
+    "fit_state_costs",
+    "mean_level",
+]

@@ -16,9 +16,9 @@ every series, three forms are fitted on the lower-load windows and compared on t
 plus the series' reservoir, a state that fills with its component's calls, drains, and stops at a
 capacity where training shows one; see `reservoir.py`) and SATURATE (no base: trees on the absolute
 levels of traffic and history, flat beyond the load they have seen). The series keeps the most
-structured form unless a looser one predicts that tail clearly better (FORM_MARGIN); a series whose
-reservoir shows a capacity anywhere in training keeps RESERVOIR, since the busiest windows are
-often the only ones where a cache is full.
+structured form unless a looser one predicts that tail clearly better (FORM_MARGIN) and beyond
+chance (FORM_EVIDENCE); a series whose reservoir shows a capacity anywhere in training keeps
+RESERVOIR, since the busiest windows are often the only ones where a cache is full.
 """
 
 from __future__ import annotations
@@ -32,9 +32,18 @@ import xgboost as xgb
 
 from estimator.errors import ModelError
 from estimator.features import Layout
-from estimator.models.base import QUANTILES, QuantileModel, conformal_margin, finalize, widen
+from estimator.models.base import (
+    QUANTILES,
+    QuantileModel,
+    clearly_lower,
+    conformal_margin,
+    finalize,
+    widen,
+)
 from estimator.models.costbase import (
     FLOOR,
+    SHRINKAGE,
+    choose_shrinkage,
     fit_nonnegative_costs,
     fit_state_costs,
     mean_level,
@@ -55,17 +64,31 @@ FORM_MARGIN = 0.05
 """How much lower (relatively) a less structured form's tail error must be for it to be chosen.
 About two standard errors of a mean absolute error over some 600 windows of 5% noise: smaller
 differences are noise, and the more structured form extrapolates to more kinds of change."""
+FORM_EVIDENCE = 2.0
+"""...and by this many standard errors of the mean per-window difference: on real recordings the
+tail is a few dozen noisy windows, where a 5% lead is often chance."""
 
 
 def _prefer_structure(errors: np.ndarray) -> np.ndarray:
-    """Per series [forms, s] tail errors -> form: SCALE, else RESERVOIR, else SATURATE, each only
-    where it beats the form kept so far by more than FORM_MARGIN."""
-    chosen = np.full(errors.shape[1], SCALE)
+    """Per series, from absolute tail errors [forms, windows, s] (NaN: unknown): SCALE, else
+    RESERVOIR, else SATURATE, each only where it beats the form kept so far by more than
+    FORM_MARGIN of that form's mean error and, window by window, by more than FORM_EVIDENCE
+    standard errors of the mean difference (a few noisy windows do not trade structure away)."""
+    chosen = np.full(errors.shape[2], SCALE)
     best = errors[SCALE].copy()
     for form in (RESERVOIR, SATURATE):
-        better = errors[form] < (1 - FORM_MARGIN) * best
-        chosen[better], best[better] = form, errors[form][better]
+        with np.errstate(invalid="ignore"):  # inf: a form the series cannot take
+            ahead = np.nanmean(best, axis=0) - np.nanmean(errors[form], axis=0)
+            level = np.nanmean(best, axis=0)
+        better = (ahead > FORM_MARGIN * level) & clearly_lower(errors[form], best, FORM_EVIDENCE)
+        chosen[better], best[:, better] = form, errors[form][:, better]
     return chosen
+
+
+def _numbers(value: object) -> bool:
+    """Is `value` a number or a flat sequence of numbers (a hyperparameter grid)?"""
+    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in items)
 
 
 def _even(rows: np.ndarray, limit: int) -> np.ndarray:
@@ -100,6 +123,7 @@ class XGBoostQuantile(QuantileModel):
         max_tree_rows: int = TREE_ROWS,
         choose_rounds: bool = True,
         robust: bool = True,
+        shrinkage: Sequence[float] = SHRINKAGE,
     ) -> None:
         # One thread by default: on a shared two-core machine OpenMP's second thread spins and
         # makes training several times slower. Fitted models predict through the numpy forest;
@@ -125,6 +149,12 @@ class XGBoostQuantile(QuantileModel):
         self.max_tree_rows = max_tree_rows
         self.choose_rounds = choose_rounds
         self.robust = robust
+        grid = np.atleast_1d(np.asarray(shrinkage, dtype=float)) if _numbers(shrinkage) else []
+        self.shrinkage = tuple(float(v) for v in grid)
+        if not self.shrinkage or min(self.shrinkage) < 0:
+            raise ModelError(
+                f"xgboost: shrinkage must be a number >= 0 or a list of them, not {shrinkage!r}"
+            )
 
     # ------------------------------------------------------------------ features
 
@@ -195,12 +225,18 @@ class XGBoostQuantile(QuantileModel):
         scaling[stateful] = False  # their costs are fitted beside their reservoir, below
         if scaling.any():
             weights, intercept = fit_nonnegative_costs(
-                X, Y[:, scaling], self.ridge, robust=self.robust
+                X, Y[:, scaling], self.ridge, robust=self.robust, shrink=self.shrink_[scaling]
             )[:2]
             self.weights_[:, scaling], self.intercept_[scaling] = weights, intercept
         if stateful.size:
             weights, intercept, state = fit_state_costs(
-                X, Y[:, stateful], self.history_columns_, S[:, stateful], self.ridge, self.robust
+                X,
+                Y[:, stateful],
+                self.history_columns_,
+                S[:, stateful],
+                self.ridge,
+                self.robust,
+                self.shrink_[stateful],
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
@@ -308,11 +344,11 @@ class XGBoostQuantile(QuantileModel):
             self._fit_part(X[quiet], Y[quiet], shares, S[quiet])
             base, scale = self._base(X[busy], S[busy])
             median = base + scale * self._quantiles(X[busy])[..., 1]
-            error = np.nansum(np.abs(median - Y[busy]), axis=0)
+            error = np.abs(median - Y[busy])
             if form == RESERVOIR:  # a series with no reservoir cannot take this form
-                error[[r is None for r in self.reservoirs_]] = np.inf
+                error[:, [r is None for r in self.reservoirs_]] = np.inf
             errors.append(error)
-        chosen = _prefer_structure(np.vstack(errors))
+        chosen = _prefer_structure(np.stack(errors))
         chosen[full] = RESERVOIR
         return chosen
 
@@ -335,10 +371,13 @@ class XGBoostQuantile(QuantileModel):
         self.level_columns_ = np.concatenate([np.zeros(0, dtype=int), *levels])
         self.history_columns_ = layout.columns("history")
         self._found: dict[bytes, list[Reservoir | None]] = {}
+        cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
+        self.shrink_ = choose_shrinkage(
+            X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust
+        )
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
-        cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self._search(X, Y, layout, np.arange(len(X)) < cut)
         S = self._states(X)
         self._fit_part(X[:cut], Y[:cut], T[:cut], S[:cut])
@@ -403,6 +442,7 @@ class XGBoostQuantile(QuantileModel):
             "forms": [FORMS[f] for f in self.form_],
             "history_columns": self.history_columns_.tolist(),
             "state_weight": self.state_weight_.tolist(),
+            "shrink": self.shrink_.tolist(),
             "reservoirs": [None if r is None else r.to_json() for r in self.reservoirs_],
             "boosters": files,
         }
@@ -425,11 +465,13 @@ class XGBoostQuantile(QuantileModel):
             "max_tree_rows": self.max_tree_rows,
             "choose_rounds": self.choose_rounds,
             "robust": self.robust,
+            "shrinkage": list(self.shrinkage),
         }
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
-        model = cls(**{"robust": False, **meta["params"]})  # older bundles: least squares
+        # older bundles: least squares, unshrunk costs
+        model = cls(**{"robust": False, "shrinkage": (0.0,), **meta["params"]})
         model.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
         model.intercept_ = np.asarray(meta["intercept"], dtype=float)
         model.floor_ = np.asarray(meta["floor"], dtype=float)
@@ -440,6 +482,7 @@ class XGBoostQuantile(QuantileModel):
         model.form_ = np.asarray([FORMS.index(f) for f in meta["forms"]], dtype=int)
         model.history_columns_ = np.asarray(meta["history_columns"], dtype=int)
         model.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
+        model.shrink_ = np.asarray(meta.get("shrink", np.zeros(len(model.intercept_))), dtype=float)
         model.reservoirs_ = load_reservoirs(
             meta["reservoirs"], int(meta["n_features"]), int(meta["n_series"])
         )
