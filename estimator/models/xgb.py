@@ -149,7 +149,7 @@ class XGBoostQuantile(QuantileModel):
         self.max_tree_rows = max_tree_rows
         self.choose_rounds = choose_rounds
         self.robust = robust
-        grid = np.atleast_1d(np.asarray(shrinkage, dtype=float)) if _numbers(shrinkage) else []
+        grid = np.atleast_1d(np.asarray(shrinkage if _numbers(shrinkage) else [], dtype=float))
         self.shrinkage = tuple(float(v) for v in grid)
         if not self.shrinkage or min(self.shrinkage) < 0:
             raise ModelError(
