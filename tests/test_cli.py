@@ -251,6 +251,30 @@ def test_bad_range_bounds_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "param", "named"),
+    [
+        ("auto", "robust=false", "robust"),  # a kind's hyperparameter given to auto
+        ("xgboost", "bogus=1", "bogus"),
+        ("xgboost", "shrinkage=-1", "shrinkage"),
+        ("linear", "ridge=x", "ridge"),
+    ],
+)
+def test_bad_hyperparameters_exit_2(
+    trained: dict[str, Path],
+    kind: str,
+    param: str,
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = trained["root"] / "bad-param-model"
+    args = ["train", "--data", str(trained["train"]), "--out", str(out), "--model", kind]
+    assert main([*args, "--param", param]) == 2
+    err = capsys.readouterr().err
+    assert "'param'" in err and named in err, err
+    assert not out.exists()
+
+
 def test_an_empty_range_exits_2(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
