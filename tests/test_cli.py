@@ -258,6 +258,7 @@ def test_bad_range_bounds_exit_2(
         ("xgboost", "bogus=1", "bogus"),
         ("xgboost", "shrinkage=-1", "shrinkage"),
         ("linear", "ridge=x", "ridge"),
+        ("qrnn", "shrinkage=-1", "shrinkage"),
     ],
 )
 def test_bad_hyperparameters_exit_2(

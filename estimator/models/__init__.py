@@ -36,8 +36,10 @@ def make_model(kind: str, **params: object) -> QuantileModel:
     """A fresh model of `kind` with hyperparameters `params`; an unknown or invalid one is the
     caller's mistake (InputError naming it), not a failure of the model."""
     cls = model_class(kind)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(params) - set(accepted))
+    signature = inspect.signature(cls.__init__).parameters
+    accepted = [name for name in signature if name != "self"]
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    unknown = [] if open_ended else sorted(set(params) - set(accepted))  # it checks them itself
     if unknown:
         raise InputError(
             f"{kind} has no hyperparameter {', '.join(unknown)}; it takes: {', '.join(accepted)}",

@@ -245,6 +245,18 @@ def choose_shrinkage(
     return np.asarray(grid)[np.argmin(errors, axis=0)]
 
 
+def shrinkage_grid(value: object, kind: str) -> tuple[float, ...]:
+    """A shrinkage hyperparameter (a number >= 0 or a list of them) as a grid of floats."""
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    numbers = [float(v) for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
+    grid = tuple(numbers) if len(numbers) == len(items) else ()
+    if not grid or min(grid) < 0 or not all(np.isfinite(grid)):
+        raise ModelError(
+            f"{kind}: shrinkage must be a number >= 0 or a list of them, not {value!r}"
+        )
+    return grid
+
+
 def mean_level(Y: np.ndarray) -> np.ndarray:
     """[s] mean absolute value of each series over its known rows (0 where none is known)."""
     known = ~np.isnan(Y)
@@ -254,9 +266,17 @@ def mean_level(Y: np.ndarray) -> np.ndarray:
 class CostBase:
     """Per series: costs per call of this window's counts, an idle intercept and its reservoir."""
 
-    def __init__(self, ridge: float = 1e-6, robust: bool = True) -> None:
+    def __init__(
+        self,
+        ridge: float = 1e-6,
+        robust: bool = True,
+        shrinkage: Sequence[float] = (0.0,),
+        holdout: float = 0.2,
+    ) -> None:
         self.ridge = ridge
         self.robust = robust
+        self.shrinkage = shrinkage_grid(shrinkage, "cost base")
+        self.holdout = holdout
 
     @property
     def context(self) -> int:
@@ -264,8 +284,11 @@ class CostBase:
         return CONTEXT if any(r is not None for r in self.reservoirs_) else 0
 
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:
-        """Reservoirs found on every row, then costs by NNLS on current counts and reservoirs."""
+        """Reservoirs found on every row, the costs' shrinkage chosen on the newest `holdout`
+        share of rows, then costs by NNLS on current counts and reservoirs."""
         self.reservoirs_ = search(X, Y, layout, np.ones(len(X), dtype=bool))
+        head = np.arange(len(X)) < len(X) - max(1, int(round(len(X) * self.holdout)))
+        self.shrink_ = choose_shrinkage(X, Y, head, self.shrinkage, self.ridge, self.robust)
         self.weights_, self.intercept_, self.state_weight_ = fit_state_costs(
             X,
             Y,
@@ -273,6 +296,7 @@ class CostBase:
             states(X, self.reservoirs_, CONTEXT),
             self.ridge,
             self.robust,
+            self.shrink_,
         )
         self.floor_ = FLOOR * mean_level(Y) + 1e-9
         return self
@@ -292,6 +316,9 @@ class CostBase:
         return {
             "ridge": self.ridge,
             "robust": self.robust,
+            "shrinkage": list(self.shrinkage),
+            "holdout": self.holdout,
+            "shrink": self.shrink_.tolist(),
             "intercept": self.intercept_.tolist(),
             "state_weight": self.state_weight_.tolist(),
             "floor": self.floor_.tolist(),
@@ -300,7 +327,12 @@ class CostBase:
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
-        base = cls(float(meta["ridge"]), bool(meta.get("robust", False)))  # older: least squares
+        base = cls(  # older bundles: least squares, unshrunk costs
+            float(meta["ridge"]),
+            bool(meta.get("robust", False)),
+            meta.get("shrinkage", (0.0,)),
+            float(meta.get("holdout", 0.2)),
+        )
         base.weights_ = np.load(directory / "base_weights.npy", allow_pickle=False)
         base.intercept_ = np.asarray(meta["intercept"], dtype=float)
         base.state_weight_ = np.asarray(meta["state_weight"], dtype=float)
@@ -312,6 +344,7 @@ class CostBase:
         if sizes != {n_series}:
             raise ModelError(f"{directory}: cost base arrays disagree in their number of series")
         base.reservoirs_ = load_reservoirs(meta["reservoirs"], n_features, n_series)
+        base.shrink_ = np.asarray(meta.get("shrink", np.zeros(n_series)), dtype=float)
         return base
 
 
@@ -323,4 +356,5 @@ __all__ = [
     "fit_nonnegative_costs",
     "fit_state_costs",
     "mean_level",
+    "shrinkage_grid",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 from estimator.errors import BundleError, InputError, ModelError
 from estimator.features import Layout
 from estimator.models.base import QuantileModel, conformal_margin, finalize, widen
-from estimator.models.costbase import CostBase
+from estimator.models.costbase import SHRINKAGE, CostBase, shrinkage_grid
 
 if TYPE_CHECKING:
     from estimator.models.qrnn_net import Experts
@@ -57,6 +57,9 @@ class QRNNConfig:
     learns usage directly (a masked linear cost plus the recurrent correction)."""
     robust: bool = True
     """Fit the cost base robustly (Huber), so faulty training windows do not raise it."""
+    shrinkage: tuple[float, ...] = SHRINKAGE
+    """Candidate shrinkages of the cost base's per-call costs, chosen per series on the newest
+    training rows (see `costbase.choose_shrinkage`); (0,) never shrinks."""
     seed: int = 0
     max_seconds: float = 240.0
     """Training time budget; training stops after the epoch that passes it (a fit cut short
@@ -88,11 +91,16 @@ class QRNN(QuantileModel):
             raise InputError(
                 f"unknown qrnn hyperparameter(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(names))}",
-                field="model",
+                field="param",
             )
         self.config = dataclasses.replace(base, **overrides)
+        try:
+            grid = shrinkage_grid(self.config.shrinkage, "qrnn")
+        except ModelError as exc:
+            raise InputError(str(exc), field="param") from None
+        self.config = dataclasses.replace(self.config, shrinkage=grid)
         if self.config.context < 0 or self.config.hidden < 1 or self.config.epochs < 1:
-            raise InputError("qrnn needs context >= 0, hidden >= 1, epochs >= 1", field="model")
+            raise InputError("qrnn needs context >= 0, hidden >= 1, epochs >= 1", field="param")
         self.context = self.config.context
 
     # ------------------------------------------------------------------ fitting
@@ -114,7 +122,9 @@ class QRNN(QuantileModel):
         self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
         self.base_: CostBase | None = None
         if self.config.anchor:
-            self.base_ = CostBase(robust=self.config.robust).fit(X, Y, layout)
+            self.base_ = CostBase(robust=self.config.robust, shrinkage=self.config.shrinkage).fit(
+                X, Y, layout
+            )
             base, scale = self.base_.predict(X)
             Y = (Y - base) / scale
             self.context = max(self.config.context, self.base_.context)

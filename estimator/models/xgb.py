@@ -47,6 +47,7 @@ from estimator.models.costbase import (
     fit_nonnegative_costs,
     fit_state_costs,
     mean_level,
+    shrinkage_grid,
 )
 from estimator.models.forest import Forest
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
@@ -83,12 +84,6 @@ def _prefer_structure(errors: np.ndarray) -> np.ndarray:
         better = (ahead > FORM_MARGIN * level) & clearly_lower(errors[form], best, FORM_EVIDENCE)
         chosen[better], best[:, better] = form, errors[form][:, better]
     return chosen
-
-
-def _numbers(value: object) -> bool:
-    """Is `value` a number or a flat sequence of numbers (a hyperparameter grid)?"""
-    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in items)
 
 
 def _even(rows: np.ndarray, limit: int) -> np.ndarray:
@@ -149,12 +144,7 @@ class XGBoostQuantile(QuantileModel):
         self.max_tree_rows = max_tree_rows
         self.choose_rounds = choose_rounds
         self.robust = robust
-        grid = np.atleast_1d(np.asarray(shrinkage if _numbers(shrinkage) else [], dtype=float))
-        self.shrinkage = tuple(float(v) for v in grid)
-        if not self.shrinkage or min(self.shrinkage) < 0:
-            raise ModelError(
-                f"xgboost: shrinkage must be a number >= 0 or a list of them, not {shrinkage!r}"
-            )
+        self.shrinkage = shrinkage_grid(shrinkage, "xgboost")
 
     # ------------------------------------------------------------------ features
 
