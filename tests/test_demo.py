@@ -44,7 +44,14 @@ def _processes_mentioning(text: str) -> list[str]:
 def _demo(out: Path) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "exporter.cli", "demo", "--quick", "--out", str(out)]
     return subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # A test run started in the background (`make test &`) ignores SIGINT, and children
+        # inherit that: give the demo Ctrl-C's default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
