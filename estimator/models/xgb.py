@@ -79,8 +79,8 @@ def _prefer_structure(errors: np.ndarray) -> np.ndarray:
     best = errors[SCALE].copy()
     for form in (RESERVOIR, SATURATE):
         with np.errstate(invalid="ignore"):  # inf: a form the series cannot take
-            ahead = np.nanmean(best, axis=0) - np.nanmean(errors[form], axis=0)
             level = np.nanmean(best, axis=0)
+            ahead = level - np.nanmean(errors[form], axis=0)
         better = (ahead > FORM_MARGIN * level) & clearly_lower(errors[form], best, FORM_EVIDENCE)
         chosen[better], best[:, better] = form, errors[form][:, better]
     return chosen
