@@ -202,16 +202,17 @@ def test_nonnegative_costs_are_not_pulled_by_faulty_windows() -> None:
 
 
 def test_reweighting_steps_solve_the_same_nnls_as_from_scratch() -> None:
-    """The warm-started active set returns the NNLS optimum whichever start it is given."""
+    """The active set returns the NNLS optimum (scipy's, from scratch) whichever start it is
+    given, or none."""
     from estimator.models.costbase import _nonnegative, _solve, _upper_factor
 
     rng = np.random.default_rng(9)
-    for _ in range(20):
-        D = rng.standard_normal((60, 12))
-        gram, c = D.T @ D / 60, D.T @ rng.standard_normal(60) / 60
-        penalty = np.full(12, 1e-6)
+    for n, f in [(60, 12)] * 20 + [(40, 80)] * 5:  # also wider than the data: the ridge decides
+        D = rng.poisson(2.0, size=(n, f)) * rng.random(f) if f > n else rng.standard_normal((n, f))
+        gram, c = D.T @ D / n, D.T @ rng.standard_normal(n) / n
+        penalty = np.full(f, 1e-6)
         exact = _solve(_upper_factor(gram, penalty), c)
-        for near in (exact, rng.random(12) - 0.5, np.zeros(12), np.ones(12)):
+        for near in (None, exact, rng.random(f) - 0.5, np.zeros(f), np.ones(f)):
             assert np.allclose(_nonnegative(gram, c, penalty, near), exact, atol=1e-8)
 
 

@@ -98,7 +98,8 @@ def widen(q: np.ndarray, margin: np.ndarray) -> np.ndarray:
 def clearly_lower(errors: np.ndarray, reference: np.ndarray, z: float) -> np.ndarray:
     """Per series: are `errors` [n, s] (absolute, NaN where unknown) lower than `reference`'s
     by more than z standard errors of their mean paired difference over the known windows?"""
-    diff = reference - errors
+    with np.errstate(invalid="ignore"):  # inf - inf: a series neither can take
+        diff = reference - errors
     n = (~np.isnan(diff)).sum(axis=0)
     out = np.zeros(diff.shape[1], dtype=bool)
     enough = (n >= 2) & np.isfinite(np.where(np.isnan(diff), 0.0, diff)).all(axis=0)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-from scipy.linalg import cho_factor, solve_triangular
+from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
@@ -33,8 +33,10 @@ HUBER_K = 1.345
 k sigma weighs k sigma / |r|."""
 ROBUST_STEPS = 4
 """Reweighting steps after the least-squares start; each is one weighted solve per series."""
-WARM_ROUNDS = 8
-"""Active-set rounds a reweighting step tries from the previous solution before plain NNLS."""
+START_ROUNDS = 8
+"""Solves `_start` tries for a feasible start of the active set, dropping negative costs."""
+ACTIVE_ROUNDS = 3
+"""Active-set rounds per coefficient before NNLS from scratch (see `_nonnegative`)."""
 SHRINKAGE: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)
 """Candidate shrinkages of the per-call costs (see `choose_shrinkage`)."""
 MAD_SIGMA = 1.4826
@@ -56,9 +58,9 @@ def fit_nonnegative_costs(
     reweighting. `ridge` keeps every solve well posed; `shrink` (one value, or one per series)
     is a further ridge on the per-call costs alone, never on the idle intercept or the extra
     column (see `choose_shrinkage`). Both are relative to the mean diagonal of the Gram matrix
-    of columns scaled to unit mean square. Solved in Gram form (one Cholesky factor per series,
-    the least-squares start's shared per pattern of known rows and shrinkage), so each series
-    costs an NNLS on an f x f system instead of one over all rows. BLAS runs on one thread here:
+    of columns scaled to unit mean square. Solved in Gram form (the least-squares start's Gram
+    matrix shared per pattern of known rows and shrinkage), so each series costs an active-set
+    NNLS over its free coefficients instead of one over all rows. BLAS runs on one thread here:
     for products this small, more threads only wait on each other (on two cores the fit took
     1.7 times as long, and three times the CPU).
     """
@@ -100,7 +102,6 @@ def _fit_costs(
         penalty[:f] += shrink
         shared = D.T @ D / len(D)
         gram = shared
-        upper = _upper_factor(shared, penalty) if own is None else shared  # own: per series
         for j in series:
             Dj, y = D, Y[rows, j]
             c = D.T @ y / len(D)
@@ -109,10 +110,9 @@ def _fit_costs(
                 cross = D.T @ e / len(D)
                 corner = np.array([[e @ e / len(D)]])
                 gram = np.block([[shared, cross[:, None]], [cross[None, :], corner]])
-                upper = _upper_factor(gram, penalty)
                 c = np.append(c, e @ y / len(D))
                 Dj = np.hstack([D, e[:, None]])
-            weights[:, j] = _solve(upper, c)
+            weights[:, j] = _nonnegative(gram, c, penalty)
             if robust:
                 weights[:, j] = _huber(Dj, y, gram, c, weights[:, j], penalty)
     weights[: f + 1] /= scale[:, None]
@@ -155,31 +155,81 @@ def _huber(
 
 
 def _nonnegative(
-    gram: np.ndarray, c: np.ndarray, penalty: np.ndarray, near: np.ndarray
+    gram: np.ndarray, c: np.ndarray, penalty: np.ndarray, near: np.ndarray | None = None
 ) -> np.ndarray:
-    """`_solve` for a Gram matrix whose solution is likely close to `near` (a reweighting step):
-    an active-set search that starts from `near`'s positive coefficients, drops those that turn
-    non-positive and adds the one whose gradient most wants it, for a few rounds; its answer is
-    kept only where the optimality conditions hold, else NNLS from scratch."""
+    """Non-negative least squares in Gram form: min b'Gb - 2c'b over b >= 0, G the ridged gram.
+
+    Lawson and Hanson's active-set method run on the Gram matrix (as in Bro and De Jong's fast
+    NNLS), with the Cholesky factor of the free coefficients' block extended by a row as each
+    joins: a round costs a product of the width by the free set, not a solve over all rows or
+    the full width. It starts from `near`'s positive coefficients where given (a reweighting
+    step's solution is close to the previous one: a few rounds suffice) and from none otherwise.
+    Each round frees the coefficient whose gradient most wants to rise and solves the free ones;
+    where some would turn negative, the step stops at the first to reach zero, which leaves the
+    free set. After ACTIVE_ROUNDS rounds per coefficient without the optimality conditions
+    (rounding can make the method cycle), or a block that is not positive definite, NNLS from
+    scratch decides."""
     ridged = _ridged(gram, penalty)
-    free = near > 0
+    b = _start(ridged, c) if near is None else np.maximum(near, 0.0)
+    free = [int(i) for i in np.flatnonzero(b > 0)]
     tol = 1e-9 * max(float(np.abs(c).max()), 1e-300)
-    for _ in range(WARM_ROUNDS):
-        b = np.zeros_like(near)
-        if free.any():
-            try:
-                b[free] = np.linalg.solve(ridged[np.ix_(free, free)], c[free])
-            except np.linalg.LinAlgError:
-                break
-            if (b[free] <= 0).any():
-                free &= b > 0
-                continue
-        gradient = c - ridged @ b  # positive where raising a coefficient from 0 would help
-        gradient[free] = 0.0
-        if (gradient <= tol).all():
+    try:
+        lower = np.linalg.cholesky(ridged[np.ix_(free, free)])
+        for _ in range(ACTIVE_ROUNDS * len(c)):
+            while free:
+                step = cho_solve((lower, True), c[free], check_finite=False)
+                if (step > 0).all():
+                    b[:] = 0.0
+                    b[free] = step
+                    break
+                here = b[free]
+                blocked = np.flatnonzero(step <= 0)  # move toward step until one reaches 0
+                ratio = here[blocked] / np.maximum(here[blocked] - step[blocked], 1e-300)
+                first = int(np.argmin(ratio))
+                b[free] = here + ratio[first] * (step - here)
+                b[free[blocked[first]]] = 0.0
+                free = [i for i in free if b[i] > 0]
+                b[b <= 0] = 0.0
+                lower = np.linalg.cholesky(ridged[np.ix_(free, free)])
+            gradient = c - ridged @ b  # > 0: raising that coefficient would help
+            gradient[free] = 0.0
+            if (gradient <= tol).all():
+                return b
+            j = int(np.argmax(gradient))
+            lower = _extend(lower, ridged[free, j], ridged[j, j])
+            free.append(j)
+    except np.linalg.LinAlgError:
+        pass
+    return _solve(_upper_factor(gram, penalty), c)
+
+
+def _start(ridged: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """A feasible start for `_nonnegative`: the unconstrained solution, re-solved without its
+    non-positive coefficients until none is left (0 where that takes more than START_ROUNDS)."""
+    free = np.arange(len(c))
+    for _ in range(START_ROUNDS):
+        try:
+            step = cho_solve(cho_factor(ridged[np.ix_(free, free)], lower=True), c[free])
+        except np.linalg.LinAlgError:
+            break
+        if (step > 0).all():
+            b = np.zeros(len(c))
+            b[free] = step
             return b
-        free[int(np.argmax(gradient))] = True
-    return _solve(np.triu(cho_factor(ridged, lower=False)[0]), c)
+        free = free[step > 0]
+    return np.zeros(len(c))
+
+
+def _extend(lower: np.ndarray, cross: np.ndarray, corner: float) -> np.ndarray:
+    """The lower Cholesky factor of [[A, cross], [cross', corner]] from A's factor `lower`."""
+    k = len(lower)
+    row = solve_triangular(lower, cross, lower=True, check_finite=False) if k else cross
+    pivot = corner - float(row @ row)
+    if not pivot > 0:
+        raise np.linalg.LinAlgError("not positive definite")
+    out = np.zeros((k + 1, k + 1))
+    out[:k, :k], out[k, :k], out[k, k] = lower, row, np.sqrt(pivot)
+    return out
 
 
 def _ridged(gram: np.ndarray, penalty: np.ndarray) -> np.ndarray:
@@ -218,11 +268,12 @@ def choose_shrinkage(
     grid: Sequence[float],
     ridge: float = 1e-6,
     robust: bool = True,
+    max_rows: int | None = None,
 ) -> np.ndarray:
     """Per series, the shrinkage of the per-call costs that `fit_nonnegative_costs` should use,
-    chosen on time: costs are fitted on the `head` rows at each value of `grid` and scored on the
-    rows after them; the value with the least mean absolute error there wins (the smallest, on a
-    tie or where the series is unknown there).
+    chosen on time: costs are fitted on the `head` rows (at most `max_rows` of them, evenly
+    spread) at each value of `grid` and scored on the rows after them; the value with the least
+    mean absolute error there wins (the smallest, on a tie or where the series is unknown there).
 
     With many call paths and few windows (a few hours of a large application), unshrunk costs
     fit the training windows' noise and mix, and an idle cost the traffic cannot separate from
@@ -234,10 +285,13 @@ def choose_shrinkage(
     tail = ~head
     if len(grid) == 1 or head.sum() < 2 or tail.sum() < 1:
         return np.full(Y.shape[1], grid[0])
+    rows = np.flatnonzero(head)
+    if max_rows is not None and len(rows) > max_rows:  # weeks of windows: a subsample suffices
+        rows = rows[np.linspace(0, len(rows) - 1, max_rows).astype(int)]
     errors = np.full((len(grid), Y.shape[1]), np.inf)
     for i, value in enumerate(grid):
         weights, intercept, _ = fit_nonnegative_costs(
-            A[head], Y[head], ridge, robust=robust, shrink=value
+            A[rows], Y[rows], ridge, robust=robust, shrink=value
         )
         error = np.abs(A[tail] @ weights + intercept - Y[tail])
         known = (~np.isnan(error)).any(axis=0)

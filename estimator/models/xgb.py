@@ -203,15 +203,20 @@ class XGBoostQuantile(QuantileModel):
         T: np.ndarray,
         S: np.ndarray,
         rounds: np.ndarray | None = None,
+        only: np.ndarray | None = None,
     ) -> None:
         """Fit the cost base on these rows, the per-series boosters on at most max_tree_rows,
-        each with its `rounds` of boosting (n_estimators where not given)."""
+        each with its `rounds` of boosting (n_estimators where not given); where `only` (a mask
+        over series) is given, the other series get neither costs nor a booster."""
         n_series = Y.shape[1]
+        only = np.ones(n_series, dtype=bool) if only is None else only
         self.weights_ = np.zeros((X.shape[1], n_series))
         self.intercept_, self.state_weight_ = np.zeros(n_series), np.zeros(n_series)
         saturating = self.form_ == SATURATE  # no base at all
-        stateful = np.flatnonzero([r is not None for r in self.reservoirs_])
-        scaling = ~saturating
+        stateful = np.flatnonzero(
+            [r is not None and only[j] for j, r in enumerate(self.reservoirs_)]
+        )
+        scaling = ~saturating & only
         scaling[stateful] = False  # their costs are fitted beside their reservoir, below
         if scaling.any():
             weights, intercept = fit_nonnegative_costs(
@@ -235,14 +240,14 @@ class XGBoostQuantile(QuantileModel):
         base, scale = self._base(X, S)
         shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
         levels = None
-        if saturating.any():
+        if (saturating & only).any():
             levels = xgb.QuantileDMatrix(
                 self._level_features(X), max_bin=self.max_bin, nthread=self.nthread
             )
         boosters: list[xgb.Booster | None] = []
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
-            if known.sum() < MIN_ROWS:
+            if known.sum() < MIN_ROWS or not only[j]:
                 boosters.append(None)
                 continue
             matrix = levels if self.form_[j] == SATURATE and levels is not None else shares
@@ -331,12 +336,14 @@ class XGBoostQuantile(QuantileModel):
             self.floor_ = self._floors(Y)
             self._search(X, Y, layout, ~busy)
             S = self._states(X)
-            self._fit_part(X[quiet], Y[quiet], shares, S[quiet])
+            # only the series whose choice is open, and which can take this form, are fitted
+            able = ~full
+            if form == RESERVOIR:
+                able &= np.array([r is not None for r in self.reservoirs_])
+            self._fit_part(X[quiet], Y[quiet], shares, S[quiet], only=able)
             base, scale = self._base(X[busy], S[busy])
             median = base + scale * self._quantiles(X[busy])[..., 1]
-            error = np.abs(median - Y[busy])
-            if form == RESERVOIR:  # a series with no reservoir cannot take this form
-                error[:, [r is None for r in self.reservoirs_]] = np.inf
+            error = np.where(able, np.abs(median - Y[busy]), np.inf)
             errors.append(error)
         chosen = _prefer_structure(np.stack(errors))
         chosen[full] = RESERVOIR
@@ -363,7 +370,7 @@ class XGBoostQuantile(QuantileModel):
         self._found: dict[bytes, list[Reservoir | None]] = {}
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self.shrink_ = choose_shrinkage(
-            X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust
+            X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust, SELECTION_ROWS
         )
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
