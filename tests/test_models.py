@@ -160,6 +160,23 @@ def test_xgboost_extrapolates_beyond_training_traffic() -> None:
     assert ours.mean() > flat.mean() + 0.1, (ours, flat)
 
 
+def test_xgboost_trains_the_same_boosters_on_any_number_of_threads(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray],
+) -> None:
+    """Series' boosters train side by side on worker threads; how many must not matter."""
+    vocabulary, X, Y = world
+    layout = vocabulary.layout.for_series(SERIES)
+    fits = [
+        make_model("xgboost", n_estimators=8, workers=w, saturation=form).fit(X, Y, layout)
+        for form in ("auto", "saturate")
+        for w in (1, 3)
+    ]
+    for one, three in (fits[:2], fits[2:]):
+        assert np.array_equal(one.predict(X), three.predict(X))
+    with pytest.raises(InputError, match="workers"):  # a caller's mistake, named
+        make_model("xgboost", workers=-1)
+
+
 def test_xgboost_band_covers_held_out_windows() -> None:
     windows = make_windows(600, 1.0, 2.0, seed=4)
     vocabulary = Vocabulary.build(windows[:480])

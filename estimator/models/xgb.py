@@ -23,7 +23,9 @@ RESERVOIR, since the busiest windows are often the only ones where a cache is fu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
@@ -119,10 +121,13 @@ class XGBoostQuantile(QuantileModel):
         choose_rounds: bool = True,
         robust: bool = True,
         shrinkage: Sequence[float] = SHRINKAGE,
+        workers: int = 0,
     ) -> None:
-        # One thread by default: on a shared two-core machine OpenMP's second thread spins and
-        # makes training several times slower. Fitted models predict through the numpy forest;
-        # the boosters' own predictions (while fitting) use one thread.
+        # One OpenMP thread per booster: on a shared two-core machine OpenMP's second thread
+        # spins and makes training several times slower. Instead `workers` threads (0: one per
+        # usable core) each train their own series' boosters; the result does not depend on
+        # how many. Fitted models predict through the numpy forest; the boosters' own
+        # predictions (while fitting) use one thread.
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -145,6 +150,9 @@ class XGBoostQuantile(QuantileModel):
         self.choose_rounds = choose_rounds
         self.robust = robust
         self.shrinkage = shrinkage_grid(shrinkage, "xgboost")
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ModelError(f"xgboost: workers must be a whole number >= 0, not {workers!r}")
+        self.workers = workers
 
     # ------------------------------------------------------------------ features
 
@@ -238,28 +246,40 @@ class XGBoostQuantile(QuantileModel):
         rows = _even(np.arange(len(X)), self.max_tree_rows)
         X, Y, T, S = X[rows], Y[rows], T[rows], S[rows]
         base, scale = self._base(X, S)
-        shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
-        levels = None
-        if (saturating & only).any():
-            levels = xgb.QuantileDMatrix(
-                self._level_features(X), max_bin=self.max_bin, nthread=self.nthread
-            )
-        boosters: list[xgb.Booster | None] = []
-        for j in range(Y.shape[1]):
-            known = ~np.isnan(Y[:, j])
-            if known.sum() < MIN_ROWS or not only[j]:
-                boosters.append(None)
-                continue
-            matrix = levels if self.form_[j] == SATURATE and levels is not None else shares
-            z = np.where(known, (np.nan_to_num(Y[:, j]) - base[:, j]) / scale[:, j], 0.0)
-            matrix.set_label(z)
-            matrix.set_weight(known.astype(np.float32))
-            n_rounds = self.n_estimators if rounds is None else int(rounds[j])
-            booster = xgb.train(self._params(), matrix, num_boost_round=n_rounds)
-            booster.set_param({"nthread": 1})
-            boosters.append(booster)
+        levels = self._level_features(X) if (saturating & only).any() else None
+        known = ~np.isnan(Y)
+        todo = [j for j in range(n_series) if only[j] and known[:, j].sum() >= MIN_ROWS]
+        boosters: list[xgb.Booster | None] = [None] * n_series
+
+        def train(share: list[int]) -> None:  # one worker's series, on its own matrices
+            matrices = {
+                False: xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread),
+                True: None
+                if levels is None
+                else xgb.QuantileDMatrix(levels, max_bin=self.max_bin, nthread=self.nthread),
+            }
+            for j in share:
+                matrix = matrices[bool(self.form_[j] == SATURATE and levels is not None)]
+                assert matrix is not None
+                y = np.nan_to_num(Y[:, j])
+                matrix.set_label(np.where(known[:, j], (y - base[:, j]) / scale[:, j], 0.0))
+                matrix.set_weight(known[:, j].astype(np.float32))
+                n_rounds = self.n_estimators if rounds is None else int(rounds[j])
+                booster = xgb.train(self._params(), matrix, num_boost_round=n_rounds)
+                booster.set_param({"nthread": 1})
+                boosters[j] = booster
+
+        workers = max(1, min(self._workers(), len(todo)))
+        with ThreadPoolExecutor(workers) as pool:  # XGBoost releases the GIL while it trains
+            list(pool.map(train, [todo[k::workers] for k in range(workers)]))
         self.boosters_ = boosters
         self.forest_ = None  # built once the final boosters are known
+
+    def _workers(self) -> int:
+        """Threads that train boosters side by side: `workers`, or one per usable core."""
+        if self.workers:
+            return self.workers
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
     def _forest(self) -> Forest:
         """The boosters as one forest over [tree features | level features]."""
@@ -463,6 +483,7 @@ class XGBoostQuantile(QuantileModel):
             "choose_rounds": self.choose_rounds,
             "robust": self.robust,
             "shrinkage": list(self.shrinkage),
+            "workers": self.workers,
         }
 
     @classmethod
