@@ -24,7 +24,7 @@ RESERVOIR, since the busiest windows are often the only ones where a cache is fu
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
@@ -269,17 +269,23 @@ class XGBoostQuantile(QuantileModel):
                 booster.set_param({"nthread": 1})
                 boosters[j] = booster
 
-        workers = max(1, min(self._workers(), len(todo)))
-        with ThreadPoolExecutor(workers) as pool:  # XGBoost releases the GIL while it trains
-            list(pool.map(train, [todo[k::workers] for k in range(workers)]))
+        self._side_by_side(train, todo)
         self.boosters_ = boosters
         self.forest_ = None  # built once the final boosters are known
 
-    def _workers(self) -> int:
-        """Threads that train boosters side by side: `workers`, or one per usable core."""
-        if self.workers:
-            return self.workers
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    def _side_by_side(self, work: Callable[[list[int]], None], series: list[int]) -> None:
+        """`work` on interleaved shares of `series`, each share on its own thread (XGBoost
+        releases the GIL while it trains and predicts): `workers` threads, or one per usable
+        core."""
+        workers = self.workers
+        if not workers:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        workers = max(1, min(workers, len(series)))
+        if workers == 1:
+            work(series)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, [series[k::workers] for k in range(workers)]))
 
     def _forest(self) -> Forest:
         """The boosters as one forest over [tree features | level features]."""
@@ -307,13 +313,18 @@ class XGBoostQuantile(QuantileModel):
         if self.forest_ is not None:
             return self.forest_.predict(T if levels is None else np.hstack([T, levels]))
         out = np.zeros((len(T), len(self.boosters_), len(QUANTILES)))
-        for j, booster in enumerate(self.boosters_):
-            if booster is not None:
+
+        def predict(share: list[int]) -> None:
+            for j in share:
+                booster = self.boosters_[j]
+                assert booster is not None
                 rows = levels if self.form_[j] == SATURATE and levels is not None else T
                 upto = (0, 0) if rounds is None else (0, int(rounds[j]))  # (0, 0): every round
                 out[:, j] = booster.inplace_predict(rows, iteration_range=upto).reshape(
                     len(T), len(QUANTILES)
                 )
+
+        self._side_by_side(predict, [j for j, b in enumerate(self.boosters_) if b is not None])
         return out
 
     def _choose_rounds(
