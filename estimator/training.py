@@ -13,6 +13,7 @@ from estimator.errors import InputError
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
+from estimator.models.auto import AutoModel
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.windows import Window, series_of, targets
 
@@ -84,6 +85,8 @@ def train_bundle(
     model = make_model(config.model, **config.model_params)
     if config.model == "auto":
         say("fitting every candidate and choosing per series on the tail of the windows")
+        if isinstance(model, AutoModel):
+            model.progress = say
         model.fit(X, Y, vocabulary.layout.for_series(series))
         validation = dict(getattr(model, "validation_", {}))
     else:

@@ -306,3 +306,17 @@ def make_model_dir(root: Path, data: Path, kind: str) -> Path:
         args = ["train", "--data", str(data), "--out", str(model), "--model", kind]
         assert main([*args, "--param", "n_estimators=10"]) == 0
     return model
+
+
+def test_auto_training_tells_each_candidate_as_it_starts(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fitting every candidate is the long part of `deeprest train`: each one is announced."""
+    out = trained["root"] / "model-auto-progress"
+    args = ["train", "--data", str(trained["train"]), "--out", str(out), "--model", "auto"]
+    assert main([*args, "--param", 'candidates=["linear", "ols-api"]']) == 0
+    said = capsys.readouterr()
+    lines = (said.out + said.err).splitlines()
+    for kind in ("linear", "ols-api"):
+        assert any(f"auto: fitting {kind} on the first 160 windows" in line for line in lines)
+    assert any("auto: fitting" in line and "on all 200 windows" in line for line in lines)
