@@ -281,6 +281,8 @@ class XGBoostQuantile(QuantileModel):
         if not workers:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = max(1, min(workers, len(series)))
+        if not series:
+            return
         if workers == 1:
             work(series)
             return
