@@ -83,10 +83,9 @@ def train_bundle(
     Y = targets(windows, series)
     say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
     model = make_model(config.model, **config.model_params)
-    if config.model == "auto":
+    if isinstance(model, AutoModel):
         say("fitting every candidate and choosing per series on the tail of the windows")
-        if isinstance(model, AutoModel):
-            model.progress = say
+        model.progress = say
         model.fit(X, Y, vocabulary.layout.for_series(series))
         validation = dict(getattr(model, "validation_", {}))
     else:

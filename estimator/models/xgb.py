@@ -252,15 +252,12 @@ class XGBoostQuantile(QuantileModel):
         boosters: list[xgb.Booster | None] = [None] * n_series
 
         def train(share: list[int]) -> None:  # one worker's series, on its own matrices
-            matrices = {
-                False: xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread),
-                True: None
-                if levels is None
-                else xgb.QuantileDMatrix(levels, max_bin=self.max_bin, nthread=self.nthread),
-            }
+            shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
+            absolute = None
+            if levels is not None:
+                absolute = xgb.QuantileDMatrix(levels, max_bin=self.max_bin, nthread=self.nthread)
             for j in share:
-                matrix = matrices[bool(self.form_[j] == SATURATE and levels is not None)]
-                assert matrix is not None
+                matrix = absolute if self.form_[j] == SATURATE and absolute is not None else shares
                 y = np.nan_to_num(Y[:, j])
                 matrix.set_label(np.where(known[:, j], (y - base[:, j]) / scale[:, j], 0.0))
                 matrix.set_weight(known[:, j].astype(np.float32))
@@ -277,12 +274,12 @@ class XGBoostQuantile(QuantileModel):
         """`work` on interleaved shares of `series`, each share on its own thread (XGBoost
         releases the GIL while it trains and predicts): `workers` threads, or one per usable
         core."""
+        if not series:
+            return
         workers = self.workers
         if not workers:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = max(1, min(workers, len(series)))
-        if not series:
-            return
         if workers == 1:
             work(series)
             return
