@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from estimator.drift import aged
 from estimator.errors import BundleError, DeepRestError
 from estimator.features import HistoryState, Vocabulary
 from estimator.models import QuantileModel, model_class
@@ -40,9 +41,29 @@ class Bundle:
     def predict(
         self, windows: Sequence[Window], state: HistoryState | None = None
     ) -> tuple[np.ndarray, HistoryState]:
-        """[windows, series, 3] for time-ordered windows, and the traffic history after them."""
+        """[windows, series, 3] for time-ordered windows, and the traffic history after them.
+
+        Bands of windows after the training end widen where the validation tail showed drift.
+        """
         X, state = self.vocabulary.transform(windows, state)
-        return self.model.predict(X), state
+        starts = np.array([w.start for w in windows], dtype=float)
+        return self.age_band(self.model.predict(X), starts), state
+
+    def drift(self) -> np.ndarray:
+        """Per series drift rate (usage per window) from the validation tail; 0 where none."""
+        rates = self.validation.get("drift")
+        if rates is None:  # bundles trained before drift was measured
+            return np.zeros(len(self.series))
+        return np.array([0.0 if r is None else float(r) for r in rates])
+
+    def age_band(self, pred: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Estimates [windows, series, 3] of windows starting at `starts`, their bands widened for
+        the time since the training end (`estimator.drift.aged`)."""
+        end = float(self.training.get("end", np.inf))
+        ages = (np.asarray(starts, dtype=float) - end) / self.window_seconds + 1.0
+        since = float(self.validation.get("windows", 0)) / 2.0
+        cap = float(self.training.get("windows", 0))
+        return aged(pred, ages, self.drift(), since, cap)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -140,13 +161,36 @@ def load_bundle(directory: str | Path) -> Bundle:
         raise BundleError(
             f"{directory}: model serves {model.n_series_} series, manifest {len(series)}"
         )
+    training, validation = manifest.get("training") or {}, manifest.get("validation") or {}
+    _check_aging(path, training, validation, len(series))
     return Bundle(
         vocabulary=vocabulary,
         series=series,
         model=model,
         window_seconds=window_seconds,
-        training=manifest.get("training") or {},
-        validation=manifest.get("validation") or {},
+        training=training,
+        validation=validation,
         synthesizer=synthesizer,
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
+
+
+def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> None:
+    """What widening bands with age reads from a manifest: the training end and length as
+    numbers, and drift rates as one finite number (or null) per series, or none at all."""
+    if not isinstance(training, dict) or not isinstance(validation, dict):
+        raise BundleError(f"{path}: training and validation must be objects")
+    for name, record in (("end", training), ("windows", training), ("windows", validation)):
+        value = record.get(name, 0)
+        if not isinstance(value, (int, float)) or not np.isfinite(value):
+            where = "training" if record is training else "validation"
+            raise BundleError(f"{path}: {where}.{name} must be a number, got {value!r}")
+    rates = validation.get("drift")
+    if rates is None:
+        return
+    ok = isinstance(rates, list) and len(rates) == n_series
+    ok = ok and all(r is None or (isinstance(r, (int, float)) and np.isfinite(r)) for r in rates)
+    if not ok:
+        raise BundleError(
+            f"{path}: validation.drift must list one finite number per series ({n_series})"
+        )

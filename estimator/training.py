@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from estimator.bundle import Bundle
+from estimator.drift import drift_rates
 from estimator.errors import InputError
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
@@ -60,6 +61,7 @@ def validate_tail(
         "windows": n_tail,
         "accuracy": _floats(accuracy(pred[..., 1], Y[tail])),
         "coverage": _floats(coverage(pred, Y[tail])),
+        "drift": drift_rates(Y[tail], pred[..., 1]).tolist(),
     }
 
 

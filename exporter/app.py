@@ -44,7 +44,12 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
         "window_seconds": info.window_seconds,
         "training": {k: v for k, v in info.training.items() if k != "reference_traffic"},
         "series": [
-            {"component": c, "resource": r, "accuracy": info.accuracy.get((c, r))}
+            {
+                "component": c,
+                "resource": r,
+                "accuracy": info.accuracy.get((c, r)),
+                "drift_per_window": info.drift.get((c, r), 0.0),
+            }
             for c, r in info.series
         ],
     }

@@ -37,6 +37,7 @@ class ModelInfo:
     series: tuple[SeriesKey, ...]
     accuracy: Mapping[SeriesKey, float]
     training: Mapping[str, Any]
+    drift: Mapping[SeriesKey, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def model_info(bundle: Bundle) -> ModelInfo:
         series=tuple(bundle.series),
         accuracy=validation_accuracy(bundle.validation, bundle.series),
         training=dict(bundle.training),
+        drift=dict(zip(bundle.series, (float(r) for r in bundle.drift()), strict=True)),
     )
 
 
@@ -107,10 +109,12 @@ class Estimator:
         return np.vstack(self._rows)
 
     def step(self, window: Window) -> np.ndarray:
-        """[series, 3] lower, median, upper for the window just closed."""
+        """[series, 3] lower, median, upper for the window just closed (the band widened where
+        the bundle saw drift, for the time since its training end)."""
         with self._lock:
             X = self._advance([window])
-            return np.asarray(self.bundle.model.predict_last(X))
+            pred = np.asarray(self.bundle.model.predict_last(X))
+        return self.bundle.age_band(pred[None], np.array([window.start]))[0]
 
     def predict_windows(self, windows: Sequence[Window], rescale: bool = True) -> np.ndarray:
         """[windows, series, 3] for hypothetical windows, from a fresh history (what-if).

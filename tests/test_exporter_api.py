@@ -191,6 +191,8 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     model = requests.get(f"{api}/model", timeout=5).json()
     assert model["model"] == "linear" and {s["component"] for s in model["series"]} >= {"front"}
     assert all(isinstance(s["accuracy"], float) for s in model["series"])
+    drift = load_bundle(bundle_dir).drift()
+    assert [s["drift_per_window"] for s in model["series"]] == drift.tolist()
     assert requests.post(f"{api}/whatif", json={"scale": 2}, timeout=5).status_code == 400
     send_window(rt, clock, 10, seed=3)
     one = requests.post(f"{api}/whatif", json={"scale": 1}, timeout=5).json()

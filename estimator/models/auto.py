@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from estimator.drift import drift_rates
 from estimator.errors import InputError, ModelError
 from estimator.features import Layout
 from estimator.metrics import accuracy, coverage
@@ -145,6 +146,7 @@ class AutoModel(QuantileModel):
             "windows": tail,
             "accuracy": _json_list(accuracy(chosen_pred[..., 1], Y[cut:])),
             "coverage": _json_list(coverage(chosen_pred, Y[cut:])),
+            "drift": drift_rates(Y[cut:], chosen_pred[..., 1]).tolist(),
             "candidates": {k: _json_list(scores[k][1]) for k in kinds},
         }
         self.chosen_ = chosen

@@ -222,6 +222,9 @@ def run_quick(options: DemoOptions, procs: Processes, say: Progress) -> dict[str
     say(f"Prometheus {prom_url}  Alertmanager {am_url}", "start")
     model_dir = options.run_dir / "model"
     started = time.monotonic()
+    # The simulated days stand for the ones just before serving: a bundle's bands widen with the
+    # time since its training end, so that end is now, not the simulator's epoch.
+    retime(world.train, math.floor(time.time() / window) * window)
     bundle = train_bundle(world.train, TrainConfig(model=options.model or "linear"))
     save_bundle(bundle, model_dir)
     say(f"trained {bundle.model.kind} on {len(world.train)} simulated windows "

@@ -1,0 +1,146 @@
+"""Drift rates from the validation tail and bands that widen with the time since training."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from estimator.bundle import MANIFEST, load_bundle, save_bundle
+from estimator.drift import MIN_WINDOWS, aged, drift_rates
+from estimator.errors import BundleError
+from estimator.training import TrainConfig, train_bundle
+from estimator.windows import Window
+from tests.worlds import tiny_world
+
+LEAKY = ("store", "memory")
+
+
+def test_rates_find_a_trend_and_leave_stationary_noise_alone() -> None:
+    rng = np.random.default_rng(3)
+    n, stationary = 200, 40
+    error = rng.standard_normal((n, stationary + 2))
+    error[:, -2] += 0.03 * np.arange(n)  # creeps up
+    error[:, -1] -= 0.03 * np.arange(n)  # creeps down
+    rates = drift_rates(error, np.zeros_like(error))
+    assert rates[-2] == pytest.approx(0.03, rel=0.3)
+    assert rates[-1] == pytest.approx(-0.03, rel=0.3)
+    assert np.count_nonzero(rates[:stationary]) <= 3, rates[:stationary]
+
+
+def test_rates_need_a_long_enough_tail_and_known_values() -> None:
+    trend = np.arange(MIN_WINDOWS - 1, dtype=float)[:, None]
+    assert not drift_rates(trend, np.zeros_like(trend)).any()
+    unknown = np.full((100, 1), np.nan)
+    assert not drift_rates(unknown, np.zeros_like(unknown)).any()
+    gaps = np.arange(100, dtype=float)[:, None] * np.where(np.arange(100) % 3, 1.0, np.nan)[:, None]
+    assert drift_rates(gaps, np.zeros_like(gaps))[0] == pytest.approx(1.0, rel=0.01)
+
+
+def test_aged_widens_the_drift_side_from_since_up_to_cap() -> None:
+    pred = np.tile([1.0, 2.0, 3.0], (5, 3, 1))
+    ages = np.array([-10.0, 5.0, 15.0, 105.0, 1000.0])
+    out = aged(pred, ages, np.array([0.0, 0.1, -0.01]), since=5.0, cap=100.0)
+    np.testing.assert_array_equal(out[:, 0], pred[:, 0])  # no drift: untouched
+    np.testing.assert_allclose(out[:, 1, 2], [3.0, 3.0, 4.0, 13.0, 13.0])  # capped after 100
+    np.testing.assert_array_equal(out[:, 1, :2], pred[:, 1, :2])
+    np.testing.assert_allclose(out[:, 2, 0], [1.0, 1.0, 0.9, 0.0, 0.0])  # never below zero
+    np.testing.assert_array_equal(out[:, :, 1], pred[:, :, 1])  # medians stay
+    assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
+
+
+def _leaky_world(n: int = 400) -> list[Window]:
+    """The tiny world with the store's memory creeping up, as a heap that grows all day."""
+    windows = tiny_world(n=n, seed=4)
+    for i, w in enumerate(windows):
+        w.metrics[LEAKY] += 1e6 * i
+    return windows
+
+
+def _later(windows: list[Window], offset: float) -> list[Window]:
+    """The same traffic, `offset` seconds later."""
+    out = copy.deepcopy(windows)
+    for w in out:
+        w.start, w.end = w.start + offset, w.end + offset
+    return out
+
+
+def test_bundle_bands_widen_after_the_training_end_only(tmp_path: Path) -> None:
+    windows = _leaky_world()
+    bundle = train_bundle(windows, TrainConfig(model="linear"))
+    rates = bundle.drift()
+    j = bundle.series.index(LEAKY)
+    assert rates[j] > 0
+    assert len(bundle.validation["drift"]) == len(bundle.series)
+
+    X, _ = bundle.vocabulary.transform(windows)
+    inside, _ = bundle.predict(windows)
+    np.testing.assert_array_equal(inside, bundle.model.predict(X))  # training range: as is
+
+    span = windows[-1].end - windows[0].start
+    soon, _ = bundle.predict(_later(windows, span))
+    later, _ = bundle.predict(_later(windows, 3 * span))
+    np.testing.assert_array_equal(soon[..., 1], inside[..., 1])
+    growth = soon[:, j, 2] - inside[:, j, 2]
+    assert (np.diff(growth) >= 0).all() and growth[0] == 0 < growth[-1]  # from half a tail on
+    cap = rates[j] * len(windows)  # after as long again as the training ran, it stays
+    np.testing.assert_allclose(later[:, j, 2] - inside[:, j, 2], cap, rtol=1e-9)
+    assert growth[-1] < cap
+    still = rates == 0
+    np.testing.assert_array_equal(soon[:, still], inside[:, still])
+
+    save_bundle(bundle, tmp_path / "b")
+    again, _ = load_bundle(tmp_path / "b").predict(_later(windows, span))
+    np.testing.assert_array_equal(again, soon)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["validation"].__setitem__("drift", m["validation"]["drift"][:-1]),
+        lambda m: m["validation"]["drift"].__setitem__(0, "fast"),
+        lambda m: m["training"].__setitem__("end", "tomorrow"),
+    ],
+)
+def test_mangled_drift_fields_are_a_clear_bundle_error(tmp_path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    save_bundle(train_bundle(_leaky_world(), TrainConfig(model="linear")), tmp_path / "b")
+    path = tmp_path / "b" / MANIFEST
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="must"):
+        load_bundle(tmp_path / "b")
+
+
+def test_bundle_without_drift_rates_keeps_its_bands(tmp_path: Path) -> None:
+    windows = _leaky_world()
+    save_bundle(train_bundle(windows, TrainConfig(model="linear")), tmp_path / "b")
+    path = tmp_path / "b" / MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["validation"]["drift"]
+    path.write_text(json.dumps(manifest))
+    bundle = load_bundle(tmp_path / "b")
+    assert not bundle.drift().any()
+    later = _later(windows, 1e6)
+    X, _ = bundle.vocabulary.transform(later)
+    np.testing.assert_array_equal(bundle.predict(later)[0], bundle.model.predict(X))
+
+
+def test_live_estimates_widen_as_offline_ones_do() -> None:
+    from exporter.live import Estimator
+
+    windows = _leaky_world()
+    bundle = train_bundle(windows, TrainConfig(model="linear"))
+    after = _later(windows, windows[-1].end - windows[0].start)[:120]
+    live = Estimator(bundle, bundle.window_seconds, warm=windows)
+    served = np.stack([live.step(w) for w in after])
+    offline, _ = bundle.predict([*windows, *after])
+    np.testing.assert_allclose(served, offline[len(windows) :], rtol=1e-9)
+    j = bundle.series.index(LEAKY)
+    assert (
+        served[-1, j, 2] - served[-1, j, 1]
+        > offline[len(windows) - 1, j, 2] - offline[len(windows) - 1, j, 1]
+    )
