@@ -144,3 +144,17 @@ def test_live_estimates_widen_as_offline_ones_do() -> None:
         served[-1, j, 2] - served[-1, j, 1]
         > offline[len(windows) - 1, j, 2] - offline[len(windows) - 1, j, 1]
     )
+
+
+def test_train_names_the_drifting_series(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from estimator.windows import write_windows
+    from exporter.cli import main
+
+    write_windows(tmp_path / "leaky.jsonl", _leaky_world())
+    args = ["train", "--data", str(tmp_path / "leaky.jsonl"), "--out", str(tmp_path / "m")]
+    assert main([*args, "--model", "linear"]) == 0
+    said = capsys.readouterr()
+    line = next(x for x in (said.out + said.err).splitlines() if "drifted" in x)
+    assert "store/memory" in line and "bands widen" in line
