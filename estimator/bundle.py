@@ -182,15 +182,20 @@ def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> N
         raise BundleError(f"{path}: training and validation must be objects")
     for name, record in (("end", training), ("windows", training), ("windows", validation)):
         value = record.get(name, 0)
-        if not isinstance(value, (int, float)) or not np.isfinite(value):
+        if not _is_number(value):
             where = "training" if record is training else "validation"
             raise BundleError(f"{path}: {where}.{name} must be a number, got {value!r}")
     rates = validation.get("drift")
     if rates is None:
         return
     ok = isinstance(rates, list) and len(rates) == n_series
-    ok = ok and all(r is None or (isinstance(r, (int, float)) and np.isfinite(r)) for r in rates)
+    ok = ok and all(r is None or _is_number(r) for r in rates)
     if not ok:
         raise BundleError(
             f"{path}: validation.drift must list one finite number per series ({n_series})"
         )
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)

@@ -102,6 +102,7 @@ def test_bundle_bands_widen_after_the_training_end_only(tmp_path: Path) -> None:
     [
         lambda m: m["validation"].__setitem__("drift", m["validation"]["drift"][:-1]),
         lambda m: m["validation"]["drift"].__setitem__(0, "fast"),
+        lambda m: m["validation"]["drift"].__setitem__(0, True),
         lambda m: m["training"].__setitem__("end", "tomorrow"),
     ],
 )
