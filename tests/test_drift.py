@@ -159,3 +159,10 @@ def test_train_names_the_drifting_series(
     said = capsys.readouterr()
     line = next(x for x in (said.out + said.err).splitlines() if "drifted" in x)
     assert "store/memory" in line and "bands widen" in line
+
+    windows = _leaky_world()
+    write_windows(tmp_path / "later.jsonl", _later(windows, windows[-1].end - windows[0].start))
+    args = ["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "later.jsonl")]
+    assert main([*args, "--report", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "widen with the time since the training end" in page

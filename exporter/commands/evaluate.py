@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from estimator.bundle import load_bundle
 from estimator.evaluation import Evaluation, build_evaluation
 from estimator.windows import load_windows
@@ -46,8 +48,13 @@ def run(args: argparse.Namespace) -> int:
         print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
     if args.report is not None:
         say("writing plots and report")
-        index = write_report(
-            args.report, evaluations, f"model {bundle.model.kind}, version {bundle.version}"
-        )
+        about = f"model {bundle.model.kind}, version {bundle.version}"
+        drifting = int(np.count_nonzero(bundle.drift()))
+        if drifting:
+            about += (
+                f"; the bands of {drifting} series whose usage drifted in validation widen with "
+                "the time since the training end"
+            )
+        index = write_report(args.report, evaluations, about)
         say(f"report: {index}")
     return 0

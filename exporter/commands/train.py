@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     kinds = Counter(bundle.model.series_kinds())
     if set(kinds) != {bundle.model.kind}:
         say("series per model kind: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
-    drifting = [f"{c}/{r}" for (c, r), rate in zip(bundle.series, bundle.drift()) if rate]
+    drifting = [
+        f"{c}/{r}" for (c, r), rate in zip(bundle.series, bundle.drift(), strict=True) if rate
+    ]
     if drifting:
         shown = ", ".join(drifting[:5]) + (
             f" and {len(drifting) - 5} more" if len(drifting) > 5 else ""
