@@ -41,11 +41,11 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
-def _demo(out: Path) -> subprocess.Popen[str]:
+def _demo(out: Path, cwd: Path = ROOT) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "exporter.cli", "demo", "--quick", "--out", str(out)]
     return subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,7 +60,7 @@ def _demo(out: Path) -> subprocess.Popen[str]:
 @NEEDS_BINARIES
 def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    process = _demo(out)
+    process = _demo(Path("demo"), cwd=tmp_path)  # relative, as `make demo` gives it
     try:
         output, _ = process.communicate(timeout=240)
     finally:
@@ -87,6 +87,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert all(p.name in page for p in pngs)
     assert _processes_mentioning(str(out)) == []
+    assert (out / "run" / "data").is_dir() and not (ROOT / "demo").exists()
 
 
 @pytest.mark.integration

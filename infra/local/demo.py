@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -251,6 +251,9 @@ def write_summary(options: DemoOptions, summary: dict[str, Any]) -> Path:
 
 def run_demo(options: DemoOptions) -> int:
     """Run the quick or the full demo; exit status (0 when the story ran to its end)."""
+    # Child processes run in other folders and read paths from generated configs: every path
+    # they are given is absolute, whatever folder the demo was started from.
+    options = replace(options, out=options.out.resolve())
     say = Progress()
     parts = ("prometheus", "alertmanager") if options.quick else tuple(BINARIES)
     code = ensure_binaries(parts, options.install, say)
