@@ -19,13 +19,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median_or_nan, timed, write_section  # noqa: E402
-from estimator.drift import aged  # noqa: E402
+from estimator.bundle import Bundle  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
 from estimator.metrics import accuracy, coverage, mae  # noqa: E402
 from estimator.models import make_model  # noqa: E402
 from estimator.models.history import HistoryForecaster  # noqa: E402
 from estimator.simulator import SimulationConfig, simulate  # noqa: E402
-from estimator.training import TrainConfig, validate_tail  # noqa: E402
+from estimator.training import TrainConfig, validate_tail, window_seconds_of  # noqa: E402
 from estimator.windows import Window, series_of, targets  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
@@ -314,9 +314,16 @@ def _fit_predict_after(
         validation = validate_tail(
             config, X, targets(train, series), vocab.layout.for_series(series)
         )
-    ages = np.arange(1, len(test) + 1, dtype=float)
-    rates = np.asarray(validation["drift"], dtype=float)
-    return aged(pred, ages, rates, validation["windows"] / 2, len(train)), fit_s, pred
+    bundle = Bundle(
+        vocabulary=vocab,
+        series=series,
+        model=model,
+        window_seconds=window_seconds_of(train),
+        training={"end": train[-1].end, "windows": len(train)},
+        validation=validation,
+    )
+    starts = np.array([w.start for w in test], dtype=float)
+    return bundle.age_band(pred, starts), fit_s, pred
 
 
 def _split(windows: list[Window], cut: int):
