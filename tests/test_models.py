@@ -14,6 +14,7 @@ from estimator.errors import InputError, ModelError
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import MODEL_KINDS, QuantileModel, make_model, model_class
+from estimator.models.base import conformal_margin
 from estimator.models.history import HistoryForecaster
 from estimator.models.xgb import fit_nonnegative_costs
 from estimator.windows import CallPath, SeriesKey, Window
@@ -184,6 +185,20 @@ def test_xgboost_band_covers_held_out_windows() -> None:
     model = make_model("xgboost", n_estimators=20).fit(X[:480], Y[:480], vocabulary.layout)
     covered = coverage(model.predict(X)[480:], Y[480:])
     assert 0.7 <= covered.mean() <= 1.0, covered
+
+
+def test_conformal_margin_widens_a_band_that_misses_and_never_narrows_one() -> None:
+    """Split conformal: the margin is the ceil((n + 1) * 0.9)-th smallest excess of the held-out
+    targets over the band. A band that already holds them gets no margin, not a negative one:
+    a quiet held-out stretch is no evidence the band is too wide at other loads."""
+    q = np.tile([-1.0, 0.0, 1.0], (19, 1))
+    inside = np.linspace(-0.5, 0.5, 19)
+    assert conformal_margin(inside, q) == 0.0
+    outside = np.linspace(1.1, 2.9, 19)  # excess 0.1 ... 1.9 above the upper quantile
+    margin = conformal_margin(outside, q)
+    assert margin == pytest.approx(1.8)  # the 18th of 19 smallest excesses
+    assert np.mean((outside >= q[:, 0] - margin) & (outside <= q[:, 2] + margin)) >= 0.9
+    assert conformal_margin(np.zeros(0), q[:0]) == 0.0
 
 
 def test_nonnegative_costs_recover_per_call_weights() -> None:
