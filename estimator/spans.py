@@ -14,6 +14,10 @@ Choices, made once here for every importer:
   HTTP span). They add no path; their children hang from the root, so the step below the root is
   the API, as `estimator.windows.api_of` expects.
 - A window is chosen by the end time of the tree's root span.
+- Files are assembled as they are read (`windows_of_batches`), so memory holds a few files'
+  spans, not a whole recording's: a trace is closed once SETTLE_BATCHES files in a row have
+  brought none of its spans. A trace whose spans lie further apart than that becomes separate
+  trees, as a trace cut off at the edge of a recording does.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 from estimator.windows import CATCH_ALL_OPERATIONS, CallPath, Pair, Window
 
 NS_PER_S = 1_000_000_000
+SETTLE_BATCHES = 2
+"""Files in a row without a span of a trace after which the trace is closed and counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,16 @@ class SpanColumns:
         self.parent_ids.extend(other.parent_ids)
         self.pairs.extend(other.pairs)
         self.end_ns.extend(other.end_ns)
+
+    def take(self, rows: Sequence[int]) -> SpanColumns:
+        """The spans at `rows`, in that order."""
+        return SpanColumns(
+            [self.trace_ids[i] for i in rows],
+            [self.span_ids[i] for i in rows],
+            [self.parent_ids[i] for i in rows],
+            [self.pairs[i] for i in rows],
+            [self.end_ns[i] for i in rows],
+        )
 
     def append(self, span: Span) -> None:
         self.trace_ids.append(span.trace_id)
@@ -193,11 +209,12 @@ def window_start(end_ns: int, window_seconds: int) -> int:
     return (end_ns // (window_seconds * NS_PER_S)) * window_seconds
 
 
-def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Window]:
-    """Count the paths of each tree into windows aligned to multiples of `window_seconds`."""
-    if window_seconds <= 0:
-        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
-    counts: dict[int, dict[CallPath, float]] = {}
+Counts = dict[int, dict[CallPath, float]]
+"""Path counts per window index (window start / window_seconds)."""
+
+
+def _count(traces: Iterable[TracePaths], counts: Counts, window_seconds: int) -> None:
+    """Add the paths of each tree to the counts of the window its root ends in."""
     width = window_seconds * NS_PER_S
     for trace in traces:
         key = trace.end_ns // width
@@ -206,6 +223,9 @@ def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Windo
             calls = counts[key] = {}
         for path in trace.paths:
             calls[path] = calls.get(path, 0.0) + 1.0
+
+
+def _windows(counts: Counts, window_seconds: int) -> list[Window]:
     return [
         Window(
             start=float(key * window_seconds),
@@ -214,6 +234,51 @@ def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Windo
         )
         for key in sorted(counts)
     ]
+
+
+def _check_width(window_seconds: int) -> None:
+    if window_seconds <= 0:
+        raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+
+
+def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Window]:
+    """Count the paths of each tree into windows aligned to multiples of `window_seconds`."""
+    _check_width(window_seconds)
+    counts: Counts = {}
+    _count(traces, counts, window_seconds)
+    return _windows(counts, window_seconds)
+
+
+def windows_of_batches(
+    batches: Iterable[SpanColumns],
+    window_seconds: int = 60,
+    fold_gateway: bool = True,
+    settle: int = SETTLE_BATCHES,
+) -> list[Window]:
+    """Windows of call-path counts from spans read batch by batch (a file each), in time order.
+
+    A trace is assembled once `settle` batches in a row have brought none of its spans, so
+    only the spans of the last few batches are held at a time. With traces that lie within
+    `settle` batches the windows equal those of one batch of all the spans.
+    """
+    _check_width(window_seconds)
+    counts: Counts = {}
+    pending = SpanColumns.empty()
+    last_seen: dict[str, int] = {}
+    for number, batch in enumerate(batches):
+        pending.extend(batch)
+        last_seen.update(dict.fromkeys(batch.trace_ids, number))
+        closed = {t for t, seen in last_seen.items() if seen <= number - settle}
+        if not closed:
+            continue
+        done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
+        open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
+        _count(assemble_columns(pending.take(done), fold_gateway), counts, window_seconds)
+        pending = pending.take(open_)
+        for trace_id in closed:
+            del last_seen[trace_id]
+    _count(assemble_columns(pending, fold_gateway), counts, window_seconds)
+    return _windows(counts, window_seconds)
 
 
 def windows_from_spans(

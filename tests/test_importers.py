@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from estimator.errors import InputError
@@ -21,7 +22,14 @@ from estimator.importers import (
     load_trainticket,
     service_of_pod,
 )
-from estimator.spans import Span, assemble, windows_from_spans
+from estimator.spans import (
+    Span,
+    SpanColumns,
+    assemble,
+    columns_of,
+    windows_from_spans,
+    windows_of_batches,
+)
 from estimator.windows import CallPath, Window, api_of, load_windows
 
 S = 1_000_000_000
@@ -120,6 +128,37 @@ def test_orphans_join_the_root_or_stand_alone() -> None:
         0.0: {(("a", "api"),): 1.0, (("a", "api"), ("b", "op")): 1.0},
         60.0: {(("c", "op"),): 1.0, (("c", "op"), ("d", "op")): 1.0},
     }
+
+
+def test_files_assembled_as_read_count_as_one_batch_does() -> None:
+    """Spans of random traces spread over consecutive files, read file by file: the windows are
+    those of all the spans at once, while only a few files' spans are held at a time."""
+    rng = np.random.default_rng(3)
+    spans = []
+    for t in range(300):
+        end = float(rng.uniform(100, 600))
+        spans.append(span(f"t{t}", "r", None, "gw", "api", end))
+        for k in range(int(rng.integers(1, 6))):  # children end up to 90 s before their root
+            spans.append(span(f"t{t}", f"c{k}", "r", "svc", f"op{k % 2}", end - rng.uniform(0, 90)))
+    files: list[SpanColumns] = [SpanColumns.empty() for _ in range(11)]
+    for one in sorted(spans, key=lambda x: x.end_ns):  # a file per minute of span end
+        files[one.end_ns // (60 * S)].append(one)
+    streamed = windows_of_batches(files, window_seconds=60)
+    assert calls_by_start(streamed) == calls_by_start(windows_from_spans(spans, window_seconds=60))
+    assert sum(sum(w.calls.values()) for w in streamed) == len(spans)
+
+
+def test_a_trace_is_closed_after_settle_files_without_its_spans() -> None:
+    def batch(*spans: Span) -> SpanColumns:
+        return columns_of(spans)
+
+    root, child = span("t", "r", None, "gw", "api", 10.0), span("t", "c", "r", "svc", "op", 9.0)
+    near = [batch(root), batch(), batch(child)]  # one file between: still one tree
+    far = [batch(root), batch(), batch(), batch(child)]  # two files between: closed before
+    whole = {(("gw", "api"),): 1.0, (("gw", "api"), ("svc", "op")): 1.0}
+    assert calls_by_start(windows_of_batches(near, settle=2)) == {0.0: whole}
+    split = {(("gw", "api"),): 1.0, (("svc", "op"),): 1.0}  # the late child is its own root
+    assert calls_by_start(windows_of_batches(far, settle=2)) == {0.0: split}
 
 
 def test_parent_cycle_is_cut_and_counted_once() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from estimator.errors import InputError
-from estimator.spans import Span, SpanColumns, assemble_columns, bucket
+from estimator.spans import Span, SpanColumns, windows_of_batches
 from estimator.windows import Window
 
 OnFile = Callable[[Path], None]
@@ -153,16 +153,31 @@ def read_json_spans(
 ) -> SpanColumns:
     """All spans of JSON trace files (a file, a directory or a glob) in one batch."""
     cols = SpanColumns.empty()
-    for path in expand_inputs(spec, suffixes):
-        for line, doc in json_documents(path):
-            for span in parse(doc, str(path), line):
-                cols.append(span)
-        if on_file is not None:
-            on_file(path)
+    for batch in json_span_batches(spec, suffixes, parse, on_file):
+        cols.extend(batch)
     return cols
 
 
-def windows_of_columns(cols: SpanColumns, window_seconds: int, fold_gateway: bool) -> list[Window]:
-    """Assemble a batch of spans into trees and count their paths into windows."""
+def json_span_batches(
+    spec: str | Path,
+    suffixes: Sequence[str],
+    parse: Callable[[Any, str, int], Iterable[Span]],
+    on_file: Callable[[Path], None] | None = None,
+) -> Iterator[SpanColumns]:
+    """The spans of JSON trace files, a batch per file, read as they are asked for."""
+    for path in expand_inputs(spec, suffixes):
+        cols = SpanColumns.empty()
+        for line, doc in json_documents(path):
+            for span in parse(doc, str(path), line):
+                cols.append(span)
+        yield cols
+        if on_file is not None:
+            on_file(path)
+
+
+def windows_of_files(
+    batches: Iterable[SpanColumns], window_seconds: int, fold_gateway: bool
+) -> list[Window]:
+    """Assemble spans read file by file into trees and count their paths into windows."""
     check_window_seconds(window_seconds)
-    return bucket(assemble_columns(cols, fold_gateway), window_seconds)
+    return windows_of_batches(batches, window_seconds, fold_gateway)

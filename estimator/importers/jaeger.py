@@ -15,8 +15,9 @@ from typing import Any
 from estimator.importers.common import (
     OnFile,
     Where,
+    json_span_batches,
     read_json_spans,
-    windows_of_columns,
+    windows_of_files,
 )
 from estimator.spans import Span, SpanColumns
 from estimator.windows import Window
@@ -88,4 +89,5 @@ def import_jaeger(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from Jaeger JSON."""
-    return windows_of_columns(read_jaeger(spec, on_file), window_seconds, fold_gateway)
+    batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file)
+    return windows_of_files(batches, window_seconds, fold_gateway)

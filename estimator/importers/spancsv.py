@@ -8,15 +8,20 @@ for the operation, end_time), so exports of other tracing back ends read as they
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
 from estimator.errors import InputError
-from estimator.importers.common import OnFile, expand_inputs, service_of_pod, windows_of_columns
-from estimator.spans import SpanColumns
+from estimator.importers.common import (
+    OnFile,
+    check_window_seconds,
+    expand_inputs,
+    service_of_pod,
+)
+from estimator.spans import SpanColumns, windows_of_batches
 from estimator.windows import Pair, Window
 
 SUFFIXES = (".csv", ".csv.gz")
@@ -152,13 +157,19 @@ def read_columns(path: Path) -> SpanColumns:
     )
 
 
+def span_batches(paths: Sequence[Path], on_file: OnFile | None = None) -> Iterator[SpanColumns]:
+    """The spans of several CSV files, a batch per file, read as they are asked for."""
+    for path in paths:
+        yield read_columns(path)
+        if on_file is not None:
+            on_file(path)
+
+
 def read_span_csv(paths: Sequence[Path], on_file: OnFile | None = None) -> SpanColumns:
     """All spans of several CSV files in one batch (traces may cross files)."""
     out = SpanColumns.empty()
-    for path in paths:
-        out.extend(read_columns(path))
-        if on_file is not None:
-            on_file(path)
+    for batch in span_batches(paths, on_file):
+        out.extend(batch)
     return out
 
 
@@ -168,6 +179,8 @@ def import_span_csv(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
 ) -> list[Window]:
-    """Windows of call-path counts from span CSV files (a file, a directory or a glob)."""
-    cols = read_span_csv(expand_inputs(spec, SUFFIXES), on_file)
-    return windows_of_columns(cols, window_seconds, fold_gateway)
+    """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
+    assembled file by file in name order (time order for the HH_MM_trace.csv layout)."""
+    check_window_seconds(window_seconds)
+    batches = span_batches(expand_inputs(spec, SUFFIXES), on_file)
+    return windows_of_batches(batches, window_seconds, fold_gateway)
