@@ -83,3 +83,90 @@ def scaled_traffic(
             f"scale factor must be finite and non-negative, got {factor}", field="scale"
         )
     return [{api: n * factor for api, n in counts.items()} for counts in traffic]
+
+
+GROWTH = 1.25
+"""Ratio between the traffic scales tried first, from LOWEST up; bisection then narrows the scale
+at which each limited series first reaches its limit."""
+LOWEST = 1 / 64
+REFINE = 7
+"""Bisection steps inside a GROWTH bracket: the answer is within GROWTH ** (1 / 2**7), 0.2%."""
+CEILING = 100.0
+"""Largest traffic scale searched; a limit not reached by then is reported as not reached."""
+
+
+def peak_upper(bundle: Bundle, windows: Sequence[Window]) -> np.ndarray:
+    """[series] the highest upper band over the windows."""
+    pred, _ = bundle.predict(windows)
+    return np.asarray(pred[..., 2].max(axis=0), dtype=float)
+
+
+def max_scales(
+    bundle: Bundle,
+    synthesizer: Synthesizer,
+    traffic: Sequence[Mapping[Pair, float]],
+    starts: np.ndarray,
+    limits: Mapping[tuple[str, str], float],
+    ceiling: float = CEILING,
+) -> dict[tuple[str, str], float]:
+    """Per limited series: the largest multiple of `traffic` (all APIs scaled together) at which
+    its upper band stays at or under its limit in every window; 0 where it is over the limit
+    even at LOWEST, inf where `ceiling` times the traffic does not reach it.
+
+    Usage grows with traffic, so the search walks scales up from LOWEST by GROWTH until every
+    limited series is over its limit (or the ceiling), then bisects each series' last bracket.
+    Traffic becomes call paths in expectation (the synthesizer's mean call trees), so the answer
+    is deterministic.
+    """
+    index = {key: j for j, key in enumerate(bundle.series)}
+    unknown = [key for key in limits if key not in index]
+    if unknown:
+        component, resource = unknown[0]
+        raise InputError(
+            f"the model estimates no series {component}/{resource}; it has "
+            + ", ".join(sorted({c for c, _ in bundle.series})),
+            field=f"limits.{component}.{resource}",
+        )
+    keys = list(limits)
+    columns = np.array([index[k] for k in keys], dtype=int)
+    bound = np.array([limits[k] for k in keys], dtype=float)
+
+    def over(factor: float) -> np.ndarray:
+        windows = synthesizer.windows(
+            scaled_traffic(traffic, factor), starts, bundle.window_seconds
+        )
+        return peak_upper(bundle, windows)[columns] > bound
+
+    below = np.full(len(keys), np.nan)  # last scale under the limit
+    above = np.full(len(keys), np.nan)  # first scale over it
+    factor, previous = LOWEST, 0.0
+    while True:
+        crossed = over(factor) & np.isnan(above)
+        above[crossed] = factor
+        below[crossed] = previous
+        if not np.isnan(above).any() or factor >= ceiling:
+            break
+        previous, factor = factor, min(factor * GROWTH, ceiling)
+    for lo_value in np.unique(below[~np.isnan(below) & (below > 0)]):
+        group = below == lo_value
+        lo, hi = np.full(group.sum(), lo_value), above[group].copy()
+        members = columns[group]
+        for _ in range(REFINE):
+            mid = np.sqrt(lo * hi)
+            # one estimate per distinct midpoint: a group shares its bracket while it lasts
+            for m in np.unique(mid):
+                at = mid == m
+                windows = synthesizer.windows(
+                    scaled_traffic(traffic, float(m)), starts, bundle.window_seconds
+                )
+                crossed = peak_upper(bundle, windows)[members[at]] > bound[group][at]
+                hi[np.flatnonzero(at)[crossed]] = m
+                lo[np.flatnonzero(at)[~crossed]] = m
+        below[group] = lo
+    out = {}
+    for i, key in enumerate(keys):
+        if np.isnan(above[i]):
+            out[key] = float("inf")
+        else:
+            out[key] = float(below[i])
+    return out

@@ -225,7 +225,8 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
     return ReceiverConfig(**out)
 
 
-def _limits(raw: Any) -> dict[tuple[str, str], float]:
+def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
+    """Limits given as {component: {resource: limit in base units}} (the `limits` section)."""
     if not isinstance(raw, dict):
         raise InputError("must map component -> {resource: limit}", field="limits")
     out: dict[tuple[str, str], float] = {}
@@ -299,7 +300,7 @@ def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Confi
     if "whatif_windows" in raw:
         out["whatif_windows"] = _int(raw["whatif_windows"], "whatif_windows", 1, 100000)
     out["traffic_source"], out["traffic_apis"] = _traffic(_section(raw, "traffic"))
-    out["limits"] = _limits(raw.get("limits") or {})
+    out["limits"] = parse_limits(raw.get("limits") or {})
     out["prometheus"] = _prometheus(_section(raw, "prometheus"))
     out["receiver"] = _receiver(_section(raw, "receiver"))
     return Config(**out)

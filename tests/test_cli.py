@@ -91,6 +91,61 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert (out / "whatif.png").stat().st_size > 0
 
 
+def _whatif_rows(model: Path, out: Path, *extra: str) -> dict[tuple[str, str], dict[str, str]]:
+    assert main(["whatif", "--model", str(model), "--out", str(out), *extra]) == 0
+    with open(out / "whatif.csv") as handle:
+        return {(r["component"], r["resource"]): r for r in csv.DictReader(handle)}
+
+
+def test_whatif_limits_give_headroom_and_the_scale_each_allows(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """max_scale is where the upper band's peak meets the limit: at that scale it is at or under
+    the limit, a little beyond it is over; the first limit reached is named."""
+    root, model = trained["root"], trained["model"]
+    today = _whatif_rows(model, root / "w1", "--scale", "1")
+    upper = float(today[("compose", "cpu")]["whatif_peak_upper"])
+    limits = root / "limits.yaml"  # a serve config's limits section is read as well
+    limits.write_text(f"limits:\n  compose:\n    cpu: {2 * upper}\n  front:\n    cpu: 1000\n")
+    capsys.readouterr()
+    rows = _whatif_rows(model, root / "w2", "--scale", "1.5", "--limits", str(limits))
+    line = capsys.readouterr().out.splitlines()[-1]
+    compose = rows[("compose", "cpu")]
+    allowed = float(compose["max_scale"])
+    assert 1.5 < allowed < 2.5  # idle cost does not scale: a bit under twice
+    assert float(compose["headroom"]) == pytest.approx(
+        1 - float(compose["whatif_peak_upper"]) / (2 * upper)
+    )
+    assert rows[("front", "cpu")]["max_scale"] == "inf"
+    assert rows[("timeline", "cpu")]["limit"] == ""
+    assert line.startswith("capacity: compose/cpu reaches its limit") and f"{allowed:.2f}x" in line
+    at = _whatif_rows(model, root / "w3", "--scale", str(allowed))
+    beyond = _whatif_rows(model, root / "w4", "--scale", str(allowed * 1.01))
+    assert float(at[("compose", "cpu")]["whatif_peak_upper"]) <= 2 * upper
+    assert float(beyond[("compose", "cpu")]["whatif_peak_upper"]) > 2 * upper
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nosuch:\n  cpu: 1\n", "field 'limits.nosuch.cpu': the model estimates no series"),
+        ("compose:\n  cpu: -1\n", "field 'limits.compose.cpu': expected a positive number"),
+        ("compose: [1, 2\n", "not YAML or JSON"),
+        ("{}\n", "holds no limits"),
+    ],
+)
+def test_whatif_bad_limits_exit_2_and_name_the_file(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    limits = trained["root"] / "bad-limits.yaml"
+    limits.write_text(text)
+    out = trained["root"] / "w-bad"
+    argv = ["whatif", "--model", str(trained["model"]), "--scale", "2", "--limits", str(limits)]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(limits) in err and message in err
+
+
 def test_whatif_traffic_csv(trained: dict[str, Path]) -> None:
     traffic = trained["root"] / "mix.csv"
     traffic.write_text("start,/compose,front:/read\n0,100,0\n60,100,0\n")

@@ -11,8 +11,16 @@ import numpy as np
 from estimator.bundle import load_bundle
 from estimator.errors import InputError
 from estimator.synthesizer import Synthesizer, traffic_of
-from estimator.whatif import WhatIf, estimate, reference_windows, scaled_traffic
+from estimator.whatif import (
+    CEILING,
+    WhatIf,
+    estimate,
+    max_scales,
+    reference_windows,
+    scaled_traffic,
+)
 from estimator.windows import Pair, Window, load_windows
+from exporter.config import parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table
 
@@ -33,8 +41,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", action="store_true", help="sample call trees, not expectations")
     parser.add_argument("--seed", type=int, default=0, help="seed for --sample")
     parser.add_argument(
+        "--limits",
+        type=Path,
+        help="YAML or JSON of limits, {component: {resource: limit in base units}} (or a serve "
+        "config with a limits section): adds headroom and the traffic scale each limit allows",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("whatif"), help="directory for CSV and PNG"
     )
+
+
+def load_limits(path: Path) -> dict[tuple[str, str], float]:
+    """Limits from a YAML (or JSON) file: the mapping itself, or a config's `limits` section."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"not YAML or JSON: {exc}", source=str(path)) from exc
+    if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
+        raw = raw["limits"]
+    try:
+        limits = parse_limits(raw)
+    except InputError as exc:
+        raise InputError(exc.bare_message, source=str(path), field=exc.field) from None
+    if not limits:
+        raise InputError("holds no limits", source=str(path))
+    return limits
 
 
 def read_traffic_csv(
@@ -102,6 +137,7 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("whatif")
+    limits = load_limits(args.limits) if args.limits is not None else {}
     bundle = load_bundle(args.model)
     synthesizer = Synthesizer.from_json(bundle.synthesizer)
     rng = np.random.default_rng(args.seed) if args.sample else None
@@ -139,12 +175,59 @@ def run(args: argparse.Namespace) -> int:
         "whatif_peak_upper",
         "ratio",
     ]
-    print(format_table(result.rows(), columns))
+    rows = result.rows()
+    if limits:
+        # Scales are multiples of the traffic the answer is about: the base for --scale (so 3x
+        # and the capacity read on one axis), the given traffic for --traffic.
+        reference, reference_starts = (
+            (base_traffic, starts) if args.scale is not None else (new_traffic, new_starts)
+        )
+        say(f"searching the traffic scale each of {len(limits)} limits allows")
+        try:
+            scales = max_scales(bundle, synthesizer, reference, reference_starts, limits)
+        except InputError as exc:  # a limit of a series the model does not estimate
+            raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
+        add_capacity(rows, limits, scales)
+        columns += ["limit", "headroom", "max_scale"]
+    print(format_table(rows, columns))
+    if limits:
+        what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
+        print(capacity_line(scales, limits, what))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "whatif.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(result.rows())
+        writer.writerows(rows)
     plot(result, args.out / "whatif.png", label)
     say(f"wrote {args.out / 'whatif.csv'} and {args.out / 'whatif.png'}")
     return 0
+
+
+def add_capacity(
+    rows: list[dict[str, object]],
+    limits: dict[tuple[str, str], float],
+    scales: dict[tuple[str, str], float],
+) -> None:
+    """Limit, headroom (1 - peak upper band / limit) and allowed scale on the limited rows."""
+    for row in rows:
+        key = (str(row["component"]), str(row["resource"]))
+        if key in limits:
+            upper = float(row["whatif_peak_upper"])  # type: ignore[arg-type]
+            row["limit"] = limits[key]
+            row["headroom"] = 1.0 - upper / limits[key]
+            row["max_scale"] = scales[key]
+
+
+def capacity_line(
+    scales: dict[tuple[str, str], float], limits: dict[tuple[str, str], float], what: str
+) -> str:
+    """Which limit traffic reaches first, and at what multiple of `what`."""
+    key = min(scales, key=lambda k: scales[k])
+    scale = scales[key]
+    if not np.isfinite(scale):
+        return f"capacity: no limit is reached up to {CEILING:g}x {what}"
+    unit = UNITS.get(key[1], "")
+    return (
+        f"capacity: {key[0]}/{key[1]} reaches its limit ({limits[key]:g} {unit}) first, at "
+        f"{scale:.2f}x {what} (the upper band's peak; the median is lower)"
+    )
