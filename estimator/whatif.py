@@ -131,42 +131,32 @@ def max_scales(
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
 
-    def over(factor: float) -> np.ndarray:
-        windows = synthesizer.windows(
-            scaled_traffic(traffic, factor), starts, bundle.window_seconds
-        )
-        return peak_upper(bundle, windows)[columns] > bound
+    def uppers(factor: float) -> np.ndarray:
+        """Peak upper band of the limited series at `factor` times the traffic."""
+        scaled = scaled_traffic(traffic, factor)
+        return peak_upper(bundle, synthesizer.windows(scaled, starts, bundle.window_seconds))[
+            columns
+        ]
 
-    below = np.full(len(keys), np.nan)  # last scale under the limit
-    above = np.full(len(keys), np.nan)  # first scale over it
+    below = np.zeros(len(keys))  # the last scale tried under the limit
+    above = np.full(len(keys), np.inf)  # the first scale tried over it
     factor, previous = LOWEST, 0.0
     while True:
-        crossed = over(factor) & np.isnan(above)
-        above[crossed] = factor
-        below[crossed] = previous
-        if not np.isnan(above).any() or factor >= ceiling:
+        crossed = (uppers(factor) > bound) & np.isinf(above)
+        above[crossed], below[crossed] = factor, previous
+        if np.isfinite(above).all() or factor >= ceiling:
             break
         previous, factor = factor, min(factor * GROWTH, ceiling)
-    for lo_value in np.unique(below[~np.isnan(below) & (below > 0)]):
-        group = below == lo_value
-        lo, hi = np.full(group.sum(), lo_value), above[group].copy()
-        members = columns[group]
-        for _ in range(REFINE):
-            mid = np.sqrt(lo * hi)
-            # one estimate per distinct midpoint: a group shares its bracket while it lasts
-            for m in np.unique(mid):
-                at = mid == m
-                windows = synthesizer.windows(
-                    scaled_traffic(traffic, float(m)), starts, bundle.window_seconds
-                )
-                crossed = peak_upper(bundle, windows)[members[at]] > bound[group][at]
-                hi[np.flatnonzero(at)[crossed]] = m
-                lo[np.flatnonzero(at)[~crossed]] = m
-        below[group] = lo
-    out = {}
-    for i, key in enumerate(keys):
-        if np.isnan(above[i]):
-            out[key] = float("inf")
-        else:
-            out[key] = float(below[i])
-    return out
+    # Bisect each bracket; series that share one share the estimates while they agree.
+    todo = np.flatnonzero(np.isfinite(above) & (below > 0))
+    for _ in range(REFINE):
+        middle = np.sqrt(below[todo] * above[todo])
+        for m in np.unique(middle):
+            at = todo[middle == m]
+            crossed = uppers(float(m))[at] > bound[at]
+            above[at[crossed]] = m
+            below[at[~crossed]] = m
+    return {
+        key: float(below[i]) if np.isfinite(above[i]) else float("inf")
+        for i, key in enumerate(keys)
+    }
