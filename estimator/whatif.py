@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,38 @@ def peak_upper(bundle: Bundle, windows: Sequence[Window]) -> np.ndarray:
     return np.asarray(pred[..., 2].max(axis=0), dtype=float)
 
 
+def limit_scales(
+    uppers: Callable[[float], np.ndarray], bound: np.ndarray, ceiling: float = CEILING
+) -> np.ndarray:
+    """Per limit: the largest traffic scale at which `uppers(scale)` (the peak upper band of the
+    limited series, [limits]) stays at or under `bound`; 0 where it is over even at LOWEST, inf
+    where `ceiling` does not reach it.
+
+    Usage grows with traffic, so the search walks the scale up from LOWEST by GROWTH until every
+    series is over its limit (or the ceiling), then bisects each series' last bracket; series
+    that share a bracket share the estimates while they agree.
+    """
+    bound = np.asarray(bound, dtype=float)
+    below = np.zeros(len(bound))  # the last scale tried under the limit
+    above = np.full(len(bound), np.inf)  # the first scale tried over it
+    factor, previous = LOWEST, 0.0
+    while True:
+        crossed = (uppers(factor) > bound) & np.isinf(above)
+        above[crossed], below[crossed] = factor, previous
+        if np.isfinite(above).all() or factor >= ceiling:
+            break
+        previous, factor = factor, min(factor * GROWTH, ceiling)
+    todo = np.flatnonzero(np.isfinite(above) & (below > 0))
+    for _ in range(REFINE):
+        middle = np.sqrt(below[todo] * above[todo])
+        for m in np.unique(middle):
+            at = todo[middle == m]
+            crossed = uppers(float(m))[at] > bound[at]
+            above[at[crossed]] = m
+            below[at[~crossed]] = m
+    return np.where(np.isfinite(above), below, np.inf)
+
+
 def max_scales(
     bundle: Bundle,
     synthesizer: Synthesizer,
@@ -110,13 +142,9 @@ def max_scales(
     ceiling: float = CEILING,
 ) -> dict[tuple[str, str], float]:
     """Per limited series: the largest multiple of `traffic` (all APIs scaled together) at which
-    its upper band stays at or under its limit in every window; 0 where it is over the limit
-    even at LOWEST, inf where `ceiling` times the traffic does not reach it.
-
-    Usage grows with traffic, so the search walks scales up from LOWEST by GROWTH until every
-    limited series is over its limit (or the ceiling), then bisects each series' last bracket.
-    Traffic becomes call paths in expectation (the synthesizer's mean call trees), so the answer
-    is deterministic.
+    its upper band stays at or under its limit in every window (see `limit_scales`). Traffic
+    becomes call paths in expectation (the synthesizer's mean call trees), so the answer is
+    deterministic.
     """
     index = {key: j for j, key in enumerate(bundle.series)}
     unknown = [key for key in limits if key not in index]
@@ -129,34 +157,11 @@ def max_scales(
         )
     keys = list(limits)
     columns = np.array([index[k] for k in keys], dtype=int)
-    bound = np.array([limits[k] for k in keys], dtype=float)
 
     def uppers(factor: float) -> np.ndarray:
-        """Peak upper band of the limited series at `factor` times the traffic."""
         scaled = scaled_traffic(traffic, factor)
-        return peak_upper(bundle, synthesizer.windows(scaled, starts, bundle.window_seconds))[
-            columns
-        ]
+        windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
+        return peak_upper(bundle, windows)[columns]
 
-    below = np.zeros(len(keys))  # the last scale tried under the limit
-    above = np.full(len(keys), np.inf)  # the first scale tried over it
-    factor, previous = LOWEST, 0.0
-    while True:
-        crossed = (uppers(factor) > bound) & np.isinf(above)
-        above[crossed], below[crossed] = factor, previous
-        if np.isfinite(above).all() or factor >= ceiling:
-            break
-        previous, factor = factor, min(factor * GROWTH, ceiling)
-    # Bisect each bracket; series that share one share the estimates while they agree.
-    todo = np.flatnonzero(np.isfinite(above) & (below > 0))
-    for _ in range(REFINE):
-        middle = np.sqrt(below[todo] * above[todo])
-        for m in np.unique(middle):
-            at = todo[middle == m]
-            crossed = uppers(float(m))[at] > bound[at]
-            above[at[crossed]] = m
-            below[at[~crossed]] = m
-    return {
-        key: float(below[i]) if np.isfinite(above[i]) else float("inf")
-        for i, key in enumerate(keys)
-    }
+    found = limit_scales(uppers, np.array([limits[k] for k in keys]), ceiling)
+    return {key: float(found[i]) for i, key in enumerate(keys)}

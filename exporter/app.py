@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
 from estimator.synthesizer import Synthesizer, scale_windows
+from estimator.whatif import limit_scales
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -101,7 +102,11 @@ def _positive(value: Any, name: str) -> float:
 
 
 def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict[str, Any]:
-    """Expected usage for the recent traffic scaled by k, or for per-API calls per second."""
+    """Expected usage for the recent traffic scaled by k, or for per-API calls per second.
+
+    Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
+    the headroom at that traffic and `max_scale`: how many times that traffic its upper band
+    allows before it reaches the limit."""
     recent = runtime.store.recent(runtime.config.whatif_windows)
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
@@ -109,8 +114,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         factor = _positive(body["scale"], "scale")
         if not recent:
             raise InputError("no stored windows yet to scale; send traffic first", field="scale")
-        windows = scale_windows(recent, factor)
-        pred = estimator.predict_windows(windows)
+
+        def predict(k: float) -> np.ndarray:
+            return estimator.predict_windows(scale_windows(recent, k * factor))
     else:
         rates = body["rates"]
         if not isinstance(rates, dict) or not rates:
@@ -124,22 +130,38 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         n = int(body.get("windows", 1)) if isinstance(body.get("windows", 1), int) else 1
         n = min(max(n, 1), 1000)
         starts = np.arange(n) * bundle_window
-        windows = synthesizer.windows([traffic] * n, starts, bundle_window)
-        pred = estimator.predict_windows(windows, rescale=False)
-    return {
-        "windows": len(windows),
-        "series": [
-            {
-                "component": c,
-                "resource": r,
-                "lower": float(pred[:, j, 0].mean()),
-                "median": float(pred[:, j, 1].mean()),
-                "upper": float(pred[:, j, 2].mean()),
-                "peak_upper": float(pred[:, j, 2].max()),
-            }
-            for j, (c, r) in enumerate(estimator.info.series)
-        ],
-    }
+
+        def predict(k: float) -> np.ndarray:
+            scaled = [{api: calls * k for api, calls in traffic.items()}] * n
+            windows = synthesizer.windows(scaled, starts, bundle_window)
+            return estimator.predict_windows(windows, rescale=False)
+
+    pred = predict(1.0)
+    series = estimator.info.series
+    limits = runtime.loop.snapshot.limits
+    limited = [j for j, key in enumerate(series) if limits.get(key, 0.0) > 0]
+    scales = np.zeros(0)
+    if limited:
+        bound = np.array([limits[series[j]] for j in limited])
+        scales = limit_scales(lambda k: predict(k)[:, limited, 2].max(axis=0), bound)
+    allowed = dict(zip(limited, scales.tolist(), strict=True))
+    out = []
+    for j, (c, r) in enumerate(series):
+        entry: dict[str, Any] = {
+            "component": c,
+            "resource": r,
+            "lower": float(pred[:, j, 0].mean()),
+            "median": float(pred[:, j, 1].mean()),
+            "upper": float(pred[:, j, 2].mean()),
+            "peak_upper": float(pred[:, j, 2].max()),
+        }
+        if j in allowed:
+            limit = limits[(c, r)]
+            entry["limit"] = limit
+            entry["headroom"] = 1.0 - entry["peak_upper"] / limit
+            entry["max_scale"] = allowed[j] if math.isfinite(allowed[j]) else None
+        out.append(entry)
+    return {"windows": len(pred), "series": out}
 
 
 def _authorized(runtime: Runtime) -> bool:

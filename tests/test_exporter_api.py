@@ -184,6 +184,41 @@ def test_store_survives_restart_and_history_resumes(bundle_dir: Path, tmp_path: 
         again.stop()
 
 
+def test_api_whatif_answers_capacity_where_limits_are_known(
+    runtime, bundle_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """With limits configured, each limited series gets its headroom and `max_scale`: at that
+    multiple of the traffic its peak upper band is at or under the limit, 1% beyond it over."""
+    rt, clock = runtime
+    send_window(rt, clock, 10, seed=3)
+    plain = requests.post(f"{rt.url}/api/v1/whatif", json={"scale": 1}, timeout=5).json()
+    key = ("compose", "cpu")
+    peak = {(s["component"], s["resource"]): s["peak_upper"] for s in plain["series"]}[key]
+    assert all("limit" not in s for s in plain["series"])  # no limits known: no capacity
+    limits = {key: 2 * peak, ("front", "cpu"): 1e6}
+    config = make_config(bundle_dir, tmp_path / "limited", limits=limits)
+    limited = Runtime(config, clock=clock).start(tick=False)
+    try:
+        send_window(limited, clock, 10, seed=3)
+        api = f"{limited.url}/api/v1/whatif"
+
+        def entry(body: dict, which: tuple[str, str] = key) -> dict:
+            answer = requests.post(api, json=body, timeout=5).json()
+            return {(s["component"], s["resource"]): s for s in answer["series"]}[which]
+
+        compose = entry({"scale": 1})
+        assert compose["limit"] == 2 * peak
+        assert compose["headroom"] == pytest.approx(1 - compose["peak_upper"] / (2 * peak))
+        allowed = compose["max_scale"]
+        assert 1.0 < allowed < 100.0  # twice the peak: more than today's traffic allows
+        assert entry({"scale": allowed})["peak_upper"] <= 2 * peak
+        assert entry({"scale": allowed * 1.01})["peak_upper"] > 2 * peak
+        assert entry({"scale": 1}, ("front", "cpu"))["max_scale"] is None  # not reached by 100x
+        assert "limit" not in entry({"scale": 1}, ("store", "cpu"))
+    finally:
+        limited.stop()
+
+
 def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     api = f"{rt.url}/api/v1"
