@@ -15,13 +15,8 @@ from typing import Literal
 import pandas as pd
 
 from estimator.errors import InputError
-from estimator.importers.common import (
-    OnFile,
-    check_window_seconds,
-    expand_inputs,
-    service_of_pod,
-)
-from estimator.spans import SpanColumns, windows_of_batches
+from estimator.importers.common import OnFile, expand_inputs, service_of_pod, windows_of_files
+from estimator.spans import SpanColumns
 from estimator.windows import Pair, Window
 
 SUFFIXES = (".csv", ".csv.gz")
@@ -181,6 +176,5 @@ def import_span_csv(
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
     assembled file by file in name order (time order for the HH_MM_trace.csv layout)."""
-    check_window_seconds(window_seconds)
     batches = span_batches(expand_inputs(spec, SUFFIXES), on_file)
-    return windows_of_batches(batches, window_seconds, fold_gateway)
+    return windows_of_files(batches, window_seconds, fold_gateway)
