@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -95,16 +95,24 @@ CEILING = 100.0
 """Largest traffic scale searched; a limit not reached by then is reported as not reached."""
 
 
-def peak_upper(bundle: Bundle, windows: Sequence[Window]) -> np.ndarray:
-    """[series] the highest upper band over the windows."""
+class Allowed(NamedTuple):
+    """How many times the traffic a limit allows: until the upper band's peak reaches it (the
+    safe answer) and until the median's peak does (the expected one)."""
+
+    upper: float
+    median: float
+
+
+def peaks(bundle: Bundle, windows: Sequence[Window]) -> np.ndarray:
+    """[series, 2] the highest upper band and the highest median over the windows."""
     pred, _ = bundle.predict(windows)
-    return np.asarray(pred[..., 2].max(axis=0), dtype=float)
+    return np.stack([pred[..., 2].max(axis=0), pred[..., 1].max(axis=0)], axis=1)
 
 
 def limit_scales(
-    uppers: Callable[[float], np.ndarray], bound: np.ndarray, ceiling: float = CEILING
+    levels: Callable[[float], np.ndarray], bound: np.ndarray, ceiling: float = CEILING
 ) -> np.ndarray:
-    """Per limit: the largest traffic scale at which `uppers(scale)` (the peak upper band of the
+    """Per limit: the largest traffic scale at which `levels(scale)` (a peak estimate of each
     limited series, [limits]) stays at or under `bound`; 0 where it is over even at LOWEST, inf
     where `ceiling` does not reach it.
 
@@ -117,7 +125,7 @@ def limit_scales(
     above = np.full(len(bound), np.inf)  # the first scale tried over it
     factor, previous = LOWEST, 0.0
     while True:
-        crossed = (uppers(factor) > bound) & np.isinf(above)
+        crossed = (levels(factor) > bound) & np.isinf(above)
         above[crossed], below[crossed] = factor, previous
         if np.isfinite(above).all() or factor >= ceiling:
             break
@@ -127,7 +135,7 @@ def limit_scales(
         middle = np.sqrt(below[todo] * above[todo])
         for m in np.unique(middle):
             at = todo[middle == m]
-            crossed = uppers(float(m))[at] > bound[at]
+            crossed = levels(float(m))[at] > bound[at]
             above[at[crossed]] = m
             below[at[~crossed]] = m
     return np.where(np.isfinite(above), below, np.inf)
@@ -140,11 +148,11 @@ def max_scales(
     starts: np.ndarray,
     limits: Mapping[tuple[str, str], float],
     ceiling: float = CEILING,
-) -> dict[tuple[str, str], float]:
+) -> dict[tuple[str, str], Allowed]:
     """Per limited series: the largest multiple of `traffic` (all APIs scaled together) at which
-    its upper band stays at or under its limit in every window (see `limit_scales`). Traffic
-    becomes call paths in expectation (the synthesizer's mean call trees), so the answer is
-    deterministic.
+    its upper band, and its median, stay at or under its limit in every window (one search for
+    both, see `limit_scales`). Traffic becomes call paths in expectation (the synthesizer's mean
+    call trees), so the answer is deterministic.
     """
     index = {key: j for j, key in enumerate(bundle.series)}
     unknown = [key for key in limits if key not in index]
@@ -157,11 +165,12 @@ def max_scales(
         )
     keys = list(limits)
     columns = np.array([index[k] for k in keys], dtype=int)
+    bound = np.array([limits[k] for k in keys], dtype=float)
 
-    def uppers(factor: float) -> np.ndarray:
+    def levels(factor: float) -> np.ndarray:  # upper peaks, then median peaks
         scaled = scaled_traffic(traffic, factor)
         windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
-        return peak_upper(bundle, windows)[columns]
+        return peaks(bundle, windows)[columns].T.ravel()
 
-    found = limit_scales(uppers, np.array([limits[k] for k in keys]), ceiling)
-    return {key: float(found[i]) for i, key in enumerate(keys)}
+    found = limit_scales(levels, np.concatenate([bound, bound]), ceiling).reshape(2, len(keys))
+    return {key: Allowed(float(found[0, i]), float(found[1, i])) for i, key in enumerate(keys)}

@@ -140,11 +140,16 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     series = estimator.info.series
     limits = runtime.loop.snapshot.limits
     limited = [j for j, key in enumerate(series) if limits.get(key, 0.0) > 0]
-    scales = np.zeros(0)
+    allowed: dict[int, tuple[float, float]] = {}
     if limited:
         bound = np.array([limits[series[j]] for j in limited])
-        scales = limit_scales(lambda k: predict(k)[:, limited, 2].max(axis=0), bound)
-    allowed = dict(zip(limited, scales.tolist(), strict=True))
+
+        def levels(k: float) -> np.ndarray:  # upper peaks, then median peaks
+            peak = predict(k)[:, limited].max(axis=0)
+            return np.concatenate([peak[:, 2], peak[:, 1]])
+
+        found = limit_scales(levels, np.concatenate([bound, bound])).reshape(2, len(limited))
+        allowed = {j: (float(found[0, i]), float(found[1, i])) for i, j in enumerate(limited)}
     out = []
     for j, (c, r) in enumerate(series):
         entry: dict[str, Any] = {
@@ -159,7 +164,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             limit = limits[(c, r)]
             entry["limit"] = limit
             entry["headroom"] = 1.0 - entry["peak_upper"] / limit
-            entry["max_scale"] = allowed[j] if math.isfinite(allowed[j]) else None
+            upper, median = allowed[j]
+            entry["max_scale"] = upper if math.isfinite(upper) else None
+            entry["max_scale_median"] = median if math.isfinite(median) else None
         out.append(entry)
     return {"windows": len(pred), "series": out}
 

@@ -123,6 +123,12 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     beyond = _whatif_rows(model, root / "w4", "--scale", str(allowed * 1.01))
     assert float(at[("compose", "cpu")]["whatif_peak_upper"]) <= 2 * upper
     assert float(beyond[("compose", "cpu")]["whatif_peak_upper"]) > 2 * upper
+    expected = float(compose["max_scale_median"])  # the same, read off the median
+    assert expected > allowed
+    at = _whatif_rows(model, root / "w5", "--scale", str(expected))
+    beyond = _whatif_rows(model, root / "w6", "--scale", str(expected * 1.01))
+    assert float(at[("compose", "cpu")]["whatif_peak"]) <= 2 * upper
+    assert float(beyond[("compose", "cpu")]["whatif_peak"]) > 2 * upper
 
 
 @pytest.mark.parametrize(

@@ -213,6 +213,12 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
         assert 1.0 < allowed < 100.0  # twice the peak: more than today's traffic allows
         assert entry({"scale": allowed})["peak_upper"] <= 2 * peak
         assert entry({"scale": allowed * 1.01})["peak_upper"] > 2 * peak
+        expected = compose["max_scale_median"]  # the same, read off the median's peak
+        assert expected > allowed
+        answer = requests.post(api, json={"scale": expected}, timeout=5).json()
+        assert answer["windows"] == 1  # one stored window: its median is the peak
+        assert entry({"scale": expected})["median"] <= 2 * peak
+        assert entry({"scale": expected * 1.01})["median"] > 2 * peak
         assert entry({"scale": 1}, ("front", "cpu"))["max_scale"] is None  # not reached by 100x
         assert "limit" not in entry({"scale": 1}, ("store", "cpu"))
     finally:

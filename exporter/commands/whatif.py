@@ -13,6 +13,7 @@ from estimator.errors import InputError
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
+    Allowed,
     WhatIf,
     estimate,
     max_scales,
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         except InputError as exc:  # a limit of a series the model does not estimate
             raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
         add_capacity(rows, limits, scales)
-        columns += ["limit", "headroom", "max_scale"]
+        columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(rows, columns))
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
@@ -206,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 def add_capacity(
     rows: list[dict[str, object]],
     limits: dict[tuple[str, str], float],
-    scales: dict[tuple[str, str], float],
+    scales: dict[tuple[str, str], Allowed],
 ) -> None:
     """Limit, headroom (1 - peak upper band / limit) and allowed scale on the limited rows."""
     for row in rows:
@@ -215,19 +216,21 @@ def add_capacity(
             upper = float(row["whatif_peak_upper"])  # type: ignore[arg-type]
             row["limit"] = limits[key]
             row["headroom"] = 1.0 - upper / limits[key]
-            row["max_scale"] = scales[key]
+            row["max_scale"] = scales[key].upper
+            row["max_scale_median"] = scales[key].median
 
 
 def capacity_line(
-    scales: dict[tuple[str, str], float], limits: dict[tuple[str, str], float], what: str
+    scales: dict[tuple[str, str], Allowed], limits: dict[tuple[str, str], float], what: str
 ) -> str:
     """Which limit traffic reaches first, and at what multiple of `what`."""
-    key = min(scales, key=lambda k: scales[k])
-    scale = scales[key]
-    if not np.isfinite(scale):
+    key = min(scales, key=lambda k: scales[k].upper)
+    allowed = scales[key]
+    if not np.isfinite(allowed.upper):
         return f"capacity: no limit is reached up to {CEILING:g}x {what}"
     unit = UNITS.get(key[1], "")
+    expected = f"{allowed.median:.2f}x" if np.isfinite(allowed.median) else f"over {CEILING:g}x"
     return (
         f"capacity: {key[0]}/{key[1]} reaches its limit ({limits[key]:g} {unit}) first, at "
-        f"{scale:.2f}x {what} (the upper band's peak; the median is lower)"
+        f"{allowed.upper:.2f}x {what} by the upper band ({expected} by the median)"
     )
