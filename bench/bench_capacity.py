@@ -30,9 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_section  # noqa: E402
-from estimator.simulator import SimulationConfig  # noqa: E402
-from estimator.simulator.engine import _streams, run_calls, to_windows  # noqa: E402
-from estimator.simulator.traffic import scenario_calls  # noqa: E402
+from estimator.simulator import SimulationConfig, run_simulation, to_windows  # noqa: E402
 from estimator.synthesizer import Synthesizer, traffic_of  # noqa: E402
 from estimator.training import TrainConfig, train_bundle  # noqa: E402
 from estimator.whatif import max_scales  # noqa: E402
@@ -82,15 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     day = 1440
     train_config = SimulationConfig(scenario="normal", seed=args.seed, windows=args.days * day)
     base_config = SimulationConfig(scenario="normal", seed=10 * args.seed + 1, windows=day)
-    train_sim = run_calls(train_config, scenario_calls(train_config, _streams(train_config)[0]))
-    calls = scenario_calls(base_config, _streams(base_config)[0])  # with the warm-up
-    base_sim = run_calls(base_config, calls)
+    train_sim, base_sim = run_simulation(train_config), run_simulation(base_config)
     train, base = to_windows(train_sim), to_windows(base_sim)
     series = train_sim.series
     measured_peak = np.nanmax(targets(base, list(series)), axis=0)
     truths = {}
     for scale in TRUE_SCALES:
-        scaled = run_calls(base_config, np.rint(calls * scale).astype(np.int64))
+        scaled = run_simulation(base_config, traffic_scale=scale)
         truths[scale] = scaled.oracle.max(axis=0)  # noise-free peak at s times the traffic
     rows = []
     for scale in TRUE_SCALES:

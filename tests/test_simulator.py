@@ -72,6 +72,16 @@ def test_scale_triples_the_calls() -> None:
     assert abs(ratio - SMALL.scale) < 0.05 * SMALL.scale
 
 
+def test_traffic_scale_multiplies_the_same_draw_of_calls() -> None:
+    """k times the very same traffic (not a new draw), so runs at 1x and kx compare."""
+    one, two = run_simulation(SMALL), run_simulation(SMALL, traffic_scale=2.0)
+    assert np.array_equal(two.api_calls, 2 * one.api_calls)
+    j = _column(one, "nginx", "cpu")
+    assert np.all(two.oracle[:, j] > one.oracle[:, j])
+    with pytest.raises(InputError, match="non-negative"):
+        run_simulation(SMALL, traffic_scale=-1.0)
+
+
 def test_shape_is_flat_at_the_peak() -> None:
     normal = _run("normal").api_calls.sum(axis=1)
     flat = _run("shape").api_calls.sum(axis=1)

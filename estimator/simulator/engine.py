@@ -152,10 +152,16 @@ def run_calls(config: SimulationConfig, api_calls: np.ndarray) -> Simulation:
     )
 
 
-def run_simulation(config: SimulationConfig) -> Simulation:
-    """Simulate the config's scenario, its traffic drawn from `config.seed`."""
+def run_simulation(config: SimulationConfig, traffic_scale: float = 1.0) -> Simulation:
+    """Simulate the config's scenario, its traffic drawn from `config.seed`; `traffic_scale`
+    multiplies those calls (rounded), so runs at 1x and at k times the same traffic compare."""
+    if not np.isfinite(traffic_scale) or traffic_scale < 0:
+        raise InputError(f"must be finite and non-negative, got {traffic_scale}", field="scale")
     traffic_rng = _streams(config)[0]
-    return run_calls(config, scenario_calls(config, traffic_rng))
+    calls = scenario_calls(config, traffic_rng)
+    if traffic_scale != 1.0:
+        calls = np.rint(calls * traffic_scale).astype(np.int64)
+    return run_calls(config, calls)
 
 
 def scenario_traffic(config: SimulationConfig) -> np.ndarray:
