@@ -105,8 +105,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     """Expected usage for the recent traffic scaled by k, or for per-API calls per second.
 
     Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
-    the headroom at that traffic and `max_scale`: how many times that traffic its upper band
-    allows before it reaches the limit."""
+    the headroom at that traffic, `max_scale`: how many times that traffic its upper band allows
+    before its peak reaches the limit, and `max_scale_median`, the same for the median (None
+    where 100 times the traffic does not reach it)."""
     recent = runtime.store.recent(runtime.config.whatif_windows)
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
