@@ -145,19 +145,6 @@ def check_window_seconds(window_seconds: int) -> int:
     return window_seconds
 
 
-def read_json_spans(
-    spec: str | Path,
-    suffixes: Sequence[str],
-    parse: Callable[[Any, str, int], Iterable[Span]],
-    on_file: Callable[[Path], None] | None = None,
-) -> SpanColumns:
-    """All spans of JSON trace files (a file, a directory or a glob) in one batch."""
-    cols = SpanColumns.empty()
-    for batch in json_span_batches(spec, suffixes, parse, on_file):
-        cols.extend(batch)
-    return cols
-
-
 def json_span_batches(
     spec: str | Path,
     suffixes: Sequence[str],

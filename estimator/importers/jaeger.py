@@ -16,10 +16,9 @@ from estimator.importers.common import (
     OnFile,
     Where,
     json_span_batches,
-    read_json_spans,
     windows_of_files,
 )
-from estimator.spans import Span, SpanColumns
+from estimator.spans import Span
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -75,11 +74,6 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[
                 )
             )
     return out
-
-
-def read_jaeger(spec: str | Path, on_file: OnFile | None = None) -> SpanColumns:
-    """All spans of Jaeger JSON files (a file, a directory or a glob) in one batch."""
-    return read_json_spans(spec, SUFFIXES, spans_from_jaeger, on_file)
 
 
 def import_jaeger(
