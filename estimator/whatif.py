@@ -103,10 +103,9 @@ class Allowed(NamedTuple):
     median: float
 
 
-def peaks(bundle: Bundle, windows: Sequence[Window]) -> np.ndarray:
-    """[series, 2] the highest upper band and the highest median over the windows."""
-    pred, _ = bundle.predict(windows)
-    return np.stack([pred[..., 2].max(axis=0), pred[..., 1].max(axis=0)], axis=1)
+def peaks(pred: np.ndarray) -> np.ndarray:
+    """[series, 2] the highest upper band and the highest median of [windows, series, 3]."""
+    return np.asarray(pred.max(axis=0)[:, [2, 1]], dtype=float)
 
 
 def limit_scales(
@@ -141,6 +140,18 @@ def limit_scales(
     return np.where(np.isfinite(above), below, np.inf)
 
 
+def allowed_scales(
+    levels: Callable[[float], np.ndarray], bound: np.ndarray, ceiling: float = CEILING
+) -> list[Allowed]:
+    """Per limit, both answers of one search: `levels(scale)` gives [limits, 2] peaks (upper
+    band, median; see `peaks`) and `bound` the limits."""
+    bound = np.asarray(bound, dtype=float)
+    found = limit_scales(
+        lambda k: levels(k).T.ravel(), np.concatenate([bound, bound]), ceiling
+    ).reshape(2, len(bound))
+    return [Allowed(float(upper), float(median)) for upper, median in found.T]
+
+
 def max_scales(
     bundle: Bundle,
     synthesizer: Synthesizer,
@@ -167,10 +178,9 @@ def max_scales(
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
 
-    def levels(factor: float) -> np.ndarray:  # upper peaks, then median peaks
+    def levels(factor: float) -> np.ndarray:
         scaled = scaled_traffic(traffic, factor)
-        windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
-        return peaks(bundle, windows)[columns].T.ravel()
+        pred, _ = bundle.predict(synthesizer.windows(scaled, starts, bundle.window_seconds))
+        return peaks(pred)[columns]
 
-    found = limit_scales(levels, np.concatenate([bound, bound]), ceiling).reshape(2, len(keys))
-    return {key: Allowed(float(found[0, i]), float(found[1, i])) for i, key in enumerate(keys)}
+    return dict(zip(keys, allowed_scales(levels, bound, ceiling), strict=True))

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
 from estimator.synthesizer import Synthesizer, scale_windows
-from estimator.whatif import limit_scales
+from estimator.whatif import Allowed, allowed_scales, peaks
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -141,16 +141,11 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     series = estimator.info.series
     limits = runtime.loop.snapshot.limits
     limited = [j for j, key in enumerate(series) if limits.get(key, 0.0) > 0]
-    allowed: dict[int, tuple[float, float]] = {}
+    allowed: dict[int, Allowed] = {}
     if limited:
         bound = np.array([limits[series[j]] for j in limited])
-
-        def levels(k: float) -> np.ndarray:  # upper peaks, then median peaks
-            peak = predict(k)[:, limited].max(axis=0)
-            return np.concatenate([peak[:, 2], peak[:, 1]])
-
-        found = limit_scales(levels, np.concatenate([bound, bound])).reshape(2, len(limited))
-        allowed = {j: (float(found[0, i]), float(found[1, i])) for i, j in enumerate(limited)}
+        answers = allowed_scales(lambda k: peaks(predict(k)[:, limited]), bound)
+        allowed = dict(zip(limited, answers, strict=True))
     out = []
     for j, (c, r) in enumerate(series):
         entry: dict[str, Any] = {
