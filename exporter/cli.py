@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("exporter.commands.predict", "write expected usage and band per window as CSV"),
     "evaluate": ("exporter.commands.evaluate", "accuracy per series, plots and an HTML report"),
     "whatif": ("exporter.commands.whatif", "expected usage for hypothetical traffic"),
+    "capacity": (
+        "exporter.commands.capacity",
+        "the request rate each API serves within a latency objective, from load-test steps",
+    ),
     "serve": ("exporter.commands.serve", "run the Prometheus exporter and OTLP receiver"),
     "demo": ("exporter.commands.demo", "the whole story on a local testbed, in one command"),
 }

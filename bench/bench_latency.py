@@ -1,0 +1,240 @@
+"""Latency capacity on real load tests: DeathStarBench step runs (wrk2, latency against rate).
+
+    python bench/bench_latency.py [--runs FILE] [--no-write]
+
+The runs are grouped by deployment (application, runtime, placement, experiment); steps of one
+deployment differ only in the offered rate. Two questions a capacity planner asks of a step test,
+each answered from the lower steps only and checked against the higher ones:
+
+1. *Next step*: from the m lowest unsaturated steps, the latency at the next tested rate (and the
+   one after), for p50, p90 and p99. Error factor = exp |log(predicted / measured)|.
+2. *Objective*: the highest rate within an objective (p50, p90 or p99 at or under 25, 50, 100, 200
+   or 500 ms) from the steps below the first one that breaks it. The truth is the crossing read
+   between the two steps that bracket it, from all steps.
+
+Methods, all fitted on the same steps: the queueing curve of `estimator.latency` (DeepRest), and
+the learned models of the latency capacity study on the one feature that varies here (requests
+per second): linear regression of latency on rate, linear regression of log latency on rate, and
+boosted trees (XGBoost) of log latency on rate; plus the naive readings, the last step's latency
+and, for objectives, the highest step that met it. Results go to docs/benchmarks.md (section
+"latency"); skips (exit 0) when the runs file is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import write_section  # noqa: E402
+from estimator.errors import InputError  # noqa: E402
+from estimator.latency import Step, fit_curve, measured_max_rate  # noqa: E402
+from exporter.commands.capacity import parse_objective, read_steps  # noqa: E402
+from exporter.report import format_table, markdown_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS = ROOT.parent / "shared" / "data" / "dsb-latency" / "runs.csv"
+GROUP_BY = ("application", "runtime", "placement", "experiment")
+STATISTICS = ("p50", "p90", "p99")
+OBJECTIVES_MS = (25, 50, 100, 200, 500)
+MIN_STEPS = 3
+
+Curve = Callable[[np.ndarray], np.ndarray]  # rate -> latency (seconds)
+
+
+def _linear(rates: np.ndarray, latency: np.ndarray) -> Curve:
+    slope, intercept = np.polyfit(rates, latency, 1)
+    return lambda r: np.maximum(intercept + slope * r, 1e-6)
+
+
+def _loglinear(rates: np.ndarray, latency: np.ndarray) -> Curve:
+    slope, intercept = np.polyfit(rates, np.log(latency), 1)
+    return lambda r: np.exp(intercept + slope * r)
+
+
+def _trees(rates: np.ndarray, latency: np.ndarray) -> Curve:
+    import xgboost as xgb
+
+    params = {"max_depth": 2, "eta": 0.3, "nthread": 1, "min_child_weight": 0.0}
+    booster = xgb.train(params, xgb.DMatrix(rates[:, None], label=np.log(latency)), 50)
+    return lambda r: np.exp(booster.predict(xgb.DMatrix(np.asarray(r, dtype=float).reshape(-1, 1))))
+
+
+def _queue(rates: np.ndarray, latency: np.ndarray, steps: Sequence[Step]) -> Curve:
+    fit = fit_curve(steps)
+    return lambda r: fit.best.latency(r)
+
+
+def _last(rates: np.ndarray, latency: np.ndarray) -> Curve:
+    top = float(latency[np.argmax(rates)])
+    return lambda r: np.full(np.shape(r), top)
+
+
+LEARNED: dict[str, Callable[[np.ndarray, np.ndarray], Curve]] = {
+    "linear regression": _linear,
+    "log-linear regression": _loglinear,
+    "boosted trees (xgboost)": _trees,
+    "last step's latency": _last,
+}
+
+
+def curves(steps: Sequence[Step]) -> dict[str, Curve]:
+    """Every method fitted on the same steps (saturated ones only inform the queueing curve)."""
+    calm = [s for s in steps if not s.saturated]
+    rates = np.array([s.achieved for s in calm])
+    latency = np.array([s.latency for s in calm])
+    fitted = {"queueing curve (DeepRest)": _queue(rates, latency, steps)}
+    fitted.update({name: make(rates, latency) for name, make in LEARNED.items()})
+    return fitted
+
+
+def crossing(curve: Curve, objective: float, start: float, stop: float) -> float:
+    """The first rate on a fine grid from `start` to `stop` whose latency passes `objective`."""
+    grid = np.linspace(start, stop, 4001)
+    over = np.nonzero(curve(grid) > objective)[0]
+    return float(grid[over[0]]) if len(over) else math.inf
+
+
+def next_step_errors(groups: dict[str, list[Step]]) -> list[dict[str, object]]:
+    """One record per (group, statistic, fitted steps, steps ahead, method)."""
+    records: list[dict[str, object]] = []
+    for group, steps in groups.items():
+        calm = sorted((s for s in steps if not s.saturated), key=lambda s: s.rate)
+        for m in range(MIN_STEPS, len(calm)):
+            fitted = curves(calm[:m])
+            for ahead, target in enumerate(calm[m : m + 2], start=1):
+                for name, curve in fitted.items():
+                    predicted = float(curve(np.array([target.achieved]))[0])
+                    error = abs(math.log(predicted / target.latency))
+                    records.append(
+                        {"group": group, "ahead": ahead, "method": name, "log_error": error,
+                         "under": predicted < target.latency}
+                    )  # fmt: skip
+    return records
+
+
+def objective_answers(groups: dict[str, list[Step]], threshold: float) -> list[dict[str, object]]:
+    """Per group with a bracketed crossing: each method's answer from the steps under it."""
+    records: list[dict[str, object]] = []
+    for group, steps in groups.items():
+        truth, lo, hi = measured_max_rate(steps, threshold)
+        if not lo < truth < hi:
+            continue
+        below = [s for s in steps if s.rate < hi]
+        if sum(not s.saturated for s in below) < MIN_STEPS:
+            continue
+        fitted = curves(below)
+        answers = {name: crossing(c, threshold, lo, 20 * lo) for name, c in fitted.items()}
+        answers["highest step within it"] = lo
+        low, _, high = fit_curve(below).max_rate(threshold)
+        answers["queueing curve, low end of its range"] = low
+        for name, value in answers.items():
+            records.append(
+                {"group": group, "method": name, "ratio": value / truth,
+                 "covered": low <= truth <= high if name == "queueing curve (DeepRest)" else None}
+            )  # fmt: skip
+    return records
+
+
+def summarize_next(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for method in dict.fromkeys(str(r["method"]) for r in records):
+        for ahead in (1, 2):
+            mine = [r for r in records if r["method"] == method and r["ahead"] == ahead]
+            errors = np.array([float(r["log_error"]) for r in mine])  # type: ignore[arg-type]
+            rows.append(
+                {"method": method, "steps_ahead": ahead, "cases": len(mine),
+                 "median_error_factor": float(np.exp(np.median(errors))),
+                 "p90_error_factor": float(np.exp(np.quantile(errors, 0.9, method="inverted_cdf"))),
+                 "within_1.5x": float(np.mean(errors <= math.log(1.5))),
+                 "under_predicted": float(np.mean([bool(r["under"]) for r in mine]))}
+            )  # fmt: skip
+    return rows
+
+
+def summarize_objective(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for method in dict.fromkeys(str(r["method"]) for r in records):
+        ratios = np.array([float(r["ratio"]) for r in records if r["method"] == method])  # type: ignore[arg-type]
+        finite = ratios[np.isfinite(ratios)]
+        covered = [
+            bool(r["covered"])
+            for r in records
+            if r["method"] == method and r["covered"] is not None
+        ]
+        rows.append(
+            {"method": method, "cases": len(ratios),
+             "median_answer_over_truth": float(np.median(ratios)),
+             "within_20%": float(np.mean(np.abs(ratios - 1.0) <= 0.2)),
+             "safe (<= truth)": float(np.mean(ratios <= 1.0)),
+             "no_answer": float(np.mean(~np.isfinite(ratios))),
+             "range_holds_truth": float(np.mean(covered)) if covered else math.nan,
+             "spread_p10_p90": f"{np.quantile(finite, 0.1):.2f}-{np.quantile(finite, 0.9):.2f}"
+             if len(finite) else "n/a"}
+        )  # fmt: skip
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.runs.exists():
+        print(f"skipped: {args.runs} is absent")
+        return 0
+    next_records: list[dict[str, object]] = []
+    objective_records: list[dict[str, object]] = []
+    for statistic in STATISTICS:
+        objective = parse_objective(f"{statistic}=1s")
+        groups = {
+            f"{g}": s for (g, _), s in read_steps([args.runs], objective, list(GROUP_BY)).items()
+        }
+        next_records += [dict(r, statistic=statistic) for r in next_step_errors(groups)]
+        for ms in OBJECTIVES_MS:
+            try:
+                objective_records += objective_answers(groups, ms / 1e3)
+            except InputError as exc:  # pragma: no cover - data with too few steps
+                print(f"skipped {statistic}={ms}ms: {exc}")
+    next_rows, objective_rows = summarize_next(next_records), summarize_objective(objective_records)
+    next_columns = list(next_rows[0])
+    objective_columns = list(objective_rows[0])
+    print(format_table(next_rows, next_columns))
+    print()
+    print(format_table(objective_rows, objective_columns))
+    deployments = len({str(r["group"]) for r in next_records})
+    body = f"""## Latency capacity (real load tests)
+
+Command: `python bench/bench_latency.py`, on `{args.runs.parent.name}/{args.runs.name}` (wrk2 step
+runs of DeathStarBench's hotel reservation, social network and media apps; {deployments}
+deployments with at least {MIN_STEPS + 1} unsaturated steps). Every method is fitted on the same
+lower steps of one deployment and checked against its higher steps; nothing is fitted across
+deployments.
+
+Next step: latency (p50, p90, p99) at the next tested rate (and two steps ahead) from the steps
+below it. Error factor = exp |log(predicted / measured)|; under_predicted = share of cases
+predicted below the measurement.
+
+{markdown_table(next_rows, next_columns)}
+
+Objective: the highest rate with p50, p90 or p99 at or under {", ".join(map(str, OBJECTIVES_MS))}
+ms, from the steps below the first step that breaks it; truth = the crossing between the two
+steps that bracket it. safe = share of answers at or under the truth; no_answer = the method's
+latency never reaches the objective (up to 20x the highest step); range_holds_truth = share of
+cases whose truth lies in the queueing curve's plausible range.
+
+{markdown_table(objective_rows, objective_columns)}
+"""
+    if not args.no_write:
+        write_section("latency", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

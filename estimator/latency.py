@@ -1,0 +1,193 @@
+"""Latency capacity from load-test steps: the rate an API can serve within a latency objective.
+
+A step load test (wrk2, Locust, k6) runs an API at a few request rates and records latency
+percentiles per step. Two answers come out of those steps:
+
+- the *measured* answer: the SLO crossing read between the two tested rates that bracket it
+  (log-linear interpolation of latency in rate), when the steps do bracket it;
+- the *modelled* answer: a queueing curve fitted to the unsaturated steps, latency(rate) =
+  base + scale * load**k / (1 - load) with load = rate / capacity: a constant (network, fixed
+  work) plus queueing that sets in like waiting in a pool of k workers (k = 1 is M/M/1). It reads
+  the SLO crossing beyond the tested rates, with a range from the profile likelihood of
+  `capacity` and `k`.
+
+Steps whose served rate falls short of the offered rate are saturated: their latency is a backlog
+that grows with the run's length, not a steady state, so they only bound `capacity` from above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from estimator.errors import InputError
+
+SATURATED_RATIO = 0.97
+"""A step is saturated when it served less than this share of the rate it was offered."""
+
+NOISE_FLOOR = 0.1
+"""Least log-latency noise assumed for one step (single runs vary by about 10% or more)."""
+
+CHI2_90 = 2.706
+"""90% quantile of chi-square with one degree of freedom: the profile-likelihood cut."""
+
+GRID_POINTS = 400
+GRID_SPAN = 200.0
+"""Capacity is searched from just above the highest unsaturated rate to GRID_SPAN times it."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One load step of one API: the rate asked, the rate served and a latency percentile."""
+
+    offered: float  # requests/s; NaN when the tool does not record it
+    achieved: float  # requests/s served
+    latency: float  # seconds, at the percentile the objective names
+
+    @property
+    def rate(self) -> float:
+        """The load of the step: the offered rate where known, else the served one."""
+        return self.achieved if math.isnan(self.offered) else self.offered
+
+    @property
+    def saturated(self) -> bool:
+        return not math.isnan(self.offered) and self.achieved < SATURATED_RATIO * self.offered
+
+
+SERVERS = (1, 2, 4, 8, 16, 32)
+"""Queue onsets tried: waiting starts like load**k with k servers (Erlang C), k from this set."""
+
+
+@dataclass(frozen=True)
+class QueueCurve:
+    """latency(rate) = base + scale * load**servers / (1 - load), load = rate / capacity.
+
+    With one server it is the M/M/1 response time; with k servers waiting (and so the tail) sets
+    in late and steeply, as Erlang C has it for a pool of k workers. capacity may be infinite.
+    """
+
+    base: float
+    scale: float
+    capacity: float
+    servers: int = 1
+
+    def queueing(self, rate: np.ndarray | float) -> np.ndarray:
+        """The load-dependent factor: load**servers / (1 - load), inf at or past capacity."""
+        r = np.asarray(rate, dtype=float)
+        if math.isinf(self.capacity):
+            return np.zeros(r.shape)
+        load = r / self.capacity
+        with np.errstate(divide="ignore"):
+            return np.where(load < 1.0, load**self.servers / (1.0 - load), np.inf)
+
+    def latency(self, rate: np.ndarray | float) -> np.ndarray:
+        wait = self.queueing(rate)
+        return self.base + (self.scale * wait if self.scale > 0 else np.zeros(wait.shape))
+
+    def max_rate(self, objective: float) -> float:
+        """The highest rate whose latency stays at or under `objective` (0 if none, inf if all)."""
+        room = objective - self.base
+        if room < 0:
+            return 0.0
+        if self.scale <= 0 or math.isinf(self.capacity):
+            return math.inf
+        target = room / self.scale  # solve load**k / (1 - load) = target, increasing on [0, 1)
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if mid < 1.0 and mid**self.servers / (1.0 - mid) <= target:
+                lo = mid
+            else:
+                hi = mid
+        return lo * self.capacity
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """The best curve and every curve the profile likelihood keeps at 90%."""
+
+    best: QueueCurve
+    plausible: tuple[QueueCurve, ...]
+    steps_used: int
+    highest_rate: float  # highest unsaturated rate fitted
+    rmse_log: float  # of the best curve, in log latency
+
+    def max_rate(self, objective: float) -> tuple[float, float, float]:
+        """(low, best, high) rate that keeps latency within `objective`."""
+        values = [c.max_rate(objective) for c in self.plausible]
+        return min(values), self.best.max_rate(objective), max(values)
+
+    def latency(self, rate: float) -> tuple[float, float, float]:
+        """(low, best, high) latency at `rate`."""
+        values = [float(c.latency(rate)) for c in self.plausible]
+        return min(values), float(self.best.latency(rate)), max(values)
+
+
+def _solve(
+    rates: np.ndarray, latency: np.ndarray, capacity: float, servers: int
+) -> tuple[QueueCurve, float]:
+    """Non-negative base and scale for one capacity, by relative least squares; SSE in log."""
+    x = QueueCurve(0.0, 1.0, capacity, servers).queueing(rates)
+    design = np.column_stack([1.0 / latency, x / latency])
+    (base, scale), _ = nnls(design, np.ones_like(latency))
+    curve = QueueCurve(float(base), float(scale), capacity, servers)
+    fitted = curve.latency(rates)
+    if not np.all(fitted > 0):
+        return curve, math.inf
+    return curve, float(np.sum(np.log(fitted / latency) ** 2))
+
+
+def fit_curve(steps: Sequence[Step]) -> CurveFit:
+    """Fit the queueing curve to the unsaturated steps; saturated ones cap the capacity."""
+    calm = [s for s in steps if not s.saturated]
+    if len(calm) < 3:
+        raise InputError(
+            f"needs at least 3 unsaturated steps to fit a latency curve, has {len(calm)}"
+        )
+    rates = np.array([s.achieved for s in calm])
+    latency = np.array([s.latency for s in calm])
+    if np.any(rates <= 0) or np.any(latency <= 0):
+        raise InputError("rates and latencies must be positive")
+    top = float(rates.max())
+    full = [s.achieved for s in steps if s.saturated]
+    # A saturated step served about what the system can: the capacity is near or below it.
+    ceiling = max(min(full) * 1.05, top * 1.01) if full else top * GRID_SPAN
+    grid = [float(c) for c in np.geomspace(top * 1.005, ceiling, GRID_POINTS)]
+    candidates = [(c, k) for k in SERVERS for c in grid]
+    if not full:
+        candidates.append((math.inf, 1))
+    solved = [_solve(rates, latency, c, k) for c, k in candidates]
+    errors = np.array([e for _, e in solved])
+    best = int(np.argmin(errors))
+    dof = len(calm) - 3
+    variance = max(errors[best] / dof if dof > 0 else 0.0, NOISE_FLOOR**2)
+    keep = errors <= errors[best] + CHI2_90 * variance
+    plausible = tuple(c for (c, _), k in zip(solved, keep, strict=True) if k)
+    rmse = math.sqrt(errors[best] / len(calm))
+    return CurveFit(solved[best][0], plausible, len(calm), top, rmse)
+
+
+def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, float, float]:
+    """The SLO crossing read off the steps: (rate, lower tested rate, upper tested rate).
+
+    Steps are taken in order of rate; the first one over `objective` ends the search. The crossing
+    is interpolated log-linearly between it and the step before. When the first step is already
+    over, the rate is 0 (below everything tested); when none is, it is inf (not reached), with the
+    highest tested rate as the lower bound.
+    """
+    ordered = sorted(steps, key=lambda s: s.rate)
+    previous: Step | None = None
+    for step in ordered:
+        if step.latency > objective:
+            if previous is None:
+                return 0.0, 0.0, step.rate
+            lo, hi = math.log(previous.latency), math.log(step.latency)
+            share = (math.log(objective) - lo) / (hi - lo)
+            rate = previous.rate + share * (step.rate - previous.rate)
+            return rate, previous.rate, step.rate
+        previous = step
+    return math.inf, ordered[-1].rate, math.inf

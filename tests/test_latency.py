@@ -1,0 +1,166 @@
+"""Latency capacity: the queueing curve, the measured crossing and `deeprest capacity`."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from estimator.errors import InputError
+from estimator.latency import QueueCurve, Step, fit_curve, measured_max_rate
+from exporter.cli import main
+
+TRUE = QueueCurve(base=0.004, scale=0.002, capacity=1000.0, servers=4)
+
+
+def steps_of(curve: QueueCurve, rates: list[float], seed: int, noise: float = 0.05) -> list[Step]:
+    rng = np.random.default_rng(seed)
+    latency = curve.latency(np.array(rates)) * np.exp(rng.normal(0.0, noise, len(rates)))
+    return [Step(r, r, float(v)) for r, v in zip(rates, latency, strict=True)]
+
+
+def test_curve_max_rate_is_where_latency_meets_the_objective() -> None:
+    for servers in (1, 4, 16):
+        curve = QueueCurve(0.004, 0.002, 1000.0, servers)
+        rate = curve.max_rate(0.1)
+        assert 0 < rate < 1000
+        assert float(curve.latency(rate)) == pytest.approx(0.1, rel=1e-6)
+        assert float(curve.latency(rate * 1.01)) > 0.1
+    assert curve.max_rate(0.003) == 0.0  # over the objective even at zero load
+    assert QueueCurve(0.004, 0.0, 1000.0).max_rate(0.1) == math.inf  # flat: never reached
+    assert float(QueueCurve(0.004, 0.002, 1000.0).latency(1000.0)) == math.inf
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_finds_the_knee_from_steps_below_it(seed: int) -> None:
+    truth = TRUE.max_rate(0.02)  # about 910/s; the highest step (850/s) is at about 11 ms
+    fit = fit_curve(steps_of(TRUE, [100, 300, 500, 650, 750, 850], seed))
+    low, best, high = fit.max_rate(0.02)
+    assert low <= truth <= high
+    assert best == pytest.approx(truth, rel=0.05)
+    assert high < 1.5 * truth, "a curve that bends is not given an open range"
+
+
+def test_saturated_steps_cap_the_capacity() -> None:
+    rates = [100.0, 300.0, 500.0, 700.0]
+    steps = steps_of(TRUE, rates, 0)
+    # Offered 1200 and 1500, served about 1000 with latency in seconds (a growing backlog).
+    steps += [Step(1200.0, 990.0, 4.0), Step(1500.0, 1000.0, 9.0)]
+    fit = fit_curve(steps)
+    assert fit.steps_used == 4
+    assert all(c.capacity <= 990.0 * 1.05 for c in fit.plausible)
+    assert fit.max_rate(0.1)[2] < 990.0 * 1.05
+
+
+def test_flat_latency_leaves_the_range_open() -> None:
+    flat = [Step(r, r, 0.008 * (1 + 0.02 * (-1) ** i)) for i, r in enumerate([200, 400, 800, 1600])]
+    low, _, high = fit_curve(flat).max_rate(0.1)
+    assert low >= 1600 * 0.99 and high == math.inf
+
+
+def test_too_few_unsaturated_steps_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="at least 3 unsaturated steps"):
+        fit_curve([Step(100, 100, 0.01), Step(200, 200, 0.02), Step(400, 300, 3.0)])
+
+
+def test_measured_crossing_reads_between_the_bracketing_steps() -> None:
+    steps = [Step(100, 100, 0.010), Step(200, 200, 0.050), Step(300, 300, 0.200)]
+    rate, lo, hi = measured_max_rate(steps, 0.1)
+    assert (lo, hi) == (200, 300) and rate == pytest.approx(250.0)  # halfway in log latency
+    assert measured_max_rate(steps, 0.005) == (0.0, 0.0, 100)
+    assert measured_max_rate(steps, 1.0) == (math.inf, 300, math.inf)
+    # Noise past the first crossing does not move it.
+    assert measured_max_rate([*steps, Step(400, 400, 0.09)], 0.1)[0] == pytest.approx(250.0)
+
+
+def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[object]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def wrk_rows() -> list[list[object]]:
+    """Two deployments of one API: 'a' crosses 100 ms at about 980/s, 'b' stays flat."""
+    rows: list[list[object]] = []
+    for rate in (100, 300, 500, 700, 850, 950, 990):
+        rows.append(["a", "/compose", rate, rate, 1e3 * float(TRUE.latency(rate))])
+        rows.append(["b", "/compose", rate, rate * 0.999, 8.0])
+    return rows
+
+
+def test_cli_answers_per_group_and_writes_csv_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = write_csv(
+        tmp_path / "runs.csv",
+        ["deployment", "api", "offered_rps", "achieved_rps", "latency_p99_ms"],
+        wrk_rows(),
+    )
+    out = tmp_path / "out"
+    argv = ["capacity", "--runs", str(runs), "--group-by", "deployment", "--rate", "900"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    truth = TRUE.max_rate(0.1)
+    assert (
+        "requests/s within p99 <= 100 ms (measured between the steps at 950 and 990/s)" in printed
+    )
+    assert "b /compose: at least 990/s within p99 <= 100 ms (highest step)" in printed
+    with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["group"]: r for r in csv.DictReader(handle)}
+    assert float(rows["a"]["measured"]) == pytest.approx(truth, rel=0.02)
+    assert float(rows["a"]["model"]) == pytest.approx(truth, rel=0.05)
+    assert rows["b"]["measured"] == ">=990"
+    assert float(rows["a"]["p99_ms@900"].split()[0]) == pytest.approx(
+        1e3 * float(TRUE.latency(900.0)), rel=0.2
+    )
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_cli_reads_locust_stats_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = ["Type", "Name", "Request Count", "Requests/s", "95%", "99%"]
+    files = []
+    for i, (rps, p95) in enumerate([(10.0, 20), (20.0, 22), (40.0, 30), (60.0, 90)]):
+        rows = [["GET", "/home", 100, rps, p95, p95 * 2], ["POST", "/rare", 0, 0.0, "N/A", "N/A"]]
+        files.append(write_csv(tmp_path / f"step{i}_stats.csv", header, rows))
+    argv = ["capacity", "--runs", *map(str, files), "--slo", "p95=50ms"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "/home: " in printed and "within p95 <= 50 ms (measured between" in printed
+    assert "/rare" not in printed  # rows without requests hold no step
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "extra", "message"),
+    [
+        (["api", "rps", "latency_p99_ms"], ["x", "fast", "5"], [], "line 2, field 'rps'"),
+        (["api", "rps", "latency_p99_ms"], ["x", "-1", "5"], [], "non-negative"),
+        (["api", "rps", "latency_p50_ms"], ["x", "10", "5"], [], "no column for p99"),
+        (["api", "latency_p99_ms"], ["x", "5"], [], "no served-rate column"),
+        (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--slo", "p99<100"], "bad objective"),
+        (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--group-by", "zone"], "'zone'"),
+        (["api", "rps", "latency_p99_ms"], ["x", "10"], [], "line 2: expected 3 columns"),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_the_place(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    header: list[str],
+    row: list[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    runs = write_csv(tmp_path / "runs.csv", header, [row])
+    out = tmp_path / "out"
+    try:
+        code = main(["capacity", "--runs", str(runs), *extra, "--out", str(out)])
+    except SystemExit as exc:  # usage errors exit from argparse
+        code = int(exc.code or 0)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "capacity.csv").exists()
