@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(objective_rows, objective_columns))
     deployments = len({str(r["group"]) for r in next_records})
+    crossed = len({str(r["group"]) for r in objective_records})
     body = f"""## Latency capacity (real load tests)
 
 Command: `python bench/bench_latency.py`, on `{args.runs.parent.name}/{args.runs.name}` (wrk2 step
@@ -225,7 +226,8 @@ predicted below the measurement.
 
 Objective: the highest rate with p50, p90 or p99 at or under {", ".join(map(str, OBJECTIVES_MS))}
 ms, from the steps below the first step that breaks it; truth = the crossing between the two
-steps that bracket it. safe = share of answers at or under the truth; no_answer = the method's
+steps that bracket it. The cases come from {crossed} deployments (one case per statistic and
+objective whose crossing is bracketed, with at least {MIN_STEPS} unsaturated steps below it). safe = share of answers at or under the truth; no_answer = the method's
 latency never reaches the objective (up to 20x the highest step); range_holds_truth = share of
 cases whose truth lies in the queueing curve's plausible range.
 
