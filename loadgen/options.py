@@ -10,7 +10,11 @@ from loadgen.shapes import DiurnalSpec, LoadPlan, build
 def add_arguments(parser: Any) -> None:
     """Declare the shape options on an argparse-like parser."""
     group = parser.add_argument_group("DeepRest load shape")
-    group.add_argument("--shape", default="diurnal", help="diurnal, scale, shape or composition")
+    group.add_argument(
+        "--shape",
+        default="diurnal",
+        help="diurnal, scale, shape, composition or constant (peak users throughout)",
+    )
     group.add_argument("--period", type=float, default=120.0, help="nominal seconds per cycle")
     group.add_argument("--step", type=float, default=5.0, help="nominal seconds per stage")
     group.add_argument("--cycles", type=int, default=1, help="cycles to play")

@@ -210,9 +210,19 @@ def composition(
     return LoadPlan("composition", base.stages, table, spec.compression)
 
 
+def constant(spec: DiurnalSpec | None = None) -> LoadPlan:
+    """peak_users for cycles * period_s: one step of a step load test."""
+    spec = spec or DiurnalSpec()
+    if spec.cycles < 1 or spec.period_s <= 0 or spec.peak_users < 0:
+        raise InputError("cycles, period_s must be > 0 and peak_users >= 0", field="spec")
+    stage = Stage(spec.cycles * spec.period_s, spec.peak_users, spec.spawn_rate)
+    return LoadPlan("constant", (stage,), compression=spec.compression)
+
+
 def build(name: str, spec: DiurnalSpec, k: float = 3.0) -> LoadPlan:
-    """The plan called `name` (diurnal, scale, shape or composition)."""
+    """The plan called `name` (diurnal, scale, shape, composition or constant)."""
     builders = {
+        "constant": lambda: constant(spec),
         "diurnal": lambda: diurnal(spec),
         "scale": lambda: scale(k, spec),
         "shape": lambda: shape(spec),

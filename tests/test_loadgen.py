@@ -25,10 +25,12 @@ from loadgen.shapes import (
     LoadPlan,
     Stage,
     composition,
+    constant,
     diurnal,
     scale,
     shape,
 )
+from loadgen.steps import StepTest
 
 SPEC = DiurnalSpec(cycles=2, period_s=1200.0, step_s=20.0, base_users=2, peak_users=40, seed=7)
 
@@ -89,6 +91,24 @@ def test_shape_is_flat_at_peak() -> None:
     hold_steps = (SPEC.period_s / 5) / SPEC.step_s
     assert longest >= hold_steps - 1
     assert len(local_maxima(users, 3)) >= 2 * SPEC.cycles
+
+
+def test_constant_holds_peak_users_then_ends() -> None:
+    plan = constant(DiurnalSpec(period_s=30.0, peak_users=12, compression=2.0))
+    assert plan.duration == 15.0
+    assert plan.tick(0.0) == plan.tick(14.9) == (12, 5.0)
+    assert plan.tick(15.0) is None
+
+
+def test_step_test_builds_one_constant_run_per_step(tmp_path: Path) -> None:
+    runs = StepTest("http://127.0.0.1:1", tmp_path, (2, 8), seconds=30.0).runs()
+    assert [(r.shape, r.base_users, r.peak_users, r.period_s) for r in runs] == [
+        ("constant", 2, 2, 30.0),
+        ("constant", 8, 8, 30.0),
+    ]
+    assert runs[0].csv_prefix != runs[1].csv_prefix
+    with pytest.raises(InputError, match="users"):
+        StepTest("http://127.0.0.1:1", tmp_path, (0, 2))
 
 
 def test_composition_mixes_sum_to_one_and_change_over_time() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import subprocess
 import threading
@@ -20,10 +21,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.cli import main as cli_main
 from infra.local.apps import SERVICES
 from infra.local.testbed import REPO_ROOT, Testbed, TestbedConfig, leftover_pids
 from loadgen.attacks import Attack
 from loadgen.headless import HeadlessRun, read_stats
+from loadgen.steps import StepTest, run_steps
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +214,27 @@ def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path) -> None:
     assert int(total["Request Count"]) > 10 and int(total["Failure Count"]) == 0
     assert {"read_home_timeline", "read_user_timeline", "compose_post"} <= set(rows)
     assert cpu(bed)["frontend"] > before
+
+
+def test_step_load_test_feeds_latency_capacity(
+    bed: Testbed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = run_steps(StepTest(bed.frontend_url, tmp_path / "steps", (1, 3, 6), 6.0), say=print)
+    served = []
+    for path in files:
+        with open(path, newline="") as handle:
+            rows = {r["Name"]: r for r in csv.DictReader(handle)}
+        served.append(float(rows["Aggregated"]["Requests/s"]))
+    assert served == sorted(served) and served[0] > 0, served
+    out = tmp_path / "capacity"
+    argv = ["capacity", "--runs", *map(str, files), "--slo", "p95=5s", "--out", str(out)]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Aggregated: at least" in printed, printed
+    with open(out / "capacity.csv", newline="") as handle:
+        answers = {r["api"]: r for r in csv.DictReader(handle)}
+    assert answers["Aggregated"]["steps"] == "3"
+    assert {"read_home_timeline", "compose_post"} <= set(answers)
 
 
 def test_crypto_injector_raises_the_target_cpu(bed: Testbed) -> None:
