@@ -25,6 +25,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from estimator.errors import InputError
+from estimator.windows import Pair, Window, api_counts
 
 SATURATED_RATIO = 0.97
 """A step is saturated when it served less than this share of the rate it was offered."""
@@ -191,3 +192,39 @@ def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, f
             return rate, previous.rate, step.rate
         previous = step
     return math.inf, ordered[-1].rate, math.inf
+
+
+def load_steps(
+    windows: Sequence[Window], statistic: str, bins: int = 8, min_windows: int = 3
+) -> dict[Pair, list[Step]]:
+    """Steps per API from recorded windows, binned by load: production traffic as a step test.
+
+    The load of a window is its total API request rate (every API's calls per second), since
+    requests of all APIs share the components. Each API's windows that recorded its latency are
+    sorted by load and cut into `bins` groups of equal size (at least `min_windows` each); a
+    group is one step, at its mean load, with the request-weighted median of its windows'
+    `statistic`.
+    """
+    if bins < 1 or min_windows < 1:
+        raise InputError("bins and min_windows must be >= 1", field="bins")
+    seen: dict[Pair, list[tuple[float, float, int]]] = {}
+    for window in windows:
+        if not window.latency:
+            continue
+        load = sum(api_counts(window.calls).values()) / (window.end - window.start)
+        for api, summary in window.latency.items():
+            seen.setdefault(api, []).append((load, summary.statistic(statistic), summary.count))
+    steps: dict[Pair, list[Step]] = {}
+    for api, points in sorted(seen.items()):
+        points.sort()
+        groups = min(bins, len(points) // min_windows)
+        if groups < 1:
+            continue
+        out = []
+        for chunk in np.array_split(np.array(points), groups):
+            order = np.argsort(chunk[:, 1])
+            weights = np.cumsum(chunk[order, 2])
+            median = chunk[order, 1][np.searchsorted(weights, weights[-1] / 2.0)]
+            out.append(Step(math.nan, float(chunk[:, 0].mean()), float(median)))
+        steps[api] = out
+    return steps

@@ -13,7 +13,8 @@ Choices, made once here for every importer:
   spans of the root's own component are gateway internals (request filters, the proxy's outgoing
   HTTP span). They add no path; their children hang from the root, so the step below the root is
   the API, as `estimator.windows.api_of` expects.
-- A window is chosen by the end time of the tree's root span.
+- A window is chosen by the end time of the tree's root span. The root span's duration is the
+  request's latency, kept per API in the window (`Window.latency`) where start times are known.
 - Files are assembled as they are read (`windows_of_batches`), so memory holds a few files'
   spans, not a whole recording's: a trace is closed once SETTLE_BATCHES files in a row have
   brought none of its spans. A trace whose spans lie further apart than that becomes separate
@@ -25,7 +26,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from estimator.windows import CATCH_ALL_OPERATIONS, CallPath, Pair, Window
+from estimator.windows import (
+    CATCH_ALL_OPERATIONS,
+    CallPath,
+    Latency,
+    Pair,
+    Window,
+    api_depth,
+    api_of,
+)
 
 NS_PER_S = 1_000_000_000
 SETTLE_BATCHES = 2
@@ -45,12 +54,17 @@ class Span:
     end_ns: int
 
 
+UNKNOWN_NS = -1
+"""Start time of a span whose source does not record it."""
+
+
 @dataclass(frozen=True, slots=True)
 class TracePaths:
-    """The root-to-span call paths of one call tree, with its root span's end time."""
+    """The root-to-span call paths of one call tree, with its root span's end time and duration."""
 
     end_ns: int
     paths: list[CallPath]
+    duration_ns: int = UNKNOWN_NS
 
 
 @dataclass
@@ -62,13 +76,14 @@ class SpanColumns:
     parent_ids: list[str | None]
     pairs: list[Pair]
     end_ns: list[int]
+    start_ns: list[int]  # UNKNOWN_NS where the source has no start time
 
     def __len__(self) -> int:
         return len(self.span_ids)
 
     @classmethod
     def empty(cls) -> SpanColumns:
-        return cls([], [], [], [], [])
+        return cls([], [], [], [], [], [])
 
     def extend(self, other: SpanColumns) -> None:
         self.trace_ids.extend(other.trace_ids)
@@ -76,6 +91,7 @@ class SpanColumns:
         self.parent_ids.extend(other.parent_ids)
         self.pairs.extend(other.pairs)
         self.end_ns.extend(other.end_ns)
+        self.start_ns.extend(other.start_ns)
 
     def take(self, rows: Sequence[int]) -> SpanColumns:
         """The spans at `rows`, in that order."""
@@ -85,6 +101,7 @@ class SpanColumns:
             [self.parent_ids[i] for i in rows],
             [self.pairs[i] for i in rows],
             [self.end_ns[i] for i in rows],
+            [self.start_ns[i] for i in rows],
         )
 
     def append(self, span: Span) -> None:
@@ -93,6 +110,7 @@ class SpanColumns:
         self.parent_ids.append(span.parent_id or None)
         self.pairs.append((span.component, span.operation))
         self.end_ns.append(span.end_ns)
+        self.start_ns.append(span.start_ns)
 
 
 def columns_of(spans: Iterable[Span]) -> SpanColumns:
@@ -173,7 +191,9 @@ def _walk(
         path = (*above, pair)
         paths.append(path)
         stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
-    return TracePaths(cols.end_ns[root], paths), size
+    start, end = cols.start_ns[root], cols.end_ns[root]
+    duration = end - start if UNKNOWN_NS < start <= end else UNKNOWN_NS
+    return TracePaths(end, paths, duration), size
 
 
 def _cycle_trees(
@@ -211,10 +231,25 @@ def window_start(end_ns: int, window_seconds: int) -> int:
 
 Counts = dict[int, dict[CallPath, float]]
 """Path counts per window index (window start / window_seconds)."""
+Durations = dict[int, dict[Pair, list[float]]]
+"""Request durations (seconds) per window index and API."""
 
 
-def _count(traces: Iterable[TracePaths], counts: Counts, window_seconds: int) -> None:
-    """Add the paths of each tree to the counts of the window its root ends in."""
+def trace_api(paths: Sequence[CallPath]) -> Pair | None:
+    """The API of one tree: that of its first path that ends at the API's entry span."""
+    for path in paths:
+        if len(path) == api_depth(path):
+            api = api_of(path)
+            if api is not None:
+                return api
+    return None
+
+
+def _count(
+    traces: Iterable[TracePaths], counts: Counts, durations: Durations, window_seconds: int
+) -> None:
+    """Add the paths of each tree to the counts of the window its root ends in, and its
+    duration to that window's durations of its API."""
     width = window_seconds * NS_PER_S
     for trace in traces:
         key = trace.end_ns // width
@@ -223,14 +258,21 @@ def _count(traces: Iterable[TracePaths], counts: Counts, window_seconds: int) ->
             calls = counts[key] = {}
         for path in trace.paths:
             calls[path] = calls.get(path, 0.0) + 1.0
+        if trace.duration_ns != UNKNOWN_NS:
+            api = trace_api(trace.paths)
+            if api is not None:
+                durations.setdefault(key, {}).setdefault(api, []).append(
+                    trace.duration_ns / NS_PER_S
+                )
 
 
-def _windows(counts: Counts, window_seconds: int) -> list[Window]:
+def _windows(counts: Counts, durations: Durations, window_seconds: int) -> list[Window]:
     return [
         Window(
             start=float(key * window_seconds),
             end=float((key + 1) * window_seconds),
             calls=counts[key],
+            latency={api: Latency.of(d) for api, d in sorted(durations.get(key, {}).items())},
         )
         for key in sorted(counts)
     ]
@@ -245,8 +287,9 @@ def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Windo
     """Count the paths of each tree into windows aligned to multiples of `window_seconds`."""
     _check_width(window_seconds)
     counts: Counts = {}
-    _count(traces, counts, window_seconds)
-    return _windows(counts, window_seconds)
+    durations: Durations = {}
+    _count(traces, counts, durations, window_seconds)
+    return _windows(counts, durations, window_seconds)
 
 
 def windows_of_batches(
@@ -263,6 +306,7 @@ def windows_of_batches(
     """
     _check_width(window_seconds)
     counts: Counts = {}
+    durations: Durations = {}
     pending = SpanColumns.empty()
     last_seen: dict[str, int] = {}
     for number, batch in enumerate(batches):
@@ -273,12 +317,13 @@ def windows_of_batches(
             continue
         done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
         open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
-        _count(assemble_columns(pending.take(done), fold_gateway), counts, window_seconds)
+        trees = assemble_columns(pending.take(done), fold_gateway)
+        _count(trees, counts, durations, window_seconds)
         pending = pending.take(open_)
         for trace_id in closed:
             del last_seen[trace_id]
-    _count(assemble_columns(pending, fold_gateway), counts, window_seconds)
-    return _windows(counts, window_seconds)
+    _count(assemble_columns(pending, fold_gateway), counts, durations, window_seconds)
+    return _windows(counts, durations, window_seconds)
 
 
 def windows_from_spans(

@@ -24,15 +24,50 @@ CATCH_ALL_OPERATIONS = frozenset({"/*", "*", "/"})
 """Root operations that name a gateway rather than an API (the API is then the next step)."""
 
 
+LATENCY_STATISTICS = ("mean", "p50", "p90", "p95", "p99")
+"""Latency statistics a window keeps per API, in seconds."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency of the requests of one API in one window: how many, and statistics in seconds."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        """Summary of request durations (seconds); percentiles by linear interpolation."""
+        values = np.asarray(seconds, dtype=float)
+        p50, p90, p95, p99 = np.percentile(values, [50, 90, 95, 99]).tolist()
+        return cls(len(values), float(values.mean()), p50, p90, p95, p99)
+
+    def statistic(self, name: str) -> float:
+        """'mean' or a percentile 'pNN' this summary holds; KeyError otherwise."""
+        if name not in LATENCY_STATISTICS:
+            raise KeyError(name)
+        value: float = getattr(self, name)
+        return value
+
+
 @dataclass
 class Window:
-    """One time window: call-path counts, and usage per (component, resource) where known."""
+    """One time window: call-path counts, and usage per (component, resource) where known.
+
+    `latency` holds, per API, the latency of the requests whose root span ended in the window,
+    where the traces carried span start times.
+    """
 
     start: float
     end: float
     calls: dict[CallPath, float] = field(default_factory=dict)
     metrics: dict[SeriesKey, float] = field(default_factory=dict)
     oracle: dict[SeriesKey, float] = field(default_factory=dict)
+    latency: dict[Pair, Latency] = field(default_factory=dict)
 
     def add_path(self, path: CallPath, count: float = 1.0) -> None:
         self.calls[path] = self.calls.get(path, 0.0) + count
@@ -176,7 +211,27 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         window.metrics[key] = _number(entry["value"], source, line, f"{where}.value")
         if entry.get("oracle") is not None:
             window.oracle[key] = _number(entry["oracle"], source, line, f"{where}.oracle")
+    _read_latency(obj.get("latency", []), window, source, line)
     return window
+
+
+def _read_latency(entries: Any, window: Window, source: str, line: int) -> None:
+    """The optional `latency` list: per API, a request count and statistics in seconds."""
+    if not isinstance(entries, list):
+        raise _fail("expected a list", source, line, "latency")
+    for i, entry in enumerate(entries):
+        where = f"latency[{i}]"
+        if not isinstance(entry, dict):
+            raise _fail("expected an object with api, count and statistics", source, line, where)
+        api = _path([entry.get("api")], source, line, f"{where}.api")[0]
+        count = _number(entry.get("count"), source, line, f"{where}.count")
+        if not count.is_integer() or count < 1:
+            raise _fail(f"expected a whole number >= 1, got {count:g}", source, line, where)
+        values = {
+            name: _number(entry.get(name), source, line, f"{where}.{name}")
+            for name in LATENCY_STATISTICS
+        }
+        window.latency[api] = Latency(int(count), **values)
 
 
 def window_to_json(window: Window) -> dict[str, Any]:
@@ -187,7 +242,7 @@ def window_to_json(window: Window) -> dict[str, Any]:
         if (component, resource) in window.oracle:
             item["oracle"] = window.oracle[(component, resource)]
         metrics.append(item)
-    return {
+    out: dict[str, Any] = {
         "start": _plain(window.start),
         "end": _plain(window.end),
         "calls": [
@@ -196,6 +251,13 @@ def window_to_json(window: Window) -> dict[str, Any]:
         ],
         "metrics": metrics,
     }
+    if window.latency:
+        out["latency"] = [
+            {"api": list(api), "count": summary.count}
+            | {name: summary.statistic(name) for name in LATENCY_STATISTICS}
+            for api, summary in sorted(window.latency.items())
+        ]
+    return out
 
 
 def _plain(x: float) -> float | int:

@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from estimator.spans import SpanColumns, assemble_columns
+from estimator.spans import UNKNOWN_NS, SpanColumns, assemble_columns
 from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
 
@@ -35,6 +35,7 @@ def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
         cols.parent_ids.append(parent.hex() if parent else None)
         cols.pairs.append((component, operation))
         cols.end_ns.append(end)
+        cols.start_ns.append(UNKNOWN_NS)  # live windows keep no latency
     return [(tree.end_ns, path) for tree in assemble_columns(cols) for path in tree.paths]
 
 

@@ -98,6 +98,28 @@ def test_span_csv_across_files_counts_exactly(span_dir: Path) -> None:
     assert api_of((gw, api, child)) == api
 
 
+def test_windows_keep_each_apis_request_latency_from_the_root_span(tmp_path: Path) -> None:
+    rows = [  # two requests of /api/a through the gateway (root spans of 0.2 s and 0.4 s)
+        f"t1,r1,root,{GW},/*,{int(10.0 * S)},{int(10.2 * S)},200000",
+        f"t1,a1,r1,{SVC_A},/api/a,{int(10.05 * S)},{int(10.15 * S)},100000",
+        f"t2,r2,root,{GW},/*,{int(20.0 * S)},{int(20.4 * S)},400000",
+        f"t2,a2,r2,{SVC_A},/api/a,{int(20.1 * S)},{int(20.3 * S)},200000",
+        f"t3,r3,root,{SVC_B},GET /b,{int(30.0 * S)},{int(30.1 * S)},100000",
+    ]
+    [window] = import_span_csv(write_csv(tmp_path / "t.csv", rows))
+    a, b = window.latency[("svc-a", "/api/a")], window.latency[("svc-b", "GET /b")]
+    assert (a.count, a.mean, a.p50) == (2, pytest.approx(0.3), pytest.approx(0.3))
+    assert (b.count, b.p99) == (1, pytest.approx(0.1))
+    # Without a start time column the windows hold no latency, and nothing else changes.
+    plain = tmp_path / "plain.csv"
+    plain.write_text(
+        "TraceID,SpanID,ParentID,PodName,OperationName,EndTimeUnixNano\n"
+        + "".join(",".join(r.split(",")[:5] + [r.split(",")[6]]) + "\n" for r in rows)
+    )
+    [bare] = import_span_csv(plain)
+    assert bare.latency == {} and bare.calls == window.calls
+
+
 def test_span_csv_glob_and_keeping_gateway_spans(span_dir: Path) -> None:
     windows = import_span_csv(str(span_dir / "11_0*"), window_seconds=60, fold_gateway=False)
     gw = ("ts-gateway-service", "/*")
@@ -211,6 +233,7 @@ def test_jaeger_json(tmp_path: Path) -> None:
     path = tmp_path / "traces.json"
     path.write_text(json.dumps(jaeger_doc()))
     windows = import_jaeger(path)
+    assert set(windows[0].latency) == {("nginx", "/compose")}
     nginx, compose = ("nginx", "/compose"), ("compose", "compose")
     assert calls_by_start(windows) == {
         60.0: {(nginx,): 1.0, (nginx, compose): 1.0, (nginx, compose, ("compose", "store")): 1.0},
@@ -243,6 +266,7 @@ def test_otlp_json_one_request_per_line(tmp_path: Path) -> None:
     second = otlp_request([os_("00f067aa0ba902b7", "", "/cart", 121, as_text=False)], "frontend")
     path.write_text(json.dumps(first) + "\n\n" + json.dumps(second) + "\n")
     windows = import_otlp_json(path)
+    assert windows[0].latency[("frontend", "/cart")].p50 == pytest.approx(5e-9)
     root = ("frontend", "/cart")
     assert calls_by_start(windows) == {120.0: {(root,): 1.0, (root, ("cart", "GET /cart")): 1.0}}
     single = tmp_path / "one.json"

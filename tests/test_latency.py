@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from estimator.errors import InputError
-from estimator.latency import QueueCurve, Step, fit_curve, measured_max_rate
+from estimator.latency import QueueCurve, Step, fit_curve, load_steps, measured_max_rate
+from estimator.windows import Latency, Window, write_windows
 from exporter.cli import main
 
 TRUE = QueueCurve(base=0.004, scale=0.002, capacity=1000.0, servers=4)
@@ -107,10 +108,8 @@ def test_cli_answers_per_group_and_writes_csv_and_plots(
     assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     truth = TRUE.max_rate(0.1)
-    assert (
-        "requests/s within p99 <= 100 ms (measured between the steps at 950 and 990/s)" in printed
-    )
-    assert "b /compose: at least 990/s within p99 <= 100 ms (highest step)" in printed
+    assert "requests/s within p99 <= 100 ms (measured between the steps at 950 and 990)" in printed
+    assert "b /compose: at least 990 requests/s within p99 <= 100 ms (highest step)" in printed
     with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
         rows = {r["group"]: r for r in csv.DictReader(handle)}
     assert float(rows["a"]["measured"]) == pytest.approx(truth, rel=0.02)
@@ -164,3 +163,68 @@ def test_cli_bad_input_exits_2_naming_the_place(
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (out / "capacity.csv").exists()
+
+
+def recorded(rates: np.ndarray, seed: int = 0) -> list[Window]:
+    """A window per rate: calls of one API and its latency on the TRUE curve, with noise."""
+    rng = np.random.default_rng(seed)
+    api = ("nginx", "/compose")
+    out = []
+    for i, rate in enumerate(rates):
+        window = Window(60.0 * i, 60.0 * (i + 1), calls={(api,): float(rate) * 60})
+        value = float(TRUE.latency(rate)) * math.exp(rng.normal(0.0, 0.05))
+        window.latency[api] = Latency(int(rate * 60), value, value, value, value, value)
+        out.append(window)
+    return out
+
+
+def test_load_steps_bin_windows_by_total_request_rate() -> None:
+    windows = recorded(np.linspace(100, 900, 40))
+    windows.append(Window(9e3, 9e3 + 60, calls={(("nginx", "/compose"),): 60.0}))  # no latency
+    [(api, steps)] = load_steps(windows, "p99", bins=8).items()
+    assert api == ("nginx", "/compose") and len(steps) == 8
+    rates = [s.achieved for s in steps]
+    assert rates == sorted(rates) and rates[0] == pytest.approx(
+        np.linspace(100, 900, 40)[:5].mean()
+    )
+    assert all(math.isnan(s.offered) for s in steps)
+    assert len(load_steps(windows[:5], "p99", bins=8)[api]) == 1  # at least 3 windows a bin
+
+
+def test_cli_reads_recorded_windows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "recorded.jsonl"
+    write_windows(data, recorded(np.linspace(100, 980, 120)))
+    out = tmp_path / "out"
+    assert main(["capacity", "--data", str(data), "--slo", "p99=20ms", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "nginx:/compose: " in printed
+    assert "requests/s of all APIs within p99 <= 20 ms (measured between" in printed
+    with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert float(row["measured"]) == pytest.approx(TRUE.max_rate(0.02), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--slo", "p75=20ms"], "windows keep mean, p50, p90, p95, p99, not p75"),
+        (["--group-by", "zone"], "--group-by applies to --runs only"),
+        (["--bins", "0"], "--bins must be >= 1"),
+    ],
+)
+def test_cli_recorded_windows_bad_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    data = tmp_path / "recorded.jsonl"
+    write_windows(data, recorded(np.linspace(100, 900, 30)))
+    assert main(["capacity", "--data", str(data), *extra, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_windows_without_latency_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "plain.jsonl"
+    write_windows(data, [Window(0.0, 60.0, calls={(("nginx", "/x"),): 5.0})])
+    assert main(["capacity", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "no window carries latency" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 
 from estimator.errors import InputError
 from estimator.windows import (
+    Latency,
     api_counts,
     api_of,
     load_windows,
@@ -19,6 +20,8 @@ from estimator.windows import (
 )
 from tests.worlds import tiny_world
 
+LATENCY = {"api": ["nginx", "/compose"], "count": 4, "mean": 0.02, "p50": 0.015}
+LATENCY |= {"p90": 0.04, "p95": 0.05, "p99": 0.08}
 GOOD = {
     "start": 0,
     "end": 60,
@@ -31,6 +34,7 @@ GOOD = {
         }
     ],
     "metrics": [{"component": "compose-post", "resource": "cpu", "value": 0.5}],
+    "latency": [LATENCY],
 }
 
 
@@ -68,6 +72,11 @@ def test_round_trip_keeps_counts_metrics_and_oracle(tmp_path: Path) -> None:
         ),
         (lambda o: o["metrics"][0].update(value=float("inf")), "metrics[0].value"),
         (lambda o: o["metrics"][0].pop("resource"), "metrics[0].resource"),
+        (lambda o: o["latency"][0].update(count=0), "latency[0]"),
+        (lambda o: o["latency"][0].update(count=2.5), "latency[0]"),
+        (lambda o: o["latency"][0].pop("p99"), "latency[0].p99"),
+        (lambda o: o["latency"][0].update(api=["nginx"]), "latency[0].api"),
+        (lambda o: o.update(latency={}), "latency"),
     ],
 )
 def test_bad_lines_name_file_line_and_field(tmp_path: Path, mutate, field: str) -> None:
@@ -79,6 +88,27 @@ def test_bad_lines_name_file_line_and_field(tmp_path: Path, mutate, field: str) 
     assert err.value.line == 2
     assert err.value.field == field
     assert str(path) in str(err.value) and "line 2" in str(err.value)
+
+
+def test_latency_round_trips_and_is_optional(tmp_path: Path) -> None:
+    [window] = load_windows(write_lines(tmp_path / "d.jsonl", [GOOD]))
+    summary = window.latency[("nginx", "/compose")]
+    assert (summary.count, summary.p50, summary.statistic("p99")) == (4, 0.015, 0.08)
+    write_windows(tmp_path / "again.jsonl", [window])
+    assert load_windows(tmp_path / "again.jsonl")[0].latency == window.latency
+    plain = {k: v for k, v in GOOD.items() if k != "latency"}
+    write_windows(
+        tmp_path / "plain.jsonl", load_windows(write_lines(tmp_path / "p.jsonl", [plain]))
+    )
+    assert "latency" not in json.loads((tmp_path / "plain.jsonl").read_text())
+
+
+def test_latency_summary_of_durations() -> None:
+    summary = Latency.of([0.01 * i for i in range(1, 101)])
+    assert summary.count == 100 and summary.mean == pytest.approx(0.505)
+    assert summary.p50 == pytest.approx(0.505) and summary.p99 == pytest.approx(0.9901)
+    with pytest.raises(KeyError):
+        summary.statistic("p42")
 
 
 def test_invalid_json_and_order(tmp_path: Path) -> None:

@@ -16,14 +16,17 @@ import pandas as pd
 
 from estimator.errors import InputError
 from estimator.importers.common import OnFile, expand_inputs, service_of_pod, windows_of_files
-from estimator.spans import SpanColumns
+from estimator.spans import UNKNOWN_NS, SpanColumns
 from estimator.windows import Pair, Window
 
 SUFFIXES = (".csv", ".csv.gz")
 ID_COLUMNS = ("TraceID", "SpanID", "ParentID")
 NAME_COLUMNS = ("PodName", "OperationName")
 TIME_COLUMN = "EndTimeUnixNano"
+START_COLUMN = "StartTimeUnixNano"
 REQUIRED = (*ID_COLUMNS, *NAME_COLUMNS, TIME_COLUMN)
+OPTIONAL = (START_COLUMN,)
+"""Read where present: with start times, windows keep each API's request latency."""
 ALIASES: dict[str, tuple[str, ...]] = {
     "TraceID": ("traceid",),
     "SpanID": ("spanid",),
@@ -31,6 +34,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "PodName": ("podname", "pod", "servicename", "service", "component"),
     "OperationName": ("operationname", "operation", "spanname", "name"),
     "EndTimeUnixNano": ("endtimeunixnano", "endtime", "endtimenano"),
+    "StartTimeUnixNano": ("starttimeunixnano", "starttime", "starttimenano"),
 }
 """Accepted spellings of each column, normalized (lower case, letters and digits only)."""
 ROOT_PARENTS = frozenset({"root", ""})
@@ -54,7 +58,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read as CSV: {exc}", source=source, line=1) from exc
     columns = _match_columns([str(c) for c in header.columns], source)
     dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
-    usecols = [columns[c] for c in REQUIRED]
+    usecols = [columns[c] for c in (*REQUIRED, *OPTIONAL) if c in columns]
     try:
         if ENGINE == "pyarrow":
             frame = pd.read_csv(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
@@ -77,13 +81,14 @@ def _match_columns(header: list[str], source: str) -> dict[str, str]:
     for column in header:
         by_normal.setdefault(_normal(column), column)
     out: dict[str, str] = {}
-    for name in REQUIRED:
+    for name in (*REQUIRED, *OPTIONAL):
         found = next((by_normal[a] for a in ALIASES[name] if a in by_normal), None)
-        if found is None:
+        if found is not None:
+            out[name] = found
+        elif name in REQUIRED:
             raise InputError(
                 f"missing column (found {', '.join(header)})", source=source, line=1, field=name
             )
-        out[name] = found
     return out
 
 
@@ -92,9 +97,9 @@ def _first_bad(mask: pd.Series) -> int:
     return int(mask.to_numpy().nonzero()[0][0]) + 2
 
 
-def _end_times(frame: pd.DataFrame, source: str) -> list[int]:
-    """EndTimeUnixNano as integers, or an InputError naming the first bad row."""
-    column = frame[TIME_COLUMN]
+def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[int]:
+    """A time column (Unix nanoseconds) as integers, or an InputError naming the first bad row."""
+    column = frame[name]
     if not pd.api.types.is_integer_dtype(column.dtype):
         numbers = pd.to_numeric(column, errors="coerce")
         bad = numbers.isna() | ~numbers.ge(0)
@@ -104,7 +109,7 @@ def _end_times(frame: pd.DataFrame, source: str) -> list[int]:
                 f"expected a non-negative integer, got {value!r}",
                 source=source,
                 line=_first_bad(bad),
-                field=TIME_COLUMN,
+                field=name,
             )
         column = numbers.round().astype("int64")
     elif (column < 0).any():
@@ -112,7 +117,7 @@ def _end_times(frame: pd.DataFrame, source: str) -> list[int]:
             "expected a non-negative integer",
             source=source,
             line=_first_bad(column < 0),
-            field=TIME_COLUMN,
+            field=name,
         )
     out: list[int] = column.tolist()
     return out
@@ -128,7 +133,10 @@ def read_columns(path: Path) -> SpanColumns:
         empty = frame[name].isna()
         if empty.any():
             raise InputError("empty value", source=source, line=_first_bad(empty), field=name)
-    ends = _end_times(frame, source)
+    ends = _times(frame, source)
+    starts = (
+        _times(frame, source, START_COLUMN) if START_COLUMN in frame else [UNKNOWN_NS] * len(ends)
+    )
     parents: list[str | None] = [
         None if p is None or p != p or p in ROOT_PARENTS else p for p in frame["ParentID"].tolist()
     ]
@@ -149,6 +157,7 @@ def read_columns(path: Path) -> SpanColumns:
         parent_ids=parents,
         pairs=pairs,
         end_ns=ends,
+        start_ns=starts,
     )
 
 

@@ -1,8 +1,10 @@
 """`deeprest capacity`: the request rate each API serves within a latency objective, from load steps.
 
-Input is one or more CSV files of load-test steps, one row per step and API. Column names of
-wrk2-style summaries (`offered_rps`, `achieved_rps`, `latency_p99_ms`) and of Locust's `--csv`
-stats files (`Name`, `Requests/s`, `99%`) are both understood.
+Input is either CSV files of load-test steps, one row per step and API (column names of
+wrk2-style summaries, `offered_rps`, `achieved_rps`, `latency_p99_ms`, and of Locust's `--csv`
+stats files, `Name`, `Requests/s`, `99%`, are both understood), or a window dataset whose windows
+carry per-API latency (`deeprest import` keeps it where spans have start times): recorded traffic
+binned by load, each bin a step, the load being all APIs' requests per second.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from estimator.errors import InputError
-from estimator.latency import CurveFit, Step, fit_curve, measured_max_rate
+from estimator.latency import CurveFit, Step, fit_curve, load_steps, measured_max_rate
+from estimator.windows import LATENCY_STATISTICS, load_windows
 from exporter.progress import Phases
 from exporter.report import format_table
 
@@ -72,12 +75,20 @@ def _objective_arg(text: str) -> Objective:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--runs",
         type=Path,
         nargs="+",
-        required=True,
         help="CSV of load steps (one row per step and API); several files are read as one",
+    )
+    source.add_argument(
+        "--data",
+        type=Path,
+        help="window dataset with per-API latency: recorded traffic, binned by load into steps",
+    )
+    parser.add_argument(
+        "--bins", type=int, default=8, help="with --data: load bins (steps) per API (default 8)"
     )
     parser.add_argument(
         "--slo",
@@ -162,7 +173,10 @@ def read_steps(
 
 
 def _rate(value: float) -> str:
-    return "inf" if math.isinf(value) else f"{value:.0f}"
+    """A rate for tables: whole numbers, or 3 significant digits below 100 (recorded traffic)."""
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,7 @@ class Answer:
     measured: tuple[float, float, float]
     fit: CurveFit | None
     why_no_fit: str
+    unit: str = "requests/s"
 
     def row(self, objective: Objective, rates: Sequence[float]) -> dict[str, object]:
         rate, lo, hi = self.measured
@@ -212,25 +227,45 @@ class Answer:
             return f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
         if lo < rate < hi:
             return (
-                f"{who}: {rate:.0f} requests/s within {objective} "
-                f"(measured between the steps at {_rate(lo)} and {_rate(hi)}/s)"
+                f"{who}: {_rate(rate)} {self.unit} within {objective} "
+                f"(measured between the steps at {_rate(lo)} and {_rate(hi)})"
             )
         if self.fit is None:
-            return f"{who}: at least {_rate(lo)}/s within {objective} ({self.why_no_fit})"
+            return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
         low, best, high = self.fit.max_rate(objective.seconds)
         return (
-            f"{who}: at least {_rate(lo)}/s within {objective} (highest step); the latency curve "
-            f"extrapolates to {_rate(best)}/s, plausible {_rate(low)}-{_rate(high)}/s"
+            f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); the "
+            f"latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}-{_rate(high)}"
         )
 
 
-def answer(group: str, api: str, steps: list[Step], objective: Objective) -> Answer:
+def answer(
+    group: str, api: str, steps: list[Step], objective: Objective, unit: str = "requests/s"
+) -> Answer:
     measured = measured_max_rate(steps, objective.seconds)
     try:
         fit, why = fit_curve(steps), ""
     except InputError as exc:
         fit, why = None, exc.bare_message
-    return Answer(group, api, steps, measured, fit, why)
+    return Answer(group, api, steps, measured, fit, why, unit)
+
+
+def window_steps(path: Path, objective: Objective, bins: int) -> dict[tuple[str, str], list[Step]]:
+    """Steps per API from a window dataset's recorded latency."""
+    if objective.statistic not in LATENCY_STATISTICS:
+        raise InputError(
+            f"windows keep {', '.join(LATENCY_STATISTICS)}, not {objective.statistic}",
+            field="slo",
+        )
+    windows = load_windows(path)
+    steps = load_steps(windows, objective.statistic, bins)
+    if not steps:
+        raise InputError(
+            "no window carries latency (import spans with start times to keep it), or too few "
+            "windows per API",
+            source=str(path),
+        )
+    return {("", f"{c}:{o}"): s for (c, o), s in steps.items()}
 
 
 def plot(result: Answer, objective: Objective, path: Path) -> None:
@@ -272,9 +307,17 @@ def run(args: argparse.Namespace) -> int:
     for r in args.rate:
         if not (math.isfinite(r) and r > 0):
             raise InputError(f"--rate must be a positive number, is {r:g}", field="rate")
-    steps = read_steps(args.runs, args.slo, group_by)
+    if args.bins < 1:
+        raise InputError(f"--bins must be >= 1, is {args.bins}", field="bins")
+    if args.data is not None:
+        if group_by:
+            raise InputError("--group-by applies to --runs only", field="group-by")
+        steps = window_steps(args.data, args.slo, args.bins)
+        unit = "requests/s of all APIs"
+    else:
+        steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
     say(f"fitting latency curves for {len(steps)} group and API pairs")
-    results = [answer(g, a, s, args.slo) for (g, a), s in sorted(steps.items())]
+    results = [answer(g, a, s, args.slo, unit) for (g, a), s in sorted(steps.items())]
     rows = [r.row(args.slo, args.rate) for r in results]
     columns = list(rows[0])
     if not group_by:

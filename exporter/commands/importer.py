@@ -54,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
     n = write_windows(out, windows)
     calls = sum(sum(w.calls.values()) for w in windows)
     with_metrics = sum(1 for w in windows if w.metrics)
+    with_latency = sum(1 for w in windows if w.latency)
     print(
-        f"wrote {n} windows ({int(calls)} path counts, {with_metrics} with metrics) to {out}",
+        f"wrote {n} windows ({int(calls)} path counts, {with_metrics} with metrics, "
+        f"{with_latency} with API latency) to {out}",
         file=sys.stderr,
     )
     return 0
