@@ -16,8 +16,13 @@ Methods, all fitted on the same steps: the queueing curve of `estimator.latency`
 the learned models of the latency capacity study on the one feature that varies here (requests
 per second): linear regression of latency on rate, linear regression of log latency on rate, and
 boosted trees (XGBoost) of log latency on rate; plus the naive readings, the last step's latency
-and, for objectives, the highest step that met it. Results go to docs/benchmarks.md (section
-"latency"); skips (exit 0) when the runs file is absent.
+and, for objectives, the highest step that met it.
+
+3. *Recorded traffic*: the Train-Ticket day imported with its per-API latency and binned by load
+   (`estimator.latency.load_steps`, as `deeprest capacity --data` does); question 1 on those
+   steps, per API.
+
+Results go to docs/benchmarks.md (section "latency"); each part skips when its data is absent.
 """
 
 from __future__ import annotations
@@ -33,13 +38,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_section  # noqa: E402
-from estimator.errors import InputError  # noqa: E402
-from estimator.latency import Step, fit_curve, measured_max_rate  # noqa: E402
+from estimator.importers import load_trainticket  # noqa: E402
+from estimator.latency import Step, fit_curve, load_steps, measured_max_rate  # noqa: E402
 from exporter.commands.capacity import parse_objective, read_steps  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = ROOT.parent / "shared" / "data" / "dsb-latency" / "runs.csv"
+DEFAULT_TRAINTICKET = ROOT.parent / "shared" / "data" / "trainticket-2023-01-30"
 GROUP_BY = ("application", "runtime", "placement", "experiment")
 STATISTICS = ("p50", "p90", "p99")
 OBJECTIVES_MS = (25, 50, 100, 200, 500)
@@ -181,27 +187,16 @@ def summarize_objective(records: list[dict[str, object]]) -> list[dict[str, obje
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    if not args.runs.exists():
-        print(f"skipped: {args.runs} is absent")
-        return 0
+def dsb_section(runs: Path) -> str:
+    """Questions 1 and 2 on the step runs."""
     next_records: list[dict[str, object]] = []
     objective_records: list[dict[str, object]] = []
     for statistic in STATISTICS:
         objective = parse_objective(f"{statistic}=1s")
-        groups = {
-            f"{g}": s for (g, _), s in read_steps([args.runs], objective, list(GROUP_BY)).items()
-        }
+        groups = {g: s for (g, _), s in read_steps([runs], objective, list(GROUP_BY)).items()}
         next_records += [dict(r, statistic=statistic) for r in next_step_errors(groups)]
         for ms in OBJECTIVES_MS:
-            try:
-                objective_records += objective_answers(groups, ms / 1e3)
-            except InputError as exc:  # pragma: no cover - data with too few steps
-                print(f"skipped {statistic}={ms}ms: {exc}")
+            objective_records += objective_answers(groups, ms / 1e3)
     next_rows, objective_rows = summarize_next(next_records), summarize_objective(objective_records)
     next_columns = list(next_rows[0])
     objective_columns = list(objective_rows[0])
@@ -210,13 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(objective_rows, objective_columns))
     deployments = len({str(r["group"]) for r in next_records})
     crossed = len({str(r["group"]) for r in objective_records})
-    body = f"""## Latency capacity (real load tests)
+    return f"""### Step load tests
 
-Command: `python bench/bench_latency.py`, on `{args.runs.parent.name}/{args.runs.name}` (wrk2 step
-runs of DeathStarBench's hotel reservation, social network and media apps; {deployments}
-deployments with at least {MIN_STEPS + 1} unsaturated steps). Every method is fitted on the same
-lower steps of one deployment and checked against its higher steps; nothing is fitted across
-deployments.
+On `{runs.parent.name}/{runs.name}` (wrk2 step runs of DeathStarBench's hotel reservation,
+social network and media apps; {deployments} deployments with at least {MIN_STEPS + 1}
+unsaturated steps). Every method is fitted on the same lower steps of one deployment and checked
+against its higher steps; nothing is fitted across deployments.
 
 Next step: latency (p50, p90, p99) at the next tested rate (and two steps ahead) from the steps
 below it. Error factor = exp |log(predicted / measured)|; under_predicted = share of cases
@@ -227,14 +221,56 @@ predicted below the measurement.
 Objective: the highest rate with p50, p90 or p99 at or under {", ".join(map(str, OBJECTIVES_MS))}
 ms, from the steps below the first step that breaks it; truth = the crossing between the two
 steps that bracket it. The cases come from {crossed} deployments (one case per statistic and
-objective whose crossing is bracketed, with at least {MIN_STEPS} unsaturated steps below it). safe = share of answers at or under the truth; no_answer = the method's
-latency never reaches the objective (up to 20x the highest step); range_holds_truth = share of
-cases whose truth lies in the queueing curve's plausible range.
+objective whose crossing is bracketed, with at least {MIN_STEPS} unsaturated steps below it).
+safe = share of answers at or under the truth; no_answer = the method's latency never reaches
+the objective (up to 20x the highest step); range_holds_truth = share of cases whose truth lies
+in the queueing curve's plausible range.
 
 {markdown_table(objective_rows, objective_columns)}
 """
-    if not args.no_write:
-        write_section("latency", body)
+
+
+def recorded_section(folder: Path) -> str:
+    """Question 1 on the Train-Ticket day's load-binned steps, per API."""
+    windows = load_trainticket(folder)
+    records: list[dict[str, object]] = []
+    for statistic in STATISTICS:
+        groups = {f"{c}:{o}": s for (c, o), s in load_steps(windows, statistic).items()}
+        records += [dict(r, statistic=statistic) for r in next_step_errors(groups)]
+    rows = summarize_next(records)
+    columns = list(rows[0])
+    print(format_table(rows, columns))
+    apis = len({str(r["group"]) for r in records})
+    return f"""### Recorded traffic
+
+The Train-Ticket day (`{folder.name}`), imported with its per-API latency; each of {apis} APIs'
+windows binned by load into 8 steps (the load being all APIs' requests per second, about 0.3 to
+1.1 here), as `deeprest capacity --data` does. Next step, as above, from the lower bins. The load
+is light and varies little, so this measures how the methods behave on noisy recorded steps
+more than near a knee.
+
+{markdown_table(rows, columns)}
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
+    parser.add_argument("--trainticket", type=Path, default=DEFAULT_TRAINTICKET)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    parts = ["## Latency capacity (real load tests and recorded traffic)", ""]
+    parts.append("Command: `python bench/bench_latency.py`.")
+    if args.runs.exists():
+        parts.append(dsb_section(args.runs))
+    else:
+        print(f"skipped the step runs: {args.runs} is absent")
+    if (args.trainticket / "trace").is_dir():
+        parts.append(recorded_section(args.trainticket))
+    else:
+        print(f"skipped the recorded traffic: {args.trainticket} is absent")
+    if len(parts) > 3 and not args.no_write:
+        write_section("latency", "\n\n".join(parts))
     return 0
 
 
