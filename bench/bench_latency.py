@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trainticket", type=Path, default=DEFAULT_TRAINTICKET)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    parts = ["## Latency capacity (real load tests and recorded traffic)", ""]
+    parts = ["## Latency capacity (real load tests and recorded traffic)"]
     parts.append("Command: `python bench/bench_latency.py`.")
     if args.runs.exists():
         parts.append(dsb_section(args.runs))
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts.append(recorded_section(args.trainticket))
     else:
         print(f"skipped the recorded traffic: {args.trainticket} is absent")
-    if len(parts) > 3 and not args.no_write:
+    if len(parts) > 2 and not args.no_write:
         write_section("latency", "\n\n".join(parts))
     return 0
 
