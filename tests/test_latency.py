@@ -105,6 +105,7 @@ def test_cli_answers_per_group_and_writes_csv_and_plots(
     )
     out = tmp_path / "out"
     argv = ["capacity", "--runs", str(runs), "--group-by", "deployment", "--rate", "900"]
+    argv += ["--scale", "0.5"]
     assert main([*argv, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     truth = TRUE.max_rate(0.1)
@@ -115,6 +116,8 @@ def test_cli_answers_per_group_and_writes_csv_and_plots(
     assert float(rows["a"]["measured"]) == pytest.approx(truth, rel=0.02)
     assert float(rows["a"]["model"]) == pytest.approx(truth, rel=0.05)
     assert rows["b"]["measured"] == ">=990"
+    half = float(rows["a"]["p99_ms@0.5x"].split()[0])  # half the busiest step: 495/s
+    assert half == pytest.approx(1e3 * float(TRUE.latency(495.0)), rel=0.2)
     assert float(rows["a"]["p99_ms@900"].split()[0]) == pytest.approx(
         1e3 * float(TRUE.latency(900.0)), rel=0.2
     )

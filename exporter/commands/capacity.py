@@ -105,6 +105,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, action="append", default=[], help="also estimate latency at RATE"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        action="append",
+        default=[],
+        help="also estimate latency at K times the busiest step (3 = 3x the peak load)",
+    )
     parser.add_argument("--out", type=Path, default=Path("capacity"), help="directory for CSV, PNG")
 
 
@@ -191,7 +198,9 @@ class Answer:
     why_no_fit: str
     unit: str = "requests/s"
 
-    def row(self, objective: Objective, rates: Sequence[float]) -> dict[str, object]:
+    def row(
+        self, objective: Objective, rates: Sequence[float], scales: Sequence[float] = ()
+    ) -> dict[str, object]:
         rate, lo, hi = self.measured
         saturated = [s.achieved for s in self.steps if s.saturated]
         row: dict[str, object] = {
@@ -211,12 +220,15 @@ class Answer:
                 model=_rate(best), model_range=f"{_rate(low)}-{_rate(high)}",
                 fit_rmse_log=self.fit.rmse_log,
             )  # fmt: skip
-        for r in rates:
+        top = max(s.rate for s in self.steps)
+        wanted = [(f"@{r:g}", r) for r in rates] + [(f"@{k:g}x", k * top) for k in scales]
+        for label, r in wanted:
+            column = f"{objective.statistic}_ms{label}"
             if self.fit is None:
-                row[f"{objective.statistic}_ms@{r:g}"] = "-"
+                row[column] = "-"
                 continue
             low, best, high = (1e3 * v for v in self.fit.latency(r))
-            row[f"{objective.statistic}_ms@{r:g}"] = f"{best:.1f} ({low:.1f}-{high:.1f})"
+            row[column] = f"{best:.1f} ({low:.1f}-{high:.1f})"
         return row
 
     def sentence(self, objective: Objective) -> str:
@@ -304,9 +316,10 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     say = Phases("capacity")
     group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
-    for r in args.rate:
-        if not (math.isfinite(r) and r > 0):
-            raise InputError(f"--rate must be a positive number, is {r:g}", field="rate")
+    for name, values in (("rate", args.rate), ("scale", args.scale)):
+        for value in values:
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"--{name} must be a positive number, is {value:g}", field=name)
     if args.bins < 1:
         raise InputError(f"--bins must be >= 1, is {args.bins}", field="bins")
     if args.data is not None:
@@ -318,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
     say(f"fitting latency curves for {len(steps)} group and API pairs")
     results = [answer(g, a, s, args.slo, unit) for (g, a), s in sorted(steps.items())]
-    rows = [r.row(args.slo, args.rate) for r in results]
+    rows = [r.row(args.slo, args.rate, args.scale) for r in results]
     columns = list(rows[0])
     if not group_by:
         columns.remove("group")
