@@ -186,6 +186,13 @@ def _rate(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def _ms(seconds: float) -> str:
+    """A latency for tables, in ms: 'saturated' past the capacity, '>100s' for a backlog."""
+    if math.isinf(seconds):
+        return "saturated"
+    return ">100s" if seconds > 100.0 else f"{1e3 * seconds:.1f}"
+
+
 @dataclass(frozen=True)
 class Answer:
     """What one (group, API) can serve within the objective, measured and modelled."""
@@ -227,8 +234,8 @@ class Answer:
             if self.fit is None:
                 row[column] = "-"
                 continue
-            low, best, high = (1e3 * v for v in self.fit.latency(r))
-            row[column] = f"{best:.1f} ({low:.1f}-{high:.1f})"
+            low, best, high = (_ms(v) for v in self.fit.latency(r))
+            row[column] = f"{best} ({low}-{high})"
         return row
 
     def sentence(self, objective: Objective) -> str:
