@@ -224,7 +224,10 @@ steps that bracket it. The cases come from {crossed} deployments (one case per s
 objective whose crossing is bracketed, with at least {MIN_STEPS} unsaturated steps below it).
 safe = share of answers at or under the truth; no_answer = the method's latency never reaches
 the objective (up to 20x the highest step); range_holds_truth = share of cases whose truth lies
-in the queueing curve's plausible range.
+in the queueing curve's plausible range. Every case has, by construction, a knee right after
+its last step, so a method that always puts a knee just past the data scores well here; the
+curve does so only where the steps show it beyond their noise (otherwise it answers "no knee
+seen", counted as no_answer, and its range's low end is the highest step).
 
 {markdown_table(objective_rows, objective_columns)}
 """

@@ -9,7 +9,9 @@ percentiles per step. Two answers come out of those steps:
   base + scale * load**k / (1 - load) with load = rate / capacity: a constant (network, fixed
   work) plus queueing that sets in like waiting in a pool of k workers (k = 1 is M/M/1). It reads
   the SLO crossing beyond the tested rates, with a range from the profile likelihood of
-  `capacity` and `k`.
+  `capacity` and `k`. A knee that explains the steps no better than flat latency does, by
+  Akaike's criterion, is not believed: the best curve is then flat (no knee seen), while the
+  range still holds the knees the steps allow.
 
 Steps whose served rate falls short of the offered rate are saturated: their latency is a backlog
 that grows with the run's length, not a steady state, so they only bound `capacity` from above.
@@ -35,6 +37,10 @@ NOISE_FLOOR = 0.1
 
 CHI2_90 = 2.706
 """90% quantile of chi-square with one degree of freedom: the profile-likelihood cut."""
+
+PARSIMONY = 6.0
+"""Akaike's 2 per parameter for the curve's 3 beyond a flat latency: the least drop in squared
+log error (in units of the noise variance) for which a knee is believed over no knee."""
 
 GRID_POINTS = 400
 GRID_SPAN = 200.0
@@ -167,6 +173,9 @@ def fit_curve(steps: Sequence[Step]) -> CurveFit:
     dof = len(calm) - 3
     variance = max(errors[best] / dof if dof > 0 else 0.0, NOISE_FLOOR**2)
     keep = errors <= errors[best] + CHI2_90 * variance
+    if not full and errors[-1] - errors[best] <= PARSIMONY * variance:
+        best = len(solved) - 1  # a knee no better than flat latency is noise: no knee seen
+        keep[best] = True
     plausible = tuple(c for (c, _), k in zip(solved, keep, strict=True) if k)
     rmse = math.sqrt(errors[best] / len(calm))
     return CurveFit(solved[best][0], plausible, len(calm), top, rmse)
