@@ -63,6 +63,15 @@ def test_flat_latency_leaves_the_range_open() -> None:
     assert low >= 1600 * 0.99 and high == math.inf
 
 
+def test_an_uptick_within_noise_is_not_a_knee() -> None:
+    latency = [0.030, 0.034, 0.028, 0.031, 0.027, 0.029, 0.035]  # about 10% noise, last one up
+    steps = [Step(math.nan, 100.0 * (i + 1), v) for i, v in enumerate(latency)]
+    fit = fit_curve(steps)
+    assert math.isinf(fit.best.capacity)
+    assert fit.latency(2000.0)[1] < 0.04, "no saturation read into noise"
+    assert fit.max_rate(0.1)[0] < math.inf, "the range still holds the knees the steps allow"
+
+
 def test_too_few_unsaturated_steps_is_an_input_error() -> None:
     with pytest.raises(InputError, match="at least 3 unsaturated steps"):
         fit_curve([Step(100, 100, 0.01), Step(200, 200, 0.02), Step(400, 300, 3.0)])
