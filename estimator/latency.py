@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import nnls
+from scipy.stats import rankdata
 
 from estimator.errors import InputError
 from estimator.windows import Pair, Window, api_counts
@@ -237,3 +238,66 @@ def load_steps(
             out.append(Step(math.nan, float(chunk[:, 0].mean()), float(median)))
         steps[api] = out
     return steps
+
+
+def mutual_information(x: np.ndarray, y: np.ndarray, bins: int = 8) -> float:
+    """Mutual information of two samples in nats, from equal-frequency bins, Miller-Madow
+    corrected for the bias of a finite sample (0 when nothing is shared).
+
+    Written here rather than taken from scikit-learn (whose estimator is k-nearest-neighbour
+    based), which the project does not otherwise need.
+    """
+    n = len(x)
+    if n != len(y) or n < 2:
+        raise ValueError("x and y must be samples of one length >= 2")
+    cells = np.zeros((bins, bins))
+    np.add.at(cells, (_quantile_bins(x, bins), _quantile_bins(y, bins)), 1.0)
+    p = cells / n
+    px, py = p.sum(axis=1), p.sum(axis=0)
+    nz = p > 0
+    mi = float(np.sum(p[nz] * np.log(p[nz] / np.outer(px, py)[nz])))
+    correction = (np.count_nonzero(px) - 1) * (np.count_nonzero(py) - 1) / (2.0 * n)
+    return max(0.0, float(mi - correction))
+
+
+def _quantile_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-frequency bin of each value; tied values share a bin."""
+    ranks = rankdata(values, method="min") - 1  # 0-based rank of the first of the ties
+    return np.minimum((ranks * bins) // len(values), bins - 1).astype(int)
+
+
+TOTAL_LOAD = "all APIs"
+"""Name of the total request rate among the candidate drivers of latency."""
+
+
+def latency_drivers(
+    windows: Sequence[Window], statistic: str, min_windows: int = 30
+) -> dict[Pair, list[tuple[str, float]]]:
+    """Per API, the request rates its latency shares most information with, best first.
+
+    The candidates are the total rate of all APIs and each API's own rate, per window; the
+    ranking is by mutual information (nats) with the API's latency `statistic`, over the windows
+    that recorded it (APIs with fewer than `min_windows` such windows are left out). It tells
+    which traffic moves an API's latency, as the latency capacity study ranked its features.
+    """
+    rates: list[dict[str, float]] = []
+    for window in windows:
+        counts = api_counts(window.calls)
+        width = window.end - window.start
+        row = {f"{c}:{o}": n / width for (c, o), n in counts.items()}
+        row[TOTAL_LOAD] = sum(counts.values()) / width
+        rates.append(row)
+    names = sorted({name for row in rates for name in row})
+    out: dict[Pair, list[tuple[str, float]]] = {}
+    apis = sorted({api for window in windows for api in window.latency})
+    for api in apis:
+        rows = [i for i, window in enumerate(windows) if api in window.latency]
+        if len(rows) < min_windows:
+            continue
+        y = np.array([windows[i].latency[api].statistic(statistic) for i in rows])
+        scores = []
+        for name in names:
+            x = np.array([rates[i].get(name, 0.0) for i in rows])
+            scores.append((name, mutual_information(x, y)))
+        out[api] = sorted(scores, key=lambda item: -item[1])
+    return out

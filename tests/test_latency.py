@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from estimator.errors import InputError
-from estimator.latency import QueueCurve, Step, fit_curve, load_steps, measured_max_rate
+from estimator.latency import (
+    QueueCurve,
+    Step,
+    fit_curve,
+    latency_drivers,
+    load_steps,
+    measured_max_rate,
+    mutual_information,
+)
 from estimator.windows import Latency, Window, write_windows
 from exporter.cli import main
 
@@ -240,3 +248,45 @@ def test_cli_windows_without_latency_exit_2(
     write_windows(data, [Window(0.0, 60.0, calls={(("nginx", "/x"),): 5.0})])
     assert main(["capacity", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert "no window carries latency" in capsys.readouterr().err
+
+
+def test_mutual_information_is_near_zero_for_independent_and_high_for_dependent() -> None:
+    rng = np.random.default_rng(0)
+    x, noise = rng.normal(size=2000), rng.normal(size=2000)
+    assert mutual_information(x, noise) < 0.02
+    assert mutual_information(x, np.exp(x)) > 1.9  # a monotone function: every bin is shared
+    assert mutual_information(x, x + 0.5 * noise) > 0.3
+    assert mutual_information(np.zeros(50), noise[:50]) == 0.0  # a constant tells nothing
+
+
+def test_latency_drivers_rank_the_rate_that_moves_latency_first() -> None:
+    rng = np.random.default_rng(1)
+    a, b = ("front", "/a"), ("front", "/b")
+    windows = []
+    for i in range(200):
+        rate_a, rate_b = rng.uniform(1, 10), rng.uniform(1, 10)
+        window = Window(60.0 * i, 60.0 * (i + 1), calls={(a,): rate_a * 60, (b,): rate_b * 60})
+        value = 0.01 * (1 + rate_b) * math.exp(rng.normal(0.0, 0.05))  # /a waits on /b's work
+        window.latency[a] = Latency(int(rate_a * 60), value, value, value, value, value)
+        windows.append(window)
+    ranked = latency_drivers(windows, "p99")[a]
+    assert ranked[0][0] == "front:/b" and ranked[0][1] > 0.5
+    scores = dict(ranked)
+    assert scores["front:/a"] < 0.05 and 0 < scores["all APIs"] < ranked[0][1]
+    assert latency_drivers(windows[:10], "p99") == {}  # too few windows to rank anything
+
+
+def test_cli_data_writes_the_latency_drivers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "recorded.jsonl"
+    write_windows(data, recorded(np.linspace(100, 980, 120)))
+    out = tmp_path / "out"
+    assert main(["capacity", "--data", str(data), "--out", str(out)]) == 0
+    assert "latency drivers (mutual information of p99 with request rates):" in (
+        capsys.readouterr().out
+    )
+    with open(out / "drivers.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["rate_of"] for r in rows} == {"nginx:/compose", "all APIs"}
+    assert float(rows[0]["mutual_information_nats"]) > 0.5

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from estimator.errors import InputError
-from estimator.latency import CurveFit, Step, fit_curve, load_steps, measured_max_rate
+from estimator.latency import (
+    CurveFit,
+    Step,
+    fit_curve,
+    latency_drivers,
+    load_steps,
+    measured_max_rate,
+)
 from estimator.windows import LATENCY_STATISTICS, load_windows
 from exporter.progress import Phases
 from exporter.report import format_table
@@ -234,8 +241,8 @@ class Answer:
             if self.fit is None:
                 row[column] = "-"
                 continue
-            low, best, high = (_ms(v) for v in self.fit.latency(r))
-            row[column] = f"{best} ({low}-{high})"
+            fastest, likeliest, slowest = (_ms(v) for v in self.fit.latency(r))
+            row[column] = f"{likeliest} ({fastest}-{slowest})"
         return row
 
     def sentence(self, objective: Objective) -> str:
@@ -353,5 +360,24 @@ def run(args: argparse.Namespace) -> int:
     for i, result in enumerate(results):
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{result.group}_{result.api}").strip("_")
         plot(result, args.slo, args.out / f"{i:02d}_{name or 'all'}.png")
+    if args.data is not None:
+        write_drivers(args.data, args.slo, args.out / "drivers.csv")
     say(f"wrote {args.out / 'capacity.csv'} and {len(results)} plots")
     return 0
+
+
+def write_drivers(data: Path, objective: Objective, path: Path, shown: int = 3) -> None:
+    """Which request rates each API's latency follows, by mutual information: printed and CSV."""
+    drivers = latency_drivers(load_windows(data), objective.statistic)
+    if not drivers:
+        return
+    print(f"latency drivers (mutual information of {objective.statistic} with request rates):")
+    for (component, operation), ranked in drivers.items():
+        top = ", ".join(f"{name} {score:.3f}" for name, score in ranked[:shown])
+        print(f"  {component}:{operation}: {top}")
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["api", "rank", "rate_of", "mutual_information_nats"])
+        for (component, operation), ranked in drivers.items():
+            for rank, (name, score) in enumerate(ranked, start=1):
+                writer.writerow([f"{component}:{operation}", rank, name, f"{score:.4f}"])
