@@ -14,8 +14,8 @@ each answered from the lower steps only and checked against the higher ones:
 
 Methods, all fitted on the same steps: the queueing curve of `estimator.latency` (DeepRest), and
 the learned models of the latency capacity study on the one feature that varies here (requests
-per second): linear regression of latency on rate, linear regression of log latency on rate, and
-boosted trees (XGBoost) of log latency on rate; plus the naive readings, the last step's latency
+per second): linear regression of latency on rate, linear regression of log latency on rate,
+boosted trees (XGBoost) and a small neural network (PyTorch) of log latency on rate; plus the naive readings, the last step's latency
 and, for objectives, the highest step that met it.
 
 3. *Recorded traffic*: the Train-Ticket day imported with its per-API latency and binned by load
@@ -72,6 +72,34 @@ def _trees(rates: np.ndarray, latency: np.ndarray) -> Curve:
     return lambda r: np.exp(booster.predict(xgb.DMatrix(np.asarray(r, dtype=float).reshape(-1, 1))))
 
 
+def _network(rates: np.ndarray, latency: np.ndarray) -> Curve:
+    """A small multilayer perceptron of log latency on rate (one hidden layer of 16, tanh)."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x_mean, x_std = rates.mean(), rates.std() or 1.0
+    y = np.log(latency)
+    y_mean, y_std = y.mean(), y.std() or 1.0
+    net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    inputs = torch.tensor((rates - x_mean) / x_std, dtype=torch.float32).reshape(-1, 1)
+    targets = torch.tensor((y - y_mean) / y_std, dtype=torch.float32).reshape(-1, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = torch.mean((net(inputs) - targets) ** 2)
+        loss.backward()
+        optimizer.step()
+
+    def curve(r: np.ndarray) -> np.ndarray:
+        grid = np.asarray(r, dtype=float).reshape(-1, 1)
+        with torch.no_grad():
+            out = net(torch.tensor((grid - x_mean) / x_std, dtype=torch.float32)).numpy()
+        return np.exp(out.reshape(-1) * y_std + y_mean)
+
+    return curve
+
+
 def _queue(rates: np.ndarray, latency: np.ndarray, steps: Sequence[Step]) -> Curve:
     fit = fit_curve(steps)
     return lambda r: fit.best.latency(r)
@@ -86,6 +114,7 @@ LEARNED: dict[str, Callable[[np.ndarray, np.ndarray], Curve]] = {
     "linear regression": _linear,
     "log-linear regression": _loglinear,
     "boosted trees (xgboost)": _trees,
+    "neural network (torch MLP)": _network,
     "last step's latency": _last,
 }
 
