@@ -154,6 +154,18 @@ def test_cli_reads_locust_stats_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "/rare" not in printed  # rows without requests hold no step
 
 
+def test_cli_matches_columns_ignoring_case_and_punctuation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [[r[1], r[3], r[4], r[0].upper()] for r in wrk_rows()]
+    header = ["Endpoint", "Achieved RPS", "Latency P99 (ms)", "Zone"]
+    runs = write_csv(tmp_path / "runs.csv", header, rows)
+    argv = ["capacity", "--runs", str(runs), "--group-by", "zone", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "A /compose: " in printed and "B /compose: at least 989 requests/s" in printed
+
+
 @pytest.mark.parametrize(
     ("header", "row", "extra", "message"),
     [

@@ -2,9 +2,10 @@
 
 Input is either CSV files of load-test steps, one row per step and API (column names of
 wrk2-style summaries, `offered_rps`, `achieved_rps`, `latency_p99_ms`, and of Locust's `--csv`
-stats files, `Name`, `Requests/s`, `99%`, are both understood), or a window dataset whose windows
-carry per-API latency (`deeprest import` keeps it where spans have start times): recorded traffic
-binned by load, each bin a step, the load being all APIs' requests per second.
+stats files, `Name`, `Requests/s`, `99%`, are both understood, ignoring case and punctuation),
+or a window dataset whose windows carry per-API latency (`deeprest import` keeps it where spans
+have start times): recorded traffic binned by load, each bin a step, the load being all APIs'
+requests per second.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from estimator.windows import LATENCY_STATISTICS, load_windows
 from exporter.progress import Phases
 from exporter.report import format_table
 
-API_COLUMNS = ("api", "Name")
+API_COLUMNS = ("api", "Name", "endpoint")
 COUNT_COLUMNS = ("Request Count",)  # Locust: a row with no requests has no percentiles ("N/A")
 ACHIEVED_COLUMNS = ("achieved_rps", "rps", "Requests/s")
 OFFERED_COLUMNS = ("offered_rps",)
@@ -122,8 +123,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("capacity"), help="directory for CSV, PNG")
 
 
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def _column(header: Sequence[str], names: Sequence[str]) -> str | None:
-    return next((n for n in names if n in header), None)
+    """The header's column spelled like one of `names`, ignoring case and punctuation."""
+    by_normal: dict[str, str] = {}
+    for column in header:
+        by_normal.setdefault(_normal(column), column)
+    return next((by_normal[_normal(n)] for n in names if _normal(n) in by_normal), None)
 
 
 def _number(text: str, source: str, line: int, field: str) -> float:
@@ -159,14 +168,18 @@ def read_steps(
                     source=source,
                     line=1,
                 )
-            latency = next(((n, f) for n, f in objective.columns() if n in header), None)
+            latency = next(
+                ((found, f) for n, f in objective.columns() if (found := _column(header, [n]))),
+                None,
+            )
             if latency is None:
                 names = ", ".join(n for n, _ in objective.columns())
                 raise InputError(
                     f"no column for {objective.statistic} (one of {names})", source=source, line=1
                 )
-            for name in group_by:
-                if name not in header:
+            groups = [_column(header, [name]) for name in group_by]
+            for name, found in zip(group_by, groups, strict=True):
+                if found is None:
                     raise InputError("no such column to group by", source=source, field=name)
             api, offered = _column(header, API_COLUMNS), _column(header, OFFERED_COLUMNS)
             count = _column(header, COUNT_COLUMNS)
@@ -178,7 +191,7 @@ def read_steps(
                 served = _number(row[achieved], source, line, achieved)
                 seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
                 asked = _number(row[offered], source, line, offered) if offered else math.nan
-                group = "/".join(row[name] for name in group_by)
+                group = "/".join(row[str(name)] for name in groups)
                 key = (group, row[api] if api else "all")
                 steps.setdefault(key, []).append(Step(asked, served, seconds))
     if not steps:
