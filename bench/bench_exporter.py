@@ -82,8 +82,8 @@ def bench_ingest(bodies: list[bytes]) -> dict[str, float]:
     receive = spans / (time.perf_counter() - started)
     aggregator = WindowAggregator(60.0, 0.0, 1_700_000_000.0)
     started = time.perf_counter()
-    for paths in assembler.expire(now=10.0):
-        aggregator.add_paths(paths, 1_800_000_000.0)
+    for trees in assembler.expire(now=10.0):
+        aggregator.add_trees(trees, 1_800_000_000.0)
     close = time.perf_counter() - started
     full = spans / (spans / receive + close)
     return {"plain": plain, "receive": receive, "full": full}

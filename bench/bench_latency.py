@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import write_section  # noqa: E402
 from estimator.importers import load_trainticket  # noqa: E402
 from estimator.latency import Step, fit_curve, load_steps, measured_max_rate  # noqa: E402
-from exporter.commands.capacity import parse_objective, read_steps  # noqa: E402
+from exporter.loadtests import parse_objective, read_steps  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

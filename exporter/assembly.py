@@ -7,11 +7,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from estimator.spans import UNKNOWN_NS, SpanColumns, assemble_columns
-from estimator.windows import CallPath, Pair, Window, api_counts
+from estimator.spans import NS_PER_S, SpanColumns, TracePaths, assemble_columns, trace_api
+from estimator.windows import CallPath, Latency, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
 
-_Span = tuple[bytes, str, str, int]  # parent, component, operation, end ns
+_Span = tuple[bytes, str, str, int, int]  # parent, component, operation, end ns, start ns
 
 
 class _Trace:
@@ -22,21 +22,26 @@ class _Trace:
         self.last_seen = 0.0
 
 
-def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
-    """(root end ns, root-to-span path) of every span of one trace.
+def trace_trees(spans: dict[bytes, _Span]) -> list[TracePaths]:
+    """The call trees of one trace, with their root's end time and duration.
 
     Assembled by `estimator.spans`, exactly as the importers do (orphans, cycles, gateway
-    folding), so live windows hold the same paths as imported training windows.
+    folding), so live windows hold the same paths (and latency) as imported training windows.
     """
     cols = SpanColumns.empty()
-    for sid, (parent, component, operation, end) in spans.items():
+    for sid, (parent, component, operation, end, start) in spans.items():
         cols.trace_ids.append("")
         cols.span_ids.append(sid.hex())
         cols.parent_ids.append(parent.hex() if parent else None)
         cols.pairs.append((component, operation))
         cols.end_ns.append(end)
-        cols.start_ns.append(UNKNOWN_NS)  # live windows keep no latency
-    return [(tree.end_ns, path) for tree in assemble_columns(cols) for path in tree.paths]
+        cols.start_ns.append(start)
+    return list(assemble_columns(cols))
+
+
+def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
+    """(root end ns, root-to-span path) of every span of one trace."""
+    return [(tree.end_ns, path) for tree in trace_trees(spans) for path in tree.paths]
 
 
 class TraceAssembler:
@@ -61,7 +66,7 @@ class TraceAssembler:
             traces = self._traces
             last_tid = b""
             trace = _Trace()
-            for tid, sid, parent, component, operation, end in spans:
+            for tid, sid, parent, component, operation, end, start in spans:
                 if tid != last_tid:
                     found = traces.get(tid)
                     if found is None:
@@ -72,12 +77,12 @@ class TraceAssembler:
                     trace.last_seen = now
                     last_tid = tid
                 before = len(trace.spans)
-                trace.spans[sid] = (parent, component, operation, end)
+                trace.spans[sid] = (parent, component, operation, end, start)
                 self._pending += len(trace.spans) - before
             return True
 
-    def expire(self, now: float) -> list[list[tuple[int, CallPath]]]:
-        """Close the traces quiet for `grace` seconds; their (root end ns, path) lists."""
+    def expire(self, now: float) -> list[list[TracePaths]]:
+        """Close the traces quiet for `grace` seconds; the call trees of each."""
         closed: list[dict[bytes, _Span]] = []
         with self._lock:
             traces = self._traces
@@ -88,7 +93,7 @@ class TraceAssembler:
                 del traces[tid]
                 self._pending -= len(trace.spans)
                 closed.append(trace.spans)
-        return [trace_paths(spans) for spans in closed]
+        return [trace_trees(spans) for spans in closed]
 
 
 class WindowAggregator:
@@ -101,6 +106,7 @@ class WindowAggregator:
         previous = math.floor(after / window) - 1 if after is not None else current - 1
         self._closed = max(previous, current - 1)  # index of the newest closed window
         self._open: dict[int, Window] = {}
+        self._durations: dict[int, dict[Pair, list[float]]] = {}  # seconds, per window and API
         self._api_calls: dict[Pair, float] = {}
         self.late_paths = 0
         self._lock = threading.Lock()
@@ -110,21 +116,31 @@ class WindowAggregator:
 
     def add_paths(self, paths: Iterable[tuple[int, CallPath]], now: float) -> int:
         """Count paths into the window of their root's end; returns how many were too late."""
+        return self.add_trees([TracePaths(end, [path]) for end, path in paths], now)
+
+    def add_trees(self, trees: Iterable[TracePaths], now: float) -> int:
+        """Count each tree's paths (and its API's latency, where known) into the window of its
+        root's end; returns how many paths were too late."""
         late = 0
         horizon = self._index(now) + 1000
         with self._lock:
-            for end_ns, path in paths:
-                k = self._index(end_ns / 1e9)
+            for tree in trees:
+                k = self._index(tree.end_ns / NS_PER_S)
                 if k <= self._closed or k > horizon:
-                    late += 1
+                    late += len(tree.paths)
                     continue
                 window = self._open.get(k)
                 if window is None:
                     window = self._open[k] = Window(k * self.window, (k + 1) * self.window)
-                window.calls[path] = window.calls.get(path, 0.0) + 1.0
-                if len(path) <= 2:
-                    for api, n in api_counts({path: 1.0}).items():
-                        self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+                for path in tree.paths:
+                    window.calls[path] = window.calls.get(path, 0.0) + 1.0
+                    if len(path) <= 2:
+                        for api, n in api_counts({path: 1.0}).items():
+                            self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+                entry = trace_api(tree.paths) if tree.duration_ns >= 0 else None
+                if entry is not None:
+                    seconds = tree.duration_ns / NS_PER_S
+                    self._durations.setdefault(k, {}).setdefault(entry, []).append(seconds)
             self.late_paths += late
         return late
 
@@ -142,11 +158,15 @@ class WindowAggregator:
             if frontier - self._closed > max_windows:  # a long gap: skip the empty past
                 self._closed = frontier - max_windows
             for k in range(self._closed + 1, frontier + 1):
-                window = self._open.pop(k, None)
-                out.append(window or Window(k * self.window, (k + 1) * self.window))
+                window = self._open.pop(k, None) or Window(k * self.window, (k + 1) * self.window)
+                durations = self._durations.pop(k, {})
+                window.latency = {api: Latency.of(d) for api, d in sorted(durations.items())}
+                out.append(window)
             self._closed = max(self._closed, frontier)
             for k in [k for k in self._open if k <= self._closed]:
                 del self._open[k]
+            for k in [k for k in self._durations if k <= self._closed]:
+                del self._durations[k]
         return out
 
     def pending_window_end(self) -> float:

@@ -170,8 +170,8 @@ class LiveLoop:
         """Close what is due at `now` (default: the clock); returns the windows closed."""
         now = self.clock() if now is None else now
         with self._tick_lock:
-            for paths in self.assembler.expire(now):
-                self.aggregator.add_paths(paths, now)
+            for trees in self.assembler.expire(now):
+                self.aggregator.add_trees(trees, now)
             windows = self.aggregator.close(now)
             for window in windows:
                 self._close_window(window)

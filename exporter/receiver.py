@@ -25,8 +25,9 @@ from exporter.config import ReceiverConfig
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-SpanRecord = tuple[bytes, bytes, bytes, str, str, int]
-"""(trace id, span id, parent span id or b"", component, operation, end time in ns)."""
+SpanRecord = tuple[bytes, bytes, bytes, str, str, int, int]
+"""(trace id, span id, parent span id or b"", component, operation, end and start time in ns;
+start -1 when the span does not set it)."""
 
 REASONS = ("missing_service_name", "empty_name", "bad_id", "bad_time")
 """Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total)."""
@@ -210,7 +211,9 @@ def extract_spans(request: ExportTraceServiceRequest) -> Decoded:
                 elif end <= 0 or end < span.start_time_unix_nano:
                     rejected["bad_time"] = rejected.get("bad_time", 0) + 1
                 else:
-                    append((tid, sid, b"" if parent == _ZERO8 else parent, component, name, end))
+                    start = span.start_time_unix_nano or -1
+                    parent = b"" if parent == _ZERO8 else parent
+                    append((tid, sid, parent, component, name, end, start))
     return out
 
 

@@ -22,6 +22,7 @@ from estimator.latency import (
 )
 from estimator.windows import Latency, Window, write_windows
 from exporter.cli import main
+from exporter.store import WindowStore
 
 TRUE = QueueCurve(base=0.004, scale=0.002, capacity=1000.0, servers=4)
 
@@ -302,3 +303,22 @@ def test_cli_data_writes_the_latency_drivers(
         rows = list(csv.DictReader(handle))
     assert {r["rate_of"] for r in rows} == {"nginx:/compose", "all APIs"}
     assert float(rows[0]["mutual_information_nats"]) > 0.5
+
+
+def test_cli_reads_the_windows_an_exporter_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = recorded(np.linspace(100, 980, 120))
+    store = WindowStore(tmp_path / "data")
+    store.put(windows)
+    store.close()
+    config = tmp_path / "deeprest.yaml"
+    config.write_text("data_dir: data\n")
+    out = tmp_path / "out"
+    argv = ["capacity", "--config", str(config), "--slo", "p99=20ms", "--out", str(out)]
+    assert main([*argv, "--to", str(windows[60].start)]) == 0  # the quieter first half only
+    assert "nginx:/compose: at least" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "requests/s of all APIs within p99 <= 20 ms (measured" in capsys.readouterr().out
+    assert main([*argv, "--from", "1e9"]) == 2
+    assert "the store holds no windows in that range" in capsys.readouterr().err

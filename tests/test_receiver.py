@@ -124,23 +124,25 @@ def test_traces_assemble_across_requests_and_out_of_order() -> None:
     assert assembler.pending_spans == 9
     closed = assembler.expire(now=8.1)
     assert len(closed) == 3 and assembler.pending_spans == 0
-    for paths in closed:
-        aggregator.add_paths(paths, now=8.1)
+    for trees in closed:
+        aggregator.add_trees(trees, now=8.1)
     assert aggregator.close(now=9.9) == []  # [6, 8) closes at 8 + delay
     (window,) = aggregator.close(now=10.0)
     assert (window.start, window.end) == (6.0, 8.0)
     assert window.calls == {path: 3.0 for path in PATHS}
     assert aggregator.api_calls() == {("front", "/compose"): 3.0}
+    latency = window.latency[("front", "/compose")]  # the root spans last 10 microseconds
+    assert latency.count == 3 and latency.p99 == pytest.approx(10e-6)
     late = aggregator.add_paths([(int(7.5 * NS), PATHS[0])], now=10.0)
     assert late == 1
 
 
 def test_orphans_and_cycles_become_roots() -> None:
     spans = {
-        b"a": (b"missing", "svc", "orphan", 5),
-        b"b": (b"a", "svc", "child", 4),
-        b"c": (b"d", "x", "one", 3),
-        b"d": (b"c", "y", "two", 2),
+        b"a": (b"missing", "svc", "orphan", 5, 1),
+        b"b": (b"a", "svc", "child", 4, 2),
+        b"c": (b"d", "x", "one", 3, 1),
+        b"d": (b"c", "y", "two", 2, 1),
     }
     paths = {path: end for end, path in trace_paths(spans)}
     assert paths[(("svc", "orphan"),)] == 5
@@ -158,9 +160,9 @@ def test_pending_limit_refuses_whole_batches() -> None:
 
 def test_live_paths_fold_gateway_internals_like_the_importers() -> None:
     spans = {
-        b"r": (b"", "gateway", "/*", 9),
-        b"g": (b"r", "gateway", "HTTP POST", 8),
-        b"o": (b"g", "orders", "/api/orders", 7),
+        b"r": (b"", "gateway", "/*", 9, 1),
+        b"g": (b"r", "gateway", "HTTP POST", 8, 2),
+        b"o": (b"g", "orders", "/api/orders", 7, 3),
     }
     paths = {path for _, path in trace_paths(spans)}
     assert paths == {(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))}

@@ -3,8 +3,9 @@
 Input is either CSV files of load-test steps, one row per step and API (column names of
 wrk2-style summaries, `offered_rps`, `achieved_rps`, `latency_p99_ms`, and of Locust's `--csv`
 stats files, `Name`, `Requests/s`, `99%`, are both understood, ignoring case and punctuation),
-or a window dataset whose windows carry per-API latency (`deeprest import` keeps it where spans
-have start times): recorded traffic binned by load, each bin a step, the load being all APIs'
+or recorded windows that carry per-API latency (a dataset from `deeprest import`, which keeps it
+where spans have start times, or the store of a running exporter, which keeps it from the traces
+it receives): recorded traffic binned by load, each bin a step, the load being all APIs'
 requests per second.
 """
 
@@ -29,50 +30,11 @@ from estimator.latency import (
     load_steps,
     measured_max_rate,
 )
-from estimator.windows import LATENCY_STATISTICS, load_windows
+from estimator.windows import LATENCY_STATISTICS, Window, load_windows
+from exporter.commands.ranges import add_range_arguments, parse_time, select
+from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
 from exporter.report import format_table
-
-API_COLUMNS = ("api", "Name", "endpoint")
-COUNT_COLUMNS = ("Request Count",)  # Locust: a row with no requests has no percentiles ("N/A")
-ACHIEVED_COLUMNS = ("achieved_rps", "rps", "Requests/s")
-OFFERED_COLUMNS = ("offered_rps",)
-UNIT_SECONDS = {"ms": 1e-3, "s": 1.0}
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A latency objective: the percentile (or 'mean') must stay at or under `seconds`."""
-
-    statistic: str  # "p99", "p50", "mean"
-    seconds: float
-
-    def columns(self) -> list[tuple[str, float]]:
-        """Column names that may hold the statistic, with the factor from their unit to seconds."""
-        s = self.statistic
-        names = [(f"latency_{s}_ms", 1e-3), (f"{s}_ms", 1e-3), (f"latency_{s}_s", 1.0)]
-        names.append((f"{s}_s", 1.0))
-        if s == "mean":
-            names.append(("Average Response Time", 1e-3))
-        else:
-            names.append((f"{s[1:]}%", 1e-3))  # Locust: "99%", in milliseconds
-        return names
-
-    def __str__(self) -> str:
-        return f"{self.statistic} <= {self.seconds * 1e3:g} ms"
-
-
-def parse_objective(text: str) -> Objective:
-    """'p99=100ms', 'p95=0.25s' or 'mean=40ms'."""
-    match = re.fullmatch(r"\s*(p\d{1,2}(?:\.\d+)?|mean)\s*=\s*([0-9.]+)\s*(ms|s)\s*", text)
-    if match is None:
-        raise InputError(
-            f"bad objective {text!r}: write it as p99=100ms, p95=0.25s or mean=40ms", field="slo"
-        )
-    seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)]
-    if not seconds > 0:
-        raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
-    return Objective(match.group(1), seconds)
 
 
 def _objective_arg(text: str) -> Objective:
@@ -95,6 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="window dataset with per-API latency: recorded traffic, binned by load into steps",
     )
+    source.add_argument(
+        "--config",
+        type=Path,
+        help="exporter configuration: the windows its store recorded from live traces, as --data",
+    )
+    add_range_arguments(parser, "with --data or --config, read")
     parser.add_argument(
         "--bins", type=int, default=8, help="with --data: load bins (steps) per API (default 8)"
     )
@@ -121,82 +89,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also estimate latency at K times the busiest step (3 = 3x the peak load)",
     )
     parser.add_argument("--out", type=Path, default=Path("capacity"), help="directory for CSV, PNG")
-
-
-def _normal(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def _column(header: Sequence[str], names: Sequence[str]) -> str | None:
-    """The header's column spelled like one of `names`, ignoring case and punctuation."""
-    by_normal: dict[str, str] = {}
-    for column in header:
-        by_normal.setdefault(_normal(column), column)
-    return next((by_normal[_normal(n)] for n in names if _normal(n) in by_normal), None)
-
-
-def _number(text: str, source: str, line: int, field: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"not a number: {text!r}", source=source, line=line, field=field) from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(
-            f"must be finite and non-negative, is {text!r}", source=source, line=line, field=field
-        )
-    return value
-
-
-def read_steps(
-    paths: Sequence[Path], objective: Objective, group_by: Sequence[str]
-) -> dict[tuple[str, str], list[Step]]:
-    """Steps per (group, API) from every file, validated; the latency in seconds."""
-    steps: dict[tuple[str, str], list[Step]] = {}
-    for path in paths:
-        source = str(path)
-        try:
-            handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
-        with handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            achieved = _column(header, ACHIEVED_COLUMNS)
-            if achieved is None:
-                raise InputError(
-                    f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
-                    source=source,
-                    line=1,
-                )
-            latency = next(
-                ((found, f) for n, f in objective.columns() if (found := _column(header, [n]))),
-                None,
-            )
-            if latency is None:
-                names = ", ".join(n for n, _ in objective.columns())
-                raise InputError(
-                    f"no column for {objective.statistic} (one of {names})", source=source, line=1
-                )
-            groups = [_column(header, [name]) for name in group_by]
-            for name, found in zip(group_by, groups, strict=True):
-                if found is None:
-                    raise InputError("no such column to group by", source=source, field=name)
-            api, offered = _column(header, API_COLUMNS), _column(header, OFFERED_COLUMNS)
-            count = _column(header, COUNT_COLUMNS)
-            for line, row in enumerate(reader, start=2):
-                if None in row or any(v is None for v in row.values()):
-                    raise InputError(f"expected {len(header)} columns", source=source, line=line)
-                if count and _number(row[count], source, line, count) == 0:
-                    continue
-                served = _number(row[achieved], source, line, achieved)
-                seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
-                asked = _number(row[offered], source, line, offered) if offered else math.nan
-                group = "/".join(row[str(name)] for name in groups)
-                key = (group, row[api] if api else "all")
-                steps.setdefault(key, []).append(Step(asked, served, seconds))
-    if not steps:
-        raise InputError("hold no steps", source=", ".join(map(str, paths)))
-    return steps
 
 
 def _rate(value: float) -> str:
@@ -289,20 +181,42 @@ def answer(
     return Answer(group, api, steps, measured, fit, why, unit)
 
 
-def window_steps(path: Path, objective: Objective, bins: int) -> dict[tuple[str, str], list[Step]]:
-    """Steps per API from a window dataset's recorded latency."""
+def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
+    """The windows of --data (within --from/--to), or of the store of --config's exporter."""
+    if args.data is not None:
+        return select(load_windows(args.data), args.start, args.end, str(args.data)), str(args.data)
+    from exporter.config import load_config
+    from exporter.store import WindowStore
+
+    config = load_config(args.config)
+    start = -math.inf if args.start is None else parse_time(args.start, "--from")
+    end = math.inf if args.end is None else parse_time(args.end, "--to")
+    store = WindowStore(config.data_dir)
+    try:
+        windows = store.range(start, end)
+    finally:
+        store.close()
+    source = f"{args.config} (store {config.data_dir})"
+    if not windows:
+        raise InputError("the store holds no windows in that range", source=source)
+    return windows, source
+
+
+def window_steps(
+    windows: Sequence[Window], source: str, objective: Objective, bins: int
+) -> dict[tuple[str, str], list[Step]]:
+    """Steps per API from recorded windows' latency."""
     if objective.statistic not in LATENCY_STATISTICS:
         raise InputError(
             f"windows keep {', '.join(LATENCY_STATISTICS)}, not {objective.statistic}",
             field="slo",
         )
-    windows = load_windows(path)
     steps = load_steps(windows, objective.statistic, bins)
     if not steps:
         raise InputError(
             "no window carries latency (import spans with start times to keep it), or too few "
             "windows per API",
-            source=str(path),
+            source=source,
         )
     return {("", f"{c}:{o}"): s for (c, o), s in steps.items()}
 
@@ -349,12 +263,16 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--{name} must be a positive number, is {value:g}", field=name)
     if args.bins < 1:
         raise InputError(f"--bins must be >= 1, is {args.bins}", field="bins")
-    if args.data is not None:
+    windows: list[Window] = []
+    if args.runs is None:
         if group_by:
             raise InputError("--group-by applies to --runs only", field="group-by")
-        steps = window_steps(args.data, args.slo, args.bins)
+        windows, source = recorded_windows(args)
+        steps = window_steps(windows, source, args.slo, args.bins)
         unit = "requests/s of all APIs"
     else:
+        if args.start is not None or args.end is not None:
+            raise InputError("--from and --to apply to --data and --config", field="from")
         steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
     say(f"fitting latency curves for {len(steps)} group and API pairs")
     results = [answer(g, a, s, args.slo, unit) for (g, a), s in sorted(steps.items())]
@@ -373,15 +291,17 @@ def run(args: argparse.Namespace) -> int:
     for i, result in enumerate(results):
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{result.group}_{result.api}").strip("_")
         plot(result, args.slo, args.out / f"{i:02d}_{name or 'all'}.png")
-    if args.data is not None:
-        write_drivers(args.data, args.slo, args.out / "drivers.csv")
+    if windows:
+        write_drivers(windows, args.slo, args.out / "drivers.csv")
     say(f"wrote {args.out / 'capacity.csv'} and {len(results)} plots")
     return 0
 
 
-def write_drivers(data: Path, objective: Objective, path: Path, shown: int = 3) -> None:
+def write_drivers(
+    windows: Sequence[Window], objective: Objective, path: Path, shown: int = 3
+) -> None:
     """Which request rates each API's latency follows, by mutual information: printed and CSV."""
-    drivers = latency_drivers(load_windows(data), objective.statistic)
+    drivers = latency_drivers(windows, objective.statistic)
     if not drivers:
         return
     print(f"latency drivers (mutual information of {objective.statistic} with request rates):")

@@ -1,0 +1,134 @@
+"""Load-test steps from CSV: wrk2-style summaries and Locust's stats files, validated.
+
+One row per step and API. Column names are matched ignoring case and punctuation; the latency
+column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%`, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from estimator.errors import InputError
+from estimator.latency import Step
+
+API_COLUMNS = ("api", "Name", "endpoint")
+COUNT_COLUMNS = ("Request Count",)  # Locust: a row with no requests has no percentiles ("N/A")
+ACHIEVED_COLUMNS = ("achieved_rps", "rps", "Requests/s")
+OFFERED_COLUMNS = ("offered_rps",)
+UNIT_SECONDS = {"ms": 1e-3, "s": 1.0}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A latency objective: the percentile (or 'mean') must stay at or under `seconds`."""
+
+    statistic: str  # "p99", "p50", "mean"
+    seconds: float
+
+    def columns(self) -> list[tuple[str, float]]:
+        """Column names that may hold the statistic, with the factor from their unit to seconds."""
+        s = self.statistic
+        names = [(f"latency_{s}_ms", 1e-3), (f"{s}_ms", 1e-3), (f"latency_{s}_s", 1.0)]
+        names.append((f"{s}_s", 1.0))
+        if s == "mean":
+            names.append(("Average Response Time", 1e-3))
+        else:
+            names.append((f"{s[1:]}%", 1e-3))  # Locust: "99%", in milliseconds
+        return names
+
+    def __str__(self) -> str:
+        return f"{self.statistic} <= {self.seconds * 1e3:g} ms"
+
+
+def parse_objective(text: str) -> Objective:
+    """'p99=100ms', 'p95=0.25s' or 'mean=40ms'."""
+    match = re.fullmatch(r"\s*(p\d{1,2}(?:\.\d+)?|mean)\s*=\s*([0-9.]+)\s*(ms|s)\s*", text)
+    if match is None:
+        raise InputError(
+            f"bad objective {text!r}: write it as p99=100ms, p95=0.25s or mean=40ms", field="slo"
+        )
+    seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)]
+    if not seconds > 0:
+        raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
+    return Objective(match.group(1), seconds)
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _column(header: Sequence[str], names: Sequence[str]) -> str | None:
+    """The header's column spelled like one of `names`, ignoring case and punctuation."""
+    by_normal: dict[str, str] = {}
+    for column in header:
+        by_normal.setdefault(_normal(column), column)
+    return next((by_normal[_normal(n)] for n in names if _normal(n) in by_normal), None)
+
+
+def _number(text: str, source: str, line: int, field: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"not a number: {text!r}", source=source, line=line, field=field) from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(
+            f"must be finite and non-negative, is {text!r}", source=source, line=line, field=field
+        )
+    return value
+
+
+def read_steps(
+    paths: Sequence[Path], objective: Objective, group_by: Sequence[str]
+) -> dict[tuple[str, str], list[Step]]:
+    """Steps per (group, API) from every file, validated; the latency in seconds."""
+    steps: dict[tuple[str, str], list[Step]] = {}
+    for path in paths:
+        source = str(path)
+        try:
+            handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
+        with handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            achieved = _column(header, ACHIEVED_COLUMNS)
+            if achieved is None:
+                raise InputError(
+                    f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
+                    source=source,
+                    line=1,
+                )
+            latency = next(
+                ((found, f) for n, f in objective.columns() if (found := _column(header, [n]))),
+                None,
+            )
+            if latency is None:
+                names = ", ".join(n for n, _ in objective.columns())
+                raise InputError(
+                    f"no column for {objective.statistic} (one of {names})", source=source, line=1
+                )
+            groups = [_column(header, [name]) for name in group_by]
+            for name, found in zip(group_by, groups, strict=True):
+                if found is None:
+                    raise InputError("no such column to group by", source=source, field=name)
+            api, offered = _column(header, API_COLUMNS), _column(header, OFFERED_COLUMNS)
+            count = _column(header, COUNT_COLUMNS)
+            for line, row in enumerate(reader, start=2):
+                if None in row or any(v is None for v in row.values()):
+                    raise InputError(f"expected {len(header)} columns", source=source, line=line)
+                if count and _number(row[count], source, line, count) == 0:
+                    continue
+                served = _number(row[achieved], source, line, achieved)
+                seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
+                asked = _number(row[offered], source, line, offered) if offered else math.nan
+                group = "/".join(row[str(name)] for name in groups)
+                key = (group, row[api] if api else "all")
+                steps.setdefault(key, []).append(Step(asked, served, seconds))
+    if not steps:
+        raise InputError("hold no steps", source=", ".join(map(str, paths)))
+    return steps
