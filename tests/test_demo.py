@@ -129,8 +129,8 @@ def test_span_request_reproduces_the_simulated_path_counts() -> None:
     decoded = extract_spans(request)
     assert decoded.rejected == {}
     spans = [
-        Span(t.hex(), s.hex(), p.hex() or None, component, name, end, end)
-        for t, s, p, component, name, end in decoded.spans
+        Span(t.hex(), s.hex(), p.hex() or None, component, name, start, end)
+        for t, s, p, component, name, end, start in decoded.spans
     ]
     counts: dict[tuple, int] = {}
     for trace in assemble(spans):
