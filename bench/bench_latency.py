@@ -28,6 +28,7 @@ Results go to docs/benchmarks.md (section "latency"); each part skips when its d
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = ROOT.parent / "shared" / "data" / "dsb-latency" / "runs.csv"
 DEFAULT_TRAINTICKET = ROOT.parent / "shared" / "data" / "trainticket-2023-01-30"
 GROUP_BY = ("application", "runtime", "placement", "experiment")
+"""Columns that tell deployments apart, where the runs file has them."""
 STATISTICS = ("p50", "p90", "p99")
 OBJECTIVES_MS = (25, 50, 100, 200, 500)
 MIN_STEPS = 3
@@ -217,12 +219,15 @@ def summarize_objective(records: list[dict[str, object]]) -> list[dict[str, obje
 
 
 def dsb_section(runs: Path) -> str:
-    """Questions 1 and 2 on the step runs."""
+    """Questions 1 and 2 on the step runs (one group per deployment and API)."""
+    with open(runs, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), [])
+    by = [c for c in GROUP_BY if c in header]
     next_records: list[dict[str, object]] = []
     objective_records: list[dict[str, object]] = []
     for statistic in STATISTICS:
         objective = parse_objective(f"{statistic}=1s")
-        groups = {g: s for (g, _), s in read_steps([runs], objective, list(GROUP_BY)).items()}
+        groups = {f"{g}/{api}": s for (g, api), s in read_steps([runs], objective, by).items()}
         next_records += [dict(r, statistic=statistic) for r in next_step_errors(groups)]
         for ms in OBJECTIVES_MS:
             objective_records += objective_answers(groups, ms / 1e3)
