@@ -55,6 +55,7 @@ class Step:
     offered: float  # requests/s; NaN when the tool does not record it
     achieved: float  # requests/s served
     latency: float  # seconds, at the percentile the objective names
+    peak: float = math.nan  # highest rate served within the step (binned windows), if known
 
     @property
     def rate(self) -> float:
@@ -121,7 +122,7 @@ class CurveFit:
     best: QueueCurve
     plausible: tuple[QueueCurve, ...]
     steps_used: int
-    highest_rate: float  # highest unsaturated rate fitted
+    highest_rate: float  # highest rate an unsaturated step served
     rmse_log: float  # of the best curve, in log latency
 
     def max_rate(self, objective: float) -> tuple[float, float, float]:
@@ -160,7 +161,8 @@ def fit_curve(steps: Sequence[Step]) -> CurveFit:
     latency = np.array([s.latency for s in calm])
     if np.any(rates <= 0) or np.any(latency <= 0):
         raise InputError("rates and latencies must be positive")
-    top = float(rates.max())
+    # Every rate an unsaturated step served, its peak included, lies below the capacity.
+    top = max(float(rates.max()), max((s.peak for s in calm if s.peak == s.peak), default=0.0))
     full = [s.achieved for s in steps if s.saturated]
     # A saturated step served about what the system can: the capacity is near or below it.
     ceiling = max(min(full) * 1.05, top * 1.01) if full else top * GRID_SPAN
@@ -213,7 +215,7 @@ def load_steps(
     requests of all APIs share the components. Each API's windows that recorded its latency are
     sorted by load and cut into `bins` groups of equal size (at least `min_windows` each); a
     group is one step, at its mean load, with the request-weighted median of its windows'
-    `statistic`.
+    `statistic`, and its busiest window's load as the step's peak (served, so below capacity).
     """
     if bins < 1 or min_windows < 1:
         raise InputError("bins and min_windows must be >= 1", field="bins")
@@ -221,7 +223,7 @@ def load_steps(
     for window in windows:
         if not window.latency:
             continue
-        load = sum(api_counts(window.calls).values()) / (window.end - window.start)
+        load = window_load(window)
         for api, summary in window.latency.items():
             seen.setdefault(api, []).append((load, summary.statistic(statistic), summary.count))
     steps: dict[Pair, list[Step]] = {}
@@ -235,7 +237,8 @@ def load_steps(
             order = np.argsort(chunk[:, 1])
             weights = np.cumsum(chunk[order, 2])
             median = chunk[order, 1][np.searchsorted(weights, weights[-1] / 2.0)]
-            out.append(Step(math.nan, float(chunk[:, 0].mean()), float(median)))
+            loads = chunk[:, 0]
+            out.append(Step(math.nan, float(loads.mean()), float(median), float(loads.max())))
         steps[api] = out
     return steps
 
@@ -300,4 +303,24 @@ def latency_drivers(
             x = np.array([rates[i].get(name, 0.0) for i in rows])
             scores.append((name, mutual_information(x, y)))
         out[api] = sorted(scores, key=lambda item: -item[1])
+    return out
+
+
+def window_load(window: Window) -> float:
+    """All APIs' requests per second in a window (the load latency curves are read against)."""
+    return sum(api_counts(window.calls).values()) / (window.end - window.start)
+
+
+def latency_at_loads(
+    recorded: Sequence[Window], statistic: str, loads: Sequence[float]
+) -> dict[Pair, list[tuple[float, float, float]]]:
+    """Per API with a latency curve in `recorded`: its (low, best, high) `statistic` at each
+    of `loads` (requests per second of all APIs)."""
+    out: dict[Pair, list[tuple[float, float, float]]] = {}
+    for api, steps in load_steps(recorded, statistic).items():
+        try:
+            fit = fit_curve(steps)
+        except InputError:  # too few steps, or zero load: no curve for this API
+            continue
+        out[api] = [fit.latency(load) for load in loads]
     return out

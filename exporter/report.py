@@ -20,6 +20,13 @@ def _cell(value: object, missing: str) -> str:
     return str(value)
 
 
+def latency_ms(seconds: float) -> str:
+    """A latency for tables, in ms: 'saturated' past a capacity, '>100s' for a backlog."""
+    if np.isinf(seconds):
+        return "saturated"
+    return ">100s" if seconds > 100.0 else f"{1e3 * seconds:.1f}"
+
+
 def format_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
     """A plain aligned text table (floats with 3 decimals)."""
     body = [[_cell(r.get(c, ""), "nan") for c in columns] for r in rows]

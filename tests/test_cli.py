@@ -13,9 +13,9 @@ import pytest
 
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError
-from estimator.windows import write_windows
+from estimator.windows import Latency, api_counts, load_windows, write_windows
 from exporter.cli import main
-from tests.worlds import tiny_world
+from tests.worlds import FRONT, tiny_world
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,28 @@ def test_whatif_scale_grows_cpu_with_traffic(
     ratio = float(rows[("compose", "cpu")]["ratio"])
     assert 2.0 < ratio < 3.0  # idle cost does not scale, per-call cost does
     assert (out / "whatif.png").stat().st_size > 0
+
+
+def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Windows whose /compose latency rises with load (a queue of capacity 5 requests/s)."""
+    windows = load_windows(trained["test"])
+    for w in windows:
+        load = sum(api_counts(w.calls).values()) / (w.end - w.start)
+        value = 0.01 + 0.002 / (1.0 - load / 5.0)
+        w.latency[FRONT] = Latency(int(w.calls[(FRONT,)]), value, value, value, value, value)
+    data = trained["root"] / "with-latency.jsonl"
+    write_windows(data, windows)
+    out = trained["root"] / "whatif-latency"
+    argv = ["whatif", "--model", str(trained["model"]), "--data", str(data), "--scale", "1.2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "latency at the peak load" in capsys.readouterr().out
+    with open(out / "latency.csv") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["api"] == "front:/compose"
+    assert float(row["whatif_p95_s"]) > float(row["base_p95_s"]) > 0.01
+    assert float(row["whatif_low_s"]) <= float(row["whatif_p95_s"]) <= float(row["whatif_high_s"])
 
 
 def _whatif_rows(model: Path, out: Path, *extra: str) -> dict[tuple[str, str], dict[str, str]]:

@@ -34,7 +34,7 @@ from estimator.windows import LATENCY_STATISTICS, Window, load_windows
 from exporter.commands.ranges import add_range_arguments, parse_time, select
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
-from exporter.report import format_table
+from exporter.report import format_table, latency_ms
 
 
 def _objective_arg(text: str) -> Objective:
@@ -98,13 +98,6 @@ def _rate(value: float) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def _ms(seconds: float) -> str:
-    """A latency for tables, in ms: 'saturated' past the capacity, '>100s' for a backlog."""
-    if math.isinf(seconds):
-        return "saturated"
-    return ">100s" if seconds > 100.0 else f"{1e3 * seconds:.1f}"
-
-
 @dataclass(frozen=True)
 class Answer:
     """What one (group, API) can serve within the objective, measured and modelled."""
@@ -146,7 +139,7 @@ class Answer:
             if self.fit is None:
                 row[column] = "-"
                 continue
-            fastest, likeliest, slowest = (_ms(v) for v in self.fit.latency(r))
+            fastest, likeliest, slowest = (latency_ms(v) for v in self.fit.latency(r))
             row[column] = f"{likeliest} ({fastest}-{slowest})"
         return row
 

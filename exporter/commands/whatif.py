@@ -10,6 +10,7 @@ import numpy as np
 
 from estimator.bundle import load_bundle
 from estimator.errors import InputError
+from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
@@ -20,10 +21,10 @@ from estimator.whatif import (
     reference_windows,
     scaled_traffic,
 )
-from estimator.windows import Pair, Window, load_windows
+from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
 from exporter.config import parse_limits
 from exporter.progress import Phases
-from exporter.report import UNITS, format_table
+from exporter.report import UNITS, format_table, latency_ms
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="YAML or JSON of limits, {component: {resource: limit in base units}} (or a serve "
         "config with a limits section): adds headroom and the traffic scale each limit allows",
+    )
+    parser.add_argument(
+        "--latency",
+        default="p95",
+        choices=LATENCY_STATISTICS,
+        help="with --data windows that carry API latency: the statistic to estimate at the "
+        "what-if load (default p95)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("whatif"), help="directory for CSV and PNG"
@@ -200,8 +208,46 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     plot(result, args.out / "whatif.png", label)
+    if args.data is not None and any(w.latency for w in observed):
+        latency_table(observed, base, hypothetical, args.latency, args.out / "latency.csv")
     say(f"wrote {args.out / 'whatif.csv'} and {args.out / 'whatif.png'}")
     return 0
+
+
+def latency_table(
+    recorded: list[Window],
+    base: list[Window],
+    hypothetical: list[Window],
+    statistic: str,
+    path: Path,
+) -> None:
+    """Each API's latency at the base and the what-if peak load, from its recorded curve."""
+    base_load = max(window_load(w) for w in base)
+    peak_load = max(window_load(w) for w in hypothetical)
+    curves = latency_at_loads(recorded, statistic, [base_load, peak_load])
+    if not curves:
+        return
+    rows: list[dict[str, object]] = []
+    shown: list[dict[str, object]] = []
+    for (component, operation), (at_base, (low, best, high)) in sorted(curves.items()):
+        api, base_value = f"{component}:{operation}", at_base[1]
+        rows.append(
+            {"api": api, f"base_{statistic}_s": base_value, f"whatif_{statistic}_s": best,
+             "whatif_low_s": low, "whatif_high_s": high}
+        )  # fmt: skip
+        shown.append(
+            {"api": api, f"base_{statistic}": latency_ms(base_value),
+             f"whatif_{statistic}": f"{latency_ms(best)} ({latency_ms(low)}-{latency_ms(high)})"}
+        )  # fmt: skip
+    print(
+        f"latency at the peak load ({base_load:.3g} requests/s of all APIs at base, "
+        f"{peak_load:.3g} what-if), from the recorded latency curves, in ms (range):"
+    )
+    print(format_table(shown, list(shown[0])))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def add_capacity(
