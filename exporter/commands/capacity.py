@@ -64,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_range_arguments(parser, "with --data or --config, read")
     parser.add_argument(
-        "--bins", type=int, default=8, help="with --data: load bins (steps) per API (default 8)"
+        "--bins", type=int, default=8, help="with --data/--config: load bins (steps) per API"
     )
     parser.add_argument(
         "--slo",
