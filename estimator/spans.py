@@ -14,7 +14,8 @@ Choices, made once here for every importer:
   HTTP span). They add no path; their children hang from the root, so the step below the root is
   the API, as `estimator.windows.api_of` expects.
 - A window is chosen by the end time of the tree's root span. The root span's duration is the
-  request's latency, kept per API in the window (`Window.latency`) where start times are known.
+  request's latency, kept per API in the window (`Window.latency`) where start times are known
+  and the root is a true root (an orphan standing as a root times no request).
 - Files are assembled as they are read (`windows_of_batches`), so memory holds a few files'
   spans, not a whole recording's: a trace is closed once SETTLE_BATCHES files in a row have
   brought none of its spans. A trace whose spans lie further apart than that becomes separate
@@ -192,8 +193,9 @@ def _walk(
         paths.append(path)
         stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
     start, end = cols.start_ns[root], cols.end_ns[root]
-    duration = end - start if UNKNOWN_NS < start <= end else UNKNOWN_NS
-    return TracePaths(end, paths, duration), size
+    # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
+    timed = UNKNOWN_NS < start <= end and cols.parent_ids[root] is None
+    return TracePaths(end, paths, end - start if timed else UNKNOWN_NS), size
 
 
 def _cycle_trees(

@@ -150,6 +150,8 @@ def test_orphans_join_the_root_or_stand_alone() -> None:
         0.0: {(("a", "api"),): 1.0, (("a", "api"), ("b", "op")): 1.0},
         60.0: {(("c", "op"),): 1.0, (("c", "op"), ("d", "op")): 1.0},
     }
+    # The true root times its request; an orphan standing as a root times none.
+    assert set(windows[0].latency) == {("a", "api")} and windows[1].latency == {}
 
 
 def test_files_assembled_as_read_count_as_one_batch_does() -> None:
