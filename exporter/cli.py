@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "whatif": ("exporter.commands.whatif", "expected usage for hypothetical traffic"),
     "capacity": (
         "exporter.commands.capacity",
-        "the request rate each API serves within a latency objective, from load-test steps",
+        "the request rate each API serves within a latency objective, from load tests or traces",
     ),
     "serve": ("exporter.commands.serve", "run the Prometheus exporter and OTLP receiver"),
     "demo": ("exporter.commands.demo", "the whole story on a local testbed, in one command"),
