@@ -283,14 +283,19 @@ def latency_drivers(
     that recorded it (APIs with fewer than `min_windows` such windows are left out). It tells
     which traffic moves an API's latency, as the latency capacity study ranked its features.
     """
-    rates: list[dict[str, float]] = []
+    per_window: list[dict[str, float]] = []
     for window in windows:
         counts = api_counts(window.calls)
         width = window.end - window.start
         row = {f"{c}:{o}": n / width for (c, o), n in counts.items()}
         row[TOTAL_LOAD] = sum(counts.values()) / width
-        rates.append(row)
-    names = sorted({name for row in rates for name in row})
+        per_window.append(row)
+    names = sorted({name for row in per_window for name in row})
+    column = {name: j for j, name in enumerate(names)}
+    rates = np.zeros((len(windows), len(names)))  # [windows, candidate rates]
+    for i, row in enumerate(per_window):
+        for name, value in row.items():
+            rates[i, column[name]] = value
     out: dict[Pair, list[tuple[str, float]]] = {}
     apis = sorted({api for window in windows for api in window.latency})
     for api in apis:
@@ -298,10 +303,7 @@ def latency_drivers(
         if len(rows) < min_windows:
             continue
         y = np.array([windows[i].latency[api].statistic(statistic) for i in rows])
-        scores = []
-        for name in names:
-            x = np.array([rates[i].get(name, 0.0) for i in rows])
-            scores.append((name, mutual_information(x, y)))
+        scores = [(name, mutual_information(rates[rows, j], y)) for j, name in enumerate(names)]
         out[api] = sorted(scores, key=lambda item: -item[1])
     return out
 
