@@ -14,8 +14,10 @@ from werkzeug.exceptions import HTTPException
 
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
+from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
 from estimator.whatif import Allowed, allowed_scales, peaks
+from estimator.windows import LATENCY_STATISTICS, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -107,7 +109,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
     the headroom at that traffic, `max_scale`: how many times that traffic its upper band allows
     before its peak reaches the limit, and `max_scale_median`, the same for the median (None
-    where 100 times the traffic does not reach it)."""
+    where 100 times the traffic does not reach it). Where the stored windows carry API latency,
+    `latency` gives each API's `statistic` (body field `latency`, default p95) at the what-if
+    peak load, from its curve over the last LATENCY_WINDOWS windows (None: saturated)."""
     recent = runtime.store.recent(runtime.config.whatif_windows)
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
@@ -137,6 +141,13 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             windows = synthesizer.windows(scaled, starts, bundle_window)
             return estimator.predict_windows(windows, rescale=False)
 
+    statistic = str(body.get("latency", "p95"))
+    if statistic not in LATENCY_STATISTICS:
+        raise InputError(f"one of {', '.join(LATENCY_STATISTICS)}", field="latency")
+    if "scale" in body:
+        load = factor * max(window_load(w) for w in recent)
+    else:
+        load = sum(calls for calls in traffic.values()) / bundle_window
     pred = predict(1.0)
     series = estimator.info.series
     limits = runtime.loop.snapshot.limits
@@ -164,7 +175,34 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             entry["max_scale"] = upper if math.isfinite(upper) else None
             entry["max_scale_median"] = median if math.isfinite(median) else None
         out.append(entry)
-    return {"windows": len(pred), "series": out}
+    answer: dict[str, Any] = {"windows": len(pred), "series": out}
+    latency = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load)
+    if latency:
+        answer["latency"] = latency
+    return answer
+
+
+LATENCY_WINDOWS = 1440
+"""Stored windows the whatif API reads API latency curves from (a day of minute windows)."""
+
+
+def latency_answer(recorded: list[Window], statistic: str, load: float) -> list[dict[str, Any]]:
+    """Each API's latency at `load` (requests/s of all APIs) from the recorded windows' curves."""
+    if not any(w.latency for w in recorded):
+        return []
+
+    def seconds(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    out = []
+    for (c, o), [(low, best, high)] in sorted(
+        latency_at_loads(recorded, statistic, [load]).items()
+    ):
+        out.append(
+            {"api": f"{c}:{o}", "statistic": statistic, "load": load, "seconds": seconds(best),
+             "low": seconds(low), "high": seconds(high)}
+        )  # fmt: skip
+    return out
 
 
 def _authorized(runtime: Runtime) -> bool:

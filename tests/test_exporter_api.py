@@ -225,6 +225,24 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
         limited.stop()
 
 
+def test_api_whatif_gives_api_latency_from_stored_windows(runtime) -> None:  # type: ignore[no-untyped-def]
+    """Live windows keep each API's latency (the compose traces' root spans last 10 us); the
+    whatif API reads it at the what-if load from the stored windows' curves."""
+    rt, clock = runtime
+    for i in range(12):
+        send_window(rt, clock, 5 + i, seed=i)
+    stored = rt.store.recent(12)
+    assert all(w.latency[("front", "/compose")].p95 == pytest.approx(1e-5) for w in stored)
+    api = f"{rt.url}/api/v1/whatif"
+    answer = requests.post(api, json={"scale": 3, "latency": "p99"}, timeout=10).json()
+    [entry] = answer["latency"]
+    assert entry["api"] == "front:/compose" and entry["statistic"] == "p99"
+    assert entry["load"] == pytest.approx(3 * 16 / 2.0)  # 16 traces in the busiest 2 s window
+    assert entry["seconds"] == pytest.approx(1e-5, rel=0.01)  # flat: no knee in these windows
+    bad = requests.post(api, json={"scale": 3, "latency": "p42"}, timeout=10)
+    assert bad.status_code == 400 and "latency" in bad.json()["error"]
+
+
 def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     api = f"{rt.url}/api/v1"
