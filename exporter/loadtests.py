@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estimator.errors import InputError
+from estimator.importers.common import find_column
 from estimator.latency import Step
 
 API_COLUMNS = ("api", "Name", "endpoint")
@@ -58,18 +59,6 @@ def parse_objective(text: str) -> Objective:
     return Objective(match.group(1), seconds)
 
 
-def _normal(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def _column(header: Sequence[str], names: Sequence[str]) -> str | None:
-    """The header's column spelled like one of `names`, ignoring case and punctuation."""
-    by_normal: dict[str, str] = {}
-    for column in header:
-        by_normal.setdefault(_normal(column), column)
-    return next((by_normal[_normal(n)] for n in names if _normal(n) in by_normal), None)
-
-
 def _number(text: str, source: str, line: int, field: str) -> float:
     try:
         value = float(text)
@@ -96,7 +85,7 @@ def read_steps(
         with handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
-            achieved = _column(header, ACHIEVED_COLUMNS)
+            achieved = find_column(header, ACHIEVED_COLUMNS)
             if achieved is None:
                 raise InputError(
                     f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
@@ -104,7 +93,7 @@ def read_steps(
                     line=1,
                 )
             latency = next(
-                ((found, f) for n, f in objective.columns() if (found := _column(header, [n]))),
+                ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
                 None,
             )
             if latency is None:
@@ -112,12 +101,12 @@ def read_steps(
                 raise InputError(
                     f"no column for {objective.statistic} (one of {names})", source=source, line=1
                 )
-            groups = [_column(header, [name]) for name in group_by]
+            groups = [find_column(header, [name]) for name in group_by]
             for name, found in zip(group_by, groups, strict=True):
                 if found is None:
                     raise InputError("no such column to group by", source=source, field=name)
-            api, offered = _column(header, API_COLUMNS), _column(header, OFFERED_COLUMNS)
-            count = _column(header, COUNT_COLUMNS)
+            api, offered = find_column(header, API_COLUMNS), find_column(header, OFFERED_COLUMNS)
+            count = find_column(header, COUNT_COLUMNS)
             for line, row in enumerate(reader, start=2):
                 if None in row or any(v is None for v in row.values()):
                     raise InputError(f"expected {len(header)} columns", source=source, line=line)

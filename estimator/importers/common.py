@@ -27,6 +27,19 @@ def service_of_pod(pod: str) -> str:
     return match.group("service") if match else pod
 
 
+def find_column(header: Sequence[str], spellings: Sequence[str]) -> str | None:
+    """The first of the header's columns spelled like one of `spellings` (in their order),
+    ignoring case and punctuation ('Latency P99 (ms)' is 'latency_p99_ms'); None if none is."""
+    by_normal: dict[str, str] = {}
+    for column in header:
+        by_normal.setdefault(_normal(column), column)
+    return next((by_normal[_normal(s)] for s in spellings if _normal(s) in by_normal), None)
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
     """Sorted input files of a file, a directory (files with one of `suffixes`) or a glob."""
     text = str(spec)

@@ -15,7 +15,13 @@ from typing import Literal
 import pandas as pd
 
 from estimator.errors import InputError
-from estimator.importers.common import OnFile, expand_inputs, service_of_pod, windows_of_files
+from estimator.importers.common import (
+    OnFile,
+    expand_inputs,
+    find_column,
+    service_of_pod,
+    windows_of_files,
+)
 from estimator.spans import UNKNOWN_NS, SpanColumns
 from estimator.windows import Pair, Window
 
@@ -71,18 +77,11 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return frame.rename(columns={found: name for name, found in columns.items()})
 
 
-def _normal(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
 def _match_columns(header: list[str], source: str) -> dict[str, str]:
     """The file's column for each required one, by name or an accepted spelling."""
-    by_normal: dict[str, str] = {}
-    for column in header:
-        by_normal.setdefault(_normal(column), column)
     out: dict[str, str] = {}
     for name in (*REQUIRED, *OPTIONAL):
-        found = next((by_normal[a] for a in ALIASES[name] if a in by_normal), None)
+        found = find_column(header, ALIASES[name])
         if found is not None:
             out[name] = found
         elif name in REQUIRED:
