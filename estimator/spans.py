@@ -247,6 +247,20 @@ def trace_api(paths: Sequence[CallPath]) -> Pair | None:
     return None
 
 
+def record_latency(trace: TracePaths, durations: dict[Pair, list[float]]) -> None:
+    """Add a timed tree's duration (seconds) to its API's durations; untimed trees add none."""
+    if trace.duration_ns == UNKNOWN_NS:
+        return
+    api = trace_api(trace.paths)
+    if api is not None:
+        durations.setdefault(api, []).append(trace.duration_ns / NS_PER_S)
+
+
+def latency_of(durations: dict[Pair, list[float]]) -> dict[Pair, Latency]:
+    """Per API, the latency summary of its requests' durations."""
+    return {api: Latency.of(d) for api, d in sorted(durations.items())}
+
+
 def _count(
     traces: Iterable[TracePaths], counts: Counts, durations: Durations, window_seconds: int
 ) -> None:
@@ -260,12 +274,7 @@ def _count(
             calls = counts[key] = {}
         for path in trace.paths:
             calls[path] = calls.get(path, 0.0) + 1.0
-        if trace.duration_ns != UNKNOWN_NS:
-            api = trace_api(trace.paths)
-            if api is not None:
-                durations.setdefault(key, {}).setdefault(api, []).append(
-                    trace.duration_ns / NS_PER_S
-                )
+        record_latency(trace, durations.setdefault(key, {}))
 
 
 def _windows(counts: Counts, durations: Durations, window_seconds: int) -> list[Window]:
@@ -274,7 +283,7 @@ def _windows(counts: Counts, durations: Durations, window_seconds: int) -> list[
             start=float(key * window_seconds),
             end=float((key + 1) * window_seconds),
             calls=counts[key],
-            latency={api: Latency.of(d) for api, d in sorted(durations.get(key, {}).items())},
+            latency=latency_of(durations.get(key, {})),
         )
         for key in sorted(counts)
     ]

@@ -7,8 +7,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from estimator.spans import NS_PER_S, SpanColumns, TracePaths, assemble_columns, trace_api
-from estimator.windows import CallPath, Latency, Pair, Window, api_counts
+from estimator.spans import (
+    NS_PER_S,
+    SpanColumns,
+    TracePaths,
+    assemble_columns,
+    latency_of,
+    record_latency,
+)
+from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
 
 _Span = tuple[bytes, str, str, int, int]  # parent, component, operation, end ns, start ns
@@ -137,10 +144,7 @@ class WindowAggregator:
                     if len(path) <= 2:
                         for api, n in api_counts({path: 1.0}).items():
                             self._api_calls[api] = self._api_calls.get(api, 0.0) + n
-                entry = trace_api(tree.paths) if tree.duration_ns >= 0 else None
-                if entry is not None:
-                    seconds = tree.duration_ns / NS_PER_S
-                    self._durations.setdefault(k, {}).setdefault(entry, []).append(seconds)
+                record_latency(tree, self._durations.setdefault(k, {}))
             self.late_paths += late
         return late
 
@@ -159,8 +163,7 @@ class WindowAggregator:
                 self._closed = frontier - max_windows
             for k in range(self._closed + 1, frontier + 1):
                 window = self._open.pop(k, None) or Window(k * self.window, (k + 1) * self.window)
-                durations = self._durations.pop(k, {})
-                window.latency = {api: Latency.of(d) for api, d in sorted(durations.items())}
+                window.latency = latency_of(self._durations.pop(k, {}))
                 out.append(window)
             self._closed = max(self._closed, frontier)
             for k in [k for k in self._open if k <= self._closed]:
