@@ -150,6 +150,20 @@ def _path(value: Any, source: str, line: int, fld: str) -> CallPath:
     return tuple(steps)
 
 
+def _objects(
+    value: Any, source: str, line: int, fld: str, holding: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The entries of a list field, each an object: (where, entry); the error names the list, or
+    the entry that is not an object (`holding` says what it should hold)."""
+    if not isinstance(value, list):
+        raise _fail("expected a list", source, line, fld)
+    for i, entry in enumerate(value):
+        where = f"{fld}[{i}]"
+        if not isinstance(entry, dict):
+            raise _fail(f"expected an object with {holding}", source, line, where)
+        yield where, entry
+
+
 def _check_tree(node: Any, source: str, line: int, fld: str, depth: int = 0) -> None:
     stack = [(node, fld)]
     while stack:
@@ -179,13 +193,7 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
     if end <= start:
         raise _fail(f"end ({end}) must be after start ({start})", source, line, "end")
     window = Window(start=start, end=end)
-    calls = obj.get("calls", [])
-    if not isinstance(calls, list):
-        raise _fail("expected a list", source, line, "calls")
-    for i, entry in enumerate(calls):
-        where = f"calls[{i}]"
-        if not isinstance(entry, dict):
-            raise _fail("expected an object with path and count", source, line, where)
+    for where, entry in _objects(obj.get("calls", []), source, line, "calls", "path and count"):
         path = _path(entry.get("path"), source, line, f"{where}.path")
         count = _number(entry.get("count"), source, line, f"{where}.count")
         window.add_path(path, count)
@@ -195,13 +203,10 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
     for i, tree in enumerate(traces):
         _check_tree(tree, source, line, f"traces[{i}]")
         window.add_tree(tree)
-    metrics = obj.get("metrics", [])
-    if not isinstance(metrics, list):
-        raise _fail("expected a list", source, line, "metrics")
-    for i, entry in enumerate(metrics):
-        where = f"metrics[{i}]"
-        if not isinstance(entry, dict):
-            raise _fail("expected an object with component, resource, value", source, line, where)
+    metrics = _objects(
+        obj.get("metrics", []), source, line, "metrics", "component, resource, value"
+    )
+    for where, entry in metrics:
         for name in ("component", "resource"):
             if not isinstance(entry.get(name), str) or not entry[name]:
                 raise _fail("missing or empty", source, line, f"{where}.{name}")
@@ -217,12 +222,7 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
 
 def _read_latency(entries: Any, window: Window, source: str, line: int) -> None:
     """The optional `latency` list: per API, a request count and statistics in seconds."""
-    if not isinstance(entries, list):
-        raise _fail("expected a list", source, line, "latency")
-    for i, entry in enumerate(entries):
-        where = f"latency[{i}]"
-        if not isinstance(entry, dict):
-            raise _fail("expected an object with api, count and statistics", source, line, where)
+    for where, entry in _objects(entries, source, line, "latency", "api, count and statistics"):
         api = _path([entry.get("api")], source, line, f"{where}.api")[0]
         count = _number(entry.get("count"), source, line, f"{where}.count")
         if not count.is_integer() or count < 1:
