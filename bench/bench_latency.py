@@ -40,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_section  # noqa: E402
 from estimator.importers import load_trainticket  # noqa: E402
-from estimator.latency import Step, fit_curve, load_steps, measured_max_rate  # noqa: E402
+from estimator.latency import (  # noqa: E402
+    CurveFit,
+    Step,
+    fit_curve,
+    load_steps,
+    measured_max_rate,
+)
 from exporter.loadtests import parse_objective, read_steps  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
@@ -102,11 +108,6 @@ def _network(rates: np.ndarray, latency: np.ndarray) -> Curve:
     return curve
 
 
-def _queue(rates: np.ndarray, latency: np.ndarray, steps: Sequence[Step]) -> Curve:
-    fit = fit_curve(steps)
-    return lambda r: fit.best.latency(r)
-
-
 def _last(rates: np.ndarray, latency: np.ndarray) -> Curve:
     top = float(latency[np.argmax(rates)])
     return lambda r: np.full(np.shape(r), top)
@@ -121,12 +122,16 @@ LEARNED: dict[str, Callable[[np.ndarray, np.ndarray], Curve]] = {
 }
 
 
-def curves(steps: Sequence[Step]) -> dict[str, Curve]:
-    """Every method fitted on the same steps (saturated ones only inform the queueing curve)."""
+QUEUE = "queueing curve (DeepRest)"
+
+
+def curves(steps: Sequence[Step], fit: CurveFit) -> dict[str, Curve]:
+    """Every method fitted on the same steps: the queueing curve `fit` (which saturated steps
+    inform) and the learned ones on the unsaturated steps."""
     calm = [s for s in steps if not s.saturated]
     rates = np.array([s.achieved for s in calm])
     latency = np.array([s.latency for s in calm])
-    fitted = {"queueing curve (DeepRest)": _queue(rates, latency, steps)}
+    fitted: dict[str, Curve] = {QUEUE: fit.best.latency}
     fitted.update({name: make(rates, latency) for name, make in LEARNED.items()})
     return fitted
 
@@ -144,7 +149,7 @@ def next_step_errors(groups: dict[str, list[Step]]) -> list[dict[str, object]]:
     for group, steps in groups.items():
         calm = sorted((s for s in steps if not s.saturated), key=lambda s: s.rate)
         for m in range(MIN_STEPS, len(calm)):
-            fitted = curves(calm[:m])
+            fitted = curves(calm[:m], fit_curve(calm[:m]))
             for ahead, target in enumerate(calm[m : m + 2], start=1):
                 for name, curve in fitted.items():
                     predicted = float(curve(np.array([target.achieved]))[0])
@@ -166,15 +171,19 @@ def objective_answers(groups: dict[str, list[Step]], threshold: float) -> list[d
         below = [s for s in steps if s.rate < hi]
         if sum(not s.saturated for s in below) < MIN_STEPS:
             continue
-        fitted = curves(below)
-        answers = {name: crossing(c, threshold, lo, 20 * lo) for name, c in fitted.items()}
+        fit = fit_curve(below)
+        low, best, high = fit.max_rate(threshold)  # the answer `deeprest capacity` gives
+        answers = {QUEUE: best}
+        answers.update(
+            {name: crossing(c, threshold, lo, 20 * lo) for name, c in curves(below, fit).items()
+             if name != QUEUE}
+        )  # fmt: skip
         answers["highest step within it"] = lo
-        low, _, high = fit_curve(below).max_rate(threshold)
         answers["queueing curve, low end of its range"] = low
         for name, value in answers.items():
             records.append(
                 {"group": group, "method": name, "ratio": value / truth,
-                 "covered": low <= truth <= high if name == "queueing curve (DeepRest)" else None}
+                 "covered": low <= truth <= high if name == QUEUE else None}
             )  # fmt: skip
     return records
 
@@ -257,7 +266,8 @@ ms, from the steps below the first step that breaks it; truth = the crossing bet
 steps that bracket it. The cases come from {crossed} deployments (one case per statistic and
 objective whose crossing is bracketed, with at least {MIN_STEPS} unsaturated steps below it).
 safe = share of answers at or under the truth; no_answer = the method's latency never reaches
-the objective (up to 20x the highest step); range_holds_truth = share of cases whose truth lies
+the objective (the curve's answer is the one `deeprest capacity` prints; the learned models'
+latency is searched up to 20x the highest step); range_holds_truth = share of cases whose truth lies
 in the queueing curve's plausible range. Every case has, by construction, a knee right after
 its last step, so a method that always puts a knee just past the data scores well here; the
 curve does so only where the steps show it beyond their noise (otherwise it answers "no knee
