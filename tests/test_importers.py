@@ -195,7 +195,12 @@ def test_parent_cycle_is_cut_and_counted_once() -> None:
 def test_service_of_pod() -> None:
     assert service_of_pod("ts-order-service-5b67c48447-fj8b7") == "ts-order-service"
     assert service_of_pod("frontend") == "frontend"
-    assert service_of_pod("redis-0") == "redis-0"
+    assert service_of_pod("redis-0") == "redis"  # StatefulSet ordinal
+    assert service_of_pod("mongodb-12") == "mongodb"
+    assert service_of_pod("node-exporter-x7k2q") == "node-exporter"  # DaemonSet
+    assert service_of_pod("redis-cache") == "redis-cache"  # a word, not a random suffix
+    assert service_of_pod("ts-travel2-service") == "ts-travel2-service"
+    assert service_of_pod("svc-v2") == "svc-v2"
 
 
 def jaeger_doc() -> dict[str, Any]:
@@ -303,7 +308,7 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
         f"{METRIC_HEADER}\nx,65,p,20,100\nx,125,p,30,200\nx,185,p,40,300\n"
     )
-    (metrics / "svc-a-5b67c48447-abcde_metric.csv").write_text(f"{METRIC_HEADER}\nx,130,p,10,\n")
+    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,130,p,10,\n")
     (metrics / "front_service.csv").write_text("Time,TimeStamp,ServiceName\nx,65,Frontend\n")
     windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     assert [w.start for w in windows] == [60.0, 120.0]  # the metric row at 185 has no traces

@@ -18,13 +18,26 @@ from estimator.windows import Window
 OnFile = Callable[[Path], None]
 """Called after each input file is read (progress reporting)."""
 
-_POD_SUFFIXES = re.compile(r"^(?P<service>.+)-[a-z0-9]{5,10}-[a-z0-9]{5}$")
+_K8S_RANDOM = "[bcdfghjklmnpqrstvwxz2456789]"
+"""The alphabet of the random suffixes Kubernetes gives pod names (no vowels, no 0, 1 or 3)."""
+
+_POD_SUFFIXES = (
+    # Deployment: the template hash (all digits before Kubernetes 1.8), then the pod's own suffix
+    re.compile(rf"^(?P<service>.+)-(?:{_K8S_RANDOM}{{5,10}}|\d{{5,10}})-{_K8S_RANDOM}{{5}}$"),
+    re.compile(r"^(?P<service>.+)-\d{1,4}$"),  # StatefulSet: ordinal
+    re.compile(rf"^(?P<service>.+)-{_K8S_RANDOM}{{5}}$"),  # DaemonSet, Job: one random suffix
+)
 
 
 def service_of_pod(pod: str) -> str:
-    """A Kubernetes Deployment's pod name without its two hash suffixes (other names unchanged)."""
-    match = _POD_SUFFIXES.match(pod)
-    return match.group("service") if match else pod
+    """A Kubernetes pod name without what its controller appended: a Deployment's two hash
+    suffixes, a StatefulSet's ordinal, a DaemonSet's or Job's random suffix. Other names are
+    unchanged, so the replicas of one workload share a name."""
+    for pattern in _POD_SUFFIXES:
+        match = pattern.match(pod)
+        if match:
+            return match.group("service")
+    return pod
 
 
 def find_column(header: Sequence[str], spellings: Sequence[str]) -> str | None:
