@@ -27,6 +27,7 @@ class HeadlessRun:
     seed: int = 0
     compression: float = 1.0
     scale_k: float = 3.0
+    rate_per_user: float = 0.0
     python: str = sys.executable
 
     def command(self) -> list[str]:
@@ -39,6 +40,7 @@ class HeadlessRun:
             "--base-users", str(self.base_users), "--peak-users", str(self.peak_users),
             "--noise", str(self.noise), "--seed", str(self.seed),
             "--compression", str(self.compression), "--scale-k", str(self.scale_k),
+            "--rate-per-user", str(self.rate_per_user),
         ]  # fmt: skip
 
     def start(self, log_path: Path | None = None) -> subprocess.Popen[bytes]:

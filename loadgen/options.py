@@ -24,6 +24,12 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of peak heights and noise")
     group.add_argument("--compression", type=float, default=1.0, help="nominal s per real s")
     group.add_argument("--scale-k", type=float, default=3.0, help="peak factor of --shape scale")
+    group.add_argument(
+        "--rate-per-user",
+        type=float,
+        default=0.0,
+        help="requests per second each user keeps pace with (0: think 0.2 to 1 s between requests)",
+    )
 
 
 def plan_from_options(options: Any) -> LoadPlan:

@@ -211,11 +211,13 @@ def composition(
 
 
 def constant(spec: DiurnalSpec | None = None) -> LoadPlan:
-    """peak_users for cycles * period_s: one step of a step load test."""
+    """peak_users for cycles * period_s: one step of a step load test. Every user starts within
+    the first second (or at spawn_rate, if faster), so the step's load is its load throughout."""
     spec = spec or DiurnalSpec()
     if spec.cycles < 1 or spec.period_s <= 0 or spec.peak_users < 0:
         raise InputError("cycles, period_s must be > 0 and peak_users >= 0", field="spec")
-    stage = Stage(spec.cycles * spec.period_s, spec.peak_users, spec.spawn_rate)
+    spawn = max(spec.spawn_rate, float(spec.peak_users))
+    stage = Stage(spec.cycles * spec.period_s, spec.peak_users, spawn)
     return LoadPlan("constant", (stage,), compression=spec.compression)
 
 

@@ -1,14 +1,25 @@
-"""A step load test: one headless Locust run per user count, each writing its own stats CSV.
+"""A step load test: one headless Locust run per user count, summed up in one step table.
 
-    python -m loadgen.steps --host URL --users 5,10,20,40 [--seconds 60] [--out steps]
+    python -m loadgen.steps --host URL --users 5,10,20,40 [--rate-per-user 2] [--seconds 60]
+                            [--out steps]
 
-`deeprest capacity --runs steps/step-*_stats.csv` then reads the served rate and the latency
-percentiles of every API at every step.
+Each step leaves Locust's own CSVs (`steps/step-NNNNN_stats.csv`, ...) and a row per API in
+`steps/steps.csv`: users, api, offered_rps, achieved_rps, requests, failures and the latency
+percentiles in ms, which `deeprest capacity --runs steps/steps.csv` reads. With
+`--rate-per-user R` each user keeps pace with R requests per second, so a step of N users offers
+N * R: a step whose server cannot keep up serves less than that, and capacity reads it as
+saturated. Without it users think between requests (closed loop): there is no offered rate, and
+no step counts as saturated.
+
+The served rate is read once every user runs (Locust's per-second history), so the first
+second's start-up does not count as a shortfall; an API's share of it is its share of the step's
+requests.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -27,27 +38,35 @@ class StepTest:
     out: Path
     users: tuple[int, ...]
     seconds: float = 60.0
+    rate_per_user: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.users or any(u < 1 for u in self.users):
             raise InputError("needs at least one step, each with 1 user or more", field="users")
         if not self.seconds > 0:
             raise InputError("must be > 0", field="seconds")
+        if not 0 <= self.rate_per_user < float("inf"):
+            raise InputError("must be >= 0 (0: no pace)", field="rate_per_user")
 
     def runs(self) -> list[HeadlessRun]:
         """One constant-users run per step."""
         return [
             HeadlessRun(self.host, self.out / f"step-{u:05d}", shape="constant",
                         period_s=self.seconds, step_s=self.seconds, base_users=u, peak_users=u,
-                        noise=0.0)
+                        noise=0.0, rate_per_user=self.rate_per_user)
             for u in self.users
         ]  # fmt: skip
 
 
-def run_steps(test: StepTest, say: Callable[[str], None] = print) -> list[Path]:
-    """Play every step in turn; the stats file of each. Failed requests do not stop the test."""
+PERCENTILES = ("50%", "90%", "95%", "99%")
+"""Locust's percentile columns (ms) that the step table keeps, as latency_pNN_ms."""
+
+
+def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
+    """Play every step in turn and write the step table; its path. Failed requests do not stop
+    the test; a Locust run that fails does (RuntimeError)."""
     test.out.mkdir(parents=True, exist_ok=True)
-    written = []
+    rows: list[dict[str, str]] = []
     for i, run in enumerate(test.runs(), start=1):
         say(f"step {i}/{len(test.users)}: {run.peak_users} users for {test.seconds:g} s")
         command = [*run.command(), "--exit-code-on-error", "0"]
@@ -56,8 +75,54 @@ def run_steps(test: StepTest, say: Callable[[str], None] = print) -> list[Path]:
         stats = Path(f"{run.csv_prefix}_stats.csv")
         if done.returncode != 0 or not stats.exists():
             raise RuntimeError(f"locust failed at step {i}: {done.stderr[-1000:]}")
-        written.append(stats)
-    return written
+        rows += step_rows(run.peak_users, run.csv_prefix, test.rate_per_user)
+    table = test.out / "steps.csv"
+    columns = ["users", "api", "offered_rps", "achieved_rps", "requests", "failures"]
+    columns += [f"latency_p{p[:-1]}_ms" for p in PERCENTILES]
+    if not test.rate_per_user:
+        columns.remove("offered_rps")
+    with open(table, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def steady_rate(history: Path, users: int) -> float | None:
+    """Requests per second served from the first second all `users` ran to the end of the run,
+    from Locust's per-second history; None where it spans under a second."""
+    with open(history, newline="") as handle:
+        marks = [
+            (float(r["Timestamp"]), float(r["Total Request Count"]))
+            for r in csv.DictReader(handle)
+            if r["Name"] == "Aggregated" and int(r["User Count"]) >= users
+        ]
+    if len(marks) < 2 or marks[-1][0] <= marks[0][0]:
+        return None
+    return (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+
+
+def step_rows(users: int, prefix: Path, rate_per_user: float) -> list[dict[str, str]]:
+    """The step table's rows of one Locust run: one per API with requests, and 'Aggregated'."""
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        stats = [r for r in csv.DictReader(handle) if int(r["Request Count"]) > 0]
+    total = next((r for r in stats if r["Name"] == "Aggregated"), None)
+    if total is None:
+        return []
+    requests = float(total["Request Count"])
+    served = steady_rate(Path(f"{prefix}_stats_history.csv"), users)
+    if served is None:
+        served = float(total["Requests/s"])
+    rows = []
+    for r in stats:
+        share = float(r["Request Count"]) / requests
+        row = {"users": str(users), "api": r["Name"], "achieved_rps": f"{served * share:.4f}",
+               "requests": r["Request Count"], "failures": r["Failure Count"]}  # fmt: skip
+        if rate_per_user:
+            row["offered_rps"] = f"{users * rate_per_user * share:.4f}"
+        row.update({f"latency_p{p[:-1]}_ms": r[p] for p in PERCENTILES})
+        rows.append(row)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,16 +130,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", required=True, help="front end URL")
     parser.add_argument("--users", required=True, help="comma-separated users per step")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each step")
+    parser.add_argument(
+        "--rate-per-user",
+        type=float,
+        default=0.0,
+        help="requests/s each user keeps pace with, so a step offers users * rate (default 0: "
+        "users think between requests, no offered rate)",
+    )
     parser.add_argument("--out", type=Path, default=Path("steps"), help="directory for the CSVs")
     args = parser.parse_args(argv)
     try:
         users = tuple(int(u) for u in args.users.split(","))
-        test = StepTest(args.host, args.out, users, args.seconds)
+        test = StepTest(args.host, args.out, users, args.seconds, args.rate_per_user)
     except (ValueError, InputError) as exc:
-        print(f"loadgen.steps: error: --users/--seconds: {exc}", file=sys.stderr)
+        print(f"loadgen.steps: error: --users/--seconds/--rate-per-user: {exc}", file=sys.stderr)
         return 2
-    files = run_steps(test, lambda m: print(m, file=sys.stderr))
-    print(f"deeprest capacity --runs {' '.join(map(str, files))}")
+    try:
+        table = run_steps(test, lambda m: print(m, file=sys.stderr))
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        print(f"loadgen.steps: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"deeprest capacity --runs {table}")
     return 0
 
 

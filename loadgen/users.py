@@ -7,7 +7,7 @@ import string
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from locust import between, task
+from locust import between, constant_throughput, task
 from locust.contrib.fasthttp import FastHttpUser
 
 from loadgen.shapes import API_NAMES, DEFAULT_MIX, normalize_mix
@@ -25,11 +25,19 @@ API_ROUTES: Mapping[str, tuple[str, str]] = {
 WORDS = ("load", "trace", "span", "cpu", "disk", "graph", "post", "media", "home", "user")
 
 
+THINK_TIME = between(0.2, 1.0)
+"""Wait between a user's requests, unless --rate-per-user sets a pace."""
+
+
 class SocialNetworkUser(FastHttpUser):
-    """One client of the social network; picks each request from the shape's current mix."""
+    """One client of the social network; picks each request from the shape's current mix.
+
+    With --rate-per-user R, each user keeps pace with R requests per second (Locust's
+    constant_throughput), so a step of N users offers N * R requests per second, and a server
+    that cannot keep up serves fewer: the saturation a step load test looks for.
+    """
 
     abstract = True
-    wait_time = between(0.2, 1.0)
     user_pool: ClassVar[int] = 500
     fixed_mix: ClassVar[Mapping[str, float]] = DEFAULT_MIX
 
@@ -38,6 +46,12 @@ class SocialNetworkUser(FastHttpUser):
         self.rng = random.Random(id(self))
         self.user_id = self.rng.randint(1, self.user_pool)
         self.media_ids: list[str] = []
+        rate = float(getattr(self.environment.parsed_options, "rate_per_user", 0.0) or 0.0)
+        self.pace = constant_throughput(rate) if rate > 0 else THINK_TIME
+
+    def wait_time(self) -> float:
+        """Seconds to wait before the next request (think time, or what keeps the pace)."""
+        return float(self.pace(self))
 
     def current_mix(self) -> dict[str, float]:
         """The shape's mix now if the shape has one, else the class's fixed mix."""

@@ -30,7 +30,7 @@ from loadgen.shapes import (
     scale,
     shape,
 )
-from loadgen.steps import StepTest
+from loadgen.steps import StepTest, step_rows
 
 SPEC = DiurnalSpec(cycles=2, period_s=1200.0, step_s=20.0, base_users=2, peak_users=40, seed=7)
 
@@ -96,7 +96,7 @@ def test_shape_is_flat_at_peak() -> None:
 def test_constant_holds_peak_users_then_ends() -> None:
     plan = constant(DiurnalSpec(period_s=30.0, peak_users=12, compression=2.0))
     assert plan.duration == 15.0
-    assert plan.tick(0.0) == plan.tick(14.9) == (12, 5.0)
+    assert plan.tick(0.0) == plan.tick(14.9) == (12, 12.0)  # all users start at once
     assert plan.tick(15.0) is None
 
 
@@ -107,8 +107,31 @@ def test_step_test_builds_one_constant_run_per_step(tmp_path: Path) -> None:
         ("constant", 8, 8, 30.0),
     ]
     assert runs[0].csv_prefix != runs[1].csv_prefix
+    assert "--rate-per-user" in runs[0].command()
     with pytest.raises(InputError, match="users"):
         StepTest("http://127.0.0.1:1", tmp_path, (0, 2))
+    with pytest.raises(InputError, match="rate_per_user"):
+        StepTest("http://127.0.0.1:1", tmp_path, (1, 2), rate_per_user=-1.0)
+
+
+def test_step_rows_read_the_served_rate_once_every_user_runs(tmp_path: Path) -> None:
+    prefix = tmp_path / "step-00004"
+    head = "Type,Name,Request Count,Failure Count,Requests/s,50%,90%,95%,99%\n"
+    (tmp_path / "step-00004_stats.csv").write_text(
+        head + "GET,a,30,0,2.5,10,20,30,40\nPOST,b,10,1,0.8,5,6,7,8\nPOST,c,0,0,0,N/A,N/A,N/A,N/A\n"
+        ",Aggregated,40,1,3.3,8,18,28,38\n"
+    )
+    history = ["Timestamp,User Count,Name,Total Request Count", "100,2,Aggregated,0"]
+    history += [f"{100 + t},4,Aggregated,{4 * t}" for t in range(1, 11)]  # 4 requests/s at 4 users
+    (tmp_path / "step-00004_stats_history.csv").write_text("\n".join(history) + "\n")
+    rows = {r["api"]: r for r in step_rows(4, prefix, rate_per_user=1.0)}
+    assert set(rows) == {"a", "b", "Aggregated"}, "an API without requests has no row"
+    assert float(rows["Aggregated"]["achieved_rps"]) == pytest.approx(4.0)  # not the 3.3 of the run
+    assert float(rows["Aggregated"]["offered_rps"]) == pytest.approx(4.0)
+    assert float(rows["a"]["achieved_rps"]) == pytest.approx(3.0)  # its share of the requests
+    assert float(rows["a"]["offered_rps"]) == pytest.approx(3.0)
+    assert rows["b"]["latency_p99_ms"] == "8"
+    assert "offered_rps" not in step_rows(4, prefix, rate_per_user=0.0)[0], "closed loop: unknown"
 
 
 def test_composition_mixes_sum_to_one_and_change_over_time() -> None:

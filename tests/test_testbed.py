@@ -219,15 +219,17 @@ def test_headless_locust_run_writes_csv(bed: Testbed, tmp_path: Path) -> None:
 def test_step_load_test_feeds_latency_capacity(
     bed: Testbed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = run_steps(StepTest(bed.frontend_url, tmp_path / "steps", (1, 3, 6), 6.0), say=print)
-    served = []
-    for path in files:
-        with open(path, newline="") as handle:
-            rows = {r["Name"]: r for r in csv.DictReader(handle)}
-        served.append(float(rows["Aggregated"]["Requests/s"]))
+    test = StepTest(bed.frontend_url, tmp_path / "steps", (1, 3, 6), 6.0, rate_per_user=2.0)
+    table = run_steps(test, say=print)
+    with open(table, newline="") as handle:
+        totals = [r for r in csv.DictReader(handle) if r["api"] == "Aggregated"]
+    assert [float(r["offered_rps"]) for r in totals] == [2.0, 6.0, 12.0]
+    served = [float(r["achieved_rps"]) for r in totals]
     assert served == sorted(served) and served[0] > 0, served
+    # users keep pace: an unloaded testbed serves what the step offers
+    assert served[0] == pytest.approx(2.0, rel=0.25), served
     out = tmp_path / "capacity"
-    argv = ["capacity", "--runs", *map(str, files), "--slo", "p95=5s", "--out", str(out)]
+    argv = ["capacity", "--runs", str(table), "--slo", "p95=5s", "--out", str(out)]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "Aggregated: at least" in printed, printed
