@@ -76,7 +76,7 @@ def bench_ingest(bodies: list[bytes]) -> dict[str, float]:
     assembler = TraceAssembler(grace=1.0, max_pending=limits.max_pending_spans)
     started = time.perf_counter()
     for body in bodies:
-        request = decode_body(body, PROTOBUF, "", limits)
+        request, _ = decode_body(body, PROTOBUF, "", limits)
         count_spans(request)
         assembler.add(extract_spans(request).spans, 0.0)
     receive = spans / (time.perf_counter() - started)

@@ -17,7 +17,7 @@ from estimator.errors import BundleError, InputError
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
 from estimator.whatif import Allowed, allowed_scales, peaks
-from estimator.windows import LATENCY_STATISTICS, Window
+from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -64,20 +64,23 @@ def ingest(runtime: Runtime) -> Response:
     limits = runtime.config.receiver
     try:
         body = read_limited(request.stream, request.content_length, limits.max_body_bytes)
-        message = decode_body(
+        message, malformed = decode_body(
             body, content_type, request.headers.get("Content-Encoding", ""), limits
         )
-        n = count_spans(message)
+        n = count_spans(message) + malformed
         if n > limits.max_spans_per_request:
             runtime.stats.count(n, {"too_many_spans": n})
             raise OtlpError(
                 413, "too_many_spans", f"{n} spans exceed {limits.max_spans_per_request} a request"
             )
         decoded = extract_spans(message)
+        if malformed:
+            decoded.rejected["malformed"] = malformed
         if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):
             runtime.stats.count(n, {"queue_full": n})
             raise OtlpError(503, "queue_full", "span buffer is full; retry later")
     except OtlpError as exc:
+        runtime.stats.refuse(exc.reason)
         data, kind = status_body(exc, content_type)
         response = Response(data, status=exc.status, content_type=kind)
         if exc.status in (429, 503):
@@ -89,18 +92,40 @@ def ingest(runtime: Runtime) -> Response:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True, force=True)  # any Content-Type: the body says what it is
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object")
     return body
 
 
-def _positive(value: Any, name: str) -> float:
+MAX_SCALE = 1e6
+"""The largest what-if scale factor, and 'windows' bounds: beyond them no model's answer means
+anything (and floats overflow)."""
+MAX_RATE = 1e9
+"""The largest what-if rate of one API, calls per second."""
+MAX_WINDOWS = 1000
+
+WHATIF_FIELDS = ("scale", "rates", "windows", "latency")
+
+
+def _positive(value: Any, name: str, most: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"expected a number, got {type(value).__name__}", field=name)
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"expected a finite non-negative number, got {value}", field=name)
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not 0 <= number <= most:  # NaN fails too
+        shown = value if number <= most or isinstance(value, float) else f"{str(value)[:12]}..."
+        raise InputError(f"expected a number from 0 to {most:g}, got {shown}", field=name)
+    return number
+
+
+def _windows(body: dict[str, Any]) -> int:
+    value = body.get("windows", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WINDOWS:
+        raise InputError(f"expected a whole number from 1 to {MAX_WINDOWS}", field="windows")
+    return value
 
 
 def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict[str, Any]:
@@ -112,11 +137,18 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     where 100 times the traffic does not reach it). Where the stored windows carry API latency,
     `latency` gives each API's `statistic` (body field `latency`, default p95) at the what-if
     peak load, from its curve over the last LATENCY_WINDOWS windows (None: saturated)."""
+    unknown = sorted(set(body) - set(WHATIF_FIELDS))
+    if unknown:
+        raise InputError(f"unknown field; expected {', '.join(WHATIF_FIELDS)}", field=unknown[0])
     recent = runtime.store.recent(runtime.config.whatif_windows)
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
     if "scale" in body:
-        factor = _positive(body["scale"], "scale")
+        if "windows" in body:
+            raise InputError(
+                "goes with 'rates' ('scale' scales the stored windows)", field="windows"
+            )
+        factor = _positive(body["scale"], "scale", MAX_SCALE)
         if not recent:
             raise InputError("no stored windows yet to scale; send traffic first", field="scale")
 
@@ -128,12 +160,18 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             raise InputError("expected an object of API -> calls per second", field="rates")
         synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
         bundle_window = estimator.bundle.window_seconds
-        traffic = {
-            synthesizer.resolve_api(str(name)): _positive(rate, f"rates.{name}") * bundle_window
-            for name, rate in rates.items()
-        }
-        n = int(body.get("windows", 1)) if isinstance(body.get("windows", 1), int) else 1
-        n = min(max(n, 1), 1000)
+        traffic: dict[Pair, float] = {}
+        named: dict[Pair, str] = {}
+        for name, rate in rates.items():
+            try:
+                api = synthesizer.resolve_api(str(name))
+            except InputError as exc:
+                raise InputError(exc.bare_message, field=f"rates.{name}") from None
+            if api in named:
+                raise InputError(f"names the same API as '{named[api]}'", field=f"rates.{name}")
+            named[api] = str(name)
+            traffic[api] = _positive(rate, f"rates.{name}", MAX_RATE) * bundle_window
+        n = _windows(body)
         starts = np.arange(n) * bundle_window
 
         def predict(k: float) -> np.ndarray:
@@ -149,6 +187,8 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     else:
         load = sum(calls for calls in traffic.values()) / bundle_window
     pred = predict(1.0)
+    if not np.isfinite(pred).all():
+        raise InputError("the model's estimates overflow at this traffic; ask for less")
     series = estimator.info.series
     limits = runtime.loop.snapshot.limits
     limited = [j for j, key in enumerate(series) if limits.get(key, 0.0) > 0]
@@ -274,7 +314,11 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        return _error(exc.code or 500, exc.description or exc.name)
+        response, status = _error(exc.code or 500, exc.description or exc.name)
+        allowed = getattr(exc, "valid_methods", None)
+        if allowed:  # 405 names the methods the route takes
+            response.headers["Allow"] = ", ".join(allowed)
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Any:

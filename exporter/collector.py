@@ -9,7 +9,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from estimator.windows import Pair, SeriesKey
 from exporter.live import Snapshot
-from exporter.receiver import REASONS, ReceiverStats
+from exporter.receiver import REASONS, REQUEST_REASONS, ReceiverStats
 
 _SERIES = ["component", "resource"]
 
@@ -29,10 +29,12 @@ class DeepRestCollector(Collector):
         snapshot: Callable[[], Snapshot],
         stats: ReceiverStats,
         api_calls: Callable[[], Mapping[Pair, float]],
+        late: Callable[[], int] = lambda: 0,
     ) -> None:
         self._snapshot = snapshot
         self._stats = stats
         self._api_calls = api_calls
+        self._late = late
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -45,6 +47,7 @@ class DeepRestCollector(Collector):
             calls.add_metric([f"{component}:{operation}"], n)
         yield calls
         received, rejected = self._stats.read()
+        rejected["late"] = rejected.get("late", 0) + self._late()
         yield CounterMetricFamily(
             "deeprest_otlp_spans_received", "Spans received on the OTLP receiver.", value=received
         )
@@ -55,6 +58,15 @@ class DeepRestCollector(Collector):
         )
         for reason in sorted(set(REASONS) | set(rejected)):
             family.add_metric([reason], rejected.get(reason, 0))
+        yield family
+        refused = self._stats.read_refused()
+        family = CounterMetricFamily(
+            "deeprest_otlp_requests_rejected",
+            "OTLP requests refused as a whole (4xx or 503), by reason.",
+            labels=["reason"],
+        )
+        for reason in sorted(set(REQUEST_REASONS) | set(refused)):
+            family.add_metric([reason], refused.get(reason, 0))
         yield family
 
     def _estimates(self, snap: Snapshot) -> Iterator[Metric]:

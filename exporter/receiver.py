@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from exporter.config import ReceiverConfig
 
@@ -29,8 +30,21 @@ SpanRecord = tuple[bytes, bytes, bytes, str, str, int, int]
 """(trace id, span id, parent span id or b"", component, operation, end and start time in ns;
 start -1 when the span does not set it)."""
 
-REASONS = ("missing_service_name", "empty_name", "bad_id", "bad_time")
-"""Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total)."""
+REASONS = ("missing_service_name", "empty_name", "bad_id", "bad_time", "malformed", "late")
+"""Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total):
+malformed is an OTLP JSON span whose fields do not parse; late is a span of a trace whose root
+ended in a window already closed, or implausibly far ahead (a client's clock is off), counted
+once its trace is assembled."""
+
+REQUEST_REASONS = (
+    "too_large",
+    "bad_encoding",
+    "bad_content_type",
+    "undecodable",
+    "too_many_spans",
+    "queue_full",
+)
+"""Why a whole request is refused (label values of deeprest_otlp_requests_rejected_total)."""
 
 _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
@@ -93,8 +107,10 @@ def inflate(body: bytes, limit: int) -> bytes:
 
 def decode_body(
     body: bytes, content_type: str, encoding: str, limits: ReceiverConfig
-) -> ExportTraceServiceRequest:
-    """Decompress and decode a request body of either OTLP encoding."""
+) -> tuple[ExportTraceServiceRequest, int]:
+    """Decompress and decode a request body of either OTLP encoding; the request and how many
+    of its spans were malformed (JSON only: a protobuf span that does not parse is a body that
+    does not parse)."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "gzip":
         body = inflate(body, limits.max_decompressed_bytes)
@@ -107,7 +123,7 @@ def decode_body(
             request.ParseFromString(body)
         except (DecodeError, RecursionError, ValueError) as exc:
             raise OtlpError(400, "undecodable", f"not an OTLP protobuf request: {exc}") from None
-        return request
+        return request, 0
     if kind == JSON:
         return decode_json(body)
     raise OtlpError(
@@ -135,36 +151,57 @@ def _items(obj: Any, *keys: str) -> Iterable[Any]:
             yield from value
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """Decode OTLP JSON: hex ids, integer or named enums, unknown fields ignored."""
+def _fix_ids(obj: Any) -> None:
+    for key in _ID_KEYS:
+        if key in obj:
+            obj[key] = _fix_id(obj[key])
+
+
+_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError)
+
+
+def decode_json(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
+    """Decode OTLP JSON: hex ids, integer or named enums, unknown fields ignored. Each span is
+    parsed on its own, so one whose fields do not parse is counted (malformed) and the others
+    are kept; a resource or scope that does not parse refuses the request."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise OtlpError(400, "undecodable", f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise OtlpError(400, "undecodable", "the JSON body must be an object with resourceSpans")
-    for rs in _items(obj, "resourceSpans", "resource_spans"):
-        scopes = _items(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans")
-        for scope in scopes:
-            for span in _items(scope, "spans"):
-                if not isinstance(span, dict):
-                    continue
-                for key in _ID_KEYS:
-                    if key in span:
-                        span[key] = _fix_id(span[key])
-                for link in _items(span, "links"):
-                    if isinstance(link, dict):
-                        for key in _ID_KEYS:
-                            if key in link:
-                                link[key] = _fix_id(link[key])
+    parsed: dict[tuple[int, int], list[Span]] = {}
+    malformed = 0
+    for i, rs in enumerate(_items(obj, "resourceSpans", "resource_spans")):
         if isinstance(rs, dict) and "instrumentationLibrarySpans" in rs and "scopeSpans" not in rs:
             rs["scopeSpans"] = rs.pop("instrumentationLibrarySpans")
+        for j, scope in enumerate(_items(rs, "scopeSpans", "scope_spans")):
+            if not isinstance(scope, dict) or not isinstance(scope.get("spans"), list):
+                continue
+            good = parsed[(i, j)] = []
+            for span in scope["spans"]:
+                message = Span()
+                try:
+                    if not isinstance(span, dict):
+                        raise TypeError("a span must be an object")
+                    _fix_ids(span)
+                    for link in _items(span, "links"):
+                        if isinstance(link, dict):
+                            _fix_ids(link)
+                    json_format.ParseDict(span, message, ignore_unknown_fields=True)
+                except _PARSE_ERRORS:
+                    malformed += 1
+                    continue
+                good.append(message)
+            scope["spans"] = []
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+    except _PARSE_ERRORS as exc:
         raise OtlpError(400, "undecodable", f"JSON does not match OTLP: {exc}") from None
-    return request
+    for (i, j), spans in parsed.items():
+        request.resource_spans[i].scope_spans[j].spans.extend(spans)
+    return request, malformed
 
 
 # ---------------------------------------------------------------- spans
@@ -253,6 +290,7 @@ class ReceiverStats:
     def __init__(self) -> None:
         self.received = 0
         self.rejected: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def count(self, received: int, rejected: dict[str, int]) -> None:
@@ -261,6 +299,15 @@ class ReceiverStats:
             for reason, n in rejected.items():
                 self.rejected[reason] = self.rejected.get(reason, 0) + n
 
+    def refuse(self, reason: str) -> None:
+        """Count a request refused as a whole (an OtlpError's reason)."""
+        with self._lock:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+
     def read(self) -> tuple[int, dict[str, int]]:
         with self._lock:
             return self.received, dict(self.rejected)
+
+    def read_refused(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.refused)

@@ -47,7 +47,10 @@ class Runtime:
         self.stats = ReceiverStats()
         self.registry = make_registry(
             DeepRestCollector(
-                lambda: self.loop.snapshot, self.stats, self.loop.aggregator.api_calls
+                lambda: self.loop.snapshot,
+                self.stats,
+                self.loop.aggregator.api_calls,
+                lambda: self.loop.aggregator.late_paths,
             )
         )
         self.app = create_app(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client.parser import text_string_to_metric_families
@@ -126,6 +128,38 @@ def test_hostile_payloads_get_4xx_and_good_spans_survive(runtime) -> None:  # ty
     assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "too_many_spans"),))] == 1200
     assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "empty_name"),))] == 1
     assert metrics[("deeprest_api_calls_total", (("api", "front:/compose"),))] == 6
+    refused = {
+        k[1][0][1]: v for k, v in metrics.items() if k[0] == "deeprest_otlp_requests_rejected_total"
+    }
+    assert refused["undecodable"] == 3 and refused["too_large"] == 2
+    assert refused["too_many_spans"] == 1 and refused["bad_content_type"] == 1
+
+
+def test_late_spans_and_malformed_json_spans_are_counted_and_the_rest_kept(runtime) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    send_window(rt, clock, 2, seed=1)  # closes the first window
+    late = span_request(2, int((T0 + 0.5) * 1e9), seed=2)  # its root ends in that closed window
+    assert post(rt, late.SerializeToString(), PB).status_code == 200
+    obj = json_format.MessageToDict(span_request(1, int((clock.now + 0.2) * 1e9), seed=3))
+    for rs in obj["resourceSpans"]:
+        for scope in rs["scopeSpans"]:
+            for span in scope["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    obj["resourceSpans"][0]["scopeSpans"][0]["spans"].append({"name": 5, "traceId": "ab"})
+    response = post(rt, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert int(response.json()["partialSuccess"]["rejectedSpans"]) == 1
+    clock.now += 3.0
+    rt.loop.tick()
+    metrics = scrape(rt)
+    rejected = {
+        k[1][0][1]: v for k, v in metrics.items() if k[0] == "deeprest_otlp_spans_rejected_total"
+    }
+    assert rejected["late"] == 2 * len(PATHS) and rejected["malformed"] == 1
+    newest = rt.store.recent(1)[0]
+    assert newest.calls[PATHS[0]] == 1, "the good spans beside the malformed one are counted"
 
 
 def test_full_queue_answers_503_with_retry_after(bundle_dir: Path, tmp_path: Path) -> None:
@@ -264,10 +298,30 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     key = ("compose", "cpu")
     assert medians[1][key] > 2 * medians[0][key]
     assert medians[2][key] == pytest.approx(medians[1][key])  # 15/s = 30 a window = 3 x 10
-    for bad in ({"scale": "x"}, {"scale": -1}, {}, {"rates": {"/nope": 1}}, [1]):
+    for bad, field in (
+        ({"scale": "x"}, "scale"),
+        ({"scale": -1}, "scale"),
+        ({}, None),
+        ([1], None),
+        ({"rates": {"/nope": 1}}, "rates./nope"),
+        ({"scale": int("1" + "0" * 400)}, "scale"),  # no float holds it
+        ({"scale": 1e307}, "scale"),
+        ({"rates": {"/compose": 1e308}}, "rates./compose"),
+        ({"rates": {"/compose": 1, "front:/compose": 2}}, "rates.front:/compose"),  # one API
+        ({"rates": {"/compose": 1}, "windows": "abc"}, "windows"),
+        ({"rates": {"/compose": 1}, "windows": 0}, "windows"),
+        ({"scale": 2, "windows": 3}, "windows"),
+        ({"scale": 2, "bogus": 1}, "bogus"),
+    ):
         response = requests.post(f"{api}/whatif", json=bad, timeout=5)
-        assert response.status_code == 400 and "error" in response.json()
+        assert response.status_code == 400, (bad, response.text)
+        error = response.json()["error"]
+        assert field is None or f"field '{field}'" in error, (bad, error)
+    untyped = requests.post(f"{api}/whatif", data='{"scale": 2}', timeout=5)  # no Content-Type
+    assert untyped.status_code == 200 and untyped.json()["series"]
     assert requests.get(f"{rt.url}/nope", timeout=5).json()["error"]
+    wrong_method = requests.get(f"{api}/whatif", timeout=5)
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
     reload = f"{api}/model/reload"
     assert requests.post(reload, timeout=5).status_code == 401
     wrong = {"Authorization": "Bearer nope"}

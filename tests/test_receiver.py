@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
@@ -14,6 +15,7 @@ from exporter.receiver import (
     JSON,
     PROTOBUF,
     OtlpError,
+    count_spans,
     decode_body,
     extract_spans,
     inflate,
@@ -41,12 +43,12 @@ def _otlp_json(request) -> dict:  # type: ignore[no-untyped-def]
 
 def test_protobuf_and_json_decode_to_the_same_spans() -> None:
     request = span_request(5, 10 * NS)
-    from_proto = extract_spans(decode_body(request.SerializeToString(), PROTOBUF, "", LIMITS))
+    from_proto = extract_spans(decode_body(request.SerializeToString(), PROTOBUF, "", LIMITS)[0])
     body = json.dumps(_otlp_json(request)).encode()
-    from_json = extract_spans(decode_body(body, "application/json; charset=utf-8", "", LIMITS))
+    from_json = extract_spans(decode_body(body, "application/json; charset=utf-8", "", LIMITS)[0])
     assert len(from_proto.spans) == 15 and not from_proto.rejected
     assert sorted(from_json.spans) == sorted(from_proto.spans)
-    gz = decode_body(gzip.compress(request.SerializeToString()), PROTOBUF, "gzip", LIMITS)
+    gz, _ = decode_body(gzip.compress(request.SerializeToString()), PROTOBUF, "gzip", LIMITS)
     assert sorted(extract_spans(gz).spans) == sorted(from_proto.spans)
 
 
@@ -80,7 +82,7 @@ def test_bad_spans_are_rejected_one_by_one_with_reasons() -> None:
         (b"\xff\xff\xff\xff garbage", PROTOBUF, "", 400),
         (span_request(3, NS).SerializeToString()[:-7], PROTOBUF, "", 400),
         (b'{"resourceSpans": 5}', JSON, "", 400),
-        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 7}]}]}]}', JSON, "", 400),
+        (b'{"resourceSpans": [{"resource": {"attributes": 7}, "scopeSpans": []}]}', JSON, "", 400),
         (b"[1, 2]", JSON, "", 400),
         (b"not json", JSON, "", 400),
         (b"x", "text/plain", "", 415),
@@ -109,8 +111,26 @@ def test_gzip_bomb_stops_at_the_limit() -> None:
 def test_invalid_hex_id_rejects_only_that_span() -> None:
     obj = _otlp_json(span_request(2, 10 * NS))
     obj["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "zz-not-hex"
-    decoded = extract_spans(decode_body(json.dumps(obj).encode(), JSON, "", LIMITS))
-    assert decoded.rejected == {"bad_id": 1} and len(decoded.spans) == 5
+    message, malformed = decode_body(json.dumps(obj).encode(), JSON, "", LIMITS)
+    decoded = extract_spans(message)
+    assert decoded.rejected == {"bad_id": 1} and len(decoded.spans) == 5 and malformed == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"name": 5}, {"endTimeUnixNano": -5}, {"endTimeUnixNano": "abc"}, {"attributes": 3}],
+)
+def test_a_span_whose_fields_do_not_parse_is_malformed_and_the_rest_are_kept(
+    bad: dict[str, Any],
+) -> None:
+    obj = _otlp_json(span_request(2, 10 * NS))
+    spans = obj["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[1] = {**spans[1], **bad}
+    spans.append("not a span")
+    message, malformed = decode_body(json.dumps(obj).encode(), JSON, "", LIMITS)
+    decoded = extract_spans(message)
+    assert malformed == 2 and len(decoded.spans) == 5 and not decoded.rejected
+    assert count_spans(message) == 5
 
 
 def test_traces_assemble_across_requests_and_out_of_order() -> None:
