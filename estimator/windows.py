@@ -272,7 +272,7 @@ def read_windows(path: str | Path) -> Iterator[Window]:
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
     with handle:
-        previous_start = -math.inf
+        previous_start = previous_end = -math.inf
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -285,7 +285,15 @@ def read_windows(path: str | Path) -> Iterator[Window]:
             window = window_from_json(obj, source, number)
             if window.start < previous_start:
                 raise _fail("windows must be in time order", source, number, "start")
-            previous_start = window.start
+            if window.start < previous_end - 1e-6:
+                raise _fail(
+                    f"overlaps the window before it (which ends at {previous_end:g}); windows "
+                    "must not overlap (a window written twice?)",
+                    source,
+                    number,
+                    "start",
+                )
+            previous_start, previous_end = window.start, window.end
             yield window
 
 

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepRestError as exc:
         print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the checks up front could not foresee, a port in use, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"deeprest {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2 if exc.filename else 1
     except KeyboardInterrupt:
         print(f"deeprest {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -345,6 +346,12 @@ def test_bad_range_bounds_exit_2(
         ("xgboost", "shrinkage=-1", "shrinkage"),
         ("linear", "ridge=x", "ridge"),
         ("qrnn", "shrinkage=-1", "shrinkage"),
+        ("xgboost", "n_estimators=abc", "n_estimators"),  # the wrong type
+        ("xgboost", "n_estimators=1.5", "n_estimators"),
+        ("xgboost", "learning_rate=-0.5", "learning_rate"),  # out of range
+        ("xgboost", "calibration_fraction=2", "calibration_fraction"),
+        ("xgboost", 'robust="yes"', "robust"),
+        ("linear", "components=abc", "components"),
     ],
 )
 def test_bad_hyperparameters_exit_2(
@@ -406,3 +413,63 @@ def test_auto_training_tells_each_candidate_as_it_starts(
     for kind in ("linear", "ols-api"):
         assert any(f"auto: fitting {kind} on the first 160 windows" in line for line in lines)
     assert any("auto: fitting" in line and "on all 200 windows" in line for line in lines)
+
+
+def test_unwritable_outputs_exit_2_before_the_work(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, model, test = trained["root"], str(trained["model"]), str(trained["test"])
+    a_file = root / "a-file"
+    a_file.write_text("x")
+    a_dir = root / "a-dir"
+    a_dir.mkdir(exist_ok=True)
+    for argv, flag in (
+        (["predict", "--model", model, "--data", test, "--out", str(a_dir)], "--out"),
+        (["predict", "--model", model, "--data", test, "--out", f"{a_file}/p.csv"], "--out"),
+        (["train", "--data", test, "--model", "linear", "--out", str(a_file)], "--out"),
+        (["evaluate", "--model", model, "--data", test, "--report", str(a_file)], "--report"),
+        (["whatif", "--model", model, "--scale", "2", "--out", str(a_file)], "--out"),
+        (["simulate", "--scenario", "normal", "--windows", "5", "--out", str(a_dir)], "--out"),
+        (["train", "--data", test, "--max-paths", "0", "--out", str(root / "m0")], "--max-paths"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"field '{flag}'" in err and "Traceback" not in err, err
+    nested = root / "new" / "deeper" / "pred.csv"
+    assert main(["predict", "--model", model, "--data", test, "--out", str(nested)]) == 0
+    assert nested.exists(), "the folders of an output are created"
+
+
+def test_data_the_bundle_cannot_read_exits_2_or_warns(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, model = trained["root"], str(trained["model"])
+    windows = load_windows(trained["test"])
+    other_app = root / "other-app.jsonl"
+    write_windows(
+        other_app,
+        [
+            replace(
+                w,
+                calls={(("gw", f"/other{op}"),): n for (_, op), n in api_counts(w.calls).items()},
+            )
+            for w in windows
+        ],
+    )
+    predict = ["predict", "--model", model, "--out", str(root / "p.csv"), "--data"]
+    assert main([*predict, str(other_app)]) == 2
+    assert "was seen in training" in capsys.readouterr().err
+    halved = root / "30s.jsonl"
+    write_windows(halved, [replace(w, start=w.start / 2, end=w.end / 2) for w in windows])
+    assert main([*predict, str(halved)]) == 2
+    assert "windows of 30 s; the model was trained on windows of 60 s" in capsys.readouterr().err
+    traffic_only = root / "traffic-only.jsonl"
+    write_windows(traffic_only, [replace(w, metrics={}, oracle={}) for w in windows])
+    evaluate = ["evaluate", "--model", model, "--data", str(traffic_only)]
+    assert main(evaluate) == 2
+    assert "carries usage" in capsys.readouterr().err
+    some_new = root / "some-new.jsonl"
+    new_api = (("gw", "/brand-new"),)
+    write_windows(some_new, [replace(w, calls={**w.calls, new_api: 1000.0}) for w in windows])
+    assert main([*predict, str(some_new)]) == 0
+    assert "never seen in training (gw:/brand-new)" in capsys.readouterr().err

@@ -119,6 +119,13 @@ def test_invalid_json_and_order(tmp_path: Path) -> None:
     late = dict(GOOD, start=120, end=180)
     with pytest.raises(InputError, match="time order"):
         list(read_windows(write_lines(path, [late, GOOD])))
+    with pytest.raises(InputError, match="line 2, field 'start': overlaps"):
+        list(read_windows(write_lines(path, [GOOD, GOOD])))  # a window written twice
+    long = dict(GOOD, end=GOOD["end"] + 120)
+    with pytest.raises(InputError, match="overlaps"):
+        list(read_windows(write_lines(path, [long, dict(GOOD, start=GOOD["end"], end=180)])))
+    next_one = dict(GOOD, start=GOOD["end"], end=GOOD["end"] + 60)
+    assert len(list(read_windows(write_lines(path, [GOOD, next_one])))) == 2
 
 
 def test_missing_metric_is_unknown_not_zero(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
 
 from estimator.errors import InputError, ModelError
 from estimator.models.base import QUANTILES, QuantileModel, finalize
@@ -46,9 +50,56 @@ def make_model(kind: str, **params: object) -> QuantileModel:
             field="param",
         )
     try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # annotations it cannot resolve: the model checks them itself
+        hints = {}
+    for name, value in params.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise InputError(
+                f"{kind} hyperparameter {name} takes {_describe(hints[name])}, got {value!r}",
+                field="param",
+            )
+    try:
         return cls(**params)
     except ModelError as exc:
         raise InputError(str(exc), field="param") from exc
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether a JSON value is of an annotated type (int, float, bool, str, sequences and
+    mappings of them, unions); an annotation it does not know lets the value through."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (Sequence, list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if origin in (Mapping, dict):
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: object) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin in (Sequence, list, tuple):
+        return f"a list of {_describe(args[0])}"
+    if origin in (Mapping, dict):
+        return "an object"
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    return names.get(hint, "null" if hint is type(None) else str(hint))  # type: ignore[call-overload]
 
 
 __all__ = ["MODEL_KINDS", "QUANTILES", "QuantileModel", "finalize", "make_model", "model_class"]

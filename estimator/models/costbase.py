@@ -324,7 +324,7 @@ class CostBase:
         self,
         ridge: float = 1e-6,
         robust: bool = True,
-        shrinkage: Sequence[float] = (0.0,),
+        shrinkage: float | Sequence[float] = (0.0,),
         holdout: float = 0.2,
     ) -> None:
         self.ridge = ridge

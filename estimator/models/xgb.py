@@ -120,7 +120,7 @@ class XGBoostQuantile(QuantileModel):
         max_tree_rows: int = TREE_ROWS,
         choose_rounds: bool = True,
         robust: bool = True,
-        shrinkage: Sequence[float] = SHRINKAGE,
+        shrinkage: float | Sequence[float] = SHRINKAGE,
         workers: int = 0,
     ) -> None:
         # One OpenMP thread per booster: on a shared two-core machine OpenMP's second thread
@@ -128,6 +128,24 @@ class XGBoostQuantile(QuantileModel):
         # usable core) each train their own series' boosters; the result does not depend on
         # how many. Fitted models predict through the numpy forest; the boosters' own
         # predictions (while fitting) use one thread.
+        for name, value, ok, what in (
+            ("n_estimators", n_estimators, n_estimators >= 1, ">= 1"),
+            ("max_depth", max_depth, max_depth >= 1, ">= 1"),
+            ("learning_rate", learning_rate, learning_rate > 0, "> 0"),
+            ("subsample", subsample, 0 < subsample <= 1, "in (0, 1]"),
+            ("max_bin", max_bin, max_bin >= 2, ">= 2"),
+            (
+                "calibration_fraction",
+                calibration_fraction,
+                0 < calibration_fraction < 1,
+                "in (0, 1)",
+            ),
+            ("saturation_holdout", saturation_holdout, 0 < saturation_holdout < 1, "in (0, 1)"),
+            ("ridge", ridge, ridge >= 0, ">= 0"),
+            ("nthread", nthread, nthread >= 1, ">= 1"),
+        ):
+            if not ok:
+                raise ModelError(f"xgboost: {name} must be {what}, not {value!r}")
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate

@@ -31,6 +31,7 @@ from estimator.latency import (
     measured_max_rate,
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
+from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, parse_time, select
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
@@ -249,6 +250,7 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("capacity")
+    output_dir(args.out, "--out")
     group_by = [c.strip() for c in args.group_by.split(",") if c.strip()]
     for name, values in (("rate", args.rate), ("scale", args.scale)):
         for value in values:

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from estimator.bundle import load_bundle
+from estimator.errors import InputError
 from estimator.evaluation import Evaluation, build_evaluation
 from estimator.windows import load_windows
+from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
 from exporter.report import format_table, write_report
@@ -30,19 +32,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("evaluate")
+    if args.report is not None:
+        output_dir(args.report, "--report")
     bundle = load_bundle(args.model)
     evaluations: dict[str, Evaluation] = {}
     for path in args.data:
         windows = load_windows(path)
         windows, pred = predict_range(
-            bundle, windows, span(windows, args.start, args.end, str(path))
+            bundle, windows, span(windows, args.start, args.end, str(path)), str(path), say
         )
+        measured = {key for w in windows for key in w.metrics}
+        if not measured & set(bundle.series):
+            raise InputError(
+                "no window in the range carries usage of the model's series to compare with "
+                "(a dataset of traffic only? import with --metrics)",
+                source=str(path),
+            )
         evaluation = build_evaluation(windows, bundle.series, pred)
-        evaluations[path.stem] = evaluation
+        name = path.stem
+        while name in evaluations:  # two files of one stem: the report keeps both
+            name = f"{path.parent.name or '.'}/{name}" if "/" not in name else f"{name}'"
+        evaluations[name] = evaluation
         columns = ["component", "resource", "accuracy", "coverage", "mae"]
         if evaluation.oracle is not None:
             columns.append("oracle_accuracy")
-        print(f"\n== {path.stem} ({len(windows)} windows, model {bundle.model.kind})")
+        print(f"\n== {name} ({len(windows)} windows, model {bundle.model.kind})")
         print(format_table(evaluation.rows(), columns))
         summary = evaluation.summary()
         print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))

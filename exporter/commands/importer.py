@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -12,6 +11,7 @@ from estimator.errors import InputError
 from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
 from estimator.windows import write_windows
+from exporter.commands.outputs import output_file, prepare_parent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Import, then write the windows; progress per file goes to stderr."""
     window = check_window_seconds(args.window)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise InputError("the folder to write into does not exist", source=str(out), field="out")
+    out = output_file(args.out, "--out")
     with tqdm(desc="import", unit="file", file=sys.stderr, disable=None) as bar:
         windows = import_windows(
             args.fmt,
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not windows:
         raise InputError("holds no spans or traces", source=str(args.input))
-    n = write_windows(out, windows)
+    n = write_windows(prepare_parent(out), windows)
     calls = sum(sum(w.calls.values()) for w in windows)
     with_metrics = sum(1 for w in windows if w.metrics)
     with_latency = sum(1 for w in windows if w.latency)

@@ -10,6 +10,7 @@ import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.windows import Window, load_windows
+from exporter.commands.outputs import output_file, prepare_parent
 from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
 
@@ -26,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def write_predictions(path: Path, bundle: Bundle, windows: list[Window], pred: np.ndarray) -> int:
     """Write PRED.csv (contract 2); returns rows written."""
     rows = 0
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with open(prepare_parent(path), "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(PRED_COLUMNS)
         for i, window in enumerate(windows):
@@ -52,11 +53,12 @@ def _num(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("predict")
+    output_file(args.out, "--out")
     bundle = load_bundle(args.model)
     windows = load_windows(args.data)
     part = span(windows, args.start, args.end, str(args.data))
     say(f"estimating {part.stop - part.start} windows x {len(bundle.series)} series")
-    windows, pred = predict_range(bundle, windows, part)
+    windows, pred = predict_range(bundle, windows, part, str(args.data), say)
     rows = write_predictions(args.out, bundle, windows, pred)
     say(f"wrote {rows} rows to {args.out}")
     return 0

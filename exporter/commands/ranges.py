@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.errors import InputError
-from estimator.windows import Window
+from estimator.windows import Window, api_counts
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,67 @@ def add_range_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def predict_range(
-    bundle: Bundle, windows: Sequence[Window], part: slice
+    bundle: Bundle,
+    windows: Sequence[Window],
+    part: slice,
+    source: str,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[Window], np.ndarray]:
     """The windows at `part` (see `span`) and their estimates [windows, series, 3].
 
     The windows before the range are read as the live exporter would have read them: they feed the
     traffic history and the models' look-back, so the first estimates of the range are not cold.
+    The data is checked against the bundle first (`check_traffic`).
     """
+    check_traffic(bundle, windows[: part.stop], source, warn)
     pred, _ = bundle.predict(windows[: part.stop])
     return list(windows[part]), pred[part.start :]
+
+
+UNSEEN_WARNING = 0.01
+"""Share of a dataset's API calls, of APIs the model never saw, above which it says so."""
+
+
+def check_traffic(
+    bundle: Bundle, windows: Sequence[Window], source: str, warn: Callable[[str], None]
+) -> None:
+    """Refuse windows the bundle cannot read: another window length (counts per window mean
+    another thing, and so does the history's decay), or traffic of none of its APIs (another
+    application). Warn where part of the calls are of APIs never seen in training: their usage
+    is estimated from the per-API "other" features, a guess."""
+    widths = sorted(w.end - w.start for w in windows)
+    if widths:
+        width = widths[len(widths) // 2]
+        if abs(width - bundle.window_seconds) > 0.01 * bundle.window_seconds:
+            raise InputError(
+                f"windows of {width:g} s; the model was trained on windows of "
+                f"{bundle.window_seconds:g} s (import or simulate with that window)",
+                source=source,
+            )
+    calls: dict[tuple[str, str], float] = {}
+    for window in windows:
+        for api, n in api_counts(window.calls).items():
+            calls[api] = calls.get(api, 0.0) + n
+    total = sum(calls.values())
+    if total <= 0:
+        return
+    known = set(bundle.vocabulary.apis)
+    unseen = {api: n for api, n in calls.items() if api not in known}
+    share = sum(unseen.values()) / total
+    names = ", ".join(f"{c}:{o}" for c, o in sorted(unseen, key=lambda a: -unseen[a])[:3])
+    if share >= 1.0:
+        seen = ", ".join(f"{c}:{o}" for c, o in bundle.vocabulary.apis[:3])
+        raise InputError(
+            f"none of its {len(calls)} APIs ({names}, ...) was seen in training (the model knows "
+            f"{len(known)}: {seen}, ...); is the model one of this application?",
+            source=source,
+        )
+    if share > UNSEEN_WARNING:
+        warn(
+            f"warning: {share:.0%} of the API calls in {source} are of {len(unseen)} APIs never "
+            f"seen in training ({names}); their usage is estimated from the model's 'other' "
+            "features, a guess"
+        )
 
 
 def _index(windows: Sequence[Window], bound: Bound) -> int:
@@ -117,6 +169,7 @@ def _index(windows: Sequence[Window], bound: Bound) -> int:
 __all__ = [
     "Bound",
     "add_range_arguments",
+    "check_traffic",
     "parse_bound",
     "parse_time",
     "predict_range",

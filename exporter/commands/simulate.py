@@ -12,6 +12,7 @@ from tqdm import tqdm
 from estimator.errors import InputError
 from estimator.simulator import SCENARIOS, SimulationConfig, run_simulation, to_windows
 from estimator.windows import write_windows
+from exporter.commands.outputs import output_file, prepare_parent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -62,16 +63,19 @@ def attack_sidecar(out: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    output_file(args.out, "--out")
     sim = run_simulation(config)
     windows = to_windows(sim)
     progress = tqdm(windows, desc="writing windows", unit="window", file=sys.stderr,
                     disable=len(windows) < 2000)  # fmt: skip
     try:
-        written = write_windows(args.out, progress)
+        written = write_windows(prepare_parent(args.out), progress)
     except OSError as exc:
         raise InputError(f"cannot write: {exc.strerror}", source=str(args.out)) from exc
     interval = config.attack_interval()
-    if interval is not None:
+    if interval is None:
+        attack_sidecar(args.out).unlink(missing_ok=True)  # a dataset written before, with one
+    else:
         first, end = interval
         sidecar = {
             "scenario": config.scenario,

@@ -13,6 +13,7 @@ from estimator.errors import InputError
 from estimator.models import MODEL_KINDS
 from estimator.training import TrainConfig, check_trainable, train_bundle
 from estimator.windows import Window, load_windows
+from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import parse_time, select
 from exporter.progress import Phases
 
@@ -77,6 +78,9 @@ def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("train")
+    output_dir(args.out, "--out")
+    if args.max_paths < 1:
+        raise InputError("must be at least 1", field="--max-paths")
     if not 0.0 < args.validation_fraction < 0.9:
         raise InputError("must be between 0 and 0.9", field="--validation-fraction")
     config = TrainConfig(

@@ -22,6 +22,7 @@ from estimator.whatif import (
     scaled_traffic,
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
+from exporter.commands.outputs import output_dir
 from exporter.config import parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table, latency_ms
@@ -146,6 +147,7 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("whatif")
+    output_dir(args.out, "--out")
     limits = load_limits(args.limits) if args.limits is not None else {}
     bundle = load_bundle(args.model)
     synthesizer = Synthesizer.from_json(bundle.synthesizer)

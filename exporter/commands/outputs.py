@@ -1,0 +1,53 @@
+"""Output paths of the commands, checked before the work that fills them.
+
+A file or directory to write may not exist yet, nor its folders (they are created when written);
+what must hold is that the path is not the other kind and that the nearest existing folder above
+it takes new entries. A path that fails gets an InputError naming it and the flag, so a long
+training or import does not end in a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from estimator.errors import InputError
+
+
+def output_file(path: str | Path, flag: str) -> Path:
+    """A file the command will write (its folders are created on writing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory; expected a file to write", source=str(path), field=flag)
+    _check_writable_above(path, flag)
+    return path
+
+
+def output_dir(path: str | Path, flag: str) -> Path:
+    """A directory the command will write into (created, with its folders, on writing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            "is a file; expected a directory to write into", source=str(path), field=flag
+        )
+    _check_writable_above(path, flag)
+    return path
+
+
+def prepare_parent(path: Path) -> Path:
+    """Create the folders above a file about to be written; the file's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_writable_above(path: Path, flag: str) -> None:
+    above = path.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise InputError(f"{above} is a file, not a folder", source=str(path), field=flag)
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {above}", source=str(path), field=flag)
+
+
+__all__ = ["output_dir", "output_file", "prepare_parent"]
