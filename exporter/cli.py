@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from estimator.errors import DeepRestError, InputError
+from estimator.errors import BundleError, DeepRestError, InputError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("exporter.commands.simulate", "write a simulated dataset of a scenario"),
@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = module.run(args)
         return code
     except InputError as exc:
+        print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BundleError as exc:  # the bundle the user pointed at: missing, damaged, mismatched
         print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except DeepRestError as exc:

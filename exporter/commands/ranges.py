@@ -70,9 +70,9 @@ def span(windows: Sequence[Window], start: str | None, end: str | None, source: 
     if end is not None:
         hi = _index(windows, parse_bound(end, "--to"))
     if hi <= lo:
+        bounds = " and ".join(f"{flag} {v}" for flag, v in (("--from", start), ("--to", end)) if v)
         raise InputError(
-            f"no windows between --from {start} and --to {end} ({len(windows)} in the dataset)",
-            source=source,
+            f"no windows within {bounds} ({len(windows)} in the dataset)", source=source
         )
     return slice(lo, hi)
 
