@@ -178,7 +178,7 @@ def test_whatif_bad_limits_exit_2_and_name_the_file(
     assert str(limits) in err and message in err
 
 
-def test_whatif_traffic_csv(trained: dict[str, Path]) -> None:
+def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     traffic = trained["root"] / "mix.csv"
     traffic.write_text("start,/compose,front:/read\n0,100,0\n60,100,0\n")
     out = trained["root"] / "whatif-mix"
@@ -202,11 +202,16 @@ def test_whatif_traffic_csv(trained: dict[str, Path]) -> None:
         rows[("timeline", "cpu")]["base_mean"]
     )
     bad = trained["root"] / "bad.csv"
-    bad.write_text("start,/compose\n0,lots\n")
-    assert (
-        main(["whatif", "--model", str(trained["model"]), "--traffic", str(bad), "--out", str(out)])
-        == 2
-    )
+    whatif = ["whatif", "--model", str(trained["model"]), "--traffic", str(bad), "--out", str(out)]
+    for text, where in (
+        ("start,/compose\n0,lots\n", "line 2, field '/compose'"),
+        ("start,/compose,front:/compose\n0,1,2\n", "line 1, field 'front:/compose'"),  # one API
+        ("start,/nope\n0,1\n", "line 1, field '/nope'"),
+        ("start,/compose\n60,1\n0,1\n", "line 3, field 'start'"),  # out of time order
+    ):
+        bad.write_text(text)
+        assert main(whatif) == 2
+        assert f"{bad}, {where}" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_and_names_the_line(

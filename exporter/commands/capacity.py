@@ -158,10 +158,14 @@ class Answer:
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
         low, best, high = self.fit.max_rate(objective.seconds)
-        return (
-            f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); the "
-            f"latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}-{_rate(high)}"
-        )
+        if math.isinf(best):
+            curve = "the latency curve sees no knee (latency stays flat over the steps)"
+            if math.isfinite(low):
+                curve += f"; curves that fit them as well reach the objective from {_rate(low)}"
+        else:
+            upto = f"-{_rate(high)}" if math.isfinite(high) else " or more"
+            curve = f"the latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}{upto}"
+        return f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
 
 
 def answer(

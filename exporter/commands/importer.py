@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -12,6 +14,10 @@ from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
 from estimator.windows import write_windows
 from exporter.commands.outputs import output_file, prepare_parent
+from exporter.progress import Phases
+
+PROGRESS_SECONDS = 5.0
+"""Without a terminal for the bar, a line of progress this often."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +44,23 @@ def run(args: argparse.Namespace) -> int:
     """Import, then write the windows; progress per file goes to stderr."""
     window = check_window_seconds(args.window)
     out = output_file(args.out, "--out")
+    say = Phases("import")
     with tqdm(desc="import", unit="file", file=sys.stderr, disable=None) as bar:
+        files, last = [0], [time.monotonic()]
+
+        def done(_path: Path) -> None:
+            bar.update(1)
+            files[0] += 1
+            if bar.disable and time.monotonic() - last[0] >= PROGRESS_SECONDS:  # no terminal
+                last[0] = time.monotonic()
+                say(f"{files[0]} files read")
+
         windows = import_windows(
             args.fmt,
             args.input,
             metrics=args.metrics,
             window_seconds=window,
-            on_file=lambda _path: bar.update(1),
+            on_file=done,
             fold_gateway=not args.keep_gateway_spans,
         )
     if not windows:

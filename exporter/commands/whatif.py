@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -95,18 +96,41 @@ def read_traffic_csv(
         header = next(reader, None)
         if not header or header[0] != "start":
             raise InputError("first column must be 'start'", source=str(path), line=1)
-        apis = [synthesizer.resolve_api(name.strip()) for name in header[1:]]
-        traffic, starts = [], []
+        apis: list[Pair] = []
+        for name in header[1:]:
+            try:
+                api = synthesizer.resolve_api(name.strip())
+            except InputError as exc:
+                raise InputError(exc.bare_message, source=str(path), line=1, field=name) from None
+            if api in apis:
+                first = header[1 + apis.index(api)]
+                raise InputError(
+                    f"names the same API as column '{first}'", source=str(path), line=1, field=name
+                )
+            apis.append(api)
+        traffic: list[dict[Pair, float]] = []
+        starts: list[float] = []
         for line, row in enumerate(reader, start=2):
             if len(row) != len(header):
                 raise InputError(f"expected {len(header)} columns", source=str(path), line=line)
-            try:
-                values = [float(v) for v in row]
-            except ValueError as exc:
-                raise InputError(f"not a number ({exc})", source=str(path), line=line) from None
-            if any(v < 0 or not np.isfinite(v) for v in values[1:]):
+            values = []
+            for name, cell in zip(header, row, strict=True):
+                try:
+                    value = float(cell)
+                except ValueError:
+                    value = math.nan
+                if not math.isfinite(value) or (name != "start" and value < 0):
+                    raise InputError(
+                        f"expected a finite{'' if name == 'start' else ' non-negative'} number, "
+                        f"got {cell!r}",
+                        source=str(path),
+                        line=line,
+                        field=name,
+                    )
+                values.append(value)
+            if starts and values[0] <= starts[-1]:
                 raise InputError(
-                    "calls must be finite and non-negative", source=str(path), line=line
+                    "rows must be in time order", source=str(path), line=line, field="start"
                 )
             starts.append(values[0])
             traffic.append(dict(zip(apis, values[1:], strict=True)))
