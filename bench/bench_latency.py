@@ -123,6 +123,9 @@ LEARNED: dict[str, Callable[[np.ndarray, np.ndarray], Curve]] = {
 
 
 QUEUE = "queueing curve (DeepRest)"
+PROFILE_ONLY = "queueing curve, range of the capacity profile only"
+"""The same best curve with the range of the profile over capacity and servers alone (each at
+its best scale), without the steepest curves each capacity allows (`fit_curve(steepest=False)`)."""
 
 
 def curves(steps: Sequence[Step], fit: CurveFit) -> dict[str, Curve]:
@@ -149,14 +152,21 @@ def next_step_errors(groups: dict[str, list[Step]]) -> list[dict[str, object]]:
     for group, steps in groups.items():
         calm = sorted((s for s in steps if not s.saturated), key=lambda s: s.rate)
         for m in range(MIN_STEPS, len(calm)):
-            fitted = curves(calm[:m], fit_curve(calm[:m]))
+            fit = fit_curve(calm[:m])
+            ranges = {QUEUE: fit, PROFILE_ONLY: fit_curve(calm[:m], steepest=False)}
+            fitted = curves(calm[:m], fit)
+            fitted[PROFILE_ONLY] = fitted[QUEUE]
             for ahead, target in enumerate(calm[m : m + 2], start=1):
                 for name, curve in fitted.items():
                     predicted = float(curve(np.array([target.achieved]))[0])
                     error = abs(math.log(predicted / target.latency))
+                    low, _, high = (
+                        ranges[name].latency(target.achieved) if name in ranges else (0, 0, 0)
+                    )
                     records.append(
                         {"group": group, "ahead": ahead, "method": name, "log_error": error,
-                         "under": predicted < target.latency}
+                         "under": predicted < target.latency,
+                         "covered": low <= target.latency <= high if name in ranges else None}
                     )  # fmt: skip
     return records
 
@@ -180,6 +190,9 @@ def objective_answers(groups: dict[str, list[Step]], threshold: float) -> list[d
         )  # fmt: skip
         answers["highest step within it"] = lo
         answers["queueing curve, low end of its range"] = low
+        answers["queueing curve, low end of the capacity profile's range"] = fit_curve(
+            below, steepest=False
+        ).max_rate(threshold)[0]
         for name, value in answers.items():
             records.append(
                 {"group": group, "method": name, "ratio": value / truth,
@@ -194,12 +207,14 @@ def summarize_next(records: list[dict[str, object]]) -> list[dict[str, object]]:
         for ahead in (1, 2):
             mine = [r for r in records if r["method"] == method and r["ahead"] == ahead]
             errors = np.array([float(r["log_error"]) for r in mine])  # type: ignore[arg-type]
+            covered = [bool(r["covered"]) for r in mine if r["covered"] is not None]
             rows.append(
                 {"method": method, "steps_ahead": ahead, "cases": len(mine),
                  "median_error_factor": float(np.exp(np.median(errors))),
                  "p90_error_factor": float(np.exp(np.quantile(errors, 0.9, method="inverted_cdf"))),
                  "within_1.5x": float(np.mean(errors <= math.log(1.5))),
-                 "under_predicted": float(np.mean([bool(r["under"]) for r in mine]))}
+                 "under_predicted": float(np.mean([bool(r["under"]) for r in mine])),
+                 "range_holds_truth": float(np.mean(covered)) if covered else math.nan}
             )  # fmt: skip
     return rows
 
@@ -257,7 +272,11 @@ against its higher steps; nothing is fitted across deployments.
 
 Next step: latency (p50, p90, p99) at the next tested rate (and two steps ahead) from the steps
 below it. Error factor = exp |log(predicted / measured)|; under_predicted = share of cases
-predicted below the measurement.
+predicted below the measurement; range_holds_truth = share of cases whose measured latency lies
+in the queueing curve's plausible latency range at that rate. The curve's range is that of the
+profile likelihood over capacity and servers plus, for each capacity, the steepest curve the
+steps allow within the same cut; the "capacity profile only" row (the same best curve) shows the
+range without those.
 
 {markdown_table(next_rows, next_columns)}
 

@@ -150,8 +150,50 @@ def _solve(
     return curve, float(np.sum(np.log(fitted / latency) ** 2))
 
 
-def fit_curve(steps: Sequence[Step]) -> CurveFit:
-    """Fit the queueing curve to the unsaturated steps; saturated ones cap the capacity."""
+def _steepest(
+    rates: np.ndarray, latency: np.ndarray, curves: Sequence[QueueCurve], cut: float
+) -> list[QueueCurve]:
+    """For each curve: the same capacity and servers with the largest scale (base refitted by
+    relative least squares) whose squared log error stays within `cut`. The profile over
+    capacity alone keeps, for each capacity, only its best scale, which is 0 wherever latency
+    does not rise over the steps; then every kept curve is flat and the range says nothing about
+    rates past the steps. The steepest curves say how much queueing the steps still allow."""
+    finite = [c for c in curves if math.isfinite(c.capacity)]
+    if not finite:
+        return []
+    q = np.array([c.queueing(rates) for c in finite])  # [curves, steps]
+    a = 1.0 / latency
+    saa, sqaa = float(a @ a), (q * a**2).sum(axis=1)
+
+    def fit(scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        base = np.maximum(0.0, (a.sum() - scale * sqaa) / saa)
+        fitted = base[:, None] + scale[:, None] * q
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sse = np.where(fitted > 0, np.log(fitted / latency) ** 2, np.inf).sum(axis=1)
+        return base, sse
+
+    lo = np.array([c.scale for c in finite])
+    hi = np.maximum(2.0 * lo, float(latency.max()) / np.maximum(q.max(axis=1), 1e-12))
+    for _ in range(60):  # grow the bracket until the error leaves the cut
+        inside = fit(hi)[1] <= cut
+        if not inside.any():
+            break
+        hi = np.where(inside, 2.0 * hi, hi)
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        inside = fit(mid)[1] <= cut
+        lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+    base, _ = fit(lo)
+    return [
+        QueueCurve(float(b), float(s), c.capacity, c.servers)
+        for b, s, c in zip(base, lo, finite, strict=True)
+    ]
+
+
+def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
+    """Fit the queueing curve to the unsaturated steps; saturated ones cap the capacity. The
+    plausible curves are those the profile likelihood keeps and, with `steepest`, the steepest
+    each of their capacities allows within the same cut (`_steepest`)."""
     calm = [s for s in steps if not s.saturated]
     if len(calm) < 3:
         raise InputError(
@@ -180,6 +222,9 @@ def fit_curve(steps: Sequence[Step]) -> CurveFit:
         best = len(solved) - 1  # a knee no better than flat latency is noise: no knee seen
         keep[best] = True
     plausible = tuple(c for (c, _), k in zip(solved, keep, strict=True) if k)
+    if steepest:
+        cut = float(errors[int(np.argmin(errors))] + CHI2_90 * variance)
+        plausible += tuple(_steepest(rates, latency, plausible, cut))
     rmse = math.sqrt(errors[best] / len(calm))
     return CurveFit(solved[best][0], plausible, len(calm), top, rmse)
 
