@@ -39,6 +39,9 @@ NOISE_FLOOR = 0.1
 CHI2_90 = 2.706
 """90% quantile of chi-square with one degree of freedom: the profile-likelihood cut."""
 
+Z_90 = 1.645
+"""Standard normal quantile of a two-sided 90% interval: a measurement's log noise either side."""
+
 PARSIMONY = 6.0
 """Akaike's 2 per parameter for the curve's 3 beyond a flat latency: the least drop in squared
 log error (in units of the noise variance) for which a knee is believed over no knee."""
@@ -124,16 +127,20 @@ class CurveFit:
     steps_used: int
     highest_rate: float  # highest rate an unsaturated step served
     rmse_log: float  # of the best curve, in log latency
+    noise_log: float = 0.0  # a step's log-latency noise the fit assumes (at least NOISE_FLOOR)
 
     def max_rate(self, objective: float) -> tuple[float, float, float]:
-        """(low, best, high) rate that keeps latency within `objective`."""
+        """(low, best, high) rate that keeps latency within `objective`: the system's, from the
+        plausible curves."""
         values = [c.max_rate(objective) for c in self.plausible]
         return min(values), self.best.max_rate(objective), max(values)
 
     def latency(self, rate: float) -> tuple[float, float, float]:
-        """(low, best, high) latency at `rate`."""
+        """(low, best, high) latency a step at `rate` would measure: the plausible curves'
+        range, widened by a measurement's noise (90%, `noise_log` in log latency)."""
         values = [float(c.latency(rate)) for c in self.plausible]
-        return min(values), float(self.best.latency(rate)), max(values)
+        spread = math.exp(Z_90 * self.noise_log)
+        return min(values) / spread, float(self.best.latency(rate)), max(values) * spread
 
 
 def _solve(
@@ -226,7 +233,7 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
         cut = float(errors[int(np.argmin(errors))] + CHI2_90 * variance)
         plausible += tuple(_steepest(rates, latency, plausible, cut))
     rmse = math.sqrt(errors[best] / len(calm))
-    return CurveFit(solved[best][0], plausible, len(calm), top, rmse)
+    return CurveFit(solved[best][0], plausible, len(calm), top, rmse, math.sqrt(variance))
 
 
 def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, float, float]:
