@@ -66,6 +66,22 @@ class SimulationConfig:
             raise InputError(f"must be in [0, {self.windows})", field="attack_start")
         if self.attack_length is not None:
             _positive_int(self.attack_length, "attack_length")
+        if self.scenario not in ATTACKS:
+            for name in ("attack_component", "attack_start", "attack_length"):
+                if getattr(self, name) is not None:
+                    raise InputError(
+                        f"applies to the attack scenarios ({', '.join(ATTACKS)}) only", field=name
+                    )
+        elif (
+            self.attack_start is not None
+            and self.attack_length is not None
+            and self.attack_start + self.attack_length > self.windows
+        ):
+            raise InputError(
+                f"the attack from window {self.attack_start} would run past the "
+                f"{self.windows} windows recorded",
+                field="attack_length",
+            )
 
     @property
     def day(self) -> int:

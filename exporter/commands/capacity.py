@@ -65,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_range_arguments(parser, "with --data or --config, read")
     parser.add_argument(
-        "--bins", type=int, default=8, help="with --data/--config: load bins (steps) per API"
+        "--bins", type=int, help="with --data/--config: load bins (steps) per API (default 8)"
     )
     parser.add_argument(
         "--slo",
@@ -260,14 +260,19 @@ def run(args: argparse.Namespace) -> int:
         for value in values:
             if not (math.isfinite(value) and value > 0):
                 raise InputError(f"--{name} must be a positive number, is {value:g}", field=name)
-    if args.bins < 1:
-        raise InputError(f"--bins must be >= 1, is {args.bins}", field="bins")
+    if args.bins is not None and args.runs is not None:
+        raise InputError(
+            "applies to --data and --config only (the runs hold their steps)", field="bins"
+        )
+    bins = 8 if args.bins is None else args.bins
+    if bins < 1:
+        raise InputError(f"--bins must be >= 1, is {bins}", field="bins")
     windows: list[Window] = []
     if args.runs is None:
         if group_by:
             raise InputError("--group-by applies to --runs only", field="group-by")
         windows, source = recorded_windows(args)
-        steps = window_steps(windows, source, args.slo, args.bins)
+        steps = window_steps(windows, source, args.slo, bins)
         unit = "requests/s of all APIs"
     else:
         if args.start is not None or args.end is not None:

@@ -62,6 +62,8 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 
 def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
+    if args.data is not None and args.config is not None:
+        raise InputError("give --data FILE or --config FILE, not both", field="--config")
     if args.data is not None:
         return select(load_windows(args.data), args.start, args.end, str(args.data)), str(args.data)
     if args.config is None or args.start is None or args.end is None:

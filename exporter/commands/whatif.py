@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, help="base traffic (window dataset); default: the bundle's last day"
     )
     parser.add_argument("--sample", action="store_true", help="sample call trees, not expectations")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    parser.add_argument("--seed", type=int, help="seed for --sample (default 0)")
     parser.add_argument(
         "--limits",
         type=Path,
@@ -52,7 +52,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency",
-        default="p95",
         choices=LATENCY_STATISTICS,
         help="with --data windows that carry API latency: the statistic to estimate at the "
         "what-if load (default p95)",
@@ -175,9 +174,15 @@ def run(args: argparse.Namespace) -> int:
     limits = load_limits(args.limits) if args.limits is not None else {}
     bundle = load_bundle(args.model)
     synthesizer = Synthesizer.from_json(bundle.synthesizer)
-    rng = np.random.default_rng(args.seed) if args.sample else None
+    if args.latency is not None and args.data is None:
+        raise InputError("needs --data windows that carry API latency", field="--latency")
+    if args.seed is not None and not args.sample:
+        raise InputError("applies with --sample only (expectations need no seed)", field="--seed")
+    rng = np.random.default_rng(args.seed or 0) if args.sample else None
     if args.data is not None:
         observed = load_windows(args.data)
+        if args.latency is not None and not any(w.latency for w in observed):
+            raise InputError("holds no API latency for --latency", source=str(args.data))
         base_traffic, starts = traffic_of(observed), np.array([w.start for w in observed])
     else:
         base_traffic, starts = reference_windows(bundle, synthesizer)
@@ -235,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     plot(result, args.out / "whatif.png", label)
     if args.data is not None and any(w.latency for w in observed):
-        latency_table(observed, base, hypothetical, args.latency, args.out / "latency.csv")
+        statistic = args.latency or "p95"
+        latency_table(observed, base, hypothetical, statistic, args.out / "latency.csv")
     say(f"wrote {args.out / 'whatif.csv'} and {args.out / 'whatif.png'}")
     return 0
 
