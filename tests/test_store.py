@@ -100,7 +100,7 @@ def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text("window: -5s\n")
     assert main(["serve", "--config", str(path)]) == 2
     assert "field 'window'" in capsys.readouterr().err
-    assert main(["serve", "--model", str(tmp_path / "missing")]) == 1
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2  # the bundle given is bad
 
 
 def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
