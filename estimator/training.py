@@ -50,12 +50,18 @@ def check_trainable(windows: Sequence[Window], source: str) -> None:
 
 
 def validate_tail(
-    config: TrainConfig, X: np.ndarray, Y: np.ndarray, layout: Layout
+    config: TrainConfig,
+    X: np.ndarray,
+    Y: np.ndarray,
+    layout: Layout,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fit on the head, measure accuracy and band coverage on the tail of the training windows."""
     n_tail = max(1, int(round(len(X) * config.validation_fraction)))
     head, tail = slice(0, len(X) - n_tail), slice(len(X) - n_tail, len(X))
-    model = make_model(config.model, **config.model_params).fit(X[head], Y[head], layout)
+    model = make_model(config.model, **config.model_params)
+    model.progress = progress
+    model.fit(X[head], Y[head], layout)
     pred = model.predict(X)[tail]  # predict through the head so recurrent state is warm
     return {
         "windows": n_tail,
@@ -92,8 +98,9 @@ def train_bundle(
         validation = dict(getattr(model, "validation_", {}))
     else:
         say(f"validating {config.model} on the last {config.validation_fraction:.0%} of windows")
-        validation = validate_tail(config, X, Y, vocabulary.layout.for_series(series))
+        validation = validate_tail(config, X, Y, vocabulary.layout.for_series(series), progress)
         say(f"fitting {config.model} on all windows")
+        model.progress = progress
         model.fit(X, Y, vocabulary.layout.for_series(series))
     return Bundle(
         vocabulary=vocabulary,

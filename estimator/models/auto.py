@@ -10,7 +10,7 @@ kinds already scored costs nothing to score.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -60,8 +60,6 @@ class AutoModel(QuantileModel):
     """
 
     kind = "auto"
-    progress: Callable[[str], None] | None = None
-    """Told a line as each candidate starts fitting (set by `deeprest train`)."""
 
     def __init__(
         self,
@@ -83,10 +81,6 @@ class AutoModel(QuantileModel):
         self.validation_fraction = validation_fraction
         self.params = {k: dict(v) for k, v in (params or {}).items()}
 
-    def _say(self, line: str) -> None:
-        if self.progress is not None:
-            self.progress(line)
-
     def _make(self, kind: str) -> QuantileModel | None:
         """A fresh candidate, or None when its module (or what it needs) cannot be imported."""
         from estimator.models import make_model
@@ -94,9 +88,11 @@ class AutoModel(QuantileModel):
         if kind == self.kind:
             raise ModelError("auto: 'auto' cannot be its own candidate")
         try:
-            return make_model(kind, **self.params.get(kind, {}))
+            model = make_model(kind, **self.params.get(kind, {}))
         except ImportError:
             return None
+        model.progress = self.progress
+        return model
 
     def _score(
         self, X: np.ndarray, Y: np.ndarray, layout: Layout, cut: int
@@ -109,7 +105,7 @@ class AutoModel(QuantileModel):
             if model is None:
                 missing.add(kind)
                 continue
-            self._say(f"auto: fitting {kind} on the first {cut} windows, to score it on the rest")
+            self.say(f"auto: fitting {kind} on the first {cut} windows, to score it on the rest")
             model.fit(X[:cut], Y[:cut], layout)
             start = max(0, cut - model.context)
             outputs[kind] = model.predict(X[start:])[cut - start :]
@@ -154,7 +150,7 @@ class AutoModel(QuantileModel):
         for kind in dict.fromkeys(k for c in chosen for k in members(c)):
             model = self._make(kind)
             assert model is not None  # it imported a moment ago
-            self._say(f"auto: fitting {kind} on all {len(X)} windows")
+            self.say(f"auto: fitting {kind} on all {len(X)} windows")
             self.models_[kind] = model.fit(X, Y, layout)
         self.context = max(m.context for m in self.models_.values())
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -29,6 +30,14 @@ class QuantileModel(ABC):
 
     kind: ClassVar[str]
     context: int = 0
+    progress: Callable[[str], None] | None = None
+    """Told a line as each long stage of fitting starts, where the model has such stages (set by
+    `deeprest train`); never required."""
+
+    def say(self, line: str) -> None:
+        """Tell `progress` a line, if anyone listens."""
+        if self.progress is not None:
+            self.progress(line)
 
     @abstractmethod
     def fit(self, X: np.ndarray, Y: np.ndarray, layout: Layout) -> Self:

@@ -417,14 +417,17 @@ class XGBoostQuantile(QuantileModel):
         self.history_columns_ = layout.columns("history")
         self._found: dict[bytes, list[Reservoir | None]] = {}
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
+        self.say(f"xgboost: cost base and forms of {Y.shape[1]} series")
         self.shrink_ = choose_shrinkage(
             X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust, SELECTION_ROWS
         )
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
         T = self._tree_features(X)
+        self.say("xgboost: reservoirs (usage that fills and drains) on the calibration head")
         self._search(X, Y, layout, np.arange(len(X)) < cut)
         S = self._states(X)
+        self.say("xgboost: boosters on the head, calibrated on the tail")
         self._fit_part(X[:cut], Y[:cut], T[:cut], S[:cut])
         base, scale = self._base(X[cut:], S[cut:])
         rounds = self._choose_rounds(X[cut:], Y[cut:], base, scale)
@@ -435,6 +438,7 @@ class XGBoostQuantile(QuantileModel):
             z = (Y[cut:, j][known] - base[known, j]) / scale[known, j]
             margins[j] = conformal_margin(z, q[known, j])
         self.margin_ = margins
+        self.say("xgboost: reservoirs and boosters on all rows")
         self._search(X, Y, layout, np.ones(len(X), dtype=bool))
         self._fit_part(X, Y, T, self._states(X), rounds)
         stateless = np.array([r is None for r in self.reservoirs_])
