@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +115,16 @@ def write_page(directory: Path, title: str, parts: Sequence[str]) -> Path:
 
 
 def write_report(
-    directory: Path, evaluations: Mapping[str, Evaluation], model_description: str
+    directory: Path,
+    evaluations: Mapping[str, Evaluation],
+    model_description: str,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> Path:
     """HTML report with a table and per-component plots for each scenario; returns index.html."""
     directory.mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>DeepRest evaluation</h1><p>{html.escape(model_description)}</p>"]
     for scenario, evaluation in evaluations.items():
+        progress(f"plots of {scenario}: {len({c for c, _ in evaluation.series})} components")
         summary = evaluation.summary()
         parts.append(f"<h2>{html.escape(scenario)}</h2><p>")
         parts.append(", ".join(f"{k} {v:.3f}" for k, v in summary.items()) + "</p>")

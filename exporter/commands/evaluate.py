@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         summary = evaluation.summary()
         print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
     if args.report is not None:
-        say("writing plots and report")
+        say(f"writing the report to {args.report}")
         about = f"model {bundle.model.kind}, version {bundle.version}"
         drifting = int(np.count_nonzero(bundle.drift()))
         if drifting:
@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
                 f"; the bands of {drifting} series whose usage drifted in validation widen with "
                 "the time since the training end"
             )
-        index = write_report(args.report, evaluations, about)
+        index = write_report(args.report, evaluations, about, say)
         say(f"report: {index}")
     return 0
