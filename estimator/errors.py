@@ -39,3 +39,8 @@ class BundleError(DeepRestError):
 
 class ModelError(DeepRestError):
     """A model asked to do something it cannot (predict before fit, wrong shapes)."""
+
+
+class DataWarning(UserWarning):
+    """Input that was read, but not all of it as it stands: a unit guessed, a file skipped, a
+    window dropped. Importers warn with it (`warnings.warn`); the CLI prints each one."""

@@ -24,9 +24,11 @@ Choices, made once here for every importer:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from estimator.errors import DataWarning
 from estimator.windows import (
     CATCH_ALL_OPERATIONS,
     CallPath,
@@ -308,19 +310,29 @@ def windows_of_batches(
     window_seconds: int = 60,
     fold_gateway: bool = True,
     settle: int = SETTLE_BATCHES,
+    file_seconds: int | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from spans read batch by batch (a file each), in time order.
 
     A trace is assembled once `settle` batches in a row have brought none of its spans, so
     only the spans of the last few batches are held at a time. With traces that lie within
     `settle` batches the windows equal those of one batch of all the spans.
+
+    With `file_seconds`, each batch is the file of one period of that length (a minute file of
+    the HH_MM_trace.csv layout), which covers the time from its first span end to its last, and
+    at least `file_seconds` from its first. Windows that the files cover less than half of are
+    dropped with a warning (`_drop_uncovered`).
     """
     _check_width(window_seconds)
     counts: Counts = {}
     durations: Durations = {}
     pending = SpanColumns.empty()
     last_seen: dict[str, int] = {}
+    covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
     for number, batch in enumerate(batches):
+        if file_seconds and len(batch):
+            first = min(batch.end_ns)
+            covers.append((first, max(max(batch.end_ns), first + file_seconds * NS_PER_S)))
         pending.extend(batch)
         last_seen.update(dict.fromkeys(batch.trace_ids, number))
         closed = {t for t, seen in last_seen.items() if seen <= number - settle}
@@ -334,7 +346,43 @@ def windows_of_batches(
         for trace_id in closed:
             del last_seen[trace_id]
     _count(assemble_columns(pending, fold_gateway), counts, durations, window_seconds)
+    if covers:
+        _drop_uncovered(counts, covers, window_seconds)
     return _windows(counts, durations, window_seconds)
+
+
+COVERED = 0.5
+"""Share of a window that the files must cover for the window to be kept."""
+
+
+def _drop_uncovered(counts: Counts, covers: list[tuple[int, int]], window_seconds: int) -> None:
+    """Drop, with a warning, the windows that the files cover less than COVERED of: the minutes
+    of a missing file, and the minute before the first file or after the last, whose few traces
+    are those that straddle a neighbouring file, not the minute's traffic."""
+    merged: list[list[int]] = []
+    for first, last in sorted(covers):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    width = window_seconds * NS_PER_S
+    dropped = []
+    for key in list(counts):
+        start, end = key * width, (key + 1) * width
+        covered = sum(max(0, min(end, b) - max(start, a)) for a, b in merged)
+        if covered < COVERED * width:
+            dropped.append(key)
+            del counts[key]
+    if dropped:
+        shown = ", ".join(str(k * window_seconds) for k in sorted(dropped)[:5])
+        warnings.warn(
+            DataWarning(
+                f"{len(dropped)} windows dropped that no file's minute covers (a missing "
+                f"file, or traces that straddle the recording's edge): starts {shown}"
+                + (" ..." if len(dropped) > 5 else "")
+            ),
+            stacklevel=2,
+        )
 
 
 def windows_from_spans(

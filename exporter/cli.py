@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
 
-from estimator.errors import BundleError, DeepRestError, InputError
+from estimator.errors import BundleError, DataWarning, DeepRestError, InputError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("exporter.commands.simulate", "write a simulated dataset of a scenario"),
@@ -31,6 +34,44 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(2, f"deeprest: error: {message}\n")
+
+
+class _DataWarnings:
+    """Prints each DataWarning of a command as `deeprest CMD: warning: ...` when it happens, each
+    message once; at the end, how many more times repeated ones came (e.g. once per file)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.seen: dict[str, int] = {}
+
+    def __enter__(self) -> _DataWarnings:
+        warnings.simplefilter("always", DataWarning)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if not issubclass(category, DataWarning):
+                shown(message, category, *rest, **kw)
+                return
+            text = str(message)
+            self.seen[text] = self.seen.get(text, 0) + 1
+            if self.seen[text] == 1:
+                print(f"deeprest {self.command}: warning: {text}", file=sys.stderr, flush=True)
+
+        warnings.showwarning = show
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        for text, n in self.seen.items():
+            if n > 1:
+                print(
+                    f"deeprest {self.command}: warning (x{n} in all): {text}",
+                    file=sys.stderr,
+                )
 
 
 def _version() -> str:
@@ -62,6 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    with warnings.catch_warnings(), _DataWarnings(args.command):
+        return _run(module, args)
+
+
+def _run(module: Any, args: argparse.Namespace) -> int:
     try:
         code: int = module.run(args)
         return code

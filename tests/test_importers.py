@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from estimator.errors import InputError
+from estimator.errors import DataWarning, InputError
 from estimator.importers import (
     import_jaeger,
     import_otlp_json,
@@ -315,10 +315,9 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     assert windows[0].metrics == pytest.approx(
         {("svc-a", "cpu"): 0.02, ("svc-a", "memory"): 100 * 2**20}
     )
-    # replicas add up; the empty memory cell of the second pod is unknown, not zero
-    assert windows[1].metrics == pytest.approx(
-        {("svc-a", "cpu"): 0.04, ("svc-a", "memory"): 200 * 2**20}
-    )
+    # replicas add up; the empty memory cell of the second pod makes the service's memory
+    # unknown there, not the first pod's alone
+    assert windows[1].metrics == pytest.approx({("svc-a", "cpu"): 0.04})
 
 
 def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> None:
@@ -517,3 +516,120 @@ def test_trainticket_metrics_folder_is_joined_once(tmp_path: Path, span_dir: Pat
         == named[0].metrics
         == pytest.approx({("svc-b", "cpu"): 0.008, ("svc-b", "memory"): float(2**20)})
     )
+
+
+MIDNIGHT = 1675123200  # 2023-01-31T00:00:00Z
+
+
+def minute_files(folder: Path, minutes: dict[str, float], unit: int = 1) -> Path:
+    """HH_MM_trace.csv files, one trace a second through each minute starting at `minutes`'s
+    value (unix seconds); times written in units of `unit` nanoseconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, start in minutes.items():
+        rows = []
+        for k in range(60):
+            end = start + k + 0.5
+            rows.append(row(f"{name}-{k}", f"r{k}", "root", SVC_A, "GET /x", end))
+            rows.append(row(f"{name}-{k}", f"c{k}", f"r{k}", SVC_B, "q", end - 0.1))
+        if unit != 1:
+            rows = [
+                ",".join(
+                    [*r.split(",")[:5], *(str(int(v) // unit) for v in r.split(",")[5:7]), "1"]
+                )
+                for r in rows
+            ]
+        write_csv(folder / f"{name}_trace.csv", rows)
+    return folder
+
+
+def test_minute_files_are_read_in_time_order_across_midnight(tmp_path: Path) -> None:
+    names = {"23_58": MIDNIGHT - 120, "23_59": MIDNIGHT - 60, "00_00": MIDNIGHT, "00_01": MIDNIGHT + 60, "00_02": MIDNIGHT + 120}  # fmt: skip
+    folder = minute_files(tmp_path / "trace", names)
+    # a trace across midnight: its root in 00_00, its child in 23_59
+    with open(folder / "00_00_trace.csv", "a") as handle:
+        handle.write(row("across", "ra", "root", SVC_A, "GET /x", MIDNIGHT + 0.2) + "\n")
+    with open(folder / "23_59_trace.csv", "a") as handle:
+        handle.write(row("across", "ca", "ra", SVC_B, "q", MIDNIGHT - 0.1) + "\n")
+    windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [MIDNIGHT + 60 * k for k in range(-2, 3)]
+    roots = [w.calls[(("svc-a", "GET /x"),)] for w in windows]
+    assert roots == [60, 60, 61, 60, 60], "the trace across midnight counts once, whole"
+    assert windows[2].calls[(("svc-a", "GET /x"), ("svc-b", "q"))] == 61
+
+
+def test_a_missing_minute_file_leaves_a_gap_not_a_thin_window(tmp_path: Path) -> None:
+    t0 = 1675080000
+    folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_01": t0 + 60, "12_03": t0 + 180})
+    with open(folder / "12_03_trace.csv", "a") as handle:  # a straggler of the missing minute
+        handle.write(row("late", "rl", "root", SVC_A, "GET /x", t0 + 179.9) + "\n")
+    with pytest.warns(DataWarning, match="1 windows dropped"):
+        windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]
+
+
+@pytest.mark.parametrize(("unit", "name"), [(1000, "microseconds"), (1_000_000, "milliseconds")])
+def test_times_in_another_unit_are_recognized(tmp_path: Path, unit: int, name: str) -> None:
+    t0 = 1675080000
+    folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_01": t0 + 60}, unit=unit)
+    with pytest.warns(DataWarning, match=f"holds {name}"):
+        windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [t0, t0 + 60]
+
+
+def test_blank_lines_are_skipped_and_broken_files_skipped_with_a_warning(tmp_path: Path) -> None:
+    t0 = 1675080000
+    folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_01": t0 + 60, "12_02": t0 + 120})
+    text = (folder / "12_01_trace.csv").read_text().splitlines()
+    (folder / "12_01_trace.csv").write_text("\n".join([*text[:10], "", *text[10:]]) + "\n\n")
+    whole = gzip.compress((folder / "12_02_trace.csv").read_bytes())
+    (folder / "12_02_trace.csv").unlink()
+    (folder / "12_02_trace.csv.gz").write_bytes(whole[: len(whole) // 2])  # cut short
+    (folder / "12_03_trace.csv").write_text("")  # empty
+    with pytest.warns(DataWarning) as caught:
+        windows = import_span_csv(folder)
+    said = " ".join(str(w.message) for w in caught)
+    assert "12_02_trace.csv.gz: cut short" in said and "12_03_trace.csv: empty file" in said
+    assert [w.start for w in windows] == [t0, t0 + 60]
+    assert windows[1].calls[(("svc-a", "GET /x"),)] == 60
+
+
+def test_a_replica_without_a_row_makes_its_services_value_unknown(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,20,100\n\nx,125,p,30,200\n"
+    )
+    # the second replica runs from 60 to 185 but has no row at 125: its window is unknown
+    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,10,50\nx,185,p,10,50\n"
+    )
+    # a replica that started later adds nothing before it ran
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,5,5\nx,125,p,5,5\n"
+    )
+    (metrics / "svc-b-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,125,p,5,5\n")
+    (metrics / "svc-c-5b67c48447-fj8b7_metric.csv").write_text(f"{METRIC_HEADER}\nx,9000,p,5,5\n")
+    with pytest.warns(DataWarning, match="svc-c-5b67c48447-fj8b7_metric.csv"):
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert windows[0].metrics[("svc-a", "cpu")] == pytest.approx(0.03)
+    assert ("svc-a", "cpu") not in windows[1].metrics
+    assert windows[0].metrics[("svc-b", "cpu")] == pytest.approx(0.005)
+    assert windows[1].metrics[("svc-b", "cpu")] == pytest.approx(0.01)
+
+
+def test_import_prints_data_warnings_once_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    t0 = 1675080000
+    folder = minute_files(
+        tmp_path / "trace", {f"12_0{k}": t0 + 60 * k for k in range(4)}, unit=1000
+    )
+    out = tmp_path / "x.jsonl"
+    assert main(["import", "--format", "span-csv", "--input", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: EndTimeUnixNano holds microseconds") == 1
+    assert "(x4 in all)" in err

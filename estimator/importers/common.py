@@ -53,14 +53,32 @@ def _normal(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+UNIX_UNITS = {1: "nanoseconds", 1_000: "microseconds", 1_000_000: "milliseconds", 1_000_000_000: "seconds"}  # fmt: skip
+"""Factor to nanoseconds -> name of the units a unix time may come in."""
+RECENT_SECONDS = (978_307_200, 4_102_444_800)
+"""Unix seconds of 2001-01-01 and 2100-01-01: a recording's times lie between them in one unit
+only, since the units lie 1000x apart."""
+
+
+def unix_unit(typical: float, default: int) -> tuple[int, str]:
+    """(factor to nanoseconds, unit name) of unix times like `typical`: the unit in which it is
+    a time of this century, else `default` (times near 1970 are kept as they are, as in tests)."""
+    for factor, name in UNIX_UNITS.items():
+        if RECENT_SECONDS[0] <= typical * factor / 1e9 < RECENT_SECONDS[1]:
+            return factor, name
+    return default, UNIX_UNITS[default]
+
+
 def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
-    """Sorted input files of a file, a directory (files with one of `suffixes`) or a glob."""
+    """Sorted input files of a file, a directory (files with one of `suffixes`, in any case) or
+    a glob."""
     text = str(spec)
     path = Path(text)
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = [p for p in path.iterdir() if p.is_file() and p.name.endswith(tuple(suffixes))]
+        ends = tuple(s.lower() for s in suffixes)
+        found = [p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(ends)]
     elif any(ch in text for ch in "*?["):
         found = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
     else:
@@ -189,8 +207,12 @@ def json_span_batches(
 
 
 def windows_of_files(
-    batches: Iterable[SpanColumns], window_seconds: int, fold_gateway: bool
+    batches: Iterable[SpanColumns],
+    window_seconds: int,
+    fold_gateway: bool,
+    file_seconds: int | None = None,
 ) -> list[Window]:
-    """Assemble spans read file by file into trees and count their paths into windows."""
+    """Assemble spans read file by file into trees and count their paths into windows (with
+    `file_seconds`, files of one period each: see `windows_of_batches`)."""
     check_window_seconds(window_seconds)
-    return windows_of_batches(batches, window_seconds, fold_gateway)
+    return windows_of_batches(batches, window_seconds, fold_gateway, file_seconds=file_seconds)

@@ -4,22 +4,34 @@ StartTimeUnixNano, EndTimeUnixNano, Duration (one row per span, any number of fi
 Column names are matched ignoring case and punctuation, and common other spellings are accepted
 (trace_id, span_id, parent_span_id, service_name or service for the component, span_name or name
 for the operation, end_time), so exports of other tracing back ends read as they are.
+
+Files are read in the time order of their first span (a name order such as HH_MM would put
+00_00 before 23_59 in a recording that crosses midnight). Times in microseconds, milliseconds or
+seconds are recognized by their magnitude and read as such, with a warning. Blank lines are
+skipped; an empty file, or one whose gzip stream is cut short, is skipped with a warning (its
+minutes then show as a gap); any other unreadable content is an error naming the line.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from estimator.errors import InputError
+from estimator.errors import DataWarning, InputError
 from estimator.importers.common import (
     OnFile,
     expand_inputs,
     find_column,
     service_of_pod,
+    unix_unit,
     windows_of_files,
 )
 from estimator.spans import UNKNOWN_NS, SpanColumns
@@ -55,13 +67,24 @@ except ImportError:
     pass
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    """The needed columns of one CSV file, as read by pandas."""
+def _skip(path: Path, why: str) -> None:
+    warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)
+
+
+def _read_frame(path: Path) -> pd.DataFrame | None:
+    """The needed columns of one CSV file, as read by pandas (blank lines dropped, the index
+    keeping each row's place); None for a file to skip (empty, or its gzip cut short)."""
     source = str(path)
     try:
         header = pd.read_csv(path, nrows=0)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read as CSV: {exc}", source=source, line=1) from exc
+    except pd.errors.EmptyDataError:
+        _skip(path, "empty file")
+        return None
+    except EOFError as exc:
+        _skip(path, f"cut short ({exc})")
+        return None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
     columns = _match_columns([str(c) for c in header.columns], source)
     dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
     usecols = [columns[c] for c in (*REQUIRED, *OPTIONAL) if c in columns]
@@ -72,9 +95,16 @@ def _read_frame(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(
                 path, usecols=usecols, dtype=dtypes, engine="c", skip_blank_lines=False
             )
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
+    except EOFError as exc:
+        _skip(path, f"cut short ({exc})")
+        return None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        if "end-of-stream" in str(exc) or "truncated" in str(exc).lower():
+            _skip(path, f"cut short ({exc})")
+            return None
         raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
-    return frame.rename(columns={found: name for name, found in columns.items()})
+    frame = frame.rename(columns={found: name for name, found in columns.items()})
+    return frame.dropna(how="all")  # blank lines
 
 
 def _match_columns(header: list[str], source: str) -> dict[str, str]:
@@ -92,33 +122,40 @@ def _match_columns(header: list[str], source: str) -> dict[str, str]:
 
 
 def _first_bad(mask: pd.Series) -> int:
-    """CSV line number (the header is line 1) of the first row flagged in a boolean mask."""
-    return int(mask.to_numpy().nonzero()[0][0]) + 2
+    """CSV line number (the header is line 1) of the first row flagged in a boolean mask (the
+    frame's index is each row's place among the file's lines after the header)."""
+    return int(mask.index[mask.to_numpy()][0]) + 2
 
 
 def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[int]:
-    """A time column (Unix nanoseconds) as integers, or an InputError naming the first bad row."""
+    """A time column as Unix nanoseconds (integers), or an InputError naming the first bad row.
+    Times in microseconds, milliseconds or seconds are told by their magnitude and converted."""
     column = frame[name]
-    if not pd.api.types.is_integer_dtype(column.dtype):
+    numbers = column if pd.api.types.is_integer_dtype(column.dtype) else None
+    if numbers is None:
         numbers = pd.to_numeric(column, errors="coerce")
-        bad = numbers.isna() | ~numbers.ge(0)
-        if bad.any():
-            value = column.iloc[_first_bad(bad) - 2]
-            raise InputError(
-                f"expected a non-negative integer, got {value!r}",
-                source=source,
-                line=_first_bad(bad),
-                field=name,
-            )
-        column = numbers.round().astype("int64")
-    elif (column < 0).any():
+    bad = numbers.isna() | ~numbers.ge(0)
+    if bad.any():
         raise InputError(
-            "expected a non-negative integer",
+            f"expected a non-negative number, got {column.loc[bad].iloc[0]!r}",
             source=source,
-            line=_first_bad(column < 0),
+            line=_first_bad(bad),
             field=name,
         )
-    out: list[int] = column.tolist()
+    if numbers.empty:
+        return []
+    typical = float(numbers.median())
+    factor, unit_name = unix_unit(typical, 1)
+    if factor != 1:
+        warnings.warn(
+            DataWarning(f"{name} holds {unit_name}, not nanoseconds: read as {unit_name}"),
+            stacklevel=2,
+        )
+    out: list[int] = (
+        (numbers.astype("float64") * factor).round().astype("int64").tolist()
+        if factor != 1
+        else numbers.round().astype("int64").tolist()
+    )
     return out
 
 
@@ -126,6 +163,8 @@ def read_columns(path: Path) -> SpanColumns:
     """The spans of one CSV file as columns; InputError names the file, line and field."""
     source = str(path)
     frame = _read_frame(path)
+    if frame is None:
+        return SpanColumns.empty()
     for name in (*ID_COLUMNS, *NAME_COLUMNS):
         if name == "ParentID":
             continue
@@ -183,6 +222,42 @@ def import_span_csv(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
-    assembled file by file in name order (time order for the HH_MM_trace.csv layout)."""
-    batches = span_batches(expand_inputs(spec, SUFFIXES), on_file)
-    return windows_of_files(batches, window_seconds, fold_gateway)
+    assembled file by file in the time order of their first span."""
+    paths = in_time_order(expand_inputs(spec, SUFFIXES))
+    minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
+    batches = span_batches(paths, on_file)
+    return windows_of_files(batches, window_seconds, fold_gateway, 60 if minute_files else None)
+
+
+MINUTE_FILE = re.compile(r"^\d{1,2}_\d{2}_trace\.csv(\.gz)?$", re.IGNORECASE)
+"""A file of the HH_MM_trace.csv layout: the spans of one minute."""
+
+
+def in_time_order(paths: Sequence[Path]) -> list[Path]:
+    """Files ordered by the end time of their first span (name order among equals; files whose
+    first span cannot be read last, in name order)."""
+    keyed = [(first_time(path), path) for path in paths]
+    timed = sorted((t, p) for t, p in keyed if t is not None)
+    return [p for _, p in timed] + [p for t, p in keyed if t is None]
+
+
+def first_time(path: Path) -> float | None:
+    """The end time (ns) of the first span of a CSV file, read cheaply; None if unreadable."""
+    try:
+        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace") as text:
+            rows = csv.reader(text)
+            header = next(rows, None)
+            row = next((r for r in rows if any(cell.strip() for cell in r)), None)
+    except (OSError, EOFError, csv.Error):
+        return None
+    if not header or row is None:
+        return None
+    column = find_column(header, ALIASES[TIME_COLUMN])
+    if column is None or header.index(column) >= len(row):
+        return None
+    try:
+        value = float(row[header.index(column)])
+    except ValueError:
+        return None
+    return value * unix_unit(value, 1)[0]

@@ -13,15 +13,24 @@ without usage.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from estimator.errors import InputError
-from estimator.importers.common import OnFile, check_window_seconds, service_of_pod
+from estimator.errors import DataWarning, InputError
+from estimator.importers.common import (
+    OnFile,
+    check_window_seconds,
+    find_column,
+    service_of_pod,
+    unix_unit,
+)
 from estimator.importers.spancsv import import_span_csv
+from estimator.spans import NS_PER_S
 from estimator.windows import SeriesKey, Window
 
 METRIC_SUFFIXES = ("_metric.csv.gz", "_metric.csv")
@@ -65,41 +74,71 @@ def _numbers(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
         raise InputError(
             f"expected a finite non-negative number, got {raw.iloc[row]!r}",
             source=source,
-            line=row + 2,
+            line=int(raw.index[row]) + 2,
             field=column,
         )
     return values
 
 
-def read_pod_metrics(path: Path, window_seconds: int = 60) -> dict[tuple[int, str], float]:
-    """{(window start, resource): mean value in base units} of one pod's metric file."""
+@dataclass
+class PodMetrics:
+    """One pod's metric file: mean value per (window start, resource) in base units, the
+    windows it has a row in (whatever the row's values), and the resources it has columns for."""
+
+    values: dict[tuple[int, str], float] = field(default_factory=dict)
+    rows: set[int] = field(default_factory=set)
+    resources: set[str] = field(default_factory=set)
+
+
+def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
+    """One pod's metric file (`PodMetrics`). Column names are matched ignoring case and punctuation; blank lines are skipped; times in
+    milliseconds (or micro-, nanoseconds) are recognized by their magnitude, with a warning. An
+    empty file, or one whose gzip stream is cut short, is skipped with a warning."""
     source = str(path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
-    except (OSError, EOFError, ValueError, pd.errors.ParserError) as exc:
+    except pd.errors.EmptyDataError:
+        warnings.warn(DataWarning(f"{path}: empty file; skipped"), stacklevel=2)
+        return PodMetrics()
+    except EOFError as exc:
+        warnings.warn(DataWarning(f"{path}: cut short ({exc}); skipped"), stacklevel=2)
+        return PodMetrics()
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
-    if TIME_COLUMN not in frame.columns:
+    frame = frame.dropna(how="all")  # blank lines; the index keeps each row's line
+    header = [str(c) for c in frame.columns]
+    time_column = find_column(header, [TIME_COLUMN])
+    if time_column is None:
         raise InputError("missing column", source=source, line=1, field=TIME_COLUMN)
-    present = [column for column in RESOURCES if column in frame.columns]
+    present = {found: column for column in RESOURCES if (found := find_column(header, [column]))}
     if not present:
         raise InputError(
             f"no usage column: expected one of {', '.join(RESOURCES)}", source=source, line=1
         )
-    times = _numbers(frame, TIME_COLUMN, source)
+    times = _numbers(frame, time_column, source)
     if times.isna().any():
-        row = int(times.isna().to_numpy().nonzero()[0][0])
-        raise InputError("empty value", source=source, line=row + 2, field=TIME_COLUMN)
+        row = int(times.index[times.isna().to_numpy()][0])
+        raise InputError("empty value", source=source, line=row + 2, field=time_column)
+    if not times.empty:
+        to_ns, unit_name = unix_unit(float(times.median()), NS_PER_S)
+        if to_ns != NS_PER_S:
+            warnings.warn(
+                DataWarning(f"{TIME_COLUMN} holds {unit_name}, not seconds: read as {unit_name}"),
+                stacklevel=2,
+            )
+            times = times * to_ns / NS_PER_S
     starts = (times // window_seconds * window_seconds).astype("int64")
     out: dict[tuple[int, str], float] = {}
-    for column in present:
+    for found, column in present.items():
         resource, factor = RESOURCES[column]
-        values = _numbers(frame, column, source) * factor
+        values = _numbers(frame, found, source) * factor
         means = values.groupby(starts).mean().dropna()
         out.update(
             ((int(start), resource), float(v))
             for start, v in zip(means.index.tolist(), means.tolist(), strict=True)
         )
-    return out
+    resources = {RESOURCES[column][0] for column in present.values()}
+    return PodMetrics(out, {int(s) for s in starts.unique().tolist()}, resources)
 
 
 def join_metrics(
@@ -108,18 +147,39 @@ def join_metrics(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
 ) -> None:
-    """Add per-service usage from metric files to the windows (in place) that have traces."""
+    """Add per-service usage from metric files to the windows (in place) that have traces.
+
+    The pods of one service add up. Within a pod's lifetime (its first to its last row) a window
+    it has no value for makes the service's value unknown there, not the sum of the others;
+    outside it the pod did not run and adds nothing. A file none of whose rows meets a window
+    with traces is named in a warning; when no file's does, it is an error.
+    """
     by_start = {int(w.start): w for w in windows}
     totals: dict[int, dict[SeriesKey, float]] = {}
+    unknown: set[tuple[int, SeriesKey]] = set()
     first, last = float("inf"), float("-inf")  # metric windows of all files
+    missed = []
     for path in paths:
         service = service_of_pod(_pod_of(path))
-        for (start, resource), value in read_pod_metrics(path, window_seconds).items():
-            first, last = min(first, start), max(last, start)
-            if start in by_start:
+        pod = read_pod_metrics(path, window_seconds)
+        values = pod.values
+        met = False
+        lived = (min(pod.rows), max(pod.rows)) if pod.rows else (0, -1)  # first and last row
+        first, last = min(first, lived[0]), max(last, lived[1])
+        for resource in pod.resources:
+            key = (service, resource)
+            for start in by_start:
+                if not lived[0] <= start <= lived[1]:
+                    continue
+                value = values.get((start, resource))
+                if value is None:
+                    unknown.add((start, key))
+                    continue
+                met = True
                 series = totals.setdefault(start, {})
-                key = (service, resource)
                 series[key] = series.get(key, 0.0) + value
+        if values and not met:
+            missed.append(path.name)
         if on_file is not None:
             on_file(path)
     if first <= last and by_start and not totals:
@@ -129,6 +189,17 @@ def join_metrics(
             f"({TIME_COLUMN} must be unix seconds)",
             source=str(Path(paths[0]).parent),
         )
+    if missed:
+        warnings.warn(
+            DataWarning(
+                f"{len(missed)} metric files have no row in a window with traces "
+                f"(another time range or unit?): {', '.join(missed[:5])}"
+                + (" ..." if len(missed) > 5 else "")
+            ),
+            stacklevel=2,
+        )
+    for start, key in unknown:
+        totals.get(start, {}).pop(key, None)
     for start, series in totals.items():
         by_start[start].metrics.update(series)
 
