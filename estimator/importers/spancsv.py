@@ -223,7 +223,17 @@ def import_span_csv(
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
     assembled file by file in the time order of their first span."""
-    paths = in_time_order(expand_inputs(spec, SUFFIXES))
+    return import_span_files(expand_inputs(spec, SUFFIXES), window_seconds, on_file, fold_gateway)
+
+
+def import_span_files(
+    paths: Sequence[Path],
+    window_seconds: int = 60,
+    on_file: OnFile | None = None,
+    fold_gateway: bool = True,
+) -> list[Window]:
+    """`import_span_csv` of a list of files."""
+    paths = in_time_order(paths)
     minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
     batches = span_batches(paths, on_file)
     return windows_of_files(batches, window_seconds, fold_gateway, 60 if minute_files else None)
