@@ -633,3 +633,17 @@ def test_import_prints_data_warnings_once_each(
     err = capsys.readouterr().err
     assert err.count("warning: EndTimeUnixNano holds microseconds") == 1
     assert "(x4 in all)" in err
+
+
+def test_trainticket_layout_with_a_folder_per_day(tmp_path: Path) -> None:
+    root = tmp_path / "recording"
+    minute_files(root / "trace" / "2023-01-30", {"23_58": MIDNIGHT - 120, "23_59": MIDNIGHT - 60})
+    minute_files(root / "trace" / "2023-01-31", {"00_00": MIDNIGHT, "00_01": MIDNIGHT + 60})
+    for day, start in (("2023-01-30", MIDNIGHT - 120), ("2023-01-31", MIDNIGHT)):
+        folder = root / "metric" / day
+        folder.mkdir(parents=True)
+        rows = "".join(f"x,{start + 60 * k + 5},p,10,100\n" for k in range(2))
+        (folder / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(f"{METRIC_HEADER}\n{rows}")
+    windows = load_trainticket(root)
+    assert [w.start for w in windows] == [MIDNIGHT + 60 * k for k in range(-2, 2)]
+    assert all(w.metrics[("svc-a", "cpu")] == pytest.approx(0.01) for w in windows)

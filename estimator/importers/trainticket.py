@@ -29,7 +29,7 @@ from estimator.importers.common import (
     service_of_pod,
     unix_unit,
 )
-from estimator.importers.spancsv import import_span_csv
+from estimator.importers.spancsv import SUFFIXES, import_span_files
 from estimator.spans import NS_PER_S
 from estimator.windows import SeriesKey, Window
 
@@ -43,12 +43,15 @@ RESOURCES: dict[str, tuple[str, float]] = {
 
 
 def metric_files(directory: str | Path) -> list[Path]:
-    """The per-pod metric files of a directory, sorted (front_service and others skipped); a
-    directory without any is an error, not a recording without usage."""
+    """The per-pod metric files of a directory and its subfolders (a folder per day, say),
+    sorted (front_service and others skipped); a directory without any is an error, not a
+    recording without usage."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError("not a directory of metric CSV files", source=str(root))
-    found = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(METRIC_SUFFIXES))
+    found = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(METRIC_SUFFIXES)
+    )
     if not found:
         raise InputError(
             f"no metric files: expected <pod>{METRIC_SUFFIXES[1]} or <pod>{METRIC_SUFFIXES[0]}",
@@ -232,7 +235,12 @@ def load_trainticket(
             "no trace/ folder: expected the Train-Ticket layout (trace/*.csv.gz, metric/)",
             source=str(root),
         )
-    windows = import_span_csv(root / "trace", window_seconds, on_file, fold_gateway)
+    traces = sorted(
+        p for p in (root / "trace").rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)
+    )
+    if not traces:
+        raise InputError(f"no span files ({', '.join(SUFFIXES)})", source=str(root / "trace"))
+    windows = import_span_files(traces, window_seconds, on_file, fold_gateway)
     folder = Path(metrics) if metrics is not None else root / "metric"
     if metrics is not None or folder.is_dir():
         join_metrics(windows, metric_files(folder), window_seconds, on_file)
