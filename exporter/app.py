@@ -99,11 +99,12 @@ def _json_body() -> dict[str, Any]:
 
 
 MAX_SCALE = 1e6
-"""The largest what-if scale factor, and 'windows' bounds: beyond them no model's answer means
-anything (and floats overflow)."""
+"""The largest what-if scale factor: beyond it no model's answer means anything (and floats
+overflow)."""
 MAX_RATE = 1e9
 """The largest what-if rate of one API, calls per second."""
 MAX_WINDOWS = 1000
+"""The most windows of per-API rates one request may ask for."""
 
 WHATIF_FIELDS = ("scale", "rates", "windows", "latency")
 
