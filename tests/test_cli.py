@@ -91,6 +91,9 @@ def test_whatif_scale_grows_cpu_with_traffic(
     ratio = float(rows[("compose", "cpu")]["ratio"])
     assert 2.0 < ratio < 3.0  # idle cost does not scale, per-call cost does
     assert (out / "whatif.png").stat().st_size > 0
+    said = capsys.readouterr().err
+    assert "busiest window is 3.00x the busiest of the training's reference windows" in said
+    assert "beyond 1x the estimates extrapolate" in said
 
 
 def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from estimator.bundle import load_bundle
+from estimator.bundle import Bundle, load_bundle
 from estimator.errors import InputError
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
@@ -80,6 +81,26 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
     if not limits:
         raise InputError("holds no limits", source=str(path))
     return limits
+
+
+def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> str:
+    """Where the what-if traffic lies against the training's reference windows: its busiest and
+    quietest window over the busiest and quietest seen (empty without reference windows)."""
+    seen = [sum(row) for row in bundle.training.get("reference_traffic", {}).get("counts", [])]
+    asked = [sum(counts.values()) for counts in traffic]
+    if not seen or not asked or max(seen) <= 0:
+        return ""
+    busiest = max(asked) / max(seen)
+    line = (
+        f"what-if traffic: its busiest window is {busiest:.2f}x the busiest of the training's "
+        "reference windows"
+    )
+    if busiest > 1.0:
+        line += " (beyond 1x the estimates extrapolate)"
+    quiet = min(seen)
+    if min(asked) < quiet:
+        line += f"; its quietest is {min(asked) / quiet:.2f}x the quietest (below: extrapolated)"
+    return line
 
 
 def read_traffic_csv(
@@ -204,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
     base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
     hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
     say(f"estimating {len(base)} base and {len(hypothetical)} what-if windows")
+    reach = traffic_reach(bundle, new_traffic)
+    if reach:
+        say(reach)
     result = estimate(bundle, base, hypothetical)
     columns = [
         "component",
