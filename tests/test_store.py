@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,17 @@ def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err.decode()
     assert WindowStore(tmp_path / "data").count() >= 1
+
+
+def test_serve_on_a_port_in_use_exits_1_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train(tmp_path / "model")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "--model", str(tmp_path / "model"), "--port", str(port)]
+        argv += ["--host", "127.0.0.1", "--data-dir", str(tmp_path / "data")]
+        assert main(argv) == 1
+    assert f"deeprest serve: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -62,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime(config, bundle)
     try:
         runtime.start()
-    except OSError as exc:
+    except (OSError, SystemExit) as exc:  # the web server exits by itself on a port in use
+        why = f": {exc}" if isinstance(exc, OSError) else " (in use by another program?)"
         print(
-            f"deeprest serve: error: cannot listen on {config.host}:{config.port}: {exc}",
+            f"deeprest serve: error: cannot listen on {config.host}:{config.port}{why}",
             file=sys.stderr,
         )
         runtime.store.close()
