@@ -227,7 +227,7 @@ def test_step_load_test_feeds_latency_capacity(
     served = [float(r["achieved_rps"]) for r in totals]
     assert served == sorted(served) and served[0] > 0, served
     # users keep pace: an unloaded testbed serves what the step offers
-    assert served[0] == pytest.approx(2.0, rel=0.25), served
+    assert served[0] == pytest.approx(2.0, rel=0.5), served  # counted over a few whole seconds
     out = tmp_path / "capacity"
     argv = ["capacity", "--runs", str(table), "--slo", "p95=5s", "--out", str(out)]
     assert cli_main(argv) == 0
