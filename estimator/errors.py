@@ -44,3 +44,8 @@ class ModelError(DeepRestError):
 class DataWarning(UserWarning):
     """Input that was read, but not all of it as it stands: a unit guessed, a file skipped, a
     window dropped. Importers warn with it (`warnings.warn`); the CLI prints each one."""
+
+
+def first_few(names: list[str], shown: int = 5) -> str:
+    """The first `shown` names, comma-separated, with " ..." where more were left out."""
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")

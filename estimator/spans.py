@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from estimator.errors import DataWarning
+from estimator.errors import DataWarning, first_few
 from estimator.windows import (
     CATCH_ALL_OPERATIONS,
     CallPath,
@@ -374,12 +374,11 @@ def _drop_uncovered(counts: Counts, covers: list[tuple[int, int]], window_second
             dropped.append(key)
             del counts[key]
     if dropped:
-        shown = ", ".join(str(k * window_seconds) for k in sorted(dropped)[:5])
+        shown = first_few([str(k * window_seconds) for k in sorted(dropped)])
         warnings.warn(
             DataWarning(
                 f"{len(dropped)} windows dropped that no file's minute covers (a missing "
                 f"file, or traces that straddle the recording's edge): starts {shown}"
-                + (" ..." if len(dropped) > 5 else "")
             ),
             stacklevel=2,
         )

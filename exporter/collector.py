@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -18,6 +18,16 @@ def _per_series(name: str, help_text: str, values: Mapping[SeriesKey, float]) ->
     family = GaugeMetricFamily(name, help_text, labels=_SERIES)
     for (component, resource), value in sorted(values.items()):
         family.add_metric([component, resource], value)
+    return family
+
+
+def _by_reason(
+    name: str, help_text: str, known: Sequence[str], counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter per reason: every known one (0 until it happens) and any other counted."""
+    family = CounterMetricFamily(name, help_text, labels=["reason"])
+    for reason in sorted(set(known) | set(counts)):
+        family.add_metric([reason], counts.get(reason, 0))
     return family
 
 
@@ -51,23 +61,18 @@ class DeepRestCollector(Collector):
         yield CounterMetricFamily(
             "deeprest_otlp_spans_received", "Spans received on the OTLP receiver.", value=received
         )
-        family = CounterMetricFamily(
+        yield _by_reason(
             "deeprest_otlp_spans_rejected",
             "Spans the OTLP receiver could not use, by reason.",
-            labels=["reason"],
+            REASONS,
+            rejected,
         )
-        for reason in sorted(set(REASONS) | set(rejected)):
-            family.add_metric([reason], rejected.get(reason, 0))
-        yield family
-        refused = self._stats.read_refused()
-        family = CounterMetricFamily(
+        yield _by_reason(
             "deeprest_otlp_requests_rejected",
             "OTLP requests refused as a whole (4xx or 503), by reason.",
-            labels=["reason"],
+            REQUEST_REASONS,
+            self._stats.read_refused(),
         )
-        for reason in sorted(set(REQUEST_REASONS) | set(refused)):
-            family.add_metric([reason], refused.get(reason, 0))
-        yield family
 
     def _estimates(self, snap: Snapshot) -> Iterator[Metric]:
         expected = snap.expected

@@ -7,11 +7,14 @@ import gzip
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from estimator.errors import InputError
+import pandas as pd
+
+from estimator.errors import DataWarning, InputError
 from estimator.spans import Span, SpanColumns, windows_of_batches
 from estimator.windows import Window
 
@@ -38,6 +41,25 @@ def service_of_pod(pod: str) -> str:
         if match:
             return match.group("service")
     return pod
+
+
+def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
+    """pandas.read_csv of an input file; None, with a DataWarning, for a file to skip: an empty
+    one, or one whose gzip stream is cut short. Other unreadable content is an InputError."""
+    try:
+        return pd.read_csv(path, **options)
+    except pd.errors.EmptyDataError:
+        why = "empty file"
+    except (EOFError, OSError, ValueError, pd.errors.ParserError) as exc:
+        if not (
+            isinstance(exc, EOFError)
+            or "end-of-stream" in str(exc)
+            or "truncated" in str(exc).lower()
+        ):
+            raise InputError(f"cannot read as CSV: {exc}", source=str(path)) from exc
+        why = f"cut short ({exc})"
+    warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)
+    return None
 
 
 def find_column(header: Sequence[str], spellings: Sequence[str]) -> str | None:

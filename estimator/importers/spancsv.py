@@ -30,6 +30,7 @@ from estimator.importers.common import (
     OnFile,
     expand_inputs,
     find_column,
+    read_csv_or_skip,
     service_of_pod,
     unix_unit,
     windows_of_files,
@@ -67,42 +68,24 @@ except ImportError:
     pass
 
 
-def _skip(path: Path, why: str) -> None:
-    warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)
-
-
 def _read_frame(path: Path) -> pd.DataFrame | None:
     """The needed columns of one CSV file, as read by pandas (blank lines dropped, the index
     keeping each row's place); None for a file to skip (empty, or its gzip cut short)."""
     source = str(path)
-    try:
-        header = pd.read_csv(path, nrows=0)
-    except pd.errors.EmptyDataError:
-        _skip(path, "empty file")
+    header = read_csv_or_skip(path, nrows=0)
+    if header is None:
         return None
-    except EOFError as exc:
-        _skip(path, f"cut short ({exc})")
-        return None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
     columns = _match_columns([str(c) for c in header.columns], source)
     dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
     usecols = [columns[c] for c in (*REQUIRED, *OPTIONAL) if c in columns]
-    try:
-        if ENGINE == "pyarrow":
-            frame = pd.read_csv(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
-        else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers
-            frame = pd.read_csv(
-                path, usecols=usecols, dtype=dtypes, engine="c", skip_blank_lines=False
-            )
-    except EOFError as exc:
-        _skip(path, f"cut short ({exc})")
+    if ENGINE == "pyarrow":
+        frame = read_csv_or_skip(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
+    else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers
+        frame = read_csv_or_skip(
+            path, usecols=usecols, dtype=dtypes, engine="c", skip_blank_lines=False
+        )
+    if frame is None:
         return None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        if "end-of-stream" in str(exc) or "truncated" in str(exc).lower():
-            _skip(path, f"cut short ({exc})")
-            return None
-        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
     frame = frame.rename(columns={found: name for name, found in columns.items()})
     return frame.dropna(how="all")  # blank lines
 
@@ -151,11 +134,8 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
             DataWarning(f"{name} holds {unit_name}, not nanoseconds: read as {unit_name}"),
             stacklevel=2,
         )
-    out: list[int] = (
-        (numbers.astype("float64") * factor).round().astype("int64").tolist()
-        if factor != 1
-        else numbers.round().astype("int64").tolist()
-    )
+        numbers = numbers.astype("float64") * factor
+    out: list[int] = numbers.round().astype("int64").tolist()
     return out
 
 

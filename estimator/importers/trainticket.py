@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError
+from estimator.errors import DataWarning, InputError, first_few
 from estimator.importers.common import (
     OnFile,
     check_window_seconds,
     find_column,
+    read_csv_or_skip,
     service_of_pod,
     unix_unit,
 )
@@ -94,20 +95,13 @@ class PodMetrics:
 
 
 def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
-    """One pod's metric file (`PodMetrics`). Column names are matched ignoring case and punctuation; blank lines are skipped; times in
-    milliseconds (or micro-, nanoseconds) are recognized by their magnitude, with a warning. An
+    """One pod's metric file (`PodMetrics`). Column names are matched ignoring case and
+    punctuation; blank lines are skipped; times in milliseconds (or micro-, nanoseconds) are recognized by their magnitude, with a warning. An
     empty file, or one whose gzip stream is cut short, is skipped with a warning."""
     source = str(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        warnings.warn(DataWarning(f"{path}: empty file; skipped"), stacklevel=2)
+    frame = read_csv_or_skip(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
+    if frame is None:
         return PodMetrics()
-    except EOFError as exc:
-        warnings.warn(DataWarning(f"{path}: cut short ({exc}); skipped"), stacklevel=2)
-        return PodMetrics()
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read as CSV: {exc}", source=source) from exc
     frame = frame.dropna(how="all")  # blank lines; the index keeps each row's line
     header = [str(c) for c in frame.columns]
     time_column = find_column(header, [TIME_COLUMN])
@@ -196,8 +190,7 @@ def join_metrics(
         warnings.warn(
             DataWarning(
                 f"{len(missed)} metric files have no row in a window with traces "
-                f"(another time range or unit?): {', '.join(missed[:5])}"
-                + (" ..." if len(missed) > 5 else "")
+                f"(another time range or unit?): {first_few(missed)}"
             ),
             stacklevel=2,
         )
