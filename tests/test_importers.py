@@ -22,6 +22,7 @@ from estimator.importers import (
     load_trainticket,
     service_of_pod,
 )
+from estimator.importers.trainticket import read_pod_metrics
 from estimator.spans import (
     Span,
     SpanColumns,
@@ -377,6 +378,33 @@ def test_span_csv_bad_rows(tmp_path: Path, rows: list[str], line: int, field: st
     with pytest.raises(InputError) as info:
         import_span_csv(path)
     assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
+
+
+def test_span_csv_row_longer_than_its_header_is_refused_with_its_line(tmp_path: Path) -> None:
+    # an unquoted comma in an operation name shifts the row's later values; it is never read so
+    rows = [row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,GET /x,y,5,7,1"]
+    for rows_of_file, line in ((rows, 3), (rows[::-1], 2)):
+        path = write_csv(tmp_path / f"long{line}.csv", rows_of_file)
+        with pytest.raises(InputError, match="fields") as info:
+            import_span_csv(path)
+        assert (info.value.source, info.value.line) == (str(path), line)
+
+
+def test_a_trailing_comma_on_every_line_is_an_empty_last_field(tmp_path: Path) -> None:
+    end = 1675080000.5
+    rows = [row("t", "a", "root", GW, "/x", end), row("t", "b", "a", SVC_A, "op", end)]
+    plain = import_span_csv(write_csv(tmp_path / "plain.csv", rows))
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("\n".join([HEADER + ",", *(r + "," for r in rows)]) + "\n")
+    assert [w.calls for w in import_span_csv(trailing)] == [w.calls for w in plain]
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,65,p,20,100,\nx,125,p,30,200,\n"  # no header field for the comma
+    )
+    read = read_pod_metrics(metrics / "svc-a-5b67c48447-fj8b7_metric.csv")
+    assert read.values[60, "cpu"] == pytest.approx(0.02)
+    assert read.values[120, "memory"] == pytest.approx(200 * 2**20)
 
 
 def test_span_csv_missing_column(tmp_path: Path) -> None:

@@ -45,17 +45,38 @@ def service_of_pod(pod: str) -> str:
 
 def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
     """pandas.read_csv of an input file; None, with a DataWarning, for a file to skip: an empty
-    one, or one whose gzip stream is cut short. Other unreadable content is an InputError."""
+    one, or one whose gzip stream is cut short. Other unreadable content is an InputError, a row
+    with more fields than the header among it: its values would be read shifted (an unquoted
+    comma) or under the wrong names. A trailing comma on every line is only an empty last field,
+    and is read as such."""
     try:
-        return pd.read_csv(path, **options)
+        with (
+            warnings.catch_warnings()
+        ):  # pandas warns where the first row is longer than the header
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            if options.get("engine") != "pyarrow":  # which reads no index and refuses long rows
+                options = {"index_col": False, **options}
+            return pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
         why = "empty file"
+    except pd.errors.ParserWarning as exc:
+        raise InputError(
+            f"the first row has more fields than the header ({exc})", source=str(path), line=2
+        ) from exc
     except (EOFError, OSError, ValueError, pd.errors.ParserError) as exc:
         if not (
             isinstance(exc, EOFError)
             or "end-of-stream" in str(exc)
             or "truncated" in str(exc).lower()
         ):
+            match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+            if match:
+                expected, line, saw = match.groups()
+                raise InputError(
+                    f"{saw} fields where the header has {expected}",
+                    source=str(path),
+                    line=int(line),
+                ) from exc
             raise InputError(f"cannot read as CSV: {exc}", source=str(path)) from exc
         why = f"cut short ({exc})"
     warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)

@@ -80,13 +80,12 @@ def _read_frame(path: Path) -> pd.DataFrame | None:
     usecols = [columns[c] for c in (*REQUIRED, *OPTIONAL) if c in columns]
     if ENGINE == "pyarrow":
         frame = read_csv_or_skip(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
-    else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers
-        frame = read_csv_or_skip(
-            path, usecols=usecols, dtype=dtypes, engine="c", skip_blank_lines=False
-        )
+    else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers; every
+        # column is read, so that a row longer than the header is refused, not read shifted
+        frame = read_csv_or_skip(path, dtype=dtypes, engine="c", skip_blank_lines=False)
     if frame is None:
         return None
-    frame = frame.rename(columns={found: name for name, found in columns.items()})
+    frame = frame[usecols].rename(columns={found: name for name, found in columns.items()})
     return frame.dropna(how="all")  # blank lines
 
 
