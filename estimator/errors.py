@@ -46,6 +46,11 @@ class DataWarning(UserWarning):
     window dropped. Importers warn with it (`warnings.warn`); the CLI prints each one."""
 
 
+def count_of(n: int, noun: str) -> str:
+    """'1 window', '3 windows': a count with its noun (plural by an 's')."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def first_few(names: list[str], shown: int = 5) -> str:
     """The first `shown` names, comma-separated, with " ..." where more were left out."""
     return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")

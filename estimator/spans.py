@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from estimator.errors import DataWarning, first_few
+from estimator.errors import DataWarning, count_of, first_few
 from estimator.windows import (
     CATCH_ALL_OPERATIONS,
     CallPath,
@@ -377,7 +377,7 @@ def _drop_uncovered(counts: Counts, covers: list[tuple[int, int]], window_second
         shown = first_few([str(k * window_seconds) for k in sorted(dropped)])
         warnings.warn(
             DataWarning(
-                f"{len(dropped)} windows dropped that no file's minute covers (a missing "
+                f"{count_of(len(dropped), 'window')} dropped that no file's minute covers (a missing "
                 f"file, or traces that straddle the recording's edge): starts {shown}"
             ),
             stacklevel=2,

@@ -92,7 +92,30 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name == wanted:  # import only the module of the command being run
             importlib.import_module(module).configure(cmd)
+            parser.set_defaults(flags=_flags(cmd))
     return parser
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """A command's flags by the names errors may give them: 'attack_component', 'from' and
+    'start' (its dest) are all '--attack-component' or '--from'."""
+    out: dict[str, str] = {}
+    for action in parser._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if not long or long[0] == "--help":
+            continue
+        for name in (action.dest, *(o.lstrip("-").replace("-", "_") for o in long)):
+            out.setdefault(name, long[0])
+    return out
+
+
+def _named_by_flag(exc: InputError, flags: dict[str, str]) -> InputError:
+    """The error with its field named as the user typed it, where the field is a flag's (no file
+    is named: a field of a file or request keeps its own name)."""
+    if exc.source is not None or exc.field is None or exc.field.startswith("--"):
+        return exc
+    flag = flags.get(exc.field)
+    return exc if flag is None else InputError(exc.bare_message, line=exc.line, field=flag)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +135,7 @@ def _run(module: Any, args: argparse.Namespace) -> int:
         code: int = module.run(args)
         return code
     except InputError as exc:
+        exc = _named_by_flag(exc, getattr(args, "flags", {}))
         print(f"deeprest {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BundleError as exc:  # the bundle the user pointed at: missing, damaged, mismatched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ DEFAULT_LIMIT_QUERIES: Mapping[str, str] = {
 """PromQL templates of per-component limits (cAdvisor names)."""
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6}
+_SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}  # fmt: skip
 
 
 def parse_duration(value: Any, key: str) -> float:
@@ -47,19 +48,44 @@ def parse_duration(value: Any, key: str) -> float:
 
 
 def parse_size(value: Any, key: str) -> int:
-    """Bytes from an integer or `4MiB`, `512KiB`; positive."""
+    """Bytes from an integer or `4MiB`, `512KiB` (binary), `4MB`, `512KB` (decimal); positive."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)):
         unit = m.group(2).lower()
         if unit not in _SIZES:
-            raise InputError(f"unknown size unit in {value!r} (use B, KiB, MiB, GiB)", field=key)
+            raise InputError(
+                f"unknown size unit in {value!r} (use B, KiB, MiB, GiB, KB, MB or GB)", field=key
+            )
         size = int(m.group(1)) * _SIZES[unit]
     else:
         raise InputError(f"not a size: {value!r} (use e.g. 4MiB or a byte count)", field=key)
     if size <= 0:
         raise InputError(f"must be positive, got {value!r}", field=key)
     return size
+
+
+TEMPLATE_FIELDS = ("label", "selector", "range")
+"""The placeholders a query template may use; literal braces of PromQL are doubled."""
+
+
+def check_template(template: str, key: str) -> None:
+    """A query template uses only TEMPLATE_FIELDS, by name, and its braces are balanced."""
+    try:
+        parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise InputError(
+            f"bad template ({exc}); write PromQL's own braces doubled, as {{{{ and }}}}", field=key
+        ) from None
+    for name, spec, conversion in parts:
+        if name in TEMPLATE_FIELDS and (spec or conversion):
+            raise InputError(f"placeholder {{{name}}} takes no format or conversion", field=key)
+        if name is not None and name not in TEMPLATE_FIELDS:
+            raise InputError(
+                f"unknown placeholder {{{name}}}; use {{label}}, {{selector}} or {{range}}, "
+                "and write PromQL's own braces doubled, as {{ and }}",
+                field=key,
+            )
 
 
 def format_duration(seconds: float) -> str:
@@ -205,6 +231,9 @@ def _prometheus(raw: dict[str, Any]) -> PrometheusConfig:
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
             ):
                 raise InputError("must map strings to strings", field=p + name)
+            if name != "component_rename":
+                for resource, template in value.items():
+                    check_template(template, f"{p}{name}.{resource}")
             base = dict(DEFAULT_QUERIES if name == "queries" else DEFAULT_LIMIT_QUERIES)
             out[name] = value if name == "component_rename" else {**base, **value}
     return PrometheusConfig(**out)
@@ -306,8 +335,14 @@ def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Confi
     return Config(**out)
 
 
+_FLAG_PATHS = frozenset({"model", "data_dir", "api_token_file"})
+"""Keys whose flag values are paths."""
+
+
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Config from an optional YAML file, with flag values (dotted keys allowed) laid over it."""
+    """Config from an optional YAML file, with flag values (dotted keys allowed) laid over it.
+    A flag's path is relative to the working directory, the file's to the file's folder; an
+    error in a flag's value names the flag (`--window`), one in the file the file."""
     raw: dict[str, Any] = {}
     base = Path(".")
     if path is not None:
@@ -326,9 +361,10 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             raise InputError("the top level must be a mapping", source=source)
         raw = loaded or {}
         base = Path(path).parent
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in given.items():
+        if key in _FLAG_PATHS:  # a flag's path is relative to the working directory
+            value = str(Path(str(value)).absolute())
         target = raw
         *parents, last = key.split(".")
         for parent in parents:
@@ -337,6 +373,9 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     try:
         config = config_from_mapping(raw, base)
     except InputError as exc:
+        if exc.field in given:  # the flag's value is at fault, not the file
+            flag = "--" + exc.field.replace(".", "-").replace("_", "-")
+            raise InputError(exc.bare_message, field=flag) from None
         if path is None or exc.source is not None:
             raise
         raise InputError(exc.bare_message, source=str(path), field=exc.field) from None

@@ -335,6 +335,20 @@ def test_one_recording_splits_by_share_or_time(
         assert "(80 windows" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["simulate", "--scenario", "normal", "--attack-component", "nginx"], "--attack-component"),
+        (["simulate", "--scenario", "normal", "--window-seconds", "0"], "--window-seconds"),
+    ],
+)
+def test_errors_name_a_flag_as_it_is_typed(
+    tmp_path: Path, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert f"field '{flag}'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bound", ["150%", "x%", "soon", "nan"])
 def test_bad_range_bounds_exit_2(
     trained: dict[str, Path], bound: str, capsys: pytest.CaptureFixture[str]
@@ -373,7 +387,7 @@ def test_bad_hyperparameters_exit_2(
     args = ["train", "--data", str(trained["train"]), "--out", str(out), "--model", kind]
     assert main([*args, "--param", param]) == 2
     err = capsys.readouterr().err
-    assert "'param'" in err and named in err, err
+    assert "field '--param'" in err and named in err, err
     assert not out.exists()
 
 

@@ -520,7 +520,7 @@ def test_cli_import_writes_dataset_and_exits_2_on_bad_input(tmp_path: Path, span
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="Train-Ticket data not present")
 def test_real_trainticket_minutes(tmp_path: Path) -> None:
-    with pytest.warns(DataWarning, match="1 windows dropped"):  # 11:59's stragglers
+    with pytest.warns(DataWarning, match="1 window dropped"):  # 11:59's stragglers
         windows = import_windows(
             "span-csv", str(REAL / "trace" / "12_0[0-2]_trace.csv.gz"), metrics=REAL / "metric"
         )
@@ -591,7 +591,7 @@ def test_a_missing_minute_file_leaves_a_gap_not_a_thin_window(tmp_path: Path) ->
     folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_01": t0 + 60, "12_03": t0 + 180})
     with open(folder / "12_03_trace.csv", "a") as handle:  # a straggler of the missing minute
         handle.write(row("late", "rl", "root", SVC_A, "GET /x", t0 + 179.9) + "\n")
-    with pytest.warns(DataWarning, match="1 windows dropped"):
+    with pytest.warns(DataWarning, match="1 window dropped"):
         windows = import_span_csv(folder)
     assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]
 

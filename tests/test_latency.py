@@ -140,6 +140,11 @@ def test_cli_answers_per_group_and_writes_csv_and_plots(
         1e3 * float(TRUE.latency(900.0)), rel=0.2
     )
     assert len(list(out.glob("*.png"))) == 2
+    assert main([*argv, "--slo", "p99=5ms", "--out", str(out)]) == 0  # b is over at every step
+    printed = capsys.readouterr().out
+    assert "b /compose: over p99 <= 5 ms already at the lowest tested rate (100/s)" in printed
+    with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
+        assert {r["group"]: r for r in csv.DictReader(handle)}["b"]["measured"] == "<100"
 
 
 def test_cli_reads_locust_stats_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,7 +322,10 @@ def test_cli_reads_the_windows_an_exporter_stored(
     out = tmp_path / "out"
     argv = ["capacity", "--config", str(config), "--slo", "p99=20ms", "--out", str(out)]
     assert main([*argv, "--to", str(windows[60].start)]) == 0  # the quieter first half only
-    assert "nginx:/compose: at least" in capsys.readouterr().out
+    first_half = capsys.readouterr().out
+    assert "nginx:/compose: at least" in first_half
+    assert main([*argv, "--to", "50%"]) == 0  # the same half, as a share of the store
+    assert capsys.readouterr().out == first_half
     assert main(argv) == 0
     assert "requests/s of all APIs within p99 <= 20 ms (measured" in capsys.readouterr().out
     assert main([*argv, "--from", "1e9"]) == 2

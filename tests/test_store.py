@@ -46,6 +46,7 @@ def test_durations_and_sizes() -> None:
     assert parse_duration("5s", "w") == 5 and parse_duration("1m", "w") == 60
     assert parse_duration("250ms", "w") == 0.25 and parse_duration(2, "w") == 2
     assert parse_size("4MiB", "s") == 4 << 20 and parse_size(100, "s") == 100
+    assert parse_size("4MB", "s") == 4_000_000 and parse_size("1GB", "s") == 10**9
     for bad in ("5 parsecs", "-1s", "0s", True, None):
         with pytest.raises(InputError, match="field 'w'"):
             parse_duration(bad, "w")
@@ -62,6 +63,11 @@ def test_durations_and_sizes() -> None:
         ("receiver: {max_body_bytes: 4 parsecs}\n", "receiver.max_body_bytes"),
         ("traffic: {source: prometheus}\n", "traffic.apis"),
         ("limits: {front: {cpu: -1}}\n", "limits.front.cpu"),
+        ("prometheus: {queries: {cpu: 'rate(x[{rnge}])'}}\n", "prometheus.queries.cpu"),
+        (
+            "prometheus: {limit_queries: {memory: 'x{a=\"b\"}'}}\n",
+            "prometheus.limit_queries.memory",
+        ),
         ("- a list\n", None),
     ],
 )
@@ -81,6 +87,22 @@ def test_example_config_loads_and_flags_override() -> None:
     queries = UsageQueries(config.prometheus, config.window_seconds)
     assert "container_cpu_usage_seconds_total" in (queries.usage("cpu") or "")
     assert queries.component({"container": "compose-post-service"}) is not None
+
+
+def test_a_flags_path_is_the_working_directorys_and_its_errors_name_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "deeprest.yaml"
+    path.write_text("window: 5s\n")
+    (tmp_path / "token").write_text("secret\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path, {"api_token_file": "token"}).api_token == "secret"
+    for key, value in (("window", "1x"), ("prometheus.url", "localhost:9090")):
+        with pytest.raises(InputError) as info:
+            load_config(path, {key: value})
+        assert info.value.source is None  # the file holds no such value
+        assert info.value.field == "--" + key.replace(".", "-")
 
 
 def test_component_mapping_regex_and_rename(tmp_path: Path) -> None:

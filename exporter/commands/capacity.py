@@ -32,7 +32,7 @@ from estimator.latency import (
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
 from exporter.commands.outputs import output_dir
-from exporter.commands.ranges import add_range_arguments, parse_time, select
+from exporter.commands.ranges import add_range_arguments, parse_bound, parse_time, select
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
 from exporter.report import format_table, latency_ms
@@ -80,16 +80,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "are never pooled (e.g. experiment,runtime,placement)",
     )
     parser.add_argument(
-        "--rate", type=float, action="append", default=[], help="also estimate latency at RATE"
+        "--rate",
+        type=float,
+        action="append",
+        default=[],
+        help="also estimate latency at RATE requests/s (repeatable)",
     )
     parser.add_argument(
         "--scale",
         type=float,
         action="append",
         default=[],
-        help="also estimate latency at K times the busiest step (3 = 3x the peak load)",
+        help="also estimate latency at K times the busiest step (3 = 3x the peak load; repeatable)",
     )
-    parser.add_argument("--out", type=Path, default=Path("capacity"), help="directory for CSV, PNG")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("capacity"),
+        help="directory for CSV, PNG (default ./capacity)",
+    )
 
 
 def _rate(value: float) -> str:
@@ -97,6 +106,14 @@ def _rate(value: float) -> str:
     if math.isinf(value):
         return "inf"
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _measured(rate: float, lo: float, hi: float) -> str:
+    """The measured crossing as a table shows it: a rate, `>=` the highest step where none broke
+    the objective, `<` the lowest where it already did."""
+    if rate == 0:
+        return f"<{_rate(hi)}"
+    return _rate(rate) if lo < rate < hi else f">={_rate(lo)}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +139,7 @@ class Answer:
             "steps": len(self.steps),
             "tested": f"{_rate(min(s.rate for s in self.steps))}-"
             f"{_rate(max(s.rate for s in self.steps))}",
-            "measured": _rate(rate) if lo < rate < hi or rate == 0 else f">={_rate(lo)}",
+            "measured": _measured(rate, lo, hi),
             "saturates_at": _rate(max(saturated)) if saturated else "-",
         }
         if self.fit is None:
@@ -187,16 +204,20 @@ def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     from exporter.store import WindowStore
 
     config = load_config(args.config)
-    start = -math.inf if args.start is None else parse_time(args.start, "--from")
-    end = math.inf if args.end is None else parse_time(args.end, "--to")
+    given = [(v, flag) for v, flag in ((args.start, "--from"), (args.end, "--to")) if v is not None]
+    shares = any(parse_bound(v, flag).share is not None for v, flag in given)
     store = WindowStore(config.data_dir)
-    try:
+    try:  # a share is one of every window the store holds, as with --data
+        start = -math.inf if shares or args.start is None else parse_time(args.start, "--from")
+        end = math.inf if shares or args.end is None else parse_time(args.end, "--to")
         windows = store.range(start, end)
     finally:
         store.close()
     source = f"{args.config} (store {config.data_dir})"
     if not windows:
         raise InputError("the store holds no windows in that range", source=source)
+    if shares:
+        windows = select(windows, args.start, args.end, source)
     return windows, source
 
 

@@ -31,7 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", help="folder of <pod>_metric.csv[.gz] files to join (Train-Ticket layout)"
     )
-    parser.add_argument("--window", type=int, default=60, help="window width in seconds")
+    parser.add_argument(
+        "--window", type=int, default=60, help="window width in seconds (default 60)"
+    )
     parser.add_argument(
         "--keep-gateway-spans",
         action="store_true",

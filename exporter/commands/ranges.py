@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from estimator.bundle import Bundle
-from estimator.errors import InputError
+from estimator.errors import InputError, count_of
 from estimator.windows import Window, api_counts
 
 
@@ -152,7 +152,7 @@ def check_traffic(
         )
     if share > UNSEEN_WARNING:
         warn(
-            f"warning: {share:.0%} of the API calls in {source} are of {len(unseen)} APIs never "
+            f"warning: {share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
             f"seen in training ({names}); their usage is estimated from the model's 'other' "
             "features, a guess"
         )

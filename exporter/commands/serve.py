@@ -21,10 +21,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port of /metrics, /v1/traces and the API (9464)")
     parser.add_argument("--window", help="window length, e.g. 5s or 1m (default: the bundle's)")
-    parser.add_argument("--trace-grace", help="how long a trace stays open after its last span")
+    parser.add_argument(
+        "--trace-grace",
+        help="how long a trace stays open after its last span, e.g. 2s "
+        "(default: a tenth of the window, at most 5s)",
+    )
     parser.add_argument("--prometheus-url", help="Prometheus to read actual usage from")
     parser.add_argument("--api-token-file", help="file holding the bearer token for reloads")
-    parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="logging level (default INFO)",
+    )
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -44,7 +54,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from exporter.runtime import Runtime

@@ -20,15 +20,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--windows", type=int, help="windows to record (default: one day)")
     length.add_argument("--days", type=float, help="days to record")
-    parser.add_argument("--window-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--window-seconds", type=float, default=60.0, help="window length in seconds (default 60)"
+    )
     parser.add_argument("--day-windows", type=int, help="windows per day (default: 24 h of them)")
     parser.add_argument("--seed", type=int, default=0, help="traffic seed")
     parser.add_argument("--app-seed", type=int, default=0, help="application seed (costs, caches)")
-    parser.add_argument("--scale", type=float, default=3.0, help="users multiplier of 'scale'")
-    parser.add_argument("--users", type=float, default=1000.0, help="users at the daily peak")
+    parser.add_argument(
+        "--scale", type=float, default=3.0, help="users multiplier of 'scale' (default 3)"
+    )
+    parser.add_argument(
+        "--users", type=float, default=1000.0, help="users at the daily peak (default 1000)"
+    )
     parser.add_argument("--attack-component", help="component the attack scenarios target")
-    parser.add_argument("--attack-start", type=int, help="first attacked window index")
-    parser.add_argument("--attack-length", type=int, help="attacked windows")
+    parser.add_argument(
+        "--attack-start", type=int, help="first attacked window index (default: the middle)"
+    )
+    parser.add_argument(
+        "--attack-length", type=int, help="attacked windows (default: a tenth of the run)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="dataset to write (JSON Lines)")
 
 

@@ -39,11 +39,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="model hyperparameter (JSON value), repeatable, e.g. --param n_estimators=100",
+        help="model hyperparameter (JSON value), repeatable: with --model xgboost e.g. "
+        "--param n_estimators=100; with auto, per kind: "
+        """--param 'params={"xgboost": {"n_estimators": 100}}'""",
     )
-    parser.add_argument("--max-paths", type=int, default=512, help="call-path vocabulary cap")
     parser.add_argument(
-        "--validation-fraction", type=float, default=0.2, help="tail share for validation"
+        "--max-paths",
+        type=int,
+        default=512,
+        help="call-path vocabulary cap; rarer paths fold into their API's 'other' (default 512)",
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of the newest windows held out to score the models, in (0, 0.9) (default 0.2)",
     )
 
 

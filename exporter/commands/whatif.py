@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, help="base traffic (window dataset); default: the bundle's last day"
     )
     parser.add_argument("--sample", action="store_true", help="sample call trees, not expectations")
-    parser.add_argument("--seed", type=int, help="seed for --sample (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of --sample's call trees (default 0)")
     parser.add_argument(
         "--limits",
         type=Path,
@@ -58,7 +58,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "what-if load (default p95)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("whatif"), help="directory for CSV and PNG"
+        "--out",
+        type=Path,
+        default=Path("whatif"),
+        help="directory for CSV and PNG (default ./whatif)",
     )
 
 
@@ -263,10 +266,12 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     plot(result, args.out / "whatif.png", label)
+    written = [args.out / "whatif.csv", args.out / "whatif.png"]
     if args.data is not None and any(w.latency for w in observed):
         statistic = args.latency or "p95"
         latency_table(observed, base, hypothetical, statistic, args.out / "latency.csv")
-    say(f"wrote {args.out / 'whatif.csv'} and {args.out / 'whatif.png'}")
+        written.append(args.out / "latency.csv")
+    say(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0
 
 
