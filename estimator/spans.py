@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 from estimator.errors import DataWarning, count_of, first_few
 from estimator.windows import (
-    CATCH_ALL_OPERATIONS,
     CallPath,
     Latency,
     Pair,
     Window,
     api_depth,
     api_of,
+    is_catch_all,
 )
 
 NS_PER_S = 1_000_000_000
@@ -179,7 +179,7 @@ def _walk(
     top = pairs[root]
     path_root: CallPath = (top,)
     paths: list[CallPath] = [path_root]
-    gateway = top[0] if fold and top[1] in CATCH_ALL_OPERATIONS else None
+    gateway = top[0] if fold and is_catch_all(top[1]) else None
     stack: list[tuple[int, CallPath, bool]] = [
         (c, path_root, gateway is not None) for c in children.get(span_ids[root], ())
     ]

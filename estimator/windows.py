@@ -20,8 +20,16 @@ CallPath = tuple[Pair, ...]
 SeriesKey = tuple[str, str]
 """A (component, resource) series."""
 
-CATCH_ALL_OPERATIONS = frozenset({"/*", "*", "/"})
-"""Root operations that name a gateway rather than an API (the API is then the next step)."""
+CATCH_ALL_SUFFIXES = ("/*", "/**")
+"""Route patterns that match every path: a root operation ending in one (`/*`, Spring's `/**`,
+Envoy's `host:port/*`), or `*` alone, names a gateway rather than an API. A bare `/` is a route
+of its own (a home page)."""
+
+
+def is_catch_all(operation: str) -> bool:
+    """Whether a root operation names a catch-all gateway route (the API is the next step)."""
+    name = operation.strip()
+    return name == "*" or name.endswith(CATCH_ALL_SUFFIXES)
 
 
 LATENCY_STATISTICS = ("mean", "p50", "p90", "p95", "p99")
@@ -93,14 +101,14 @@ def api_of(path: CallPath) -> Pair | None:
     if not path:
         return None
     root = path[0]
-    if root[1] in CATCH_ALL_OPERATIONS:
+    if is_catch_all(root[1]):
         return path[1] if len(path) > 1 else None
     return root
 
 
 def api_depth(path: CallPath) -> int:
     """Length of the path prefix that names the API (1, or 2 below a catch-all gateway)."""
-    return 2 if path and path[0][1] in CATCH_ALL_OPERATIONS else 1
+    return 2 if path and is_catch_all(path[0][1]) else 1
 
 
 def api_counts(calls: Mapping[CallPath, float]) -> dict[Pair, float]:

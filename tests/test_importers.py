@@ -119,6 +119,10 @@ def test_windows_keep_each_apis_request_latency_from_the_root_span(tmp_path: Pat
     )
     [bare] = import_span_csv(plain)
     assert bare.latency == {} and bare.calls == window.calls
+    # Roots whose parent id is all zeros (an unset id written out) are roots all the same.
+    zeros = write_csv(tmp_path / "z.csv", [r.replace(",root,", ",0000000000000000,") for r in rows])
+    [same] = import_span_csv(zeros)
+    assert same.calls == window.calls and same.latency == window.latency
 
 
 def test_span_csv_glob_and_keeping_gateway_spans(span_dir: Path) -> None:

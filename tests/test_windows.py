@@ -141,6 +141,10 @@ def test_api_below_catch_all_gateway() -> None:
     assert api_of((gateway,)) is None
     calls = {(gateway,): 3.0, (gateway, ("orders", "/api/orders")): 2.0, (("a", "/x"),): 1.0}
     assert api_counts(calls) == {("orders", "/api/orders"): 2.0, ("a", "/x"): 1.0}
+    for route in ("*", "/**", "ts-gateway-service.default.svc.cluster.local:8080/*"):
+        assert api_of((("gw", route), ("orders", "/api/orders"))) == ("orders", "/api/orders")
+    home = ("frontend", "/")  # a home page is an API of its own, not a gateway
+    assert api_of((home, ("frontend", "render"), ("cart", "get"))) == home
 
 
 def test_deep_tree_paths_do_not_recurse() -> None:

@@ -32,6 +32,13 @@ _POD_SUFFIXES = (
 )
 
 
+def no_parent(parent: str) -> bool:
+    """Whether a parent span id marks a root: empty, 'root', or all zeros (an unset id written
+    out, as conversions from protobuf or Zipkin give)."""
+    text = parent.strip()
+    return not text.strip("0") or text.lower() == "root"
+
+
 def service_of_pod(pod: str) -> str:
     """A Kubernetes pod name without what its controller appended: a Deployment's two hash
     suffixes, a StatefulSet's ordinal, a DaemonSet's or Job's random suffix. Other names are

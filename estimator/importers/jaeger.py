@@ -16,6 +16,7 @@ from estimator.importers.common import (
     OnFile,
     Where,
     json_span_batches,
+    no_parent,
     windows_of_files,
 )
 from estimator.spans import Span
@@ -32,7 +33,8 @@ def _parent(span: dict[str, Any], where: Where, fld: str) -> str | None:
         ref = where.obj(ref, f"{fld}.references[{k}]")
         kind = str(ref.get("refType", "CHILD_OF")).upper()
         found.setdefault(kind, where.text(ref.get("spanID"), f"{fld}.references[{k}].spanID"))
-    return found.get("CHILD_OF") or found.get("FOLLOWS_FROM") or span.get("parentSpanID") or None
+    parent = found.get("CHILD_OF") or found.get("FOLLOWS_FROM") or span.get("parentSpanID")
+    return None if parent is None or no_parent(str(parent)) else str(parent)
 
 
 def _service(span: dict[str, Any], processes: dict[str, Any], where: Where, fld: str) -> str:

@@ -17,6 +17,7 @@ from estimator.importers.common import (
     OnFile,
     Where,
     json_span_batches,
+    no_parent,
     windows_of_files,
 )
 from estimator.spans import Span
@@ -46,6 +47,7 @@ def _span(span: Any, service: str, where: Where, fld: str) -> Span:
     parent = span.get("parentSpanId") or None
     if parent is not None:
         parent = where.text(parent, f"{fld}.parentSpanId")
+        parent = None if no_parent(parent) else parent
     return Span(
         trace_id=where.text(span.get("traceId"), f"{fld}.traceId"),
         span_id=where.text(span.get("spanId"), f"{fld}.spanId"),

@@ -30,6 +30,7 @@ from estimator.importers.common import (
     OnFile,
     expand_inputs,
     find_column,
+    no_parent,
     read_csv_or_skip,
     service_of_pod,
     unix_unit,
@@ -56,8 +57,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "StartTimeUnixNano": ("starttimeunixnano", "starttime", "starttimenano"),
 }
 """Accepted spellings of each column, normalized (lower case, letters and digits only)."""
-ROOT_PARENTS = frozenset({"root", ""})
-"""ParentID values that mark a root span (an empty cell too)."""
 
 ENGINE: Literal["c", "pyarrow"] = "c"
 try:  # the pyarrow engine is faster where it is installed
@@ -155,7 +154,7 @@ def read_columns(path: Path) -> SpanColumns:
         _times(frame, source, START_COLUMN) if START_COLUMN in frame else [UNKNOWN_NS] * len(ends)
     )
     parents: list[str | None] = [
-        None if p is None or p != p or p in ROOT_PARENTS else p for p in frame["ParentID"].tolist()
+        None if p is None or p != p or no_parent(p) else p for p in frame["ParentID"].tolist()
     ]
     services: dict[str, str] = {}
     pairs: list[Pair] = []
