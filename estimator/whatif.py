@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -36,12 +37,15 @@ class WhatIf:
                     "base_peak": float(self.base[:, j, 1].max()),
                     "whatif_peak": float(self.hypothetical[:, j, 1].max()),
                     "whatif_peak_upper": float(self.hypothetical[:, j, 2].max()),
-                    "ratio": float(
-                        self.hypothetical[:, j, 1].mean() / max(self.base[:, j, 1].mean(), 1e-12)
-                    ),
+                    "ratio": _ratio(self.hypothetical[:, j, 1].mean(), self.base[:, j, 1].mean()),
                 }
             )
         return out
+
+
+def _ratio(whatif: float, base: float) -> float:
+    """What-if over base; nan where the base is nothing (0/0 is no ratio, 'needs none' a lie)."""
+    return float(whatif / base) if base > 1e-12 else math.nan
 
 
 def reference_windows(

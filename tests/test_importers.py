@@ -342,6 +342,42 @@ def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> 
     )
 
 
+def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        "TimeStamp,CpuUsageRate(%),MemoryUsage(B)\n65,50,1000\n"
+    )
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
+        "timestamp,pod,cpu_usage_cores,memory_usage_bytes,cpu_limit\n65,p,0.25,2000,2\n"
+    )
+    with pytest.warns(DataWarning) as caught:
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    said = " ".join(str(w.message) for w in caught)
+    assert "'cpu_limit' is not read: 'limit' is no unit of cpu usage" in said
+    assert "1 traced component without a metric file, so without usage series: ts-gateway" in said
+    assert windows[0].metrics == pytest.approx(
+        {("svc-a", "memory"): 1000, ("svc-b", "cpu"): 0.25, ("svc-b", "memory"): 2000}
+    )
+
+
+def test_a_metric_file_without_usage_fails_before_the_spans_are_read(
+    tmp_path: Path, span_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import estimator.importers.trainticket as trainticket
+
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n65,3\n")
+
+    def no_spans(*_: Any) -> None:
+        raise AssertionError("spans were read")
+
+    monkeypatch.setattr(trainticket, "import_span_files", no_spans)
+    with pytest.raises(InputError, match="no usage column"):
+        load_trainticket(span_dir.parent, metrics=metrics)
+
+
 def test_metrics_that_miss_every_trace_window_are_an_error(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()  # milliseconds where seconds belong: no row meets a window with traces

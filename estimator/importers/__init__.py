@@ -17,7 +17,12 @@ from estimator.importers.jaeger import import_jaeger, spans_from_jaeger
 from estimator.importers.otlp import import_otlp_json, spans_from_otlp_json
 from estimator.importers.raw import import_raw, traces_from_raw
 from estimator.importers.spancsv import import_span_csv
-from estimator.importers.trainticket import join_metrics, load_trainticket, metric_files
+from estimator.importers.trainticket import (
+    check_metric_headers,
+    join_metrics,
+    load_trainticket,
+    metric_files,
+)
 from estimator.windows import Window
 
 Importer = Callable[..., list[Window]]
@@ -46,9 +51,12 @@ def import_windows(
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     if fmt == "trainticket":
         return load_trainticket(Path(source), window_seconds, on_file, fold_gateway, metrics)
+    paths = None if metrics is None else metric_files(metrics)
+    if paths is not None:
+        check_metric_headers(paths)  # before the spans: a bad metric file fails fast
     windows = importer(source, window_seconds, on_file, fold_gateway)
-    if metrics is not None:
-        join_metrics(windows, metric_files(metrics), window_seconds, on_file)
+    if paths is not None:
+        join_metrics(windows, paths, window_seconds, on_file)
     return windows
 
 

@@ -1,7 +1,8 @@
 """The Train-Ticket recording: span CSVs under trace/, per-pod metric CSVs under metric/.
 
 Metric files are `<pod>_metric.csv[.gz]` with one row per minute: TimeStamp (Unix seconds),
-CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `memory` in bytes).
+CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `memory` in bytes),
+or usage columns of other names and units (`usage_column`).
 Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A file may
 hold only one of the two usage columns: the other resource is then unknown for that pod. A row
 joins the window its TimeStamp falls in. Rows of one pod in one window are averaged (usage
@@ -13,6 +14,7 @@ without usage.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError, first_few
+from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.importers.common import (
     OnFile,
     check_window_seconds,
@@ -40,7 +42,92 @@ RESOURCES: dict[str, tuple[str, float]] = {
     "CpuUsage(m)": ("cpu", 1e-3),
     "MemoryUsage(Mi)": ("memory", float(2**20)),
 }
-"""Metric CSV column -> (resource name, factor to base units)."""
+"""The recording's own metric columns -> (resource name, factor to base units)."""
+
+USAGE_NAMES: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpuusage", "cpu"),
+    "memory": ("memoryusage", "memusage", "memory", "mem", "memoryworkingset", "workingset"),
+}
+"""Other spellings of a usage column, normalized (lower case, letters and digits only), that
+`usage_column` reads with the unit that follows the name."""
+UNITS: dict[str, dict[str, float]] = {
+    "cpu": {"m": 1e-3, "millicores": 1e-3, "mcores": 1e-3, "cores": 1.0, "core": 1.0, "": 1.0},
+    "memory": {
+        "b": 1.0, "bytes": 1.0, "": 1.0,
+        "ki": 2.0**10, "kib": 2.0**10, "mi": 2.0**20, "mib": 2.0**20, "gi": 2.0**30, "gib": 2.0**30,
+        "kb": 1e3, "mb": 1e6, "gb": 1e9,
+    },
+}  # fmt: skip
+"""Per resource: unit -> factor to base units (cores, bytes); no unit is the base unit."""
+_USAGE = re.compile(
+    r"^\s*(?P<name>.*?)[\s_]*(?:\((?P<paren>[^)]*)\)|[\s_](?P<unit>[A-Za-z]+))?\s*$"
+)
+
+
+def usage_column(column: str) -> tuple[str, float] | None:
+    """(resource, factor to base units) of a metric column: the recording's own names
+    (`RESOURCES`), or a usage name of `USAGE_NAMES` followed by a unit in parentheses or after an
+    underscore (`MemoryUsage(B)`, `cpu_usage_cores`, `memory_usage_bytes`). None for any other
+    column, a rate in % among them, and (with a DataWarning) a usage name with a unit it does not
+    know (`cpu_limit`, `cpu_seconds`: a counter is no usage)."""
+    if column in RESOURCES:
+        return RESOURCES[column]
+    match = _USAGE.match(column)
+    if match is None:
+        return None
+    unit = (match.group("paren") or match.group("unit") or "").strip()
+    name = "".join(ch for ch in match.group("name").lower() if ch.isalnum())
+    for resource, names in USAGE_NAMES.items():
+        if name in names or name + unit.lower() in names:
+            if name + unit.lower() in names:  # no unit: 'cpu_usage' split as ('cpu', 'usage')
+                unit = ""
+            factor = UNITS[resource].get(unit.lower())
+            if factor is None:
+                known = ", ".join(u for u in UNITS[resource] if u)
+                warnings.warn(
+                    DataWarning(
+                        f"column {column!r} is not read: {unit!r} is no unit of {resource} "
+                        f"usage ({known})"
+                    ),
+                    stacklevel=3,
+                )
+                return None
+            return resource, factor
+    return None
+
+
+def usage_columns(header: Sequence[str], source: str) -> dict[str, tuple[str, float]]:
+    """The usage columns of a metric file's header: column -> (resource, factor), the first
+    column of each resource; an InputError when there is none."""
+    out: dict[str, tuple[str, float]] = {}
+    for column in header:
+        try:
+            found = usage_column(column)
+        except InputError as exc:
+            raise InputError(exc.bare_message, source=source, line=1, field=column) from None
+        if found is not None and found[0] not in {r for r, _ in out.values()}:
+            out[column] = found
+    if not out:
+        raise InputError(
+            f"no usage column: expected {', '.join(RESOURCES)} or a cpu or memory usage column "
+            f"with its unit, such as cpu_usage_cores or MemoryUsage(B); the header has "
+            f"{first_few([str(c) for c in header], 8)}",
+            source=source,
+            line=1,
+        )
+    return out
+
+
+def check_metric_headers(paths: Sequence[Path]) -> None:
+    """Refuse, before any span is read, metric files whose header has no time or usage column."""
+    for path in paths:
+        header = read_csv_or_skip(path, nrows=0)
+        if header is None:
+            continue
+        columns = [str(c) for c in header.columns]
+        if find_column(columns, [TIME_COLUMN]) is None:
+            raise InputError("missing column", source=str(path), line=1, field=TIME_COLUMN)
+        usage_columns(columns, str(path))
 
 
 def metric_files(directory: str | Path) -> list[Path]:
@@ -107,11 +194,7 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
     time_column = find_column(header, [TIME_COLUMN])
     if time_column is None:
         raise InputError("missing column", source=source, line=1, field=TIME_COLUMN)
-    present = {found: column for column in RESOURCES if (found := find_column(header, [column]))}
-    if not present:
-        raise InputError(
-            f"no usage column: expected one of {', '.join(RESOURCES)}", source=source, line=1
-        )
+    present = usage_columns(header, source)
     times = _numbers(frame, time_column, source)
     if times.isna().any():
         row = int(times.index[times.isna().to_numpy()][0])
@@ -126,15 +209,14 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
             times = times * to_ns / NS_PER_S
     starts = (times // window_seconds * window_seconds).astype("int64")
     out: dict[tuple[int, str], float] = {}
-    for found, column in present.items():
-        resource, factor = RESOURCES[column]
+    for found, (resource, factor) in present.items():
         values = _numbers(frame, found, source) * factor
         means = values.groupby(starts).mean().dropna()
         out.update(
             ((int(start), resource), float(v))
             for start, v in zip(means.index.tolist(), means.tolist(), strict=True)
         )
-    resources = {RESOURCES[column][0] for column in present.values()}
+    resources = {resource for resource, _ in present.values()}
     return PodMetrics(out, {int(s) for s in starts.unique().tolist()}, resources)
 
 
@@ -194,6 +276,16 @@ def join_metrics(
             ),
             stacklevel=2,
         )
+    traced = {step[0] for w in windows for path in w.calls for step in path}
+    without = sorted(traced - {service_of_pod(_pod_of(path)) for path in paths})
+    if without:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(without), 'traced component')} without a metric file, so without "
+                f"usage series: {first_few(without)}"
+            ),
+            stacklevel=2,
+        )
     for start, key in unknown:
         totals.get(start, {}).pop(key, None)
     for start, series in totals.items():
@@ -233,8 +325,11 @@ def load_trainticket(
     )
     if not traces:
         raise InputError(f"no span files ({', '.join(SUFFIXES)})", source=str(root / "trace"))
-    windows = import_span_files(traces, window_seconds, on_file, fold_gateway)
     folder = Path(metrics) if metrics is not None else root / "metric"
-    if metrics is not None or folder.is_dir():
-        join_metrics(windows, metric_files(folder), window_seconds, on_file)
+    paths = metric_files(folder) if metrics is not None or folder.is_dir() else None
+    if paths is not None:
+        check_metric_headers(paths)  # before the spans: a bad metric file fails fast
+    windows = import_span_files(traces, window_seconds, on_file, fold_gateway)
+    if paths is not None:
+        join_metrics(windows, paths, window_seconds, on_file)
     return windows

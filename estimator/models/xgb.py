@@ -417,9 +417,12 @@ class XGBoostQuantile(QuantileModel):
         self.history_columns_ = layout.columns("history")
         self._found: dict[bytes, list[Reservoir | None]] = {}
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
-        self.say(f"xgboost: cost base and forms of {Y.shape[1]} series")
+        self.say(f"xgboost: per-call costs of {Y.shape[1]} series, shrinkage chosen on the tail")
         self.shrink_ = choose_shrinkage(
             X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust, SELECTION_ROWS
+        )
+        self.say(
+            "xgboost: forms (scales with calls, reservoir or saturates) on the busiest windows"
         )
         self.form_ = self._choose_forms(X, Y, layout)
         self.floor_ = self._floors(Y)
