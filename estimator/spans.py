@@ -40,6 +40,10 @@ from estimator.windows import (
 )
 
 NS_PER_S = 1_000_000_000
+MAX_PATH_DEPTH = 64
+"""Longest call path kept: the spans below it are left out (and counted). Every span holds its
+whole path, so a chain of n spans would otherwise hold n^2/2 steps: one small request could
+fill the memory."""
 SETTLE_BATCHES = 2
 """Files in a row without a span of a trace after which the trace is closed and counted."""
 
@@ -63,11 +67,15 @@ UNKNOWN_NS = -1
 
 @dataclass(frozen=True, slots=True)
 class TracePaths:
-    """The root-to-span call paths of one call tree, with its root span's end time and duration."""
+    """The root-to-span call paths of one call tree, with its root span's end time and duration;
+    `rooted` is False for the tree of an orphan (its parent, and the request, lie elsewhere), and
+    `too_deep` counts the spans left out below MAX_PATH_DEPTH."""
 
     end_ns: int
     paths: list[CallPath]
     duration_ns: int = UNKNOWN_NS
+    rooted: bool = True
+    too_deep: int = 0
 
 
 @dataclass
@@ -183,7 +191,7 @@ def _walk(
     stack: list[tuple[int, CallPath, bool]] = [
         (c, path_root, gateway is not None) for c in children.get(span_ids[root], ())
     ]
-    size = 1
+    size, too_deep = 1, 0
     while stack:
         i, above, folding = stack.pop()
         size += 1
@@ -191,13 +199,18 @@ def _walk(
         if folding and pair[0] == gateway:
             stack.extend((c, above, True) for c in children.get(span_ids[i], ()))
             continue
+        if len(above) >= MAX_PATH_DEPTH:
+            too_deep += 1
+            stack.extend((c, above, False) for c in children.get(span_ids[i], ()))
+            continue
         path = (*above, pair)
         paths.append(path)
         stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
     start, end = cols.start_ns[root], cols.end_ns[root]
     # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
-    timed = UNKNOWN_NS < start <= end and cols.parent_ids[root] is None
-    return TracePaths(end, paths, end - start if timed else UNKNOWN_NS), size
+    rooted = cols.parent_ids[root] is None
+    timed = UNKNOWN_NS < start <= end and rooted
+    return TracePaths(end, paths, end - start if timed else UNKNOWN_NS, rooted, too_deep), size
 
 
 def _cycle_trees(
@@ -265,11 +278,13 @@ def latency_of(durations: dict[Pair, list[float]]) -> dict[Pair, Latency]:
 
 def _count(
     traces: Iterable[TracePaths], counts: Counts, durations: Durations, window_seconds: int
-) -> None:
+) -> int:
     """Add the paths of each tree to the counts of the window its root ends in, and its
-    duration to that window's durations of its API."""
+    duration to that window's durations of its API; returns the spans left out as too deep."""
     width = window_seconds * NS_PER_S
+    too_deep = 0
     for trace in traces:
+        too_deep += trace.too_deep
         key = trace.end_ns // width
         calls = counts.get(key)
         if calls is None:
@@ -277,6 +292,18 @@ def _count(
         for path in trace.paths:
             calls[path] = calls.get(path, 0.0) + 1.0
         record_latency(trace, durations.setdefault(key, {}))
+    return too_deep
+
+
+def _warn_too_deep(spans: int) -> None:
+    if spans:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(spans, 'span')} left out below call depth {MAX_PATH_DEPTH} "
+                "(a chain that deep is no request's call tree)"
+            ),
+            stacklevel=3,
+        )
 
 
 def _windows(counts: Counts, durations: Durations, window_seconds: int) -> list[Window]:
@@ -301,7 +328,7 @@ def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Windo
     _check_width(window_seconds)
     counts: Counts = {}
     durations: Durations = {}
-    _count(traces, counts, durations, window_seconds)
+    _warn_too_deep(_count(traces, counts, durations, window_seconds))
     return _windows(counts, durations, window_seconds)
 
 
@@ -329,6 +356,7 @@ def windows_of_batches(
     pending = SpanColumns.empty()
     last_seen: dict[str, int] = {}
     covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
+    too_deep = 0
     for number, batch in enumerate(batches):
         if file_seconds and len(batch):
             first = min(batch.end_ns)
@@ -341,11 +369,12 @@ def windows_of_batches(
         done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
         open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
         trees = assemble_columns(pending.take(done), fold_gateway)
-        _count(trees, counts, durations, window_seconds)
+        too_deep += _count(trees, counts, durations, window_seconds)
         pending = pending.take(open_)
         for trace_id in closed:
             del last_seen[trace_id]
-    _count(assemble_columns(pending, fold_gateway), counts, durations, window_seconds)
+    too_deep += _count(assemble_columns(pending, fold_gateway), counts, durations, window_seconds)
+    _warn_too_deep(too_deep)
     if covers:
         _drop_uncovered(counts, covers, window_seconds)
     return _windows(counts, durations, window_seconds)

@@ -68,16 +68,14 @@ def ingest(runtime: Runtime) -> Response:
             body, content_type, request.headers.get("Content-Encoding", ""), limits
         )
         n = count_spans(message) + malformed
-        if n > limits.max_spans_per_request:
-            runtime.stats.count(n, {"too_many_spans": n})
+        if n > limits.max_spans_per_request:  # a request refused whole: its spans are not counted
             raise OtlpError(
                 413, "too_many_spans", f"{n} spans exceed {limits.max_spans_per_request} a request"
             )
         decoded = extract_spans(message)
         if malformed:
             decoded.rejected["malformed"] = malformed
-        if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):
-            runtime.stats.count(n, {"queue_full": n})
+        if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):  # the client retries
             raise OtlpError(503, "queue_full", "span buffer is full; retry later")
     except OtlpError as exc:
         runtime.stats.refuse(exc.reason)

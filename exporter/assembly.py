@@ -116,6 +116,7 @@ class WindowAggregator:
         self._durations: dict[int, dict[Pair, list[float]]] = {}  # seconds, per window and API
         self._api_calls: dict[Pair, float] = {}
         self.late_paths = 0
+        self.too_deep_spans = 0
         self._lock = threading.Lock()
 
     def _index(self, seconds: float) -> int:
@@ -127,11 +128,13 @@ class WindowAggregator:
 
     def add_trees(self, trees: Iterable[TracePaths], now: float) -> int:
         """Count each tree's paths (and its API's latency, where known) into the window of its
-        root's end; returns how many paths were too late."""
+        root's end; returns how many paths were too late. Only a true root's paths count as API
+        calls, and the spans left out below the depth cap are counted in `too_deep_spans`."""
         late = 0
         horizon = self._index(now) + 1000
         with self._lock:
             for tree in trees:
+                self.too_deep_spans += tree.too_deep
                 k = self._index(tree.end_ns / NS_PER_S)
                 if k <= self._closed or k > horizon:
                     late += len(tree.paths)
@@ -141,12 +144,17 @@ class WindowAggregator:
                     window = self._open[k] = Window(k * self.window, (k + 1) * self.window)
                 for path in tree.paths:
                     window.calls[path] = window.calls.get(path, 0.0) + 1.0
-                    if len(path) <= 2:
+                    if len(path) <= 2 and tree.rooted:  # an orphan's root is no API call
                         for api, n in api_counts({path: 1.0}).items():
                             self._api_calls[api] = self._api_calls.get(api, 0.0) + n
                 record_latency(tree, self._durations.setdefault(k, {}))
             self.late_paths += late
         return late
+
+    def rejected(self) -> dict[str, int]:
+        """Spans refused once their trace was assembled, by reason (see receiver.REASONS)."""
+        with self._lock:
+            return {"late": self.late_paths, "too_deep": self.too_deep_spans}
 
     def count_calls(self, calls: dict[CallPath, float]) -> None:
         """Count API calls of traffic that did not come from traces (PromQL traffic)."""

@@ -39,12 +39,12 @@ class DeepRestCollector(Collector):
         snapshot: Callable[[], Snapshot],
         stats: ReceiverStats,
         api_calls: Callable[[], Mapping[Pair, float]],
-        late: Callable[[], int] = lambda: 0,
+        assembled: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self._snapshot = snapshot
         self._stats = stats
         self._api_calls = api_calls
-        self._late = late
+        self._assembled = assembled
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -57,7 +57,8 @@ class DeepRestCollector(Collector):
             calls.add_metric([f"{component}:{operation}"], n)
         yield calls
         received, rejected = self._stats.read()
-        rejected["late"] = rejected.get("late", 0) + self._late()
+        for reason, n in self._assembled().items():
+            rejected[reason] = rejected.get(reason, 0) + n
         yield CounterMetricFamily(
             "deeprest_otlp_spans_received", "Spans received on the OTLP receiver.", value=received
         )

@@ -30,11 +30,14 @@ SpanRecord = tuple[bytes, bytes, bytes, str, str, int, int]
 """(trace id, span id, parent span id or b"", component, operation, end and start time in ns;
 start -1 when the span does not set it)."""
 
-REASONS = ("missing_service_name", "empty_name", "bad_id", "bad_time", "malformed", "late")
+REASONS = (
+    "missing_service_name", "empty_name", "bad_id", "bad_time", "malformed", "late", "too_deep",
+)  # fmt: skip
 """Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total):
 malformed is an OTLP JSON span whose fields do not parse; late is a span of a trace whose root
-ended in a window already closed, or implausibly far ahead (a client's clock is off), counted
-once its trace is assembled."""
+ended in a window already closed, or implausibly far ahead (a client's clock is off); too_deep a
+span below the call depth cap (estimator.spans.MAX_PATH_DEPTH). The last two are counted once
+the trace is assembled."""
 
 REQUEST_REASONS = (
     "too_large",

@@ -50,7 +50,7 @@ class Runtime:
                 lambda: self.loop.snapshot,
                 self.stats,
                 self.loop.aggregator.api_calls,
-                lambda: self.loop.aggregator.late_paths,
+                self.loop.aggregator.rejected,
             )
         )
         self.app = create_app(self)

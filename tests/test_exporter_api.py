@@ -124,8 +124,9 @@ def test_hostile_payloads_get_4xx_and_good_spans_survive(runtime) -> None:  # ty
     (window,) = rt.store.range(T0, T0 + 2)
     assert window.calls[PATHS[0]] == 6 and window.calls[PATHS[2]] == 5  # store span of one lost
     metrics = scrape(rt)
-    assert metrics[("deeprest_otlp_spans_received_total", ())] == 18 + 1200
-    assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "too_many_spans"),))] == 1200
+    # the spans of a request refused whole are neither received nor rejected: it is retried
+    assert metrics[("deeprest_otlp_spans_received_total", ())] == 18
+    assert ("deeprest_otlp_spans_rejected_total", (("reason", "too_many_spans"),)) not in metrics
     assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "empty_name"),))] == 1
     assert metrics[("deeprest_api_calls_total", (("api", "front:/compose"),))] == 6
     refused = {
@@ -160,6 +161,42 @@ def test_late_spans_and_malformed_json_spans_are_counted_and_the_rest_kept(runti
     assert rejected["late"] == 2 * len(PATHS) and rejected["malformed"] == 1
     newest = rt.store.recent(1)[0]
     assert newest.calls[PATHS[0]] == 1, "the good spans beside the malformed one are counted"
+
+
+def test_a_deep_chain_is_cut_at_the_depth_cap_and_an_orphan_is_no_api_call(runtime) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from estimator.spans import MAX_PATH_DEPTH
+
+    rt, clock = runtime
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    attribute = rs.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "front"
+    spans = rs.scope_spans.add().spans
+    end = int((clock.now + 0.2) * 1e9)
+    parent = b""
+    for depth in range(MAX_PATH_DEPTH + 100):  # one request, one chain deeper than the cap
+        span = spans.add()
+        span.trace_id, span.parent_span_id = b"t" * 16, parent
+        span.span_id = (depth + 1).to_bytes(8, "big")  # an all-zero id is no id
+        span.name, span.end_time_unix_nano = f"op{depth}", end - depth
+        parent = span.span_id
+    orphan = spans.add()  # its parent never arrives
+    orphan.trace_id, orphan.span_id, orphan.parent_span_id = b"o" * 16, b"o" * 8, b"p" * 8
+    orphan.name, orphan.end_time_unix_nano = "find", end
+    assert post(rt, request.SerializeToString(), PB).status_code == 200
+    clock.now += 3.0
+    rt.loop.tick()
+    (window,) = rt.store.recent(1)
+    assert max(len(path) for path in window.calls) == MAX_PATH_DEPTH
+    assert sum(window.calls.values()) == MAX_PATH_DEPTH + 1  # the chain's kept spans and the orphan
+    metrics = scrape(rt)
+    assert metrics[("deeprest_otlp_spans_rejected_total", (("reason", "too_deep"),))] == 100
+    apis = {k[1][0][1] for k in metrics if k[0] == "deeprest_api_calls_total"}
+    assert apis == {"front:op0"}, "the orphan's span is load, not an API call"
 
 
 def test_full_queue_answers_503_with_retry_after(bundle_dir: Path, tmp_path: Path) -> None:

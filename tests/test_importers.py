@@ -447,6 +447,18 @@ def test_a_trailing_comma_on_every_line_is_an_empty_last_field(tmp_path: Path) -
     assert read.values[120, "memory"] == pytest.approx(200 * 2**20)
 
 
+def test_a_chain_deeper_than_the_cap_is_cut_with_a_warning(tmp_path: Path) -> None:
+    from estimator.spans import MAX_PATH_DEPTH
+
+    end = 1675080000.5
+    rows = [row("t", "s0", "root", SVC_A, "/x", end)]
+    rows += [row("t", f"s{d}", f"s{d - 1}", SVC_A, f"op{d}", end) for d in range(1, 100)]
+    with pytest.warns(DataWarning, match=f"{100 - MAX_PATH_DEPTH} spans left out below call depth"):
+        [window] = import_span_csv(write_csv(tmp_path / "deep.csv", rows))
+    assert max(len(p) for p in window.calls) == MAX_PATH_DEPTH
+    assert sum(window.calls.values()) == MAX_PATH_DEPTH
+
+
 def test_span_csv_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "cols.csv"
     path.write_text("TraceID,SpanID,ParentID,PodName,OperationName\nt,a,root,p,o\n")
