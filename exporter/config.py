@@ -27,6 +27,11 @@ DEFAULT_LIMIT_QUERIES: Mapping[str, str] = {
 }
 """PromQL templates of per-component limits (cAdvisor names)."""
 
+DEFAULT_TRACE_GRACE = 5.0
+"""Seconds a trace stays open after its last span: the OpenTelemetry SDK's batch span processor
+exports every 5 s, so one trace's spans from several services arrive up to 5 s apart. A window
+is estimated twice this after its end."""
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}  # fmt: skip
 
@@ -159,10 +164,8 @@ class Config:
 
     @property
     def grace(self) -> float:
-        """Seconds a trace stays open after its last span (default: a tenth of a window, <= 5 s)."""
-        if self.trace_grace is not None:
-            return self.trace_grace
-        return min(5.0, self.window_seconds / 10)
+        """Seconds a trace stays open after its last span (default DEFAULT_TRACE_GRACE)."""
+        return self.trace_grace if self.trace_grace is not None else DEFAULT_TRACE_GRACE
 
     @property
     def tick_seconds(self) -> float:

@@ -220,6 +220,7 @@ def test_up_without_a_model_says_whether_prometheus_answers(world: dict, tmp_pat
             model=None,
             data_dir=tmp_path / str(expected),
             window=WINDOW,
+            trace_grace=WINDOW / 10,
             prometheus=PrometheusConfig(url=url, timeout=1.0, retries=0),
         )
         store = WindowStore(config.data_dir)

@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", help="window length, e.g. 5s or 1m (default: the bundle's)")
     parser.add_argument(
         "--trace-grace",
-        help="how long a trace stays open after its last span, e.g. 2s "
-        "(default: a tenth of the window, at most 5s)",
+        help="how long a trace stays open after its last span, e.g. 2s (default 5s, the "
+        "OpenTelemetry SDK's export interval; a window is estimated twice this after its end)",
     )
     parser.add_argument("--prometheus-url", help="Prometheus to read actual usage from")
     parser.add_argument("--api-token-file", help="file holding the bearer token for reloads")

@@ -195,6 +195,7 @@ class ServeSpec:
     window_s: float
     prometheus_url: str
     rate_range_s: float | None = None
+    trace_grace_s: float | None = None  # None: serve's default
 
 
 def start_serve(
@@ -211,6 +212,8 @@ def start_serve(
            "--window", f"{spec.window_s:g}s", "--log-level", "WARNING"]  # fmt: skip
     if spec.model is not None:
         cmd += ["--model", str(spec.model)]
+    if spec.trace_grace_s is not None:
+        cmd += ["--trace-grace", f"{spec.trace_grace_s:g}s"]
     proc = procs.add(start("deeprest-serve", cmd, run_dir / "logs", REPO_ROOT, True))
     path = "/readyz" if spec.model is not None else "/healthz"
     wait_ready(proc, lambda: http_ok(f"http://127.0.0.1:{spec.port}{path}"), 60.0)

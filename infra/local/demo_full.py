@@ -171,7 +171,8 @@ def run_full(options: DemoOptions, procs: Processes, say: Progress) -> dict[str,
     prom_url = bed.prometheus_url
     data_dir = run / "data"
     (run / "token").write_text(token)
-    spec = ServeSpec(serve_port, None, data_dir, window, prom_url)
+    # the testbed's services export their spans every second: a trace is whole 2 s after its last
+    spec = ServeSpec(serve_port, None, data_dir, window, prom_url, trace_grace_s=2.0)
     start_serve(spec, run, procs, extra_config=f"api_token_file: {run / 'token'}\n")
     say(f"Prometheus {prom_url}  Alertmanager {bed.alertmanager_url}", "start")
     say(f"deeprest serve {serve_url}/metrics  frontend {bed.frontend_url}", "start")

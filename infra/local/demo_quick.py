@@ -236,7 +236,8 @@ def run_quick(options: DemoOptions, procs: Processes, say: Progress) -> dict[str
     store = WindowStore(data_dir)
     store.put(retime(world.train, first))  # the traffic history the model expects
     store.close()
-    spec = ServeSpec(serve_port, model_dir, data_dir, window, prom_url)
+    # the simulator posts each window's spans at once: a trace is whole as soon as it arrives
+    spec = ServeSpec(serve_port, model_dir, data_dir, window, prom_url, trace_grace_s=window / 10)
     start_serve(spec, options.run_dir, procs)
     serve_url = f"http://127.0.0.1:{serve_port}"
     say(f"deeprest serve {serve_url}/metrics  (explore: {prom_url}/alerts)", "start")
