@@ -286,9 +286,15 @@ def create_app(runtime: Runtime) -> Flask:
             return _error(403, "model reload is disabled: configure api_token")
         if not _authorized(runtime):
             return _error(401, "missing or wrong bearer token")
-        body = request.get_json(silent=True) or {}
-        path = body.get("path") if isinstance(body, dict) else None
-        path = path or runtime.config.model
+        try:  # no body: reload the configured bundle; else {"path": DIR} and nothing more
+            body = _json_body() if request.get_data().strip() else {}
+            if set(body) - {"path"}:
+                raise InputError('unknown field; expected "path"', field=sorted(set(body))[0])
+            if "path" in body and not (isinstance(body["path"], str) and body["path"]):
+                raise InputError("expected a bundle directory", field="path")
+        except InputError as exc:
+            return _error(400, str(exc))
+        path = body.get("path") or runtime.config.model
         if not path:
             return _error(400, 'no bundle path: give {"path": DIR} or configure model')
         try:

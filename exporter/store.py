@@ -68,29 +68,32 @@ class WindowStore:
                 raise StoreError(f"{self.path}: window at {start} is corrupted ({exc})") from exc
         return out
 
+    def _select(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
+        """Rows of a query; a damaged database file is a StoreError naming it."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot read the window store ({exc})") from exc
+
     def range(self, start: float, end: float) -> list[Window]:
         """Windows with start in [start, end), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        return self._decode(
+            self._select(
                 "SELECT start, body FROM windows WHERE start >= ? AND start < ? ORDER BY start",
                 (start, end),
-            ).fetchall()
-        return self._decode(rows)
+            )
+        )
 
     def recent(self, n: int) -> list[Window]:
         """The newest `n` windows, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT start, body FROM windows ORDER BY start DESC LIMIT ?", (n,)
-            ).fetchall()
+        rows = self._select("SELECT start, body FROM windows ORDER BY start DESC LIMIT ?", (n,))
         return self._decode(rows[::-1])
 
     def last_end(self) -> float | None:
         """End of the newest stored window."""
-        with self._lock:
-            row = self._db.execute("SELECT MAX(end) FROM windows").fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        rows = self._select("SELECT MAX(end) FROM windows")
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0])
+        return int(self._select("SELECT COUNT(*) FROM windows")[0][0])

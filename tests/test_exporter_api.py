@@ -372,6 +372,10 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     assert rt.store.count() == stored
     bad = requests.post(reload, headers=token, json={"path": str(tmp_path)}, timeout=10)
     assert bad.status_code == 422 and "manifest" in bad.json()["error"]
+    for body, field in (({"pth": str(other)}, "pth"), ({"path": 5}, "path"), ([1], None)):
+        typo = requests.post(reload, headers=token, json=body, timeout=10)
+        assert typo.status_code == 400, body  # never the configured bundle reloaded instead
+        assert field is None or f"field '{field}'" in typo.json()["error"]
     assert (
         json.loads(requests.get(f"{api}/model", timeout=5).text)["version"]
         == response.json()["version"]

@@ -42,6 +42,25 @@ def test_windows_persist_across_reopen(tmp_path: Path) -> None:
         again.close()
 
 
+def test_a_damaged_store_stops_serve_with_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = WindowStore(tmp_path / "data")
+    store.put(world(n=400))
+    store.close()
+    path = tmp_path / "data" / "windows.sqlite"
+    with open(path, "r+b") as handle:  # every page but the first (the schema) overwritten
+        size = path.stat().st_size
+        for offset in range(4096, size, 4096):
+            handle.seek(offset)
+            handle.write(b"\xde\xad" * 2048)
+    train(tmp_path / "model")
+    argv = ["serve", "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data")]
+    assert main([*argv, "--port", str(free_port()), "--host", "127.0.0.1"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: cannot read the window store" in err and "Traceback" not in err
+
+
 def test_durations_and_sizes() -> None:
     assert parse_duration("5s", "w") == 5 and parse_duration("1m", "w") == 60
     assert parse_duration("250ms", "w") == 0.25 and parse_duration(2, "w") == 2
