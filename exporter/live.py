@@ -15,7 +15,8 @@ import numpy as np
 from estimator import anomaly
 from estimator.bundle import Bundle
 from estimator.features import HistoryState
-from estimator.windows import SeriesKey, Window
+from estimator.synthesizer import Synthesizer
+from estimator.windows import CallPath, Pair, SeriesKey, Window
 from exporter.assembly import TraceAssembler, WindowAggregator
 from exporter.config import Config
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
@@ -147,6 +148,7 @@ class LiveLoop:
         self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
         self.aggregator = WindowAggregator(self.window, 2 * config.grace, now, store.last_end())
         self.estimator: Estimator | None = None
+        self.synthesizer: Synthesizer | None = None
         self._scores: np.ndarray | None = None
         self._limits: dict[SeriesKey, float] = {}
         self.snapshot = Snapshot()
@@ -158,8 +160,10 @@ class LiveLoop:
         """Serve a bundle (start or hot reload), replaying stored windows into its history."""
         warm = max(WARM_WINDOWS, bundle.model.context)  # enough for the model's look-back too
         estimator = Estimator(bundle, self.window, self.store.recent(warm))
+        synthesizer = Synthesizer.from_json(bundle.synthesizer)
         with self._tick_lock:
             self.estimator = estimator
+            self.synthesizer = synthesizer
             self._scores = None
             self.snapshot = Snapshot(model=estimator.info, limits=self._config_limits(bundle))
 
@@ -203,15 +207,29 @@ class LiveLoop:
             return True
         if self.prometheus is None:
             return False
+        counts: dict[Pair, float] = {}
         try:
             for api in self.config.traffic_apis:
                 rate = sum(v for _, v in self.prometheus.query(api.expr, window.end))
-                window.calls[((api.component, api.operation),)] = rate * self.window
+                counts[(api.component, api.operation)] = rate * self.window
         except PrometheusError as exc:
             log.warning("traffic query failed: %s", exc)
             return False
-        self.aggregator.count_calls(window.calls)
+        window.calls.update(self._paths_of(counts, window))
+        self.aggregator.count_calls({(api,): n for api, n in counts.items()})
         return True
+
+    def _paths_of(self, counts: Mapping[Pair, float], window: Window) -> dict[CallPath, float]:
+        """Call-path counts of per-API calls, as the model saw them in training: each API's
+        expected paths per call (the bundle's synthesizer, as what-if does). An API the bundle
+        never saw, or no bundle, keeps its root alone."""
+        synthesizer = self.synthesizer if self.estimator is not None else None
+        known = {a: n for a, n in counts.items() if synthesizer and a in synthesizer.mean}
+        out: dict[CallPath, float] = {(a,): n for a, n in counts.items() if a not in known}
+        if synthesizer is not None and known:
+            (expanded,) = synthesizer.windows([known], [window.start], self.window)
+            out.update(expanded.calls)
+        return out
 
     def _close_window(self, window: Window) -> None:
         estimator = self.estimator

@@ -201,6 +201,8 @@ def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> N
         wait_until(lambda: runtime.store.count() >= 2, 4 * WINDOW, what="windows from PromQL")
         window = runtime.store.recent(1)[0]
         assert window.calls[PATHS[0]] == pytest.approx(6.0 * WINDOW, rel=0.4)
+        # the API's calls stand for its whole call tree, as in the training windows
+        assert window.calls[PATHS[2]] == pytest.approx(window.calls[PATHS[0]])
         snapshot = runtime.loop.snapshot
         assert snapshot.window_end == window.end and snapshot.expected
     finally:
