@@ -18,6 +18,12 @@ from estimator.spans import (
 from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
 
+MAX_API_LABELS = 1000
+"""Distinct APIs `deeprest_api_calls_total` counts by name; the calls of any further ones count
+under OTHER_API."""
+OTHER_API: Pair = ("", "other")
+"""Counter key of the APIs past MAX_API_LABELS (label `api=":other"`)."""
+
 _Span = tuple[bytes, str, str, int, int]  # parent, component, operation, end ns, start ns
 
 
@@ -146,7 +152,7 @@ class WindowAggregator:
                     window.calls[path] = window.calls.get(path, 0.0) + 1.0
                     if len(path) <= 2 and tree.rooted:  # an orphan's root is no API call
                         for api, n in api_counts({path: 1.0}).items():
-                            self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+                            self._count_api(api, n)
                 record_latency(tree, self._durations.setdefault(k, {}))
             self.late_paths += late
         return late
@@ -160,7 +166,14 @@ class WindowAggregator:
         """Count API calls of traffic that did not come from traces (PromQL traffic)."""
         with self._lock:
             for api, n in api_counts(calls).items():
-                self._api_calls[api] = self._api_calls.get(api, 0.0) + n
+                self._count_api(api, n)
+
+    def _count_api(self, api: Pair, n: float) -> None:
+        """Add to an API's counter; past MAX_API_LABELS distinct APIs, new ones add to OTHER_API
+        (spans named by raw URL would otherwise make a series each, for ever)."""
+        if api not in self._api_calls and len(self._api_calls) >= MAX_API_LABELS:
+            api = OTHER_API
+        self._api_calls[api] = self._api_calls.get(api, 0.0) + n
 
     def close(self, now: float, max_windows: int = 10000) -> list[Window]:
         """Windows whose end plus `delay` has passed, oldest first, empty ones included."""
