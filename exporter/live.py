@@ -178,7 +178,13 @@ class LiveLoop:
                 self.aggregator.add_trees(trees, now)
             windows = self.aggregator.close(now)
             for window in windows:
-                self._close_window(window)
+                # a window due over a window ago is estimated without asking Prometheus: a slow
+                # or hung upstream must not hold the estimates back ever further
+                due = window.end + self.aggregator.delay
+                behind = max(now, self.clock()) - due > self.window
+                if behind and self.prometheus is not None:
+                    log.warning("window %g is late: estimated without Prometheus", window.end)
+                self._close_window(window, query=not behind)
         return windows
 
     def _query(self, series: list[SeriesKey], at: float, limits: bool) -> dict | None:
@@ -231,12 +237,19 @@ class LiveLoop:
             out.update(expanded.calls)
         return out
 
-    def _close_window(self, window: Window) -> None:
+    def _close_window(self, window: Window, query: bool = True) -> None:
+        """Estimate a closed window and store it; with `query`, also read its traffic (if from
+        Prometheus), actual usage and limits."""
         estimator = self.estimator
-        known_traffic = self._traffic(window)
+        known_traffic = (
+            self._traffic(window) if query else self.config.traffic_source != "prometheus"
+        )
         series = list(estimator.info.series) if estimator else []
-        observed = self._query(series, window.end, limits=False) if series else None
-        up = observed is not None if series else self._answers(window.end)
+        observed = self._query(series, window.end, limits=False) if series and query else None
+        if not query:  # Prometheus was not asked: what it said last still holds
+            up = self.snapshot.up
+        else:
+            up = observed is not None if series else self._answers(window.end)
         if observed is not None:
             window.metrics.update(observed)
         self.store.put([window])
@@ -272,7 +285,7 @@ class LiveLoop:
             observed=observed,
             anomaly=scores,
             limits=self._limits or self._config_limits(estimator.bundle),
-            up=observed is not None,
+            up=up,
             estimate_seconds=elapsed,
         )
 

@@ -382,6 +382,46 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     )
 
 
+def test_a_hung_prometheus_does_not_hold_the_estimates_back(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    import contextlib
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    server.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    config = make_config(
+        bundle_dir, tmp_path / "data", prometheus=PrometheusConfig(url=url, timeout=0.3, retries=0)
+    )
+    clock = Clock(T0)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    try:
+        clock.now += 20 * config.window_seconds  # ten windows due at once, as after a stall
+        closed = rt.loop.tick()
+        assert len(closed) >= 10 and rt.loop.snapshot.window_end == closed[-1].end
+        asked = len(accepted)
+        assert 1 <= asked <= 4, "only the window due now asks Prometheus"
+    finally:
+        rt.stop()
+        done.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
     config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)
     rt = Runtime(config, clock=Clock(T0)).start(tick=False)
