@@ -161,6 +161,26 @@ def test_xgboost_extrapolates_beyond_training_traffic() -> None:
     assert ours.mean() > flat.mean() + 0.1, (ours, flat)
 
 
+def test_saturating_trees_never_make_more_traffic_cost_less() -> None:
+    # Load falls through the recording while memory creeps up (a heap): usage and traffic are
+    # anti-correlated, though no call lowers usage.
+    windows = make_windows(300, 2.0, 1.0, seed=4)
+    for t, window in enumerate(windows):
+        window.metrics[("db", "memory")] = 2e8 * (1 + t / 300)
+    vocabulary = Vocabulary.build(windows)
+    X, Y = to_arrays(vocabulary, windows)
+    doubled = X.copy()
+    for group in ("counts", "history"):  # every count twice, and the traffic history with them
+        doubled[:, vocabulary.layout.columns(group)] *= 2
+    j = SERIES.index(("db", "memory"))
+    lower = {}
+    for monotone in (True, False):
+        model = make_model("xgboost", saturation="saturate", monotone=monotone)
+        model.fit(X, Y, vocabulary.layout)
+        lower[monotone] = model.predict(doubled)[:, j, 1].mean() < model.predict(X)[:, j, 1].mean()
+    assert lower == {True: False, False: True}, lower
+
+
 def test_xgboost_trains_the_same_boosters_on_any_number_of_threads(
     world: tuple[Vocabulary, np.ndarray, np.ndarray],
 ) -> None:

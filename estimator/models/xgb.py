@@ -15,7 +15,9 @@ every series, three forms are fitted on the lower-load windows and compared on t
 (the direction of extrapolation): SCALE (the base above), RESERVOIR (the base on current counts
 plus the series' reservoir, a state that fills with its component's calls, drains, and stops at a
 capacity where training shows one; see `reservoir.py`) and SATURATE (no base: trees on the absolute
-levels of traffic and history, flat beyond the load they have seen). The series keeps the most
+levels of traffic and history, flat beyond the load they have seen, and never falling as any of
+them rises: monotone constraints, so a heap that creeps up while load falls is not read as
+traffic that costs less). The series keeps the most
 structured form unless a looser one predicts that tail clearly better (FORM_MARGIN) and beyond
 chance (FORM_EVIDENCE); a series whose reservoir shows a capacity anywhere in training keeps
 RESERVOIR, since the busiest windows are often the only ones where a cache is full.
@@ -122,6 +124,7 @@ class XGBoostQuantile(QuantileModel):
         robust: bool = True,
         shrinkage: float | Sequence[float] = SHRINKAGE,
         workers: int = 0,
+        monotone: bool = True,
     ) -> None:
         # One OpenMP thread per booster: on a shared two-core machine OpenMP's second thread
         # spins and makes training several times slower. Instead `workers` threads (0: one per
@@ -168,14 +171,21 @@ class XGBoostQuantile(QuantileModel):
         self.choose_rounds = choose_rounds
         self.robust = robust
         self.shrinkage = shrinkage_grid(shrinkage, "xgboost")
+        self.monotone = monotone
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ModelError(f"xgboost: workers must be a whole number >= 0, not {workers!r}")
         self.workers = workers
 
     # ------------------------------------------------------------------ features
 
-    def _params(self) -> dict[str, Any]:
-        return {
+    def _params(self, rising: Sequence[bool] = ()) -> dict[str, Any]:
+        """Booster parameters; with `monotone`, the prediction may only rise with the features
+        marked in `rising` (more traffic never lowers usage)."""
+        constraints = {}
+        if self.monotone and any(rising):
+            rise = ",".join("1" if r else "0" for r in rising)
+            constraints = {"monotone_constraints": f"({rise})"}
+        return constraints | {
             "objective": "reg:quantileerror",
             "quantile_alpha": list(QUANTILES),
             "tree_method": "hist",
@@ -280,7 +290,11 @@ class XGBoostQuantile(QuantileModel):
                 matrix.set_label(np.where(known[:, j], (y - base[:, j]) / scale[:, j], 0.0))
                 matrix.set_weight(known[:, j].astype(np.float32))
                 n_rounds = self.n_estimators if rounds is None else int(rounds[j])
-                booster = xgb.train(self._params(), matrix, num_boost_round=n_rounds)
+                # a saturating series' trees read amounts of traffic, and must not make more of
+                # it cost less; the other trees correct a base that already rises with traffic
+                rising = [matrix is not shares] * len(self.level_columns_)
+                params = self._params(rising if matrix is not shares else ())
+                booster = xgb.train(params, matrix, num_boost_round=n_rounds)
                 booster.set_param({"nthread": 1})
                 boosters[j] = booster
 
@@ -519,12 +533,13 @@ class XGBoostQuantile(QuantileModel):
             "robust": self.robust,
             "shrinkage": list(self.shrinkage),
             "workers": self.workers,
+            "monotone": self.monotone,
         }
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
         # older bundles: least squares, unshrunk costs
-        model = cls(**{"robust": False, "shrinkage": (0.0,), **meta["params"]})
+        model = cls(**{"robust": False, "shrinkage": (0.0,), "monotone": False, **meta["params"]})
         model.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
         model.intercept_ = np.asarray(meta["intercept"], dtype=float)
         model.floor_ = np.asarray(meta["floor"], dtype=float)
