@@ -272,6 +272,25 @@ def os_(sid: str, parent: str, name: str, end_s: int, as_text: bool = True) -> d
     }
 
 
+def test_json_files_are_read_in_the_time_order_of_their_first_span(tmp_path: Path) -> None:
+    t0 = 1675080000
+    folder = tmp_path / "otlp"
+    folder.mkdir()
+
+    def write(name: str, trace: str, end_s: int) -> None:
+        span = dict(os_("00f067aa0ba902b7", "", "/cart", end_s), traceId=trace)
+        (folder / name).write_text(json.dumps(otlp_request([span], "frontend")))
+
+    # a trace exported twice, in the files of two neighbouring minutes whose names sort apart
+    write("export-a.json", "aa" * 16, t0 + 10)
+    write("export-b.json", "bb" * 16, t0 + 130)
+    write("export-c.json", "cc" * 16, t0 + 190)
+    write("export-d.json", "aa" * 16, t0 + 10)
+    windows = import_otlp_json(folder)
+    root = (("frontend", "/cart"),)
+    assert sum(w.calls.get(root, 0.0) for w in windows) == 3  # the duplicate counted once
+
+
 def test_otlp_json_one_request_per_line(tmp_path: Path) -> None:
     path = tmp_path / "otlp.jsonl"
     first = otlp_request([os_("b7ad6b7169203331", "00f067aa0ba902b7", "GET /cart", 119)], "cart")

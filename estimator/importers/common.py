@@ -239,14 +239,47 @@ def check_window_seconds(window_seconds: int) -> int:
     return window_seconds
 
 
+PEEK_BYTES = 1 << 16
+"""How much of a JSON file is read to find its first span's time."""
+
+
+def peek_time(path: Path, pattern: re.Pattern[str]) -> float | None:
+    """The first time (ns, by magnitude) that `pattern`'s group 1 matches in the first
+    PEEK_BYTES of a file; None where none does or the file cannot be read."""
+    try:
+        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+        with raw:
+            head = raw.read(PEEK_BYTES).decode("utf-8", errors="replace")
+    except (OSError, EOFError):
+        return None
+    match = pattern.search(head)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value * unix_unit(value, 1)[0]
+
+
+def in_time_order(paths: Sequence[Path], first_time: Callable[[Path], float | None]) -> list[Path]:
+    """Files ordered by the time of their first span (name order among equals; files whose
+    first span cannot be read last, in name order): names need not sort by time."""
+    keyed = [(first_time(path), path) for path in paths]
+    timed = sorted((t, p) for t, p in keyed if t is not None)
+    return [p for _, p in timed] + [p for t, p in keyed if t is None]
+
+
 def json_span_batches(
     spec: str | Path,
     suffixes: Sequence[str],
     parse: Callable[[Any, str, int], Iterable[Span]],
     on_file: Callable[[Path], None] | None = None,
+    time_key: re.Pattern[str] | None = None,
 ) -> Iterator[SpanColumns]:
-    """The spans of JSON trace files, a batch per file, read as they are asked for."""
-    for path in expand_inputs(spec, suffixes):
+    """The spans of JSON trace files, a batch per file, read as they are asked for; with
+    `time_key` (a pattern whose group 1 is a span's time), in the time order of their first span."""
+    paths = expand_inputs(spec, suffixes)
+    if time_key is not None:
+        paths = in_time_order(paths, lambda path: peek_time(path, time_key))
+    for path in paths:
         cols = SpanColumns.empty()
         for line, doc in json_documents(path):
             for span in parse(doc, str(path), line):

@@ -9,6 +9,7 @@ document per line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from estimator.spans import Span
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+FIRST_TIME = re.compile(r'"startTime"\s*:\s*"?(\d+)')
+"""A span's start time (microseconds) in a file's text: files are read in the order of their
+first span's."""
 
 
 def _parent(span: dict[str, Any], where: Where, fld: str) -> str | None:
@@ -85,5 +89,5 @@ def import_jaeger(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from Jaeger JSON."""
-    batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file)
+    batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file, FIRST_TIME)
     return windows_of_files(batches, window_seconds, fold_gateway)

@@ -10,6 +10,7 @@ service.name is "unknown_service", as OpenTelemetry SDKs name it. The older
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from estimator.spans import Span
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
+FIRST_TIME = re.compile(r'"endTimeUnixNano"\s*:\s*"?(\d+)')
+"""A span's end time in a file's text: files are read in the order of their first span's."""
 UNKNOWN_SERVICE = "unknown_service"
 
 
@@ -85,5 +88,5 @@ def import_otlp_json(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """Windows of call-path counts from OTLP JSON."""
-    batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file)
+    batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file, FIRST_TIME)
     return windows_of_files(batches, window_seconds, fold_gateway)

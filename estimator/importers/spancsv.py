@@ -30,6 +30,7 @@ from estimator.importers.common import (
     OnFile,
     expand_inputs,
     find_column,
+    in_time_order,
     no_parent,
     read_csv_or_skip,
     service_of_pod,
@@ -211,7 +212,7 @@ def import_span_files(
     fold_gateway: bool = True,
 ) -> list[Window]:
     """`import_span_csv` of a list of files."""
-    paths = in_time_order(paths)
+    paths = in_time_order(paths, first_time)
     minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
     batches = span_batches(paths, on_file)
     return windows_of_files(batches, window_seconds, fold_gateway, 60 if minute_files else None)
@@ -219,14 +220,6 @@ def import_span_files(
 
 MINUTE_FILE = re.compile(r"^\d{1,2}_\d{2}_trace\.csv(\.gz)?$", re.IGNORECASE)
 """A file of the HH_MM_trace.csv layout: the spans of one minute."""
-
-
-def in_time_order(paths: Sequence[Path]) -> list[Path]:
-    """Files ordered by the end time of their first span (name order among equals; files whose
-    first span cannot be read last, in name order)."""
-    keyed = [(first_time(path), path) for path in paths]
-    timed = sorted((t, p) for t, p in keyed if t is not None)
-    return [p for _, p in timed] + [p for t, p in keyed if t is None]
 
 
 def first_time(path: Path) -> float | None:
