@@ -478,6 +478,26 @@ def test_a_chain_deeper_than_the_cap_is_cut_with_a_warning(tmp_path: Path) -> No
     assert sum(window.calls.values()) == MAX_PATH_DEPTH
 
 
+def test_import_says_so_when_every_request_is_of_one_fanning_out_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    end, root = 1675080000.5, "hipstershop.Frontend/Recv."
+    rows = []
+    for i, op in enumerate(["/cart", "/product", "/cart"]):
+        rows += [
+            row(f"t{i}", "r", "root", SVC_A, root, end),
+            row(f"t{i}", "c", "r", SVC_B, op, end),
+        ]
+    path = write_csv(tmp_path / "one.csv", rows)
+    out = tmp_path / "x.jsonl"
+    assert main(["import", "--format", "span-csv", "--input", str(path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "1 APIs" not in err and "every request is of one API, svc-a:" in err
+    assert "calls 2 operations below it" in err
+
+
 def test_span_csv_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "cols.csv"
     path.write_text("TraceID,SpanID,ParentID,PodName,OperationName\nt,a,root,p,o\n")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from estimator.errors import InputError
+from estimator.errors import InputError, count_of
 from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
-from estimator.windows import write_windows
+from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.progress import Phases
 
@@ -71,9 +71,28 @@ def run(args: argparse.Namespace) -> int:
     calls = sum(sum(w.calls.values()) for w in windows)
     with_metrics = sum(1 for w in windows if w.metrics)
     with_latency = sum(1 for w in windows if w.latency)
+    apis = {api for w in windows for api in api_counts(w.calls)}
     print(
-        f"wrote {n} windows ({int(calls)} path counts, {with_metrics} with metrics, "
-        f"{with_latency} with API latency) to {out}",
+        f"wrote {n} windows ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
+        f"metrics, {with_latency} with API latency) to {out}",
         file=sys.stderr,
     )
+    single_api_note(windows, apis)
     return 0
+
+
+def single_api_note(windows: list[Window], apis: set[Pair]) -> None:
+    """Say so where every request is of one API that fans out to several operations: a gateway
+    root that names no API (the API is then the step below it, see README)."""
+    if len(apis) != 1:
+        return
+    (api,) = apis
+    below = {p[1] for w in windows for p in w.calls if len(p) == 2 and p[0] == api}
+    if len(below) >= 2:
+        print(
+            f"deeprest import: warning: every request is of one API, {api[0]}:{api[1]}, which "
+            f"calls {len(below)} operations below it: if that root is a gateway, per-API "
+            "traffic (what-if rates, capacity per API) sees one API only; a root operation "
+            "ending in /* or /** is read as a gateway",
+            file=sys.stderr,
+        )
