@@ -177,14 +177,16 @@ class LiveLoop:
             for trees in self.assembler.expire(now):
                 self.aggregator.add_trees(trees, now)
             windows = self.aggregator.close(now)
+            late = 0
             for window in windows:
                 # a window due over a window ago is estimated without asking Prometheus: a slow
                 # or hung upstream must not hold the estimates back ever further
                 due = window.end + self.aggregator.delay
                 behind = max(now, self.clock()) - due > self.window
-                if behind and self.prometheus is not None:
-                    log.warning("window %g is late: estimated without Prometheus", window.end)
+                late += behind
                 self._close_window(window, query=not behind)
+            if late and self.prometheus is not None:
+                log.warning("%d windows late: estimated without asking Prometheus", late)
         return windows
 
     def _query(self, series: list[SeriesKey], at: float, limits: bool) -> dict | None:
