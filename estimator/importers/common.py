@@ -10,7 +10,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -57,9 +57,8 @@ def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
     comma) or under the wrong names. A trailing comma on every line is only an empty last field,
     and is read as such."""
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # pandas warns where the first row is longer than the header
+        # pandas only warns where the first row is longer than the header
+        with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             if options.get("engine") != "pyarrow":  # which reads no index and refuses long rows
                 options = {"index_col": False, **options}
@@ -243,12 +242,18 @@ PEEK_BYTES = 1 << 16
 """How much of a JSON file is read to find its first span's time."""
 
 
+def open_binary(path: Path) -> gzip.GzipFile | BinaryIO:
+    """A file opened for reading bytes, gunzipped when its name ends in .gz (in any case)."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
 def peek_time(path: Path, pattern: re.Pattern[str]) -> float | None:
     """The first time (ns, by magnitude) that `pattern`'s group 1 matches in the first
     PEEK_BYTES of a file; None where none does or the file cannot be read."""
     try:
-        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
-        with raw:
+        with open_binary(path) as raw:
             head = raw.read(PEEK_BYTES).decode("utf-8", errors="replace")
     except (OSError, EOFError):
         return None

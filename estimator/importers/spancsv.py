@@ -15,7 +15,6 @@ minutes then show as a gap); any other unreadable content is an error naming the
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
 import warnings
@@ -32,6 +31,7 @@ from estimator.importers.common import (
     find_column,
     in_time_order,
     no_parent,
+    open_binary,
     read_csv_or_skip,
     service_of_pod,
     unix_unit,
@@ -225,7 +225,7 @@ MINUTE_FILE = re.compile(r"^\d{1,2}_\d{2}_trace\.csv(\.gz)?$", re.IGNORECASE)
 def first_time(path: Path) -> float | None:
     """The end time (ns) of the first span of a CSV file, read cheaply; None if unreadable."""
     try:
-        raw = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+        raw = open_binary(path)
         with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace") as text:
             rows = csv.reader(text)
             header = next(rows, None)

@@ -101,10 +101,7 @@ def usage_columns(header: Sequence[str], source: str) -> dict[str, tuple[str, fl
     column of each resource; an InputError when there is none."""
     out: dict[str, tuple[str, float]] = {}
     for column in header:
-        try:
-            found = usage_column(column)
-        except InputError as exc:
-            raise InputError(exc.bare_message, source=source, line=1, field=column) from None
+        found = usage_column(column)
         if found is not None and found[0] not in {r for r, _ in out.values()}:
             out[column] = found
     if not out:
@@ -127,7 +124,9 @@ def check_metric_headers(paths: Sequence[Path]) -> None:
         columns = [str(c) for c in header.columns]
         if find_column(columns, [TIME_COLUMN]) is None:
             raise InputError("missing column", source=str(path), line=1, field=TIME_COLUMN)
-        usage_columns(columns, str(path))
+        with warnings.catch_warnings():  # a column's warning comes once, when the file is read
+            warnings.simplefilter("ignore", DataWarning)
+            usage_columns(columns, str(path))
 
 
 def metric_files(directory: str | Path) -> list[Path]:
