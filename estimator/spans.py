@@ -24,6 +24,7 @@ Choices, made once here for every importer:
 
 from __future__ import annotations
 
+import statistics
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -348,7 +349,8 @@ def windows_of_batches(
     With `file_seconds`, each batch is the file of one period of that length (a minute file of
     the HH_MM_trace.csv layout), which covers the time from its first span end to its last, and
     at least `file_seconds` from its first. Windows that the files cover less than half of are
-    dropped with a warning (`_drop_uncovered`).
+    dropped with a warning (`_drop_uncovered`). Without, the recording covers the time from its
+    first span end to its last, so only its two edge windows can be dropped (`_drop_edges`).
     """
     _check_width(window_seconds)
     counts: Counts = {}
@@ -356,11 +358,15 @@ def windows_of_batches(
     pending = SpanColumns.empty()
     last_seen: dict[str, int] = {}
     covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
+    span: list[int] = []  # without: the first and last span end of the recording
     too_deep = 0
     for number, batch in enumerate(batches):
         if file_seconds and len(batch):
             first = min(batch.end_ns)
             covers.append((first, max(max(batch.end_ns), first + file_seconds * NS_PER_S)))
+        elif len(batch):
+            ends = [min(batch.end_ns), max(batch.end_ns)]
+            span = [min(span[0], ends[0]), max(span[1], ends[1])] if span else ends
         pending.extend(batch)
         last_seen.update(dict.fromkeys(batch.trace_ids, number))
         closed = {t for t, seen in last_seen.items() if seen <= number - settle}
@@ -377,7 +383,44 @@ def windows_of_batches(
     _warn_too_deep(too_deep)
     if covers:
         _drop_uncovered(counts, covers, window_seconds)
+    elif span:
+        _drop_edges(counts, span[0], span[1], window_seconds)
     return _windows(counts, durations, window_seconds)
+
+
+EDGE_MIN_WINDOWS = 3
+"""Windows a recording without minute files must span for its edge windows to be dropped."""
+
+
+def _drop_edges(counts: Counts, first: int, last: int, window_seconds: int) -> None:
+    """Drop, with a warning, an edge window that the recording (its first span end to its last)
+    covers less than COVERED of and whose calls are fewer than COVERED of the other windows'
+    median: the recording started or stopped in its middle, so it holds part of the window's
+    traffic while its metrics cover all of it. Sparse traffic (a few calls in every window)
+    keeps its edges, and so does a recording of fewer than EDGE_MIN_WINDOWS windows."""
+    if len(counts) < EDGE_MIN_WINDOWS:
+        return
+    width = window_seconds * NS_PER_S
+    totals = {key: sum(calls.values()) for key, calls in counts.items()}
+    head, tail = min(counts), max(counts)
+    edges = {head: (head + 1) * width - first, tail: last - tail * width}
+    typical = statistics.median(n for key, n in totals.items() if key not in edges)
+    dropped = [
+        key
+        for key, covered in edges.items()
+        if covered < COVERED * width and totals[key] < COVERED * typical
+    ]
+    for key in dropped:
+        del counts[key]
+    if dropped:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(dropped), 'edge window')} dropped that the recording starts or "
+                f"stops in the middle of (part of its traffic): starts "
+                f"{first_few([str(k * window_seconds) for k in sorted(dropped)])}"
+            ),
+            stacklevel=3,
+        )
 
 
 COVERED = 0.5

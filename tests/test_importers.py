@@ -687,6 +687,40 @@ def test_a_missing_minute_file_leaves_a_gap_not_a_thin_window(tmp_path: Path) ->
     assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]
 
 
+def steady_rows(first_s: float, last_s: float, every_s: float = 1.0) -> list[str]:
+    """One request every `every_s` seconds whose root ends from `first_s` to `last_s`."""
+    count = int((last_s - first_s) / every_s) + 1
+    return [row(f"t{i}", "r", "root", SVC_A, "GET /x", first_s + i * every_s) for i in range(count)]
+
+
+def test_a_recording_that_starts_or_stops_mid_window_drops_that_edge(tmp_path: Path) -> None:
+    t0 = 1675080000  # a window start; the recording runs from 0:50 into it to 0:10 into the 5th
+    path = write_csv(tmp_path / "spans.csv", steady_rows(t0 + 50, t0 + 250))
+    with pytest.warns(DataWarning, match="2 edge windows dropped"):
+        windows = import_span_csv(path)
+    assert [w.start for w in windows] == [t0 + 60, t0 + 120, t0 + 180]
+    assert all(sum(w.calls.values()) == 60 for w in windows)
+
+    whole = write_csv(tmp_path / "whole.csv", steady_rows(t0 + 1, t0 + 239))
+    assert len(import_span_csv(whole)) == 4  # edges covered all but a second: kept
+
+    # sparse traffic, a request now and then: its edge windows hold a window's usual calls
+    sparse = write_csv(tmp_path / "sparse.csv", steady_rows(t0 + 50, t0 + 250, every_s=40))
+    assert [w.start for w in import_span_csv(sparse)] == [t0 + 60 * k for k in range(5)]
+
+
+def test_json_imports_drop_a_partial_edge_window_too(tmp_path: Path) -> None:
+    t0 = 1675080000
+    spans = [
+        dict(os_(f"{i:016x}", "", "/cart", t0 + 40 + i), traceId=f"{i:032x}") for i in range(140)
+    ]
+    path = tmp_path / "otlp.json"
+    path.write_text(json.dumps(otlp_request(spans, "frontend")))
+    with pytest.warns(DataWarning, match="1 edge window dropped"):
+        windows = import_otlp_json(path)
+    assert [w.start for w in windows] == [t0 + 60, t0 + 120]  # 0:40 to 2:59: the first mostly empty
+
+
 @pytest.mark.parametrize(("unit", "name"), [(1000, "microseconds"), (1_000_000, "milliseconds")])
 def test_times_in_another_unit_are_recognized(tmp_path: Path, unit: int, name: str) -> None:
     t0 = 1675080000
