@@ -13,7 +13,10 @@ from estimator.errors import BundleError
 from estimator.windows import CallPath, Pair, Window, api_counts, api_of
 
 UNKNOWN_API: Pair = ("*", "*")
-"""Stands for every API first seen at predict time."""
+"""Stands for every API first seen at predict time, and for those too rare to keep."""
+
+MAX_APIS = 256
+"""APIs a vocabulary keeps at most, the most called (each is two feature columns)."""
 
 
 def _path_key(path: CallPath) -> str:
@@ -68,20 +71,29 @@ class Vocabulary:
         max_paths: int = 512,
         min_windows: int = 2,
         halflives: Sequence[float] = (4.0, 16.0, 64.0),
+        max_apis: int = MAX_APIS,
     ) -> Vocabulary:
-        """Keep the most called paths seen in at least `min_windows` windows, at most `max_paths`."""
+        """Keep the most called paths seen in at least `min_windows` windows, at most `max_paths`,
+        and likewise the APIs, at most `max_apis`. The calls of APIs left out count as those of an
+        API first seen at predict time (UNKNOWN_API): operation names that carry ids (`/orders/
+        8f3a...`) make an API of every request, which no model can learn from one by one."""
         totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
-        apis: set[Pair] = set()
+        api_totals: Counter[Pair] = Counter()
+        api_seen_in: Counter[Pair] = Counter()
         components: set[str] = set()
         for window in windows:
             for path, count in window.calls.items():
                 totals[path] = totals.get(path, 0.0) + count
                 seen_in[path] += 1
                 components.add(path[-1][0])
-            apis.update(api_counts(window.calls))
+            for api, count in api_counts(window.calls).items():
+                api_totals[api] += count
+                api_seen_in[api] += 1
         ranked = sorted(totals, key=lambda p: (-totals[p], p))
         kept = [p for p in ranked if seen_in[p] >= min_windows][:max_paths]
+        by_calls = sorted(api_totals, key=lambda a: (-api_totals[a], a))
+        apis = [a for a in by_calls if api_seen_in[a] >= min_windows][:max_apis]
         return cls(
             paths=tuple(sorted(kept)),
             apis=tuple(sorted(apis)),

@@ -494,4 +494,4 @@ def test_data_the_bundle_cannot_read_exits_2_or_warns(
     new_api = (("gw", "/brand-new"),)
     write_windows(some_new, [replace(w, calls={**w.calls, new_api: 1000.0}) for w in windows])
     assert main([*predict, str(some_new)]) == 0
-    assert "never seen in training (gw:/brand-new)" in capsys.readouterr().err
+    assert "too rare to keep (gw:/brand-new)" in capsys.readouterr().err

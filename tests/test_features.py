@@ -32,6 +32,17 @@ def test_rare_and_new_paths_fold_into_other_of_their_api() -> None:
     assert "component[brand-new]" not in names  # unknown components are not features
 
 
+def test_apis_are_capped_and_those_of_one_window_count_as_unknown() -> None:
+    windows = tiny_world(50)
+    for i, window in enumerate(windows):  # an id in the operation: an API per request
+        window.add_path((("front", f"/orders/{i:08x}"),), 1)
+    vocab = Vocabulary.build(windows)
+    assert vocab.apis == (("front", "/compose"), ("front", "/read"))
+    x = vocab.counts(windows[:1])[0]
+    assert x[vocab.layout.names.index("api[*:*]")] == 1
+    assert Vocabulary.build(windows, max_apis=1).apis == (("front", "/read"),)  # the most called
+
+
 def test_counts_are_exact_for_known_paths() -> None:
     windows = tiny_world(30)
     vocab = Vocabulary.build(windows)

@@ -498,6 +498,23 @@ def test_import_says_so_when_every_request_is_of_one_fanning_out_api(
     assert "calls 2 operations below it" in err
 
 
+def test_import_says_so_when_operation_names_carry_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    t0 = 1675080000
+    rows = [row(f"t{i}", "r", "root", SVC_A, f"GET /orders/{i:08x}", t0 + 5 * i) for i in range(60)]
+    out = tmp_path / "x.jsonl"
+    path = write_csv(tmp_path / "ids.csv", rows)
+    assert main(["import", "--format", "span-csv", "--input", str(path), "--out", str(out)]) == 0
+    assert "60 APIs of 60 are seen in one window only" in capsys.readouterr().err
+
+    path = write_csv(tmp_path / "routes.csv", [r.replace("/orders/", "/orders-") for r in rows[:2]])
+    assert main(["import", "--format", "span-csv", "--input", str(path), "--out", str(out)]) == 0
+    assert "one window only" not in capsys.readouterr().err  # too few windows to tell
+
+
 def test_span_csv_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "cols.csv"
     path.write_text("TraceID,SpanID,ParentID,PodName,OperationName\nt,a,root,p,o\n")

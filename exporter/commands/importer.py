@@ -12,6 +12,7 @@ from tqdm import tqdm
 from estimator.errors import InputError, count_of
 from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
+from estimator.features import MAX_APIS
 from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.progress import Phases
@@ -78,7 +79,27 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     single_api_note(windows, apis)
+    rare_api_note(windows)
     return 0
+
+
+def rare_api_note(windows: list[Window]) -> None:
+    """Say so where many APIs are seen in one window only: operation names that carry ids make
+    an API of every request, and training keeps only APIs seen in two windows or more."""
+    seen_in: dict[Pair, int] = {}
+    for window in windows:
+        for api in api_counts(window.calls):
+            seen_in[api] = seen_in.get(api, 0) + 1
+    once = sorted(api for api, n in seen_in.items() if n == 1)
+    if len(windows) >= 3 and len(once) > max(10, len(seen_in) // 2):
+        shown = ", ".join(f"{c}:{o}" for c, o in once[:3])
+        print(
+            f"deeprest import: warning: {count_of(len(once), 'API')} of {len(seen_in)} "
+            f"are seen in one window only ({shown}, ...): operation names that carry ids or "
+            "raw URLs make an API of every request; training counts such APIs as one unknown "
+            f"API (and keeps at most the {MAX_APIS} most called)",
+            file=sys.stderr,
+        )
 
 
 def single_api_note(windows: list[Window], apis: set[Pair]) -> None:

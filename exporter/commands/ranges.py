@@ -143,7 +143,7 @@ def check_traffic(
     unseen = {api: n for api, n in calls.items() if api not in known}
     share = sum(unseen.values()) / total
     names = ", ".join(f"{c}:{o}" for c, o in sorted(unseen, key=lambda a: -unseen[a])[:3])
-    if share >= 1.0:
+    if share >= 1.0 and known:  # a model that kept no API (all too rare) refuses nothing
         seen = ", ".join(f"{c}:{o}" for c, o in bundle.vocabulary.apis[:3])
         raise InputError(
             f"none of its {len(calls)} APIs ({names}, ...) was seen in training (the model knows "
@@ -153,7 +153,7 @@ def check_traffic(
     if share > UNSEEN_WARNING:
         warn(
             f"warning: {share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
-            f"seen in training ({names}); their usage is estimated from the model's 'other' "
+            f"seen in training, or too rare to keep ({names}); their usage is estimated from the model's 'other' "
             "features, a guess"
         )
 
