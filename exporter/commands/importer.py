@@ -10,9 +10,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from estimator.errors import InputError, count_of
+from estimator.features import MAX_APIS
 from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
-from estimator.features import MAX_APIS
 from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.progress import Phases
