@@ -90,8 +90,8 @@ def scaled_traffic(
 
 
 GROWTH = 1.25
-"""Ratio between the traffic scales tried first, from LOWEST up; bisection then narrows the scale
-at which each limited series first reaches its limit."""
+"""Ratio between the traffic scales tried first, from today's traffic (1) up or down; bisection
+then narrows the scale at which each limited series reaches its limit."""
 LOWEST = 1 / 64
 REFINE = 7
 """Bisection steps inside a GROWTH bracket: the answer is within GROWTH ** (1 / 2**7), 0.2%."""
@@ -116,23 +116,31 @@ def limit_scales(
     levels: Callable[[float], np.ndarray], bound: np.ndarray, ceiling: float = CEILING
 ) -> np.ndarray:
     """Per limit: the largest traffic scale at which `levels(scale)` (a peak estimate of each
-    limited series, [limits]) stays at or under `bound`; 0 where it is over even at LOWEST, inf
-    where `ceiling` does not reach it.
+    limited series, [limits]) stays at or under `bound`, on the stretch of scales that holds
+    today's traffic (scale 1); 0 where it is over even at LOWEST, inf where `ceiling` does not
+    reach it.
 
-    Usage grows with traffic, so the search walks the scale up from LOWEST by GROWTH until every
-    series is over its limit (or the ceiling), then bisects each series' last bracket; series
-    that share a bracket share the estimates while they agree.
+    A series under its limit at scale 1 is searched upward from there by GROWTH until it is over
+    (or the ceiling); one over it at scale 1, downward until it is under (or LOWEST). Each
+    series' bracket is then bisected; series that share a bracket share the estimates. Starting
+    from today's traffic, a band that only widens far below any traffic seen in training (where
+    the model extrapolates) cannot hide the answer above it.
     """
     bound = np.asarray(bound, dtype=float)
-    below = np.zeros(len(bound))  # the last scale tried under the limit
-    above = np.full(len(bound), np.inf)  # the first scale tried over it
-    factor, previous = LOWEST, 0.0
-    while True:
-        crossed = (levels(factor) > bound) & np.isinf(above)
-        above[crossed], below[crossed] = factor, previous
-        if np.isfinite(above).all() or factor >= ceiling:
-            break
+    over = levels(1.0) > bound
+    below = np.where(over, 0.0, 1.0)  # the largest scale tried under the limit
+    above = np.where(over, 1.0, np.inf)  # the smallest scale tried over it
+    factor = 1.0
+    while factor < ceiling and (~over & np.isinf(above)).any():
         previous, factor = factor, min(factor * GROWTH, ceiling)
+        crossed = (levels(factor) > bound) & ~over & np.isinf(above)
+        above[crossed], below[crossed] = factor, previous
+    factor, pending = 1.0, over.copy()
+    while factor > LOWEST and pending.any():
+        previous, factor = factor, max(factor / GROWTH, LOWEST)
+        under = (levels(factor) <= bound) & pending
+        below[under], above[under] = factor, previous
+        pending &= ~under
     todo = np.flatnonzero(np.isfinite(above) & (below > 0))
     for _ in range(REFINE):
         middle = np.sqrt(below[todo] * above[todo])

@@ -79,3 +79,18 @@ def test_anomaly_scores_over_a_series() -> None:
     scores = anomaly_scores(actual, pred)[:, 0]
     assert scores[0] == scores[1] == 0
     assert scores[2] > 0 and scores[4] > scores[2] and scores[5] < scores[4]
+
+
+def test_limit_scales_start_from_todays_traffic() -> None:
+    from estimator.whatif import LOWEST, limit_scales
+
+    def levels(k: float) -> np.ndarray:
+        # usage rising with traffic, and a band that blows up far below any traffic seen
+        rising = 0.01 + 0.004 * k + (0.05 if k < 0.1 else 0.0)
+        return np.array([rising, rising, rising, 0.1 / k])
+
+    found = limit_scales(levels, np.array([0.05, 0.001, 10.0, 1.0]))
+    assert found[0] == pytest.approx(10.0, rel=0.01)  # not 0 for the band at 1/64
+    assert found[1] == 0.0  # over at every scale
+    assert found[2] == np.inf  # the ceiling does not reach it
+    assert found[3] == np.inf and levels(LOWEST)[3] > 1.0  # over only below today: never above
