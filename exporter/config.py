@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections.abc import Mapping
@@ -257,6 +258,21 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
     return ReceiverConfig(**out)
 
 
+def _limit_number(value: Any) -> float | None:
+    """A limit's number: YAML's own, or text such as `4e9` (YAML reads an exponent without a
+    dot as text); None where it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
     """Limits given as {component: {resource: limit in base units}} (the `limits` section)."""
     if not isinstance(raw, dict):
@@ -267,9 +283,10 @@ def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
             raise InputError("must map resource -> limit", field=f"limits.{component}")
         for resource, value in per.items():
             key = f"limits.{component}.{resource}"
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            number = _limit_number(value)
+            if number is None or not math.isfinite(number) or number <= 0:
                 raise InputError(f"expected a positive number, got {value!r}", field=key)
-            out[(str(component), str(resource))] = float(value)
+            out[(str(component), str(resource))] = number
     return out
 
 

@@ -7,14 +7,16 @@ column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from estimator.errors import InputError
-from estimator.importers.common import find_column
+from estimator.importers.common import find_column, open_binary
 from estimator.latency import Step
 
 API_COLUMNS = ("api", "Name", "endpoint")
@@ -79,45 +81,62 @@ def read_steps(
     for path in paths:
         source = str(path)
         try:
-            handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+            raw = open_binary(path)  # a .gz file is read gunzipped
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
-        with handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            achieved = find_column(header, ACHIEVED_COLUMNS)
-            if achieved is None:
-                raise InputError(
-                    f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
-                    source=source,
-                    line=1,
-                )
-            latency = next(
-                ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
-                None,
-            )
-            if latency is None:
-                names = ", ".join(n for n, _ in objective.columns())
-                raise InputError(
-                    f"no column for {objective.statistic} (one of {names})", source=source, line=1
-                )
-            groups = [find_column(header, [name]) for name in group_by]
-            for name, found in zip(group_by, groups, strict=True):
-                if found is None:
-                    raise InputError("no such column to group by", source=source, field=name)
-            api, offered = find_column(header, API_COLUMNS), find_column(header, OFFERED_COLUMNS)
-            count = find_column(header, COUNT_COLUMNS)
-            for line, row in enumerate(reader, start=2):
-                if None in row or any(v is None for v in row.values()):
-                    raise InputError(f"expected {len(header)} columns", source=source, line=line)
-                if count and _number(row[count], source, line, count) == 0:
-                    continue
-                served = _number(row[achieved], source, line, achieved)
-                seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
-                asked = _number(row[offered], source, line, offered) if offered else math.nan
-                group = "/".join(row[str(name)] for name in groups)
-                key = (group, row[api] if api else "all")
-                steps.setdefault(key, []).append(Step(asked, served, seconds))
+        try:
+            _read_file(raw, source, objective, group_by, steps)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text (byte {exc.start})", source=source) from None
+        except (OSError, EOFError) as exc:  # a damaged gzip stream
+            raise InputError(f"cannot read: {exc}", source=source) from None
     if not steps:
         raise InputError("hold no steps", source=", ".join(map(str, paths)))
     return steps
+
+
+def _read_file(
+    raw: BinaryIO,
+    source: str,
+    objective: Objective,
+    group_by: Sequence[str],
+    steps: dict[tuple[str, str], list[Step]],
+) -> None:
+    """Add the steps of one open file to `steps`."""
+    with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        achieved = find_column(header, ACHIEVED_COLUMNS)
+        if achieved is None:
+            raise InputError(
+                f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
+                source=source,
+                line=1,
+            )
+        latency = next(
+            ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
+            None,
+        )
+        if latency is None:
+            names = ", ".join(n for n, _ in objective.columns())
+            raise InputError(
+                f"no column for {objective.statistic} (one of {names})", source=source, line=1
+            )
+        groups = [find_column(header, [name]) for name in group_by]
+        for name, found in zip(group_by, groups, strict=True):
+            if found is None:
+                raise InputError("no such column to group by", source=source, field=name)
+        api, offered = find_column(header, API_COLUMNS), find_column(header, OFFERED_COLUMNS)
+        count = find_column(header, COUNT_COLUMNS)
+        for row in reader:
+            line = reader.line_num  # blank lines skipped by the reader still count
+            if None in row or any(v is None for v in row.values()):
+                raise InputError(f"expected {len(header)} columns", source=source, line=line)
+            if count and _number(row[count], source, line, count) == 0:
+                continue
+            served = _number(row[achieved], source, line, achieved)
+            seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
+            asked = _number(row[offered], source, line, offered) if offered else math.nan
+            group = "/".join(row[str(name)] for name in groups)
+            key = (group, row[api] if api else "all")
+            steps.setdefault(key, []).append(Step(asked, served, seconds))

@@ -165,6 +165,9 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     [
         ("nosuch:\n  cpu: 1\n", "field 'limits.nosuch.cpu': the model estimates no series"),
         ("compose:\n  cpu: -1\n", "field 'limits.compose.cpu': expected a positive number"),
+        ("compose:\n  cpu: .nan\n", "field 'limits.compose.cpu': expected a positive number"),
+        ("compose:\n  cpu: 2 cores\n", "field 'limits.compose.cpu': expected a positive number"),
+        ("\xff\xfe\x00", "not UTF-8 text"),
         ("compose: [1, 2\n", "not YAML or JSON"),
         ("{}\n", "holds no limits"),
     ],
@@ -173,7 +176,7 @@ def test_whatif_bad_limits_exit_2_and_name_the_file(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
     limits = trained["root"] / "bad-limits.yaml"
-    limits.write_text(text)
+    limits.write_bytes(text.encode("latin-1"))
     out = trained["root"] / "w-bad"
     argv = ["whatif", "--model", str(trained["model"]), "--scale", "2", "--limits", str(limits)]
     assert main([*argv, "--out", str(out)]) == 2
@@ -495,3 +498,12 @@ def test_data_the_bundle_cannot_read_exits_2_or_warns(
     write_windows(some_new, [replace(w, calls={**w.calls, new_api: 1000.0}) for w in windows])
     assert main([*predict, str(some_new)]) == 0
     assert "too rare to keep (gw:/brand-new)" in capsys.readouterr().err
+
+
+def test_limits_read_an_exponent_yaml_reads_as_text() -> None:
+    from exporter.config import parse_limits
+
+    assert parse_limits({"db": {"memory": "4e9", "cpu": 2}}) == {
+        ("db", "memory"): 4e9,
+        ("db", "cpu"): 2.0,
+    }

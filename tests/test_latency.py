@@ -203,6 +203,24 @@ def test_cli_bad_input_exits_2_naming_the_place(
     assert not (out / "capacity.csv").exists()
 
 
+def test_cli_steps_gzipped_or_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    rows = [["x", "10", "5"], ["x", "20", "6"], ["x", "40", "9"], ["x", "80", "30"]]
+    text = "api,rps,latency_p99_ms\n\n" + "\n".join(",".join(r) for r in rows) + "\n"
+    (tmp_path / "steps.csv.gz").write_bytes(gzip.compress(text.encode()))
+    argv = ["capacity", "--runs", str(tmp_path / "steps.csv.gz"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 0  # a gzipped file is read as the plain one
+    (tmp_path / "utf16.csv").write_bytes(text.encode("utf-16"))
+    argv = ["capacity", "--runs", str(tmp_path / "utf16.csv"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "utf16.csv: not UTF-8 text" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text(text.replace("40,9", "40,slow"))
+    argv = ["capacity", "--runs", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "line 5" in capsys.readouterr().err  # the blank line counts
+
+
 def recorded(rates: np.ndarray, seed: int = 0) -> list[Window]:
     """A window per rate: calls of one API and its latency on the TRUE curve, with noise."""
     rng = np.random.default_rng(seed)

@@ -73,6 +73,8 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
     except yaml.YAMLError as exc:
         raise InputError(f"not YAML or JSON: {exc}", source=str(path)) from exc
     if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
