@@ -239,14 +239,19 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
 def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, float, float]:
     """The SLO crossing read off the steps: (rate, lower tested rate, upper tested rate).
 
-    Steps are taken in order of rate; the first one over `objective` ends the search. The crossing
-    is interpolated log-linearly between it and the step before. When the first step is already
-    over, the rate is 0 (below everything tested); when none is, it is inf (not reached), with the
-    highest tested rate as the lower bound.
+    Steps are taken in order of rate; the first one over `objective`, or saturated (it served
+    less than it was offered), ends the search. The crossing is interpolated log-linearly between
+    it and the step before; a saturated step within the objective puts it at the rate that step
+    served (at least the step before's). When the first step is already over, the rate is 0
+    (below everything tested); when none is, it is inf (not reached), with the highest tested
+    rate as the lower bound.
     """
     ordered = sorted(steps, key=lambda s: s.rate)
     previous: Step | None = None
     for step in ordered:
+        if step.saturated and step.latency <= objective:
+            low = previous.rate if previous is not None else step.achieved
+            return max(low, step.achieved), low, step.rate
         if step.latency > objective:
             if previous is None:
                 return 0.0, 0.0, step.rate

@@ -348,3 +348,19 @@ def test_cli_reads_the_windows_an_exporter_stored(
     assert "requests/s of all APIs within p99 <= 20 ms (measured" in capsys.readouterr().out
     assert main([*argv, "--from", "1e9"]) == 2
     assert "the store holds no windows in that range" in capsys.readouterr().err
+
+
+def test_measured_stops_at_a_saturated_step_and_reads_exact_or_repeated_rates() -> None:
+    def steps(*rows: tuple[float, float, float]) -> list[Step]:
+        return [Step(offered, achieved, ms / 1000) for offered, achieved, ms in rows]
+
+    saturated = steps((100, 100, 10), (200, 199, 12), (400, 398, 20), (800, 500, 60))
+    assert measured_max_rate(saturated, 0.1) == (500, 400, 800)  # not ">=800": it served 500
+    exact = steps((100, 100, 10), (200, 200, 30), (400, 400, 100), (800, 800, 400))
+    assert measured_max_rate(exact, 0.1) == (400, 400, 800)
+    repeated = steps((200, 200, 30), (400, 400, 50), (400, 400, 150), (800, 800, 400))
+    rate, lo, hi = measured_max_rate(repeated, 0.1)
+    assert (rate, lo, hi) == (400, 400, 400)
+    from exporter.commands.capacity import _measured
+
+    assert _measured(rate, lo, hi) == "400" and _measured(*measured_max_rate(exact, 0.1)) == "400"

@@ -113,7 +113,7 @@ def _measured(rate: float, lo: float, hi: float) -> str:
     the objective, `<` the lowest where it already did."""
     if rate == 0:
         return f"<{_rate(hi)}"
-    return _rate(rate) if lo < rate < hi else f">={_rate(lo)}"
+    return _rate(rate) if math.isfinite(hi) else f">={_rate(lo)}"
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class Answer:
         who = f"{self.group} {self.api}".strip()
         if rate == 0:
             return f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
-        if lo < rate < hi:
+        if math.isfinite(hi):
             return (
                 f"{who}: {_rate(rate)} {self.unit} within {objective} "
                 f"(measured between the steps at {_rate(lo)} and {_rate(hi)})"
