@@ -24,6 +24,10 @@ KINDS = ("crypto", "ransomware")
 SLICE_S = 0.05
 
 
+MAX_INTENSITY = 16.0
+"""The most busy cores one attack may take (a worker process each): a testbed is one machine."""
+
+
 @dataclass(frozen=True)
 class Attack:
     """One attack: what, on which service, from start_s for duration_s (real seconds)."""
@@ -42,6 +46,12 @@ class Attack:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name != "start_s" and value == 0):
                 raise InputError("must be a finite number > 0 (start_s >= 0)", field=name)
+        if self.intensity > MAX_INTENSITY:
+            raise InputError(
+                f"at most {MAX_INTENSITY:g} (busy cores: a worker process each), got "
+                f"{self.intensity:g}",
+                field="intensity",
+            )
 
     @property
     def end_s(self) -> float:

@@ -64,7 +64,8 @@ PERCENTILES = ("50%", "90%", "95%", "99%")
 
 def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
     """Play every step in turn and write the step table; its path. Failed requests do not stop
-    the test; a Locust run that fails does (RuntimeError)."""
+    the test (nor count as served); a Locust run that fails, or a step whose every request
+    failed, does (RuntimeError)."""
     test.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, str]] = []
     for i, run in enumerate(test.runs(), start=1):
@@ -75,7 +76,14 @@ def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
         stats = Path(f"{run.csv_prefix}_stats.csv")
         if done.returncode != 0 or not stats.exists():
             raise RuntimeError(f"locust failed at step {i}: {done.stderr[-1000:]}")
-        rows += step_rows(run.peak_users, run.csv_prefix, test.rate_per_user)
+        step = step_rows(run.peak_users, run.csv_prefix, test.rate_per_user)
+        total = next((r for r in step if r["api"] == "Aggregated"), None)
+        if total is None or total["failures"] == total["requests"]:
+            raise RuntimeError(
+                f"every request of step {i} failed (is {test.host} up?): "
+                f"{first_failure(run.csv_prefix) or 'no request was made'}"
+            )
+        rows += step
     table = test.out / "steps.csv"
     columns = ["users", "api", "offered_rps", "achieved_rps", "requests", "failures"]
     columns += [f"latency_p{p[:-1]}_ms" for p in PERCENTILES]
@@ -86,6 +94,16 @@ def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return table
+
+
+def first_failure(prefix: Path) -> str | None:
+    """The most frequent error of a Locust run, from its failures CSV (None if there is none)."""
+    try:
+        with open(f"{prefix}_failures.csv", newline="") as handle:
+            rows = sorted(csv.DictReader(handle), key=lambda r: -int(r.get("Occurrences") or 0))
+    except (OSError, ValueError):
+        return None
+    return rows[0].get("Error") if rows else None
 
 
 def steady_rate(history: Path, users: int) -> float | None:
@@ -116,7 +134,8 @@ def step_rows(users: int, prefix: Path, rate_per_user: float) -> list[dict[str, 
     rows = []
     for r in stats:
         share = float(r["Request Count"]) / requests
-        row = {"users": str(users), "api": r["Name"], "achieved_rps": f"{served * share:.4f}",
+        ok = 1.0 - float(r["Failure Count"]) / float(r["Request Count"])  # failures are not served
+        row = {"users": str(users), "api": r["Name"], "achieved_rps": f"{served * share * ok:.4f}",
                "requests": r["Request Count"], "failures": r["Failure Count"]}  # fmt: skip
         if rate_per_user:
             row["offered_rps"] = f"{users * rate_per_user * share:.4f}"

@@ -126,7 +126,9 @@ def test_step_rows_read_the_served_rate_once_every_user_runs(tmp_path: Path) -> 
     (tmp_path / "step-00004_stats_history.csv").write_text("\n".join(history) + "\n")
     rows = {r["api"]: r for r in step_rows(4, prefix, rate_per_user=1.0)}
     assert set(rows) == {"a", "b", "Aggregated"}, "an API without requests has no row"
-    assert float(rows["Aggregated"]["achieved_rps"]) == pytest.approx(4.0)  # not the 3.3 of the run
+    # not the 3.3 of the run, and the failed request is not served
+    assert float(rows["Aggregated"]["achieved_rps"]) == pytest.approx(4.0 * 39 / 40)
+    assert float(rows["b"]["achieved_rps"]) == pytest.approx(1.0 * 9 / 10)
     assert float(rows["Aggregated"]["offered_rps"]) == pytest.approx(4.0)
     assert float(rows["a"]["achieved_rps"]) == pytest.approx(3.0)  # its share of the requests
     assert float(rows["a"]["offered_rps"]) == pytest.approx(3.0)
@@ -223,6 +225,10 @@ def test_attack_schedule_fires_each_attack_once_when_due() -> None:
         ({"kind": "crypto", "target": "x", "start_s": -1, "duration_s": 1}, "[0].start_s"),
         ({"kind": "crypto", "target": "x", "start_s": 0, "duration_s": 0}, "[0].duration_s"),
         ({"kind": "crypto", "target": "x", "start_s": 0}, "[0]"),
+        (
+            {"kind": "crypto", "target": "x", "start_s": 0, "duration_s": 1, "intensity": 1e6},
+            "[0].intensity",
+        ),
     ],
 )
 def test_bad_attacks_name_the_field(item: dict[str, Any], field: str) -> None:
@@ -251,3 +257,20 @@ def test_proof_of_work_hashes_for_the_time_given() -> None:
     assert hashes > 1000
     assert time.process_time() - started > 0.02
     assert 0.19 <= time.monotonic() - wall < 1.0, "the burner stops when its time is up"
+
+
+def test_a_step_whose_every_request_fails_ends_the_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from loadgen.steps import main
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["--host", f"http://127.0.0.1:{port}", "--users", "1", "--seconds", "2"]
+    assert main([*argv, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "every request of step 1 failed" in err and "Connection refused" in err
+    assert not (tmp_path / "steps.csv").exists()
