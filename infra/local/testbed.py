@@ -13,6 +13,7 @@ import atexit
 import functools
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -335,11 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = TestbedConfig(otlp_url=args.otlp, prometheus=args.prometheus,
                            alertmanager=args.alertmanager, deeprest_target=args.deeprest_target)  # fmt: skip
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the testbed as Ctrl-C does, cleaning up
+
+    signal.signal(signal.SIGTERM, interrupt)
     with Testbed(config) as bed:
         urls: dict[str, Any] = {"frontend": bed.frontend_url,
                                 "resources": bed.resource_exporter_url + "/metrics"}  # fmt: skip
         if args.prometheus:
             urls["prometheus"] = bed.prometheus_url
+        if args.alertmanager:
+            urls["alertmanager"] = bed.alertmanager_url
         print(json.dumps(urls, indent=2), flush=True)
         try:
             while True:
