@@ -39,15 +39,19 @@ class Bundle:
     version: str = ""
 
     def predict(
-        self, windows: Sequence[Window], state: HistoryState | None = None
+        self, windows: Sequence[Window], state: HistoryState | None = None, aged: bool = True
     ) -> tuple[np.ndarray, HistoryState]:
         """[windows, series, 3] for time-ordered windows, and the traffic history after them.
 
-        Bands of windows after the training end widen where the validation tail showed drift.
+        Bands of windows after the training end widen where the validation tail showed drift;
+        `aged=False` keeps the model's band (what-if traffic, whose times are only labels).
         """
         X, state = self.vocabulary.transform(windows, state)
+        pred = self.model.predict(X)
+        if not aged:
+            return pred, state
         starts = np.array([w.start for w in windows], dtype=float)
-        return self.age_band(self.model.predict(X), starts), state
+        return self.age_band(pred, starts), state
 
     def drift(self) -> np.ndarray:
         """Per series drift rate (usage per window) from the validation tail; 0 where none."""

@@ -68,8 +68,8 @@ def estimate(
     hypothetical: Sequence[Window],
 ) -> WhatIf:
     """Estimates for both traffic sets, each from a fresh traffic history."""
-    base_pred, _ = bundle.predict(base)
-    new_pred, _ = bundle.predict(hypothetical)
+    base_pred, _ = bundle.predict(base, aged=False)  # what-if answers keep the model's band
+    new_pred, _ = bundle.predict(hypothetical, aged=False)
     return WhatIf(
         series=bundle.series,
         starts=np.array([w.start for w in hypothetical]),
@@ -192,7 +192,8 @@ def max_scales(
 
     def levels(factor: float) -> np.ndarray:
         scaled = scaled_traffic(traffic, factor)
-        pred, _ = bundle.predict(synthesizer.windows(scaled, starts, bundle.window_seconds))
+        windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
+        pred, _ = bundle.predict(windows, aged=False)
         return peaks(pred)[columns]
 
     return dict(zip(keys, allowed_scales(levels, bound, ceiling), strict=True))

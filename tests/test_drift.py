@@ -97,6 +97,19 @@ def test_bundle_bands_widen_after_the_training_end_only(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again, soon)
 
 
+def test_whatif_answers_keep_the_models_band_whatever_their_dates() -> None:
+    from estimator.whatif import estimate
+
+    windows = _leaky_world()
+    bundle = train_bundle(windows, TrainConfig(model="linear"))
+    j = bundle.series.index(LEAKY)
+    span = windows[-1].end - windows[0].start
+    assert bundle.drift()[j] > 0
+    inside = estimate(bundle, windows, windows)
+    after = estimate(bundle, windows, _later(windows, 3 * span))
+    np.testing.assert_array_equal(after.hypothetical, inside.hypothetical)  # dated later: same band
+
+
 @pytest.mark.parametrize(
     "edit",
     [

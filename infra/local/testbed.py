@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = TestbedConfig(otlp_url=args.otlp, prometheus=args.prometheus,
                            alertmanager=args.alertmanager, deeprest_target=args.deeprest_target)  # fmt: skip
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the testbed as Ctrl-C does, cleaning up
 
