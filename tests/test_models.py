@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,25 @@ def test_auto_switches_only_on_a_clear_paired_difference() -> None:
     assert clearly_lower(errors, baseline, z=2.0).tolist() == [False, True, False]
     baseline[:, 1] = np.inf  # a candidate that cannot serve a series is never beaten by chance
     assert clearly_lower(errors, baseline, z=2.0).tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        ("qrnn", {"lr": math.nan}, "lr takes a number"),
+        ("qrnn", {"lr": -1.0}, "lr > 0"),
+        ("qrnn", {"context": "x"}, "context takes a whole number"),
+        ("qrnn", {"batch_size": 0}, "batch_size"),
+        ("qrnn", {"anchor": "maybe"}, "anchor takes true or false"),
+        ("qrnn", {"foo": 1}, "no hyperparameter foo"),
+        ("ols-api", {"foo": 1}, "ols-api has no hyperparameter foo; it takes: none"),
+        ("auto", {"validation_fraction": 2.0}, "validation_fraction in"),
+        ("auto", {"params": {"qrnn": {"lr": -1.0}}}, "lr > 0"),
+        ("auto", {"params": {"qrn": {}}}, "'qrn', which is no model kind"),
+    ],
+)
+def test_every_kinds_hyperparameters_are_checked_when_made(
+    kind: str, params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        make_model(kind, **params)

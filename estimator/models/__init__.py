@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import math
@@ -40,17 +41,26 @@ def make_model(kind: str, **params: object) -> QuantileModel:
     """A fresh model of `kind` with hyperparameters `params`; an unknown or invalid one is the
     caller's mistake (InputError naming it), not a failure of the model."""
     cls = model_class(kind)
-    signature = inspect.signature(cls.__init__).parameters
-    accepted = [name for name in signature if name != "self"]
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    config = getattr(cls, "CONFIG", None)  # a dataclass of hyperparameters, given as overrides
+    if cls.__init__ is object.__init__:
+        signature: Mapping[str, inspect.Parameter] = {}  # a model without hyperparameters
+    else:
+        signature = inspect.signature(cls.__init__).parameters
+    accepted = [name for name in signature if name not in ("self", "config", "overrides")]
+    if config is not None:
+        accepted += [f.name for f in dataclasses.fields(config)]
+    open_ended = config is None and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()
+    )
     unknown = [] if open_ended else sorted(set(params) - set(accepted))  # it checks them itself
     if unknown:
+        takes = ", ".join(accepted) or "none"
         raise InputError(
-            f"{kind} has no hyperparameter {', '.join(unknown)}; it takes: {', '.join(accepted)}",
+            f"{kind} has no hyperparameter {', '.join(unknown)}; it takes: {takes}",
             field="param",
         )
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(config if config is not None else cls.__init__)
     except (NameError, TypeError):  # annotations it cannot resolve: the model checks them itself
         hints = {}
     for name, value in params.items():

@@ -9,6 +9,7 @@ kinds already scored costs nothing to score.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -76,10 +77,25 @@ class AutoModel(QuantileModel):
                 raise InputError(
                     f"auto: candidate '{candidate}' is not KIND or KIND+KIND", field="candidates"
                 )
+        if not 0 < validation_fraction < 1 or not margin >= 0 or not z >= 0:
+            raise InputError(
+                "auto needs validation_fraction in (0, 1), margin >= 0 and z >= 0", field="param"
+            )
         self.margin = margin
         self.z = z
         self.validation_fraction = validation_fraction
         self.params = {k: dict(v) for k, v in (params or {}).items()}
+        from estimator.models import MODEL_KINDS, make_model
+
+        for kind, given in self.params.items():
+            if kind not in MODEL_KINDS:
+                raise InputError(
+                    f"auto: params for '{kind}', which is no model kind", field="param"
+                )
+            if kind == self.kind:
+                continue
+            with contextlib.suppress(ImportError):  # checked now, not after hours of training
+                make_model(kind, **given)
 
     def _make(self, kind: str) -> QuantileModel | None:
         """A fresh candidate, or None when its module (or what it needs) cannot be imported."""

@@ -57,7 +57,7 @@ class QRNNConfig:
     learns usage directly (a masked linear cost plus the recurrent correction)."""
     robust: bool = True
     """Fit the cost base robustly (Huber), so faulty training windows do not raise it."""
-    shrinkage: tuple[float, ...] = SHRINKAGE
+    shrinkage: float | tuple[float, ...] = SHRINKAGE
     """Candidate shrinkages of the cost base's per-call costs, chosen per series on the newest
     training rows (see `costbase.choose_shrinkage`); (0,) never shrinks."""
     seed: int = 0
@@ -81,6 +81,9 @@ class QRNN(QuantileModel):
     early stopping rows, which the experts never trained on, fall inside it.
     """
 
+    CONFIG = QRNNConfig
+    """Its hyperparameters, given to the constructor as keyword overrides."""
+
     kind = "qrnn"
 
     def __init__(self, config: QRNNConfig | None = None, **overrides: Any) -> None:
@@ -99,8 +102,19 @@ class QRNN(QuantileModel):
         except ModelError as exc:
             raise InputError(str(exc), field="param") from None
         self.config = dataclasses.replace(self.config, shrinkage=grid)
-        if self.config.context < 0 or self.config.hidden < 1 or self.config.epochs < 1:
-            raise InputError("qrnn needs context >= 0, hidden >= 1, epochs >= 1", field="param")
+        c = self.config
+        if c.context < 0 or min(c.hidden, c.epochs, c.batch_size, c.block, c.threads) < 1:
+            raise InputError(
+                "qrnn needs context >= 0; hidden, epochs, batch_size, block and threads >= 1",
+                field="param",
+            )
+        if not (c.lr > 0 and c.l1 >= 0 and c.max_seconds > 0 and 0 < c.validation < 1):
+            raise InputError(
+                "qrnn needs lr > 0, l1 >= 0, max_seconds > 0 and validation in (0, 1)",
+                field="param",
+            )
+        if c.patience < 1 or c.epoch_rows < 1:
+            raise InputError("qrnn needs patience and epoch_rows >= 1", field="param")
         self.context = self.config.context
 
     # ------------------------------------------------------------------ fitting
