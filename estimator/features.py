@@ -79,7 +79,7 @@ class Vocabulary:
         8f3a...`) make an API of every request, which no model can learn from one by one."""
         totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
-        api_totals: Counter[Pair] = Counter()
+        api_totals: dict[Pair, float] = {}
         api_seen_in: Counter[Pair] = Counter()
         components: set[str] = set()
         for window in windows:
@@ -88,7 +88,7 @@ class Vocabulary:
                 seen_in[path] += 1
                 components.add(path[-1][0])
             for api, count in api_counts(window.calls).items():
-                api_totals[api] += count
+                api_totals[api] = api_totals.get(api, 0.0) + count
                 api_seen_in[api] += 1
         ranked = sorted(totals, key=lambda p: (-totals[p], p))
         kept = [p for p in ranked if seen_in[p] >= min_windows][:max_paths]

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from estimator.errors import InputError
 from estimator.importers.common import find_column, open_binary
@@ -96,7 +96,7 @@ def read_steps(
 
 
 def _read_file(
-    raw: BinaryIO,
+    raw: IO[bytes],
     source: str,
     objective: Objective,
     group_by: Sequence[str],
