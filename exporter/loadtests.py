@@ -7,13 +7,14 @@ column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 from estimator.errors import InputError
 from estimator.importers.common import find_column, open_binary
@@ -96,7 +97,7 @@ def read_steps(
 
 
 def _read_file(
-    raw: IO[bytes],
+    raw: gzip.GzipFile | BinaryIO,
     source: str,
     objective: Objective,
     group_by: Sequence[str],
