@@ -78,13 +78,17 @@ def estimate(
     )
 
 
+MAX_SCALE = 1e6
+"""The largest scale factor a what-if takes (beyond, estimates overflow to no number)."""
+
+
 def scaled_traffic(
     traffic: Sequence[Mapping[Pair, float]], factor: float
 ) -> list[dict[Pair, float]]:
     """Every API's calls multiplied by `factor` (3x users)."""
-    if not np.isfinite(factor) or factor < 0:
+    if not np.isfinite(factor) or factor < 0 or factor > MAX_SCALE:
         raise InputError(
-            f"scale factor must be finite and non-negative, got {factor}", field="scale"
+            f"scale factor must be between 0 and {MAX_SCALE:g}, got {factor:g}", field="scale"
         )
     return [{api: n * factor for api, n in counts.items()} for counts in traffic]
 

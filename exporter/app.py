@@ -16,7 +16,7 @@ from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
-from estimator.whatif import Allowed, allowed_scales, peaks
+from estimator.whatif import MAX_SCALE, Allowed, allowed_scales, peaks
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
@@ -96,9 +96,6 @@ def _json_body() -> dict[str, Any]:
     return body
 
 
-MAX_SCALE = 1e6
-"""The largest what-if scale factor: beyond it no model's answer means anything (and floats
-overflow)."""
 MAX_RATE = 1e9
 """The largest what-if rate of one API, calls per second."""
 MAX_WINDOWS = 1000

@@ -94,3 +94,12 @@ def test_limit_scales_start_from_todays_traffic() -> None:
     assert found[1] == 0.0  # over at every scale
     assert found[2] == np.inf  # the ceiling does not reach it
     assert found[3] == np.inf and levels(LOWEST)[3] > 1.0  # over only below today: never above
+
+
+@pytest.mark.parametrize("factor", [-1.0, float("nan"), float("inf"), 1e308])
+def test_a_scale_factor_out_of_range_is_refused(factor: float) -> None:
+    from estimator.whatif import scaled_traffic
+
+    with pytest.raises(InputError, match="scale factor must be between 0 and 1e\\+06"):
+        scaled_traffic([{FRONT: 1.0}], factor)
+    assert scaled_traffic([{FRONT: 2.0}], 0.0) == [{FRONT: 0.0}]  # 0: the idle cost
