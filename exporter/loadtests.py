@@ -128,6 +128,7 @@ def _read_file(
             if found is None:
                 raise InputError("no such column to group by", source=source, field=name)
         api, offered = find_column(header, API_COLUMNS), find_column(header, OFFERED_COLUMNS)
+        kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
         count = find_column(header, COUNT_COLUMNS)
         for row in reader:
             line = reader.line_num  # blank lines skipped by the reader still count
@@ -139,5 +140,8 @@ def _read_file(
             seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
             asked = _number(row[offered], source, line, offered) if offered else math.nan
             group = "/".join(row[str(name)] for name in groups)
-            key = (group, row[api] if api else "all")
+            name = row[api] if api else "all"
+            if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs
+                name = f"{row[kind].strip()} {name}"
+            key = (group, name)
             steps.setdefault(key, []).append(Step(asked, served, seconds))

@@ -135,7 +135,8 @@ def step_rows(users: int, prefix: Path, rate_per_user: float) -> list[dict[str, 
     for r in stats:
         share = float(r["Request Count"]) / requests
         ok = 1.0 - float(r["Failure Count"]) / float(r["Request Count"])  # failures are not served
-        row = {"users": str(users), "api": r["Name"], "achieved_rps": f"{served * share * ok:.4f}",
+        api = f"{r['Type']} {r['Name']}".strip() if r.get("Type") else r["Name"]  # GET, POST apart
+        row = {"users": str(users), "api": api, "achieved_rps": f"{served * share * ok:.4f}",
                "requests": r["Request Count"], "failures": r["Failure Count"]}  # fmt: skip
         if rate_per_user:
             row["offered_rps"] = f"{users * rate_per_user * share:.4f}"

@@ -158,6 +158,21 @@ def test_cli_reads_locust_stats_files(tmp_path: Path, capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert "/home: " in printed and "within p95 <= 50 ms (measured between" in printed
     assert "/rare" not in printed  # rows without requests hold no step
+    assert "GET /home: " in printed  # Locust's request type names the API with its name
+
+
+def test_locust_rows_of_one_name_and_two_types_are_two_apis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = ["Type", "Name", "Request Count", "Requests/s", "99%"]
+    files = []
+    for i, rps in enumerate([10.0, 20.0, 40.0, 80.0]):
+        rows = [["GET", "/cart", 100, rps, 10 + i], ["POST", "/cart", 100, rps, 50 * (i + 1)]]
+        files.append(write_csv(tmp_path / f"step{i}_stats.csv", header, rows))
+    assert main(["capacity", "--runs", *map(str, files), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "GET /cart: at least 80" in printed
+    assert "POST /cart: 20 requests/s" in printed  # at 100 ms exactly at the 20/s step
 
 
 def test_cli_matches_columns_ignoring_case_and_punctuation(

@@ -125,14 +125,14 @@ def test_step_rows_read_the_served_rate_once_every_user_runs(tmp_path: Path) -> 
     history += [f"{100 + t},4,Aggregated,{4 * t}" for t in range(1, 11)]  # 4 requests/s at 4 users
     (tmp_path / "step-00004_stats_history.csv").write_text("\n".join(history) + "\n")
     rows = {r["api"]: r for r in step_rows(4, prefix, rate_per_user=1.0)}
-    assert set(rows) == {"a", "b", "Aggregated"}, "an API without requests has no row"
+    assert set(rows) == {"GET a", "POST b", "Aggregated"}, "an API without requests has no row"
     # not the 3.3 of the run, and the failed request is not served
     assert float(rows["Aggregated"]["achieved_rps"]) == pytest.approx(4.0 * 39 / 40)
-    assert float(rows["b"]["achieved_rps"]) == pytest.approx(1.0 * 9 / 10)
+    assert float(rows["POST b"]["achieved_rps"]) == pytest.approx(1.0 * 9 / 10)
     assert float(rows["Aggregated"]["offered_rps"]) == pytest.approx(4.0)
-    assert float(rows["a"]["achieved_rps"]) == pytest.approx(3.0)  # its share of the requests
-    assert float(rows["a"]["offered_rps"]) == pytest.approx(3.0)
-    assert rows["b"]["latency_p99_ms"] == "8"
+    assert float(rows["GET a"]["achieved_rps"]) == pytest.approx(3.0)  # its share of the requests
+    assert float(rows["GET a"]["offered_rps"]) == pytest.approx(3.0)
+    assert rows["POST b"]["latency_p99_ms"] == "8"
     assert "offered_rps" not in step_rows(4, prefix, rate_per_user=0.0)[0], "closed loop: unknown"
 
 
