@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +35,34 @@ class TrainConfig:
 
 
 def window_seconds_of(windows: Sequence[Window]) -> float:
-    """The dataset's window length (the median, so one odd window does not decide)."""
-    return float(np.median([w.end - w.start for w in windows]))
+    """The dataset's window length: its most common (to the millisecond), so an odd window does
+    not decide; `predict` and `evaluate` read a dataset's length the same way."""
+    lengths = Counter(round(w.end - w.start, 3) for w in windows)
+    return float(max(lengths, key=lambda n: (lengths[n], n)))
+
+
+ODD_WINDOWS = 0.01
+"""Share of a training set's windows that may have another length than the most common."""
+
+
+def check_window_lengths(windows: Sequence[Window], source: str) -> None:
+    """One window length, or a clear error: counts per window of two lengths mean two things."""
+    width = window_seconds_of(windows)
+    odd = [w for w in windows if abs((w.end - w.start) - width) > 0.01 * width]
+    if len(odd) > ODD_WINDOWS * len(windows):
+        others = Counter(round(w.end - w.start, 3) for w in odd).most_common(2)
+        shown = ", ".join(f"{n} of {length:g} s" for length, n in others)
+        raise InputError(
+            f"windows of several lengths: {len(windows) - len(odd)} of {width:g} s, {shown}; "
+            "a model reads calls per window of one length (import or simulate with one window)",
+            source=source,
+        )
 
 
 def check_trainable(windows: Sequence[Window], source: str) -> None:
-    """Enough windows with both traffic and usage to learn from, or a clear error."""
+    """Enough windows of one length with both traffic and usage to learn from, or a clear
+    error."""
+    check_window_lengths(windows, source)
     with_metrics = sum(1 for w in windows if w.metrics)
     if with_metrics < 10:
         raise InputError(

@@ -507,3 +507,22 @@ def test_limits_read_an_exponent_yaml_reads_as_text() -> None:
         ("db", "memory"): 4e9,
         ("db", "cpu"): 2.0,
     }
+
+
+def test_train_refuses_windows_of_several_lengths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from estimator.windows import write_windows
+    from tests.worlds import tiny_world
+
+    windows = tiny_world(40)
+    for i, window in enumerate(windows):  # 60 s windows, every other one cut to 30 s
+        window.start = 60.0 * i
+        window.end = window.start + (30.0 if i % 2 else 60.0)
+    data = tmp_path / "mixed.jsonl"
+    write_windows(data, windows)
+    assert (
+        main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--model", "linear"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "windows of several lengths: 20 of 60 s, 20 of 30 s" in err

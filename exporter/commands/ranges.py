@@ -19,6 +19,7 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.errors import InputError, count_of
+from estimator.training import window_seconds_of
 from estimator.windows import Window, api_counts
 
 
@@ -123,9 +124,8 @@ def check_traffic(
     another thing, and so does the history's decay), or traffic of none of its APIs (another
     application). Warn where part of the calls are of APIs never seen in training: their usage
     is estimated from the per-API "other" features, a guess."""
-    widths = sorted(w.end - w.start for w in windows)
-    if widths:
-        width = widths[len(widths) // 2]
+    if windows:
+        width = window_seconds_of(windows)
         if abs(width - bundle.window_seconds) > 0.01 * bundle.window_seconds:
             raise InputError(
                 f"windows of {width:g} s; the model was trained on windows of "
