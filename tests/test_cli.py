@@ -119,6 +119,14 @@ def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
     assert math.inf > float(row["whatif_p95_s"]) > float(row["base_p95_s"]) > 0.01
     assert float(row["whatif_low_s"]) <= float(row["whatif_p95_s"]) <= float(row["whatif_high_s"])
 
+    few = trained["root"] / "few-with-latency.jsonl"  # too few windows for a curve
+    write_windows(few, windows[:2])
+    argv = ["whatif", "--model", str(trained["model"]), "--data", str(few), "--scale", "2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "no latency table" in err and "latency.csv" not in err
+    assert not (out / "latency.csv").exists()  # the earlier run's table is gone
+
 
 def _whatif_rows(model: Path, out: Path, *extra: str) -> dict[tuple[str, str], dict[str, str]]:
     assert main(["whatif", "--model", str(model), "--out", str(out), *extra]) == 0

@@ -269,10 +269,17 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     plot(result, args.out / "whatif.png", label)
     written = [args.out / "whatif.csv", args.out / "whatif.png"]
+    stale = args.out / "latency.csv"  # an earlier run's table must not pass for this one's
+    stale.unlink(missing_ok=True)
     if args.data is not None and any(w.latency for w in observed):
         statistic = args.latency or "p95"
-        latency_table(observed, base, hypothetical, statistic, args.out / "latency.csv")
-        written.append(args.out / "latency.csv")
+        if latency_table(observed, base, hypothetical, statistic, args.out / "latency.csv"):
+            written.append(args.out / "latency.csv")
+        else:
+            say(
+                f"no latency table: no API of {args.data} has enough windows with latency to fit "
+                "a latency curve"
+            )
     say(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0
 
@@ -283,13 +290,14 @@ def latency_table(
     hypothetical: list[Window],
     statistic: str,
     path: Path,
-) -> None:
-    """Each API's latency at the base and the what-if peak load, from its recorded curve."""
+) -> bool:
+    """Each API's latency at the base and the what-if peak load, from its recorded curve,
+    printed and written to `path`; False where no API has a curve (nothing written)."""
     base_load = max(window_load(w) for w in base)
     peak_load = max(window_load(w) for w in hypothetical)
     curves = latency_at_loads(recorded, statistic, [base_load, peak_load])
     if not curves:
-        return
+        return False
     rows: list[dict[str, object]] = []
     shown: list[dict[str, object]] = []
     for (component, operation), (at_base, (low, best, high)) in sorted(curves.items()):
@@ -311,6 +319,7 @@ def latency_table(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return True
 
 
 def add_capacity(
