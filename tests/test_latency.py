@@ -379,3 +379,14 @@ def test_measured_stops_at_a_saturated_step_and_reads_exact_or_repeated_rates() 
     from exporter.commands.capacity import _measured
 
     assert _measured(rate, lo, hi) == "400" and _measured(*measured_max_rate(exact, 0.1)) == "400"
+
+
+def test_steps_at_one_rate_twice_are_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [["x", r, r, 5 + r / 100] for r in (100, 200, 400, 800)]
+    runs = write_csv(tmp_path / "runs.csv", ["api", "offered_rps", "achieved_rps", "p99_ms"], rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "several steps at one rate" not in capsys.readouterr().err
+    assert main(["capacity", "--runs", str(runs), str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "1 group and API pair (x) has several steps at one rate" in capsys.readouterr().err

@@ -15,13 +15,14 @@ import argparse
 import csv
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from estimator.errors import InputError
+from estimator.errors import InputError, count_of
 from estimator.latency import (
     CurveFit,
     Step,
@@ -273,6 +274,25 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
     plt.close(fig)
 
 
+def repeated_rates_note(steps: dict[tuple[str, str], list[Step]]) -> None:
+    """Warn where a group's API has several steps at one rate: runs of two deployments pooled
+    (a --group-by column missing) or a file given twice; the curve then fits both as one."""
+    pooled = []
+    for (group, api), found in sorted(steps.items()):
+        rates = [round(s.rate, 6) for s in found]
+        if len(set(rates)) < len(rates):
+            pooled.append(f"{group} {api}".strip())
+    if pooled:
+        shown = ", ".join(pooled[:3]) + (", ..." if len(pooled) > 3 else "")
+        print(
+            f"deeprest capacity: warning: {count_of(len(pooled), 'group and API pair')} "
+            f"({shown}) {'has' if len(pooled) == 1 else 'have'} several steps at one rate: runs "
+            "of different deployments pooled (add the column that tells them apart to "
+            "--group-by) or a file given twice",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     say = Phases("capacity")
     output_dir(args.out, "--out")
@@ -299,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
         if args.start is not None or args.end is not None:
             raise InputError("--from and --to apply to --data and --config", field="from")
         steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
+        repeated_rates_note(steps)
     say(f"fitting latency curves for {len(steps)} group and API pairs")
     results = [answer(g, a, s, args.slo, unit) for (g, a), s in sorted(steps.items())]
     rows = [r.row(args.slo, args.rate, args.scale) for r in results]
