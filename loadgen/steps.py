@@ -43,8 +43,8 @@ class StepTest:
     def __post_init__(self) -> None:
         if not self.users or any(u < 1 for u in self.users):
             raise InputError("needs at least one step, each with 1 user or more", field="users")
-        if not self.seconds > 0:
-            raise InputError("must be > 0", field="seconds")
+        if not 0 < self.seconds <= 86400:
+            raise InputError("must be > 0 and at most a day (86400)", field="seconds")
         if not 0 <= self.rate_per_user < float("inf"):
             raise InputError("must be >= 0 (0: no pace)", field="rate_per_user")
 

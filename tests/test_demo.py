@@ -146,3 +146,29 @@ def test_missing_binaries_print_the_install_command(
     monkeypatch.setitem(demo.BINARIES, "redis", ("/nonexistent/redis-server", "redis-server"))
     assert demo.ensure_binaries(("redis",), install=False, say=demo.Progress()) == 2
     assert "apt-get install -y --no-install-recommends redis-server" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--train-seconds", "nan"], "--train-seconds"),
+        (["--train-seconds", "30"], "--train-seconds"),
+        (["--phase-seconds", "inf"], "--phase-seconds"),
+    ],
+)
+def test_demo_phase_lengths_are_checked_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], named: str
+) -> None:
+    from exporter.cli import main
+
+    assert main(["demo", *flags, "--out", str(tmp_path / "d"), "--no-install"]) == 2
+    assert f"field '{named}'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_step_test_length_is_finite() -> None:
+    from estimator.errors import InputError
+    from loadgen.steps import StepTest
+
+    with pytest.raises(InputError, match="at most a day"):
+        StepTest("http://127.0.0.1:1", Path("steps"), (1,), float("inf"))
