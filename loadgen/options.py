@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from estimator.errors import InputError
 from loadgen.shapes import DiurnalSpec, LoadPlan, build
+
+SHAPE_NAMES = ("diurnal", "scale", "shape", "composition", "constant")
 
 
 def add_arguments(parser: Any) -> None:
@@ -13,6 +17,7 @@ def add_arguments(parser: Any) -> None:
     group.add_argument(
         "--shape",
         default="diurnal",
+        choices=SHAPE_NAMES,
         help="diurnal, scale, shape, composition or constant (peak users throughout)",
     )
     group.add_argument("--period", type=float, default=120.0, help="nominal seconds per cycle")
@@ -33,7 +38,11 @@ def add_arguments(parser: Any) -> None:
 
 
 def plan_from_options(options: Any) -> LoadPlan:
-    """The LoadPlan described by parsed options."""
+    """The LoadPlan described by parsed options; InputError naming the option that is wrong."""
+    for name in ("base_users", "rate_per_user"):
+        value = getattr(options, name, 0)
+        if not (value >= 0 and math.isfinite(value)):
+            raise InputError(f"must be >= 0, got {value}", field="--" + name.replace("_", "-"))
     spec = DiurnalSpec(
         cycles=options.cycles,
         period_s=options.period,

@@ -274,3 +274,19 @@ def test_a_step_whose_every_request_fails_ends_the_test(
     err = capsys.readouterr().err
     assert "every request of step 1 failed" in err and "Connection refused" in err
     assert not (tmp_path / "steps.csv").exists()
+
+
+def test_bad_shape_options_end_a_locust_run_with_one_line() -> None:
+    import subprocess
+    import sys
+
+    locustfile = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"
+    for flag, named in (("--base-users=-3", "--base-users"), ("--cycles=0", "spec")):
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+             "--host", "http://127.0.0.1:1", flag],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert f"loadgen: error: field '{named}'" in done.stderr
+        assert "Traceback" not in done.stderr
