@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,8 +135,22 @@ def load_bundle(directory: str | Path) -> Bundle:
         window_seconds = float(manifest["window_seconds"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path}: manifest lacks or mangles a field ({exc!r})") from exc
+    if not (math.isfinite(window_seconds) and window_seconds > 0):
+        raise BundleError(f"{path}: window_seconds {window_seconds} is not a positive number")
+    root = directory.resolve()
+    model_files = (directory / MODEL_DIR).rglob("*") if (directory / MODEL_DIR).is_dir() else ()
+    present = {str(p.relative_to(directory)) for p in model_files if p.is_file()}
+    if (directory / SYNTHESIZER).is_file():
+        present.add(SYNTHESIZER)
+    unlisted = sorted(present - set(files))
+    if unlisted:
+        raise BundleError(
+            f"{directory}: file {unlisted[0]} is not listed in the manifest (an edited bundle)"
+        )
     for name, digest in files.items():
         file = directory / name
+        if not file.resolve().is_relative_to(root):
+            raise BundleError(f"{path}: file {name} lies outside the bundle")
         if not file.is_file():
             raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
         if _sha256(file) != digest:

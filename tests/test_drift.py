@@ -179,3 +179,19 @@ def test_train_names_the_drifting_series(
     assert main([*args, "--report", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert "widen with the time since the training end" in page
+
+
+def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
+    bundle = train_bundle(tiny_world(60), TrainConfig(model="xgboost"))
+    save_bundle(bundle, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    for edit, message in (
+        (lambda m: m["files"].pop(sorted(m["files"])[0]), "is not listed in the manifest"),
+        (lambda m: m["files"].__setitem__("../../outside", "0" * 64), "lies outside the bundle"),
+        (lambda m: m.__setitem__("window_seconds", float("nan")), "is not a positive number"),
+    ):
+        edited = copy.deepcopy(manifest)
+        edit(edited)
+        (tmp_path / "b" / MANIFEST).write_text(json.dumps(edited))
+        with pytest.raises(BundleError, match=message):
+            load_bundle(tmp_path / "b")
