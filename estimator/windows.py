@@ -214,11 +214,15 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
     metrics = _objects(
         obj.get("metrics", []), source, line, "metrics", "component, resource, value"
     )
+    seen: set[tuple[str, str]] = set()
     for where, entry in metrics:
         for name in ("component", "resource"):
             if not isinstance(entry.get(name), str) or not entry[name]:
                 raise _fail("missing or empty", source, line, f"{where}.{name}")
         key = (entry["component"], entry["resource"])
+        if key in seen:
+            raise _fail(f"{key[0]}/{key[1]} is given twice in one window", source, line, where)
+        seen.add(key)
         if entry.get("value") is None:
             continue  # unknown, never zero
         window.metrics[key] = _number(entry["value"], source, line, f"{where}.value")
