@@ -236,7 +236,7 @@ def test_step_load_test_feeds_latency_capacity(
     with open(out / "capacity.csv", newline="") as handle:
         answers = {r["api"]: r for r in csv.DictReader(handle)}
     assert answers["Aggregated"]["steps"] == "3"
-    assert {"read_home_timeline", "compose_post"} <= set(answers)
+    assert {"GET read_home_timeline", "POST compose_post"} <= set(answers)  # type and name
 
 
 def test_crypto_injector_raises_the_target_cpu(bed: Testbed) -> None:
