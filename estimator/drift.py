@@ -39,9 +39,18 @@ def drift_rates(actual: np.ndarray, median: np.ndarray) -> np.ndarray:
     sums = np.add.reduceat(np.where(known, error, 0.0), edges[:-1], axis=0)
     counts = np.add.reduceat(known, edges[:-1], axis=0)
     means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # NaN: a block all unknown
+    magnitude = np.abs(np.asarray(actual, dtype=float))
+    seen = np.isfinite(magnitude).sum(axis=0)
+    level = np.where(np.isfinite(magnitude), magnitude, 0.0).sum(axis=0) / np.maximum(seen, 1)
     for j in range(n_series):
-        rates[j] = _trend(centres, means[:, j])
+        rate = _trend(centres, means[:, j])
+        # a trend of rounding error (a constant series fitted to the last bit) is no drift
+        rates[j] = rate if abs(rate) * n > NEGLIGIBLE * level[j] else 0.0
     return rates
+
+
+NEGLIGIBLE = 1e-6
+"""A drift over the whole tail smaller than this share of the series' mean level is none."""
 
 
 def _trend(x: np.ndarray, y: np.ndarray) -> float:

@@ -195,3 +195,10 @@ def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
         (tmp_path / "b" / MANIFEST).write_text(json.dumps(edited))
         with pytest.raises(BundleError, match=message):
             load_bundle(tmp_path / "b")
+
+
+def test_a_constant_series_fitted_to_its_last_bit_does_not_drift() -> None:
+    n = 200
+    actual = np.full((n, 1), 42.0)
+    median = actual - np.linspace(0.0, 1e-12, n)[:, None]  # rounding error with a trend
+    assert not drift_rates(actual, median).any()
