@@ -20,7 +20,7 @@ from estimator.latency import (
     measured_max_rate,
     mutual_information,
 )
-from estimator.windows import Latency, Window, write_windows
+from estimator.windows import Latency, Window, api_counts, write_windows
 from exporter.cli import main
 from exporter.store import WindowStore
 
@@ -273,6 +273,27 @@ def test_cli_reads_recorded_windows(tmp_path: Path, capsys: pytest.CaptureFixtur
     with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
         [row] = list(csv.DictReader(handle))
     assert float(row["measured"]) == pytest.approx(TRUE.max_rate(0.02), rel=0.05)
+
+
+def test_recorded_scale_multiplies_the_busiest_window_for_every_api(tmp_path: Path) -> None:
+    windows = recorded(np.linspace(100, 980, 120))
+    other = ("nginx", "/read")
+    for i, window in enumerate(windows):  # a second API, quiet: its own steps top out far lower
+        window.calls[(other,)] = 60.0 * (1 + i % 3)
+        value = 0.005
+        window.latency[other] = Latency(60 * (1 + i % 3), value, value, value, value, value)
+    data = tmp_path / "two.jsonl"
+    write_windows(data, windows)
+    out = tmp_path / "out"
+    argv = ["capacity", "--data", str(data), "--scale", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+    busiest = max(sum(api_counts(w.calls).values()) / 60.0 for w in windows)
+    assert main([*argv[:-4], "--rate", f"{busiest * 0.5:.6f}", "--out", str(out / "r")]) == 0
+    with open(out / "capacity.csv", newline="", encoding="utf-8") as handle:
+        by_scale = {r["api"]: r["p99_ms@0.5x"] for r in csv.DictReader(handle)}
+    with open(out / "r" / "capacity.csv", newline="", encoding="utf-8") as handle:
+        by_rate = {r["api"]: r[f"p99_ms@{busiest * 0.5:g}"] for r in csv.DictReader(handle)}
+    assert by_scale == by_rate  # both APIs at half the recording's busiest window
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from estimator.latency import (
     latency_drivers,
     load_steps,
     measured_max_rate,
+    window_load,
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
 from exporter.commands.outputs import output_dir
@@ -128,6 +129,9 @@ class Answer:
     fit: CurveFit | None
     why_no_fit: str
     unit: str = "requests/s"
+    peak: float | None = None
+    """The load `--scale K` multiplies: the recording's busiest window (shared by its APIs), or
+    None for the API's busiest step."""
 
     def row(
         self, objective: Objective, rates: Sequence[float], scales: Sequence[float] = ()
@@ -151,7 +155,7 @@ class Answer:
                 model=_rate(best), model_range=f"{_rate(low)}-{_rate(high)}",
                 fit_rmse_log=self.fit.rmse_log,
             )  # fmt: skip
-        top = max(s.rate for s in self.steps)
+        top = self.peak if self.peak is not None else max(s.rate for s in self.steps)
         wanted = [(f"@{r:g}", r) for r in rates] + [(f"@{k:g}x", k * top) for k in scales]
         for label, r in wanted:
             column = f"{objective.statistic}_ms{label}"
@@ -187,14 +191,19 @@ class Answer:
 
 
 def answer(
-    group: str, api: str, steps: list[Step], objective: Objective, unit: str = "requests/s"
+    group: str,
+    api: str,
+    steps: list[Step],
+    objective: Objective,
+    unit: str = "requests/s",
+    peak: float | None = None,
 ) -> Answer:
     measured = measured_max_rate(steps, objective.seconds)
     try:
         fit, why = fit_curve(steps), ""
     except InputError as exc:
         fit, why = None, exc.bare_message
-    return Answer(group, api, steps, measured, fit, why, unit)
+    return Answer(group, api, steps, measured, fit, why, unit, peak)
 
 
 def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
@@ -321,7 +330,9 @@ def run(args: argparse.Namespace) -> int:
         steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
         repeated_rates_note(steps)
     say(f"fitting latency curves for {len(steps)} group and API pairs")
-    results = [answer(g, a, s, args.slo, unit) for (g, a), s in sorted(steps.items())]
+    # recorded traffic: one load axis for every API, so --scale multiplies the busiest window's
+    peak = max(window_load(w) for w in windows) if windows else None
+    results = [answer(g, a, s, args.slo, unit, peak) for (g, a), s in sorted(steps.items())]
     rows = [r.row(args.slo, args.rate, args.scale) for r in results]
     columns = list(rows[0])
     if not group_by:
