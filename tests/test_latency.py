@@ -411,3 +411,17 @@ def test_steps_at_one_rate_twice_are_warned_of(
     assert "several steps at one rate" not in capsys.readouterr().err
     assert main(["capacity", "--runs", str(runs), str(runs), "--out", str(tmp_path / "o")]) == 0
     assert "1 group and API pair (x) has several steps at one rate" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_out_folder_that_cannot_be_created_is_refused_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [["x", r, r, 5 + r / 100] for r in (100, 200, 400, 800)]
+    runs = write_csv(tmp_path / "runs.csv", ["api", "offered_rps", "achieved_rps", "p99_ms"], rows)
+    assert main(["capacity", "--runs", str(runs), "--out", "/proc/deeprest-out"]) == 2
+    said = capsys.readouterr()
+    assert "field '--out': cannot create" in said.err and "x:" not in said.out  # nothing done
+    out = tmp_path / "new" / "folders"
+    assert main(["capacity", "--runs", str(runs), "--out", str(out)]) == 0
+    assert (out / "capacity.csv").exists()

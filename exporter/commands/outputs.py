@@ -8,6 +8,7 @@ training or import does not end in a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -24,13 +25,26 @@ def output_file(path: str | Path, flag: str) -> Path:
 
 
 def output_dir(path: str | Path, flag: str) -> Path:
-    """A directory the command will write into (created, with its folders, on writing)."""
+    """A directory the command will write into (created, with its folders, on writing); one
+    that cannot be created is said before the work, not after it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(
             "is a file; expected a directory to write into", source=str(path), field=flag
         )
     _check_writable_above(path, flag)
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError("cannot write into it", source=str(path), field=flag)
+        return path
+    missing = [path, *(p for p in path.absolute().parents if not p.exists())]
+    try:  # a trial: create it with its folders, then remove what was created
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"cannot create: {exc.strerror}", source=str(path), field=flag) from None
+    for folder in missing:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     return path
 
 
