@@ -26,6 +26,17 @@ class StoreError(DeepRestError):
     """The window store cannot be opened or written."""
 
 
+def existing_store(data_dir: str | Path, source: str) -> WindowStore:
+    """The store of `data_dir` for reading; InputError where there is none (a read does not
+    create one, as a typo'd data_dir would otherwise get)."""
+    if not (Path(data_dir) / FILENAME).is_file():
+        raise InputError(
+            f"no window store ({FILENAME}) in {data_dir}: has deeprest serve run with it?",
+            source=source,
+        )
+    return WindowStore(data_dir)
+
+
 class WindowStore:
     """Closed windows in contract-1 JSON, keyed by start time; safe to share between threads."""
 

@@ -9,7 +9,7 @@ from estimator.errors import InputError
 from estimator.windows import Window
 from exporter.config import Config
 from exporter.prom import PrometheusClient, UsageQueries
-from exporter.store import WindowStore
+from exporter.store import existing_store
 
 
 def _resources(config: Config, windows: Iterable[Window]) -> list[str]:
@@ -23,7 +23,7 @@ def collect_training_windows(config: Config, start: float, end: float) -> list[W
     Usage is evaluated at each window's end; values Prometheus lacks stay as the store has them
     (unknown, never zero).
     """
-    store = WindowStore(config.data_dir)
+    store = existing_store(config.data_dir, "data_dir")
     try:
         windows = store.range(start, end)
     finally:

@@ -425,3 +425,15 @@ def test_an_out_folder_that_cannot_be_created_is_refused_before_the_work(
     out = tmp_path / "new" / "folders"
     assert main(["capacity", "--runs", str(runs), "--out", str(out)]) == 0
     assert (out / "capacity.csv").exists()
+
+
+def test_capacity_from_a_config_without_a_store_creates_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    config = tmp_path / "deeprest.yaml"
+    config.write_text(f"data_dir: {store}\nwindow: 60s\n")
+    assert main(["capacity", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    assert "no window store (windows.sqlite)" in capsys.readouterr().err
+    assert not list(store.iterdir())  # a read does not create the store

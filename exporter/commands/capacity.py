@@ -211,12 +211,12 @@ def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     if args.data is not None:
         return select(load_windows(args.data), args.start, args.end, str(args.data)), str(args.data)
     from exporter.config import load_config
-    from exporter.store import WindowStore
+    from exporter.store import existing_store
 
     config = load_config(args.config)
     given = [(v, flag) for v, flag in ((args.start, "--from"), (args.end, "--to")) if v is not None]
     shares = any(parse_bound(v, flag).share is not None for v, flag in given)
-    store = WindowStore(config.data_dir)
+    store = existing_store(config.data_dir, str(args.config))
     try:  # a share is one of every window the store holds, as with --data
         start = -math.inf if shares or args.start is None else parse_time(args.start, "--from")
         end = math.inf if shares or args.end is None else parse_time(args.end, "--to")
