@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -135,5 +136,9 @@ def write_report(
 
 
 def slug(text: str) -> str:
-    """A file-name-safe form of a name."""
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+    """A file-name-safe form of a name; names that differ only where the safe form replaced a
+    character (`api/v1`, `api.v1`) keep apart by a short hash of the name."""
+    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_" else "_" for ch in text)
+    if safe == text:
+        return safe
+    return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"

@@ -534,3 +534,13 @@ def test_train_refuses_windows_of_several_lengths(
     )
     err = capsys.readouterr().err
     assert "windows of several lengths: 20 of 60 s, 20 of 30 s" in err
+
+
+def test_report_file_names_keep_names_apart_that_differ_in_unsafe_characters() -> None:
+    from exporter.report import slug
+
+    names = ["api/v1", "api v1", "api_v1", "api.v1", "ünï"]
+    slugs = [slug(n) for n in names]
+    assert len(set(slugs)) == len(names)
+    assert slug("api_v1") == "api_v1" and slug("post-storage") == "post-storage"
+    assert all(s.isascii() and "/" not in s for s in slugs)
