@@ -121,6 +121,12 @@ def read_traffic_csv(
         header = next(reader, None)
         if not header or header[0] != "start":
             raise InputError("first column must be 'start'", source=str(path), line=1)
+        if len(header) < 2:
+            raise InputError(
+                "no API column after 'start' (one column of calls per window for each API)",
+                source=str(path),
+                line=1,
+            )
         apis: list[Pair] = []
         for name in header[1:]:
             try:
