@@ -198,8 +198,14 @@ def test_shape_options_build_the_plan() -> None:
     assert plan.compression == 10.0
     base = plan_from_options(parser.parse_args(["--compression", "10"]))
     assert max(s.users for s in plan.stages) >= 2 * max(s.users for s in base.stages) - 1
+    with pytest.raises(SystemExit):  # --shape has choices
+        parser.parse_args(["--shape", "sideways"])
+    opts.shape = "sideways"  # as a caller that skips the parser would pass it
     with pytest.raises(InputError):
-        plan_from_options(parser.parse_args(["--shape", "sideways"]))
+        plan_from_options(opts)
+    opts.shape, opts.base_users = "scale", -3
+    with pytest.raises(InputError, match="--base-users"):
+        plan_from_options(opts)
 
 
 def test_attack_schedule_fires_each_attack_once_when_due() -> None:
