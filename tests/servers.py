@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -14,16 +13,15 @@ from pathlib import Path
 
 import requests
 
+from infra.local import procs
 from infra.local.exposition import ExpositionServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 def free_port() -> int:
-    """A loopback port free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free right now, never one handed out before in this process."""
+    return procs.free_port()
 
 
 def wait_until(check, timeout: float, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
