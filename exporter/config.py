@@ -273,6 +273,27 @@ def _limit_number(value: Any) -> float | None:
     return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last
+    silently: a component listed twice would lose its first limits)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML (or JSON) text as Python values, a key given twice in one mapping refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
     """Limits given as {component: {resource: limit in base units}} (the `limits` section)."""
     if not isinstance(raw, dict):
@@ -372,7 +393,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
         except OSError as exc:
             raise InputError(f"cannot read config: {exc.strerror}", source=source) from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = load_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None

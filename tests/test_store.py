@@ -88,6 +88,7 @@ def test_durations_and_sizes() -> None:
             "prometheus.limit_queries.memory",
         ),
         ("- a list\n", None),
+        ("port: 9464\nwindow: 60s\nport: 9465\n", None),  # a key given twice
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, field: str | None) -> None:
@@ -97,6 +98,8 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, field: str | None) 
         load_config(path)
     assert info.value.source == str(path)
     assert info.value.field == field
+    if "port: 9465" in text:
+        assert "key 'port' is given twice" in str(info.value) and info.value.line == 3
 
 
 def test_example_config_loads_and_flags_override() -> None:

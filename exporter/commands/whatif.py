@@ -25,7 +25,7 @@ from estimator.whatif import (
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
 from exporter.commands.outputs import output_dir
-from exporter.config import parse_limits
+from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table, latency_ms
 
@@ -70,7 +70,7 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
