@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from tqdm import tqdm
@@ -72,26 +74,24 @@ def run(args: argparse.Namespace) -> int:
     calls = sum(sum(w.calls.values()) for w in windows)
     with_metrics = sum(1 for w in windows if w.metrics)
     with_latency = sum(1 for w in windows if w.latency)
-    apis = {api for w in windows for api in api_counts(w.calls)}
+    seen_in = Counter(api for w in windows for api in api_counts(w.calls))  # windows per API
+    apis = set(seen_in)
     print(
         f"wrote {n} windows ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
         f"metrics, {with_latency} with API latency) to {out}",
         file=sys.stderr,
     )
     single_api_note(windows, apis)
-    rare_api_note(windows)
+    rare_api_note(len(windows), seen_in)
     return 0
 
 
-def rare_api_note(windows: list[Window]) -> None:
-    """Say so where many APIs are seen in one window only: operation names that carry ids make
-    an API of every request, and training keeps only APIs seen in two windows or more."""
-    seen_in: dict[Pair, int] = {}
-    for window in windows:
-        for api in api_counts(window.calls):
-            seen_in[api] = seen_in.get(api, 0) + 1
+def rare_api_note(n_windows: int, seen_in: Mapping[Pair, int]) -> None:
+    """Say so where many APIs are seen in one window only (`seen_in`: windows per API):
+    operation names that carry ids make an API of every request, and training keeps only APIs
+    seen in two windows or more."""
     once = sorted(api for api, n in seen_in.items() if n == 1)
-    if len(windows) >= 3 and len(once) > max(10, len(seen_in) // 2):
+    if n_windows >= 3 and len(once) > max(10, len(seen_in) // 2):
         shown = ", ".join(f"{c}:{o}" for c, o in once[:3])
         print(
             f"deeprest import: warning: {count_of(len(once), 'API')} of {len(seen_in)} "

@@ -153,8 +153,8 @@ def check_traffic(
     if share > UNSEEN_WARNING:
         warn(
             f"warning: {share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
-            f"seen in training, or too rare to keep ({names}); their usage is estimated from the model's 'other' "
-            "features, a guess"
+            f"seen in training, or too rare to keep ({names}); their usage is estimated from the "
+            "model's 'other' features, a guess"
         )
 
 
