@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from estimator.latency import SATURATED_RATIO
 from exporter.cli import main as cli_main
 from infra.local.apps import SERVICES
 from infra.local.testbed import REPO_ROOT, Testbed, TestbedConfig, leftover_pids
@@ -232,10 +233,22 @@ def test_step_load_test_feeds_latency_capacity(
     argv = ["capacity", "--runs", str(table), "--slo", "p95=5s", "--out", str(out)]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert "Aggregated: at least" in printed, printed
     with open(out / "capacity.csv", newline="") as handle:
         answers = {r["api"]: r for r in csv.DictReader(handle)}
     assert answers["Aggregated"]["steps"] == "3"
+    # A busy machine may not keep pace with the last steps: the first step that served less
+    # than it was offered ends the search at the rate it served, else none broke the objective.
+    offered = [float(r["offered_rps"]) for r in totals]
+    short = [i for i, rate in enumerate(served) if rate < SATURATED_RATIO * offered[i]]
+    if not short:
+        assert "Aggregated: at least 12 requests/s" in printed, printed
+    else:
+        first = short[0]
+        expected = max(offered[first - 1] if first else served[first], served[first])
+        assert float(answers["Aggregated"]["measured"]) == pytest.approx(expected, rel=0.01)
+        if first:
+            steps = f"between the steps at {offered[first - 1]:.3g} and {offered[first]:.3g}"
+            assert steps in printed, printed
     assert {"GET read_home_timeline", "POST compose_post"} <= set(answers)  # type and name
 
 
