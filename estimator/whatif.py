@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,10 +67,14 @@ def estimate(
     bundle: Bundle,
     base: Sequence[Window],
     hypothetical: Sequence[Window],
+    shortfall: np.ndarray | None = None,
 ) -> WhatIf:
-    """Estimates for both traffic sets, each from a fresh traffic history."""
+    """Estimates for both traffic sets, each from a fresh traffic history; `shortfall` (see
+    `scale_shortfall`) is added to the what-if estimates of scaled traffic."""
     base_pred, _ = bundle.predict(base, aged=False)  # what-if answers keep the model's band
     new_pred, _ = bundle.predict(hypothetical, aged=False)
+    if shortfall is not None:
+        new_pred = new_pred + shortfall
     return WhatIf(
         series=bundle.series,
         starts=np.array([w.start for w in hypothetical]),
@@ -97,6 +102,64 @@ GROWTH = 1.25
 """Ratio between the traffic scales tried first, from today's traffic (1) up or down; bisection
 then narrows the scale at which each limited series reaches its limit."""
 LOWEST = 1 / 64
+GRID_POINTS = 32
+"""The most scales `monotone_in_scale` looks at between today's traffic and a far scale."""
+
+
+def monotone_in_scale(estimates: Callable[[float], np.ndarray]) -> Callable[[float], np.ndarray]:
+    """`estimates(k)` (of today's traffic times k, any array shape) made monotone in k: more of
+    the same traffic never needs less, and less of it never needs more.
+
+    Above 1, the answer at k is the highest estimate, element by element, of k and of the scales
+    between 1 and k, by factors of GROWTH (fewer, at most GRID_POINTS, for very large k); below 1,
+    the lowest of k and the scales from 1 down to k. A model can answer less at 2x than today
+    where training read a trend that traffic does not explain (a heap that crept up all day
+    while load fell) as traffic costing less; the answer is then today's. Estimates are cached
+    per scale, so a search over scales asks the model once per scale.
+    """
+    cache: dict[float, np.ndarray] = {}
+
+    def at(k: float) -> np.ndarray:
+        if k not in cache:
+            cache[k] = np.asarray(estimates(k), dtype=float)
+        return cache[k]
+
+    def ordered(k: float) -> np.ndarray:
+        out = at(k)
+        if k == 1.0:
+            return out
+        up = k > 1.0
+        # the scales of limit_scales' walk, so a search reuses them
+        step = GROWTH if not up or k <= GROWTH**GRID_POINTS else k ** (1 / GRID_POINTS)
+        pick = np.maximum if up else np.minimum
+        scale = 1.0
+        while (scale < k) if up else (scale > max(k, LOWEST)):
+            out = pick(out, at(scale))
+            scale = scale * step if up else scale / step
+        return out
+
+    return ordered
+
+
+def scale_shortfall(
+    bundle: Bundle,
+    synthesizer: Synthesizer,
+    traffic: Sequence[Mapping[Pair, float]],
+    starts: np.ndarray,
+    factor: float,
+) -> np.ndarray:
+    """[windows, series, 3] what the model's estimate of `traffic` times `factor` (call trees in
+    expectation) lacks to be monotone in the scale (see `monotone_in_scale`): zero where more
+    traffic already needs at least as much."""
+
+    def expected(k: float) -> np.ndarray:
+        windows = synthesizer.windows(scaled_traffic(traffic, k), starts, bundle.window_seconds)
+        return bundle.predict(windows, aged=False)[0]
+
+    cached = functools.cache(expected)
+    return monotone_in_scale(cached)(factor) - cached(factor)
+
+
 REFINE = 7
 """Bisection steps inside a GROWTH bracket: the answer is within GROWTH ** (1 / 2**7), 0.2%."""
 CEILING = 100.0
@@ -194,10 +257,10 @@ def max_scales(
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
 
-    def levels(factor: float) -> np.ndarray:
+    def expected(factor: float) -> np.ndarray:
         scaled = scaled_traffic(traffic, factor)
         windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
-        pred, _ = bundle.predict(windows, aged=False)
-        return peaks(pred)[columns]
+        return bundle.predict(windows, aged=False)[0][:, columns]
 
-    return dict(zip(keys, allowed_scales(levels, bound, ceiling), strict=True))
+    ordered = monotone_in_scale(expected)
+    return dict(zip(keys, allowed_scales(lambda k: peaks(ordered(k)), bound, ceiling), strict=True))

@@ -16,7 +16,7 @@ from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
-from estimator.whatif import MAX_SCALE, Allowed, allowed_scales, peaks
+from estimator.whatif import MAX_SCALE, Allowed, allowed_scales, monotone_in_scale, peaks
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
@@ -148,8 +148,10 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         if not recent:
             raise InputError("no stored windows yet to scale; send traffic first", field="scale")
 
-        def predict(k: float) -> np.ndarray:
-            return estimator.predict_windows(scale_windows(recent, k * factor))
+        ordered = monotone_in_scale(lambda k: estimator.predict_windows(scale_windows(recent, k)))
+
+        def predict(k: float) -> np.ndarray:  # more of the same traffic never needs less
+            return ordered(k * factor)
     else:
         rates = body["rates"]
         if not isinstance(rates, dict) or not rates:
@@ -170,10 +172,15 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         n = _windows(body)
         starts = np.arange(n) * bundle_window
 
-        def predict(k: float) -> np.ndarray:
+        def expected(k: float) -> np.ndarray:
             scaled = [{api: calls * k for api, calls in traffic.items()}] * n
             windows = synthesizer.windows(scaled, starts, bundle_window)
             return estimator.predict_windows(windows, rescale=False)
+
+        ordered = monotone_in_scale(expected)
+
+        def predict(k: float) -> np.ndarray:
+            return ordered(k)
 
     statistic = str(body.get("latency", "p95"))
     if statistic not in LATENCY_STATISTICS:

@@ -96,6 +96,36 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert "beyond 1x the estimates extrapolate" in said
 
 
+def test_whatif_scale_never_answers_less_than_today(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Memory that creeps up while load falls teaches a linear model a negative cost per call;
+    what-if answers at more traffic stay at least today's, those at less at most today's."""
+    rng = np.random.default_rng(5)
+    windows = []
+    for i, w in enumerate(tiny_world(240, seed=3)):
+        w.metrics[("front", "memory")] = (1e8 + 4e5 * i) * (1 + 0.01 * rng.standard_normal())
+        windows.append(w)
+    falling = sorted(windows, key=lambda w: -sum(api_counts(w.calls).values()))
+    for i, w in enumerate(falling):  # busiest first: load falls while memory rises
+        w.start, w.end = 60.0 * i, 60.0 * (i + 1)
+    data, model = tmp_path / "creep.jsonl", tmp_path / "model"
+    write_windows(data, falling)
+    argv = ["train", "--data", str(data), "--out", str(model), "--model", "ols-api"]
+    assert main(argv) == 0
+    bundle = load_bundle(model)
+    twice = [replace(w, calls={p: 2 * n for p, n in w.calls.items()}) for w in falling[-60:]]
+    j = bundle.series.index(("front", "memory"))
+    raw = bundle.predict(twice, aged=False)[0][:, j, 1].mean()
+    assert raw < bundle.predict(falling[-60:], aged=False)[0][:, j, 1].mean()  # the model dips
+    for scale, ok in (("2", lambda r: r >= 1.0), ("0.5", lambda r: r <= 1.0)):
+        rows = _whatif_rows(model, tmp_path / f"w{scale}", "--scale", scale)
+        assert ok(float(rows[("front", "memory")]["ratio"])), rows[("front", "memory")]
+        assert ok(float(rows[("compose", "cpu")]["ratio"]))
+    rows = _whatif_rows(model, tmp_path / "w3", "--scale", "3")
+    assert float(rows[("compose", "cpu")]["ratio"]) > 2.0  # rising series keep the model's answer
+
+
 def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,6 +96,29 @@ def test_limit_scales_start_from_todays_traffic() -> None:
     assert found[3] == np.inf and levels(LOWEST)[3] > 1.0  # over only below today: never above
 
 
+def test_estimates_are_made_monotone_in_the_scale() -> None:
+    from estimator.whatif import LOWEST, monotone_in_scale
+
+    asked: list[float] = []
+
+    def estimates(k: float) -> np.ndarray:
+        asked.append(k)
+        # a series that rises with traffic, and one the model says falls (a crept-up heap)
+        return np.array([1.0 + k, 2.0 - 0.5 * min(k, 2.0)])
+
+    ordered = monotone_in_scale(estimates)
+    assert ordered(1.0).tolist() == [2.0, 1.5]
+    assert ordered(3.0).tolist() == [4.0, 1.5]  # more traffic: never less than today
+    assert ordered(0.5).tolist() == [1.5, 1.5]  # less traffic: never more than today
+    assert ordered(0.0)[0] == 1.0 and ordered(0.0)[1] == 1.5
+    assert LOWEST in asked or min(k for k in asked if k > 0) < 2 * LOWEST
+    before = len(asked)
+    ordered(3.0)
+    assert len(asked) == before  # each scale is asked once
+    huge = monotone_in_scale(estimates)
+    assert huge(1e6).tolist() == [1e6 + 1, 1.5] and len(asked) - before <= 34
+
+
 @pytest.mark.parametrize("factor", [-1.0, float("nan"), float("inf"), 1e308])
 def test_a_scale_factor_out_of_range_is_refused(factor: float) -> None:
     from estimator.whatif import scaled_traffic

@@ -21,6 +21,7 @@ from estimator.whatif import (
     estimate,
     max_scales,
     reference_windows,
+    scale_shortfall,
     scaled_traffic,
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
@@ -239,7 +240,10 @@ def run(args: argparse.Namespace) -> int:
     reach = traffic_reach(bundle, new_traffic)
     if reach:
         say(reach)
-    result = estimate(bundle, base, hypothetical)
+    shortfall = None
+    if args.scale is not None:  # more of the same traffic never needs less
+        shortfall = scale_shortfall(bundle, synthesizer, base_traffic, starts, args.scale)
+    result = estimate(bundle, base, hypothetical, shortfall)
     columns = [
         "component",
         "resource",
