@@ -59,6 +59,7 @@ class Step:
     achieved: float  # requests/s served
     latency: float  # seconds, at the percentile the objective names
     peak: float = math.nan  # highest rate served within the step (binned windows), if known
+    peak_latency: float = math.nan  # the latency measured at that rate (its window's), if known
 
     @property
     def rate(self) -> float:
@@ -212,6 +213,12 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
         raise InputError("rates and latencies must be positive")
     # Every rate an unsaturated step served, its peak included, lies below the capacity.
     top = max(float(rates.max()), max((s.peak for s in calm if s.peak == s.peak), default=0.0))
+    # The busiest window was measured too: a curve may not blow up at a load that was served
+    # at the latency it had (one more point, beyond the steps' mean loads).
+    busiest = max(calm, key=lambda s: s.peak if s.peak == s.peak else -math.inf)
+    if busiest.peak > rates.max() and busiest.peak_latency > 0:
+        rates = np.append(rates, busiest.peak)
+        latency = np.append(latency, busiest.peak_latency)
     full = [s.achieved for s in steps if s.saturated]
     # A saturated step served about what the system can: the capacity is near or below it.
     ceiling = max(min(full) * 1.05, top * 1.01) if full else top * GRID_SPAN
@@ -222,7 +229,7 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     solved = [_solve(rates, latency, c, k) for c, k in candidates]
     errors = np.array([e for _, e in solved])
     best = int(np.argmin(errors))
-    dof = len(calm) - 3
+    dof = len(rates) - 3
     variance = max(errors[best] / dof if dof > 0 else 0.0, NOISE_FLOOR**2)
     keep = errors <= errors[best] + CHI2_90 * variance
     if not full and errors[-1] - errors[best] <= PARSIMONY * variance:
@@ -232,7 +239,7 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     if steepest:
         cut = float(errors[int(np.argmin(errors))] + CHI2_90 * variance)
         plausible += tuple(_steepest(rates, latency, plausible, cut))
-    rmse = math.sqrt(errors[best] / len(calm))
+    rmse = math.sqrt(errors[best] / len(rates))
     return CurveFit(solved[best][0], plausible, len(calm), top, rmse, math.sqrt(variance))
 
 
@@ -272,7 +279,8 @@ def load_steps(
     requests of all APIs share the components. Each API's windows that recorded its latency are
     sorted by load and cut into `bins` groups of equal size (at least `min_windows` each); a
     group is one step, at its mean load, with the request-weighted median of its windows'
-    `statistic`, and its busiest window's load as the step's peak (served, so below capacity).
+    `statistic`, and its busiest window's load and statistic as the step's peak (served, so
+    below capacity, at the latency it measured).
     """
     if bins < 1 or min_windows < 1:
         raise InputError("bins and min_windows must be >= 1", field="bins")
@@ -294,8 +302,16 @@ def load_steps(
             order = np.argsort(chunk[:, 1])
             weights = np.cumsum(chunk[order, 2])
             median = chunk[order, 1][np.searchsorted(weights, weights[-1] / 2.0)]
-            loads = chunk[:, 0]
-            out.append(Step(math.nan, float(loads.mean()), float(median), float(loads.max())))
+            loads, busiest = chunk[:, 0], int(np.argmax(chunk[:, 0]))
+            out.append(
+                Step(
+                    math.nan,
+                    float(loads.mean()),
+                    float(median),
+                    float(loads[busiest]),
+                    float(chunk[busiest, 1]),
+                )
+            )
         steps[api] = out
     return steps
 

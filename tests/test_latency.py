@@ -260,6 +260,20 @@ def test_load_steps_bin_windows_by_total_request_rate() -> None:
     )
     assert all(math.isnan(s.offered) for s in steps)
     assert len(load_steps(windows[:5], "p99", bins=8)[api]) == 1  # at least 3 windows a bin
+    busiest = windows[39]  # the highest rate, and the latency it was served at
+    assert steps[-1].peak == pytest.approx(900.0)
+    assert steps[-1].peak_latency == busiest.latency[api].p99
+
+
+def test_a_curve_does_not_blow_up_at_the_busiest_window_served() -> None:
+    """Binned steps sit at their mean loads; the busiest window lies beyond the last of them,
+    and was served at the latency it measured: no plausible curve makes it many times slower."""
+    steps = [Step(math.nan, r, lat) for r, lat in ((1.0, 0.10), (2.0, 0.10), (3.0, 0.11))]
+    steps.append(Step(math.nan, 4.0, 0.13, peak=5.0, peak_latency=0.14))
+    low, _, high = fit_curve(steps).latency(5.0)
+    assert low <= 0.14 <= high < 0.14 * 3
+    unmeasured = [*steps[:3], Step(math.nan, 4.0, 0.13, peak=5.0)]
+    assert fit_curve(unmeasured).latency(5.0)[2] > 0.14 * 3  # what the window rules out
 
 
 def test_cli_reads_recorded_windows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
