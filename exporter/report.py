@@ -15,9 +15,14 @@ UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throug
 
 
 def _cell(value: object, missing: str) -> str:
-    """A table cell: floats with 3 decimals, `missing` for NaN."""
+    """A table cell: floats with 3 decimals (3 significant digits where those would show a value
+    that is not zero as 0.000: a few bytes' worth of disk, millicores), `missing` for NaN."""
     if isinstance(value, float):
-        return missing if np.isnan(value) else f"{value:.3f}"
+        if np.isnan(value):
+            return missing
+        if value == 0.0:
+            return "0.000"  # -0.0 too
+        return f"{value:.3g}" if abs(value) < 5e-4 else f"{value:.3f}"
     return str(value)
 
 

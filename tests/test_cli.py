@@ -576,3 +576,18 @@ def test_report_file_names_keep_names_apart_that_differ_in_unsafe_characters() -
     assert len(set(slugs)) == len(names)
     assert slug("api_v1") == "api_v1" and slug("post-storage") == "post-storage"
     assert all(s.isascii() and "/" not in s for s in slugs)
+
+
+def test_tables_show_tiny_values_and_not_minus_zero() -> None:
+    from exporter.report import format_table
+
+    rows = [{"series": "a", "value": 2e-5}, {"series": "b", "value": -0.0}, {"series": "c"}]
+    rows += [{"series": "d", "value": 1.23456}, {"series": "e", "value": float("nan")}]
+    lines = format_table(rows, ["series", "value"]).splitlines()[2:]
+    assert [line.split()[1] if len(line.split()) > 1 else "" for line in lines] == [
+        "2e-05",
+        "0.000",
+        "",
+        "1.235",
+        "nan",
+    ]
