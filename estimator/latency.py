@@ -202,15 +202,17 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     """Fit the queueing curve to the unsaturated steps; saturated ones cap the capacity. The
     plausible curves are those the profile likelihood keeps and, with `steepest`, the steepest
     each of their capacities allows within the same cut (`_steepest`)."""
-    calm = [s for s in steps if not s.saturated]
+    # a step that served nothing, or measured no latency (below the tool's resolution), says
+    # nothing about the curve's shape in log latency
+    calm = [s for s in steps if not s.saturated and s.achieved > 0 and s.latency > 0]
     if len(calm) < 3:
+        empty = sum(not s.saturated and not (s.achieved > 0 and s.latency > 0) for s in steps)
+        aside = f" ({empty} more served nothing or measured no latency)" if empty else ""
         raise InputError(
-            f"needs at least 3 unsaturated steps to fit a latency curve, has {len(calm)}"
+            f"needs at least 3 unsaturated steps to fit a latency curve, has {len(calm)}{aside}"
         )
     rates = np.array([s.achieved for s in calm])
     latency = np.array([s.latency for s in calm])
-    if np.any(rates <= 0) or np.any(latency <= 0):
-        raise InputError("rates and latencies must be positive")
     # Every rate an unsaturated step served, its peak included, lies below the capacity.
     top = max(float(rates.max()), max((s.peak for s in calm if s.peak == s.peak), default=0.0))
     # The busiest window was measured too: a curve may not blow up at a load that was served

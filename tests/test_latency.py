@@ -86,6 +86,14 @@ def test_too_few_unsaturated_steps_is_an_input_error() -> None:
         fit_curve([Step(100, 100, 0.01), Step(200, 200, 0.02), Step(400, 300, 3.0)])
 
 
+def test_a_step_that_served_nothing_is_left_out_of_the_fit() -> None:
+    steps = [Step(100, 100, 0.01), Step(200, 200, 0.012), Step(400, 400, 0.02)]
+    fit = fit_curve([Step(math.nan, 0.0, 0.01), *steps, Step(math.nan, 350, 0.0)])
+    assert fit.steps_used == 3 and fit.highest_rate == 400
+    with pytest.raises(InputError, match="has 2 \\(2 more served nothing or measured no"):
+        fit_curve([*steps[:2], Step(math.nan, 0.0, 0.01), Step(300, 300, 0.0)])
+
+
 def test_measured_crossing_reads_between_the_bracketing_steps() -> None:
     steps = [Step(100, 100, 0.010), Step(200, 200, 0.050), Step(300, 300, 0.200)]
     rate, lo, hi = measured_max_rate(steps, 0.1)
