@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import html
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from estimator.evaluation import Evaluation
 
 UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throughput": "bytes/s"}
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files, no display), imported on first use. A name
+    with characters the font lacks (CJK, emoji) draws them as boxes, without a warning a glyph."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+    return plt
 
 
 def _cell(value: object, missing: str) -> str:
@@ -54,10 +68,7 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str])
 
 def plot_component(evaluation: Evaluation, component: str, path: Path, title: str) -> None:
     """One PNG per component: actual, median and band for each resource, and the anomaly score."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     index = [j for j, (c, _) in enumerate(evaluation.series) if c == component]
     fig, axes = plt.subplots(len(index) + 1, 1, figsize=(10, 2.2 * (len(index) + 1)), sharex=True)

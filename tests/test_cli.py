@@ -591,3 +591,18 @@ def test_tables_show_tiny_values_and_not_minus_zero() -> None:
         "1.235",
         "nan",
     ]
+
+
+def test_plots_of_names_the_font_lacks_warn_nothing(tmp_path: Path) -> None:
+    import warnings
+
+    from exporter.report import pyplot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a glyph warning would fail the test
+        plt = pyplot()
+        fig, ax = plt.subplots()
+        ax.set_title("注文サービス 🚀")
+        fig.savefig(tmp_path / "names.png")
+        plt.close(fig)
+    assert (tmp_path / "names.png").stat().st_size > 0

@@ -37,7 +37,7 @@ from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, parse_bound, parse_time, select
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
-from exporter.report import format_table, latency_ms
+from exporter.report import format_table, latency_ms, pyplot
 
 
 def _objective_arg(text: str) -> Objective:
@@ -252,10 +252,7 @@ def window_steps(
 
 def plot(result: Answer, objective: Objective, path: Path) -> None:
     """Latency against rate: the steps, the fitted curve with its plausible range, the objective."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     calm = [s for s in result.steps if not s.saturated]

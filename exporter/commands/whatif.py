@@ -28,7 +28,7 @@ from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
-from exporter.report import UNITS, format_table, latency_ms
+from exporter.report import UNITS, format_table, latency_ms, pyplot
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -173,10 +173,7 @@ def read_traffic_csv(
 
 def plot(result: WhatIf, path: Path, label: str) -> None:
     """Per component and resource: base and what-if mean usage, relative to the base."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     resources = sorted({r for _, r in result.series})
     fig, axes = plt.subplots(len(resources), 1, figsize=(10, 2.6 * len(resources)), squeeze=False)
