@@ -172,3 +172,16 @@ def test_step_test_length_is_finite() -> None:
 
     with pytest.raises(InputError, match="at most a day"):
         StepTest("http://127.0.0.1:1", Path("steps"), (1,), float("inf"))
+
+
+def test_accuracy_headline_names_the_worst_series(capsys: pytest.CaptureFixture[str]) -> None:
+    from estimator.evaluation import Evaluation
+    from infra.local.demo_report import print_accuracy
+
+    actual = np.array([[1.0, 1e-6], [2.0, 0.0], [3.0, 1e-6]])
+    median = np.array([[1.0, 2.0004e-6], [2.0, 0.0], [3.0, 2.0004e-6]])  # idle: 100% off
+    pred = np.stack([0.9 * median, median, 1.1 * median], axis=-1)
+    series = [("front", "cpu"), ("store", "write_iops")]
+    print_accuracy({"normal": Evaluation(series, np.arange(3.0), actual, pred, None)})
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "worst 0.000 (store/write_iops)" in line and "-0.000" not in line, line

@@ -161,8 +161,14 @@ def print_accuracy(evaluations: Mapping[str, Evaluation]) -> None:
     print(format_table(rows, ["component", "resource", *evaluations]), flush=True)
     for name, evaluation in evaluations.items():
         s = evaluation.summary()
+        accuracy = evaluation.accuracy
+        worst = ""
+        if not np.isnan(accuracy).all():
+            component, resource = evaluation.series[int(np.nanargmin(accuracy))]
+            worst = f" ({component}/{resource})"
         print(
-            f"accuracy {name}: mean {s['mean_accuracy']:.3f} worst {s['worst_accuracy']:.3f} "
+            f"accuracy {name}: mean {s['mean_accuracy']:.3f} worst "
+            f"{round(s['worst_accuracy'], 3) + 0.0:.3f}{worst} "  # + 0.0: never "-0.000"
             f"coverage {s['coverage']:.3f} ({len(evaluation.series)} series, "
             f"{len(evaluation.starts)} windows)",
             flush=True,
