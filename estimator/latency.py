@@ -59,7 +59,9 @@ class Step:
     achieved: float  # requests/s served
     latency: float  # seconds, at the percentile the objective names
     peak: float = math.nan  # highest rate served within the step (binned windows), if known
-    peak_latency: float = math.nan  # the latency measured at that rate (its window's), if known
+    # the most latency a curve may give at `peak`: what the busiest window measured, widened by
+    # the spread of the step's windows (90%); NaN if unknown
+    peak_bound: float = math.nan
 
     @property
     def rate(self) -> float:
@@ -215,12 +217,14 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     latency = np.array([s.latency for s in calm])
     # Every rate an unsaturated step served, its peak included, lies below the capacity.
     top = max(float(rates.max()), max((s.peak for s in calm if s.peak == s.peak), default=0.0))
-    # The busiest window was measured too: a curve may not blow up at a load that was served
-    # at the latency it had (one more point, beyond the steps' mean loads).
+    # The busiest window was measured too: no curve may blow up at a load the system served at
+    # the latency it measured (`Step.peak_bound`), beyond the steps' mean loads.
     busiest = max(calm, key=lambda s: s.peak if s.peak == s.peak else -math.inf)
-    if busiest.peak > rates.max() and busiest.peak_latency > 0:
-        rates = np.append(rates, busiest.peak)
-        latency = np.append(latency, busiest.peak_latency)
+    served = busiest.peak if busiest.peak > rates.max() and busiest.peak_bound > 0 else math.nan
+
+    def possible(curve: QueueCurve) -> bool:
+        return math.isnan(served) or float(curve.latency(served)) <= busiest.peak_bound
+
     full = [s.achieved for s in steps if s.saturated]
     # A saturated step served about what the system can: the capacity is near or below it.
     ceiling = max(min(full) * 1.05, top * 1.01) if full else top * GRID_SPAN
@@ -230,8 +234,11 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
         candidates.append((math.inf, 1))
     solved = [_solve(rates, latency, c, k) for c, k in candidates]
     errors = np.array([e for _, e in solved])
+    ruled_out = np.array([not possible(c) for c, _ in solved])
+    if not ruled_out.all():
+        errors[ruled_out] = np.inf
     best = int(np.argmin(errors))
-    dof = len(rates) - 3
+    dof = len(calm) - 3
     variance = max(errors[best] / dof if dof > 0 else 0.0, NOISE_FLOOR**2)
     keep = errors <= errors[best] + CHI2_90 * variance
     if not full and errors[-1] - errors[best] <= PARSIMONY * variance:
@@ -240,8 +247,8 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     plausible = tuple(c for (c, _), k in zip(solved, keep, strict=True) if k)
     if steepest:
         cut = float(errors[int(np.argmin(errors))] + CHI2_90 * variance)
-        plausible += tuple(_steepest(rates, latency, plausible, cut))
-    rmse = math.sqrt(errors[best] / len(rates))
+        plausible += tuple(c for c in _steepest(rates, latency, plausible, cut) if possible(c))
+    rmse = math.sqrt(errors[best] / len(calm))
     return CurveFit(solved[best][0], plausible, len(calm), top, rmse, math.sqrt(variance))
 
 
@@ -281,8 +288,9 @@ def load_steps(
     requests of all APIs share the components. Each API's windows that recorded its latency are
     sorted by load and cut into `bins` groups of equal size (at least `min_windows` each); a
     group is one step, at its mean load, with the request-weighted median of its windows'
-    `statistic`, and its busiest window's load and statistic as the step's peak (served, so
-    below capacity, at the latency it measured).
+    `statistic`, and its busiest window's load as the step's peak (served, so below capacity).
+    That window measured its latency too: a curve may give at most that, widened by the spread of
+    the group's windows (log standard deviation, 90% one-sided), at the peak (`peak_bound`).
     """
     if bins < 1 or min_windows < 1:
         raise InputError("bins and min_windows must be >= 1", field="bins")
@@ -304,16 +312,12 @@ def load_steps(
             order = np.argsort(chunk[:, 1])
             weights = np.cumsum(chunk[order, 2])
             median = chunk[order, 1][np.searchsorted(weights, weights[-1] / 2.0)]
-            loads, busiest = chunk[:, 0], int(np.argmax(chunk[:, 0]))
-            out.append(
-                Step(
-                    math.nan,
-                    float(loads.mean()),
-                    float(median),
-                    float(loads[busiest]),
-                    float(chunk[busiest, 1]),
-                )
-            )
+            loads, values = chunk[:, 0], chunk[:, 1]
+            busiest = values[loads == loads.max()].max()  # the slowest of tied busiest windows
+            positive = np.log(values[values > 0])
+            spread = float(positive.std()) if len(positive) > 1 else math.inf
+            bound = float(busiest) * math.exp(Z_90 * spread)
+            out.append(Step(math.nan, float(loads.mean()), float(median), loads.max(), bound))
         steps[api] = out
     return steps
 
