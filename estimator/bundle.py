@@ -24,6 +24,14 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 SYNTHESIZER = "synthesizer.json"
+LAYOUT = "layout.sha256"
+"""A checksummed file holding the digest of the manifest's fields that give the model's inputs and
+outputs their meaning (series, vocabulary, window length): editing them would relabel estimates."""
+
+
+def _layout_digest(manifest: dict[str, Any]) -> str:
+    fields = {k: manifest.get(k) for k in ("series", "vocabulary", "window_seconds")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -101,6 +109,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     manifest["model"]["meta"] = bundle.model.save(tmp / MODEL_DIR)
     if bundle.synthesizer is not None:
         (tmp / SYNTHESIZER).write_text(json.dumps(bundle.synthesizer), encoding="utf-8")
+    (tmp / LAYOUT).write_text(_layout_digest(manifest) + "\n", encoding="utf-8")
     manifest["files"] = {
         str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
     }
@@ -140,8 +149,7 @@ def load_bundle(directory: str | Path) -> Bundle:
     root = directory.resolve()
     model_files = (directory / MODEL_DIR).rglob("*") if (directory / MODEL_DIR).is_dir() else ()
     present = {str(p.relative_to(directory)) for p in model_files if p.is_file()}
-    if (directory / SYNTHESIZER).is_file():
-        present.add(SYNTHESIZER)
+    present |= {name for name in (SYNTHESIZER, LAYOUT) if (directory / name).is_file()}
     unlisted = sorted(present - set(files))
     if unlisted:
         raise BundleError(
@@ -155,6 +163,12 @@ def load_bundle(directory: str | Path) -> Bundle:
             raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
         if _sha256(file) != digest:
             raise BundleError(f"{directory}: file {name} does not match its checksum (corrupted)")
+    layout = directory / LAYOUT  # bundles saved before it have none
+    if LAYOUT in files and layout.read_text(encoding="utf-8").strip() != _layout_digest(manifest):
+        raise BundleError(
+            f"{path}: its series, vocabulary or window length differ from those the model was "
+            "trained with (an edited manifest would relabel the estimates); retrain"
+        )
     vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
     synthesizer = None
     if manifest.get("synthesizer") is not None:

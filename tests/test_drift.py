@@ -189,6 +189,8 @@ def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
         (lambda m: m["files"].pop(sorted(m["files"])[0]), "is not listed in the manifest"),
         (lambda m: m["files"].__setitem__("../../outside", "0" * 64), "lies outside the bundle"),
         (lambda m: m.__setitem__("window_seconds", float("nan")), "is not a positive number"),
+        (lambda m: m["series"].reverse(), "an edited manifest would relabel the estimates"),
+        (lambda m: m.__setitem__("window_seconds", 30.0), "differ from those the model was"),
     ):
         edited = copy.deepcopy(manifest)
         edit(edited)
