@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +233,26 @@ def test_shell_scripts_parse(script: str) -> None:
             assert (HERE / ref).is_file(), ref
 
 
+def test_load_script_stops_when_the_port_forward_fails(tmp_path: Path) -> None:
+    """A kubectl whose port-forward fails at once (port taken, no pod): load.sh says so and
+    exits 1 within seconds, instead of sending Locust to a closed port."""
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text('#!/bin/sh\ncase "$*" in *port-forward*) exit 1;; esac\nexit 0\n')
+    kubectl.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "LOCAL_PORT": "1"}
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(HERE / "load.sh"), "run", "diurnal"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "no port-forward to svc/nginx-thrift on 127.0.0.1:1" in result.stderr
+    assert time.monotonic() - started < 20
+
+
 def test_dockerfile_installs_the_package_and_cpu_torch() -> None:
     text = (HERE / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM python:3.11-slim" in text
@@ -239,6 +261,12 @@ def test_dockerfile_installs_the_package_and_cpu_torch() -> None:
     image = deeprest_container()["image"]
     up = (HERE / "up.sh").read_text()
     assert f'IMAGE="${{IMAGE:-{image}}}"' in up and 'image build -t "$IMAGE"' in up
+    # the deployment runs the image just built, whatever IMAGE names, and restarts onto it
+    name = deeprest_container()["name"]
+    assert f'set image deployment/deeprest {name}="$IMAGE"' in up
+    assert up.index("rollout restart deployment/deeprest") < up.index(
+        "rollout status deployment/deeprest"
+    )
     for copied in ("estimator", "exporter", "loadgen", "infra/local"):
         assert (ROOT / copied).is_dir()
 

@@ -21,10 +21,17 @@ kubectl config use-context "$PROFILE" >/dev/null
 kubectl -n "$NAMESPACE" port-forward svc/nginx-thrift "$LOCAL_PORT:8080" >/dev/null 2>&1 &
 forward=$!
 trap 'kill "$forward" 2>/dev/null || true' EXIT
+ready=""
 for _ in $(seq 1 30); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null; then break; fi
+  if ! kill -0 "$forward" 2>/dev/null; then break; fi  # port-forward gave up (port taken, no pod)
+  if (exec 3<>"/dev/tcp/127.0.0.1/$LOCAL_PORT") 2>/dev/null; then ready=1; break; fi
   sleep 1
 done
+if [ -z "$ready" ]; then
+  echo "load.sh: no port-forward to svc/nginx-thrift on 127.0.0.1:$LOCAL_PORT (is the social" \
+    "network up, and the port free? try another LOCAL_PORT)" >&2
+  exit 1
+fi
 
 case "$command_name" in
   init)

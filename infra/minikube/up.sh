@@ -80,6 +80,10 @@ deploy_deeprest() {
   fi
   kubectl apply -f "$HERE/manifests/deeprest.yaml"
   kubectl apply -f "$HERE/manifests/otel-collector.yaml"
+  # The manifest names deeprest:dev; run the image just built, and restart the pods, since a
+  # rebuilt image under an unchanged tag does not change the deployment.
+  kubectl -n deeprest set image deployment/deeprest deeprest="$IMAGE"
+  kubectl -n deeprest rollout restart deployment/deeprest
   kubectl -n deeprest rollout status deployment/deeprest --timeout 5m
   kubectl -n deeprest rollout status deployment/otel-collector --timeout 5m
 }
