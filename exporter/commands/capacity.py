@@ -262,15 +262,20 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
         ax.scatter(
             [s.rate for s in full], [1e3 * s.latency for s in full], marker="x", label="saturated"
         )
+    measured = [1e3 * s.latency for s in result.steps if s.latency > 0]
+    low = min(measured, default=1e3 * objective.seconds) / 2
+    high = max([*measured, 1e3 * objective.seconds]) * 30  # past it: saturated, off the plot
     if result.fit is not None:
         top = max(s.rate for s in result.steps) * 1.5
         x = np.linspace(0.0, top, 200)
         curves = np.array([c.latency(x) for c in result.fit.plausible]) * 1e3
+        # a curve past its capacity has no latency: the range runs off the top of the plot
+        curves = np.minimum(np.nan_to_num(curves, nan=np.inf), high)
         ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), alpha=0.2, label="plausible")
-        ax.plot(x, 1e3 * result.fit.best.latency(x), label="fitted curve")
+        ax.plot(x, np.minimum(1e3 * result.fit.best.latency(x), high), label="fitted curve")
     ax.axhline(1e3 * objective.seconds, color="red", ls="--", label=str(objective))
     ax.set_yscale("log")
-    ax.set_ylim(bottom=min(1e3 * s.latency for s in result.steps) / 2)
+    ax.set_ylim(low, high)
     ax.set_xlabel("requests/s")
     ax.set_ylabel(f"{objective.statistic} latency (ms)")
     ax.set_title(f"{result.group} {result.api}".strip(), fontsize=9)
