@@ -115,6 +115,13 @@ def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:
     paths = demo.compressed_rules(tmp_path, 5.0)
     text = next(p for p in paths if p.name == "deeprest-alerts.yaml").read_text()
     assert "for: 50s" in text and "for: 10m" not in text
+    assert "keep_firing_for: 50s" in text and "offset 50s" in text  # 10m in 5 s windows
+    assert "seconds > 25" in text  # ModelStale's five windows
+    recording = next(p for p in paths if p.name == "deeprest-recording.yaml").read_text()
+    assert "300 * (deriv" in recording  # per hour of 5 s windows: the growth rule's unit
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "rules", *map(str, paths)], check=False)
+        assert checked.returncode == 0
     assert demo.alert_for_seconds(demo.CPU_ALERT, 5.0) == pytest.approx(50.0)
     assert demo.alert_for_seconds(demo.DISK_ALERT, 2.0) == pytest.approx(10.0)
     assert demo.compress_durations("rate(x[5m])", 0.1) == "rate(x[30s])"
