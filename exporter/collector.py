@@ -114,11 +114,12 @@ class DeepRestCollector(Collector):
         if snap.window_end is not None:
             stamp.add_metric([], snap.window_end)
         yield stamp
-        yield GaugeMetricFamily(
-            "deeprest_up",
-            "1 when the upstream Prometheus answered the last query, else 0.",
-            value=1.0 if snap.up else 0.0,
+        up = GaugeMetricFamily(
+            "deeprest_up", "1 when the upstream Prometheus answered the last query, else 0."
         )
+        if snap.up is not None:  # absent until the upstream was first asked
+            up.add_metric([], 1.0 if snap.up else 0.0)
+        yield up
 
     def _model(self, snap: Snapshot) -> Iterator[Metric]:
         info = GaugeMetricFamily(

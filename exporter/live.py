@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ class Snapshot:
     observed: Mapping[SeriesKey, float] | None = None
     anomaly: Mapping[SeriesKey, float] | None = None
     limits: Mapping[SeriesKey, float] = field(default_factory=dict)
-    up: bool = False
+    up: bool | None = None  # None: the upstream was not asked yet (since the exporter started)
     estimate_seconds: float = 0.0
 
 
@@ -151,6 +151,7 @@ class LiveLoop:
         self.synthesizer: Synthesizer | None = None
         self._scores: np.ndarray | None = None
         self._limits: dict[SeriesKey, float] = {}
+        self._unobserved: frozenset[SeriesKey] = frozenset()  # last logged, to log changes only
         self.snapshot = Snapshot()
         self._tick_lock = threading.Lock()
         if bundle is not None:
@@ -162,10 +163,16 @@ class LiveLoop:
         estimator = Estimator(bundle, self.window, self.store.recent(warm))
         synthesizer = Synthesizer.from_json(bundle.synthesizer)
         with self._tick_lock:
+            previous = self.estimator
             self.estimator = estimator
             self.synthesizer = synthesizer
-            self._scores = None
-            self.snapshot = Snapshot(model=estimator.info, limits=self._config_limits(bundle))
+            if previous is None or list(previous.info.series) != list(estimator.info.series):
+                self._scores = None  # the smoothing state is per series, in their order
+            # The last estimates stay published until the new model's first window closes: a
+            # reload must not make every series vanish (and firing alerts resolve) for a window.
+            self.snapshot = replace(
+                self.snapshot, model=estimator.info, limits=self._config_limits(bundle)
+            )
 
     def _config_limits(self, bundle: Bundle) -> dict[SeriesKey, float]:
         return {k: v for k, v in self.config.limits.items() if k in set(bundle.series)}
@@ -276,6 +283,7 @@ class LiveLoop:
                 k: float(s) for k, s in zip(series, self._scores, strict=True) if not math.isnan(s)
             }
             observed = {k: observed[k] for k in series if k in observed}
+            self._note_unobserved(frozenset(series) - set(observed))
             limits = self._query(series, window.end, limits=True)
             if limits is not None:
                 self._limits = {**limits, **self._config_limits(estimator.bundle)}
@@ -290,6 +298,25 @@ class LiveLoop:
             up=up,
             estimate_seconds=elapsed,
         )
+
+    def _note_unobserved(self, missing: frozenset[SeriesKey]) -> None:
+        """Log, when it changes, which series Prometheus holds no actual usage for: their anomaly
+        scores and alerts are blind (a container named otherwise than the traced service)."""
+        if missing == self._unobserved:
+            return
+        self._unobserved = missing
+        if missing:
+            shown = ", ".join(f"{c}/{r}" for c, r in sorted(missing)[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            log.warning(
+                "Prometheus holds no actual usage for %d of the model's series (%s%s): no anomaly "
+                "score for them; check the usage queries and component_rename",
+                len(missing),
+                shown,
+                more,
+            )
+        else:
+            log.info("Prometheus holds actual usage for every series again")
 
     def run(self, stop: threading.Event) -> None:
         """Tick until `stop` is set; errors of one tick are logged, never fatal."""

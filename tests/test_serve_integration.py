@@ -247,3 +247,24 @@ def test_prometheus_down_means_up_zero_and_observed_absent(world: dict) -> None:
     assert "\ndeeprest_up 0.0" in text
     assert "deeprest_observed_usage{" not in text and "deeprest_anomaly_score{" not in text
     assert 'deeprest_expected_usage{component="compose",resource="cpu"}' in text
+
+
+def test_series_without_actual_usage_are_logged_when_they_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.live import LiveLoop
+    from exporter.store import WindowStore
+
+    config = Config(model=None, data_dir=tmp_path, window=WINDOW, trace_grace=WINDOW / 10)
+    store = WindowStore(config.data_dir)
+    loop = LiveLoop(config, store, None, None, lambda: 1000.0)
+    missing = frozenset({("post", "cpu"), ("post", "memory")})
+    with caplog.at_level("INFO", logger="deeprest.live"):
+        loop._note_unobserved(missing)
+        loop._note_unobserved(missing)  # unchanged: once is enough
+        loop._note_unobserved(frozenset())
+    store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "no actual usage for 2 of the model's series (post/cpu, post/memory)" in messages[0]
+    assert "component_rename" in messages[0] and "every series again" in messages[1]
