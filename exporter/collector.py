@@ -114,6 +114,13 @@ class DeepRestCollector(Collector):
         if snap.window_end is not None:
             stamp.add_metric([], snap.window_end)
         yield stamp
+        unknown = GaugeMetricFamily(
+            "deeprest_unknown_api_calls_ratio",
+            "Share of the last window's API calls of APIs the model never saw (a guess for them).",
+        )
+        if snap.unknown_share is not None:
+            unknown.add_metric([], snap.unknown_share)
+        yield unknown
         up = GaugeMetricFamily(
             "deeprest_up", "1 when the upstream Prometheus answered the last query, else 0."
         )

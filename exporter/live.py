@@ -16,7 +16,7 @@ from estimator import anomaly
 from estimator.bundle import Bundle
 from estimator.features import HistoryState
 from estimator.synthesizer import Synthesizer
-from estimator.windows import CallPath, Pair, SeriesKey, Window
+from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
 from exporter.config import Config
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
@@ -52,6 +52,7 @@ class Snapshot:
     anomaly: Mapping[SeriesKey, float] | None = None
     limits: Mapping[SeriesKey, float] = field(default_factory=dict)
     up: bool | None = None  # None: the upstream was not asked yet (since the exporter started)
+    unknown_share: float | None = None  # of the window's API calls, of APIs the model never saw
     estimate_seconds: float = 0.0
 
 
@@ -125,6 +126,17 @@ class Estimator:
         counts = self.bundle.vocabulary.counts(windows) * (self._scale if rescale else 1.0)
         X, _ = self.bundle.vocabulary.transform_counts(counts, None)
         return np.asarray(self.bundle.model.predict(X))
+
+
+def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
+    """Share of a window's API calls that are of APIs the model never saw (their usage is
+    estimated from its 'other' features, a guess); None without calls."""
+    calls = api_counts(window.calls)
+    total = sum(calls.values())
+    if total <= 0:
+        return None
+    kept = set(known)
+    return sum(n for api, n in calls.items() if api not in kept) / total
 
 
 class LiveLoop:
@@ -291,6 +303,7 @@ class LiveLoop:
         self.snapshot = Snapshot(
             model=estimator.info,
             window_end=window.end,
+            unknown_share=unknown_share(window, estimator.bundle.vocabulary.apis),
             expected=expected,
             observed=observed,
             anomaly=scores,

@@ -56,8 +56,10 @@ def span_request(
     end_ns: int,
     seed: int = 0,
     services: tuple[str, ...] = ("front", "compose", "store"),
+    api: str = "/compose",
 ) -> ExportTraceServiceRequest:
-    """A request with `traces` compose traces (front -> compose -> store), one resource each."""
+    """A request with `traces` compose traces (front -> compose -> store), one resource each;
+    `api` names the root operation."""
     rng = np.random.default_rng(seed)
     request = ExportTraceServiceRequest()
     resources = {}
@@ -67,7 +69,7 @@ def span_request(
         attribute.key = "service.name"
         attribute.value.string_value = service
         resources[service] = rs.scope_spans.add()
-    steps = [("front", "/compose"), ("compose", "compose"), ("store", "write")]
+    steps = [("front", api), ("compose", "compose"), ("store", "write")]
     for _ in range(traces):
         trace_id = rng.bytes(16)
         parent = b""

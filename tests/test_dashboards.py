@@ -29,6 +29,7 @@ CONTRACT_3 = {
     "deeprest_model_accuracy_ratio",
     "deeprest_last_estimate_timestamp_seconds",
     "deeprest_up",
+    "deeprest_unknown_api_calls_ratio",
     "deeprest_otlp_spans_received_total",
     "deeprest_otlp_spans_rejected_total",
 }

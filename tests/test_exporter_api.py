@@ -314,6 +314,18 @@ def test_api_whatif_gives_api_latency_from_stored_windows(runtime) -> None:  # t
     assert bad.status_code == 400 and "latency" in bad.json()["error"]
 
 
+def test_share_of_calls_of_apis_the_model_never_saw(runtime) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    start = (clock.now // 2.0) * 2.0
+    end_ns = int((start + 0.5) * 1e9)
+    for traces, api, seed in ((6, "/compose", 1), (2, "GET /compose", 2)):
+        request = span_request(traces, end_ns, seed, api=api)
+        assert post(rt, request.SerializeToString(), PB).status_code == 200
+    clock.now = start + 2.0 + 2 * rt.config.grace
+    rt.loop.tick()
+    assert scrape(rt)[("deeprest_unknown_api_calls_ratio", ())] == pytest.approx(0.25)
+
+
 def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     api = f"{rt.url}/api/v1"
