@@ -113,7 +113,12 @@ def train_bundle(
     X, _ = vocabulary.transform(windows)
     Y = targets(windows, series)
     say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
-    model = make_model(config.model, **config.model_params)
+    params = dict(config.model_params)
+    if (
+        config.model == "auto"
+    ):  # auto holds out its own tail: the one asked for, unless a param says
+        params.setdefault("validation_fraction", config.validation_fraction)
+    model = make_model(config.model, **params)
     if isinstance(model, AutoModel):
         say("fitting every candidate and choosing per series on the tail of the windows")
         model.progress = say

@@ -18,13 +18,15 @@ UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throug
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (files, no display), imported on first use. A name
-    with characters the font lacks (CJK, emoji) draws them as boxes, without a warning a glyph."""
+    with characters the font lacks (CJK, emoji) draws them as boxes, without a warning a glyph;
+    one with `$` is drawn as written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+    matplotlib.rcParams["text.parse_math"] = False  # a `$` in a name is a character, not TeX
     return plt
 
 

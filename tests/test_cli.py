@@ -53,6 +53,9 @@ def test_predict_writes_contract_csv(trained: dict[str, Path]) -> None:
     assert len(rows) == 60 * 5
     for row in rows:
         assert float(row["lower"]) <= float(row["median"]) <= float(row["upper"])
+    pred, _ = load_bundle(trained["model"]).predict(load_windows(trained["test"]))
+    written = np.array([[float(r[k]) for k in ("lower", "median", "upper")] for r in rows])
+    assert written == pytest.approx(pred.reshape(-1, 3), rel=1e-9)  # not rounded to 6 digits
 
 
 def test_evaluate_prints_table_and_writes_report(
@@ -478,6 +481,12 @@ def test_auto_training_tells_each_candidate_as_it_starts(
     for kind in ("linear", "ols-api"):
         assert any(f"auto: fitting {kind} on the first 160 windows" in line for line in lines)
     assert any("auto: fitting" in line and "on all 200 windows" in line for line in lines)
+    half = trained["root"] / "model-auto-half"  # --validation-fraction sets auto's tail too
+    args = ["train", "--data", str(trained["train"]), "--out", str(half), "--model", "auto"]
+    argv = [*args, "--param", 'candidates=["linear"]', "--validation-fraction", "0.5"]
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    assert "auto: fitting linear on the first 100 windows" in said.out + said.err
 
 
 def test_unwritable_outputs_exit_2_before_the_work(
@@ -602,7 +611,7 @@ def test_plots_of_names_the_font_lacks_warn_nothing(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # a glyph warning would fail the test
         plt = pyplot()
         fig, ax = plt.subplots()
-        ax.set_title("注文サービス 🚀")
+        ax.set_title("注文サービス 🚀 svc$\\frac$")  # `$`: a character, not TeX
         fig.savefig(tmp_path / "names.png")
         plt.close(fig)
     assert (tmp_path / "names.png").stat().st_size > 0

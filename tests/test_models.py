@@ -40,7 +40,8 @@ FAST: dict[str, dict[str, Any]] = {
     "xgboost": {"n_estimators": 10},
     "qrnn": {"epochs": 2, "hidden": 4, "context": 2, "progress": False},
 }
-FAST["auto"] = {"params": dict(FAST)}
+MEMBERS = dict(FAST)  # auto's params: those of the kinds it fits
+FAST["auto"] = {"params": MEMBERS}
 
 
 def _usage(rates: dict[str, float], memory: float) -> dict[SeriesKey, float]:
@@ -313,7 +314,7 @@ def test_auto_chooses_the_best_candidate_per_series(
     world: tuple[Vocabulary, np.ndarray, np.ndarray],
 ) -> None:
     vocabulary, X, Y = world
-    model = make_model("auto", candidates=("xgboost", "linear", "ols-api"), params=FAST)
+    model = make_model("auto", candidates=("xgboost", "linear", "ols-api"), params=MEMBERS)
     model.fit(X, Y, vocabulary.layout)
     validation = model.validation_
     table = validation["candidates"]
@@ -333,7 +334,7 @@ def test_auto_blend_is_the_mean_of_its_members(
 ) -> None:
     vocabulary, X, Y = world
     layout = vocabulary.layout
-    model = make_model("auto", candidates=("xgboost+linear", "ols-api"), params=FAST, z=1e9)
+    model = make_model("auto", candidates=("xgboost+linear", "ols-api"), params=MEMBERS, z=1e9)
     model.fit(X, Y, layout)
     assert model.series_kinds() == ["xgboost+linear"] * len(SERIES)
     assert set(model.validation_["candidates"]) == {"xgboost+linear", "ols-api"}
@@ -453,6 +454,17 @@ def test_auto_switches_only_on_a_clear_paired_difference() -> None:
         ("auto", {"validation_fraction": 2.0}, "validation_fraction in"),
         ("auto", {"params": {"qrnn": {"lr": -1.0}}}, "lr > 0"),
         ("auto", {"params": {"qrn": {}}}, "'qrn', which is no model kind"),
+        ("qrnn", {"seed": -1}, "seed in \\[0, 2\\*\\*32\\)"),
+        ("qrnn", {"seed": 2**40}, "seed in"),
+        ("qrnn", {"lr": 1e308}, "lr <= 10"),
+        ("qrnn", {"context": 5000}, "context <= 1440"),
+        ("auto", {"params": {"qrnn": 5}}, "params must map model kinds"),
+        ("auto", {"params": {"auto": {}}}, "'auto', which is no model kind auto fits"),
+        ("auto", {"candidates": []}, "candidates must be a non-empty list"),
+        ("auto", {"candidates": ["auto"]}, "names 'auto', which auto cannot fit"),
+        ("auto", {"candidates": ["xgboost+auto"]}, "names 'auto'"),
+        ("auto", {"candidates": ["foo"]}, "names 'foo'"),
+        ("auto", {"candidates": [5]}, "candidates takes a list of a string"),
     ],
 )
 def test_every_kinds_hyperparameters_are_checked_when_made(

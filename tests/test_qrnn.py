@@ -174,6 +174,10 @@ def test_bad_hyperparameters_and_unfitted_use() -> None:
     layout = Layout(("a",), {}, (), ())
     with pytest.raises(ModelError, match="NaN"):
         QRNN().fit(np.array([[np.nan]]), np.ones((1, 1)), layout)
+    rng = np.random.default_rng(0)
+    X = rng.poisson(20.0, (60, 1)).astype(float)
+    with pytest.raises(ModelError, match="training diverged"):  # saved, it estimated NaN
+        QRNN(l1=1e308, epochs=2, anchor=False).fit(X, 0.01 * X, layout)
 
 
 def test_import_does_not_load_torch() -> None:

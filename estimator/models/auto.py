@@ -70,12 +70,23 @@ class AutoModel(QuantileModel):
         margin: float = 0.01,
         z: float = 2.0,
     ) -> None:
+        from estimator.models import MODEL_KINDS, make_model
+
+        if isinstance(candidates, str) or not candidates:
+            raise InputError("auto: candidates must be a non-empty list", field="candidates")
         self.candidates = tuple(candidates)
         for candidate in self.candidates:
-            kinds = members(candidate)
+            kinds = members(candidate) if isinstance(candidate, str) else [""]
             if "" in kinds or len(set(kinds)) != len(kinds):
                 raise InputError(
                     f"auto: candidate '{candidate}' is not KIND or KIND+KIND", field="candidates"
+                )
+            wrong = [k for k in kinds if k not in MODEL_KINDS or k == self.kind]
+            if wrong:
+                raise InputError(
+                    f"auto: candidate '{candidate}' names '{wrong[0]}', which auto cannot fit; "
+                    f"choose from {', '.join(k for k in MODEL_KINDS if k != self.kind)}",
+                    field="candidates",
                 )
         if not 0 < validation_fraction < 1 or not margin >= 0 or not z >= 0:
             raise InputError(
@@ -84,16 +95,19 @@ class AutoModel(QuantileModel):
         self.margin = margin
         self.z = z
         self.validation_fraction = validation_fraction
+        if not isinstance(params, Mapping | None) or not all(
+            isinstance(v, Mapping) for v in (params or {}).values()
+        ):
+            raise InputError(
+                'auto: params must map model kinds to their params, e.g. {"qrnn": {"epochs": 5}}',
+                field="params",
+            )
         self.params = {k: dict(v) for k, v in (params or {}).items()}
-        from estimator.models import MODEL_KINDS, make_model
-
         for kind, given in self.params.items():
-            if kind not in MODEL_KINDS:
+            if kind not in MODEL_KINDS or kind == self.kind:
                 raise InputError(
-                    f"auto: params for '{kind}', which is no model kind", field="param"
+                    f"auto: params for '{kind}', which is no model kind auto fits", field="params"
                 )
-            if kind == self.kind:
-                continue
             with contextlib.suppress(ImportError):  # checked now, not after hours of training
                 make_model(kind, **given)
 

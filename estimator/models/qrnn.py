@@ -64,9 +64,18 @@ class QRNNConfig:
     max_seconds: float = 240.0
     """Training time budget; training stops after the epoch that passes it (a fit cut short
     by the budget is no longer reproducible under the seed)."""
-    threads: int = 2
+    threads: int = 1
+    """Torch threads for fitting. One by default: on a machine shared with other work, threads
+    wait on each other (a fit took 5 to 9 times longer with two); the weights are the same."""
     progress: bool | None = None
     """Show a progress bar on stderr; None shows it when stderr is a terminal."""
+
+
+MAX_LR = 10.0
+"""Learning rates above it only diverge (Adam's steps are about lr in size)."""
+MAX_CONTEXT = 1440
+"""The longest look-back in windows (a day of minutes): each row's estimate reads that many rows
+before it, so training memory and time grow with it."""
 
 
 class QRNN(QuantileModel):
@@ -115,6 +124,11 @@ class QRNN(QuantileModel):
             )
         if c.patience < 1 or c.epoch_rows < 1:
             raise InputError("qrnn needs patience and epoch_rows >= 1", field="param")
+        if not (0 <= c.seed < 2**32 and c.lr <= MAX_LR and c.context <= MAX_CONTEXT):
+            raise InputError(
+                f"qrnn needs seed in [0, 2**32), lr <= {MAX_LR:g} and context <= {MAX_CONTEXT}",
+                field="param",
+            )
         self.context = self.config.context
 
     # ------------------------------------------------------------------ fitting
@@ -168,6 +182,10 @@ class QRNN(QuantileModel):
             self.net_.linear.copy_(torch.from_numpy(linear))
             self.training_ = qrnn_net.train(
                 self.net_, self._padded(X), Y / self.y_scale_, plan, cfg.seed
+            )
+        if not all(bool(torch.isfinite(w).all()) for w in self.net_.parameters()):
+            raise ModelError(
+                "qrnn: training diverged (weights are no longer numbers); lower lr or l1"
             )
         self.margin_ = self._calibrate(X, Y / self.y_scale_)
         return self

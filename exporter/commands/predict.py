@@ -38,9 +38,9 @@ def write_predictions(path: Path, bundle: Bundle, windows: list[Window], pred: n
                         _num(window.start),
                         component,
                         resource,
-                        f"{lower:.6g}",
-                        f"{median:.6g}",
-                        f"{upper:.6g}",
+                        f"{lower:.10g}",
+                        f"{median:.10g}",
+                        f"{upper:.10g}",
                     ]
                 )
                 rows += 1
