@@ -183,3 +183,14 @@ def test_bad_hyperparameters_and_unfitted_use() -> None:
 def test_import_does_not_load_torch() -> None:
     code = "import estimator.models.qrnn, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fitting_tells_its_epochs_where_no_bar_is_shown() -> None:
+    """Into a log file (no terminal, no bar) qrnn still says how far it is, now and then."""
+    rng = np.random.default_rng(0)
+    X = rng.poisson(20.0, (60, 1)).astype(float)
+    lines: list[str] = []
+    model = QRNN(epochs=3, anchor=False, progress=False)
+    model.progress = lines.append
+    model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
+    assert lines and lines[0].startswith("qrnn: epoch 1 of at most 3 (per-call costs), loss ")

@@ -175,6 +175,7 @@ class QRNN(QuantileModel):
             validation=cfg.validation,
             max_seconds=cfg.max_seconds,
             progress=progress,
+            say=self.progress,
         )
         with qrnn_net.deterministic(cfg.seed, self._threads()):
             self.net_ = self._new_net()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -162,6 +162,11 @@ class TrainPlan:
     validation: float
     max_seconds: float
     progress: bool
+    say: Callable[[str], None] | None = None
+    """Told a line every SAY_EVERY seconds of training where the bar is off (a log file)."""
+
+
+SAY_EVERY = 15.0
 
 
 @contextmanager
@@ -215,6 +220,9 @@ class _Data:
     n_val: int
     deadline: float
     """time.monotonic() after which no new epoch starts."""
+    next_say: float = 0.0
+    epochs_done: int = 0
+    """time.monotonic() at which the next progress line is due (where the bar is off)."""
 
 
 def _epoch(
@@ -261,6 +269,13 @@ def _phase(
             score = _evaluate(net, data, data.n_train)
         bar.set_postfix(loss=f"{score:.4f}", recurrent=net.recurrent)
         bar.update(1)
+        data.epochs_done += 1
+        if bar.disable and plan.say is not None and time.monotonic() >= data.next_say:
+            data.next_say = time.monotonic() + SAY_EVERY
+            stage = "recurrent correction" if net.recurrent else "per-call costs"
+            plan.say(
+                f"qrnn: epoch {data.epochs_done} of at most {plan.epochs} ({stage}), loss {score:.4f}"
+            )
         if score < best - 1e-5:
             best, stale = score, 0
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
