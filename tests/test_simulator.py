@@ -199,3 +199,14 @@ def test_cli_rejects_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert stop.value.code == 2
     assert main(["simulate", "--scenario", "normal", "--days", "-1", "--out", out]) == 2
     assert "--days" in capsys.readouterr().err
+    argv = ["simulate", "--scenario", "normal", "--windows", "3", "--out", out]
+    assert main([*argv, "--start", "yesterday"]) == 2
+    assert "field '--start'" in capsys.readouterr().err
+
+
+def test_cli_starts_the_run_where_asked(tmp_path: Path) -> None:
+    """A test day after the training days (as serve sees it), not on top of them."""
+    out = tmp_path / "later.jsonl"
+    argv = ["simulate", "--scenario", "normal", "--windows", "3", "--out", str(out)]
+    assert main([*argv, "--start", "2023-01-03T00:00:00Z"]) == 0
+    assert [w.start for w in load_windows(out)] == [1_672_704_000.0 + 60 * i for i in range(3)]

@@ -13,6 +13,7 @@ from estimator.errors import InputError
 from estimator.simulator import SCENARIOS, SimulationConfig, run_simulation, to_windows
 from estimator.windows import write_windows
 from exporter.commands.outputs import output_file, prepare_parent
+from exporter.commands.ranges import parse_time
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attack-length", type=int, help="attacked windows (default: a tenth of the run)"
     )
+    parser.add_argument(
+        "--start",
+        help="start of the first window: Unix seconds or ISO 8601, UTC without a zone (default "
+        "2023-01-01T00:00:00Z); a test day after the training days' end ages the bands as serve does",
+    )
     parser.add_argument("--out", required=True, type=Path, help="dataset to write (JSON Lines)")
 
 
@@ -63,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         attack_component=args.attack_component,
         attack_start=args.attack_start,
         attack_length=args.attack_length,
+        **({} if args.start is None else {"start": parse_time(args.start, "--start")}),
     )
 
 
