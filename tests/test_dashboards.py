@@ -161,11 +161,28 @@ def test_variables(path: Path) -> None:
     sources = [v for v in variables.values() if v["type"] == "datasource"]
     assert len(sources) == 1 and sources[0]["name"] == "datasource"
     assert sources[0]["query"] == "prometheus"
-    for name in ("component", "resource"):
+    for name in ("job", "component", "resource"):
         assert variables[name]["type"] == "query", name
         assert variables[name]["datasource"] == DATASOURCE_REF, name
     for selector in variable_queries(load(path)):
         assert metric_names(substitute(selector)) <= CONTRACT_3 | recording_rules()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_deeprest_selector_keeps_to_the_chosen_jobs(path: Path) -> None:
+    """Two exporters scraped by one Prometheus (two jobs) are never drawn as one."""
+    for title, expr in panel_exprs(load(path)):
+        unfiltered: list[str] = []
+
+        def visit(node: Any, found: list[str] = unfiltered) -> None:
+            if not isinstance(node, promql_parser.VectorSelector):
+                return
+            jobs = [m.value for m in node.matchers.matchers if m.name == "job"]
+            if "deeprest_" in (node.name or "") and jobs != ["$job"]:
+                found.append(node.name)
+
+        promql_parser.walk(promql_parser.parse(expr), visit)
+        assert not unfiltered, f'{title}: {unfiltered} without job=~"$job"'
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
