@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -145,7 +146,11 @@ class DeepRestCollector(Collector):
 
 
 def make_registry(collector: DeepRestCollector) -> CollectorRegistry:
-    """A fresh registry holding only this collector (nothing on the default REGISTRY)."""
+    """A fresh registry holding this collector and the process metrics (nothing on the default
+    REGISTRY)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    # process_start_time_seconds and the rest: DeepRestModelStale counts from the start where
+    # nothing was estimated yet
+    ProcessCollector(registry=registry)
     return registry
