@@ -426,6 +426,44 @@ def test_xgboost_keeps_only_the_boosting_rounds_that_help_on_held_out_windows(
     assert all(b.num_boosted_rounds() == 20 for b in every.boosters_ if b is not None)
 
 
+def test_auto_does_not_trade_the_band_for_a_better_median(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate whose median is clearly better on the tail, but whose band misses it, does not
+    take the series; where its band covers as well, it does."""
+    from estimator.models.auto import AutoModel
+
+    vocabulary, X, Y = world
+    model = AutoModel(candidates=("linear", "ols-api"), z=2.0)
+    tail = len(X) - (len(X) - int(round(len(X) * model.validation_fraction)))
+    truth = Y[-tail:]
+    rng = np.random.default_rng(0)
+    spread = np.nanstd(truth, axis=0) + 1e-9
+    rough = truth + spread * rng.normal(size=truth.shape)  # the first: a loose median
+    sharp = truth + 0.05 * spread * rng.normal(size=truth.shape)  # the other: a close one
+
+    def banded(median: np.ndarray, width: np.ndarray) -> np.ndarray:
+        return np.stack([median - width, median, median + width], axis=-1)
+
+    narrow = np.full(truth.shape[1], 0.001) * spread  # misses nearly every window
+    narrow[1:] = 3.0 * spread[1:]  # ... but for series 0 only
+    scores = {
+        "linear": banded(rough, 3.0 * spread),
+        "ols-api": banded(sharp, narrow),
+    }
+    monkeypatch.setattr(
+        AutoModel,
+        "_score",
+        lambda self, X, Y, layout, cut: {
+            k: (v, accuracy(v[..., 1], Y[cut:])) for k, v in scores.items()
+        },
+    )
+    model.fit(X, Y, vocabulary.layout)
+    kinds = model.series_kinds()
+    assert kinds[0] == "linear"
+    assert set(kinds[1:]) == {"ols-api"}
+
+
 def test_auto_switches_only_on_a_clear_paired_difference() -> None:
     from estimator.models.base import clearly_lower
 

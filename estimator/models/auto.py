@@ -29,6 +29,11 @@ BLEND = "+"
 """Joins the kinds of a blended candidate."""
 
 
+COVERAGE_SLACK = 0.15
+"""How far under both 90% and the first candidate's band coverage on the tail another candidate's
+may fall and still take a series: a median a little better is no gain with a band that misses."""
+
+
 def members(candidate: str) -> tuple[str, ...]:
     """The model kinds a candidate averages (one for a plain kind)."""
     return tuple(candidate.split(BLEND))
@@ -51,7 +56,8 @@ class AutoModel(QuantileModel):
     The first candidate (by default XGBoost) is preferred: another takes a series only when it
     beats it by more than `margin` accuracy and its absolute errors on the tail are lower by more
     than `z` standard errors (a paired comparison, window by window), so a noisy tail of few windows
-    does not hand a series to whichever candidate its noise favoured. The tail is traffic like the
+    does not hand a series to whichever candidate its noise favoured, and when its band covers the
+    tail no worse than COVERAGE_SLACK under both 90% and the first candidate's coverage. The tail is traffic like the
     rest of training, so it cannot show how a model extrapolates to traffic never seen; the first
     candidate is the one built to extrapolate.
 
@@ -161,9 +167,13 @@ class AutoModel(QuantileModel):
         table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])
         table[0] += self.margin
         first = np.abs(scores[kinds[0]][0][..., 1] - Y[cut:])
+        covered = {k: coverage(scores[k][0], Y[cut:]) for k in kinds}
+        floor = np.minimum(covered[kinds[0]], 0.9) - COVERAGE_SLACK
         for i, kind in enumerate(kinds[1:], start=1):
             clear = clearly_lower(np.abs(scores[kind][0][..., 1] - Y[cut:]), first, self.z)
             table[i, ~clear & np.isfinite(table[0])] = -np.inf
+            with np.errstate(invalid="ignore"):
+                table[i, covered[kind] < floor] = -np.inf  # NaN (no actual): no evidence
         chosen = [kinds[i] for i in np.argmax(table, axis=0)]
         chosen_pred = np.stack(
             [scores[k][0][:, j] for j, k in enumerate(chosen)], axis=1
