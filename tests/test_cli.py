@@ -487,6 +487,10 @@ def test_auto_training_tells_each_candidate_as_it_starts(
     assert main(argv) == 0
     said = capsys.readouterr()
     assert "auto: fitting linear on the first 100 windows" in said.out + said.err
+    tiny = [*args[:4], str(half.parent / "model-auto-tiny"), *args[5:]]
+    argv = [*tiny, "--param", 'candidates=["linear"]', "--param", "validation_fraction=0.999"]
+    assert main(argv) == 2  # the user's numbers, not a failure of the tool
+    assert "field '--param': auto: too few windows (200)" in capsys.readouterr().err
 
 
 def test_unwritable_outputs_exit_2_before_the_work(

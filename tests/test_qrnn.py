@@ -194,3 +194,13 @@ def test_fitting_tells_its_epochs_where_no_bar_is_shown() -> None:
     model.progress = lines.append
     model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
     assert lines and lines[0].startswith("qrnn: epoch 1 of at most 3 (per-call costs), loss ")
+
+
+def test_the_time_budget_holds_within_an_epoch() -> None:
+    """Past the budget no further batch runs: one batch in each of the two phases."""
+    rng = np.random.default_rng(0)
+    X = rng.poisson(20.0, (400, 1)).astype(float)
+    model = QRNN(epochs=50, anchor=False, progress=False, max_seconds=1e-9, batch_size=8)
+    model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
+    assert model.training_["epochs"] == 2
+    assert np.isfinite(model.predict(X)).all()

@@ -161,7 +161,11 @@ class AutoModel(QuantileModel):
         tail = max(1, int(round(len(X) * self.validation_fraction)))
         cut = len(X) - tail
         if cut < 2:
-            raise ModelError(f"auto: too few windows ({len(X)}) to hold out a validation tail")
+            raise InputError(
+                f"auto: too few windows ({len(X)}) to hold out a tail of {tail} and fit on the "
+                "rest; give more windows or a smaller validation fraction",
+                field="param",
+            )
         scores = self._score(X, Y, layout, cut)
         kinds = list(scores)
         table = np.vstack([np.nan_to_num(scores[k][1], nan=-np.inf) for k in kinds])

@@ -62,8 +62,8 @@ class QRNNConfig:
     training rows (see `costbase.choose_shrinkage`); (0,) never shrinks."""
     seed: int = 0
     max_seconds: float = 240.0
-    """Training time budget; training stops after the epoch that passes it (a fit cut short
-    by the budget is no longer reproducible under the seed)."""
+    """Training time budget; training stops at the first batch past it (a fit cut short by the
+    budget is no longer reproducible under the seed)."""
     threads: int = 1
     """Torch threads for fitting; the weights are the same whatever the number. One by default:
     on a 2-core machine shared with other work, two made a fit 5 to 9 times slower (waiting on

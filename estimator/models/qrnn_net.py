@@ -242,8 +242,10 @@ def _epoch(
     rng.shuffle(starts)
     starts = starts[: max(1, plan.epoch_rows // length)]
     net.train()
-    total = 0.0
+    total, seen = 0.0, 0
     for i in range(0, len(starts), per_batch):
+        if seen and time.monotonic() > data.deadline:
+            break  # the budget holds within an epoch too (a long look-back makes epochs slow)
         chunk = starts[i : i + per_batch]
         pred = net(*_blocks(data, chunk, length, ctx))
         loss = pinball(pred, _targets(data.y, chunk, length), _targets(data.known, chunk, length))
@@ -252,8 +254,9 @@ def _epoch(
         loss.backward()
         opt.step()
         total += float(loss.detach()) * len(chunk)
+        seen += len(chunk)
     net.eval()
-    return total / len(starts)
+    return total / seen
 
 
 def _phase(
