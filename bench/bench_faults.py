@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -191,14 +192,20 @@ def measure(
             }
         )
     flags = np.where(quiet, over > threshold, False)
-    holds = np.where(quiet, alert_condition(over, above, rule, width), False)
-    runs = _runs(holds[:, cpu], for_windows + 1)  # pending for `for:`, then firing
+
+    def alerts(variant: CpuRule) -> int:
+        holds = np.where(quiet, alert_condition(over, above, variant, width), False)
+        return _runs(holds[:, cpu], for_windows + 1)  # pending for `for:`, then firing
+
+    unfloored = replace(rule, floor=0.0)
     row = {
         "model": name,
         "faults_flagged": sum(int(r["windows_over"]) > 0 for r in per_fault),
         "faults": len(per_fault),
         "false_flag_share": float(flags[:, cpu].sum() / max(quiet[:, cpu].sum(), 1)),
-        "false_alerts": runs,
+        "false_alerts": alerts(rule),
+        "without_floor": alerts(unfloored),
+        "fast_average_only": alerts(replace(unfloored, slow_threshold=math.inf)),
     }
     return row, per_fault
 
@@ -255,7 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         row, per_fault = measure(kind, pred, actual, starts, series, faults, rule, width)
         rows.append(row)
         fault_rows.extend(per_fault)
-    columns = ["model", "faults_flagged", "faults", "false_flag_share", "false_alerts"]
+    columns = [
+        "model",
+        "faults_flagged",
+        "faults",
+        "false_flag_share",
+        "false_alerts",
+        "without_floor",
+        "fast_average_only",
+    ]
     fault_columns = ["model", "service", "injected", "max_excess", "windows_over"]
     print(format_table(rows, columns))
     print(format_table(fault_rows, fault_columns))
@@ -277,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             f"on those windows, each for nothing: its condition (the excess averaged over "
             f"{rule.fast} minutes above {threshold:g}, or over {rule.slow} minutes above "
             f"{rule.slow_threshold:g}, and {rule.floor:g} cores above the band) held for its "
-            f"`for:` of {for_windows} windows.\n\n"
+            f"`for:` of {for_windows} windows. *without_floor*: the same without its absolute "
+            "floor; *fast_average_only*: without the floor and the hour's average (the "
+            "10-minute average alone). Services here use a few millicores: the floor is what "
+            "keeps a noisy band from paging.\n\n"
             + markdown_table(rows, columns)
             + "\n\nPer CPU-contention fault: the highest excess on the faulted service's CPU and "
             "the flagged windows.\n\n" + markdown_table(fault_rows, fault_columns),
