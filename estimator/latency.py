@@ -314,8 +314,8 @@ def load_steps(
             median = chunk[order, 1][np.searchsorted(weights, weights[-1] / 2.0)]
             loads, values = chunk[:, 0], chunk[:, 1]
             busiest = values[loads == loads.max()].max()  # the slowest of tied busiest windows
-            positive = np.log(values[values > 0])
-            spread = float(positive.std()) if len(positive) > 1 else math.inf
+            logs = np.log(values[values > 0])
+            spread = float(logs.std()) if len(logs) > 1 else math.inf
             bound = float(busiest) * math.exp(Z_90 * spread)
             out.append(Step(math.nan, float(loads.mean()), float(median), loads.max(), bound))
         steps[api] = out

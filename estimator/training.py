@@ -114,9 +114,8 @@ def train_bundle(
     Y = targets(windows, series)
     say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
     params = dict(config.model_params)
-    if (
-        config.model == "auto"
-    ):  # auto holds out its own tail: the one asked for, unless a param says
+    if config.model == "auto":
+        # auto holds out its own tail: the one asked for, unless a param says otherwise
         params.setdefault("validation_fraction", config.validation_fraction)
     model = make_model(config.model, **params)
     if isinstance(model, AutoModel):

@@ -151,13 +151,24 @@ def scale_shortfall(
     """[windows, series, 3] what the model's estimate of `traffic` times `factor` (call trees in
     expectation) lacks to be monotone in the scale (see `monotone_in_scale`): zero where more
     traffic already needs at least as much."""
+    expected = functools.cache(_estimates_of(bundle, synthesizer, traffic, starts))
+    return monotone_in_scale(expected)(factor) - expected(factor)
 
-    def expected(k: float) -> np.ndarray:
+
+def _estimates_of(
+    bundle: Bundle,
+    synthesizer: Synthesizer,
+    traffic: Sequence[Mapping[Pair, float]],
+    starts: np.ndarray,
+) -> Callable[[float], np.ndarray]:
+    """k -> [windows, series, 3] the model's estimates (its own band) of `traffic` times k, as
+    call trees in expectation."""
+
+    def estimates(k: float) -> np.ndarray:
         windows = synthesizer.windows(scaled_traffic(traffic, k), starts, bundle.window_seconds)
         return bundle.predict(windows, aged=False)[0]
 
-    cached = functools.cache(expected)
-    return monotone_in_scale(cached)(factor) - cached(factor)
+    return estimates
 
 
 REFINE = 7
@@ -257,10 +268,6 @@ def max_scales(
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
 
-    def expected(factor: float) -> np.ndarray:
-        scaled = scaled_traffic(traffic, factor)
-        windows = synthesizer.windows(scaled, starts, bundle.window_seconds)
-        return bundle.predict(windows, aged=False)[0][:, columns]
-
-    ordered = monotone_in_scale(expected)
+    estimates = _estimates_of(bundle, synthesizer, traffic, starts)
+    ordered = monotone_in_scale(lambda k: estimates(k)[:, columns])
     return dict(zip(keys, allowed_scales(lambda k: peaks(ordered(k)), bound, ceiling), strict=True))

@@ -148,10 +148,10 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         if not recent:
             raise InputError("no stored windows yet to scale; send traffic first", field="scale")
 
-        ordered = monotone_in_scale(lambda k: estimator.predict_windows(scale_windows(recent, k)))
+        base = factor
 
-        def predict(k: float) -> np.ndarray:  # more of the same traffic never needs less
-            return ordered(k * factor)
+        def expected(k: float) -> np.ndarray:
+            return estimator.predict_windows(scale_windows(recent, k))
     else:
         rates = body["rates"]
         if not isinstance(rates, dict) or not rates:
@@ -177,10 +177,12 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             windows = synthesizer.windows(scaled, starts, bundle_window)
             return estimator.predict_windows(windows, rescale=False)
 
-        ordered = monotone_in_scale(expected)
+        base = 1.0
+    ordered = monotone_in_scale(expected)  # more of the same traffic never needs less
 
-        def predict(k: float) -> np.ndarray:
-            return ordered(k)
+    def predict(k: float) -> np.ndarray:
+        """Estimates of the asked traffic times k."""
+        return ordered(k * base)
 
     statistic = str(body.get("latency", "p95"))
     if statistic not in LATENCY_STATISTICS:

@@ -22,6 +22,14 @@ def _per_series(name: str, help_text: str, values: Mapping[SeriesKey, float]) ->
     return family
 
 
+def _single(name: str, help_text: str, value: float | None) -> GaugeMetricFamily:
+    """A gauge without labels, and without a sample where `value` is None (not known yet)."""
+    family = GaugeMetricFamily(name, help_text)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
 def _by_reason(
     name: str, help_text: str, known: Sequence[str], counts: Mapping[str, int]
 ) -> CounterMetricFamily:
@@ -108,26 +116,21 @@ class DeepRestCollector(Collector):
             "1 - upper expected usage / limit, where a limit is known.",
             headroom,
         )
-        stamp = GaugeMetricFamily(
+        yield _single(
             "deeprest_last_estimate_timestamp_seconds",
             "End of the newest window estimated, Unix seconds.",
+            snap.window_end,
         )
-        if snap.window_end is not None:
-            stamp.add_metric([], snap.window_end)
-        yield stamp
-        unknown = GaugeMetricFamily(
+        yield _single(
             "deeprest_unknown_api_calls_ratio",
             "Share of the last window's API calls of APIs the model never saw (a guess for them).",
+            snap.unknown_share,
         )
-        if snap.unknown_share is not None:
-            unknown.add_metric([], snap.unknown_share)
-        yield unknown
-        up = GaugeMetricFamily(
-            "deeprest_up", "1 when the upstream Prometheus answered the last query, else 0."
+        yield _single(  # absent until the upstream was first asked
+            "deeprest_up",
+            "1 when the upstream Prometheus answered the last query, else 0.",
+            None if snap.up is None else float(snap.up),
         )
-        if snap.up is not None:  # absent until the upstream was first asked
-            up.add_metric([], 1.0 if snap.up else 0.0)
-        yield up
 
     def _model(self, snap: Snapshot) -> Iterator[Metric]:
         info = GaugeMetricFamily(

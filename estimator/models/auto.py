@@ -57,9 +57,9 @@ class AutoModel(QuantileModel):
     beats it by more than `margin` accuracy and its absolute errors on the tail are lower by more
     than `z` standard errors (a paired comparison, window by window), so a noisy tail of few windows
     does not hand a series to whichever candidate its noise favoured, and when its band covers the
-    tail no worse than COVERAGE_SLACK under both 90% and the first candidate's coverage. The tail is traffic like the
-    rest of training, so it cannot show how a model extrapolates to traffic never seen; the first
-    candidate is the one built to extrapolate.
+    tail no worse than COVERAGE_SLACK under both 90% and the first candidate's coverage. The tail
+    is traffic like the rest of training, so it cannot show how a model extrapolates to traffic
+    never seen; the first candidate is the one built to extrapolate.
 
     Candidates with a kind whose module cannot be imported are skipped; the kinds of the chosen
     candidates are refitted on all windows. `validation_` holds per-series accuracy and coverage of
