@@ -13,6 +13,9 @@ Choices, made once here for every importer:
   spans of the root's own component are gateway internals (request filters, the proxy's outgoing
   HTTP span). They add no path; their children hang from the root, so the step below the root is
   the API, as `estimator.windows.api_of` expects.
+- Sampled traces count for the traces they stand for: a tree's paths count its root span's
+  adjusted count (1 / the probability its trace was kept, see `adjusted_count`), 1 where the
+  source does not say.
 - A window is chosen by the end time of the tree's root span. The root span's duration is the
   request's latency, kept per API in the window (`Window.latency`) where start times are known
   and the root is a true root (an orphan standing as a root times no request).
@@ -24,12 +27,13 @@ Choices, made once here for every importer:
 
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from estimator.errors import DataWarning, count_of, first_few
+from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.windows import (
     CallPath,
     Latency,
@@ -60,6 +64,7 @@ class Span:
     operation: str
     start_ns: int
     end_ns: int
+    weight: float | None = None  # adjusted count (1 / sampling probability); None: not said
 
 
 UNKNOWN_NS = -1
@@ -77,11 +82,16 @@ class TracePaths:
     duration_ns: int = UNKNOWN_NS
     rooted: bool = True
     too_deep: int = 0
+    weight: float = 1.0  # the root span's adjusted count: requests this tree stands for
 
 
 @dataclass
 class SpanColumns:
-    """A batch of spans as parallel lists (fast to fill from CSV columns); parent None for roots."""
+    """A batch of spans as parallel lists (fast to fill from CSV columns); parent None for roots.
+
+    `weights` holds each span's adjusted count (see `adjusted_count`), NaN where its source does
+    not say, or is empty where no span's source says (nothing to store); `resolved` gives the
+    ones not said a recording's sampling ratio."""
 
     trace_ids: list[str]
     span_ids: list[str]
@@ -89,6 +99,7 @@ class SpanColumns:
     pairs: list[Pair]
     end_ns: list[int]
     start_ns: list[int]  # UNKNOWN_NS where the source has no start time
+    weights: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.span_ids)
@@ -97,7 +108,27 @@ class SpanColumns:
     def empty(cls) -> SpanColumns:
         return cls([], [], [], [], [], [])
 
+    def weight(self, i: int) -> float:
+        """Adjusted count of span `i` (1 where not said)."""
+        w = self.weights[i] if self.weights else math.nan
+        return 1.0 if math.isnan(w) else w
+
+    def resolved(self, unsaid: float) -> SpanColumns:
+        """These spans, those whose adjusted count is not said given `unsaid`."""
+        if unsaid == 1.0 and not self.weights:
+            return self
+        weights = self.weights or [math.nan] * len(self)
+        return replace(self, weights=[unsaid if math.isnan(w) else w for w in weights])
+
+    def _weigh(self) -> None:
+        """Hold one weight per span from here on."""
+        if not self.weights:
+            self.weights = [math.nan] * len(self)
+
     def extend(self, other: SpanColumns) -> None:
+        if other.weights or self.weights:
+            self._weigh()
+            self.weights.extend(other.weights or [math.nan] * len(other))
         self.trace_ids.extend(other.trace_ids)
         self.span_ids.extend(other.span_ids)
         self.parent_ids.extend(other.parent_ids)
@@ -114,15 +145,55 @@ class SpanColumns:
             [self.pairs[i] for i in rows],
             [self.end_ns[i] for i in rows],
             [self.start_ns[i] for i in rows],
+            [self.weights[i] for i in rows] if self.weights else [],
         )
 
     def append(self, span: Span) -> None:
+        if span.weight is not None or self.weights:
+            self._weigh()
+            self.weights.append(math.nan if span.weight is None else span.weight)
         self.trace_ids.append(span.trace_id)
         self.span_ids.append(span.span_id)
         self.parent_ids.append(span.parent_id or None)
         self.pairs.append((span.component, span.operation))
         self.end_ns.append(span.end_ns)
         self.start_ns.append(span.start_ns)
+
+
+THRESHOLD_BITS = 56
+"""Bits of the rejection threshold of OpenTelemetry's probability sampling (`ot=th:`)."""
+_TH_DIGITS = THRESHOLD_BITS // 4
+
+
+def adjusted_count(tracestate: str) -> float | None:
+    """Traces a sampled one stands for, from its W3C `tracestate` (OpenTelemetry's consistent
+    probability sampling: `ot=...;th:<hex>`, a rejection threshold T of up to 14 hex digits
+    padded with zeros; kept with probability 1 - T / 2**56). None where the tracestate carries
+    no valid threshold: the caller's configured ratio, if any, applies instead."""
+    for member in tracestate.split(","):
+        key, _, value = member.strip().partition("=")
+        if key.strip() != "ot":
+            continue
+        for item in value.split(";"):
+            name, _, digits = item.partition(":")
+            if name != "th":
+                continue
+            digits = digits.lower()
+            if not 0 < len(digits) <= _TH_DIGITS or not _HEX_DIGITS.issuperset(digits):
+                return None
+            threshold = int(digits.ljust(_TH_DIGITS, "0"), 16)
+            return float(2**THRESHOLD_BITS / (2**THRESHOLD_BITS - threshold))
+    return None
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def check_sampling_ratio(ratio: float, name: str = "sampling_ratio") -> float:
+    """A configured share of traces kept (0 < ratio <= 1) as the adjusted count it gives."""
+    if not 0.0 < ratio <= 1.0:  # NaN fails too
+        raise InputError(f"expected a share of traces in (0, 1], got {ratio:g}", field=name)
+    return 1.0 / ratio
 
 
 def columns_of(spans: Iterable[Span]) -> SpanColumns:
@@ -211,7 +282,8 @@ def _walk(
     # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
     rooted = cols.parent_ids[root] is None
     timed = UNKNOWN_NS < start <= end and rooted
-    return TracePaths(end, paths, end - start if timed else UNKNOWN_NS, rooted, too_deep), size
+    duration = end - start if timed else UNKNOWN_NS
+    return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root)), size
 
 
 def _cycle_trees(
@@ -290,8 +362,9 @@ def _count(
         calls = counts.get(key)
         if calls is None:
             calls = counts[key] = {}
+        weight = trace.weight
         for path in trace.paths:
-            calls[path] = calls.get(path, 0.0) + 1.0
+            calls[path] = calls.get(path, 0.0) + weight
         record_latency(trace, durations.setdefault(key, {}))
     return too_deep
 
@@ -324,9 +397,15 @@ def _check_width(window_seconds: int) -> None:
         raise ValueError(f"window_seconds must be positive, got {window_seconds}")
 
 
-def bucket(traces: Iterable[TracePaths], window_seconds: int = 60) -> list[Window]:
-    """Count the paths of each tree into windows aligned to multiples of `window_seconds`."""
+def bucket(
+    traces: Iterable[TracePaths], window_seconds: int = 60, sampling_ratio: float = 1.0
+) -> list[Window]:
+    """Count the paths of each tree into windows aligned to multiples of `window_seconds`; each
+    tree's paths count 1 / `sampling_ratio` times its weight (a sampled recording's traffic)."""
     _check_width(window_seconds)
+    if sampling_ratio != 1.0:
+        unsaid = check_sampling_ratio(sampling_ratio)
+        traces = (replace(t, weight=t.weight * unsaid) for t in traces)
     counts: Counts = {}
     durations: Durations = {}
     _warn_too_deep(_count(traces, counts, durations, window_seconds))
@@ -339,6 +418,7 @@ def windows_of_batches(
     fold_gateway: bool = True,
     settle: int = SETTLE_BATCHES,
     file_seconds: int | None = None,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of call-path counts from spans read batch by batch (a file each), in time order.
 
@@ -351,8 +431,11 @@ def windows_of_batches(
     at least `file_seconds` from its first. Windows that the files cover less than half of are
     dropped with a warning (`_drop_uncovered`). Without, the recording covers the time from its
     first span end to its last, so only its two edge windows can be dropped (`_drop_edges`).
+
+    A trace whose spans do not say how it was sampled stands for 1 / `sampling_ratio` traces.
     """
     _check_width(window_seconds)
+    unsaid = check_sampling_ratio(sampling_ratio)
     counts: Counts = {}
     durations: Durations = {}
     pending = SpanColumns.empty()
@@ -361,6 +444,7 @@ def windows_of_batches(
     span: list[int] = []  # without: the first and last span end of the recording
     too_deep = 0
     for number, batch in enumerate(batches):
+        batch = batch.resolved(unsaid)
         if file_seconds and len(batch):
             first = min(batch.end_ns)
             covers.append((first, max(max(batch.end_ns), first + file_seconds * NS_PER_S)))

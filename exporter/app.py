@@ -72,7 +72,7 @@ def ingest(runtime: Runtime) -> Response:
             raise OtlpError(
                 413, "too_many_spans", f"{n} spans exceed {limits.max_spans_per_request} a request"
             )
-        decoded = extract_spans(message)
+        decoded = extract_spans(message, limits.sampling_ratio)
         if malformed:
             decoded.rejected["malformed"] = malformed
         if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):  # the client retries

@@ -24,7 +24,7 @@ under OTHER_API."""
 OTHER_API: Pair = ("", "other")
 """Counter key of the APIs past MAX_API_LABELS (label `api=":other"`)."""
 
-_Span = tuple[bytes, str, str, int, int]  # parent, component, operation, end ns, start ns
+_Span = tuple[bytes, str, str, int, int, float]  # parent, component, operation, end, start, weight
 
 
 class _Trace:
@@ -42,7 +42,10 @@ def trace_trees(spans: dict[bytes, _Span]) -> list[TracePaths]:
     folding), so live windows hold the same paths (and latency) as imported training windows.
     """
     cols = SpanColumns.empty()
-    for sid, (parent, component, operation, end, start) in spans.items():
+    weights = [span[5] for span in spans.values()]
+    if any(w != 1.0 for w in weights):
+        cols.weights = weights
+    for sid, (parent, component, operation, end, start, _) in spans.items():
         cols.trace_ids.append("")
         cols.span_ids.append(sid.hex())
         cols.parent_ids.append(parent.hex() if parent else None)
@@ -79,7 +82,7 @@ class TraceAssembler:
             traces = self._traces
             last_tid = b""
             trace = _Trace()
-            for tid, sid, parent, component, operation, end, start in spans:
+            for tid, sid, parent, component, operation, end, start, weight in spans:
                 if tid != last_tid:
                     found = traces.get(tid)
                     if found is None:
@@ -90,7 +93,7 @@ class TraceAssembler:
                     trace.last_seen = now
                     last_tid = tid
                 before = len(trace.spans)
-                trace.spans[sid] = (parent, component, operation, end, start)
+                trace.spans[sid] = (parent, component, operation, end, start, weight)
                 self._pending += len(trace.spans) - before
             return True
 
@@ -148,10 +151,11 @@ class WindowAggregator:
                 window = self._open.get(k)
                 if window is None:
                     window = self._open[k] = Window(k * self.window, (k + 1) * self.window)
+                weight = tree.weight  # the requests a sampled trace stands for
                 for path in tree.paths:
-                    window.calls[path] = window.calls.get(path, 0.0) + 1.0
+                    window.calls[path] = window.calls.get(path, 0.0) + weight
                     if len(path) <= 2 and tree.rooted:  # an orphan's root is no API call
-                        for api, n in api_counts({path: 1.0}).items():
+                        for api, n in api_counts({path: weight}).items():
                             self._count_api(api, n)
                 record_latency(tree, self._durations.setdefault(k, {}))
             self.late_paths += late

@@ -136,6 +136,7 @@ class ReceiverConfig:
     max_spans_per_request: int = 65536
     max_pending_spans: int = 1_000_000
     retry_after: float = 2.0
+    sampling_ratio: float = 1.0  # share of traces the services keep, where spans do not say
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,17 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
             out[name] = _int(raw[name], p + name, 1)
     if "retry_after" in raw:
         out["retry_after"] = parse_duration(raw["retry_after"], p + "retry_after")
+    if "sampling_ratio" in raw:
+        out["sampling_ratio"] = _ratio(raw["sampling_ratio"], p + "sampling_ratio")
     return ReceiverConfig(**out)
+
+
+def _ratio(value: Any, key: str) -> float:
+    """A share in (0, 1]: YAML's number, or text such as `1e-3` (YAML reads it as text)."""
+    number = _limit_number(value)
+    if number is None or not 0.0 < number <= 1.0:
+        raise InputError(f"expected a number in (0, 1], got {value!r}", field=key)
+    return number
 
 
 def _limit_number(value: Any) -> float | None:

@@ -21,14 +21,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from estimator.spans import adjusted_count, check_sampling_ratio
 from exporter.config import ReceiverConfig
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-SpanRecord = tuple[bytes, bytes, bytes, str, str, int, int]
-"""(trace id, span id, parent span id or b"", component, operation, end and start time in ns;
-start -1 when the span does not set it)."""
+SpanRecord = tuple[bytes, bytes, bytes, str, str, int, int, float]
+"""(trace id, span id, parent span id or b"", component, operation, end and start time in ns,
+adjusted count; start -1 when the span does not set it; the adjusted count is the traces a
+sampled one stands for, from its tracestate's `ot=th:` threshold, else the configured ratio's)."""
 
 REASONS = (
     "missing_service_name", "empty_name", "bad_id", "bad_time", "malformed", "late", "too_deep",
@@ -218,8 +220,11 @@ def _service_name(resource: Any) -> str:
     return ""
 
 
-def extract_spans(request: ExportTraceServiceRequest) -> Decoded:
-    """Usable spans of a request; bad ones are counted per reason, never fatal."""
+def extract_spans(request: ExportTraceServiceRequest, sampling_ratio: float = 1.0) -> Decoded:
+    """Usable spans of a request; bad ones are counted per reason, never fatal. A span whose
+    tracestate carries no sampling threshold stands for 1 / `sampling_ratio` traces."""
+    unannotated = check_sampling_ratio(sampling_ratio)
+    weights: dict[str, float] = {"": unannotated}
     out = Decoded()
     spans = out.spans
     append = spans.append
@@ -253,7 +258,11 @@ def extract_spans(request: ExportTraceServiceRequest) -> Decoded:
                 else:
                     start = span.start_time_unix_nano or -1
                     parent = b"" if parent == _ZERO8 else parent
-                    append((tid, sid, parent, component, name, end, start))
+                    state = span.trace_state
+                    weight = weights.get(state)
+                    if weight is None:
+                        weight = weights[state] = adjusted_count(state) or unannotated
+                    append((tid, sid, parent, component, name, end, start, weight))
     return out
 
 

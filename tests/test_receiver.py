@@ -172,10 +172,10 @@ def test_api_names_past_the_label_cap_count_as_other() -> None:
 
 def test_orphans_and_cycles_become_roots() -> None:
     spans = {
-        b"a": (b"missing", "svc", "orphan", 5, 1),
-        b"b": (b"a", "svc", "child", 4, 2),
-        b"c": (b"d", "x", "one", 3, 1),
-        b"d": (b"c", "y", "two", 2, 1),
+        b"a": (b"missing", "svc", "orphan", 5, 1, 1.0),
+        b"b": (b"a", "svc", "child", 4, 2, 1.0),
+        b"c": (b"d", "x", "one", 3, 1, 1.0),
+        b"d": (b"c", "y", "two", 2, 1, 1.0),
     }
     paths = {path: end for end, path in trace_paths(spans)}
     assert paths[(("svc", "orphan"),)] == 5
@@ -193,9 +193,9 @@ def test_pending_limit_refuses_whole_batches() -> None:
 
 def test_live_paths_fold_gateway_internals_like_the_importers() -> None:
     spans = {
-        b"r": (b"", "gateway", "/*", 9, 1),
-        b"g": (b"r", "gateway", "HTTP POST", 8, 2),
-        b"o": (b"g", "orders", "/api/orders", 7, 3),
+        b"r": (b"", "gateway", "/*", 9, 1, 1.0),
+        b"g": (b"r", "gateway", "HTTP POST", 8, 2, 1.0),
+        b"o": (b"g", "orders", "/api/orders", 7, 3, 1.0),
     }
     paths = {path for _, path in trace_paths(spans)}
     assert paths == {(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))}

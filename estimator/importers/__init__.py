@@ -23,6 +23,7 @@ from estimator.importers.trainticket import (
     load_trainticket,
     metric_files,
 )
+from estimator.spans import check_sampling_ratio
 from estimator.windows import Window
 
 Importer = Callable[..., list[Window]]
@@ -44,17 +45,23 @@ def import_windows(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
-    """Windows from `source` in format `fmt`, joined with Train-Ticket style metric files if given."""
+    """Windows from `source` in format `fmt`, joined with Train-Ticket style metric files if given.
+    A trace whose spans do not say how it was sampled (OTLP's `ot=th:` tracestate, Jaeger's
+    probabilistic sampler tags) stands for 1 / `sampling_ratio` traces."""
+    check_sampling_ratio(sampling_ratio)  # before any file is read
     importer = FORMATS.get(fmt)
     if importer is None:
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     if fmt == "trainticket":
-        return load_trainticket(Path(source), window_seconds, on_file, fold_gateway, metrics)
+        return load_trainticket(
+            Path(source), window_seconds, on_file, fold_gateway, metrics, sampling_ratio
+        )
     paths = None if metrics is None else metric_files(metrics)
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
-    windows = importer(source, window_seconds, on_file, fold_gateway)
+    windows = importer(source, window_seconds, on_file, fold_gateway, sampling_ratio)
     if paths is not None:
         join_metrics(windows, paths, window_seconds, on_file)
     return windows

@@ -299,8 +299,16 @@ def windows_of_files(
     window_seconds: int,
     fold_gateway: bool,
     file_seconds: int | None = None,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Assemble spans read file by file into trees and count their paths into windows (with
-    `file_seconds`, files of one period each: see `windows_of_batches`)."""
+    `file_seconds`, files of one period each; `sampling_ratio`, the share of traces kept where
+    spans do not say: see `windows_of_batches`)."""
     check_window_seconds(window_seconds)
-    return windows_of_batches(batches, window_seconds, fold_gateway, file_seconds=file_seconds)
+    return windows_of_batches(
+        batches,
+        window_seconds,
+        fold_gateway,
+        file_seconds=file_seconds,
+        sampling_ratio=sampling_ratio,
+    )

@@ -4,11 +4,13 @@ A trace is {"traceID", "spans": [...], "processes": {processID: {"serviceName"}}
 spanID, operationName, references ([{"refType": "CHILD_OF", "spanID"}]), startTime and duration
 in microseconds, and processID (or an inline "process"). The parent is the first CHILD_OF
 reference, else the first FOLLOWS_FROM one; none means a root. A file may also hold one such
-document per line.
+document per line. A span tagged `sampler.type: probabilistic` (Jaeger clients tag a trace's root
+so) stands, with its trace, for 1 / `sampler.param` traces.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,30 @@ def _parent(span: dict[str, Any], where: Where, fld: str) -> str | None:
         found.setdefault(kind, where.text(ref.get("spanID"), f"{fld}.references[{k}].spanID"))
     parent = found.get("CHILD_OF") or found.get("FOLLOWS_FROM") or span.get("parentSpanID")
     return None if parent is None or no_parent(str(parent)) else str(parent)
+
+
+def _adjusted_count(span: dict[str, Any], where: Where, fld: str) -> float | None:
+    """1 / the probability of a probabilistic sampler, from a span's tags; None if untagged."""
+    tags: dict[str, Any] = {}
+    for k, tag in enumerate(where.items(span.get("tags") or [], f"{fld}.tags")):
+        tag = where.obj(tag, f"{fld}.tags[{k}]")
+        if tag.get("key") in ("sampler.type", "sampler.param"):
+            tags[str(tag["key"])] = (k, tag.get("value"))
+    if "sampler.type" not in tags or tags["sampler.type"][1] != "probabilistic":
+        return None
+    if "sampler.param" not in tags:
+        return None
+    k, value = tags["sampler.param"]
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 < number <= 1.0:  # NaN too
+        raise where.fail(
+            f"a probabilistic sampler's probability must be in (0, 1], got {value!r}",
+            f"{fld}.tags[{k}].value",
+        )
+    return 1.0 / number
 
 
 def _service(span: dict[str, Any], processes: dict[str, Any], where: Where, fld: str) -> str:
@@ -77,6 +103,7 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[
                     operation=where.text(span.get("operationName"), f"{fld}.operationName"),
                     start_ns=start_us * 1000,
                     end_ns=(start_us + duration_us) * 1000,
+                    weight=_adjusted_count(span, where, fld),
                 )
             )
     return out
@@ -87,7 +114,8 @@ def import_jaeger(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of call-path counts from Jaeger JSON."""
     batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file, FIRST_TIME)
-    return windows_of_files(batches, window_seconds, fold_gateway)
+    return windows_of_files(batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio)

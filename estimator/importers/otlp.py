@@ -5,7 +5,8 @@
 "startTimeUnixNano", "endTimeUnixNano"}]}]}]}. Ids are taken as given (hex in OTLP JSON); an empty
 or absent parentSpanId marks a root; times are integers or decimal strings. A resource without
 service.name is "unknown_service", as OpenTelemetry SDKs name it. The older
-"instrumentationLibrarySpans" key is read like "scopeSpans".
+"instrumentationLibrarySpans" key is read like "scopeSpans". A span's "traceState" holding
+OpenTelemetry's sampling threshold (`ot=th:...`) says how many traces its trace stands for.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from estimator.importers.common import (
     no_parent,
     windows_of_files,
 )
-from estimator.spans import Span
+from estimator.spans import Span, adjusted_count
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -59,7 +60,15 @@ def _span(span: Any, service: str, where: Where, fld: str) -> Span:
         operation=where.text(span.get("name"), f"{fld}.name"),
         start_ns=where.integer(span.get("startTimeUnixNano"), f"{fld}.startTimeUnixNano"),
         end_ns=where.integer(span.get("endTimeUnixNano"), f"{fld}.endTimeUnixNano"),
+        weight=_adjusted_count(span.get("traceState"), where, f"{fld}.traceState"),
     )
+
+
+def _adjusted_count(state: Any, where: Where, fld: str) -> float | None:
+    """The traces a span's trace stands for, where its tracestate says (see adjusted_count)."""
+    if state is None or state == "":
+        return None
+    return adjusted_count(where.text(state, fld))
 
 
 def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int = 1) -> list[Span]:
@@ -86,7 +95,8 @@ def import_otlp_json(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of call-path counts from OTLP JSON."""
     batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file, FIRST_TIME)
-    return windows_of_files(batches, window_seconds, fold_gateway)
+    return windows_of_files(batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio)

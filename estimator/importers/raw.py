@@ -77,8 +77,9 @@ def import_raw(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of call-path counts from raw-format traces (trees are taken as they are)."""
     del fold_gateway  # whole trees are given; nothing to fold
     check_window_seconds(window_seconds)
-    return bucket(read_raw(spec, on_file), window_seconds)
+    return bucket(read_raw(spec, on_file), window_seconds, sampling_ratio)

@@ -199,10 +199,12 @@ def import_span_csv(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
     assembled file by file in the time order of their first span."""
-    return import_span_files(expand_inputs(spec, SUFFIXES), window_seconds, on_file, fold_gateway)
+    paths = expand_inputs(spec, SUFFIXES)
+    return import_span_files(paths, window_seconds, on_file, fold_gateway, sampling_ratio)
 
 
 def import_span_files(
@@ -210,12 +212,14 @@ def import_span_files(
     window_seconds: int = 60,
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """`import_span_csv` of a list of files."""
     paths = in_time_order(paths, first_time)
     minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
     batches = span_batches(paths, on_file)
-    return windows_of_files(batches, window_seconds, fold_gateway, 60 if minute_files else None)
+    file_seconds = 60 if minute_files else None
+    return windows_of_files(batches, window_seconds, fold_gateway, file_seconds, sampling_ratio)
 
 
 MINUTE_FILE = re.compile(r"^\d{1,2}_\d{2}_trace\.csv(\.gz)?$", re.IGNORECASE)

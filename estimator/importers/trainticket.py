@@ -305,6 +305,7 @@ def load_trainticket(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     metrics: str | Path | None = None,
+    sampling_ratio: float = 1.0,
 ) -> list[Window]:
     """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
 
@@ -328,7 +329,7 @@ def load_trainticket(
     paths = metric_files(folder) if metrics is not None or folder.is_dir() else None
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
-    windows = import_span_files(traces, window_seconds, on_file, fold_gateway)
+    windows = import_span_files(traces, window_seconds, on_file, fold_gateway, sampling_ratio)
     if paths is not None:
         join_metrics(windows, paths, window_seconds, on_file)
     return windows

@@ -15,6 +15,7 @@ from estimator.errors import InputError, count_of
 from estimator.features import MAX_APIS
 from estimator.importers import FORMATS, import_windows
 from estimator.importers.common import check_window_seconds
+from estimator.spans import check_sampling_ratio
 from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.progress import Phases
@@ -42,12 +43,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the spans of a catch-all gateway root in the call paths (folded by default)",
     )
+    parser.add_argument(
+        "--sampling-ratio",
+        type=float,
+        default=1.0,
+        help="share of traces the recording kept, for traces whose spans do not say (an OTLP "
+        "`ot=th:` tracestate or Jaeger's probabilistic sampler tags say); each stands for "
+        "1 / ratio requests (default 1: unsampled)",
+    )
     parser.add_argument("--out", required=True, help="window dataset to write (JSON Lines)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Import, then write the windows; progress per file goes to stderr."""
     window = check_window_seconds(args.window)
+    check_sampling_ratio(args.sampling_ratio, "--sampling-ratio")
     out = output_file(args.out, "--out")
     say = Phases("import")
     with tqdm(desc="import", unit="file", file=sys.stderr, disable=None) as bar:
@@ -67,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             window_seconds=window,
             on_file=done,
             fold_gateway=not args.keep_gateway_spans,
+            sampling_ratio=args.sampling_ratio,
         )
     if not windows:
         raise InputError("holds no spans or traces", source=str(args.input))
