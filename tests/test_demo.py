@@ -137,7 +137,7 @@ def test_span_request_reproduces_the_simulated_path_counts() -> None:
     assert decoded.rejected == {}
     spans = [
         Span(t.hex(), s.hex(), p.hex() or None, component, name, start, end)
-        for t, s, p, component, name, end, start in decoded.spans
+        for t, s, p, component, name, end, start, _weight in decoded.spans
     ]
     counts: dict[tuple, int] = {}
     for trace in assemble(spans):
