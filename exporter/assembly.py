@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from estimator.spans import (
     NS_PER_S,
@@ -17,6 +17,7 @@ from estimator.spans import (
 )
 from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
+from exporter.store import OpenWindow
 
 MAX_API_LABELS = 1000
 """Distinct APIs `deeprest_api_calls_total` counts by name; the calls of any further ones count
@@ -97,6 +98,14 @@ class TraceAssembler:
                 self._pending += len(trace.spans) - before
             return True
 
+    def drain(self) -> list[list[TracePaths]]:
+        """Close every trace now (the exporter stops); the call trees of each."""
+        with self._lock:
+            closed = [trace.spans for trace in self._traces.values()]
+            self._traces.clear()
+            self._pending = 0
+        return [trace_trees(spans) for spans in closed]
+
     def expire(self, now: float) -> list[list[TracePaths]]:
         """Close the traces quiet for `grace` seconds; the call trees of each."""
         closed: list[dict[bytes, _Span]] = []
@@ -115,7 +124,19 @@ class TraceAssembler:
 class WindowAggregator:
     """Counts paths into fixed windows aligned on multiples of `window` seconds."""
 
-    def __init__(self, window: float, delay: float, now: float, after: float | None = None) -> None:
+    def __init__(
+        self,
+        window: float,
+        delay: float,
+        now: float,
+        after: float | None = None,
+        resumed: Sequence[OpenWindow] = (),
+    ) -> None:
+        """`after`: end of the newest window already stored; `resumed`: the windows a stopped
+        exporter left open (`open_windows`), reopened so that what they hold is not lost and
+        their late spans still count. The windows between the newest of them and `now` passed
+        while nothing listened: each is closed only if spans for it arrive (a client's retries),
+        since an empty one would claim there was no traffic."""
         self.window = window
         self.delay = delay
         current = math.floor(now / window)
@@ -123,6 +144,21 @@ class WindowAggregator:
         self._closed = max(previous, current - 1)  # index of the newest closed window
         self._open: dict[int, Window] = {}
         self._durations: dict[int, dict[Pair, list[float]]] = {}  # seconds, per window and API
+        self._unheard = range(0)  # windows that passed while the exporter was down
+        kept = sorted(
+            (
+                (self._index(w.start), w, d)
+                for w, d in resumed
+                if self._index(w.start) > previous and math.isclose(w.end - w.start, window)
+            ),
+            key=lambda item: item[0],
+        )
+        if kept:
+            self._closed = max(previous, min(self._closed, kept[0][0] - 1))
+            for k, w, durations in kept:
+                self._open[k] = w
+                self._durations[k] = {api: list(d) for api, d in durations.items()}
+            self._unheard = range(kept[-1][0] + 1, current)
         self._api_calls: dict[Pair, float] = {}
         self.late_paths = 0
         self.too_deep_spans = 0
@@ -187,6 +223,8 @@ class WindowAggregator:
             if frontier - self._closed > max_windows:  # a long gap: skip the empty past
                 self._closed = frontier - max_windows
             for k in range(self._closed + 1, frontier + 1):
+                if k in self._unheard and k not in self._open:
+                    continue
                 window = self._open.pop(k, None) or Window(k * self.window, (k + 1) * self.window)
                 window.latency = latency_of(self._durations.pop(k, {}))
                 out.append(window)
@@ -196,6 +234,16 @@ class WindowAggregator:
             for k in [k for k in self._durations if k <= self._closed]:
                 del self._durations[k]
         return out
+
+    def open_windows(self) -> list[OpenWindow]:
+        """The windows not closed yet, with their requests' durations, oldest first: what a
+        stopping exporter saves for the next one to resume."""
+        with self._lock:
+            return [
+                (w, {api: list(d) for api, d in self._durations.get(k, {}).items()})
+                for k, w in sorted(self._open.items())
+                if k > self._closed
+            ]
 
     def pending_window_end(self) -> float:
         """End of the oldest window not yet closed."""

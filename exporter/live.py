@@ -158,7 +158,12 @@ class LiveLoop:
         self.queries = UsageQueries(config.prometheus, self.window)
         now = clock()
         self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
-        self.aggregator = WindowAggregator(self.window, 2 * config.grace, now, store.last_end())
+        resumed = store.take_open()
+        self.aggregator = WindowAggregator(
+            self.window, 2 * config.grace, now, store.last_end(), resumed
+        )
+        if resumed:
+            log.info("resumed %d windows left open by the last stop", len(resumed))
         self.estimator: Estimator | None = None
         self.synthesizer: Synthesizer | None = None
         self._scores: np.ndarray | None = None
@@ -330,6 +335,18 @@ class LiveLoop:
             )
         else:
             log.info("Prometheus holds actual usage for every series again")
+
+    def save_open(self) -> None:
+        """On stopping: close the traces still open into their windows, and keep the windows
+        still open in the store, for the next start to resume (see WindowAggregator)."""
+        now = self.clock()
+        with self._tick_lock:
+            for trees in self.assembler.drain():
+                self.aggregator.add_trees(trees, now)
+            windows = self.aggregator.open_windows()
+            self.store.save_open(windows)
+        if windows:
+            log.info("kept %d open windows for the next start", len(windows))
 
     def run(self, stop: threading.Event) -> None:
         """Tick until `stop` is set; errors of one tick are logged, never fatal."""

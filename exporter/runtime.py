@@ -90,7 +90,8 @@ class Runtime:
         return self
 
     def stop(self) -> None:
-        """Stop serving and ticking, and close the store (traces still open are dropped)."""
+        """Stop serving and ticking, keep the windows still open for the next start (traces
+        still open are closed into them as they are), and close the store."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
@@ -98,7 +99,10 @@ class Runtime:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
-        self.store.close()
+        try:
+            self.loop.save_open()
+        finally:
+            self.store.close()
 
     def wait(self) -> None:
         """Block until stop() is called from another thread or a signal handler."""

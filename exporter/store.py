@@ -1,4 +1,5 @@
-"""Window store: closed windows persist in SQLite in the data directory, so restarts lose nothing."""
+"""Window store: closed windows persist in SQLite in the data directory, and the windows a
+stopping exporter leaves open are kept there for the next start to resume."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from estimator.errors import DeepRestError, InputError
-from estimator.windows import Window, window_from_json, window_to_json
+from estimator.windows import Pair, Window, window_from_json, window_to_json
+
+OpenWindow = tuple[Window, dict[Pair, list[float]]]
+"""A window not closed yet and its requests' durations (seconds) per API."""
 
 FILENAME = "windows.sqlite"
 
@@ -17,6 +21,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
     start REAL PRIMARY KEY,
     end REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_windows (
+    start REAL PRIMARY KEY,
     body TEXT NOT NULL
 );
 """
@@ -69,6 +77,54 @@ class WindowStore:
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: cannot write windows ({exc})") from exc
+
+    def save_open(self, windows: Sequence[OpenWindow]) -> None:
+        """Keep the windows a stopping exporter leaves open (replacing any kept before), for
+        the next start to resume with `take_open`."""
+        rows = [
+            (
+                w.start,
+                json.dumps(
+                    {
+                        "window": window_to_json(w),
+                        "durations": [[c, o, d] for (c, o), d in durations.items()],
+                    },
+                    separators=(",", ":"),
+                ),
+            )
+            for w, durations in windows
+        ]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM open_windows")
+                self._db.executemany("INSERT INTO open_windows VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: cannot write the open windows ({exc})") from exc
+
+    def take_open(self) -> list[OpenWindow]:
+        """The open windows a stopped exporter kept, oldest first; they are removed (a second
+        start does not resume them again)."""
+        rows = self._select("SELECT start, body FROM open_windows ORDER BY start")
+        out: list[OpenWindow] = []
+        for start, body in rows:
+            try:
+                data = json.loads(body)
+                window = window_from_json(data["window"], str(self.path))
+                durations = {(c, o): [float(x) for x in d] for c, o, d in data["durations"]}
+            except (ValueError, TypeError, KeyError, InputError) as exc:
+                raise StoreError(
+                    f"{self.path}: open window at {start} is corrupted ({exc})"
+                ) from exc
+            out.append((window, durations))
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM open_windows")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot write the open windows ({exc})") from exc
+        return out
 
     def _decode(self, rows: list[tuple[float, str]]) -> list[Window]:
         out = []

@@ -255,6 +255,55 @@ def test_store_survives_restart_and_history_resumes(bundle_dir: Path, tmp_path: 
         again.stop()
 
 
+def _roots(window) -> float:  # type: ignore[no-untyped-def]
+    return sum(n for path, n in window.calls.items() if len(path) == 1)
+
+
+def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Path) -> None:
+    """Spans of a window still open at a stop, and those retried after the start, end up in
+    one stored window; a window that passed while nothing listened is not stored as empty."""
+    clock = Clock(T0 + 0.1)
+    config = make_config(bundle_dir, tmp_path / "data")
+    rt = Runtime(config, clock=clock).start(tick=False)
+    send_window(rt, clock, 4, seed=1)  # window [T0, T0+2) closed and stored
+    start = (clock.now // 2.0) * 2.0
+    end_ns = int((start + 0.5) * 1e9)
+    assert post(rt, span_request(6, end_ns, seed=2).SerializeToString(), PB).status_code == 200
+    rt.stop()  # the window of `start` is open, its traces still pending
+    clock.now = start + 2.0 + 4.0 + 0.1  # two windows later: [start+2, start+4) passed unheard
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        late = span_request(5, end_ns, seed=3)  # retried by the client after the start
+        assert post(again, late.SerializeToString(), PB).status_code == 200
+        clock.now += 2 * config.grace + 2.0
+        again.loop.tick()
+        stored = {w.start: w for w in again.store.range(0, clock.now)}
+        assert _roots(stored[start]) == 11
+        assert start + 2.0 not in stored and start + 4.0 not in stored
+        assert again.loop.aggregator.rejected()["late"] == 0
+        assert any(w.start > start + 4.0 for w in stored.values())  # the windows heard close
+    finally:
+        again.stop()
+    assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
+
+
+def test_a_restart_with_another_window_length_drops_the_open_windows(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    clock = Clock(T0 + 0.1)
+    rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=clock).start(tick=False)
+    post(rt, span_request(3, int((T0 + 0.5) * 1e9), seed=1).SerializeToString(), PB)
+    rt.stop()
+    config = make_config(bundle_dir, tmp_path / "data", window=4.0)
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        clock.now += 10.0
+        again.loop.tick()
+        assert all(w.end - w.start == 4.0 for w in again.store.range(0, clock.now))
+    finally:
+        again.stop()
+
+
 def test_api_whatif_answers_capacity_where_limits_are_known(
     runtime, bundle_dir: Path, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
