@@ -61,14 +61,25 @@ def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
     return [(tree.end_ns, path) for tree in trace_trees(spans) for path in tree.paths]
 
 
+RECENTLY_CLOSED = 100_000
+"""Trace IDs the assembler remembers after closing them, to notice a trace split in two."""
+
+
 class TraceAssembler:
-    """Buffers spans per trace; a trace closes `grace` seconds after its last span arrived."""
+    """Buffers spans per trace; a trace closes `grace` seconds after its last span arrived.
+
+    A span arriving for a trace already closed starts the trace anew, counted in `split_traces`:
+    a request that ran longer than the grace (its root span is exported when it ends, its
+    children's long before), or a client that exports over the grace late. The two parts are
+    counted as separate trees, the earlier one without its root."""
 
     def __init__(self, grace: float, max_pending: int) -> None:
         self.grace = grace
         self.max_pending = max_pending
         self._traces: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._closed: OrderedDict[bytes, None] = OrderedDict()  # the last RECENTLY_CLOSED
         self._pending = 0
+        self.split_traces = 0
         self._lock = threading.Lock()
 
     @property
@@ -88,6 +99,9 @@ class TraceAssembler:
                     found = traces.get(tid)
                     if found is None:
                         trace = traces[tid] = _Trace()
+                        if tid in self._closed:
+                            del self._closed[tid]
+                            self.split_traces += 1
                     else:
                         trace = found
                         traces.move_to_end(tid)
@@ -118,6 +132,9 @@ class TraceAssembler:
                 del traces[tid]
                 self._pending -= len(trace.spans)
                 closed.append(trace.spans)
+                self._closed[tid] = None
+            while len(self._closed) > RECENTLY_CLOSED:
+                self._closed.popitem(last=False)
         return [trace_trees(spans) for spans in closed]
 
 

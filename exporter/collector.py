@@ -49,11 +49,13 @@ class DeepRestCollector(Collector):
         stats: ReceiverStats,
         api_calls: Callable[[], Mapping[Pair, float]],
         assembled: Callable[[], Mapping[str, int]] = dict,
+        split_traces: Callable[[], int] = lambda: 0,
     ) -> None:
         self._snapshot = snapshot
         self._stats = stats
         self._api_calls = api_calls
         self._assembled = assembled
+        self._split_traces = split_traces
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -76,6 +78,12 @@ class DeepRestCollector(Collector):
             "Spans the OTLP receiver could not use, by reason.",
             REASONS,
             rejected,
+        )
+        yield CounterMetricFamily(
+            "deeprest_otlp_traces_split",
+            "Traces whose spans kept arriving after the trace closed (a request longer than "
+            "trace_grace, or an export later than it): counted as two trees.",
+            value=self._split_traces(),
         )
         yield _by_reason(
             "deeprest_otlp_requests_rejected",

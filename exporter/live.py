@@ -26,6 +26,8 @@ log = logging.getLogger("deeprest.live")
 
 WARM_WINDOWS = 256
 """Stored windows replayed to rebuild the traffic history after a start or a reload."""
+SPLIT_LOG_SECONDS = 600.0
+"""The least time between two warnings of split traces."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class LiveLoop:
         self._unobserved: frozenset[SeriesKey] = frozenset()  # last logged, to log changes only
         self.snapshot = Snapshot()
         self._tick_lock = threading.Lock()
+        self._split_logged, self._split_logged_at = 0, -math.inf
         if bundle is not None:
             self.load(bundle)
 
@@ -201,6 +204,7 @@ class LiveLoop:
             for trees in self.assembler.expire(now):
                 self.aggregator.add_trees(trees, now)
             windows = self.aggregator.close(now)
+            self._note_split(now)
             late = 0
             for window in windows:
                 # a window due over a window ago is estimated without asking Prometheus: a slow
@@ -316,6 +320,20 @@ class LiveLoop:
             up=up,
             estimate_seconds=elapsed,
         )
+
+    def _note_split(self, now: float) -> None:
+        """Warn, at most every SPLIT_LOG_SECONDS, that traces were split since the last warning."""
+        split = self.assembler.split_traces
+        if split > self._split_logged and now - self._split_logged_at >= SPLIT_LOG_SECONDS:
+            log.warning(
+                "%d traces got spans after they closed (%d in all): requests longer than "
+                "trace_grace (%gs) or exports later than it are counted as two trees, the "
+                "earlier without its root; raise trace_grace",
+                split - self._split_logged,
+                split,
+                self.config.grace,
+            )
+            self._split_logged, self._split_logged_at = split, now
 
     def _note_unobserved(self, missing: frozenset[SeriesKey]) -> None:
         """Log, when it changes, which series Prometheus holds no actual usage for: their anomaly

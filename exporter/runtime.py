@@ -51,6 +51,7 @@ class Runtime:
                 self.stats,
                 self.loop.aggregator.api_calls,
                 self.loop.aggregator.rejected,
+                lambda: self.loop.assembler.split_traces,
             )
         )
         self.app = create_app(self)

@@ -287,6 +287,27 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
 
 
+def test_a_trace_whose_root_comes_after_the_grace_is_counted_as_split(
+    runtime, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime
+    request = span_request(3, int((T0 + 0.5) * 1e9), seed=4)
+    roots = request.resource_spans[0]  # the front end's spans: the roots
+    assert roots.resource.attributes[0].value.string_value == "front"
+    children = type(request)()
+    children.resource_spans.extend(request.resource_spans[1:])
+    root_only = type(request)()
+    root_only.resource_spans.append(roots)
+    assert post(rt, children.SerializeToString(), PB).status_code == 200
+    clock.now += 2 * rt.config.grace
+    rt.loop.tick()
+    assert post(rt, root_only.SerializeToString(), PB).status_code == 200
+    with caplog.at_level("WARNING", logger="deeprest.live"):
+        rt.loop.tick()
+    assert scrape(rt)[("deeprest_otlp_traces_split_total", ())] == 3
+    assert "3 traces got spans after they closed" in caplog.text
+
+
 def test_a_restart_with_another_window_length_drops_the_open_windows(
     bundle_dir: Path, tmp_path: Path
 ) -> None:

@@ -157,6 +157,22 @@ def test_traces_assemble_across_requests_and_out_of_order() -> None:
     assert late == 1
 
 
+def test_spans_after_their_trace_closed_count_as_a_split_trace() -> None:
+    """A request longer than the grace: its children close as an orphan tree, and the root,
+    arriving later, is a trace anew. Both count; the split is counted once per trace."""
+    spans = extract_spans(span_request(2, 7 * NS)).spans  # 2 traces: front -> compose -> store
+    roots = [s for s in spans if s[3] == "front"]
+    children = [s for s in spans if s[3] != "front"]
+    assembler = TraceAssembler(grace=1.0, max_pending=100)
+    assert assembler.add(children, now=0.0)
+    assert [len(trees) for trees in assembler.expire(now=1.5)] == [1, 1]  # two orphan trees
+    assert assembler.split_traces == 0
+    assert assembler.add(roots, now=2.0)
+    assert assembler.add(roots, now=2.1)  # a retry of the same spans: the same split
+    assert assembler.split_traces == 2
+    assert sum(len(t.paths) for trees in assembler.expire(now=4.0) for t in trees) == 2
+
+
 def test_api_names_past_the_label_cap_count_as_other() -> None:
     from exporter.assembly import MAX_API_LABELS, OTHER_API
 
