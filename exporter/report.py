@@ -18,16 +18,21 @@ UNITS = {"cpu": "cores", "memory": "bytes", "write_iops": "ops/s", "write_throug
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (files, no display), imported on first use. A name
-    with characters the font lacks (CJK, emoji) draws them as boxes, without a warning a glyph;
-    one with `$` is drawn as written."""
+    with characters the font lacks (CJK, emoji) draws them as boxes, without a warning a glyph.
+    Text from the data goes through `plain`, so that a `$` in it is not read as TeX."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
-    matplotlib.rcParams["text.parse_math"] = False  # a `$` in a name is a character, not TeX
     return plt
+
+
+def plain(text: object) -> str:
+    """Text for a plot, drawn as written: a `$` escaped, since matplotlib reads `$...$` as TeX
+    (its own labels, such as a log axis's 10^k ticks, need TeX on, so it cannot be turned off)."""
+    return str(text).replace("$", r"\$")
 
 
 def _cell(value: object, missing: str) -> str:
@@ -83,14 +88,14 @@ def plot_component(evaluation: Evaluation, component: str, path: Path, title: st
         )
         ax.plot(t, evaluation.pred[:, j, 1], lw=1, label="expected (median)")
         ax.plot(t, evaluation.actual[:, j], lw=0.8, color="black", label="actual")
-        ax.set_ylabel(f"{resource}\n({UNITS.get(resource, resource)})")
+        ax.set_ylabel(plain(f"{resource}\n({UNITS.get(resource, resource)})"))
     axes[0].legend(loc="upper right", fontsize=7)
     for j in index:
-        axes[-1].plot(t, scores[:, j], lw=1, label=evaluation.series[j][1])
+        axes[-1].plot(t, scores[:, j], lw=1, label=plain(evaluation.series[j][1]))
     axes[-1].set_ylabel("anomaly score")
     axes[-1].set_xlabel("minutes since start")
     axes[-1].legend(loc="upper right", fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(plain(title))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -609,13 +609,19 @@ def test_tables_show_tiny_values_and_not_minus_zero() -> None:
 def test_plots_of_names_the_font_lacks_warn_nothing(tmp_path: Path) -> None:
     import warnings
 
-    from exporter.report import pyplot
+    from exporter.report import plain, pyplot
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a glyph warning would fail the test
         plt = pyplot()
         fig, ax = plt.subplots()
-        ax.set_title("注文サービス 🚀 svc$\\frac$")  # `$`: a character, not TeX
+        title = ax.set_title(plain("注文サービス 🚀 svc$\\frac$"))  # `$`: a character, not TeX
+        ax.set_yscale("log")
+        ax.set_ylim(1, 1000)
         fig.savefig(tmp_path / "names.png")
+        ticks = [t.get_text() for t in ax.get_yticklabels()]
         plt.close(fig)
     assert (tmp_path / "names.png").stat().st_size > 0
+    assert title.get_text() == "注文サービス 🚀 svc\\$\\frac\\$"
+    assert plt.rcParams["text.parse_math"]  # the log axis's 10^k labels are TeX
+    assert "$\\mathdefault{10^{2}}$" in ticks

@@ -37,7 +37,7 @@ from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, parse_bound, parse_time, select
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
-from exporter.report import format_table, latency_ms, pyplot
+from exporter.report import format_table, latency_ms, plain, pyplot
 
 
 def _objective_arg(text: str) -> Objective:
@@ -273,12 +273,12 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
         curves = np.minimum(np.nan_to_num(curves, nan=np.inf), high)
         ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), alpha=0.2, label="plausible")
         ax.plot(x, np.minimum(1e3 * result.fit.best.latency(x), high), label="fitted curve")
-    ax.axhline(1e3 * objective.seconds, color="red", ls="--", label=str(objective))
+    ax.axhline(1e3 * objective.seconds, color="red", ls="--", label=plain(objective))
     ax.set_yscale("log")
     ax.set_ylim(low, high)
     ax.set_xlabel("requests/s")
-    ax.set_ylabel(f"{objective.statistic} latency (ms)")
-    ax.set_title(f"{result.group} {result.api}".strip(), fontsize=9)
+    ax.set_ylabel(plain(f"{objective.statistic} latency (ms)"))
+    ax.set_title(plain(f"{result.group} {result.api}".strip()), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

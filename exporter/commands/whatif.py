@@ -28,7 +28,7 @@ from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
-from exporter.report import UNITS, format_table, latency_ms, pyplot
+from exporter.report import UNITS, format_table, latency_ms, plain, pyplot
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -179,10 +179,12 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
     fig, axes = plt.subplots(len(resources), 1, figsize=(10, 2.6 * len(resources)), squeeze=False)
     for ax, resource in zip(axes[:, 0], resources, strict=True):
         idx = [j for j, (_, r) in enumerate(result.series) if r == resource]
-        names = [result.series[j][0] for j in idx]
+        names = [plain(result.series[j][0]) for j in idx]
         x = np.arange(len(idx))
         ax.bar(x - 0.2, result.base[:, idx, 1].max(axis=0), 0.4, label="base peak")
-        ax.bar(x + 0.2, result.hypothetical[:, idx, 1].max(axis=0), 0.4, label=f"{label} peak")
+        ax.bar(
+            x + 0.2, result.hypothetical[:, idx, 1].max(axis=0), 0.4, label=plain(f"{label} peak")
+        )
         ax.errorbar(
             x + 0.2,
             result.hypothetical[:, idx, 2].max(axis=0),
@@ -191,7 +193,7 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
             label="upper band",
         )
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(f"{resource} ({UNITS.get(resource, resource)})")
+        ax.set_ylabel(plain(f"{resource} ({UNITS.get(resource, resource)})"))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
