@@ -430,6 +430,8 @@ def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
         ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,op,5,12x,1"], 3, "EndTimeUnixNano"),
         ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,,op,5,7,1"], 3, "PodName"),
         (["t,,root,pod,op,5,7,1"], 2, "SpanID"),
+        ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,op,5,1e30,1"], 3, "EndTimeUnixNano"),
+        ([row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,op,9,7,1"], 3, "EndTimeUnixNano"),
     ],
 )
 def test_span_csv_bad_rows(tmp_path: Path, rows: list[str], line: int, field: str) -> None:
@@ -562,6 +564,18 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
             1,
             "traces[0].tree.operation",
         ),
+    ]
+    far = otlp_request([os_("a", "", "x", 1)], "s")
+    far["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["endTimeUnixNano"] = str(10**30)
+    backwards = otlp_request([os_("a", "", "x", 1)], "s")
+    backwards["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["startTimeUnixNano"] = str(2 * S)
+    jaeger_far = {"data": [{"traceID": "t", "spans": [{"spanID": "s", "startTime": 10**17}]}]}
+    otlp_end = "resourceSpans[0].scopeSpans[0].spans[0].endTimeUnixNano"
+    cases += [
+        (import_otlp_json, json.dumps(far), 1, otlp_end),  # would overflow 64-bit nanoseconds
+        (import_otlp_json, json.dumps(backwards), 1, otlp_end),  # ends before it starts
+        (import_jaeger, json.dumps(jaeger_far), 1, "data[0].spans[0].startTime"),
+        (import_raw, json.dumps([{"end": 1e12, "component": "a", "operation": "b"}]), 1, "[0].end"),
     ]
     for importer, text, line, field in cases:
         path = tmp_path / "in.json"

@@ -109,6 +109,10 @@ RECENT_SECONDS = (978_307_200, 4_102_444_800)
 only, since the units lie 1000x apart."""
 
 
+MAX_UNIX_NS = 2**63 - 1
+"""The latest time that Unix nanoseconds in 64 bits hold (2262-04-11)."""
+
+
 def unix_unit(typical: float, default: int) -> tuple[int, str]:
     """(factor to nanoseconds, unit name) of unix times like `typical`: the unit in which it is
     a time of this century, else `default` (times near 1970 are kept as they are, as in tests)."""
@@ -211,6 +215,19 @@ class Where:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self.fail(f"expected a non-negative integer, got {value!r}", fld)
         return value
+
+    def unix_ns(self, value: Any, fld: str, unit_ns: int = 1) -> int:
+        """A time given as a non-negative integer of `unit_ns` nanoseconds, in nanoseconds;
+        one past MAX_UNIX_NS (2262) is a corrupted value, not a time."""
+        ns = self.integer(value, fld) * unit_ns
+        if ns > MAX_UNIX_NS:
+            raise self.fail(f"{value!r} is past the year 2262: not a time", fld)
+        return ns
+
+    def span_times(self, start_ns: int, end_ns: int, fld: str) -> None:
+        """A span cannot end before it starts (both times come from one clock)."""
+        if start_ns > end_ns:
+            raise self.fail(f"the span ends {(start_ns - end_ns) / 1e9:g} s before it starts", fld)
 
     def seconds(self, value: Any, fld: str) -> float:
         """A finite non-negative number of seconds."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from estimator.importers.common import (
+    MAX_UNIX_NS,
     OnFile,
     Where,
     json_span_batches,
@@ -92,8 +93,10 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[
         for s, span in enumerate(where.items(trace.get("spans"), f"{tfld}.spans")):
             fld = f"{tfld}.spans[{s}]"
             span = where.obj(span, fld)
-            start_us = where.integer(span.get("startTime"), f"{fld}.startTime")
-            duration_us = where.integer(span.get("duration"), f"{fld}.duration")
+            start_ns = where.unix_ns(span.get("startTime"), f"{fld}.startTime", 1000)
+            end_ns = start_ns + where.integer(span.get("duration"), f"{fld}.duration") * 1000
+            if end_ns > MAX_UNIX_NS:
+                raise where.fail("the span ends past the year 2262: not a time", f"{fld}.duration")
             out.append(
                 Span(
                     trace_id=where.text(span.get("traceID", trace_id), f"{fld}.traceID"),
@@ -101,8 +104,8 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[
                     parent_id=_parent(span, where, fld),
                     component=_service(span, processes, where, fld),
                     operation=where.text(span.get("operationName"), f"{fld}.operationName"),
-                    start_ns=start_us * 1000,
-                    end_ns=(start_us + duration_us) * 1000,
+                    start_ns=start_ns,
+                    end_ns=end_ns,
                     weight=_adjusted_count(span, where, fld),
                 )
             )

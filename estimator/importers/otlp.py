@@ -52,14 +52,17 @@ def _span(span: Any, service: str, where: Where, fld: str) -> Span:
     if parent is not None:
         parent = where.text(parent, f"{fld}.parentSpanId")
         parent = None if no_parent(parent) else parent
+    start_ns = where.unix_ns(span.get("startTimeUnixNano"), f"{fld}.startTimeUnixNano")
+    end_ns = where.unix_ns(span.get("endTimeUnixNano"), f"{fld}.endTimeUnixNano")
+    where.span_times(start_ns, end_ns, f"{fld}.endTimeUnixNano")
     return Span(
         trace_id=where.text(span.get("traceId"), f"{fld}.traceId"),
         span_id=where.text(span.get("spanId"), f"{fld}.spanId"),
         parent_id=parent,
         component=service,
         operation=where.text(span.get("name"), f"{fld}.name"),
-        start_ns=where.integer(span.get("startTimeUnixNano"), f"{fld}.startTimeUnixNano"),
-        end_ns=where.integer(span.get("endTimeUnixNano"), f"{fld}.endTimeUnixNano"),
+        start_ns=start_ns,
+        end_ns=end_ns,
         weight=_adjusted_count(span.get("traceState"), where, f"{fld}.traceState"),
     )
 

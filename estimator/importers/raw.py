@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from estimator.importers.common import (
+    MAX_UNIX_NS,
     OnFile,
     Where,
     check_window_seconds,
@@ -55,6 +56,8 @@ def traces_from_raw(doc: Any, source: str = "<input>", line: int = 1) -> list[Tr
                 "missing time: give 'end' (or 'timestamp') in Unix seconds", f"{prefix}end"
             )
         end = where.seconds(entry[key], f"{prefix}{key}")
+        if end * NS_PER_S > MAX_UNIX_NS:
+            raise where.fail(f"{end!r} is past the year 2262: not a time", f"{prefix}{key}")
         tree = entry.get("tree", entry)
         _check_tree(tree, source, line, f"{prefix}tree" if "tree" in entry else fld or "trace")
         out.append(TracePaths(round(end * NS_PER_S), list(tree_paths(tree))))

@@ -22,10 +22,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from estimator.errors import DataWarning, InputError
 from estimator.importers.common import (
+    MAX_UNIX_NS,
     OnFile,
     expand_inputs,
     find_column,
@@ -134,6 +136,14 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
             stacklevel=2,
         )
         numbers = numbers.astype("float64") * factor
+    past = numbers.astype("float64") > float(MAX_UNIX_NS)  # would overflow 64-bit nanoseconds
+    if past.any():
+        raise InputError(
+            f"{column.loc[past].iloc[0]} is past the year 2262: not a time",
+            source=source,
+            line=_first_bad(past),
+            field=name,
+        )
     out: list[int] = numbers.round().astype("int64").tolist()
     return out
 
@@ -154,6 +164,16 @@ def read_columns(path: Path) -> SpanColumns:
     starts = (
         _times(frame, source, START_COLUMN) if START_COLUMN in frame else [UNKNOWN_NS] * len(ends)
     )
+    if START_COLUMN in frame:
+        backwards = pd.Series(np.asarray(starts) > np.asarray(ends), index=frame.index)
+        if backwards.any():
+            row = int(np.argmax(backwards.to_numpy()))
+            raise InputError(
+                f"the span ends {(starts[row] - ends[row]) / 1e9:g} s before it starts",
+                source=source,
+                line=_first_bad(backwards),
+                field=TIME_COLUMN,
+            )
     parents: list[str | None] = [
         None if p is None or p != p or no_parent(p) else p for p in frame["ParentID"].tolist()
     ]
