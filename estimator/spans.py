@@ -230,18 +230,23 @@ def _trace_trees(cols: SpanColumns, members: list[int], fold: bool) -> Iterator[
         index.setdefault(span_ids[i], i)
     kept = [i for i in members if index[span_ids[i]] == i]
     roots = [i for i in kept if parent_ids[i] is None]
-    adopter = span_ids[roots[0]] if len(roots) == 1 else None
     children: dict[str, list[int]] = {}
+    orphans: list[int] = []
     for i in kept:
         parent = parent_ids[i]
         if parent is None:
             continue
         if parent not in index or parent == span_ids[i]:
+            orphans.append(i)
+            continue
+        children.setdefault(parent, []).append(i)
+    if orphans:
+        adopter = _adopter(cols, roots[0], children, fold) if len(roots) == 1 else None
+        for i in orphans:
             if adopter is None:
                 roots.append(i)
-                continue
-            parent = adopter
-        children.setdefault(parent, []).append(i)
+            else:
+                children.setdefault(adopter, []).append(i)
     seen = 0
     for root in roots:
         tree, size = _walk(cols, root, children, fold)
@@ -249,6 +254,25 @@ def _trace_trees(cols: SpanColumns, members: list[int], fold: bool) -> Iterator[
         yield tree
     if seen < len(kept):
         yield from _cycle_trees(cols, kept, roots, children, fold)
+
+
+def _adopter(cols: SpanColumns, root: int, children: dict[str, list[int]], fold: bool) -> str:
+    """The span that adopts a trace's orphans (spans whose parent was lost): its one root, or,
+    under a folded catch-all gateway root, the one API span the gateway routed to (adopted by
+    the gateway, an orphan would read as an API of its own). With several such, the root."""
+    span_ids, pairs = cols.span_ids, cols.pairs
+    top = pairs[root]
+    if not (fold and is_catch_all(top[1])):
+        return span_ids[root]
+    entries: list[int] = []
+    stack = list(children.get(span_ids[root], ()))
+    while stack and len(entries) < 2:
+        i = stack.pop()
+        if pairs[i][0] == top[0]:  # the gateway's own spans, folded away
+            stack.extend(children.get(span_ids[i], ()))
+        else:
+            entries.append(i)
+    return span_ids[entries[0]] if len(entries) == 1 else span_ids[root]
 
 
 def _walk(

@@ -31,7 +31,7 @@ from estimator.spans import (
     windows_from_spans,
     windows_of_batches,
 )
-from estimator.windows import CallPath, Window, api_of, load_windows
+from estimator.windows import CallPath, Window, api_counts, api_of, load_windows
 
 S = 1_000_000_000
 HEADER = "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration"
@@ -157,6 +157,26 @@ def test_orphans_join_the_root_or_stand_alone() -> None:
     }
     # The true root times its request; an orphan standing as a root times none.
     assert set(windows[0].latency) == {("a", "api")} and windows[1].latency == {}
+
+
+def test_orphans_under_a_catch_all_gateway_join_the_api_it_routed_to() -> None:
+    """Adopted by the gateway's root, an orphan would sit where APIs sit (just below it) and
+    read as an API of its own; it joins the one API span below the gateway instead."""
+    gw = "ts-gateway-service"
+    spans = [
+        span("t", "r", None, gw, "/*", 10.0),
+        span("t", "g", "r", gw, "HTTP GET", 9.9),
+        span("t", "a", "g", "svc-a", "/api/a", 9.8),
+        span("t", "x", "lost", "svc-b", "op-b", 9.0),  # its parent span was not recorded
+    ]
+    [window] = windows_from_spans(spans, window_seconds=60)
+    assert api_counts(window.calls) == {("svc-a", "/api/a"): 1.0}
+    assert ((gw, "/*"), ("svc-a", "/api/a"), ("svc-b", "op-b")) in window.calls
+    # Two APIs below one gateway root (a batch of calls): the orphan's API is unknown, and it
+    # stays below the root, as before.
+    two = [*spans, span("t", "b", "g", "svc-c", "/api/c", 9.7)]
+    [window] = windows_from_spans(two, window_seconds=60)
+    assert ((gw, "/*"), ("svc-b", "op-b")) in window.calls
 
 
 def test_files_assembled_as_read_count_as_one_batch_does() -> None:
