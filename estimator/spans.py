@@ -6,7 +6,9 @@ Choices, made once here for every importer:
   first one seen wins.
 - An orphan (its parent is not in the batch) is attached to its nearest known ancestor: the
   trace's root, when the batch holds exactly one root span of that trace (the missing parent is
-  somewhere below it). Otherwise the orphan is the root of its own tree.
+  somewhere below it), or, below a catch-all gateway root (see folding), the one API span the
+  gateway routed to, so that the orphan does not sit where APIs sit. Otherwise the orphan is the
+  root of its own tree.
 - Spans that only reach each other in a parent cycle are cut at the first one seen, which becomes
   a root.
 - Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
