@@ -364,6 +364,21 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     assert windows[1].metrics == pytest.approx({("svc-a", "cpu"): 0.04})
 
 
+@pytest.mark.parametrize("cell", ["", "n/a", "null", "NaN", "NA"])
+def test_an_empty_usage_cell_is_missing_with_a_warning_naming_it(
+    tmp_path: Path, span_dir: Path, cell: str
+) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    path = metrics / "svc-a-5b67c48447-fj8b7_metric.csv"
+    path.write_text(f"{METRIC_HEADER}\nx,65,p,20,100\nx,125,p,30,{cell}\n")
+    with pytest.warns(DataWarning, match="1 usage cell empty") as caught:
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    said = " ".join(str(w.message) for w in caught)
+    assert f"{path}: " in said and "line 3, field 'MemoryUsage(Mi)'" in said
+    assert windows[1].metrics == pytest.approx({("svc-a", "cpu"): 0.03})
+
+
 def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()

@@ -208,6 +208,18 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
             times = times * to_ns / NS_PER_S
     starts = (times // window_seconds * window_seconds).astype("int64")
     out: dict[tuple[int, str], float] = {}
+    empty = frame[list(present)].isna()
+    if empty.to_numpy().any():
+        row, col = (int(k[0]) for k in empty.to_numpy().nonzero())
+        warnings.warn(
+            DataWarning(
+                f"{source}: {count_of(int(empty.to_numpy().sum()), 'usage cell')} empty or "
+                f"not available (blank, NA, n/a, null, NaN; the first at line "
+                f"{int(empty.index[row]) + 2}, field {list(present)[col]!r}): read as missing, "
+                "so a window with no value of its own lacks that usage"
+            ),
+            stacklevel=2,
+        )
     for found, (resource, factor) in present.items():
         values = _numbers(frame, found, source) * factor
         means = values.groupby(starts).mean().dropna()
