@@ -258,7 +258,15 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
         out["retry_after"] = parse_duration(raw["retry_after"], p + "retry_after")
     if "sampling_ratio" in raw:
         out["sampling_ratio"] = _ratio(raw["sampling_ratio"], p + "sampling_ratio")
-    return ReceiverConfig(**out)
+    config = ReceiverConfig(**out)
+    if config.max_pending_spans < config.max_spans_per_request:  # a full request would never fit
+        raise InputError(
+            f"{config.max_pending_spans} is under receiver.max_spans_per_request "
+            f"({config.max_spans_per_request}): a request that size would be refused with 503 "
+            "for ever",
+            field=p + "max_pending_spans",
+        )
+    return config
 
 
 def _ratio(value: Any, key: str) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from estimator.bundle import Bundle, load_bundle
+from estimator.errors import DeepRestError
 from exporter.app import create_app
 from exporter.collector import DeepRestCollector, make_registry
 from exporter.config import Config
@@ -19,6 +22,27 @@ from exporter.receiver import ReceiverStats
 from exporter.store import WindowStore
 
 log = logging.getLogger("deeprest.serve")
+
+
+class ListenError(DeepRestError):
+    """The configured host and port cannot be listened on."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """ListenError with the cause where `host:port` cannot be bound (the web server would print
+    its own hint and exit the process instead)."""
+    where = f"cannot listen on {host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ListenError(f"{where}: host does not resolve ({exc})") from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind(address)
+    except OSError as exc:
+        hint = " (in use by another program?)" if exc.errno == errno.EADDRINUSE else ""
+        raise ListenError(f"{where}: {exc.strerror or exc}{hint}") from None
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -69,14 +93,19 @@ class Runtime:
         return f"http://{self.config.host}:{self.port}"
 
     def start(self, tick: bool = True) -> Runtime:
-        """Bind the port and serve in background threads; `tick=False` leaves ticking to the caller."""
-        self._server = make_server(
-            self.config.host,
-            self.config.port,
-            self.app,
-            threaded=True,
-            request_handler=_QuietHandler,
-        )
+        """Bind the port and serve in background threads; `tick=False` leaves ticking to the caller.
+        ListenError where the host and port cannot be listened on."""
+        check_listen(self.config.host, self.config.port)
+        try:
+            self._server = make_server(
+                self.config.host,
+                self.config.port,
+                self.app,
+                threaded=True,
+                request_handler=_QuietHandler,
+            )
+        except (OSError, SystemExit) as exc:  # taken between the check and now
+            raise ListenError(f"cannot listen on {self.config.host}:{self.config.port}") from exc
         self._threads.append(
             threading.Thread(target=self._server.serve_forever, name="deeprest-http", daemon=True)
         )

@@ -50,6 +50,8 @@ class WindowStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.path = Path(data_dir) / FILENAME
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise StoreError(f"{self.path.parent} is not a directory")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

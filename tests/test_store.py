@@ -56,9 +56,9 @@ def test_a_damaged_store_stops_serve_with_one_line_naming_it(
             handle.write(b"\xde\xad" * 2048)
     train(tmp_path / "model")
     argv = ["serve", "--model", str(tmp_path / "model"), "--data-dir", str(tmp_path / "data")]
-    assert main([*argv, "--port", str(free_port()), "--host", "127.0.0.1"]) == 1
+    assert main([*argv, "--port", str(free_port()), "--host", "127.0.0.1"]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: cannot read the window store" in err and "Traceback" not in err
+    assert f"data_dir: {path}: cannot read the window store" in err and "Traceback" not in err
 
 
 def test_durations_and_sizes() -> None:
@@ -87,6 +87,7 @@ def test_durations_and_sizes() -> None:
             "prometheus: {limit_queries: {memory: 'x{a=\"b\"}'}}\n",
             "prometheus.limit_queries.memory",
         ),
+        ("receiver: {max_pending_spans: 1000}\n", "receiver.max_pending_spans"),
         ("- a list\n", None),
         ("port: 9464\nwindow: 60s\nport: 9465\n", None),  # a key given twice
     ],
@@ -176,15 +177,25 @@ def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
     assert WindowStore(tmp_path / "data").count() >= 1
 
 
-def test_serve_on_a_port_in_use_exits_1_and_says_so(
+def test_serve_where_it_cannot_listen_or_store_exits_2_with_the_cause(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     train(tmp_path / "model")
+    base = ["serve", "--model", str(tmp_path / "model")]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        argv = ["serve", "--model", str(tmp_path / "model"), "--port", str(port)]
-        argv += ["--host", "127.0.0.1", "--data-dir", str(tmp_path / "data")]
-        assert main(argv) == 1
-    assert f"deeprest serve: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        argv = [*base, "--port", str(port), "--host", "127.0.0.1"]
+        assert main([*argv, "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"deeprest serve: error: cannot listen on 127.0.0.1:{port}: " in err
+    assert "in use by another program?" in err and "Traceback" not in err
+    argv = [*base, "--port", "0", "--data-dir", str(tmp_path / "data")]
+    host = "x" * 64 + ".example"  # a label over 63 characters: refused without asking DNS
+    assert main([*argv, "--host", host]) == 2
+    assert f"{host}:0: host does not resolve" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    argv = [*base, "--port", "0", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "afile")]
+    assert main(argv) == 2
+    assert f"data_dir: {tmp_path / 'afile'} is not a directory" in capsys.readouterr().err

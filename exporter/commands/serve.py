@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from exporter.runtime import Runtime
+    from exporter.runtime import ListenError, Runtime
+    from exporter.store import StoreError
 
     config = build_config(args)
     bundle = load_bundle(config.model) if config.model is not None else None
@@ -69,17 +70,17 @@ def run(args: argparse.Namespace) -> int:
             config.window,
             bundle.window_seconds,
         )
-    runtime = Runtime(config, bundle)
+    try:
+        runtime = Runtime(config, bundle)
+    except StoreError as exc:  # the configured data_dir cannot hold the store
+        print(f"deeprest serve: error: data_dir: {exc}", file=sys.stderr)
+        return 2
     try:
         runtime.start()
-    except (OSError, SystemExit) as exc:  # the web server exits by itself on a port in use
-        why = f": {exc}" if isinstance(exc, OSError) else " (in use by another program?)"
-        print(
-            f"deeprest serve: error: cannot listen on {config.host}:{config.port}{why}",
-            file=sys.stderr,
-        )
+    except ListenError as exc:
+        print(f"deeprest serve: error: {exc}", file=sys.stderr)
         runtime.store.close()
-        return 1
+        return 2
     print(
         f"deeprest serve: listening on {runtime.url} (window {config.window_seconds:g}s, "
         f"model {'none' if bundle is None else bundle.version}, data {config.data_dir})",
