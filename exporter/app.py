@@ -283,7 +283,11 @@ def create_app(runtime: Runtime) -> Flask:
     def model() -> Any:
         estimator = runtime.loop.estimator
         if estimator is None:
-            return _error(404, "no model bundle loaded; start with --model DIR")
+            return _error(
+                404,
+                "no model bundle loaded: start with --model DIR (or `model:` in the config), "
+                'or POST /api/v1/model/reload with {"path": DIR}',
+            )
         return jsonify(model_json(estimator.info))
 
     @app.post("/api/v1/model/reload")
