@@ -167,6 +167,32 @@ def _whatif_rows(model: Path, out: Path, *extra: str) -> dict[tuple[str, str], d
         return {(r["component"], r["resource"]): r for r in csv.DictReader(handle)}
 
 
+def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = load_windows(trained["test"])
+    new_api = ("front", "/brand-new")
+    for w in windows:
+        w.calls[(new_api,)] = 5.0
+        w.calls[(new_api, ("store", "write"))] = 5.0
+    data = trained["root"] / "with_new_api.jsonl"
+    write_windows(data, windows)
+    rows = _whatif_rows(
+        trained["model"], trained["root"] / "wnew", "--data", str(data), "--scale", "2"
+    )
+    said = capsys.readouterr().err
+    assert f"{data}: 1 API never seen in training (front:/brand-new: " in said
+    plain = _whatif_rows(
+        trained["model"], trained["root"] / "wold", "--data", str(trained["test"]), "--scale", "2"
+    )
+    # its store writes are counted (in the model's features of paths unseen), not dropped
+    assert float(rows[("store", "cpu")]["base_mean"]) > float(plain[("store", "cpu")]["base_mean"])
+    # a --traffic dataset of it names the file: it is the traffic asked about
+    argv = ["whatif", "--model", str(trained["model"]), "--traffic", str(data)]
+    assert main([*argv, "--out", str(trained["root"] / "wbad")]) == 2
+    assert f"{data}, field 'api': API front:/brand-new was never seen" in capsys.readouterr().err
+
+
 def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
-from estimator.errors import InputError
+from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
@@ -24,7 +25,7 @@ from estimator.whatif import (
     scale_shortfall,
     scaled_traffic,
 )
-from estimator.windows import LATENCY_STATISTICS, Pair, Window, load_windows
+from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
@@ -107,6 +108,48 @@ def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> st
     if min(asked) < quiet:
         line += f"; its quietest is {min(asked) / quiet:.2f}x the quietest (below: extrapolated)"
     return line
+
+
+def unseen_paths(
+    windows: Sequence[Window],
+    traffic: list[dict[Pair, float]],
+    synthesizer: Synthesizer,
+    source: Path,
+) -> tuple[list[dict[Pair, float]], list[dict[CallPath, float]]]:
+    """Base traffic split into the APIs the bundle saw, which the synthesizer expands, and the
+    recorded call paths of those it never saw (kept as they are; they count in the model's
+    features of paths unseen, as `predict` counts them). Warns naming the latter."""
+    unseen = {api for counts in traffic for api in counts if api not in synthesizer.mean}
+    if not unseen:
+        return traffic, [{} for _ in windows]
+    total = sum(sum(counts.values()) for counts in traffic)
+    share = sum(n for counts in traffic for api, n in counts.items() if api in unseen) / total
+    if share >= 1.0:
+        raise InputError("holds no call of an API the bundle was trained on", source=str(source))
+    names = sorted(f"{c}:{o}" for c, o in unseen)
+    warnings.warn(
+        DataWarning(
+            f"{source}: {count_of(len(names), 'API')} never seen in training "
+            f"({first_few(names)}: {share:.1%} of the calls): their recorded call paths are kept "
+            "as they are (times --scale), and the search of the scale each limit allows leaves "
+            "them out"
+        ),
+        stacklevel=2,
+    )
+    known = [{api: n for api, n in counts.items() if api not in unseen} for counts in traffic]
+    paths = [{p: n for p, n in w.calls.items() if api_of(p) in unseen} for w in windows]
+    return known, paths
+
+
+def add_paths(
+    windows: Sequence[Window], paths: Sequence[Mapping[CallPath, float]], k: float
+) -> None:
+    """Add `k` times each window's extra path counts to it."""
+    if k <= 0:
+        return
+    for window, extra in zip(windows, paths, strict=True):
+        for path, n in extra.items():
+            window.calls[path] = window.calls.get(path, 0.0) + k * n
 
 
 def read_traffic_csv(
@@ -216,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         if args.latency is not None and not any(w.latency for w in observed):
             raise InputError("holds no API latency for --latency", source=str(args.data))
         base_traffic, starts = traffic_of(observed), np.array([w.start for w in observed])
+        base_traffic, unseen = unseen_paths(observed, base_traffic, synthesizer, args.data)
     else:
         base_traffic, starts = reference_windows(bundle, synthesizer)
     if args.scale is not None:
@@ -234,7 +278,13 @@ def run(args: argparse.Namespace) -> int:
         new_traffic, new_starts = traffic_of(given), np.array([w.start for w in given])
         label = args.traffic.stem
     base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
-    hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
+    try:
+        hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
+    except InputError as exc:  # an API of a --traffic dataset the bundle never saw
+        raise InputError(exc.bare_message, source=str(args.traffic), field=exc.field) from None
+    if args.data is not None:  # the recorded paths of APIs never seen, as they were
+        add_paths(base, unseen, 1.0)
+        add_paths(hypothetical, unseen, args.scale if args.scale is not None else 0.0)
     say(f"estimating {len(base)} base and {len(hypothetical)} what-if windows")
     reach = traffic_reach(bundle, new_traffic)
     if reach:
