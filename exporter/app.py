@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 from typing import TYPE_CHECKING, Any
@@ -89,11 +90,42 @@ def ingest(runtime: Runtime) -> Response:
     return Response(data, status=200, content_type=kind)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; a key given twice is an error (json would keep the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InputError("given twice in one object", field=key)
+        out[key] = value
+    return out
+
+
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)  # any Content-Type: the body says what it is
+    """The request's JSON object (any Content-Type: the body says what it is)."""
+    try:
+        body = json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise InputError("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"the body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     if not isinstance(body, dict):
-        raise InputError("the body must be a JSON object")
+        raise InputError(f"the body must be a JSON object, got {_json_kind(body)}")
     return body
+
+
+def _json_kind(value: Any) -> str:
+    """How JSON names a decoded value's type (null, not NoneType)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 MAX_RATE = 1e9
@@ -106,7 +138,7 @@ WHATIF_FIELDS = ("scale", "rates", "windows", "latency")
 
 def _positive(value: Any, name: str, most: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"expected a number, got {type(value).__name__}", field=name)
+        raise InputError(f"expected a number, got {_json_kind(value)}", field=name)
     try:
         number = float(value)
     except OverflowError:
@@ -128,11 +160,14 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     """Expected usage for the recent traffic scaled by k, or for per-API calls per second.
 
     Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
-    the headroom at that traffic, `max_scale`: how many times that traffic its upper band allows
-    before its peak reaches the limit, and `max_scale_median`, the same for the median (None
-    where 100 times the traffic does not reach it). Where the stored windows carry API latency,
-    `latency` gives each API's `statistic` (body field `latency`, default p95) at the what-if
-    peak load, from its curve over the last LATENCY_WINDOWS windows (None: saturated)."""
+    the headroom at the asked traffic, `max_scale`: how many times the base traffic its upper
+    band allows before its peak reaches the limit, and `max_scale_median`, the same for the
+    median (None where 100 times the traffic does not reach it). The base is the recent stored
+    traffic for "scale" (so that the scale asked and the scale allowed read on one axis, as in
+    `deeprest whatif --scale`) and the given rates for "rates". Where the stored windows carry
+    API latency, `latency` gives each API's `statistic` (body field `latency`, default p95) at
+    the what-if peak load, from its curve over the last LATENCY_WINDOWS windows (None:
+    saturated)."""
     unknown = sorted(set(body) - set(WHATIF_FIELDS))
     if unknown:
         raise InputError(f"unknown field; expected {', '.join(WHATIF_FIELDS)}", field=unknown[0])
@@ -154,8 +189,15 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             return estimator.predict_windows(scale_windows(recent, k))
     else:
         rates = body["rates"]
-        if not isinstance(rates, dict) or not rates:
-            raise InputError("expected an object of API -> calls per second", field="rates")
+        if not isinstance(rates, dict):
+            raise InputError(
+                f"expected an object of API -> calls per second, got {_json_kind(rates)}",
+                field="rates",
+            )
+        if not rates:
+            raise InputError(
+                "names no API: give at least one API -> calls per second", field="rates"
+            )
         synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
         bundle_window = estimator.bundle.window_seconds
         traffic: dict[Pair, float] = {}
@@ -178,11 +220,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             return estimator.predict_windows(windows, rescale=False)
 
         base = 1.0
+    # Estimates at k times the base: the recent stored traffic for "scale" (so that the scale
+    # asked and the scale each limit allows read on one axis, as the CLI's), the rates given.
     ordered = monotone_in_scale(expected)  # more of the same traffic never needs less
-
-    def predict(k: float) -> np.ndarray:
-        """Estimates of the asked traffic times k."""
-        return ordered(k * base)
 
     statistic = str(body.get("latency", "p95"))
     if statistic not in LATENCY_STATISTICS:
@@ -191,7 +231,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         load = factor * max(window_load(w) for w in recent)
     else:
         load = sum(calls for calls in traffic.values()) / bundle_window
-    pred = predict(1.0)
+    pred = ordered(base)
     if not np.isfinite(pred).all():
         raise InputError("the model's estimates overflow at this traffic; ask for less")
     series = estimator.info.series
@@ -200,7 +240,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     allowed: dict[int, Allowed] = {}
     if limited:
         bound = np.array([limits[series[j]] for j in limited])
-        answers = allowed_scales(lambda k: peaks(predict(k)[:, limited]), bound)
+        answers = allowed_scales(lambda k: peaks(ordered(k)[:, limited]), bound)
         allowed = dict(zip(limited, answers, strict=True))
     out = []
     for j, (c, r) in enumerate(series):

@@ -362,6 +362,10 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
         assert entry({"scale": expected * 1.01})["median"] > 2 * peak
         assert entry({"scale": 1}, ("front", "cpu"))["max_scale"] is None  # not reached by 100x
         assert "limit" not in entry({"scale": 1}, ("store", "cpu"))
+        # the scale allowed is a multiple of the stored traffic whatever scale is asked, as the
+        # CLI's multiple of its base traffic: 0x and 3x read the same capacity
+        for asked in (0, 3):
+            assert entry({"scale": asked})["max_scale"] == pytest.approx(allowed, rel=1e-9)
     finally:
         limited.stop()
 
@@ -436,6 +440,21 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
         assert response.status_code == 400, (bad, response.text)
         error = response.json()["error"]
         assert field is None or f"field '{field}'" in error, (bad, error)
+    for text, said in (
+        ('{"scale": 2, "scale": 3}', "field 'scale': given twice in one object"),
+        ('{"rates": {}}', "field 'rates': names no API"),
+        (
+            '{"rates": null}',
+            "field 'rates': expected an object of API -> calls per second, got null",
+        ),
+        ('{"scale": null}', "field 'scale': expected a number, got null"),
+        ('{"scale": 2', "the body is not JSON: Expecting ',' delimiter at line 1, column 12"),
+        ("[1]", "the body must be a JSON object, got an array"),
+        (b"\xff\xfe", "the body is not UTF-8 text"),
+    ):
+        response = requests.post(f"{api}/whatif", data=text, timeout=5)
+        assert response.status_code == 400, (text, response.text)
+        assert said in response.json()["error"], (text, response.json())
     untyped = requests.post(f"{api}/whatif", data='{"scale": 2}', timeout=5)  # no Content-Type
     assert untyped.status_code == 200 and untyped.json()["series"]
     assert requests.get(f"{rt.url}/nope", timeout=5).json()["error"]
