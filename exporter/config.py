@@ -277,18 +277,32 @@ def _ratio(value: Any, key: str) -> float:
     return number
 
 
+QUANTITY_SUFFIXES = {
+    "": 1.0,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    **{f"{p}i": 1024.0 ** (n + 1) for n, p in enumerate("KMGTPE")},
+}
+"""Kubernetes quantity suffixes (`500m` cores, `4Gi` bytes) and their factors."""
+_QUANTITY = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*")
+
+
 def _limit_number(value: Any) -> float | None:
-    """A limit's number: YAML's own, or text such as `4e9` (YAML reads an exponent without a
-    dot as text); None where it is neither."""
+    """A limit's number: YAML's own, text such as `4e9` (YAML reads an exponent without a dot
+    as text), or a Kubernetes quantity as a pod spec writes it (`500m`, `4Gi`, `2G`); None where
+    it is none of these."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
+    if isinstance(value, str) and (m := _QUANTITY.fullmatch(value)):
+        factor = QUANTITY_SUFFIXES.get(m.group(2))
+        return None if factor is None else float(m.group(1)) * factor
     return None
 
 
@@ -325,7 +339,10 @@ def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
             key = f"limits.{component}.{resource}"
             number = _limit_number(value)
             if number is None or not math.isfinite(number) or number <= 0:
-                raise InputError(f"expected a positive number, got {value!r}", field=key)
+                raise InputError(
+                    f"expected a positive number or a Kubernetes quantity (500m, 4Gi), got {value!r}",
+                    field=key,
+                )
             out[(str(component), str(resource))] = number
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,21 @@ def plain(text: object) -> str:
     """Text for a plot, drawn as written: a `$` escaped, since matplotlib reads `$...$` as TeX
     (its own labels, such as a log axis's 10^k ticks, need TeX on, so it cannot be turned off)."""
     return str(text).replace("$", r"\$")
+
+
+BYTES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def quantity(value: float, resource: str) -> str:
+    """A usage or limit in its resource's unit, for a sentence: bytes in binary multiples
+    (`286 MiB`, `1.5 GiB/s`), other units with 3 significant digits (`0.5 cores`)."""
+    unit = UNITS.get(resource, "")
+    if not unit.startswith("bytes") or not math.isfinite(value):
+        return f"{value:.3g} {unit}".strip()
+    step = 0
+    while abs(value) >= 1024 and step < len(BYTES) - 1:
+        value, step = value / 1024, step + 1
+    return f"{value:.3g} {BYTES[step]}{unit[len('bytes') :]}"
 
 
 def _cell(value: object, missing: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from estimator.bundle import load_bundle
-from estimator.errors import BundleError
+from estimator.errors import BundleError, InputError
 from estimator.windows import Latency, api_counts, load_windows, write_windows
 from exporter.cli import main
 from tests.worlds import FRONT, tiny_world
@@ -579,13 +579,41 @@ def test_data_the_bundle_cannot_read_exits_2_or_warns(
     assert "too rare to keep (gw:/brand-new)" in capsys.readouterr().err
 
 
-def test_limits_read_an_exponent_yaml_reads_as_text() -> None:
+def test_limits_read_an_exponent_yaml_reads_as_text_and_kubernetes_quantities() -> None:
     from exporter.config import parse_limits
 
     assert parse_limits({"db": {"memory": "4e9", "cpu": 2}}) == {
         ("db", "memory"): 4e9,
         ("db", "cpu"): 2.0,
     }
+    assert parse_limits({"db": {"memory": "4Gi", "cpu": "500m", "write_iops": "2k"}}) == {
+        ("db", "memory"): 4 * 2**30,
+        ("db", "cpu"): 0.5,
+        ("db", "write_iops"): 2000.0,
+    }
+    for bad in ("4 GiB", "500x", "lots", "-1", "0m"):
+        with pytest.raises(InputError, match="Kubernetes quantity") as info:
+            parse_limits({"db": {"memory": bad}})
+        assert info.value.field == "limits.db.memory"
+
+
+def test_capacity_line_says_the_unit_and_when_the_base_is_over_already() -> None:
+    from estimator.whatif import Allowed
+    from exporter.commands.whatif import capacity_line
+
+    key = ("db", "memory")
+    limits = {key: 3e8}
+    line = capacity_line({key: Allowed(2.5, 3.0)}, limits, "the base traffic")
+    assert "reaches its limit (286 MiB) first, at 2.50x the base traffic" in line
+    assert "over it already" not in line
+    line = capacity_line({key: Allowed(0.02, 0.5)}, limits, "the base traffic")
+    assert "at 0.02x the base traffic by the upper band (0.50x by the median): the base " in line
+    assert line.endswith("the base traffic is over it already")
+    line = capacity_line({key: Allowed(0.0, 0.0)}, limits, "the base traffic")
+    assert line == (
+        "capacity: db/memory is over its limit (286 MiB) already: its upper band is over it even "
+        "at 1/64 of the base traffic"
+    )
 
 
 def test_train_refuses_windows_of_several_lengths(

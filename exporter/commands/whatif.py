@@ -17,6 +17,7 @@ from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
+    LOWEST,
     Allowed,
     WhatIf,
     estimate,
@@ -29,7 +30,7 @@ from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of
 from exporter.commands.outputs import output_dir
 from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
-from exporter.report import UNITS, format_table, latency_ms, plain, pyplot
+from exporter.report import UNITS, format_table, latency_ms, plain, pyplot, quantity
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -397,6 +398,11 @@ def add_capacity(
             row["max_scale_median"] = scales[key].median
 
 
+def _times(scale: float) -> str:
+    """A traffic multiple: 2 decimals, 2 significant digits under 0.1 (not `0.00x`)."""
+    return f"{scale:.2f}x" if scale >= 0.1 else f"{scale:.2g}x"
+
+
 def capacity_line(
     scales: dict[tuple[str, str], Allowed], limits: dict[tuple[str, str], float], what: str
 ) -> str:
@@ -405,9 +411,15 @@ def capacity_line(
     allowed = scales[key]
     if not np.isfinite(allowed.upper):
         return f"capacity: no limit is reached up to {CEILING:g}x {what}"
-    unit = UNITS.get(key[1], "")
-    expected = f"{allowed.median:.2f}x" if np.isfinite(allowed.median) else f"over {CEILING:g}x"
+    limit = quantity(limits[key], key[1])
+    if allowed.upper <= 0:
+        return (
+            f"capacity: {key[0]}/{key[1]} is over its limit ({limit}) already: its upper band "
+            f"is over it even at 1/{1 / LOWEST:g} of {what}"
+        )
+    expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {CEILING:g}x"
+    over = f": {what} is over it already" if allowed.upper < 1 else ""
     return (
-        f"capacity: {key[0]}/{key[1]} reaches its limit ({limits[key]:g} {unit}) first, at "
-        f"{allowed.upper:.2f}x {what} by the upper band ({expected} by the median)"
+        f"capacity: {key[0]}/{key[1]} reaches its limit ({limit}) first, at "
+        f"{_times(allowed.upper)} {what} by the upper band ({expected} by the median){over}"
     )
