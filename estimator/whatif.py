@@ -101,6 +101,9 @@ def scaled_traffic(
 GROWTH = 1.25
 """Ratio between the traffic scales tried first, from today's traffic (1) up or down; bisection
 then narrows the scale at which each limited series reaches its limit."""
+MAX_RATE = 1e9
+"""The largest what-if rate of one API, calls per second (far past any application; a larger
+number is a typo, and would overflow the models' arithmetic)."""
 LOWEST = 1 / 64
 GRID_POINTS = 32
 """The most scales `monotone_in_scale` looks at between today's traffic and a far scale."""

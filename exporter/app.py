@@ -17,7 +17,7 @@ from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
-from estimator.whatif import MAX_SCALE, Allowed, allowed_scales, monotone_in_scale, peaks
+from estimator.whatif import MAX_RATE, MAX_SCALE, Allowed, allowed_scales, monotone_in_scale, peaks
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
@@ -128,8 +128,6 @@ def _json_kind(value: Any) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-MAX_RATE = 1e9
-"""The largest what-if rate of one API, calls per second."""
 MAX_WINDOWS = 1000
 """The most windows of per-API rates one request may ask for."""
 

@@ -283,6 +283,7 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         ("start,/nope\n0,1\n", "line 1, field '/nope'"),
         ("start,/compose\n60,1\n0,1\n", "line 3, field 'start'"),  # out of time order
         ("start\n0\n60\n", "line 1: no API column after 'start'"),  # no traffic at all
+        ("start,/compose\n0,1\n60,1e300\n", "line 3, field '/compose': 1e300 calls a window"),
     ):
         bad.write_text(text)
         assert main(whatif) == 2

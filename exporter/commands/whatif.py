@@ -18,6 +18,7 @@ from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
     LOWEST,
+    MAX_RATE,
     Allowed,
     WhatIf,
     estimate,
@@ -154,9 +155,11 @@ def add_paths(
 
 
 def read_traffic_csv(
-    path: Path, synthesizer: Synthesizer
+    path: Path, synthesizer: Synthesizer, window_seconds: float
 ) -> tuple[list[dict[Pair, float]], np.ndarray]:
-    """Wide CSV: start, then one column of calls per window for each API."""
+    """Wide CSV: start, then one column of calls per window for each API (at most MAX_RATE
+    calls per second)."""
+    most = MAX_RATE * window_seconds
     try:
         handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -199,6 +202,13 @@ def read_traffic_csv(
                     raise InputError(
                         f"expected a finite{'' if name == 'start' else ' non-negative'} number, "
                         f"got {cell!r}",
+                        source=str(path),
+                        line=line,
+                        field=name,
+                    )
+                if name != "start" and value > most:
+                    raise InputError(
+                        f"{cell} calls a window is over {MAX_RATE:g} a second: a typo?",
                         source=str(path),
                         line=line,
                         field=name,
@@ -271,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.traffic.suffix == ".csv":
         (new_traffic, new_starts), label = (
-            read_traffic_csv(args.traffic, synthesizer),
+            read_traffic_csv(args.traffic, synthesizer, bundle.window_seconds),
             args.traffic.stem,
         )
     else:
