@@ -139,6 +139,7 @@ def train_bundle(
             "end": windows[-1].end,
             "windows": len(windows),
             "reference_traffic": reference_traffic(windows),
+            "calls_range": calls_range(windows),
         },
         validation=validation,
         synthesizer=Synthesizer.fit(windows).to_json(),
@@ -147,6 +148,12 @@ def train_bundle(
 
 REFERENCE_WINDOWS = 1440
 """Training windows whose per-API traffic a bundle keeps as the base of what-if questions."""
+
+
+def calls_range(windows: Sequence[Window]) -> list[float]:
+    """[quietest, busiest] API calls of one training window: the traffic the model has seen."""
+    totals = [sum(counts.values()) for counts in traffic_of(windows)]
+    return [min(totals), max(totals)]
 
 
 def reference_traffic(windows: Sequence[Window]) -> dict[str, Any]:

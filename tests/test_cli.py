@@ -95,8 +95,27 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert 2.0 < ratio < 3.0  # idle cost does not scale, per-call cost does
     assert (out / "whatif.png").stat().st_size > 0
     said = capsys.readouterr().err
-    assert "busiest window is 3.00x the busiest of the training's reference windows" in said
+    assert "busiest window is 3.00x the busiest of the training windows" in said
     assert "beyond 1x the estimates extrapolate" in said
+
+
+def test_whatif_reach_is_measured_against_every_training_window() -> None:
+    """The reference windows are the training's last day; a busier day before it is seen
+    traffic too, not extrapolation. Bundles without the range fall back to the last day."""
+    from types import SimpleNamespace
+
+    from exporter.commands.whatif import traffic_reach
+
+    reference = {"counts": [[10.0, 10.0], [25.0, 25.0]]}  # the last day: 20 to 50 calls
+    asked = [{("a", "x"): 80.0}]
+    bundle = SimpleNamespace(training={"calls_range": [5.0, 100.0], "reference_traffic": reference})
+    line = traffic_reach(bundle, asked)  # type: ignore[arg-type]
+    assert (
+        line == "what-if traffic: its busiest window is 0.80x the busiest of the training windows"
+    )
+    older = SimpleNamespace(training={"reference_traffic": reference})
+    line = traffic_reach(older, asked)  # type: ignore[arg-type]
+    assert "1.60x the busiest of the training's reference windows (beyond 1x" in line
 
 
 def test_whatif_scale_never_answers_less_than_today(

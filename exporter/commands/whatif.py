@@ -93,20 +93,23 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
 
 
 def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> str:
-    """Where the what-if traffic lies against the training's reference windows: its busiest and
-    quietest window over the busiest and quietest seen (empty without reference windows)."""
-    seen = [sum(row) for row in bundle.training.get("reference_traffic", {}).get("counts", [])]
+    """Where the what-if traffic lies against the training windows: its busiest and quietest
+    window over the busiest and quietest seen (bundles trained before the range was kept: over
+    those of the reference windows, the last day's); empty where neither is known."""
+    seen = bundle.training.get("calls_range")
+    which = "training windows"
+    if not seen:
+        ref = bundle.training.get("reference_traffic", {}).get("counts", [])
+        seen = [min(map(sum, ref)), max(map(sum, ref))] if ref else None
+        which = "training's reference windows"
     asked = [sum(counts.values()) for counts in traffic]
-    if not seen or not asked or max(seen) <= 0:
+    if not seen or not asked or seen[1] <= 0:
         return ""
-    busiest = max(asked) / max(seen)
-    line = (
-        f"what-if traffic: its busiest window is {busiest:.2f}x the busiest of the training's "
-        "reference windows"
-    )
+    busiest = max(asked) / seen[1]
+    line = f"what-if traffic: its busiest window is {busiest:.2f}x the busiest of the {which}"
     if busiest > 1.0:
         line += " (beyond 1x the estimates extrapolate)"
-    quiet = min(seen)
+    quiet = seen[0]
     if min(asked) < quiet:
         line += f"; its quietest is {min(asked) / quiet:.2f}x the quietest (below: extrapolated)"
     return line
