@@ -292,6 +292,19 @@ def os_(sid: str, parent: str, name: str, end_s: int, as_text: bool = True) -> d
     }
 
 
+def test_otlp_spans_of_a_resource_without_service_name_are_counted_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    request = otlp_request([os_("a", "", "/x", 61)], "front")
+    request["resourceSpans"].append({"scopeSpans": [{"spans": [os_("b", "a", "op", 61)]}]})
+    path = tmp_path / "otlp.json"
+    path.write_text(json.dumps(request))
+    with pytest.warns(DataWarning, match=f"{path}: 1 span without a service name") as caught:
+        windows = import_otlp_json(path)
+    assert "component 'unknown_service'" in str(caught[0].message)
+    assert (("front", "/x"), ("unknown_service", "op")) in windows[0].calls
+
+
 def test_json_files_are_read_in_the_time_order_of_their_first_span(tmp_path: Path) -> None:
     t0 = 1675080000
     folder = tmp_path / "otlp"

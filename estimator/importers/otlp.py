@@ -12,9 +12,12 @@ OpenTelemetry's sampling threshold (`ot=th:...`) says how many traces its trace 
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from estimator.errors import DataWarning, count_of
 from estimator.importers.common import (
     OnFile,
     Where,
@@ -22,7 +25,7 @@ from estimator.importers.common import (
     no_parent,
     windows_of_files,
 )
-from estimator.spans import Span, adjusted_count
+from estimator.spans import Span, SpanColumns, adjusted_count
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -100,6 +103,25 @@ def import_otlp_json(
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
 ) -> list[Window]:
-    """Windows of call-path counts from OTLP JSON."""
+    """Windows of call-path counts from OTLP JSON; a warning counts the spans whose resource
+    names no service (their component is UNKNOWN_SERVICE, as the OpenTelemetry SDK names it)."""
     batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file, FIRST_TIME)
-    return windows_of_files(batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio)
+    unnamed = [0]
+
+    def counted(batches: Iterator[SpanColumns]) -> Iterator[SpanColumns]:
+        for cols in batches:
+            unnamed[0] += sum(1 for component, _ in cols.pairs if component == UNKNOWN_SERVICE)
+            yield cols
+
+    windows = windows_of_files(
+        counted(batches), window_seconds, fold_gateway, sampling_ratio=sampling_ratio
+    )
+    if unnamed[0]:
+        warnings.warn(
+            DataWarning(
+                f"{spec}: {count_of(unnamed[0], 'span')} without a service name (no "
+                f"service.name resource attribute): counted as component {UNKNOWN_SERVICE!r}"
+            ),
+            stacklevel=2,
+        )
+    return windows
