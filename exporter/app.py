@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from estimator.bundle import load_bundle
-from estimator.errors import BundleError, InputError
+from estimator.errors import BundleError, InputError, count_of
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
 from estimator.whatif import MAX_RATE, MAX_SCALE, Allowed, allowed_scales, monotone_in_scale, peaks
@@ -110,6 +110,10 @@ def _json_body() -> dict[str, Any]:
         raise InputError(
             f"the body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise InputError("the body nests arrays or objects too deep") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise InputError(f"the body holds a number too long: {exc}") from None
     if not isinstance(body, dict):
         raise InputError(f"the body must be a JSON object, got {_json_kind(body)}")
     return body
@@ -180,6 +184,11 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         factor = _positive(body["scale"], "scale", MAX_SCALE)
         if not recent:
             raise InputError("no stored windows yet to scale; send traffic first", field="scale")
+        if not any(w.calls for w in recent):  # every answer would be today's idle usage
+            raise InputError(
+                f"no traffic to scale in the last {count_of(len(recent), 'stored window')}",
+                field="scale",
+            )
 
         base = factor
 

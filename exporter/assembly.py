@@ -80,6 +80,7 @@ class TraceAssembler:
         self._closed: OrderedDict[bytes, None] = OrderedDict()  # the last RECENTLY_CLOSED
         self._pending = 0
         self.split_traces = 0
+        self.hold_until = -math.inf  # no trace closes before (a restart's catch-up)
         self._lock = threading.Lock()
 
     @property
@@ -121,8 +122,11 @@ class TraceAssembler:
         return [trace_trees(spans) for spans in closed]
 
     def expire(self, now: float) -> list[list[TracePaths]]:
-        """Close the traces quiet for `grace` seconds; the call trees of each."""
+        """Close the traces quiet for `grace` seconds (none before `hold_until`); the call
+        trees of each."""
         closed: list[dict[bytes, _Span]] = []
+        if now < self.hold_until:
+            return []
         with self._lock:
             traces = self._traces
             while traces:
@@ -148,14 +152,17 @@ class WindowAggregator:
         now: float,
         after: float | None = None,
         resumed: Sequence[OpenWindow] = (),
+        hold_until: float = -math.inf,
     ) -> None:
         """`after`: end of the newest window already stored; `resumed`: the windows a stopped
         exporter left open (`open_windows`), reopened so that what they hold is not lost and
         their late spans still count. The windows between the newest of them and `now` passed
         while nothing listened: each is closed only if spans for it arrive (a client's retries),
-        since an empty one would claim there was no traffic."""
+        since an empty one would claim there was no traffic. No window closes before
+        `hold_until` (a restart's catch-up: clients retry what failed while it was down)."""
         self.window = window
         self.delay = delay
+        self.hold_until = hold_until
         current = math.floor(now / window)
         previous = math.floor(after / window) - 1 if after is not None else current - 1
         self._closed = max(previous, current - 1)  # index of the newest closed window
@@ -233,7 +240,10 @@ class WindowAggregator:
         self._api_calls[api] = self._api_calls.get(api, 0.0) + n
 
     def close(self, now: float, max_windows: int = 10000) -> list[Window]:
-        """Windows whose end plus `delay` has passed, oldest first, empty ones included."""
+        """Windows whose end plus `delay` has passed (none before `hold_until`), oldest first,
+        empty ones included."""
+        if now < self.hold_until:
+            return []
         frontier = self._index(now - self.delay) - 1
         out: list[Window] = []
         with self._lock:

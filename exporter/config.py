@@ -37,8 +37,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}  # fmt: skip
 
 
-def parse_duration(value: Any, key: str) -> float:
-    """Seconds from `5s`, `1m`, `250ms`, `1h` or a plain number of seconds; positive."""
+def parse_duration(value: Any, key: str, allow_zero: bool = False) -> float:
+    """Seconds from `5s`, `1m`, `250ms`, `1h` or a plain number of seconds; positive (or zero
+    with `allow_zero`) and finite."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", value)):
@@ -48,8 +49,12 @@ def parse_duration(value: Any, key: str) -> float:
             raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m)", field=key) from None
     else:
         raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m, 250ms)", field=key)
-    if not seconds > 0:
-        raise InputError(f"must be positive, got {value!r}", field=key)
+    if not (seconds >= 0 if allow_zero else seconds > 0):
+        raise InputError(
+            f"must be {'0 or more' if allow_zero else 'positive'}, got {value!r}", field=key
+        )
+    if not math.isfinite(seconds):
+        raise InputError(f"must be finite, got {value!r}", field=key)
     return seconds
 
 
@@ -137,6 +142,7 @@ class ReceiverConfig:
     max_pending_spans: int = 1_000_000
     retry_after: float = 2.0
     sampling_ratio: float = 1.0  # share of traces the services keep, where spans do not say
+    restart_catchup: float = 30.0  # after a restart, nothing closes for this long (see LiveLoop)
 
 
 @dataclass(frozen=True)
@@ -256,6 +262,10 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
             out[name] = _int(raw[name], p + name, 1)
     if "retry_after" in raw:
         out["retry_after"] = parse_duration(raw["retry_after"], p + "retry_after")
+    if "restart_catchup" in raw:
+        out["restart_catchup"] = parse_duration(
+            raw["restart_catchup"], p + "restart_catchup", allow_zero=True
+        )
     if "sampling_ratio" in raw:
         out["sampling_ratio"] = _ratio(raw["sampling_ratio"], p + "sampling_ratio")
     config = ReceiverConfig(**out)

@@ -14,6 +14,7 @@ import numpy as np
 
 from estimator import anomaly
 from estimator.bundle import Bundle
+from estimator.errors import count_of
 from estimator.features import HistoryState
 from estimator.synthesizer import Synthesizer
 from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
@@ -159,13 +160,35 @@ class LiveLoop:
         self.window = config.window_seconds
         self.queries = UsageQueries(config.prometheus, self.window)
         now = clock()
-        self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
         resumed = store.take_open()
+        after = store.last_end()
+        # A restart: what clients sent while nothing listened comes back as their retries, late
+        # and out of step between services. For `restart_catchup` no trace or window closes.
+        restarted = after is not None or bool(resumed)
+        hold = now + config.receiver.restart_catchup if restarted else -math.inf
         self.aggregator = WindowAggregator(
-            self.window, 2 * config.grace, now, store.last_end(), resumed
+            self.window, 2 * config.grace, now, after, resumed, hold_until=hold
         )
-        if resumed:
-            log.info("resumed %d windows left open by the last stop", len(resumed))
+        kept = {w.start for w, _ in self.aggregator.open_windows()}
+        dropped = [w for w, _ in resumed if w.start not in kept]
+        if dropped:
+            log.warning(
+                "%s left open by the last stop dropped, with %g API calls: of another window "
+                "length than this run's %gs, or stored already",
+                count_of(len(dropped), "window"),
+                sum(sum(api_counts(w.calls).values()) for w in dropped),
+                self.window,
+            )
+        if kept:
+            log.info("resumed %s left open by the last stop", count_of(len(kept), "window"))
+        self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
+        self.assembler.hold_until = hold
+        if restarted and config.receiver.restart_catchup > 0:
+            log.info(
+                "restart: no trace or window closes for %gs, while clients retry what they "
+                "sent during the downtime (receiver.restart_catchup)",
+                config.receiver.restart_catchup,
+            )
         self.estimator: Estimator | None = None
         self.synthesizer: Synthesizer | None = None
         self._scores: np.ndarray | None = None
@@ -326,10 +349,10 @@ class LiveLoop:
         split = self.assembler.split_traces
         if split > self._split_logged and now - self._split_logged_at >= SPLIT_LOG_SECONDS:
             log.warning(
-                "%d traces got spans after they closed (%d in all): requests longer than "
+                "%s got spans after they closed (%d in all): requests longer than "
                 "trace_grace (%gs) or exports later than it are counted as two trees, the "
                 "earlier without its root; raise trace_grace",
-                split - self._split_logged,
+                count_of(split - self._split_logged, "trace"),
                 split,
                 self.config.grace,
             )

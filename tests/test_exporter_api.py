@@ -235,7 +235,8 @@ def test_estimates_match_offline_and_prometheus_down_means_absent(runtime) -> No
 
 def test_store_survives_restart_and_history_resumes(bundle_dir: Path, tmp_path: Path) -> None:
     clock = Clock(T0)
-    config = make_config(bundle_dir, tmp_path / "data")
+    receiver = ReceiverConfig(max_spans_per_request=1000, restart_catchup=0.0)
+    config = make_config(bundle_dir, tmp_path / "data", receiver=receiver)
     rt = Runtime(config, clock=clock).start(tick=False)
     for i, traces in enumerate([4, 9, 15, 7]):
         send_window(rt, clock, traces, seed=i)
@@ -264,6 +265,7 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     one stored window; a window that passed while nothing listened is not stored as empty."""
     clock = Clock(T0 + 0.1)
     config = make_config(bundle_dir, tmp_path / "data")
+    catchup = config.receiver.restart_catchup
     rt = Runtime(config, clock=clock).start(tick=False)
     send_window(rt, clock, 4, seed=1)  # window [T0, T0+2) closed and stored
     start = (clock.now // 2.0) * 2.0
@@ -272,16 +274,33 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     rt.stop()  # the window of `start` is open, its traces still pending
     clock.now = start + 2.0 + 4.0 + 0.1  # two windows later: [start+2, start+4) passed unheard
     again = Runtime(config, clock=clock).start(tick=False)
+    restarted = clock.now
     try:
-        late = span_request(5, end_ns, seed=3)  # retried by the client after the start
-        assert post(again, late.SerializeToString(), PB).status_code == 200
+        # The clients' retries come back late, long past their windows' usual close, and the
+        # parts of one trace apart: nothing closes until the catch-up is over.
+        now_window = (restarted // 2.0) * 2.0
+        retried = span_request(5, end_ns, seed=3)
+        also = span_request(3, int((now_window + 0.5) * 1e9), seed=5)
+        roots, children = type(also)(), type(also)()
+        roots.resource_spans.append(also.resource_spans[0])
+        children.resource_spans.extend(also.resource_spans[1:])
+        assert post(again, children.SerializeToString(), PB).status_code == 200
+        for step in range(1, 10):
+            clock.now = restarted + step * (catchup - 1.0) / 10
+            assert again.loop.tick() == []
+        assert post(again, retried.SerializeToString(), PB).status_code == 200
+        assert post(again, roots.SerializeToString(), PB).status_code == 200
+        clock.now = restarted + catchup
+        again.loop.tick()
         clock.now += 2 * config.grace + 2.0
         again.loop.tick()
         stored = {w.start: w for w in again.store.range(0, clock.now)}
         assert _roots(stored[start]) == 11
-        assert start + 2.0 not in stored and start + 4.0 not in stored
+        assert start + 2.0 not in stored and start + 4.0 not in stored  # nothing retried there
+        assert _roots(stored[now_window]) == 3
+        assert stored[now_window].calls == {path: 3.0 for path in PATHS}  # whole traces
         assert again.loop.aggregator.rejected()["late"] == 0
-        assert any(w.start > start + 4.0 for w in stored.values())  # the windows heard close
+        assert again.loop.assembler.split_traces == 0
     finally:
         again.stop()
     assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
@@ -309,16 +328,18 @@ def test_a_trace_whose_root_comes_after_the_grace_is_counted_as_split(
 
 
 def test_a_restart_with_another_window_length_drops_the_open_windows(
-    bundle_dir: Path, tmp_path: Path
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock(T0 + 0.1)
     rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=clock).start(tick=False)
     post(rt, span_request(3, int((T0 + 0.5) * 1e9), seed=1).SerializeToString(), PB)
     rt.stop()
     config = make_config(bundle_dir, tmp_path / "data", window=4.0)
-    again = Runtime(config, clock=clock).start(tick=False)
+    with caplog.at_level("WARNING", logger="deeprest.live"):
+        again = Runtime(config, clock=clock).start(tick=False)
+    assert "1 window left open by the last stop dropped, with 3 API calls" in caplog.text
     try:
-        clock.now += 10.0
+        clock.now += config.receiver.restart_catchup + 10.0
         again.loop.tick()
         assert all(w.end - w.start == 4.0 for w in again.store.range(0, clock.now))
     finally:
@@ -400,6 +421,16 @@ def test_share_of_calls_of_apis_the_model_never_saw(runtime) -> None:  # type: i
     assert scrape(rt)[("deeprest_unknown_api_calls_ratio", ())] == pytest.approx(0.25)
 
 
+def test_api_whatif_of_stored_windows_without_traffic_says_so(runtime) -> None:  # type: ignore[no-untyped-def]
+    """Scaled idle traffic is idle: the answer would say every limit is out of reach."""
+    rt, clock = runtime
+    clock.now += 2.0 + 2 * rt.config.grace
+    assert len(rt.loop.tick()) == 1  # a window without traffic
+    idle = requests.post(f"{rt.url}/api/v1/whatif", json={"scale": 2}, timeout=5)
+    assert idle.status_code == 400
+    assert "field 'scale': no traffic to scale in the last 1 stored window" in idle.json()["error"]
+
+
 def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     api = f"{rt.url}/api/v1"
@@ -451,6 +482,8 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
         ('{"scale": 2', "the body is not JSON: Expecting ',' delimiter at line 1, column 12"),
         ("[1]", "the body must be a JSON object, got an array"),
         (b"\xff\xfe", "the body is not UTF-8 text"),
+        ('{"scale": 1' + "0" * 5000 + "}", "the body holds a number too long"),
+        ("[" * 100_000 + "]" * 100_000, "the body nests arrays or objects too deep"),
     ):
         response = requests.post(f"{api}/whatif", data=text, timeout=5)
         assert response.status_code == 400, (text, response.text)
