@@ -212,6 +212,21 @@ def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
     assert f"{data}, field 'api': API front:/brand-new was never seen" in capsys.readouterr().err
 
 
+def test_whatif_refuses_windows_of_another_length_than_the_models(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    halves = load_windows(trained["test"])
+    for w in halves:
+        w.end = w.start + (w.end - w.start) / 2
+    data = trained["root"] / "halves.jsonl"
+    write_windows(data, halves)
+    base = ["whatif", "--model", str(trained["model"]), "--out", str(trained["root"] / "wh")]
+    for extra in (["--data", str(data), "--scale", "2"], ["--traffic", str(data)]):
+        assert main([*base, *extra]) == 2
+        said = capsys.readouterr().err
+        assert f"{data}: windows of 30 s; the model was trained on windows of 60 s" in said
+
+
 def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -303,6 +318,8 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         ("start,/compose\n60,1\n0,1\n", "line 3, field 'start'"),  # out of time order
         ("start\n0\n60\n", "line 1: no API column after 'start'"),  # no traffic at all
         ("start,/compose\n0,1\n60,1e300\n", "line 3, field '/compose': 1e300 calls a window"),
+        ("start,/compose\n0,1\n30,1\n", "line 3, field 'start': 30 s after the row before"),
+        ("start,/compose\n1e30,1\n", "line 2, field 'start': 1e30 is past the year 2262"),
     ):
         bad.write_text(text)
         assert main(whatif) == 2

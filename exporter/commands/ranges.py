@@ -117,13 +117,9 @@ UNSEEN_WARNING = 0.01
 """Share of a dataset's API calls, of APIs the model never saw, above which it says so."""
 
 
-def check_traffic(
-    bundle: Bundle, windows: Sequence[Window], source: str, warn: Callable[[str], None]
-) -> None:
-    """Refuse windows the bundle cannot read: another window length (counts per window mean
-    another thing, and so does the history's decay), or traffic of none of its APIs (another
-    application). Warn where part of the calls are of APIs never seen in training: their usage
-    is estimated from the per-API "other" features, a guess."""
+def check_window_length(bundle: Bundle, windows: Sequence[Window], source: str) -> None:
+    """Refuse windows of another length than the bundle's: counts per window mean another
+    thing, and so does the history's decay."""
     if windows:
         width = window_seconds_of(windows)
         if abs(width - bundle.window_seconds) > 0.01 * bundle.window_seconds:
@@ -132,6 +128,16 @@ def check_traffic(
                 f"{bundle.window_seconds:g} s (import or simulate with that window)",
                 source=source,
             )
+
+
+def check_traffic(
+    bundle: Bundle, windows: Sequence[Window], source: str, warn: Callable[[str], None]
+) -> None:
+    """Refuse windows the bundle cannot read: another window length (counts per window mean
+    another thing, and so does the history's decay), or traffic of none of its APIs (another
+    application). Warn where part of the calls are of APIs never seen in training: their usage
+    is estimated from the per-API "other" features, a guess."""
+    check_window_length(bundle, windows, source)
     calls: dict[tuple[str, str], float] = {}
     for window in windows:
         for api, n in api_counts(window.calls).items():

@@ -13,6 +13,7 @@ import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.errors import DataWarning, InputError, count_of, first_few
+from estimator.importers.common import MAX_UNIX_NS
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
@@ -29,6 +30,7 @@ from estimator.whatif import (
 )
 from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
 from exporter.commands.outputs import output_dir
+from exporter.commands.ranges import check_window_length
 from exporter.config import load_yaml, parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table, latency_ms, plain, pyplot, quantity
@@ -221,6 +223,21 @@ def read_traffic_csv(
                 raise InputError(
                     "rows must be in time order", source=str(path), line=line, field="start"
                 )
+            if starts and values[0] - starts[-1] < 0.99 * window_seconds:
+                raise InputError(
+                    f"{values[0] - starts[-1]:g} s after the row before: each row is a window of "
+                    f"the model's {window_seconds:g} s, so they would overlap",
+                    source=str(path),
+                    line=line,
+                    field="start",
+                )
+            if values[0] > MAX_UNIX_NS / 1e9:
+                raise InputError(
+                    f"{row[0]} is past the year 2262: not a time in Unix seconds (milliseconds?)",
+                    source=str(path),
+                    line=line,
+                    field="start",
+                )
             starts.append(values[0])
             traffic.append(dict(zip(apis, values[1:], strict=True)))
     if not traffic:
@@ -270,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed or 0) if args.sample else None
     if args.data is not None:
         observed = load_windows(args.data)
+        check_window_length(bundle, observed, str(args.data))
         if args.latency is not None and not any(w.latency for w in observed):
             raise InputError("holds no API latency for --latency", source=str(args.data))
         base_traffic, starts = traffic_of(observed), np.array([w.start for w in observed])
@@ -289,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         given = load_windows(args.traffic)
+        check_window_length(bundle, given, str(args.traffic))
         new_traffic, new_starts = traffic_of(given), np.array([w.start for w in given])
         label = args.traffic.stem
     base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
