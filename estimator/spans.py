@@ -6,9 +6,14 @@ Choices, made once here for every importer:
   first one seen wins.
 - An orphan (its parent is not in the batch) is attached to its nearest known ancestor: the
   trace's root, when the batch holds exactly one root span of that trace (the missing parent is
-  somewhere below it), or, below a catch-all gateway root (see folding), the one API span the
-  gateway routed to, so that the orphan does not sit where APIs sit. Otherwise the orphan is the
-  root of its own tree.
+  somewhere below it). Below a catch-all gateway root (see folding) an orphan must not sit
+  where APIs sit unless it is one: an API span (one that gateway traces assembled so far routed
+  to, `Routes`) or a gateway span goes below the root; another joins the one API span the
+  gateway routed to, or, where that is not one (its API span was lost), hangs below a
+  `LOST_API` step, which counts as no API call. A trace that lost its root span, whose orphans
+  are spans of a known gateway, hangs below that gateway's root, folded as its other traces
+  (one request, not one per orphan; these are assembled after the batch's rooted traces).
+  Otherwise an orphan is the root of its own tree.
 - Spans that only reach each other in a parent cycle are cut at the first one seen, which becomes
   a root.
 - Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
@@ -211,8 +216,32 @@ def assemble(spans: Iterable[Span], fold_gateway: bool = True) -> Iterator[Trace
     return assemble_columns(columns_of(spans), fold_gateway)
 
 
-def assemble_columns(cols: SpanColumns, fold_gateway: bool = True) -> Iterator[TracePaths]:
-    """Call paths of every tree in a batch given as columns (one tree per root, see module doc)."""
+LOST_API = "<unknown>"
+"""Operation of the API step put below a catch-all gateway root for spans whose API span was
+lost (`assemble_columns`): a step that counts as no API call."""
+MAX_KNOWN_APIS = 100_000
+
+
+@dataclass
+class Routes:
+    """What traces assembled so far showed of catch-all gateways: each gateway component's
+    root operation and the API spans they routed to. It places the spans of traces that lost
+    their API span or their gateway root (see `assemble_columns`)."""
+
+    gateways: dict[str, str] = field(default_factory=dict)
+    apis: set[Pair] = field(default_factory=set)
+
+    def learn(self, top: Pair, entries: Iterable[Pair]) -> None:
+        self.gateways.setdefault(top[0], top[1])
+        if len(self.apis) < MAX_KNOWN_APIS:
+            self.apis.update(entries)
+
+
+def assemble_columns(
+    cols: SpanColumns, fold_gateway: bool = True, routes: Routes | None = None
+) -> Iterator[TracePaths]:
+    """Call paths of every tree in a batch given as columns (one tree per root, see module doc).
+    `routes` carries what earlier batches showed of gateways (one is started where not given)."""
     groups: dict[str, list[int]] = {}
     for i, trace_id in enumerate(cols.trace_ids):
         group = groups.get(trace_id)
@@ -220,13 +249,22 @@ def assemble_columns(cols: SpanColumns, fold_gateway: bool = True) -> Iterator[T
             groups[trace_id] = [i]
         else:
             group.append(i)
+    routes = Routes() if routes is None else routes
+    rootless = []  # last, once the batch's whole traces have shown what gateways route to
     for members in groups.values():
-        yield from _trace_trees(cols, members, fold_gateway)
+        if any(cols.parent_ids[i] is None for i in members):
+            yield from _trace_trees(cols, members, fold_gateway, routes)
+        else:
+            rootless.append(members)
+    for members in rootless:
+        yield from _trace_trees(cols, members, fold_gateway, routes)
 
 
-def _trace_trees(cols: SpanColumns, members: list[int], fold: bool) -> Iterator[TracePaths]:
+def _trace_trees(
+    cols: SpanColumns, members: list[int], fold: bool, routes: Routes
+) -> Iterator[TracePaths]:
     """The trees of one trace: link children to parents, then walk from each root."""
-    span_ids, parent_ids = cols.span_ids, cols.parent_ids
+    span_ids, parent_ids, pairs = cols.span_ids, cols.parent_ids, cols.pairs
     index: dict[str, int] = {}
     for i in members:
         index.setdefault(span_ids[i], i)
@@ -242,54 +280,113 @@ def _trace_trees(cols: SpanColumns, members: list[int], fold: bool) -> Iterator[
             orphans.append(i)
             continue
         children.setdefault(parent, []).append(i)
-    if orphans:
-        adopter = _adopter(cols, roots[0], children, fold) if len(roots) == 1 else None
-        for i in orphans:
-            if adopter is None:
-                roots.append(i)
+    gateway_roots = [r for r in roots if fold and is_catch_all(pairs[r][1])]
+    entries = {r: _entries(cols, r, children) for r in gateway_roots}
+    for r in gateway_roots:
+        routes.learn(pairs[r], (pairs[i] for i in entries[r]))
+    lost: list[int] = []
+    virtual: dict[str, list[int]] = {}  # lost gateway root's span id -> its orphans
+    true_roots = len(roots)
+    for i in orphans:
+        if true_roots == 1:
+            root = roots[0]
+            found = entries.get(root)
+            if found is None or pairs[i] in routes.apis or pairs[i][0] == pairs[root][0]:
+                children.setdefault(span_ids[root], []).append(i)  # the root's API, or gateway
+            elif len(found) == 1:
+                children.setdefault(span_ids[found[0]], []).append(i)  # the one API routed to
             else:
-                children.setdefault(adopter, []).append(i)
+                lost.append(i)  # its API span was lost: which API is unknown
+        elif not true_roots and fold and pairs[i][0] in routes.gateways:
+            virtual.setdefault(str(parent_ids[i]), []).append(i)  # the gateway's root was lost
+        else:
+            roots.append(i)
     seen = 0
     for root in roots:
-        tree, size = _walk(cols, root, children, fold)
+        tree, size = _walk(cols, root, children, fold, lost if root == roots[0] else ())
+        seen += size
+        yield tree
+    for group in virtual.values():
+        tree, size = _walk_lost_root(cols, group, children, routes)
         seen += size
         yield tree
     if seen < len(kept):
-        yield from _cycle_trees(cols, kept, roots, children, fold)
+        placed = [*roots, *lost, *(i for group in virtual.values() for i in group)]
+        yield from _cycle_trees(cols, kept, placed, children, fold)
 
 
-def _adopter(cols: SpanColumns, root: int, children: dict[str, list[int]], fold: bool) -> str:
-    """The span that adopts a trace's orphans (spans whose parent was lost): its one root, or,
-    under a folded catch-all gateway root, the one API span the gateway routed to (adopted by
-    the gateway, an orphan would read as an API of its own). With several such, the root."""
+def _entries(cols: SpanColumns, root: int, children: dict[str, list[int]]) -> list[int]:
+    """The API spans a catch-all gateway root routed to: its first descendants of another
+    component than the gateway's (whose own spans are folded away)."""
     span_ids, pairs = cols.span_ids, cols.pairs
-    top = pairs[root]
-    if not (fold and is_catch_all(top[1])):
-        return span_ids[root]
-    entries: list[int] = []
+    gateway = pairs[root][0]
+    found: list[int] = []
     stack = list(children.get(span_ids[root], ()))
-    while stack and len(entries) < 2:
+    while stack:
         i = stack.pop()
-        if pairs[i][0] == top[0]:  # the gateway's own spans, folded away
+        if pairs[i][0] == gateway:
             stack.extend(children.get(span_ids[i], ()))
         else:
-            entries.append(i)
-    return span_ids[entries[0]] if len(entries) == 1 else span_ids[root]
+            found.append(i)
+    return found
 
 
 def _walk(
-    cols: SpanColumns, root: int, children: dict[str, list[int]], fold: bool
+    cols: SpanColumns,
+    root: int,
+    children: dict[str, list[int]],
+    fold: bool,
+    lost: Sequence[int] = (),
 ) -> tuple[TracePaths, int]:
-    """Paths of the tree below one root and the spans it holds (iterative: deep trees are fine)."""
+    """Paths of the tree below one root and the spans it holds (iterative: deep trees are fine).
+    `lost`: orphans of the root's trace whose API span was lost, hung below a LOST_API step."""
     span_ids, pairs = cols.span_ids, cols.pairs
     top = pairs[root]
     path_root: CallPath = (top,)
-    paths: list[CallPath] = [path_root]
     gateway = top[0] if fold and is_catch_all(top[1]) else None
     stack: list[tuple[int, CallPath, bool]] = [
         (c, path_root, gateway is not None) for c in children.get(span_ids[root], ())
     ]
-    size, too_deep = 1, 0
+    if lost and gateway is not None:
+        stack.extend((i, (top, (gateway, LOST_API)), False) for i in lost)
+    paths, size, too_deep = _paths(cols, path_root, stack, children, gateway)
+    start, end = cols.start_ns[root], cols.end_ns[root]
+    # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
+    rooted = cols.parent_ids[root] is None
+    timed = UNKNOWN_NS < start <= end and rooted
+    duration = end - start if timed else UNKNOWN_NS
+    return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root)), size + 1
+
+
+def _walk_lost_root(
+    cols: SpanColumns, group: list[int], children: dict[str, list[int]], routes: Routes
+) -> tuple[TracePaths, int]:
+    """The tree of a trace whose catch-all gateway root was lost: its orphans, spans of that
+    gateway, hang below the root the gateway's other traces have, so that they fold as they
+    would have (one request, its API below) rather than each counting as a request. Untimed;
+    it ends when its last orphan does."""
+    gateway = cols.pairs[group[0]][0]
+    top: Pair = (gateway, routes.gateways[gateway])
+    path_root: CallPath = (top,)
+    stack = [(i, path_root, True) for i in group]
+    paths, size, too_deep = _paths(cols, path_root, stack, children, gateway)
+    end = max(cols.end_ns[i] for i in group)
+    return TracePaths(end, paths, UNKNOWN_NS, False, too_deep, cols.weight(group[0])), size
+
+
+def _paths(
+    cols: SpanColumns,
+    path_root: CallPath,
+    stack: list[tuple[int, CallPath, bool]],
+    children: dict[str, list[int]],
+    gateway: str | None,
+) -> tuple[list[CallPath], int, int]:
+    """The paths from `path_root` down through the spans on `stack` (span, path above it,
+    whether gateway spans still fold there), how many spans were walked, and how many were left
+    out below MAX_PATH_DEPTH."""
+    span_ids, pairs = cols.span_ids, cols.pairs
+    paths: list[CallPath] = [path_root]
+    size, too_deep = 0, 0
     while stack:
         i, above, folding = stack.pop()
         size += 1
@@ -304,12 +401,7 @@ def _walk(
         path = (*above, pair)
         paths.append(path)
         stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
-    start, end = cols.start_ns[root], cols.end_ns[root]
-    # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
-    rooted = cols.parent_ids[root] is None
-    timed = UNKNOWN_NS < start <= end and rooted
-    duration = end - start if timed else UNKNOWN_NS
-    return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root)), size
+    return paths, size, too_deep
 
 
 def _cycle_trees(
@@ -469,6 +561,7 @@ def windows_of_batches(
     covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
     span: list[int] = []  # without: the first and last span end of the recording
     too_deep = 0
+    routes = Routes()  # what earlier files showed of gateways
     for number, batch in enumerate(batches):
         batch = batch.resolved(unsaid)
         if file_seconds and len(batch):
@@ -484,12 +577,13 @@ def windows_of_batches(
             continue
         done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
         open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
-        trees = assemble_columns(pending.take(done), fold_gateway)
+        trees = assemble_columns(pending.take(done), fold_gateway, routes)
         too_deep += _count(trees, counts, durations, window_seconds)
         pending = pending.take(open_)
         for trace_id in closed:
             del last_seen[trace_id]
-    too_deep += _count(assemble_columns(pending, fold_gateway), counts, durations, window_seconds)
+    trees = assemble_columns(pending, fold_gateway, routes)
+    too_deep += _count(trees, counts, durations, window_seconds)
     _warn_too_deep(too_deep)
     if covers:
         _drop_uncovered(counts, covers, window_seconds)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 
 from estimator.spans import (
     NS_PER_S,
+    Routes,
     SpanColumns,
     TracePaths,
     assemble_columns,
@@ -36,7 +37,7 @@ class _Trace:
         self.last_seen = 0.0
 
 
-def trace_trees(spans: dict[bytes, _Span]) -> list[TracePaths]:
+def trace_trees(spans: dict[bytes, _Span], routes: Routes | None = None) -> list[TracePaths]:
     """The call trees of one trace, with their root's end time and duration.
 
     Assembled by `estimator.spans`, exactly as the importers do (orphans, cycles, gateway
@@ -53,7 +54,7 @@ def trace_trees(spans: dict[bytes, _Span]) -> list[TracePaths]:
         cols.pairs.append((component, operation))
         cols.end_ns.append(end)
         cols.start_ns.append(start)
-    return list(assemble_columns(cols))
+    return list(assemble_columns(cols, routes=routes))
 
 
 def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
@@ -81,6 +82,7 @@ class TraceAssembler:
         self._pending = 0
         self.split_traces = 0
         self.hold_until = -math.inf  # no trace closes before (a restart's catch-up)
+        self.routes = Routes()  # what closed traces showed of gateways, for those that lost spans
         self._lock = threading.Lock()
 
     @property
@@ -119,7 +121,7 @@ class TraceAssembler:
             closed = [trace.spans for trace in self._traces.values()]
             self._traces.clear()
             self._pending = 0
-        return [trace_trees(spans) for spans in closed]
+        return [trace_trees(spans, self.routes) for spans in closed]
 
     def expire(self, now: float) -> list[list[TracePaths]]:
         """Close the traces quiet for `grace` seconds (none before `hold_until`); the call
@@ -139,7 +141,7 @@ class TraceAssembler:
                 self._closed[tid] = None
             while len(self._closed) > RECENTLY_CLOSED:
                 self._closed.popitem(last=False)
-        return [trace_trees(spans) for spans in closed]
+        return [trace_trees(spans, self.routes) for spans in closed]
 
 
 class WindowAggregator:

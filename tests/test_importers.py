@@ -24,6 +24,7 @@ from estimator.importers import (
 )
 from estimator.importers.trainticket import read_pod_metrics
 from estimator.spans import (
+    LOST_API,
     Span,
     SpanColumns,
     assemble,
@@ -172,11 +173,45 @@ def test_orphans_under_a_catch_all_gateway_join_the_api_it_routed_to() -> None:
     [window] = windows_from_spans(spans, window_seconds=60)
     assert api_counts(window.calls) == {("svc-a", "/api/a"): 1.0}
     assert ((gw, "/*"), ("svc-a", "/api/a"), ("svc-b", "op-b")) in window.calls
-    # Two APIs below one gateway root (a batch of calls): the orphan's API is unknown, and it
-    # stays below the root, as before.
+    # Two APIs below one gateway root (a batch of calls): the orphan's API is unknown; it hangs
+    # below a step that names no API, and counts as no API call.
     two = [*spans, span("t", "b", "g", "svc-c", "/api/c", 9.7)]
     [window] = windows_from_spans(two, window_seconds=60)
-    assert ((gw, "/*"), ("svc-b", "op-b")) in window.calls
+    assert ((gw, "/*"), (gw, LOST_API), ("svc-b", "op-b")) in window.calls
+    assert api_counts(window.calls) == {("svc-a", "/api/a"): 1.0, ("svc-c", "/api/c"): 1.0}
+
+
+def _gateway_trace(trace: str, end_s: float, api: str = "/api/a") -> list[Span]:
+    gw = "ts-gateway-service"
+    return [
+        span(trace, "r", None, gw, "/*", end_s),
+        span(trace, "g", "r", gw, "HTTP GET", end_s - 0.1),
+        span(trace, "a", "g", "svc-a", api, end_s - 0.2),
+        span(trace, "c", "a", "svc-a", "Controller.handle", end_s - 0.3),
+        span(trace, "d", "c", "svc-b", "op-b", end_s - 0.4),
+    ]
+
+
+def test_spans_that_lost_their_api_span_or_gateway_root_count_no_new_api() -> None:
+    """Where spans of a gateway's trace were lost, what is left counts once, under the API where
+    that is known and under no API where it is not: never as APIs of their own."""
+    gw = "ts-gateway-service"
+    whole = _gateway_trace("t0", 10.0)
+    no_api = [s for s in _gateway_trace("t1", 11.0, "/api/x") if s.span_id != "a"]
+    no_proxy = [s for s in _gateway_trace("t2", 12.0) if s.span_id != "g"]
+    no_root = [s for s in _gateway_trace("t3", 13.0) if s.span_id != "r"]
+    [window] = windows_from_spans(whole + no_api + no_proxy + no_root, window_seconds=60)
+    # t1's API span is lost: its children hang below the unknown API; t3 lost its root: it is
+    # one request, folded as the gateway's others are
+    assert api_counts(window.calls) == {("svc-a", "/api/a"): 3.0}
+    lost = ((gw, "/*"), (gw, LOST_API), ("svc-a", "Controller.handle"))
+    assert window.calls[lost] == 1.0 and window.calls[(*lost, ("svc-b", "op-b"))] == 1.0
+    below = ((gw, "/*"), ("svc-a", "/api/a"), ("svc-a", "Controller.handle"), ("svc-b", "op-b"))
+    assert window.calls[below] == 3.0
+    assert window.calls[((gw, "/*"),)] == 4.0  # four requests, t3's below the root it lost
+    assert sum(window.calls.values()) == 4 + 3 + 4 + 4  # every span counted once
+    # only the true roots time their requests
+    assert window.latency[("svc-a", "/api/a")].count == 2
 
 
 def test_files_assembled_as_read_count_as_one_batch_does() -> None:

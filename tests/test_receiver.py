@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from exporter.assembly import TraceAssembler, WindowAggregator, trace_paths
+from exporter.assembly import TraceAssembler, WindowAggregator, trace_paths, trace_trees
 from exporter.config import ReceiverConfig
 from exporter.receiver import (
     JSON,
@@ -215,3 +215,24 @@ def test_live_paths_fold_gateway_internals_like_the_importers() -> None:
     }
     paths = {path for _, path in trace_paths(spans)}
     assert paths == {(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))}
+
+
+def test_live_traces_that_lost_their_gateway_root_fold_below_it_as_the_importers_do() -> None:
+    """The assembler remembers what closed traces showed of gateways across traces: a later
+    trace whose root span was lost is one request below that gateway's root."""
+    from estimator.spans import Routes
+
+    def trace(root: bool) -> dict[bytes, tuple[bytes, str, str, int, int, float]]:
+        spans = {
+            b"g": (b"r", "gateway", "HTTP POST", 8, 2, 1.0),
+            b"h": (b"r", "gateway", "Filter.handle", 8, 2, 1.0),
+            b"o": (b"g", "orders", "/api/orders", 7, 3, 1.0),
+        }
+        return {b"r": (b"", "gateway", "/*", 9, 1, 1.0), **spans} if root else spans
+
+    routes = Routes()
+    assert len(trace_trees(trace(root=True), routes)) == 1
+    [tree] = trace_trees(trace(root=False), routes)  # two orphans: one request, not two
+    assert not tree.rooted
+    assert tree.paths == [(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))]
+    assert len(trace_trees(trace(root=False))) == 2  # nothing known of the gateway: as before
