@@ -524,6 +524,13 @@ def test_span_csv_bad_rows(tmp_path: Path, rows: list[str], line: int, field: st
     assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
 
 
+def test_span_csv_bad_values_are_shown_as_written(tmp_path: Path) -> None:
+    for cell, shown in (("-5", "got -5"), ("n/a", "got an empty or not-available cell")):
+        path = write_csv(tmp_path / "bad.csv", [f"t,a,root,{GW},/*,5,{cell},1"])
+        with pytest.raises(InputError, match=f"expected a non-negative number, {shown}$"):
+            import_span_csv(path)
+
+
 def test_span_csv_row_longer_than_its_header_is_refused_with_its_line(tmp_path: Path) -> None:
     # an unquoted comma in an operation name shifts the row's later values; it is never read so
     rows = [row("t", "a", "root", GW, "/*", 1.0), "t,b,a,pod,GET /x,y,5,7,1"]

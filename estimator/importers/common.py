@@ -238,6 +238,16 @@ class Where:
         return float(value)
 
 
+def shown_cell(value: Any) -> str:
+    """A CSV cell's value as a message shows it: text quoted, numbers as written (no numpy
+    reprs), and a cell pandas read as missing (blank, NA, n/a, null) said to be so."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return "an empty or not-available cell"
+    return str(value.item() if hasattr(value, "item") else value)
+
+
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 

@@ -36,6 +36,7 @@ from estimator.importers.common import (
     open_binary,
     read_csv_or_skip,
     service_of_pod,
+    shown_cell,
     unix_unit,
     windows_of_files,
 )
@@ -121,7 +122,7 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
     bad = numbers.isna() | ~numbers.ge(0)
     if bad.any():
         raise InputError(
-            f"expected a non-negative number, got {column.loc[bad].iloc[0]!r}",
+            f"expected a non-negative number, got {shown_cell(column.loc[bad].iloc[0])}",
             source=source,
             line=_first_bad(bad),
             field=name,

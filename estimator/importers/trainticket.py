@@ -30,6 +30,7 @@ from estimator.importers.common import (
     find_column,
     read_csv_or_skip,
     service_of_pod,
+    shown_cell,
     unix_unit,
 )
 from estimator.importers.spancsv import SUFFIXES, import_span_files
@@ -162,7 +163,7 @@ def _numbers(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise InputError(
-            f"expected a finite non-negative number, got {raw.iloc[row]!r}",
+            f"expected a finite non-negative number, got {shown_cell(raw.iloc[row])}",
             source=source,
             line=int(raw.index[row]) + 2,
             field=column,
