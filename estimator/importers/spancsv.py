@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError
+from estimator.errors import DataWarning, InputError, count_of
 from estimator.importers.common import (
     MAX_UNIX_NS,
     OnFile,
@@ -100,8 +100,11 @@ def _match_columns(header: list[str], source: str) -> dict[str, str]:
         if found is not None:
             out[name] = found
         elif name in REQUIRED:
+            found_text = ", ".join(header)
+            if len(found_text) > 200:  # not a CSV header (JSON, say): its start says enough
+                found_text = f"{found_text[:200]}... ({count_of(len(header), 'column')})"
             raise InputError(
-                f"missing column (found {', '.join(header)})", source=source, line=1, field=name
+                f"missing column (found {found_text})", source=source, line=1, field=name
             )
     return out
 
