@@ -201,6 +201,9 @@ def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
     )
     said = capsys.readouterr().err
     assert f"{data}: 1 API never seen in training (front:/brand-new: " in said
+    busiest = max(sum(api_counts(w.calls).values()) for w in windows)  # the new API's calls too
+    seen = load_bundle(trained["model"]).training["calls_range"][1]
+    assert f"its busiest window is {2 * busiest / seen:.2f}x the busiest of the training" in said
     plain = _whatif_rows(
         trained["model"], trained["root"] / "wold", "--data", str(trained["test"]), "--scale", "2"
     )

@@ -332,9 +332,11 @@ def test_otlp_spans_of_a_resource_without_service_name_are_counted_with_a_warnin
 ) -> None:
     request = otlp_request([os_("a", "", "/x", 61)], "front")
     request["resourceSpans"].append({"scopeSpans": [{"spans": [os_("b", "a", "op", 61)]}]})
+    empty = otlp_request([os_("c", "a", "op", 61)], "")  # a name said empty: no name either
+    request["resourceSpans"] += empty["resourceSpans"]
     path = tmp_path / "otlp.json"
     path.write_text(json.dumps(request))
-    with pytest.warns(DataWarning, match=f"{path}: 1 span without a service name") as caught:
+    with pytest.warns(DataWarning, match=f"{path}: 2 spans without a service name") as caught:
         windows = import_otlp_json(path)
     assert "component 'unknown_service'" in str(caught[0].message)
     assert (("front", "/x"), ("unknown_service", "op")) in windows[0].calls

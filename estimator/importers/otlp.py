@@ -44,6 +44,8 @@ def _service_name(resource: Any, where: Where, fld: str) -> str:
         attribute = where.obj(attribute, afld)
         if attribute.get("key") == "service.name":
             value = where.obj(attribute.get("value"), f"{afld}.value")
+            if value.get("stringValue") == "":  # said empty: no name, as where it is missing
+                return UNKNOWN_SERVICE
             return where.text(value.get("stringValue"), f"{afld}.value.stringValue")
     return UNKNOWN_SERVICE
 

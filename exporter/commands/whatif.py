@@ -54,8 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limits",
         type=Path,
-        help="YAML or JSON of limits, {component: {resource: limit in base units}} (or a serve "
-        "config with a limits section): adds headroom and the traffic scale each limit allows",
+        help="YAML or JSON of limits, {component: {resource: limit}} in base units or as "
+        "Kubernetes quantities (500m, 4Gi), or a serve config with a limits section: adds "
+        "headroom and the traffic scale each limit allows",
     )
     parser.add_argument(
         "--latency",
@@ -250,7 +251,10 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
     plt = pyplot()
 
     resources = sorted({r for _, r in result.series})
-    fig, axes = plt.subplots(len(resources), 1, figsize=(10, 2.6 * len(resources)), squeeze=False)
+    width = max(10.0, 0.22 * len({c for c, _ in result.series}))  # room for every name
+    fig, axes = plt.subplots(
+        len(resources), 1, figsize=(width, 2.6 * len(resources)), squeeze=False
+    )
     for ax, resource in zip(axes[:, 0], resources, strict=True):
         idx = [j for j, (_, r) in enumerate(result.series) if r == resource]
         names = [plain(result.series[j][0]) for j in idx]
@@ -319,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
         add_paths(base, unseen, 1.0)
         add_paths(hypothetical, unseen, args.scale if args.scale is not None else 0.0)
     say(f"estimating {len(base)} base and {len(hypothetical)} what-if windows")
-    reach = traffic_reach(bundle, new_traffic)
+    reach = traffic_reach(bundle, traffic_of(hypothetical))  # with the calls of APIs unseen
     if reach:
         say(reach)
     shortfall = None
