@@ -37,6 +37,15 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZES = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}  # fmt: skip
 
 
+def _yaml(value: Any) -> str:
+    """A config value as YAML writes it (null, true), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 def parse_duration(value: Any, key: str, allow_zero: bool = False) -> float:
     """Seconds from `5s`, `1m`, `250ms`, `1h` or a plain number of seconds; positive (or zero
     with `allow_zero`) and finite."""
@@ -46,15 +55,17 @@ def parse_duration(value: Any, key: str, allow_zero: bool = False) -> float:
         try:
             seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
         except ValueError:
-            raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m)", field=key) from None
+            raise InputError(
+                f"not a duration: {_yaml(value)} (use e.g. 5s, 1m)", field=key
+            ) from None
     else:
-        raise InputError(f"not a duration: {value!r} (use e.g. 5s, 1m, 250ms)", field=key)
+        raise InputError(f"not a duration: {_yaml(value)} (use e.g. 5s, 1m, 250ms)", field=key)
     if not (seconds >= 0 if allow_zero else seconds > 0):
         raise InputError(
-            f"must be {'0 or more' if allow_zero else 'positive'}, got {value!r}", field=key
+            f"must be {'0 or more' if allow_zero else 'positive'}, got {_yaml(value)}", field=key
         )
     if not math.isfinite(seconds):
-        raise InputError(f"must be finite, got {value!r}", field=key)
+        raise InputError(f"must be finite, got {_yaml(value)}", field=key)
     return seconds
 
 
@@ -66,13 +77,14 @@ def parse_size(value: Any, key: str) -> int:
         unit = m.group(2).lower()
         if unit not in _SIZES:
             raise InputError(
-                f"unknown size unit in {value!r} (use B, KiB, MiB, GiB, KB, MB or GB)", field=key
+                f"unknown size unit in {_yaml(value)} (use B, KiB, MiB, GiB, KB, MB or GB)",
+                field=key,
             )
         size = int(m.group(1)) * _SIZES[unit]
     else:
-        raise InputError(f"not a size: {value!r} (use e.g. 4MiB or a byte count)", field=key)
+        raise InputError(f"not a size: {_yaml(value)} (use e.g. 4MiB or a byte count)", field=key)
     if size <= 0:
-        raise InputError(f"must be positive, got {value!r}", field=key)
+        raise InputError(f"must be positive, got {_yaml(value)}", field=key)
     return size
 
 
@@ -200,13 +212,13 @@ def _check_keys(raw: Mapping[str, Any], allowed: set[str], prefix: str = "") -> 
 
 def _int(value: Any, key: str, low: int = 0, high: int = 1 << 62) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"expected an integer in [{low}, {high}], got {value!r}", field=key)
+        raise InputError(f"expected an integer in [{low}, {high}], got {_yaml(value)}", field=key)
     return value
 
 
 def _str(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InputError(f"expected a non-empty string, got {value!r}", field=key)
+        raise InputError(f"expected a non-empty string, got {_yaml(value)}", field=key)
     return value
 
 
@@ -283,7 +295,7 @@ def _ratio(value: Any, key: str) -> float:
     """A share in (0, 1]: YAML's number, or text such as `1e-3` (YAML reads it as text)."""
     number = _limit_number(value)
     if number is None or not 0.0 < number <= 1.0:
-        raise InputError(f"expected a number in (0, 1], got {value!r}", field=key)
+        raise InputError(f"expected a number in (0, 1], got {_yaml(value)}", field=key)
     return number
 
 
@@ -350,7 +362,7 @@ def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
             number = _limit_number(value)
             if number is None or not math.isfinite(number) or number <= 0:
                 raise InputError(
-                    f"expected a positive number or a Kubernetes quantity (500m, 4Gi), got {value!r}",
+                    f"expected a positive number or a Kubernetes quantity (500m, 4Gi), got {_yaml(value)}",
                     field=key,
                 )
             out[(str(component), str(resource))] = number
