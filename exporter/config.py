@@ -282,11 +282,18 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
         out["sampling_ratio"] = _ratio(raw["sampling_ratio"], p + "sampling_ratio")
     config = ReceiverConfig(**out)
     if config.max_pending_spans < config.max_spans_per_request:  # a full request would never fit
+        if "max_pending_spans" in raw:
+            raise InputError(
+                f"{config.max_pending_spans} is under receiver.max_spans_per_request "
+                f"({config.max_spans_per_request}): a request that size would be refused with "
+                "503 for ever",
+                field=p + "max_pending_spans",
+            )
         raise InputError(
-            f"{config.max_pending_spans} is under receiver.max_spans_per_request "
-            f"({config.max_spans_per_request}): a request that size would be refused with 503 "
-            "for ever",
-            field=p + "max_pending_spans",
+            f"{config.max_spans_per_request} is over receiver.max_pending_spans "
+            f"({config.max_pending_spans}, the default): a request that size would be refused "
+            "with 503 for ever; raise max_pending_spans too",
+            field=p + "max_spans_per_request",
         )
     return config
 

@@ -88,6 +88,7 @@ def test_durations_and_sizes() -> None:
             "prometheus.limit_queries.memory",
         ),
         ("receiver: {max_pending_spans: 1000}\n", "receiver.max_pending_spans"),
+        ("receiver: {max_spans_per_request: 100000000}\n", "receiver.max_spans_per_request"),
         ("- a list\n", None),
         ("port: 9464\nwindow: 60s\nport: 9465\n", None),  # a key given twice
     ],
