@@ -215,6 +215,9 @@ def start_serve(
     lines = [f"prometheus:\n  url: {spec.prometheus_url}\n"]
     if spec.rate_range_s:
         lines.append(f"  rate_range: {spec.rate_range_s:g}s\n")
+    # The demo fills the store before serve starts and restarts serve with a model: no client
+    # retries a downtime there, so windows close at once rather than after a restart's catch-up.
+    lines.append("receiver:\n  restart_catchup: 0s\n")
     config.write_text("".join(lines) + "smoothing_windows: 3\n" + extra_config)
     cmd = [sys.executable, "-m", "exporter.cli", "serve", "--config", str(config),
            "--host", "127.0.0.1", "--port", str(spec.port), "--data-dir", str(spec.data_dir),
@@ -273,6 +276,7 @@ def run_demo(options: DemoOptions) -> int:
         return code
     options.run_dir.mkdir(parents=True, exist_ok=True)
     (options.run_dir / "logs").mkdir(exist_ok=True)
+    shutil.rmtree(options.run_dir / "data", ignore_errors=True)  # an earlier run's windows
     procs = Processes()
     with interrupts_as_keyboard():
         try:
