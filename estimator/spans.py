@@ -220,6 +220,7 @@ LOST_API = "<unknown>"
 """Operation of the API step put below a catch-all gateway root for spans whose API span was
 lost (`assemble_columns`): a step that counts as no API call."""
 MAX_KNOWN_APIS = 100_000
+"""The most API spans `Routes` remembers (spans named by raw URL would grow it without end)."""
 
 
 @dataclass
@@ -232,6 +233,7 @@ class Routes:
     apis: set[Pair] = field(default_factory=set)
 
     def learn(self, top: Pair, entries: Iterable[Pair]) -> None:
+        """Remember a gateway root and the API spans one of its traces routed to."""
         self.gateways.setdefault(top[0], top[1])
         if len(self.apis) < MAX_KNOWN_APIS:
             self.apis.update(entries)

@@ -131,8 +131,9 @@ def unseen_paths(
     if not unseen:
         return traffic, [{} for _ in windows]
     total = sum(sum(counts.values()) for counts in traffic)
-    share = sum(n for counts in traffic for api, n in counts.items() if api in unseen) / total
-    if share >= 1.0:
+    new = sum(n for counts in traffic for api, n in counts.items() if api in unseen)
+    share = new / total if total > 0 else 0.0
+    if new > 0 and share >= 1.0:
         raise InputError("holds no call of an API the bundle was trained on", source=str(source))
     names = sorted(f"{c}:{o}" for c, o in unseen)
     warnings.warn(
