@@ -12,8 +12,8 @@ Choices, made once here for every importer:
   gateway routed to, or, where that is not one (its API span was lost), hangs below a
   `LOST_API` step, which counts as no API call. A trace that lost its root span, whose orphans
   are spans of a known gateway, hangs below that gateway's root, folded as its other traces
-  (one request, not one per orphan; these are assembled after the batch's rooted traces).
-  Otherwise an orphan is the root of its own tree.
+  (one request, not one per orphan). Traces that lost spans are assembled after the batch's
+  whole traces. Otherwise an orphan is the root of its own tree.
 - Spans that only reach each other in a parent cycle are cut at the first one seen, which becomes
   a root.
 - Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
@@ -252,13 +252,15 @@ def assemble_columns(
         else:
             group.append(i)
     routes = Routes() if routes is None else routes
-    rootless = []  # last, once the batch's whole traces have shown what gateways route to
+    parent_ids, span_ids = cols.parent_ids, cols.span_ids
+    lacking = []  # last, once the batch's whole traces have shown what gateways route to
     for members in groups.values():
-        if any(cols.parent_ids[i] is None for i in members):
+        ids = {span_ids[i] for i in members}
+        if all(parent_ids[i] is None or parent_ids[i] in ids for i in members):
             yield from _trace_trees(cols, members, fold_gateway, routes)
         else:
-            rootless.append(members)
-    for members in rootless:
+            lacking.append(members)
+    for members in lacking:
         yield from _trace_trees(cols, members, fold_gateway, routes)
 
 
