@@ -90,20 +90,36 @@ def ingest(runtime: Runtime) -> Response:
     return Response(data, status=200, content_type=kind)
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's members; a key given twice is an error (json would keep the last)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InputError("given twice in one object", field=key)
-        out[key] = value
-    return out
+class _Members(list):  # type: ignore[type-arg]
+    """A JSON object's members as decoded, in order, keys given twice kept (see `_objects`)."""
+
+
+def _objects(value: Any, where: str = "") -> Any:
+    """Decoded JSON with its objects made dicts; a key given twice in one object is an error
+    naming its path (json would keep the last silently). Iterative: nesting depth is free."""
+    root: list[Any] = [value]
+    stack: list[tuple[list[Any] | dict[str, Any], int | str, Any, str]] = [(root, 0, value, where)]
+    while stack:
+        holder, slot, item, path = stack.pop()
+        if isinstance(item, _Members):
+            out: dict[str, Any] = {}
+            for key, member in item:
+                field = f"{path}.{key}" if path else key
+                if key in out:
+                    raise InputError("given twice in one object", field=field)
+                out[key] = member
+                stack.append((out, key, member, field))
+            holder[slot] = out  # type: ignore[index]
+        elif isinstance(item, list):
+            for k, member in enumerate(item):
+                stack.append((item, k, member, f"{path}[{k}]"))
+    return root[0]
 
 
 def _json_body() -> dict[str, Any]:
     """The request's JSON object (any Content-Type: the body says what it is)."""
     try:
-        body = json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_unique_keys)
+        body = _objects(json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_Members))
     except UnicodeDecodeError:
         raise InputError("the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -473,6 +473,7 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
         assert field is None or f"field '{field}'" in error, (bad, error)
     for text, said in (
         ('{"scale": 2, "scale": 3}', "field 'scale': given twice in one object"),
+        ('{"rates": {"/compose": 1, "/compose": 2}}', "field 'rates./compose': given twice"),
         ('{"rates": {}}', "field 'rates': names no API"),
         (
             '{"rates": null}',
