@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from estimator.spans import (
     NS_PER_S,
@@ -18,7 +18,7 @@ from estimator.spans import (
 )
 from estimator.windows import CallPath, Pair, Window, api_counts
 from exporter.receiver import SpanRecord
-from exporter.store import OpenWindow
+from exporter.store import OpenTrace, OpenWindow, SpanRow
 
 MAX_API_LABELS = 1000
 """Distinct APIs `deeprest_api_calls_total` counts by name; the calls of any further ones count
@@ -26,7 +26,7 @@ under OTHER_API."""
 OTHER_API: Pair = ("", "other")
 """Counter key of the APIs past MAX_API_LABELS (label `api=":other"`)."""
 
-_Span = tuple[bytes, str, str, int, int, float]  # parent, component, operation, end, start, weight
+_Span = SpanRow  # parent, component, operation, end, start, weight
 
 
 class _Trace:
@@ -115,13 +115,20 @@ class TraceAssembler:
                 self._pending += len(trace.spans) - before
             return True
 
-    def drain(self) -> list[list[TracePaths]]:
-        """Close every trace now (the exporter stops); the call trees of each."""
+    def open_traces(self) -> dict[bytes, OpenTrace]:
+        """The spans of every trace not closed yet: what a stopping exporter keeps."""
         with self._lock:
-            closed = [trace.spans for trace in self._traces.values()]
-            self._traces.clear()
-            self._pending = 0
-        return [trace_trees(spans, self.routes) for spans in closed]
+            return {tid: dict(trace.spans) for tid, trace in self._traces.items()}
+
+    def resume(self, traces: Mapping[bytes, OpenTrace], now: float) -> None:
+        """Buffer again the traces a stopped exporter kept, as if their spans arrived `now`."""
+        with self._lock:
+            for tid, spans in traces.items():
+                trace = self._traces.setdefault(tid, _Trace())
+                before = len(trace.spans)
+                trace.spans.update(spans)
+                trace.last_seen = now
+                self._pending += len(trace.spans) - before
 
     def expire(self, now: float) -> list[list[TracePaths]]:
         """Close the traces quiet for `grace` seconds (none before `hold_until`); the call

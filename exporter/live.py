@@ -16,12 +16,13 @@ from estimator import anomaly
 from estimator.bundle import Bundle
 from estimator.errors import count_of
 from estimator.features import HistoryState
+from estimator.spans import NS_PER_S
 from estimator.synthesizer import Synthesizer
 from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
 from exporter.config import Config
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
-from exporter.store import WindowStore
+from exporter.store import OpenTrace, OpenWindow, WindowStore
 
 log = logging.getLogger("deeprest.live")
 
@@ -160,11 +161,12 @@ class LiveLoop:
         self.window = config.window_seconds
         self.queries = UsageQueries(config.prometheus, self.window)
         now = clock()
-        resumed = store.take_open()
+        resumed, traces = store.take_open(), store.take_open_traces()
         after = store.last_end()
         # A restart: what clients sent while nothing listened comes back as their retries, late
         # and out of step between services. For `restart_catchup` no trace or window closes.
-        restarted = after is not None or bool(resumed)
+        restarted = after is not None or bool(resumed) or bool(traces)
+        resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
         hold = now + config.receiver.restart_catchup if restarted else -math.inf
         self.aggregator = WindowAggregator(
             self.window, 2 * config.grace, now, after, resumed, hold_until=hold
@@ -179,10 +181,15 @@ class LiveLoop:
                 sum(sum(api_counts(w.calls).values()) for w in dropped),
                 self.window,
             )
-        if kept:
-            log.info("resumed %s left open by the last stop", count_of(len(kept), "window"))
+        if kept or traces:
+            log.info(
+                "resumed %s and %s left open by the last stop",
+                count_of(len(kept), "window"),
+                count_of(len(traces), "trace"),
+            )
         self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
         self.assembler.hold_until = hold
+        self.assembler.resume(traces, now)
         if restarted and config.receiver.restart_catchup > 0:
             log.info(
                 "restart: no trace or window closes for %gs, while clients retry what they "
@@ -377,17 +384,36 @@ class LiveLoop:
         else:
             log.info("Prometheus holds actual usage for every series again")
 
+    def _windows_of(
+        self, traces: Mapping[bytes, OpenTrace], after: float | None, have: set[float]
+    ) -> list[OpenWindow]:
+        """Empty open windows for the spans of resumed traces to count into, where neither the
+        store nor the resumed windows hold them (a stop came before their trace closed)."""
+        width = self.window
+        starts = {
+            math.floor(span[3] / NS_PER_S / width) * width
+            for spans in traces.values()
+            for span in spans.values()
+        }
+        return [
+            (Window(start, start + width), {})
+            for start in sorted(starts)
+            if start not in have and (after is None or start >= after)
+        ]
+
     def save_open(self) -> None:
-        """On stopping: close the traces still open into their windows, and keep the windows
-        still open in the store, for the next start to resume (see WindowAggregator)."""
-        now = self.clock()
+        """On stopping: keep the traces and windows still open in the store, for the next start
+        to resume (see WindowAggregator), so that spans retried across the restart join them."""
         with self._tick_lock:
-            for trees in self.assembler.drain():
-                self.aggregator.add_trees(trees, now)
             windows = self.aggregator.open_windows()
-            self.store.save_open(windows)
-        if windows:
-            log.info("kept %d open windows for the next start", len(windows))
+            traces = self.assembler.open_traces()
+            self.store.save_open(windows, traces)
+        if windows or traces:
+            log.info(
+                "kept %s and %s for the next start",
+                count_of(len(windows), "open window"),
+                count_of(len(traces), "open trace"),
+            )
 
     def run(self, stop: threading.Event) -> None:
         """Tick until `stop` is set; errors of one tick are logged, never fatal."""

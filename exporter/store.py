@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from estimator.errors import DeepRestError, InputError
@@ -14,6 +14,10 @@ from estimator.windows import Pair, Window, window_from_json, window_to_json
 
 OpenWindow = tuple[Window, dict[Pair, list[float]]]
 """A window not closed yet and its requests' durations (seconds) per API."""
+SpanRow = tuple[bytes, str, str, int, int, float]
+"""A buffered span: parent id, component, operation, end and start (ns), weight."""
+OpenTrace = dict[bytes, SpanRow]
+"""The spans of a trace not closed yet, by span id."""
 
 FILENAME = "windows.sqlite"
 
@@ -25,6 +29,10 @@ CREATE TABLE IF NOT EXISTS windows (
 );
 CREATE TABLE IF NOT EXISTS open_windows (
     start REAL PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_traces (
+    trace TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
 """
@@ -80,9 +88,24 @@ class WindowStore:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: cannot write windows ({exc})") from exc
 
-    def save_open(self, windows: Sequence[OpenWindow]) -> None:
-        """Keep the windows a stopping exporter leaves open (replacing any kept before), for
-        the next start to resume with `take_open`."""
+    def save_open(
+        self, windows: Sequence[OpenWindow], traces: Mapping[bytes, OpenTrace] | None = None
+    ) -> None:
+        """Keep the windows and traces a stopping exporter leaves open (replacing any kept
+        before), for the next start to resume with `take_open` and `take_open_traces`."""
+        trace_rows = [
+            (
+                tid.hex(),
+                json.dumps(
+                    [
+                        [sid.hex(), p.hex(), c, o, e, s, w]
+                        for sid, (p, c, o, e, s, w) in spans.items()
+                    ],
+                    separators=(",", ":"),
+                ),
+            )
+            for tid, spans in (traces or {}).items()
+        ]
         rows = [
             (
                 w.start,
@@ -101,6 +124,8 @@ class WindowStore:
                 self._db.execute("BEGIN")
                 self._db.execute("DELETE FROM open_windows")
                 self._db.executemany("INSERT INTO open_windows VALUES (?, ?)", rows)
+                self._db.execute("DELETE FROM open_traces")
+                self._db.executemany("INSERT INTO open_traces VALUES (?, ?)", trace_rows)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
@@ -126,6 +151,25 @@ class WindowStore:
                 self._db.execute("DELETE FROM open_windows")
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot write the open windows ({exc})") from exc
+        return out
+
+    def take_open_traces(self) -> dict[bytes, OpenTrace]:
+        """The open traces a stopped exporter kept; they are removed, as by `take_open`."""
+        rows = self._select("SELECT trace, body FROM open_traces")
+        out: dict[bytes, OpenTrace] = {}
+        for trace, body in rows:
+            try:
+                out[bytes.fromhex(trace)] = {
+                    bytes.fromhex(sid): (bytes.fromhex(p), str(c), str(o), int(e), int(s), float(w))
+                    for sid, p, c, o, e, s, w in json.loads(body)
+                }
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"{self.path}: open trace {trace} is corrupted ({exc})") from exc
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM open_traces")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot write the open traces ({exc})") from exc
         return out
 
     def _decode(self, rows: list[tuple[float, str]]) -> list[Window]:

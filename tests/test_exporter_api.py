@@ -271,6 +271,10 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     start = (clock.now // 2.0) * 2.0
     end_ns = int((start + 0.5) * 1e9)
     assert post(rt, span_request(6, end_ns, seed=2).SerializeToString(), PB).status_code == 200
+    across = span_request(2, end_ns, seed=7)  # traces whose root comes after the restart
+    across_roots = type(across)()
+    across_roots.resource_spans.append(across.resource_spans.pop(0))
+    assert post(rt, across.SerializeToString(), PB).status_code == 200
     rt.stop()  # the window of `start` is open, its traces still pending
     clock.now = start + 2.0 + 4.0 + 0.1  # two windows later: [start+2, start+4) passed unheard
     again = Runtime(config, clock=clock).start(tick=False)
@@ -290,12 +294,13 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
             assert again.loop.tick() == []
         assert post(again, retried.SerializeToString(), PB).status_code == 200
         assert post(again, roots.SerializeToString(), PB).status_code == 200
+        assert post(again, across_roots.SerializeToString(), PB).status_code == 200
         clock.now = restarted + catchup
         again.loop.tick()
         clock.now += 2 * config.grace + 2.0
         again.loop.tick()
         stored = {w.start: w for w in again.store.range(0, clock.now)}
-        assert _roots(stored[start]) == 11
+        assert stored[start].calls == {path: 13.0 for path in PATHS}  # whole traces, none split
         assert start + 2.0 not in stored and start + 4.0 not in stored  # nothing retried there
         assert _roots(stored[now_window]) == 3
         assert stored[now_window].calls == {path: 3.0 for path in PATHS}  # whole traces
@@ -304,6 +309,25 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     finally:
         again.stop()
     assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
+
+
+def test_traces_still_open_at_a_stop_are_kept_whatever_the_next_window(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    clock = Clock(T0 + 0.1)
+    rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=clock).start(tick=False)
+    post(rt, span_request(3, int((T0 + 0.5) * 1e9), seed=1).SerializeToString(), PB)
+    rt.stop()  # the traces were still open: kept as spans, not as a window
+    config = make_config(bundle_dir, tmp_path / "data", window=4.0)
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        clock.now += config.receiver.restart_catchup + 10.0
+        again.loop.tick()
+        [window] = [w for w in again.store.range(0, clock.now) if w.calls]
+        assert (window.start, window.end) == (T0, T0 + 4.0)
+        assert window.calls == {path: 3.0 for path in PATHS}
+    finally:
+        again.stop()
 
 
 def test_a_trace_whose_root_comes_after_the_grace_is_counted_as_split(
@@ -333,6 +357,8 @@ def test_a_restart_with_another_window_length_drops_the_open_windows(
     clock = Clock(T0 + 0.1)
     rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=clock).start(tick=False)
     post(rt, span_request(3, int((T0 + 0.5) * 1e9), seed=1).SerializeToString(), PB)
+    clock.now += rt.config.grace + 0.1
+    assert rt.loop.tick() == []  # the traces closed into their window, still open
     rt.stop()
     config = make_config(bundle_dir, tmp_path / "data", window=4.0)
     with caplog.at_level("WARNING", logger="deeprest.live"):
