@@ -161,41 +161,7 @@ class LiveLoop:
         self.window = config.window_seconds
         self.queries = UsageQueries(config.prometheus, self.window)
         now = clock()
-        resumed, traces = store.take_open(), store.take_open_traces()
-        after = store.last_end()
-        # A restart: what clients sent while nothing listened comes back as their retries, late
-        # and out of step between services. For `restart_catchup` no trace or window closes.
-        restarted = after is not None or bool(resumed) or bool(traces)
-        resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
-        hold = now + config.receiver.restart_catchup if restarted else -math.inf
-        self.aggregator = WindowAggregator(
-            self.window, 2 * config.grace, now, after, resumed, hold_until=hold
-        )
-        kept = {w.start for w, _ in self.aggregator.open_windows()}
-        dropped = [w for w, _ in resumed if w.start not in kept]
-        if dropped:
-            log.warning(
-                "%s left open by the last stop dropped, with %g API calls: of another window "
-                "length than this run's %gs, or stored already",
-                count_of(len(dropped), "window"),
-                sum(sum(api_counts(w.calls).values()) for w in dropped),
-                self.window,
-            )
-        if kept or traces:
-            log.info(
-                "resumed %s and %s left open by the last stop",
-                count_of(len(kept), "window"),
-                count_of(len(traces), "trace"),
-            )
-        self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
-        self.assembler.hold_until = hold
-        self.assembler.resume(traces, now)
-        if restarted and config.receiver.restart_catchup > 0:
-            log.info(
-                "restart: no trace or window closes for %gs, while clients retry what they "
-                "sent during the downtime (receiver.restart_catchup)",
-                config.receiver.restart_catchup,
-            )
+        self._start(now)
         self.estimator: Estimator | None = None
         self.synthesizer: Synthesizer | None = None
         self._scores: np.ndarray | None = None
@@ -383,6 +349,47 @@ class LiveLoop:
             )
         else:
             log.info("Prometheus holds actual usage for every series again")
+
+    def _start(self, now: float) -> None:
+        """The trace assembler and window aggregator, resuming what the last stop kept.
+
+        After a restart, what clients sent while nothing listened comes back as their retries,
+        late and out of step between services: for `receiver.restart_catchup` no trace or
+        window closes."""
+        config, store = self.config, self.store
+        resumed, traces = store.take_open(), store.take_open_traces()
+        after = store.last_end()
+        restarted = after is not None or bool(resumed) or bool(traces)
+        resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
+        hold = now + config.receiver.restart_catchup if restarted else -math.inf
+        self.aggregator = WindowAggregator(
+            self.window, 2 * config.grace, now, after, resumed, hold_until=hold
+        )
+        kept = {w.start for w, _ in self.aggregator.open_windows()}
+        dropped = [w for w, _ in resumed if w.start not in kept]
+        if dropped:
+            log.warning(
+                "%s left open by the last stop dropped, with %g API calls: of another window "
+                "length than this run's %gs, or stored already",
+                count_of(len(dropped), "window"),
+                sum(sum(api_counts(w.calls).values()) for w in dropped),
+                self.window,
+            )
+        if kept or traces:
+            log.info(
+                "resumed %s and %s left open by the last stop",
+                count_of(len(kept), "window"),
+                count_of(len(traces), "trace"),
+            )
+        self.assembler = TraceAssembler(config.grace, config.receiver.max_pending_spans)
+        self.assembler.hold_until = hold
+        self.assembler.resume(traces, now)
+        if restarted and config.receiver.restart_catchup > 0:
+            log.info(
+                "restart: no trace or window closes for %gs, while clients retry what they "
+                "sent during the downtime (receiver.restart_catchup)",
+                config.receiver.restart_catchup,
+            )
 
     def _windows_of(
         self, traces: Mapping[bytes, OpenTrace], after: float | None, have: set[float]
