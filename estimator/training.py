@@ -94,6 +94,14 @@ def validate_tail(
     }
 
 
+def _peaks(Y: np.ndarray) -> np.ndarray:
+    """Each series' highest usage in training (NaN where it has none)."""
+    out = np.full(Y.shape[1], np.nan)
+    seen = ~np.isnan(Y).all(axis=0)
+    out[seen] = np.nanmax(Y[:, seen], axis=0)
+    return out
+
+
 def _floats(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else round(float(v), 6) for v in values]
 
@@ -140,6 +148,7 @@ def train_bundle(
             "windows": len(windows),
             "reference_traffic": reference_traffic(windows),
             "calls_range": calls_range(windows),
+            "usage_peaks": _floats(_peaks(Y)),
         },
         validation=validation,
         synthesizer=Synthesizer.fit(windows).to_json(),

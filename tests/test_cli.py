@@ -96,6 +96,13 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert (out / "whatif.png").stat().st_size > 0
     said = capsys.readouterr().err
     assert "busiest window is 3.00x the busiest of the training windows" in said
+    bundle = load_bundle(trained["model"])
+    peaks = dict(zip(bundle.series, bundle.training["usage_peaks"], strict=True))
+    memory = rows[("store", "memory")]
+    past = float(memory["vs_training_peak"])
+    assert past == pytest.approx(float(memory["whatif_peak"]) / peaks[("store", "memory")])
+    assert past > 1.1  # 3x users: memory past anything training saw, and said to be
+    assert f"store {past:.2f}x" in said and "memory projected past its training peak" in said
     assert "beyond 1x the estimates extrapolate" in said
 
 
@@ -116,6 +123,27 @@ def test_whatif_reach_is_measured_against_every_training_window() -> None:
     older = SimpleNamespace(training={"reference_traffic": reference})
     line = traffic_reach(older, asked)  # type: ignore[arg-type]
     assert "1.60x the busiest of the training's reference windows (beyond 1x" in line
+
+
+def test_whatif_rows_of_bundles_without_usage_peaks_say_nothing_of_them() -> None:
+    from types import SimpleNamespace
+
+    from exporter.commands.whatif import past_training, past_training_note
+
+    rows: list[dict[str, object]] = [
+        {"component": "cache", "resource": "memory", "whatif_peak": 300.0},
+        {"component": "api", "resource": "cpu", "whatif_peak": 3.0},
+    ]
+    series = [("cache", "memory"), ("api", "cpu")]
+    older = SimpleNamespace(series=series, training={})
+    assert not past_training(older, series, rows)  # type: ignore[arg-type]
+    assert "vs_training_peak" not in rows[0] and past_training_note(rows) == ""
+    newer = SimpleNamespace(series=series, training={"usage_peaks": [100.0, 1.0]})
+    assert past_training(newer, series, rows)  # type: ignore[arg-type]
+    assert [r["vs_training_peak"] for r in rows] == [3.0, 3.0]
+    assert past_training_note(rows).startswith(  # cpu is not said: no capacity caps it
+        "memory projected past its training peak for 1 component (cache 3.00x)"
+    )
 
 
 def test_whatif_scale_never_answers_less_than_today(

@@ -118,6 +118,44 @@ def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> st
     return line
 
 
+PAST_PEAK = 1.1
+"""What-if peak over a series' training peak past which memory's projection is flagged."""
+
+
+def past_training(
+    bundle: Bundle, series: Sequence[tuple[str, str]], rows: list[dict[str, object]]
+) -> bool:
+    """Add to each row its what-if peak over the series' highest usage in training
+    (`vs_training_peak`); False (nothing added) for bundles trained before peaks were kept."""
+    peaks = bundle.training.get("usage_peaks")
+    if not peaks:
+        return False
+    by_series = dict(zip(bundle.series, peaks, strict=True))
+    for row, key in zip(rows, series, strict=True):
+        peak = by_series.get(key)
+        whatif = float(row["whatif_peak"])  # type: ignore[arg-type]
+        row["vs_training_peak"] = whatif / peak if peak else math.nan
+    return True
+
+
+def past_training_note(rows: Sequence[Mapping[str, object]]) -> str:
+    """A warning naming the memory series projected past their training peak: a cache or a
+    pool stops growing at its capacity, which training never showed, while the model goes on
+    (upper bounds there, not estimates)."""
+    past = []
+    for row in rows:
+        ratio = row.get("vs_training_peak")
+        if row["resource"] == "memory" and isinstance(ratio, float) and ratio > PAST_PEAK:
+            past.append(f"{row['component']} {ratio:.2f}x")
+    if not past:
+        return ""
+    return (
+        f"memory projected past its training peak for {count_of(len(past), 'component')} "
+        f"({first_few(past)}): a cache or pool stops growing at its capacity, which training "
+        "never reached, so where the memory is one these are upper bounds"
+    )
+
+
 def unseen_paths(
     windows: Sequence[Window],
     traffic: list[dict[Pair, float]],
@@ -342,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         "ratio",
     ]
     rows = result.rows()
+    if past_training(bundle, result.series, rows):
+        columns.append("vs_training_peak")
     if limits:
         # Scales are multiples of the traffic the answer is about: the base for --scale (so 3x
         # and the capacity read on one axis), the given traffic for --traffic.
@@ -356,6 +396,9 @@ def run(args: argparse.Namespace) -> int:
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(rows, columns))
+    beyond = past_training_note(rows)
+    if beyond:
+        say(beyond)
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
         print(capacity_line(scales, limits, what))
