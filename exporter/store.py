@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from estimator.errors import DeepRestError, InputError
@@ -79,14 +79,22 @@ class WindowStore:
         rows = [
             (w.start, w.end, json.dumps(window_to_json(w), separators=(",", ":"))) for w in windows
         ]
+        self._transaction(
+            "windows",
+            lambda db: db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?)", rows),
+        )
+
+    def _transaction(self, what: str, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Run `work` on the database in one transaction; a StoreError naming `what` if it
+        cannot be written (nothing of it is then)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO windows VALUES (?, ?, ?)", rows)
+                work(self._db)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: cannot write windows ({exc})") from exc
+                raise StoreError(f"{self.path}: cannot write {what} ({exc})") from exc
 
     def save_open(
         self, windows: Sequence[OpenWindow], traces: Mapping[bytes, OpenTrace] | None = None
@@ -119,17 +127,14 @@ class WindowStore:
             )
             for w, durations in windows
         ]
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                self._db.execute("DELETE FROM open_windows")
-                self._db.executemany("INSERT INTO open_windows VALUES (?, ?)", rows)
-                self._db.execute("DELETE FROM open_traces")
-                self._db.executemany("INSERT INTO open_traces VALUES (?, ?)", trace_rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: cannot write the open windows ({exc})") from exc
+
+        def replace_open(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM open_windows")
+            db.executemany("INSERT INTO open_windows VALUES (?, ?)", rows)
+            db.execute("DELETE FROM open_traces")
+            db.executemany("INSERT INTO open_traces VALUES (?, ?)", trace_rows)
+
+        self._transaction("the open windows and traces", replace_open)
 
     def take_open(self) -> list[OpenWindow]:
         """The open windows a stopped exporter kept, oldest first; they are removed (a second
@@ -146,11 +151,7 @@ class WindowStore:
                     f"{self.path}: open window at {start} is corrupted ({exc})"
                 ) from exc
             out.append((window, durations))
-        with self._lock:
-            try:
-                self._db.execute("DELETE FROM open_windows")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot write the open windows ({exc})") from exc
+        self._transaction("the open windows", lambda db: db.execute("DELETE FROM open_windows"))
         return out
 
     def take_open_traces(self) -> dict[bytes, OpenTrace]:
@@ -165,11 +166,7 @@ class WindowStore:
                 }
             except (ValueError, TypeError) as exc:
                 raise StoreError(f"{self.path}: open trace {trace} is corrupted ({exc})") from exc
-        with self._lock:
-            try:
-                self._db.execute("DELETE FROM open_traces")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot write the open traces ({exc})") from exc
+        self._transaction("the open traces", lambda db: db.execute("DELETE FROM open_traces"))
         return out
 
     def _decode(self, rows: list[tuple[float, str]]) -> list[Window]:
