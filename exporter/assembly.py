@@ -26,18 +26,16 @@ under OTHER_API."""
 OTHER_API: Pair = ("", "other")
 """Counter key of the APIs past MAX_API_LABELS (label `api=":other"`)."""
 
-_Span = SpanRow  # parent, component, operation, end, start, weight
-
 
 class _Trace:
     __slots__ = ("last_seen", "spans")
 
     def __init__(self) -> None:
-        self.spans: dict[bytes, _Span] = {}
+        self.spans: dict[bytes, SpanRow] = {}
         self.last_seen = 0.0
 
 
-def trace_trees(spans: dict[bytes, _Span], routes: Routes | None = None) -> list[TracePaths]:
+def trace_trees(spans: dict[bytes, SpanRow], routes: Routes | None = None) -> list[TracePaths]:
     """The call trees of one trace, with their root's end time and duration.
 
     Assembled by `estimator.spans`, exactly as the importers do (orphans, cycles, gateway
@@ -57,7 +55,7 @@ def trace_trees(spans: dict[bytes, _Span], routes: Routes | None = None) -> list
     return list(assemble_columns(cols, routes=routes))
 
 
-def trace_paths(spans: dict[bytes, _Span]) -> list[tuple[int, CallPath]]:
+def trace_paths(spans: dict[bytes, SpanRow]) -> list[tuple[int, CallPath]]:
     """(root end ns, root-to-span path) of every span of one trace."""
     return [(tree.end_ns, path) for tree in trace_trees(spans) for path in tree.paths]
 
@@ -133,7 +131,7 @@ class TraceAssembler:
     def expire(self, now: float) -> list[list[TracePaths]]:
         """Close the traces quiet for `grace` seconds (none before `hold_until`); the call
         trees of each."""
-        closed: list[dict[bytes, _Span]] = []
+        closed: list[dict[bytes, SpanRow]] = []
         if now < self.hold_until:
             return []
         with self._lock:

@@ -120,8 +120,8 @@ class Runtime:
         return self
 
     def stop(self) -> None:
-        """Stop serving and ticking, keep the windows still open for the next start (traces
-        still open are closed into them as they are), and close the store."""
+        """Stop serving and ticking, keep the traces and windows still open in the store for the
+        next start to resume, and close the store."""
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()

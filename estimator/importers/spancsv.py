@@ -18,7 +18,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -115,6 +115,14 @@ def _first_bad(mask: pd.Series) -> int:
     return int(mask.index[mask.to_numpy()][0]) + 2
 
 
+def _refuse_rows(mask: pd.Series, message: Callable[[int], str], source: str, field: str) -> None:
+    """An InputError naming the line of the first row flagged in `mask`, if any; `message`
+    says what is wrong given that row's position in the frame."""
+    if mask.any():
+        row = int(np.argmax(mask.to_numpy()))
+        raise InputError(message(row), source=source, line=_first_bad(mask), field=field)
+
+
 def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[int]:
     """A time column as Unix nanoseconds (integers), or an InputError naming the first bad row.
     Times in microseconds, milliseconds or seconds are told by their magnitude and converted."""
@@ -122,14 +130,12 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
     numbers = column if pd.api.types.is_integer_dtype(column.dtype) else None
     if numbers is None:
         numbers = pd.to_numeric(column, errors="coerce")
-    bad = numbers.isna() | ~numbers.ge(0)
-    if bad.any():
-        raise InputError(
-            f"expected a non-negative number, got {shown_cell(column.loc[bad].iloc[0])}",
-            source=source,
-            line=_first_bad(bad),
-            field=name,
-        )
+    _refuse_rows(
+        numbers.isna() | ~numbers.ge(0),
+        lambda row: f"expected a non-negative number, got {shown_cell(column.iloc[row])}",
+        source,
+        name,
+    )
     if numbers.empty:
         return []
     typical = float(numbers.median())
@@ -140,14 +146,12 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
             stacklevel=2,
         )
         numbers = numbers.astype("float64") * factor
-    past = numbers.astype("float64") > float(MAX_UNIX_NS)  # would overflow 64-bit nanoseconds
-    if past.any():
-        raise InputError(
-            f"{column.loc[past].iloc[0]} is past the year 2262: not a time",
-            source=source,
-            line=_first_bad(past),
-            field=name,
-        )
+    _refuse_rows(
+        numbers.astype("float64") > float(MAX_UNIX_NS),  # would overflow 64-bit nanoseconds
+        lambda row: f"{shown_cell(column.iloc[row])} is past the year 2262: not a time",
+        source,
+        name,
+    )
     out: list[int] = numbers.round().astype("int64").tolist()
     return out
 
@@ -161,23 +165,18 @@ def read_columns(path: Path) -> SpanColumns:
     for name in (*ID_COLUMNS, *NAME_COLUMNS):
         if name == "ParentID":
             continue
-        empty = frame[name].isna()
-        if empty.any():
-            raise InputError("empty value", source=source, line=_first_bad(empty), field=name)
+        _refuse_rows(frame[name].isna(), lambda _: "empty value", source, name)
     ends = _times(frame, source)
     starts = (
         _times(frame, source, START_COLUMN) if START_COLUMN in frame else [UNKNOWN_NS] * len(ends)
     )
     if START_COLUMN in frame:
-        backwards = pd.Series(np.asarray(starts) > np.asarray(ends), index=frame.index)
-        if backwards.any():
-            row = int(np.argmax(backwards.to_numpy()))
-            raise InputError(
-                f"the span ends {(starts[row] - ends[row]) / 1e9:g} s before it starts",
-                source=source,
-                line=_first_bad(backwards),
-                field=TIME_COLUMN,
-            )
+        _refuse_rows(
+            pd.Series(np.asarray(starts) > np.asarray(ends), index=frame.index),
+            lambda row: f"the span ends {(starts[row] - ends[row]) / 1e9:g} s before it starts",
+            source,
+            TIME_COLUMN,
+        )
     parents: list[str | None] = [
         None if p is None or p != p or no_parent(p) else p for p in frame["ParentID"].tolist()
     ]
