@@ -125,7 +125,7 @@ def api_counts(calls: Mapping[CallPath, float]) -> dict[Pair, float]:
 # ---------------------------------------------------------------- JSON Lines reading and writing
 
 
-def _fail(message: str, source: str, line: int, fld: str | None = None) -> InputError:
+def _fail(message: str, source: str, line: int | None, fld: str | None = None) -> InputError:
     return InputError(message, source=source, line=line, field=fld)
 
 
@@ -172,7 +172,7 @@ def _objects(
         yield where, entry
 
 
-def _check_tree(node: Any, source: str, line: int, fld: str, depth: int = 0) -> None:
+def _check_tree(node: Any, source: str, line: int | None, fld: str, depth: int = 0) -> None:
     stack = [(node, fld)]
     while stack:
         item, where = stack.pop()

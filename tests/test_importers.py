@@ -663,11 +663,16 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
     backwards["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["startTimeUnixNano"] = str(2 * S)
     jaeger_far = {"data": [{"traceID": "t", "spans": [{"spanID": "s", "startTime": 10**17}]}]}
     otlp_end = "resourceSpans[0].scopeSpans[0].spans[0].endTimeUnixNano"
+    cut = json.dumps(far, indent=2)[:-30]
     cases += [
         (import_otlp_json, json.dumps(far), 1, otlp_end),  # would overflow 64-bit nanoseconds
         (import_otlp_json, json.dumps(backwards), 1, otlp_end),  # ends before it starts
         (import_jaeger, json.dumps(jaeger_far), 1, "data[0].spans[0].startTime"),
         (import_raw, json.dumps([{"end": 1e12, "component": "a", "operation": "b"}]), 1, "[0].end"),
+        # one document written over several lines: no line of its own, the field path says where
+        (import_jaeger, json.dumps(jaeger_far, indent=2), None, "data[0].spans[0].startTime"),
+        (import_otlp_json, json.dumps(far, indent=2), None, otlp_end),
+        (import_otlp_json, cut, cut.count("\n") + 1, None),  # cut short: its last line
     ]
     for importer, text, line, field in cases:
         path = tmp_path / "in.json"

@@ -155,18 +155,21 @@ def read_text(path: Path) -> str:
         raise InputError(f"not UTF-8 text: {exc.reason}", source=str(path)) from exc
 
 
-def json_documents(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, object) of a file holding one JSON document, or one document per line."""
+def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """(line, object) of a file holding one JSON document, or one document per line. A document
+    written over several lines has no line of its own (None): its errors name the field path."""
     source = str(path)
     text = read_text(path)
     try:
-        yield 1, json.loads(text)
-        return
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise InputError(
                 f"not valid JSON ({exc.msg}, column {exc.colno})", source=source, line=exc.lineno
             ) from exc
+    else:
+        yield (1 if "\n" not in text.strip() else None), doc
+        return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -181,7 +184,7 @@ def json_documents(path: Path) -> Iterator[tuple[int, Any]]:
 class Where:
     """A JSON location (file, line) that builds InputErrors naming a field path."""
 
-    def __init__(self, source: str, line: int) -> None:
+    def __init__(self, source: str, line: int | None) -> None:
         self.source = source
         self.line = line
 
@@ -302,7 +305,7 @@ def in_time_order(paths: Sequence[Path], first_time: Callable[[Path], float | No
 def json_span_batches(
     spec: str | Path,
     suffixes: Sequence[str],
-    parse: Callable[[Any, str, int], Iterable[Span]],
+    parse: Callable[[Any, str, int | None], Iterable[Span]],
     on_file: Callable[[Path], None] | None = None,
     time_key: re.Pattern[str] | None = None,
 ) -> Iterator[SpanColumns]:

@@ -80,7 +80,7 @@ def _service(span: dict[str, Any], processes: dict[str, Any], where: Where, fld:
     return where.text(process.get("serviceName"), f"{fld}.process.serviceName")
 
 
-def spans_from_jaeger(doc: Any, source: str = "<input>", line: int = 1) -> list[Span]:
+def spans_from_jaeger(doc: Any, source: str = "<input>", line: int | None = 1) -> list[Span]:
     """Validate one decoded Jaeger JSON document and return its spans."""
     where = Where(source, line)
     data = where.items(where.obj(doc, None).get("data"), "data")

@@ -79,7 +79,7 @@ def _adjusted_count(state: Any, where: Where, fld: str) -> float | None:
     return adjusted_count(where.text(state, fld))
 
 
-def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int = 1) -> list[Span]:
+def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int | None = 1) -> list[Span]:
     """Validate one decoded ExportTraceServiceRequest (JSON mapping) and return its spans."""
     where = Where(source, line)
     out: list[Span] = []

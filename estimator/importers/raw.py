@@ -43,7 +43,7 @@ def _entries(doc: Any, where: Where) -> Iterator[tuple[str, Any]]:
         raise where.fail("expected a list of traces, {'traces': [...]} or one trace object")
 
 
-def traces_from_raw(doc: Any, source: str = "<input>", line: int = 1) -> list[TracePaths]:
+def traces_from_raw(doc: Any, source: str = "<input>", line: int | None = 1) -> list[TracePaths]:
     """Validate one decoded raw-format document and return the paths of each of its traces."""
     where = Where(source, line)
     out: list[TracePaths] = []
