@@ -237,10 +237,17 @@ def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
     )
     # its store writes are counted (in the model's features of paths unseen), not dropped
     assert float(rows[("store", "cpu")]["base_mean"]) > float(plain[("store", "cpu")]["base_mean"])
-    # a --traffic dataset of it names the file: it is the traffic asked about
-    argv = ["whatif", "--model", str(trained["model"]), "--traffic", str(data)]
-    assert main([*argv, "--out", str(trained["root"] / "wbad")]) == 2
-    assert f"{data}, field 'api': API front:/brand-new was never seen" in capsys.readouterr().err
+    # as the traffic asked about, its paths are kept too
+    given = _whatif_rows(trained["model"], trained["root"] / "wgiven", "--traffic", str(data))
+    said = capsys.readouterr().err
+    assert f"{data}: 1 API never seen in training (front:/brand-new: " in said
+    assert "kept as they are, and" in said
+    known = _whatif_rows(
+        trained["model"], trained["root"] / "wknown", "--traffic", str(trained["test"])
+    )
+    assert float(given[("store", "cpu")]["whatif_mean"]) > float(
+        known[("store", "cpu")]["whatif_mean"]
+    )
 
 
 def test_whatif_refuses_windows_of_another_length_than_the_models(

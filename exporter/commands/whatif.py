@@ -161,10 +161,11 @@ def unseen_paths(
     traffic: list[dict[Pair, float]],
     synthesizer: Synthesizer,
     source: Path,
+    kept: str = "as they are (times --scale)",
 ) -> tuple[list[dict[Pair, float]], list[dict[CallPath, float]]]:
-    """Base traffic split into the APIs the bundle saw, which the synthesizer expands, and the
-    recorded call paths of those it never saw (kept as they are; they count in the model's
-    features of paths unseen, as `predict` counts them). Warns naming the latter."""
+    """Traffic split into the APIs the bundle saw, which the synthesizer expands, and the
+    recorded call paths of those it never saw (kept `kept`; they count in the model's features
+    of paths unseen, as `predict` counts them). Warns naming the latter."""
     unseen = {api for counts in traffic for api in counts if api not in synthesizer.mean}
     if not unseen:
         return traffic, [{} for _ in windows]
@@ -178,8 +179,7 @@ def unseen_paths(
         DataWarning(
             f"{source}: {count_of(len(names), 'API')} never seen in training "
             f"({first_few(names)}: {share:.1%} of the calls): their recorded call paths are kept "
-            "as they are (times --scale), and the search of the scale each limit allows leaves "
-            "them out"
+            f"{kept}, and the search of the scale each limit allows leaves them out"
         ),
         stacklevel=2,
     )
@@ -337,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         base_traffic, unseen = unseen_paths(observed, base_traffic, synthesizer, args.data)
     else:
         base_traffic, starts = reference_windows(bundle, synthesizer)
+    traffic_unseen: list[dict[CallPath, float]] | None = None
     if args.scale is not None:
         new_traffic, new_starts, label = (
             scaled_traffic(base_traffic, args.scale),
@@ -352,15 +353,19 @@ def run(args: argparse.Namespace) -> int:
         given = load_windows(args.traffic)
         check_window_length(bundle, given, str(args.traffic))
         new_traffic, new_starts = traffic_of(given), np.array([w.start for w in given])
+        new_traffic, traffic_unseen = unseen_paths(
+            given, new_traffic, synthesizer, args.traffic, "as they are"
+        )
         label = args.traffic.stem
     base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
-    try:
-        hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
-    except InputError as exc:  # an API of a --traffic dataset the bundle never saw
-        raise InputError(exc.bare_message, source=str(args.traffic), field=exc.field) from None
-    if args.data is not None:  # the recorded paths of APIs never seen, as they were
+    hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
+    # the recorded paths of APIs never seen, as they were
+    if args.data is not None:
         add_paths(base, unseen, 1.0)
-        add_paths(hypothetical, unseen, args.scale if args.scale is not None else 0.0)
+        if args.scale is not None:
+            add_paths(hypothetical, unseen, args.scale)
+    if traffic_unseen is not None:
+        add_paths(hypothetical, traffic_unseen, 1.0)
     say(f"estimating {len(base)} base and {len(hypothetical)} what-if windows")
     reach = traffic_reach(bundle, traffic_of(hypothetical))  # with the calls of APIs unseen
     if reach:
