@@ -351,9 +351,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(text: str) -> Any:
-    """YAML (or JSON) text as Python values, a key given twice in one mapping refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+def load_yaml(text: str, source: str, what: str = "YAML") -> Any:
+    """YAML (or JSON) text as Python values, a key given twice in one mapping refused. Bad YAML
+    is an InputError of one line naming the line and column where the parser stopped."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        detail = f"{problem} ({context})" if context and context not in problem else problem
+        if mark is None:
+            raise InputError(f"not valid {what}: {detail}", source=source) from None
+        raise InputError(
+            f"not valid {what}: {detail}, column {mark.column + 1}",
+            source=source,
+            line=mark.line + 1,
+        ) from None
 
 
 def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
@@ -457,12 +471,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot read config: {exc.strerror}", source=source) from None
-        try:
-            loaded = load_yaml(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise InputError(f"not valid YAML ({exc})", source=source, line=line) from None
+        loaded = load_yaml(text, source)
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError("the top level must be a mapping", source=source)
         raw = loaded or {}

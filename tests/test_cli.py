@@ -308,7 +308,7 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
         ("compose:\n  cpu: 2 cores\n", "field 'limits.compose.cpu': expected a positive number"),
         ("\xff\xfe\x00", "not UTF-8 text"),
         ("compose: {cpu: 1}\ncompose: {memory: 2}\n", "key 'compose' is given twice"),
-        ("compose: [1, 2\n", "not YAML or JSON"),
+        ("compose: [1, 2\n", "line 2: not valid YAML or JSON: expected "),
         ("{}\n", "holds no limits"),
     ],
 )

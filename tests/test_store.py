@@ -104,6 +104,17 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, field: str | None) 
         assert "key 'port' is given twice" in str(info.value) and info.value.line == 3
 
 
+def test_bad_yaml_is_one_line_naming_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "deeprest.yaml"
+    path.write_text("receiver:\n  window: 5s\n  x: [1, 2\nport: 1\n")
+    with pytest.raises(InputError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert info.value.line == 4 and "\n" not in message
+    assert message.startswith(f"{path}, line 4: not valid YAML: expected ',' or ']'")
+    assert message.endswith(", column 5")
+
+
 def test_example_config_loads_and_flags_override() -> None:
     config = load_config(EXAMPLE, {"port": 9999, "window": "5s", "prometheus.url": "http://p:1"})
     assert config.port == 9999 and config.window == 5 and config.prometheus.url == "http://p:1"

@@ -74,16 +74,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_limits(path: Path) -> dict[tuple[str, str], float]:
     """Limits from a YAML (or JSON) file: the mapping itself, or a config's `limits` section."""
-    import yaml
-
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not YAML or JSON: {exc}", source=str(path)) from exc
+    raw = load_yaml(text, str(path), "YAML or JSON")
     if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
         raw = raw["limits"]
     try:
