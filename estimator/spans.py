@@ -520,17 +520,29 @@ def _check_width(window_seconds: int) -> None:
 
 
 def bucket(
-    traces: Iterable[TracePaths], window_seconds: int = 60, sampling_ratio: float = 1.0
+    traces: Iterable[TracePaths],
+    window_seconds: int = 60,
+    sampling_ratio: float = 1.0,
+    drop_edges: bool = False,
 ) -> list[Window]:
     """Count the paths of each tree into windows aligned to multiples of `window_seconds`; each
-    tree's paths count 1 / `sampling_ratio` times its weight (a sampled recording's traffic)."""
+    tree's paths count 1 / `sampling_ratio` times its weight (a sampled recording's traffic).
+    With `drop_edges`, the trees are a whole recording (its first root end to its last), whose
+    edge windows are dropped where it started or stopped in their middle (`_drop_edges`)."""
     _check_width(window_seconds)
     if sampling_ratio != 1.0:
         unsaid = check_sampling_ratio(sampling_ratio)
         traces = (replace(t, weight=t.weight * unsaid) for t in traces)
     counts: Counts = {}
     durations: Durations = {}
+    span: list[int] = []
+    if drop_edges:
+        traces = list(traces)
+        ends = [t.end_ns for t in traces]
+        span = [min(ends), max(ends)] if ends else []
     _warn_too_deep(_count(traces, counts, durations, window_seconds))
+    if span:
+        _drop_edges(counts, span[0], span[1], window_seconds)
     return _windows(counts, durations, window_seconds)
 
 

@@ -848,6 +848,15 @@ def test_json_imports_drop_a_partial_edge_window_too(tmp_path: Path) -> None:
         windows = import_otlp_json(path)
     assert [w.start for w in windows] == [t0 + 60, t0 + 120]  # 0:40 to 2:59: the first mostly empty
 
+    # the raw format's trees, a recording from 0:40 to 2:59 too
+    tree = {"component": "nginx", "operation": "/c"}
+    (tmp_path / "raw.json").write_text(
+        json.dumps([{"end": t0 + 40 + i, **tree} for i in range(140)])
+    )
+    with pytest.warns(DataWarning, match="1 edge window dropped"):
+        windows = import_raw(tmp_path / "raw.json")
+    assert [w.start for w in windows] == [t0 + 60, t0 + 120]
+
 
 @pytest.mark.parametrize(("unit", "name"), [(1000, "microseconds"), (1_000_000, "milliseconds")])
 def test_times_in_another_unit_are_recognized(tmp_path: Path, unit: int, name: str) -> None:

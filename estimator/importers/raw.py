@@ -85,4 +85,4 @@ def import_raw(
     """Windows of call-path counts from raw-format traces (trees are taken as they are)."""
     del fold_gateway  # whole trees are given; nothing to fold
     check_window_seconds(window_seconds)
-    return bucket(read_raw(spec, on_file), window_seconds, sampling_ratio)
+    return bucket(read_raw(spec, on_file), window_seconds, sampling_ratio, drop_edges=True)
