@@ -13,7 +13,7 @@ import numpy as np
 from estimator.bundle import Bundle
 from estimator.errors import InputError
 from estimator.synthesizer import Synthesizer
-from estimator.windows import Pair, Window
+from estimator.windows import CallPath, Pair, Window
 
 
 @dataclass(frozen=True)
@@ -150,12 +150,25 @@ def scale_shortfall(
     traffic: Sequence[Mapping[Pair, float]],
     starts: np.ndarray,
     factor: float,
+    extra: Sequence[Mapping[CallPath, float]] | None = None,
 ) -> np.ndarray:
     """[windows, series, 3] what the model's estimate of `traffic` times `factor` (call trees in
-    expectation) lacks to be monotone in the scale (see `monotone_in_scale`): zero where more
-    traffic already needs at least as much."""
-    expected = functools.cache(_estimates_of(bundle, synthesizer, traffic, starts))
+    expectation, with `extra` recorded path counts per window scaled alike) lacks to be monotone
+    in the scale (see `monotone_in_scale`): zero where more traffic already needs at least as
+    much."""
+    expected = functools.cache(_estimates_of(bundle, synthesizer, traffic, starts, extra))
     return monotone_in_scale(expected)(factor) - expected(factor)
+
+
+def add_paths(
+    windows: Sequence[Window], paths: Sequence[Mapping[CallPath, float]], k: float
+) -> None:
+    """Add `k` times each window's extra path counts to it."""
+    if k <= 0:
+        return
+    for window, more in zip(windows, paths, strict=True):
+        for path, n in more.items():
+            window.calls[path] = window.calls.get(path, 0.0) + k * n
 
 
 def _estimates_of(
@@ -163,12 +176,16 @@ def _estimates_of(
     synthesizer: Synthesizer,
     traffic: Sequence[Mapping[Pair, float]],
     starts: np.ndarray,
+    extra: Sequence[Mapping[CallPath, float]] | None = None,
 ) -> Callable[[float], np.ndarray]:
     """k -> [windows, series, 3] the model's estimates (its own band) of `traffic` times k, as
-    call trees in expectation."""
+    call trees in expectation, plus k times the `extra` path counts of each window (the recorded
+    paths of APIs the synthesizer never saw)."""
 
     def estimates(k: float) -> np.ndarray:
         windows = synthesizer.windows(scaled_traffic(traffic, k), starts, bundle.window_seconds)
+        if extra is not None:
+            add_paths(windows, extra, k)
         return bundle.predict(windows, aged=False)[0]
 
     return estimates
@@ -252,11 +269,13 @@ def max_scales(
     starts: np.ndarray,
     limits: Mapping[tuple[str, str], float],
     ceiling: float = CEILING,
+    extra: Sequence[Mapping[CallPath, float]] | None = None,
 ) -> dict[tuple[str, str], Allowed]:
-    """Per limited series: the largest multiple of `traffic` (all APIs scaled together) at which
-    its upper band, and its median, stay at or under its limit in every window (one search for
-    both, see `limit_scales`). Traffic becomes call paths in expectation (the synthesizer's mean
-    call trees), so the answer is deterministic.
+    """Per limited series: the largest multiple of `traffic` (all APIs scaled together, the
+    `extra` recorded path counts of each window too) at which its upper band, and its median,
+    stay at or under its limit in every window (one search for both, see `limit_scales`).
+    Traffic becomes call paths in expectation (the synthesizer's mean call trees), so the answer
+    is deterministic.
     """
     index = {key: j for j, key in enumerate(bundle.series)}
     unknown = [key for key in limits if key not in index]
@@ -271,6 +290,6 @@ def max_scales(
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
 
-    estimates = _estimates_of(bundle, synthesizer, traffic, starts)
+    estimates = _estimates_of(bundle, synthesizer, traffic, starts, extra)
     ordered = monotone_in_scale(lambda k: estimates(k)[:, columns])
     return dict(zip(keys, allowed_scales(lambda k: peaks(ordered(k)), bound, ceiling), strict=True))

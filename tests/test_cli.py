@@ -237,11 +237,28 @@ def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
     )
     # its store writes are counted (in the model's features of paths unseen), not dropped
     assert float(rows[("store", "cpu")]["base_mean"]) > float(plain[("store", "cpu")]["base_mean"])
+    # the limit search scales them with the rest: the same limit is reached sooner
+    limits = trained["root"] / "store-limit.yaml"
+    limits.write_text(f"store: {{cpu: {3 * float(plain[('store', 'cpu')]['base_peak'])}}}\n")
+    with_new, without = (
+        _whatif_rows(
+            trained["model"],
+            trained["root"] / name,
+            "--data",
+            str(path),
+            "--scale",
+            "2",
+            "--limits",
+            str(limits),
+        )[("store", "cpu")]
+        for name, path in (("lnew", data), ("lold", trained["test"]))
+    )
+    assert float(with_new["max_scale_median"]) < float(without["max_scale_median"])
     # as the traffic asked about, its paths are kept too
     given = _whatif_rows(trained["model"], trained["root"] / "wgiven", "--traffic", str(data))
     said = capsys.readouterr().err
     assert f"{data}: 1 API never seen in training (front:/brand-new: " in said
-    assert "kept as they are, and" in said
+    assert "call paths are kept as they are" in said and "times --scale" not in said
     known = _whatif_rows(
         trained["model"], trained["root"] / "wknown", "--traffic", str(trained["test"])
     )

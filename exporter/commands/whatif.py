@@ -22,6 +22,7 @@ from estimator.whatif import (
     MAX_RATE,
     Allowed,
     WhatIf,
+    add_paths,
     estimate,
     max_scales,
     reference_windows,
@@ -176,24 +177,13 @@ def unseen_paths(
         DataWarning(
             f"{source}: {count_of(len(names), 'API')} never seen in training "
             f"({first_few(names)}: {share:.1%} of the calls): their recorded call paths are kept "
-            f"{kept}, and the search of the scale each limit allows leaves them out"
+            f"{kept}"
         ),
         stacklevel=2,
     )
     known = [{api: n for api, n in counts.items() if api not in unseen} for counts in traffic]
     paths = [{p: n for p, n in w.calls.items() if api_of(p) in unseen} for w in windows]
     return known, paths
-
-
-def add_paths(
-    windows: Sequence[Window], paths: Sequence[Mapping[CallPath, float]], k: float
-) -> None:
-    """Add `k` times each window's extra path counts to it."""
-    if k <= 0:
-        return
-    for window, extra in zip(windows, paths, strict=True):
-        for path, n in extra.items():
-            window.calls[path] = window.calls.get(path, 0.0) + k * n
 
 
 def read_traffic_csv(
@@ -325,6 +315,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and not args.sample:
         raise InputError("applies with --sample only (expectations need no seed)", field="--seed")
     rng = np.random.default_rng(args.seed or 0) if args.sample else None
+    # the recorded call paths, per window, of APIs the bundle never saw: of the base, of --traffic
+    unseen: list[dict[CallPath, float]] | None = None
+    traffic_unseen: list[dict[CallPath, float]] | None = None
     if args.data is not None:
         observed = load_windows(args.data)
         check_window_length(bundle, observed, str(args.data))
@@ -334,7 +327,6 @@ def run(args: argparse.Namespace) -> int:
         base_traffic, unseen = unseen_paths(observed, base_traffic, synthesizer, args.data)
     else:
         base_traffic, starts = reference_windows(bundle, synthesizer)
-    traffic_unseen: list[dict[CallPath, float]] | None = None
     if args.scale is not None:
         new_traffic, new_starts, label = (
             scaled_traffic(base_traffic, args.scale),
@@ -356,8 +348,7 @@ def run(args: argparse.Namespace) -> int:
         label = args.traffic.stem
     base: list[Window] = synthesizer.windows(base_traffic, starts, bundle.window_seconds, rng)
     hypothetical = synthesizer.windows(new_traffic, new_starts, bundle.window_seconds, rng)
-    # the recorded paths of APIs never seen, as they were
-    if args.data is not None:
+    if unseen is not None:
         add_paths(base, unseen, 1.0)
         if args.scale is not None:
             add_paths(hypothetical, unseen, args.scale)
@@ -369,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
         say(reach)
     shortfall = None
     if args.scale is not None:  # more of the same traffic never needs less
-        shortfall = scale_shortfall(bundle, synthesizer, base_traffic, starts, args.scale)
+        shortfall = scale_shortfall(bundle, synthesizer, base_traffic, starts, args.scale, unseen)
     result = estimate(bundle, base, hypothetical, shortfall)
     columns = [
         "component",
@@ -387,12 +378,16 @@ def run(args: argparse.Namespace) -> int:
     if limits:
         # Scales are multiples of the traffic the answer is about: the base for --scale (so 3x
         # and the capacity read on one axis), the given traffic for --traffic.
-        reference, reference_starts = (
-            (base_traffic, starts) if args.scale is not None else (new_traffic, new_starts)
+        reference, reference_starts, reference_unseen = (
+            (base_traffic, starts, unseen)
+            if args.scale is not None
+            else (new_traffic, new_starts, traffic_unseen)
         )
         say(f"searching the traffic scale each of {len(limits)} limits allows")
         try:
-            scales = max_scales(bundle, synthesizer, reference, reference_starts, limits)
+            scales = max_scales(
+                bundle, synthesizer, reference, reference_starts, limits, extra=reference_unseen
+            )
         except InputError as exc:  # a limit of a series the model does not estimate
             raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
         add_capacity(rows, limits, scales)
