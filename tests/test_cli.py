@@ -254,6 +254,7 @@ def test_whatif_base_traffic_with_an_api_never_seen_keeps_its_paths_and_warns(
         for name, path in (("lnew", data), ("lold", trained["test"]))
     )
     assert float(with_new["max_scale_median"]) < float(without["max_scale_median"])
+    capsys.readouterr()
     # as the traffic asked about, its paths are kept too
     given = _whatif_rows(trained["model"], trained["root"] / "wgiven", "--traffic", str(data))
     said = capsys.readouterr().err
