@@ -25,13 +25,21 @@ MANIFEST = "manifest.json"
 MODEL_DIR = "model"
 SYNTHESIZER = "synthesizer.json"
 LAYOUT = "layout.sha256"
-"""A checksummed file holding the digest of the manifest's fields that give the model's inputs and
-outputs their meaning (series, vocabulary, window length): editing them would relabel estimates."""
+"""A checksummed file holding the digest of the manifest, all but its list of file checksums
+(`manifest:HEX`): an edit to the series, the vocabulary, the window length or the model's own
+parameters would change or relabel the estimates. Bundles saved before it held every field hold
+the bare digest of the series, vocabulary and window length, still checked."""
+WHOLE = "manifest:"
 
 
 def _layout_digest(manifest: dict[str, Any]) -> str:
     fields = {k: manifest.get(k) for k in ("series", "vocabulary", "window_seconds")}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    fields = {k: v for k, v in manifest.items() if k != "files"}
+    return WHOLE + hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -109,7 +117,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     manifest["model"]["meta"] = bundle.model.save(tmp / MODEL_DIR)
     if bundle.synthesizer is not None:
         (tmp / SYNTHESIZER).write_text(json.dumps(bundle.synthesizer), encoding="utf-8")
-    (tmp / LAYOUT).write_text(_layout_digest(manifest) + "\n", encoding="utf-8")
+    (tmp / LAYOUT).write_text(_manifest_digest(manifest) + "\n", encoding="utf-8")
     manifest["files"] = {
         str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
     }
@@ -163,12 +171,8 @@ def load_bundle(directory: str | Path) -> Bundle:
             raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
         if _sha256(file) != digest:
             raise BundleError(f"{directory}: file {name} does not match its checksum (corrupted)")
-    layout = directory / LAYOUT  # bundles saved before it have none
-    if LAYOUT in files and layout.read_text(encoding="utf-8").strip() != _layout_digest(manifest):
-        raise BundleError(
-            f"{path}: its series, vocabulary or window length differ from those the model was "
-            "trained with (an edited manifest would relabel the estimates); retrain"
-        )
+    if LAYOUT in files:  # bundles saved before it have none
+        _check_digest(path, (directory / LAYOUT).read_text(encoding="utf-8").strip(), manifest)
     vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
     synthesizer = None
     if manifest.get("synthesizer") is not None:
@@ -181,10 +185,14 @@ def load_bundle(directory: str | Path) -> Bundle:
     try:
         cls = model_class(str(model_info["kind"]))
         model = cls.load(directory / MODEL_DIR, model_info.get("meta") or {})
-    except BundleError:
-        raise
+    except BundleError as exc:
+        if str(exc).startswith(str(directory)):
+            raise
+        raise BundleError(f"{directory}: {exc}") from exc
     except (DeepRestError, KeyError, TypeError, ValueError, OSError) as exc:
-        raise BundleError(f"{directory}: model files do not load ({exc})") from exc
+        # the first line: libraries' messages may go on with their own stack traces
+        said = (str(exc).strip().splitlines() or [repr(exc)])[0]
+        raise BundleError(f"{directory}: model files do not load ({said})") from exc
     if getattr(model, "n_features_", vocabulary.n_features) != vocabulary.n_features:
         raise BundleError(
             f"{directory}: model expects {model.n_features_} features, "
@@ -206,6 +214,22 @@ def load_bundle(directory: str | Path) -> Bundle:
         synthesizer=synthesizer,
         version=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
+
+
+def _check_digest(path: Path, digest: str, manifest: dict[str, Any]) -> None:
+    """The manifest as saved: every field (a bundle's own digest), or, in bundles saved before
+    that, its series, vocabulary and window length."""
+    if digest.startswith(WHOLE):
+        if digest != _manifest_digest(manifest):
+            raise BundleError(
+                f"{path}: differs from the manifest the model was saved with (an edited manifest "
+                "would change or relabel the estimates); retrain, or restore the bundle"
+            )
+    elif digest != _layout_digest(manifest):
+        raise BundleError(
+            f"{path}: its series, vocabulary or window length differ from those the model was "
+            "trained with (an edited manifest would relabel the estimates); retrain"
+        )
 
 
 def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from estimator.bundle import MANIFEST, load_bundle, save_bundle
+from estimator.bundle import LAYOUT, MANIFEST, _manifest_digest, load_bundle, save_bundle
 from estimator.drift import MIN_WINDOWS, aged, drift_rates
 from estimator.errors import BundleError
 from estimator.training import TrainConfig, train_bundle
@@ -110,6 +112,14 @@ def test_whatif_answers_keep_the_models_band_whatever_their_dates() -> None:
     np.testing.assert_array_equal(after.hypothetical, inside.hypothetical)  # dated later: same band
 
 
+def _saved_with(directory: Path, manifest: dict[str, Any]) -> None:
+    """Rewrite a bundle as if saved with this manifest (a release's fields, or a forged one)."""
+    digest = _manifest_digest(manifest) + "\n"
+    (directory / LAYOUT).write_text(digest)
+    manifest["files"][LAYOUT] = hashlib.sha256(digest.encode()).hexdigest()
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     "edit",
     [
@@ -121,10 +131,9 @@ def test_whatif_answers_keep_the_models_band_whatever_their_dates() -> None:
 )
 def test_mangled_drift_fields_are_a_clear_bundle_error(tmp_path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     save_bundle(train_bundle(_leaky_world(), TrainConfig(model="linear")), tmp_path / "b")
-    path = tmp_path / "b" / MANIFEST
-    manifest = json.loads(path.read_text())
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
     edit(manifest)
-    path.write_text(json.dumps(manifest))
+    _saved_with(tmp_path / "b", manifest)
     with pytest.raises(BundleError, match="must"):
         load_bundle(tmp_path / "b")
 
@@ -132,10 +141,9 @@ def test_mangled_drift_fields_are_a_clear_bundle_error(tmp_path: Path, edit) -> 
 def test_bundle_without_drift_rates_keeps_its_bands(tmp_path: Path) -> None:
     windows = _leaky_world()
     save_bundle(train_bundle(windows, TrainConfig(model="linear")), tmp_path / "b")
-    path = tmp_path / "b" / MANIFEST
-    manifest = json.loads(path.read_text())
-    del manifest["validation"]["drift"]
-    path.write_text(json.dumps(manifest))
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    del manifest["validation"]["drift"]  # bundles trained before drift was measured
+    _saved_with(tmp_path / "b", manifest)
     bundle = load_bundle(tmp_path / "b")
     assert not bundle.drift().any()
     later = _later(windows, 1e6)
@@ -189,8 +197,12 @@ def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
         (lambda m: m["files"].pop(sorted(m["files"])[0]), "is not listed in the manifest"),
         (lambda m: m["files"].__setitem__("../../outside", "0" * 64), "lies outside the bundle"),
         (lambda m: m.__setitem__("window_seconds", float("nan")), "is not a positive number"),
-        (lambda m: m["series"].reverse(), "an edited manifest would relabel the estimates"),
-        (lambda m: m.__setitem__("window_seconds", 30.0), "differ from those the model was"),
+        (lambda m: m["series"].reverse(), "an edited manifest would change or relabel the"),
+        (lambda m: m.__setitem__("window_seconds", 30.0), "differs from the manifest the model"),
+        # the model's own parameters: each series' trees, its cost base, the training range
+        (lambda m: m["model"]["meta"]["boosters"].reverse(), "differs from the manifest"),
+        (lambda m: m["model"]["meta"]["intercept"].__setitem__(0, 1e9), "differs from the"),
+        (lambda m: m["training"].__setitem__("end", 0), "differs from the manifest"),
     ):
         edited = copy.deepcopy(manifest)
         edit(edited)
@@ -199,8 +211,47 @@ def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
             load_bundle(tmp_path / "b")
 
 
+def test_bundles_saved_with_a_digest_of_their_layout_only_still_check_it(tmp_path: Path) -> None:
+    bundle = train_bundle(tiny_world(60), TrainConfig(model="linear"))
+    save_bundle(bundle, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    layout = {k: manifest[k] for k in ("series", "vocabulary", "window_seconds")}
+    digest = hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+    (tmp_path / "b" / LAYOUT).write_text(digest + "\n")
+    manifest["files"][LAYOUT] = hashlib.sha256((digest + "\n").encode()).hexdigest()
+    manifest["validation"]["note"] = "edited"  # outside the layout: older bundles allowed it
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    assert load_bundle(tmp_path / "b").series == bundle.series
+    manifest["series"].reverse()
+    (tmp_path / "b" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="series, vocabulary or window length differ"):
+        load_bundle(tmp_path / "b")
+
+
 def test_a_constant_series_fitted_to_its_last_bit_does_not_drift() -> None:
     n = 200
     actual = np.full((n, 1), 42.0)
     median = actual - np.linspace(0.0, 1e-12, n)[:, None]  # rounding error with a trend
     assert not drift_rates(actual, median).any()
+
+
+def test_a_forged_manifest_cannot_reach_outside_the_bundle_and_errors_stay_short(
+    tmp_path: Path,
+) -> None:
+    save_bundle(train_bundle(tiny_world(60), TrainConfig(model="xgboost")), tmp_path / "b")
+    save_bundle(train_bundle(tiny_world(60), TrainConfig(model="xgboost")), tmp_path / "other")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    boosters = manifest["model"]["meta"]["boosters"]
+    j = next(j for j, name in enumerate(boosters) if name is not None)
+    for name, message in (
+        (str((tmp_path / "other" / "model" / boosters[j]).resolve()), "lies outside the bundle"),
+        (f"../../other/model/{boosters[j]}", "lies outside the bundle"),
+        ("weights.npy", "model files do not load"),  # not a booster: XGBoost's long report
+    ):
+        forged = copy.deepcopy(manifest)
+        forged["model"]["meta"]["boosters"][j] = name
+        _saved_with(tmp_path / "b", forged)
+        with pytest.raises(BundleError, match=message) as info:
+            load_bundle(tmp_path / "b")
+        said = str(info.value)
+        assert said.startswith(str(tmp_path / "b")) and "\n" not in said

@@ -34,7 +34,7 @@ from typing import Any, Self
 import numpy as np
 import xgboost as xgb
 
-from estimator.errors import ModelError
+from estimator.errors import BundleError, ModelError
 from estimator.features import Layout
 from estimator.models.base import (
     QUANTILES,
@@ -557,6 +557,10 @@ class XGBoostQuantile(QuantileModel):
         model.context = CONTEXT if any(r is not None for r in model.reservoirs_) else 0
         boosters: list[xgb.Booster | None] = []
         for name in meta["boosters"]:
+            if name is not None and not (directory / name).resolve().is_relative_to(
+                directory.resolve()
+            ):
+                raise BundleError(f"booster {name} lies outside the bundle")
             boosters.append(None if name is None else xgb.Booster(model_file=str(directory / name)))
         for booster in boosters:
             if booster is not None:
