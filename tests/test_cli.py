@@ -637,6 +637,31 @@ def test_unwritable_outputs_exit_2_before_the_work(
     assert nested.exists(), "the folders of an output are created"
 
 
+def test_an_output_that_is_the_input_exits_2_and_leaves_it_whole(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, model = trained["root"], str(trained["model"])
+    data = root / "keep.jsonl"
+    shutil.copy(trained["test"], data)
+    raw = root / "keep-raw.json"
+    raw.write_text(
+        json.dumps([{"end": 60.0 * k, "component": "a", "operation": "b"} for k in range(9)])
+    )
+    link = root / "keep-link.jsonl"
+    link.unlink(missing_ok=True)
+    link.symlink_to(data)
+    for argv, reads, flag in (
+        (["predict", "--model", model, "--data", str(data), "--out", str(data)], data, "--data"),
+        (["predict", "--model", model, "--data", str(data), "--out", str(link)], data, "--data"),
+        (["import", "--format", "raw", "--input", str(raw), "--out", str(raw)], raw, "--input"),
+    ):
+        before = reads.read_bytes()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"field '--out': is the file {flag} reads" in err, err
+        assert reads.read_bytes() == before
+
+
 def test_data_the_bundle_cannot_read_exits_2_or_warns(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

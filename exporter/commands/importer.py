@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Import, then write the windows; progress per file goes to stderr."""
     window = check_window_seconds(args.window)
     check_sampling_ratio(args.sampling_ratio, "--sampling-ratio")
-    out = output_file(args.out, "--out")
+    out = output_file(args.out, "--out", [("--input", args.input), ("--metrics", args.metrics)])
     say = Phases("import")
     with tqdm(desc="import", unit="file", file=sys.stderr, disable=None) as bar:
         files, last = [0], [time.monotonic()]

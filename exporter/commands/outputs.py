@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from estimator.errors import InputError
 
 
-def output_file(path: str | Path, flag: str) -> Path:
-    """A file the command will write (its folders are created on writing)."""
+def output_file(
+    path: str | Path, flag: str, reads: Sequence[tuple[str, str | Path | None]] = ()
+) -> Path:
+    """A file the command will write (its folders are created on writing); not one of the
+    files it `reads` ((flag, path) pairs), which writing would destroy."""
     path = Path(path)
     if path.is_dir():
         raise InputError("is a directory; expected a file to write", source=str(path), field=flag)
+    for other_flag, other in reads:
+        if other is not None and _same_file(path, Path(other)):
+            raise InputError(
+                f"is the file {other_flag} reads: writing it would destroy the input; "
+                "choose another path",
+                source=str(path),
+                field=flag,
+            )
     _check_writable_above(path, flag)
     return path
 
@@ -52,6 +64,13 @@ def prepare_parent(path: Path) -> Path:
     """Create the folders above a file about to be written; the file's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        with contextlib.suppress(OSError):
+            return os.path.samefile(a, b)
+    return a.absolute().resolve() == b.absolute().resolve()
 
 
 def _check_writable_above(path: Path, flag: str) -> None:

@@ -53,7 +53,7 @@ def _num(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     say = Phases("predict")
-    output_file(args.out, "--out")
+    output_file(args.out, "--out", [("--data", args.data)])
     bundle = load_bundle(args.model)
     windows = load_windows(args.data)
     part = span(windows, args.start, args.end, str(args.data))
