@@ -110,6 +110,8 @@ def test_save_load_identical(world: dict[str, object], fitted: QRNN, tmp_path: P
     assert isinstance(X, np.ndarray)
     meta = fitted.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base_weights.npy", "qrnn.safetensors"]
+    modes = {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert len(modes) == 1, "the weights are readable by whoever may read the rest of the bundle"
     loaded = QRNN.load(tmp_path, meta)
     assert loaded.context == fitted.context
     np.testing.assert_array_equal(loaded.predict(X), fitted.predict(X))

@@ -278,7 +278,7 @@ class QRNN(QuantileModel):
 
     def save(self, directory: Path) -> dict[str, Any]:
         """Weights to safetensors; hyperparameters and scalers as JSON metadata."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from estimator.models import qrnn_net
 
@@ -286,7 +286,9 @@ class QRNN(QuantileModel):
             raise ModelError("qrnn model saved before fit")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(qrnn_net.state_arrays(self.net_), str(directory / WEIGHTS))
+        # written as any other file of the bundle, with the user's umask (save_file makes it
+        # private to the owner, so a bundle trained by one user would not load for another)
+        (directory / WEIGHTS).write_bytes(save(qrnn_net.state_arrays(self.net_)))
         return {
             "config": dataclasses.asdict(self.config),
             "n_features": self.n_features_,
