@@ -14,8 +14,8 @@ Choices, made once here for every importer:
   are spans of a known gateway, hangs below that gateway's root, folded as its other traces
   (one request, not one per orphan). Traces that lost spans are assembled after the batch's
   whole traces. Otherwise an orphan is the root of its own tree.
-- Spans that only reach each other in a parent cycle are cut at the first one seen, which becomes
-  a root.
+- A parent cycle (a span its own ancestor) is cut at its first span seen, which then counts as
+  an orphan, with a warning.
 - Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
   spans of the root's own component are gateway internals (request filters, the proxy's outgoing
   HTTP span). They add no path; their children hang from the root, so the step below the root is
@@ -276,11 +276,12 @@ def _trace_trees(
     roots = [i for i in kept if parent_ids[i] is None]
     children: dict[str, list[int]] = {}
     orphans: list[int] = []
+    cut = _cycle_cuts(cols, kept, index)
     for i in kept:
         parent = parent_ids[i]
         if parent is None:
             continue
-        if parent not in index or parent == span_ids[i]:
+        if parent not in index or parent == span_ids[i] or i in cut:
             orphans.append(i)
             continue
         children.setdefault(parent, []).append(i)
@@ -305,18 +306,38 @@ def _trace_trees(
             virtual.setdefault(str(parent_ids[i]), []).append(i)  # the gateway's root was lost
         else:
             roots.append(i)
-    seen = 0
     for root in roots:
-        tree, size = _walk(cols, root, children, fold, lost if root == roots[0] else ())
-        seen += size
-        yield tree
+        yield _walk(cols, root, children, fold, lost if root == roots[0] else ())
     for group in virtual.values():
-        tree, size = _walk_lost_root(cols, group, children, routes)
-        seen += size
-        yield tree
-    if seen < len(kept):
-        placed = [*roots, *lost, *(i for group in virtual.values() for i in group)]
-        yield from _cycle_trees(cols, kept, placed, children, fold)
+        yield _walk_lost_root(cols, group, children, routes)
+
+
+def _cycle_cuts(cols: SpanColumns, kept: list[int], index: dict[str, int]) -> set[int]:
+    """The first span seen of each parent cycle (a span its own ancestor, a -> b -> a): cut
+    there, it stands as an orphan (its true parent is not among the spans), with a warning."""
+    span_ids, parent_ids = cols.span_ids, cols.parent_ids
+    state: dict[int, bool] = {}  # True: on the chain being followed; False: done
+    cuts: set[int] = set()
+    for i in kept:
+        chain: list[int] = []
+        j: int | None = i
+        while j is not None and j not in state:
+            state[j] = True
+            chain.append(j)
+            parent = parent_ids[j]
+            j = index.get(parent) if parent is not None and parent != span_ids[j] else None
+        if j is not None and state[j]:  # the chain came back to a span of its own
+            cuts.add(min(chain[chain.index(j) :]))
+        state.update(dict.fromkeys(chain, False))
+    if cuts:
+        warnings.warn(
+            DataWarning(
+                "spans whose parents lead back to themselves (a parent cycle): each cycle is "
+                "cut at its first span, which counts as a span whose parent was lost"
+            ),
+            stacklevel=2,
+        )
+    return cuts
 
 
 def _entries(cols: SpanColumns, root: int, children: dict[str, list[int]]) -> list[int]:
@@ -341,8 +362,8 @@ def _walk(
     children: dict[str, list[int]],
     fold: bool,
     lost: Sequence[int] = (),
-) -> tuple[TracePaths, int]:
-    """Paths of the tree below one root and the spans it holds (iterative: deep trees are fine).
+) -> TracePaths:
+    """Paths of the tree below one root (iterative: deep trees are fine).
     `lost`: orphans of the root's trace whose API span was lost, hung below a LOST_API step."""
     span_ids, pairs = cols.span_ids, cols.pairs
     top = pairs[root]
@@ -353,18 +374,18 @@ def _walk(
     ]
     if lost and gateway is not None:
         stack.extend((i, (top, (gateway, LOST_API)), False) for i in lost)
-    paths, size, too_deep = _paths(cols, path_root, stack, children, gateway)
+    paths, too_deep = _paths(cols, path_root, stack, children, gateway)
     start, end = cols.start_ns[root], cols.end_ns[root]
     # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
     rooted = cols.parent_ids[root] is None
     timed = UNKNOWN_NS < start <= end and rooted
     duration = end - start if timed else UNKNOWN_NS
-    return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root)), size + 1
+    return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root))
 
 
 def _walk_lost_root(
     cols: SpanColumns, group: list[int], children: dict[str, list[int]], routes: Routes
-) -> tuple[TracePaths, int]:
+) -> TracePaths:
     """The tree of a trace whose catch-all gateway root was lost: its orphans, spans of that
     gateway, hang below the root the gateway's other traces have, so that they fold as they
     would have (one request, its API below) rather than each counting as a request. Untimed;
@@ -373,9 +394,9 @@ def _walk_lost_root(
     top: Pair = (gateway, routes.gateways[gateway])
     path_root: CallPath = (top,)
     stack = [(i, path_root, True) for i in group]
-    paths, size, too_deep = _paths(cols, path_root, stack, children, gateway)
+    paths, too_deep = _paths(cols, path_root, stack, children, gateway)
     end = max(cols.end_ns[i] for i in group)
-    return TracePaths(end, paths, UNKNOWN_NS, False, too_deep, cols.weight(group[0])), size
+    return TracePaths(end, paths, UNKNOWN_NS, False, too_deep, cols.weight(group[0]))
 
 
 def _paths(
@@ -384,16 +405,15 @@ def _paths(
     stack: list[tuple[int, CallPath, bool]],
     children: dict[str, list[int]],
     gateway: str | None,
-) -> tuple[list[CallPath], int, int]:
+) -> tuple[list[CallPath], int]:
     """The paths from `path_root` down through the spans on `stack` (span, path above it,
-    whether gateway spans still fold there), how many spans were walked, and how many were left
-    out below MAX_PATH_DEPTH."""
+    whether gateway spans still fold there), and how many spans were left out below
+    MAX_PATH_DEPTH."""
     span_ids, pairs = cols.span_ids, cols.pairs
     paths: list[CallPath] = [path_root]
-    size, too_deep = 0, 0
+    too_deep = 0
     while stack:
         i, above, folding = stack.pop()
-        size += 1
         pair = pairs[i]
         if folding and pair[0] == gateway:
             stack.extend((c, above, True) for c in children.get(span_ids[i], ()))
@@ -405,35 +425,7 @@ def _paths(
         path = (*above, pair)
         paths.append(path)
         stack.extend((c, path, False) for c in children.get(span_ids[i], ()))
-    return paths, size, too_deep
-
-
-def _cycle_trees(
-    cols: SpanColumns,
-    kept: list[int],
-    roots: list[int],
-    children: dict[str, list[int]],
-    fold: bool,
-) -> Iterator[TracePaths]:
-    """Trees of spans caught in parent cycles: each cycle is cut at its first span seen."""
-    span_ids = cols.span_ids
-    reached: set[int] = set()
-    stack = list(roots)
-    while stack:
-        i = stack.pop()
-        reached.add(i)
-        stack.extend(children.get(span_ids[i], ()))
-    for i in kept:
-        if i in reached:
-            continue
-        pruned = {k: [c for c in v if c != i] for k, v in children.items()}
-        tree, _ = _walk(cols, i, pruned, fold)
-        stack = [i]
-        while stack:
-            j = stack.pop()
-            reached.add(j)
-            stack.extend(pruned.get(span_ids[j], ()))
-        yield tree
+    return paths, too_deep
 
 
 def window_start(end_ns: int, window_seconds: int) -> int:

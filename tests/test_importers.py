@@ -247,9 +247,22 @@ def test_a_trace_is_closed_after_settle_files_without_its_spans() -> None:
 
 def test_parent_cycle_is_cut_and_counted_once() -> None:
     spans = [span("t", "a", "b", "x", "one", 5.0), span("t", "b", "a", "y", "two", 6.0)]
-    trees = list(assemble(spans))
+    with pytest.warns(DataWarning, match="parent cycle"):
+        trees = list(assemble(spans))
     assert [t.paths for t in trees] == [[(("x", "one"),), (("x", "one"), ("y", "two"))]]
-    assert trees[0].end_ns == 5 * S
+    assert trees[0].end_ns == 5 * S and not trees[0].rooted  # a cut span times no request
+
+
+def test_a_parent_cycle_beside_a_root_hangs_below_it_as_orphans_do() -> None:
+    root = span("t", "r", None, "front", "/home", 9.0)
+    cycle = [span("t", "c1", "c2", "db", "x", 5.0), span("t", "c2", "c1", "db", "y", 6.0)]
+    below = span("t", "c3", "c2", "db", "z", 6.5)  # hangs below the cycle
+    with pytest.warns(DataWarning, match="parent cycle"):
+        trees = list(assemble([root, *cycle, below]))
+    home, x = ("front", "/home"), ("db", "x")
+    assert [sorted(t.paths) for t in trees] == [
+        sorted([(home,), (home, x), (home, x, ("db", "y")), (home, x, ("db", "y"), ("db", "z"))])
+    ]  # one request of /home; no API of its own for the cycle
 
 
 def test_service_of_pod() -> None:
