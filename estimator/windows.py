@@ -299,8 +299,8 @@ def read_windows(path: str | Path) -> Iterator[Window]:
                 raise _fail("windows must be in time order", source, number, "start")
             if window.start < previous_end - 1e-6:
                 raise _fail(
-                    f"overlaps the window before it (which ends at {previous_end:g}); windows "
-                    "must not overlap (a window written twice?)",
+                    f"starts at {_plain(window.start)}, before the window before it ends (at "
+                    f"{_plain(previous_end)}); windows must not overlap (a window written twice?)",
                     source,
                     number,
                     "start",

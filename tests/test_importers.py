@@ -695,6 +695,26 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
         assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
 
 
+def test_json_errors_show_the_value_as_json_writes_it(tmp_path: Path) -> None:
+    spans = [{"spanID": "s", "operationName": "/x", "startTime": 1, "duration": 1}]
+    cases = [
+        (
+            {"traceID": "", "spans": spans},
+            "field 'data[0].spans[0].traceID': expected a non-empty string, got \"\"",
+        ),
+        ({"traceID": "t", "spans": [dict(spans[0], duration=None)]}, "got null"),
+        ({"traceID": "t", "spans": [dict(spans[0], duration=True)]}, "got true"),
+        ({"traceID": "t", "spans": [dict(spans[0], duration="1.5")]}, 'got "1.5"'),
+        ({"traceID": "t", "spans": {"a": 1}}, "expected a list, got an object"),
+    ]
+    for trace, message in cases:
+        path = tmp_path / "in.json"
+        path.write_text(json.dumps({"data": [trace]}))
+        with pytest.raises(InputError) as info:
+            import_jaeger(path)
+        assert message in str(info.value)
+
+
 def test_metric_bad_number(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()

@@ -120,10 +120,15 @@ def test_invalid_json_and_order(tmp_path: Path) -> None:
     late = dict(GOOD, start=120, end=180)
     with pytest.raises(InputError, match="time order"):
         list(read_windows(write_lines(path, [late, GOOD])))
-    with pytest.raises(InputError, match="line 2, field 'start': overlaps"):
-        list(read_windows(write_lines(path, [GOOD, GOOD])))  # a window written twice
+    dated = dict(GOOD, start=1672531200, end=1672531260)
+    with pytest.raises(InputError) as info:
+        list(read_windows(write_lines(path, [dated, dated])))  # a window written twice
+    assert (
+        "line 2, field 'start': starts at 1672531200, before the window before it ends (at "
+        "1672531260); windows must not overlap" in str(info.value)
+    )
     long = dict(GOOD, end=GOOD["end"] + 120)
-    with pytest.raises(InputError, match="overlaps"):
+    with pytest.raises(InputError, match="windows must not overlap"):
         list(read_windows(write_lines(path, [long, dict(GOOD, start=GOOD["end"], end=180)])))
     next_one = dict(GOOD, start=GOOD["end"], end=GOOD["end"] + 60)
     assert len(list(read_windows(write_lines(path, [GOOD, next_one])))) == 2

@@ -193,17 +193,17 @@ class Where:
 
     def obj(self, value: Any, fld: str | None) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(f"expected an object, got {_kind(value)}", fld)
+            raise self.fail(f"expected an object, got {_shown(value)}", fld)
         return value
 
     def items(self, value: Any, fld: str) -> list[Any]:
         if not isinstance(value, list):
-            raise self.fail(f"expected a list, got {_kind(value)}", fld)
+            raise self.fail(f"expected a list, got {_shown(value)}", fld)
         return value
 
     def text(self, value: Any, fld: str) -> str:
         if not isinstance(value, str) or not value:
-            raise self.fail(f"expected a non-empty string, got {_kind(value)}", fld)
+            raise self.fail(f"expected a non-empty string, got {_shown(value)}", fld)
         return value
 
     def integer(self, value: Any, fld: str) -> int:
@@ -212,11 +212,11 @@ class Where:
             try:
                 value = int(value)
             except ValueError:
-                raise self.fail(f"expected an integer, got {value!r}", fld) from None
+                raise self.fail(f"expected an integer, got {_shown(value)}", fld) from None
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail(f"expected a non-negative integer, got {value!r}", fld)
+            raise self.fail(f"expected a non-negative integer, got {_shown(value)}", fld)
         return value
 
     def unix_ns(self, value: Any, fld: str, unit_ns: int = 1) -> int:
@@ -224,7 +224,7 @@ class Where:
         one past MAX_UNIX_NS (2262) is a corrupted value, not a time."""
         ns = self.integer(value, fld) * unit_ns
         if ns > MAX_UNIX_NS:
-            raise self.fail(f"{value!r} is past the year 2262: not a time", fld)
+            raise self.fail(f"{_shown(value)} is past the year 2262: not a time", fld)
         return ns
 
     def span_times(self, start_ns: int, end_ns: int, fld: str) -> None:
@@ -235,9 +235,9 @@ class Where:
     def seconds(self, value: Any, fld: str) -> float:
         """A finite non-negative number of seconds."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(f"expected a number of seconds, got {_kind(value)}", fld)
+            raise self.fail(f"expected a number of seconds, got {_shown(value)}", fld)
         if not math.isfinite(value) or value < 0:
-            raise self.fail(f"expected a finite non-negative number, got {value!r}", fld)
+            raise self.fail(f"expected a finite non-negative number, got {_shown(value)}", fld)
         return float(value)
 
 
@@ -251,8 +251,17 @@ def shown_cell(value: Any) -> str:
     return str(value.item() if hasattr(value, "item") else value)
 
 
-def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _shown(value: Any) -> str:
+    """A JSON value as a message shows it: scalars as JSON writes them (null, true, "", "x",
+    1.5), containers by their kind."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_window_seconds(window_seconds: int) -> int:
