@@ -328,12 +328,19 @@ def otlp_request(spans: list[dict[str, Any]], service: str) -> dict[str, Any]:
     }
 
 
+def hex_id(name: str) -> str:
+    """A span id of 16 hex digits for a short name ("a"); one given so is kept."""
+    if len(name) == 16 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return name.encode().hex().rjust(16, "0")
+
+
 def os_(sid: str, parent: str, name: str, end_s: int, as_text: bool = True) -> dict[str, Any]:
     end = end_s * S
     return {
         "traceId": "0af7651916cd43dd8448eb211c80319c",
-        "spanId": sid,
-        "parentSpanId": parent,
+        "spanId": hex_id(sid),
+        "parentSpanId": hex_id(parent) if parent else "",
         "name": name,
         "startTimeUnixNano": str(end - 5) if as_text else end - 5,
         "endTimeUnixNano": str(end) if as_text else end,
@@ -695,6 +702,23 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
         assert (info.value.source, info.value.line, info.value.field) == (str(path), line, field)
 
 
+def test_otlp_json_ids_are_checked_as_the_receiver_checks_them(tmp_path: Path) -> None:
+    fld = "resourceSpans[0].scopeSpans[0].spans[0]"
+    for edit, field, message in (
+        ({"spanId": "zz"}, "spanId", "expected 16 hex digits (a 8-byte id), got 'zz'"),
+        ({"traceId": "0" * 32}, "traceId", "an id of zeros is invalid"),
+        ({"parentSpanId": "abc"}, "parentSpanId", "expected 16 hex digits"),
+    ):
+        path = tmp_path / "in.json"
+        path.write_text(json.dumps(otlp_request([dict(os_("a", "", "/x", 1), **edit)], "s")))
+        with pytest.raises(InputError) as info:
+            import_otlp_json(path)
+        assert info.value.field == f"{fld}.{field}" and message in str(info.value)
+    # a parent id of zeros says there is none, as OTLP writes it: the span is a root
+    path.write_text(json.dumps(otlp_request([os_("a", "0" * 16, "/x", 1)], "s")))
+    assert import_otlp_json(path)[0].calls == {(("s", "/x"),): 1.0}
+
+
 def test_json_errors_show_the_value_as_json_writes_it(tmp_path: Path) -> None:
     spans = [{"spanID": "s", "operationName": "/x", "startTime": 1, "duration": 1}]
     cases = [
@@ -873,7 +897,8 @@ def test_a_recording_that_starts_or_stops_mid_window_drops_that_edge(tmp_path: P
 def test_json_imports_drop_a_partial_edge_window_too(tmp_path: Path) -> None:
     t0 = 1675080000
     spans = [
-        dict(os_(f"{i:016x}", "", "/cart", t0 + 40 + i), traceId=f"{i:032x}") for i in range(140)
+        dict(os_(f"{i + 1:016x}", "", "/cart", t0 + 40 + i), traceId=f"{i + 1:032x}")
+        for i in range(140)
     ]
     path = tmp_path / "otlp.json"
     path.write_text(json.dumps(otlp_request(spans, "frontend")))

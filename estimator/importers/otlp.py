@@ -55,14 +55,14 @@ def _span(span: Any, service: str, where: Where, fld: str) -> Span:
     span = where.obj(span, fld)
     parent = span.get("parentSpanId") or None
     if parent is not None:
-        parent = where.text(parent, f"{fld}.parentSpanId")
+        parent = _hex_id(where, parent, 8, f"{fld}.parentSpanId", zero=True)
         parent = None if no_parent(parent) else parent
     start_ns = where.unix_ns(span.get("startTimeUnixNano"), f"{fld}.startTimeUnixNano")
     end_ns = where.unix_ns(span.get("endTimeUnixNano"), f"{fld}.endTimeUnixNano")
     where.span_times(start_ns, end_ns, f"{fld}.endTimeUnixNano")
     return Span(
-        trace_id=where.text(span.get("traceId"), f"{fld}.traceId"),
-        span_id=where.text(span.get("spanId"), f"{fld}.spanId"),
+        trace_id=_hex_id(where, span.get("traceId"), 16, f"{fld}.traceId"),
+        span_id=_hex_id(where, span.get("spanId"), 8, f"{fld}.spanId"),
         parent_id=parent,
         component=service,
         operation=where.text(span.get("name"), f"{fld}.name"),
@@ -70,6 +70,21 @@ def _span(span: Any, service: str, where: Where, fld: str) -> Span:
         end_ns=end_ns,
         weight=_adjusted_count(span.get("traceState"), where, f"{fld}.traceState"),
     )
+
+
+def _hex_id(where: Where, value: Any, size: int, fld: str, zero: bool = False) -> str:
+    """An OTLP JSON id: `size` bytes as hex, not all zero (an invalid id, as the receiver
+    rejects it) unless `zero` (a parent id of zeros says there is none)."""
+    text = where.text(value, fld)
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != size or len(text) != 2 * size:
+        raise where.fail(f"expected {2 * size} hex digits (a {size}-byte id), got {text!r}", fld)
+    if not zero and not any(raw):
+        raise where.fail("an id of zeros is invalid (OTLP)", fld)
+    return text.lower()
 
 
 def _adjusted_count(state: Any, where: Where, fld: str) -> float | None:
