@@ -17,7 +17,16 @@ from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError, count_of
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
-from estimator.whatif import MAX_RATE, MAX_SCALE, Allowed, allowed_scales, monotone_in_scale, peaks
+from estimator.whatif import (
+    CEILING,
+    GROWTH,
+    MAX_RATE,
+    MAX_SCALE,
+    Allowed,
+    allowed_scales,
+    monotone_in_scale,
+    peaks,
+)
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
@@ -180,7 +189,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
     the headroom at the asked traffic, `max_scale`: how many times the base traffic its upper
     band allows before its peak reaches the limit, and `max_scale_median`, the same for the
-    median (None where 100 times the traffic does not reach it). The base is the recent stored
+    median (None where 100 times the traffic, or 1.25 times the scale asked, does not reach it). The base is the recent stored
     traffic for "scale" (so that the scale asked and the scale allowed read on one axis, as in
     `deeprest whatif --scale`) and the given rates for "rates". Where the stored windows carry
     API latency, `latency` gives each API's `statistic` (body field `latency`, default p95) at
@@ -263,7 +272,9 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     allowed: dict[int, Allowed] = {}
     if limited:
         bound = np.array([limits[series[j]] for j in limited])
-        answers = allowed_scales(lambda k: peaks(ordered(k)[:, limited]), bound)
+        # searched at least as far as the scale asked, so a limit it breaks has an answer
+        ceiling = max(CEILING, base * GROWTH)
+        answers = allowed_scales(lambda k: peaks(ordered(k)[:, limited]), bound, ceiling)
         allowed = dict(zip(limited, answers, strict=True))
     out = []
     for j, (c, r) in enumerate(series):

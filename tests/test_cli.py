@@ -315,6 +315,18 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     beyond = _whatif_rows(model, root / "w6", "--scale", str(expected * 1.01))
     assert float(at[("compose", "cpu")]["whatif_peak"]) <= 2 * upper
     assert float(beyond[("compose", "cpu")]["whatif_peak"]) > 2 * upper
+    # a limit only a scale past 100x breaks: asking that scale searches that far
+    far = root / "far.yaml"
+    far.write_text(f"compose: {{cpu: {150 * upper}}}\n")
+    capsys.readouterr()
+    rows = _whatif_rows(model, root / "w7", "--scale", "400", "--limits", str(far))
+    line = capsys.readouterr().out.splitlines()[-1]
+    compose = rows[("compose", "cpu")]
+    assert float(compose["headroom"]) < 0 and 100 < float(compose["max_scale"]) < 400
+    assert line.startswith("capacity: compose/cpu reaches its limit")
+    rows = _whatif_rows(model, root / "w8", "--scale", "2", "--limits", str(far))
+    assert rows[("compose", "cpu")]["max_scale"] == "inf"  # 2x asked: searched to 100x
+    assert "no limit is reached up to 100x the base traffic" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -383,7 +383,9 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
     key = ("compose", "cpu")
     peak = {(s["component"], s["resource"]): s["peak_upper"] for s in plain["series"]}[key]
     assert all("limit" not in s for s in plain["series"])  # no limits known: no capacity
-    limits = {key: 2 * peak, ("front", "cpu"): 1e6}
+    far = ("front", "cpu")  # a limit only past 100x the traffic breaks
+    far_peak = {(s["component"], s["resource"]): s["peak_upper"] for s in plain["series"]}[far]
+    limits = {key: 2 * peak, far: 150 * far_peak}
     config = make_config(bundle_dir, tmp_path / "limited", limits=limits)
     limited = Runtime(config, clock=clock).start(tick=False)
     try:
@@ -407,7 +409,9 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
         assert answer["windows"] == 1  # one stored window: its median is the peak
         assert entry({"scale": expected})["median"] <= 2 * peak
         assert entry({"scale": expected * 1.01})["median"] > 2 * peak
-        assert entry({"scale": 1}, ("front", "cpu"))["max_scale"] is None  # not reached by 100x
+        assert entry({"scale": 1}, far)["max_scale"] is None  # not reached by 100x
+        beyond = entry({"scale": 400}, far)  # asked past 100x: searched that far
+        assert beyond["headroom"] < 0 and 100 < beyond["max_scale"] < 400
         assert "limit" not in entry({"scale": 1}, ("store", "cpu"))
         # the scale allowed is a multiple of the stored traffic whatever scale is asked, as the
         # CLI's multiple of its base traffic: 0x and 3x read the same capacity

@@ -18,6 +18,7 @@ from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
+    GROWTH,
     LOWEST,
     MAX_RATE,
     Allowed,
@@ -383,10 +384,18 @@ def run(args: argparse.Namespace) -> int:
             if args.scale is not None
             else (new_traffic, new_starts, traffic_unseen)
         )
+        # searched at least as far as the scale asked, so a limit it breaks has an answer
+        ceiling = max(CEILING, args.scale * GROWTH) if args.scale is not None else CEILING
         say(f"searching the traffic scale each of {len(limits)} limits allows")
         try:
             scales = max_scales(
-                bundle, synthesizer, reference, reference_starts, limits, extra=reference_unseen
+                bundle,
+                synthesizer,
+                reference,
+                reference_starts,
+                limits,
+                ceiling,
+                extra=reference_unseen,
             )
         except InputError as exc:  # a limit of a series the model does not estimate
             raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
@@ -398,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
         say(beyond)
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
-        print(capacity_line(scales, limits, what))
+        print(capacity_line(scales, limits, what, ceiling))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "whatif.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -481,20 +490,24 @@ def _times(scale: float) -> str:
 
 
 def capacity_line(
-    scales: dict[tuple[str, str], Allowed], limits: dict[tuple[str, str], float], what: str
+    scales: dict[tuple[str, str], Allowed],
+    limits: dict[tuple[str, str], float],
+    what: str,
+    ceiling: float = CEILING,
 ) -> str:
-    """Which limit traffic reaches first, and at what multiple of `what`."""
+    """Which limit traffic reaches first, and at what multiple of `what` (searched up to
+    `ceiling` times it)."""
     key = min(scales, key=lambda k: scales[k].upper)
     allowed = scales[key]
     if not np.isfinite(allowed.upper):
-        return f"capacity: no limit is reached up to {CEILING:g}x {what}"
+        return f"capacity: no limit is reached up to {ceiling:g}x {what}"
     limit = quantity(limits[key], key[1])
     if allowed.upper <= 0:
         return (
             f"capacity: {key[0]}/{key[1]} is over its limit ({limit}) already: its upper band "
             f"is over it even at 1/{1 / LOWEST:g} of {what}"
         )
-    expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {CEILING:g}x"
+    expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {ceiling:g}x"
     over = f": {what} is over it already" if allowed.upper < 1 else ""
     return (
         f"capacity: {key[0]}/{key[1]} reaches its limit ({limit}) first, at "
