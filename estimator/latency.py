@@ -257,8 +257,10 @@ def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, f
 
     Steps are taken in order of rate; the first one over `objective`, or saturated (it served
     less than it was offered), ends the search. The crossing is interpolated log-linearly between
-    it and the step before; a saturated step within the objective puts it at the rate that step
-    served (at least the step before's). When the first step is already over, the rate is 0
+    it and the step before, toward the rate a saturated step served rather than the one it was
+    offered (so no answer passes what the system served); a saturated step within the objective
+    puts it at the rate that step served (at least the step before's). When the first step is
+    already over, the rate is 0
     (below everything tested); when none is, it is inf (not reached), with the highest tested
     rate as the lower bound.
     """
@@ -273,7 +275,8 @@ def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, f
                 return 0.0, 0.0, step.rate
             lo, hi = math.log(previous.latency), math.log(step.latency)
             share = (math.log(objective) - lo) / (hi - lo)
-            rate = previous.rate + share * (step.rate - previous.rate)
+            top = max(previous.rate, step.achieved) if step.saturated else step.rate
+            rate = previous.rate + share * (top - previous.rate)
             return rate, previous.rate, step.rate
         previous = step
     return math.inf, ordered[-1].rate, math.inf

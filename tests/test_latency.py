@@ -417,6 +417,12 @@ def test_measured_stops_at_a_saturated_step_and_reads_exact_or_repeated_rates() 
 
     saturated = steps((100, 100, 10), (200, 199, 12), (400, 398, 20), (800, 500, 60))
     assert measured_max_rate(saturated, 0.1) == (500, 400, 800)  # not ">=800": it served 500
+    # a saturated step over the objective: the crossing lies toward what it served (930), not
+    # what it was offered (1000), so no answer passes it and a looser objective never gives less
+    over = steps((600, 600, 300), (800, 799, 700), (1000, 930, 3660))
+    answers = [measured_max_rate(over, ms / 1000)[0] for ms in (800, 1000, 2000, 3000, 5000)]
+    assert all(800 < a <= 930 for a in answers) and answers == sorted(answers), answers
+    assert measured_max_rate(over, 1.0)[1:] == (800, 1000)
     exact = steps((100, 100, 10), (200, 200, 30), (400, 400, 100), (800, 800, 400))
     assert measured_max_rate(exact, 0.1) == (400, 400, 800)
     repeated = steps((200, 200, 30), (400, 400, 50), (400, 400, 150), (800, 800, 400))
