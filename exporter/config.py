@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from estimator.errors import InputError
+from estimator.errors import DataWarning, InputError
 
 DEFAULT_SELECTOR = 'container!="",container!="POD"'
 DEFAULT_QUERIES: Mapping[str, str] = {
@@ -386,8 +387,25 @@ def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
                     f"expected a positive number or a Kubernetes quantity (500m, 4Gi), got {_yaml(value)}",
                     field=key,
                 )
+            _check_unit(value, str(resource), key)
             out[(str(component), str(resource))] = number
     return out
+
+
+def _check_unit(value: Any, resource: str, key: str) -> None:
+    """Warn of a quantity whose suffix suits another resource: `cpu: 1Gi` (a billion cores) or
+    `memory: 500m` (half a byte) are valid Kubernetes quantities, but almost surely typos."""
+    m = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
+    suffix = m.group(2) if m else ""
+    if (resource == "cpu" and suffix.endswith("i")) or (resource == "memory" and suffix == "m"):
+        meant = "cores or millicores (500m)" if resource == "cpu" else "bytes (Mi, Gi)"
+        warnings.warn(
+            DataWarning(
+                f"{key}: {value} is a {resource} limit of {_limit_number(value):g}; "
+                f"{resource} limits are in {meant}: a typo?"
+            ),
+            stacklevel=3,
+        )
 
 
 def _traffic(raw: dict[str, Any]) -> tuple[str, tuple[ApiTraffic, ...]]:
@@ -413,7 +431,7 @@ def _traffic(raw: dict[str, Any]) -> tuple[str, tuple[ApiTraffic, ...]]:
     return source, tuple(apis)
 
 
-_TOP = {
+CONFIG_KEYS = {
     "model", "data_dir", "host", "port", "window", "trace_grace", "tick", "api_token",
     "api_token_file", "smoothing_windows", "whatif_windows", "traffic", "limits", "prometheus",
     "receiver",
@@ -422,7 +440,7 @@ _TOP = {
 
 def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Config:
     """Validate a decoded YAML mapping; relative paths are taken from `base`."""
-    _check_keys(raw, _TOP)
+    _check_keys(raw, CONFIG_KEYS)
     out: dict[str, Any] = {}
     for name in ("model", "data_dir"):
         if raw.get(name) is not None:

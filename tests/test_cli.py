@@ -340,6 +340,8 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
         ("compose: {cpu: 1}\ncompose: {memory: 2}\n", "key 'compose' is given twice"),
         ("compose: [1, 2\n", "line 2: not valid YAML or JSON: expected "),
         ("{}\n", "holds no limits"),
+        ("limit:\n  compose: {cpu: 500m}\n", "no `limits` section, and limit holds mappings"),
+        ("port: 9464\nreceiver: {sampling_ratio: 1}\n", "a deeprest config (keys port, receiver)"),
     ],
 )
 def test_whatif_bad_limits_exit_2_and_name_the_file(

@@ -7,14 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import requests
 
-from estimator.errors import InputError
+from estimator.errors import DataWarning, InputError
 from exporter.cli import main
-from exporter.config import load_config, parse_duration, parse_size
+from exporter.config import load_config, parse_duration, parse_limits, parse_size
 from exporter.prom import UsageQueries
 from exporter.store import WindowStore
 from tests.exporter_world import PATHS, train, world
@@ -211,3 +212,15 @@ def test_serve_where_it_cannot_listen_or_store_exits_2_with_the_cause(
     argv = [*base, "--port", "0", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "afile")]
     assert main(argv) == 2
     assert f"data_dir: {tmp_path / 'afile'} is not a directory" in capsys.readouterr().err
+
+
+def test_limits_with_a_suffix_of_another_resource_are_read_with_a_warning() -> None:
+    with pytest.warns(DataWarning) as said:
+        limits = parse_limits({"db": {"cpu": "1Gi", "memory": "500m"}})
+    assert limits == {("db", "cpu"): 2.0**30, ("db", "memory"): 0.5}
+    messages = sorted(str(w.message) for w in said)
+    assert messages[0].startswith("limits.db.cpu: 1Gi is a cpu limit of 1.07374e+09")
+    assert messages[1].startswith("limits.db.memory: 500m is a memory limit of 0.5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parse_limits({"db": {"cpu": "500m", "memory": "2Gi"}})  # as meant: no warning

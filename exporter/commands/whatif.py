@@ -8,6 +8,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from estimator.whatif import (
 from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import check_window_length
-from exporter.config import load_yaml, parse_limits
+from exporter.config import CONFIG_KEYS, load_yaml, parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table, latency_ms, plain, pyplot, quantity
 
@@ -74,6 +75,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _nested(value: Any) -> bool:
+    """A mapping holding mappings: a section of some file, not one component's limits."""
+    return isinstance(value, dict) and any(isinstance(v, dict) for v in value.values())
+
+
 def load_limits(path: Path) -> dict[tuple[str, str], float]:
     """Limits from a YAML (or JSON) file: the mapping itself, or a config's `limits` section."""
     try:
@@ -85,6 +91,19 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
     raw = load_yaml(text, str(path), "YAML or JSON")
     if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
         raw = raw["limits"]
+    elif isinstance(raw, dict) and (config_keys := sorted(set(map(str, raw)) & CONFIG_KEYS)):
+        raise InputError(
+            f"a deeprest config (keys {', '.join(config_keys[:3])}) without a `limits` section "
+            "of component -> {resource: limit}",
+            source=str(path),
+        )
+    elif isinstance(raw, dict) and any(_nested(v) for v in raw.values()):
+        found = ", ".join(str(k) for k, v in raw.items() if _nested(v))
+        raise InputError(
+            f"no `limits` section, and {found} holds mappings where a limit goes: give "
+            "component -> {resource: limit}, or `limits:` above it (a misspelt section?)",
+            source=str(path),
+        )
     try:
         limits = parse_limits(raw)
     except InputError as exc:
