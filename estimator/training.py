@@ -102,6 +102,11 @@ def _peaks(Y: np.ndarray) -> np.ndarray:
     return out
 
 
+def _lows(Y: np.ndarray) -> np.ndarray:
+    """Each series' lowest usage in training (NaN where it has none)."""
+    return -_peaks(-Y)
+
+
 def _floats(values: np.ndarray) -> list[float | None]:
     return [None if np.isnan(v) else round(float(v), 6) for v in values]
 
@@ -149,6 +154,7 @@ def train_bundle(
             "reference_traffic": reference_traffic(windows),
             "calls_range": calls_range(windows),
             "usage_peaks": _floats(_peaks(Y)),
+            "usage_lows": _floats(_lows(Y)),
         },
         validation=validation,
         synthesizer=Synthesizer.fit(windows).to_json(),

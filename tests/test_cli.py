@@ -146,6 +146,28 @@ def test_whatif_rows_of_bundles_without_usage_peaks_say_nothing_of_them() -> Non
     )
 
 
+def test_whatif_says_so_where_memory_falls_under_its_training_low(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = tiny_world(200, seed=1)
+    for w in windows:  # memory charged wholly to calls, as a model may fit a creeping heap
+        w.metrics[("store", "memory")] = 1e6 * sum(api_counts(w.calls).values())
+    write_windows(tmp_path / "charged.jsonl", windows)
+    model = tmp_path / "model"
+    argv = ["train", "--data", str(tmp_path / "charged.jsonl"), "--out", str(model)]
+    assert main([*argv, "--model", "xgboost"]) == 0
+    bundle = load_bundle(model)
+    lows = dict(zip(bundle.series, bundle.training["usage_lows"], strict=True))
+    assert lows[("store", "memory")] == min(w.metrics[("store", "memory")] for w in windows)
+    capsys.readouterr()
+    rows = _whatif_rows(model, tmp_path / "w", "--scale", "0.1")
+    said = capsys.readouterr().err
+    ratio = float(rows[("store", "memory")]["whatif_mean"]) / lows[("store", "memory")]
+    assert ratio < 0.9 and "memory projected under its lowest in training for 1 component" in said
+    _whatif_rows(model, tmp_path / "w1", "--scale", "1")
+    assert "under its lowest in training" not in capsys.readouterr().err
+
+
 def test_whatif_scale_never_answers_less_than_today(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -174,6 +174,37 @@ def past_training_note(rows: Sequence[Mapping[str, object]]) -> str:
     )
 
 
+UNDER_LOW = 0.9
+"""What-if low over a series' training low under which memory's projection is flagged."""
+
+
+def under_training_note(bundle: Bundle, result: WhatIf) -> str:
+    """A warning naming the memory series projected under their lowest usage in training: a
+    process keeps its base memory (runtime, heap, caches) at any traffic, while a model fitted
+    where traffic never went so low may have charged it to calls (lower bounds there); "" for
+    bundles trained before lows were kept."""
+    lows = bundle.training.get("usage_lows")
+    if not lows:
+        return ""
+    low_of = dict(zip(bundle.series, lows, strict=True))
+    under = []
+    for j, key in enumerate(result.series):
+        low = low_of.get(key)
+        if key[1] != "memory" or not low or low <= 0:
+            continue
+        ratio = float(result.hypothetical[:, j, 1].min()) / low
+        if ratio < UNDER_LOW:
+            under.append(f"{key[0]} {ratio:.2f}x")
+    if not under:
+        return ""
+    return (
+        f"memory projected under its lowest in training for {count_of(len(under), 'component')} "
+        f"({first_few(under)}): a process keeps its base memory (runtime, heap, caches) at any "
+        "traffic, which a model fitted where traffic never went so low may have charged to "
+        "calls, so these may be lower bounds"
+    )
+
+
 def unseen_paths(
     windows: Sequence[Window],
     traffic: list[dict[Pair, float]],
@@ -421,9 +452,9 @@ def run(args: argparse.Namespace) -> int:
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(rows, columns))
-    beyond = past_training_note(rows)
-    if beyond:
-        say(beyond)
+    for note in (past_training_note(rows), under_training_note(bundle, result)):
+        if note:
+            say(note)
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
         print(capacity_line(scales, limits, what, ceiling))
