@@ -412,10 +412,32 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         ("start,/compose\n0,1\n60,1e300\n", "line 3, field '/compose': 1e300 calls a window"),
         ("start,/compose\n0,1\n30,1\n", "line 3, field 'start': 30 s after the row before"),
         ("start,/compose\n1e30,1\n", "line 2, field 'start': 1e30 is past the year 2262"),
+        ("start,/compose\nmonday,1\n", "line 2, field 'start': 'monday' is neither unix"),
     ):
         bad.write_text(text)
         assert main(whatif) == 2
         assert f"{bad}, {where}" in capsys.readouterr().err
+    # start times in ISO 8601 too, as --from and --to take them
+    iso = trained["root"] / "iso.csv"
+    iso.write_text(
+        "start,/compose,front:/read\n1970-01-01T00:00:00Z,100,0\n1970-01-01T00:01:00,100,0\n"
+    )
+    out_iso = trained["root"] / "whatif-iso"
+    assert (
+        main(
+            [
+                "whatif",
+                "--model",
+                str(trained["model"]),
+                "--traffic",
+                str(iso),
+                "--out",
+                str(out_iso),
+            ]
+        )
+        == 0
+    )
+    assert (out_iso / "whatif.csv").read_bytes() == (out / "whatif.csv").read_bytes()
 
 
 def test_bad_input_exits_2_and_names_the_line(

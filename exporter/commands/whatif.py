@@ -33,7 +33,7 @@ from estimator.whatif import (
 )
 from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
 from exporter.commands.outputs import output_dir
-from exporter.commands.ranges import check_window_length
+from exporter.commands.ranges import check_window_length, parse_time
 from exporter.config import CONFIG_KEYS, load_yaml, parse_limits
 from exporter.progress import Phases
 from exporter.report import UNITS, format_table, latency_ms, plain, pyplot, quantity
@@ -277,14 +277,21 @@ def read_traffic_csv(
                 raise InputError(f"expected {len(header)} columns", source=str(path), line=line)
             values = []
             for name, cell in zip(header, row, strict=True):
+                if name == "start":  # Unix seconds or ISO 8601, as --from and --to take
+                    try:
+                        values.append(parse_time(cell.strip(), name))
+                    except InputError as exc:
+                        raise InputError(
+                            exc.bare_message, source=str(path), line=line, field=name
+                        ) from None
+                    continue
                 try:
                     value = float(cell)
                 except ValueError:
                     value = math.nan
-                if not math.isfinite(value) or (name != "start" and value < 0):
+                if not math.isfinite(value) or value < 0:
                     raise InputError(
-                        f"expected a finite{'' if name == 'start' else ' non-negative'} number, "
-                        f"got {cell!r}",
+                        f"expected a finite non-negative number, got {cell!r}",
                         source=str(path),
                         line=line,
                         field=name,
