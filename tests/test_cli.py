@@ -120,6 +120,11 @@ def test_whatif_reach_is_measured_against_every_training_window() -> None:
     assert (
         line == "what-if traffic: its busiest window is 0.80x the busiest of the training windows"
     )
+    # what rounds to 1.00x is not said to lie beyond the training windows
+    edge = traffic_reach(bundle, [{("a", "x"): 100.2}, {("a", "x"): 4.99}])  # type: ignore[arg-type]
+    assert (
+        edge == "what-if traffic: its busiest window is 1.00x the busiest of the training windows"
+    )
     older = SimpleNamespace(training={"reference_traffic": reference})
     line = traffic_reach(older, asked)  # type: ignore[arg-type]
     assert "1.60x the busiest of the training's reference windows (beyond 1x" in line
@@ -417,6 +422,14 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         bad.write_text(text)
         assert main(whatif) == 2
         assert f"{bad}, {where}" in capsys.readouterr().err
+    # traffic of no calls: no multiple of it reaches a limit, said so
+    zero = trained["root"] / "zero.csv"
+    zero.write_text("start,/compose\n0,0\n60,0\n")
+    limits = trained["root"] / "zero-limits.yaml"
+    limits.write_text("compose: {cpu: 0.5}\n")
+    assert main([*whatif[:4], str(zero), "--limits", str(limits), "--out", str(out / "z")]) == 0
+    said = capsys.readouterr().out
+    assert "capacity: the traffic of zero holds no API calls, so no multiple of it" in said
     # start times in ISO 8601 too, as --from and --to take them
     iso = trained["root"] / "iso.csv"
     iso.write_text(

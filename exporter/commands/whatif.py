@@ -128,10 +128,10 @@ def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> st
         return ""
     busiest = max(asked) / seen[1]
     line = f"what-if traffic: its busiest window is {busiest:.2f}x the busiest of the {which}"
-    if busiest > 1.0:
+    if busiest >= 1.005:  # past what rounds to 1.00x
         line += " (beyond 1x the estimates extrapolate)"
     quiet = seen[0]
-    if min(asked) < quiet:
+    if min(asked) < 0.995 * quiet:
         line += f"; its quietest is {min(asked) / quiet:.2f}x the quietest (below: extrapolated)"
     return line
 
@@ -464,7 +464,10 @@ def run(args: argparse.Namespace) -> int:
             say(note)
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
-        print(capacity_line(scales, limits, what, ceiling))
+        if any(calls > 0 for counts in reference for calls in counts.values()):
+            print(capacity_line(scales, limits, what, ceiling))
+        else:
+            print(f"capacity: {what} holds no API calls, so no multiple of it reaches a limit")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "whatif.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
