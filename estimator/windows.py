@@ -238,7 +238,9 @@ def _read_latency(entries: Any, window: Window, source: str, line: int) -> None:
         api = _path([entry.get("api")], source, line, f"{where}.api")[0]
         count = _number(entry.get("count"), source, line, f"{where}.count")
         if not count.is_integer() or count < 1:
-            raise _fail(f"expected a whole number >= 1, got {count:g}", source, line, where)
+            raise _fail(
+                f"expected a whole number >= 1, got {count:g}", source, line, f"{where}.count"
+            )
         values = {
             name: _number(entry.get(name), source, line, f"{where}.{name}")
             for name in LATENCY_STATISTICS
