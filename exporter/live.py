@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,11 @@ class Estimator:
         return np.asarray(self.bundle.model.predict(X))
 
 
+def _plain_time(seconds: float) -> str:
+    """Unix seconds as a UTC time for logs: 2024-05-01T12:00:00Z."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
     """Share of a window's API calls that are of APIs the model never saw (their usage is
     estimated from its 'other' features, a guess); None without calls."""
@@ -234,21 +240,33 @@ class LiveLoop:
         return True
 
     def _traffic(self, window: Window) -> bool:
-        """Fill a window's calls from PromQL when traffic comes from Prometheus; False if unknown."""
+        """Fill a window's calls from PromQL when traffic comes from Prometheus; False if any
+        API's traffic is unknown (its query failed): the window's traffic is then not known,
+        though the calls of the APIs that answered are counted."""
         if self.config.traffic_source != "prometheus":
             return True
         if self.prometheus is None:
             return False
         counts: dict[Pair, float] = {}
-        try:
-            for api in self.config.traffic_apis:
+        failed = []
+        for api in self.config.traffic_apis:
+            try:
                 rate = sum(v for _, v in self.prometheus.query(api.expr, window.end))
-                counts[(api.component, api.operation)] = rate * self.window
-        except PrometheusError as exc:
-            log.warning("traffic query failed: %s", exc)
+            except PrometheusError as exc:
+                failed.append(f"{api.component}:{api.operation} ({api.expr}): {exc}")
+                continue
+            counts[(api.component, api.operation)] = rate * self.window
+        self.aggregator.count_calls({(api,): n for api, n in counts.items()})
+        if failed:
+            log.warning(
+                "traffic query of %s failed, so the window ending at %s is neither stored nor "
+                "estimated (its traffic is not known): %s",
+                count_of(len(failed), "API"),
+                _plain_time(window.end),
+                "; ".join(failed[:3]),
+            )
             return False
         window.calls.update(self._paths_of(counts, window))
-        self.aggregator.count_calls({(api,): n for api, n in counts.items()})
         return True
 
     def _paths_of(self, counts: Mapping[Pair, float], window: Window) -> dict[CallPath, float]:
@@ -278,11 +296,10 @@ class LiveLoop:
             up = observed is not None if series else self._answers(window.end)
         if observed is not None:
             window.metrics.update(observed)
-        self.store.put([window])
+        if known_traffic:  # a window of unknown traffic stored empty would claim there was none
+            self.store.put([window])
         if estimator is None or not known_traffic:
-            self.snapshot = Snapshot(
-                model=self.snapshot.model, limits=self.snapshot.limits, up=up and known_traffic
-            )
+            self.snapshot = Snapshot(model=self.snapshot.model, limits=self.snapshot.limits, up=up)
             return
         started = time.perf_counter()
         pred = estimator.step(window)

@@ -209,6 +209,40 @@ def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> N
         runtime.stop()
 
 
+def test_a_failing_traffic_query_leaves_the_window_unstored_and_names_its_api(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target: CadvisorTarget = world["target"]
+    target.set_rate("http_requests_total", "front", 6.0)
+    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
+    good = 'sum(rate(http_requests_total{container="front"}[4s]))'
+    broken = 'sum(rate(http_requests_total{container="front"}[4s])'  # one ) short
+    config = replace(
+        world["config"],
+        port=0,
+        data_dir=tmp_path,
+        traffic_source="prometheus",
+        traffic_apis=(ApiTraffic("front", "/compose", good), ApiTraffic("front", "/read", broken)),
+        prometheus=prometheus,
+    )
+    wait_until(lambda: _value(world["prometheus"], good), 10, 0.25, what="request rate series")
+    runtime = Runtime(config).start()
+    try:
+        wait_until(
+            lambda: "traffic query of 1 API failed" in caplog.text, 4 * WINDOW, what="a warning"
+        )
+        time.sleep(WINDOW)
+        # an empty window would claim there was no traffic: none is stored, none estimated
+        assert runtime.store.count() == 0
+        assert runtime.loop.snapshot.up and not runtime.loop.snapshot.expected
+        assert "front:/read (" + broken + "): " in caplog.text  # the API and its expression
+        text = requests.get(f"{runtime.url}/metrics", timeout=5).text
+        assert 'deeprest_api_calls_total{api="front:/compose"}' in text  # it answered
+        assert "\ndeeprest_up 1.0" in text
+    finally:
+        runtime.stop()
+
+
 def test_up_without_a_model_says_whether_prometheus_answers(world: dict, tmp_path: Path) -> None:
     from exporter.live import LiveLoop
     from exporter.store import WindowStore
