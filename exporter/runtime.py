@@ -19,7 +19,7 @@ from exporter.config import Config
 from exporter.live import LiveLoop
 from exporter.prom import PrometheusClient
 from exporter.receiver import ReceiverStats
-from exporter.store import WindowStore
+from exporter.store import StoreError, WindowStore
 
 log = logging.getLogger("deeprest.serve")
 
@@ -66,6 +66,11 @@ class Runtime:
         self.config = config
         self.clock = clock
         self.store = WindowStore(config.data_dir)
+        try:
+            self.store.claim()
+        except StoreError:
+            self.store.close()
+            raise
         prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
         self.loop = LiveLoop(config, self.store, bundle, prometheus, clock)
         self.stats = ReceiverStats()

@@ -3,11 +3,14 @@ stopping exporter leaves open are kept there for the next start to resume."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from estimator.errors import DeepRestError, InputError
 from estimator.windows import Pair, Window, window_from_json, window_to_json
@@ -20,6 +23,8 @@ OpenTrace = dict[bytes, SpanRow]
 """The spans of a trace not closed yet, by span id."""
 
 FILENAME = "windows.sqlite"
+LOCKFILE = "serve.lock"
+"""Held by the exporter serving from the data dir (see WindowStore.claim)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -69,10 +74,40 @@ class WindowStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the window store ({exc})") from exc
         self._lock = threading.Lock()
+        self._claim: IO[str] | None = None
+
+    def claim(self) -> None:
+        """Hold the data dir for one exporter (an advisory lock, released on close or exit):
+        two exporters on one data dir would each overwrite the other's windows. Readers
+        (training, capacity) need no claim."""
+        path = self.path.parent / LOCKFILE
+        try:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - kept open until close
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open ({exc.strerror})") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(
+                f"{self.path.parent} is in use by another running exporter (pid {holder}): two "
+                "exporters on one data_dir would overwrite each other's windows; give each its "
+                "own data_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._claim = handle
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._claim is not None:
+                self._claim.close()  # releases the lock
+                self._claim = None
 
     def put(self, windows: Sequence[Window]) -> None:
         """Insert or replace windows (one transaction)."""

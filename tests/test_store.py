@@ -162,7 +162,9 @@ def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2  # the bundle given is bad
 
 
-def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
+def test_serve_command_runs_without_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     train(tmp_path / "model")
     port = free_port()
     command = [
@@ -183,6 +185,14 @@ def test_serve_command_runs_without_a_file(tmp_path: Path) -> None:
 
         wait_until(estimated, 30, 0.2, what="the serve command to estimate a window")
         assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+        # a second exporter on its data dir would overwrite its windows: refused; readers are not
+        second = [*command[3:7], str(free_port()), *command[8:]]
+        assert main(second) == 2
+        said = capsys.readouterr().err
+        assert (
+            f"{tmp_path / 'data'} is in use by another running exporter (pid {process.pid})" in said
+        )
+        assert WindowStore(tmp_path / "data").count() >= 1
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
