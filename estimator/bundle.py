@@ -133,7 +133,11 @@ def load_bundle(directory: str | Path) -> Bundle:
     """Load and verify a bundle: manifest, format version, file hashes, shapes."""
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a folder not to be read
+        raise BundleError(f"{directory}: cannot be read ({exc.strerror})") from exc
+    if not found:
         raise BundleError(f"{directory}: not a model bundle (no {MANIFEST}); train one first")
     try:
         text = path.read_text(encoding="utf-8")

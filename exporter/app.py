@@ -357,10 +357,15 @@ def create_app(runtime: Runtime) -> Flask:
     def model() -> Any:
         estimator = runtime.loop.estimator
         if estimator is None:
+            reload = (
+                'or POST /api/v1/model/reload with {"path": DIR}'
+                if runtime.config.api_token
+                else "or configure api_token and POST /api/v1/model/reload"
+            )
             return _error(
                 404,
                 "no model bundle loaded: start with --model DIR (or `model:` in the config), "
-                'or POST /api/v1/model/reload with {"path": DIR}',
+                + reload,
             )
         return jsonify(model_json(estimator.info))
 

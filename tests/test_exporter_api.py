@@ -541,6 +541,9 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     assert before and all(after.get(key) == value for key, value in before.items())
     bad = requests.post(reload, headers=token, json={"path": str(tmp_path)}, timeout=10)
     assert bad.status_code == 422 and "manifest" in bad.json()["error"]
+    too_long = str(tmp_path / ("x" * 300))  # the file system refuses the name itself
+    bad = requests.post(reload, headers=token, json={"path": too_long}, timeout=10)
+    assert bad.status_code == 422 and "cannot be read (File name too long)" in bad.json()["error"]
     for body, field in (({"pth": str(other)}, "pth"), ({"path": 5}, "path"), ([1], None)):
         typo = requests.post(reload, headers=token, json=body, timeout=10)
         assert typo.status_code == 400, body  # never the configured bundle reloaded instead
@@ -596,7 +599,17 @@ def test_not_ready_without_a_model(tmp_path: Path) -> None:
     rt = Runtime(config, clock=Clock(T0)).start(tick=False)
     try:
         assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503
-        assert requests.get(f"{rt.url}/api/v1/model", timeout=5).status_code == 404
+        missing = requests.get(f"{rt.url}/api/v1/model", timeout=5)
+        assert missing.status_code == 404
+        # reload is off without a token: the way to load one says so, not a route answering 403
+        assert "configure api_token and POST /api/v1/model/reload" in missing.json()["error"]
         assert ("deeprest_up", ()) not in scrape(rt)  # nothing was asked of Prometheus yet
+    finally:
+        rt.stop()
+    config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0, api_token="t")
+    rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    try:
+        said = requests.get(f"{rt.url}/api/v1/model", timeout=5).json()["error"]
+        assert 'or POST /api/v1/model/reload with {"path": DIR}' in said
     finally:
         rt.stop()
