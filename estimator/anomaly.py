@@ -12,9 +12,15 @@ def excess(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarr
     empty band (upper == 0) from dividing by zero.
     """
     floor = 1e-9
-    above = np.maximum(actual - upper, 0.0) / np.maximum(upper, floor)
-    below = np.maximum(lower - actual, 0.0) / np.maximum(lower, floor)
-    return np.asarray(above + below, dtype=float)
+    with np.errstate(over="ignore"):  # an absurd actual value: capped below
+        above = np.maximum(actual - upper, 0.0) / np.maximum(upper, floor)
+        below = np.maximum(lower - actual, 0.0) / np.maximum(lower, floor)
+        return np.asarray(np.minimum(above + below, MAX_SCORE), dtype=float)
+
+
+MAX_SCORE = 1e9
+"""The highest score: a billion times the band's edge. A usage value past any sense (1e308) must
+not make the score infinite, which Prometheus rules cannot compare or average."""
 
 
 def smooth(previous: np.ndarray | None, current: np.ndarray, windows: int = 3) -> np.ndarray:

@@ -134,10 +134,10 @@ def load_bundle(directory: str | Path) -> Bundle:
     directory = Path(directory)
     path = directory / MANIFEST
     try:
-        found = path.is_file()
+        is_bundle = path.is_file()
     except OSError as exc:  # a name too long, a folder not to be read
         raise BundleError(f"{directory}: cannot be read ({exc.strerror})") from exc
-    if not found:
+    if not is_bundle:
         raise BundleError(f"{directory}: not a model bundle (no {MANIFEST}); train one first")
     try:
         text = path.read_text(encoding="utf-8")

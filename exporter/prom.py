@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -14,6 +15,8 @@ import requests
 from estimator.errors import DeepRestError
 from estimator.windows import SeriesKey
 from exporter.config import PrometheusConfig, format_duration
+
+log = logging.getLogger("deeprest.prometheus")
 
 
 class PrometheusError(DeepRestError):
@@ -165,4 +168,19 @@ def fetch_usage(
             key = (component or "", resource)
             if component and key in wanted:
                 out[key] = out.get(key, 0.0) + value
+    negative = sorted(key for key, value in out.items() if value < 0)
+    for key in negative:  # no usage or limit is below zero: a query of something else
+        del out[key]
+    if negative and set(negative) - _WARNED_NEGATIVE:
+        _WARNED_NEGATIVE.update(negative)
+        log.warning(
+            "Prometheus gave a negative %s for %s: left out (a query of something other than "
+            "usage?)",
+            "limit" if limits else "usage",
+            ", ".join(f"{c}/{r}" for c, r in negative[:5]),
+        )
     return out
+
+
+_WARNED_NEGATIVE: set[SeriesKey] = set()
+"""Series already warned of for a negative value (each is said once)."""

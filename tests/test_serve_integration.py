@@ -243,6 +243,25 @@ def test_a_failing_traffic_query_leaves_the_window_unstored_and_names_its_api(
         runtime.stop()
 
 
+def test_negative_usage_from_prometheus_is_left_out_with_a_warning(
+    world: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.prom import UsageQueries, fetch_usage
+
+    target: CadvisorTarget = world["target"]
+    target.set_gauge("container_memory_working_set_bytes", "minus", -1.0)
+    target.set_gauge("container_memory_working_set_bytes", "plus", 5.0)
+    expr = 'container_memory_working_set_bytes{container="minus"}'
+    wait_until(lambda: _value(world["prometheus"], expr) == -1.0, 10, 0.25, what="the gauge")
+    config: Config = world["config"]
+    client = PrometheusClient(config.prometheus)
+    queries = UsageQueries(config.prometheus, WINDOW)
+    series = [("minus", "memory"), ("plus", "memory")]
+    got = fetch_usage(client, queries, series, time.time())
+    assert got == {("plus", "memory"): 5.0}  # no usage is below zero
+    assert "Prometheus gave a negative usage for minus/memory: left out" in caplog.text
+
+
 def test_up_without_a_model_says_whether_prometheus_answers(world: dict, tmp_path: Path) -> None:
     from exporter.live import LiveLoop
     from exporter.store import WindowStore

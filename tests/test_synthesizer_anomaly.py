@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,11 @@ def test_excess_is_zero_inside_and_relative_outside() -> None:
     lower, upper = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
     assert np.allclose(excess(np.array([1.5, 3.0, 0.5]), lower, upper), [0.0, 0.5, 0.5])
     assert np.isnan(excess(np.array([np.nan]), lower[:1], upper[:1]))[0]
+    # a value past any sense gives the highest score, not infinity, and no overflow warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = excess(np.array([1e308, 1e308]), np.array([0.0, 1.0]), np.array([1e-12, 2.0]))
+    assert np.isfinite(huge).all() and (huge == huge.max()).all() and huge.max() >= 1e8
 
 
 def test_smoothing_rises_over_windows_and_keeps_score_through_unknowns() -> None:
