@@ -95,7 +95,8 @@ class Runtime:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        host = self.config.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"  # IPv6 in brackets
 
     def start(self, tick: bool = True) -> Runtime:
         """Bind the port and serve in background threads; `tick=False` leaves ticking to the caller.

@@ -613,3 +613,20 @@ def test_not_ready_without_a_model(tmp_path: Path) -> None:
         assert 'or POST /api/v1/model/reload with {"path": DIR}' in said
     finally:
         rt.stop()
+
+
+def test_an_ipv6_host_is_written_in_brackets_in_its_url(tmp_path: Path) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    config = Config(data_dir=tmp_path, host="::1", port=0, window=2.0)
+    rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    try:
+        assert rt.url == f"http://[::1]:{rt.port}"
+        assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503  # a working URL
+    finally:
+        rt.stop()
