@@ -46,7 +46,11 @@ def check_listen(host: str, port: int) -> None:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """No access log line per request (OTLP clients post many)."""
+    """No access log line per request (OTLP clients post many). A connection that sends
+    nothing for `timeout` seconds (a body cut short, an idle keep-alive) is closed, so that
+    stalled clients do not hold a thread each for ever."""
+
+    timeout = 30
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass

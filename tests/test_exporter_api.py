@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -628,5 +629,29 @@ def test_an_ipv6_host_is_written_in_brackets_in_its_url(tmp_path: Path) -> None:
     try:
         assert rt.url == f"http://[::1]:{rt.port}"
         assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503  # a working URL
+    finally:
+        rt.stop()
+
+
+def test_a_request_whose_body_stalls_is_dropped_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from exporter import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module._QuietHandler, "timeout", 0.5)
+    rt = Runtime(Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)).start(tick=False)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as stalled:
+            stalled.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                b"\r\nContent-Length: 100\r\n\r\n0123456789"
+            )  # 10 of the 100 bytes said, then nothing
+            started = time.monotonic()
+            while stalled.recv(4096):  # whatever the server answers, it then closes
+                pass
+            assert time.monotonic() - started < 5
+        assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503  # still serving
     finally:
         rt.stop()
