@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from estimator.errors import DataWarning, InputError
+from estimator.errors import DataWarning, InputError, count_of
 
 DEFAULT_SELECTOR = 'container!="",container!="POD"'
 DEFAULT_QUERIES: Mapping[str, str] = {
@@ -427,6 +427,15 @@ def _traffic(raw: dict[str, Any]) -> tuple[str, tuple[ApiTraffic, ...]]:
     if source == "prometheus" and not apis:
         raise InputError(
             "traffic.source is prometheus but no APIs are listed", field="traffic.apis"
+        )
+    if source == "otlp" and apis:
+        warnings.warn(
+            DataWarning(
+                f"traffic.apis: {count_of(len(apis), 'API')} listed, but traffic.source is otlp: "
+                "they are not read (traffic comes from traces; set source: prometheus to read "
+                "it from their expressions)"
+            ),
+            stacklevel=3,
         )
     return source, tuple(apis)
 

@@ -234,3 +234,13 @@ def test_limits_with_a_suffix_of_another_resource_are_read_with_a_warning() -> N
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         parse_limits({"db": {"cpu": "500m", "memory": "2Gi"}})  # as meant: no warning
+
+
+def test_traffic_apis_with_traces_as_the_source_are_said_to_be_unread(tmp_path: Path) -> None:
+    path = tmp_path / "deeprest.yaml"
+    path.write_text(
+        "traffic:\n  apis:\n    - {component: web, operation: /x, expr: 'sum(rate(r[1m]))'}\n"
+    )
+    with pytest.warns(DataWarning, match="1 API listed, but traffic.source is otlp"):
+        config = load_config(path)
+    assert config.traffic_source == "otlp"
