@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -21,6 +22,8 @@ SpanRow = tuple[bytes, str, str, int, int, float]
 """A buffered span: parent id, component, operation, end and start (ns), weight."""
 OpenTrace = dict[bytes, SpanRow]
 """The spans of a trace not closed yet, by span id."""
+
+log = logging.getLogger("deeprest.store")
 
 FILENAME = "windows.sqlite"
 LOCKFILE = "serve.lock"
@@ -182,9 +185,11 @@ class WindowStore:
                 window = window_from_json(data["window"], str(self.path))
                 durations = {(c, o): [float(x) for x in d] for c, o, d in data["durations"]}
             except (ValueError, TypeError, KeyError, InputError) as exc:
-                raise StoreError(
-                    f"{self.path}: open window at {start} is corrupted ({exc})"
-                ) from exc
+                # what a stop kept to resume: dropped, not a reason to refuse the start
+                log.warning(
+                    "%s: open window at %s is corrupted, dropped (%s)", self.path, start, exc
+                )
+                continue
             out.append((window, durations))
         self._transaction("the open windows", lambda db: db.execute("DELETE FROM open_windows"))
         return out
@@ -200,7 +205,7 @@ class WindowStore:
                     for sid, p, c, o, e, s, w in json.loads(body)
                 }
             except (ValueError, TypeError) as exc:
-                raise StoreError(f"{self.path}: open trace {trace} is corrupted ({exc})") from exc
+                log.warning("%s: open trace %s is corrupted, dropped (%s)", self.path, trace, exc)
         self._transaction("the open traces", lambda db: db.execute("DELETE FROM open_traces"))
         return out
 
@@ -210,7 +215,11 @@ class WindowStore:
             try:
                 out.append(window_from_json(json.loads(body), str(self.path)))
             except (ValueError, InputError) as exc:
-                raise StoreError(f"{self.path}: window at {start} is corrupted ({exc})") from exc
+                raise StoreError(
+                    f"{self.path}: window at {start} is corrupted ({exc}); delete it (sqlite3 "
+                    f"{self.path} 'DELETE FROM windows WHERE start = {start!r}') or move the "
+                    "data_dir aside"
+                ) from exc
         return out
 
     def _select(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:

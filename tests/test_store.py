@@ -17,7 +17,7 @@ from estimator.errors import DataWarning, InputError
 from exporter.cli import main
 from exporter.config import load_config, parse_duration, parse_limits, parse_size
 from exporter.prom import UsageQueries
-from exporter.store import WindowStore
+from exporter.store import StoreError, WindowStore
 from tests.exporter_world import PATHS, train, world
 from tests.servers import free_port, wait_until
 
@@ -244,3 +244,31 @@ def test_traffic_apis_with_traces_as_the_source_are_said_to_be_unread(tmp_path: 
     with pytest.warns(DataWarning, match="1 API listed, but traffic.source is otlp"):
         config = load_config(path)
     assert config.traffic_source == "otlp"
+
+
+def test_corrupted_rows_of_the_store_are_dropped_or_named_with_a_way_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    store = WindowStore(tmp_path)
+    store.put(world(window=2.0)[:2])
+    store.close()
+    with sqlite3.connect(tmp_path / "windows.sqlite") as db:
+        db.execute("INSERT INTO open_windows VALUES (10.0, 'garbage')")
+        db.execute("INSERT INTO open_traces VALUES ('zz', '[1, 2]')")
+    store = WindowStore(tmp_path)
+    # what a stop kept to resume is dropped with a warning: a start is not refused over it
+    assert store.take_open() == [] and store.take_open_traces() == {}
+    assert "open window at 10.0 is corrupted, dropped" in caplog.text
+    assert "open trace zz is corrupted, dropped" in caplog.text
+    assert len(store.recent(5)) == 2
+    start = store.recent(1)[0].start
+    store.close()
+    with sqlite3.connect(tmp_path / "windows.sqlite") as db:
+        db.execute("UPDATE windows SET body = 'garbage' WHERE start = ?", (start,))
+    store = WindowStore(tmp_path)
+    with pytest.raises(StoreError, match="DELETE FROM windows WHERE start = ") as info:
+        store.recent(5)
+    assert "or move the data_dir aside" in str(info.value)
+    store.close()
