@@ -376,6 +376,14 @@ class LiveLoop:
         config, store = self.config, self.store
         resumed, traces = store.take_open(), store.take_open_traces()
         after = store.last_end()
+        last = store.recent(1)
+        if last and abs((last[0].end - last[0].start) - self.window) > 1e-6:
+            log.warning(
+                "the data dir holds windows of %gs, this run's are %gs: a training set of both "
+                "is refused (train --config); give this window length its own data_dir",
+                last[0].end - last[0].start,
+                self.window,
+            )
         restarted = after is not None or bool(resumed) or bool(traces)
         resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
         hold = now + config.receiver.restart_catchup if restarted else -math.inf

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from estimator.bundle import load_bundle
 from exporter.config import Config, PrometheusConfig, ReceiverConfig
 from exporter.runtime import Runtime
-from tests.exporter_world import PATHS, span_request, train
+from tests.exporter_world import PATHS, span_request, train, world
 from tests.servers import free_port
 
 T0 = 1_800_000_000.0
@@ -350,6 +350,21 @@ def test_a_trace_whose_root_comes_after_the_grace_is_counted_as_split(
         rt.loop.tick()
     assert scrape(rt)[("deeprest_otlp_traces_split_total", ())] == 3
     assert "3 traces got spans after they closed" in caplog.text
+
+
+def test_a_start_on_windows_of_another_length_says_they_would_mix(
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.store import WindowStore
+
+    store = WindowStore(tmp_path / "data")
+    store.put(world(window=2.0)[:3])
+    store.close()
+    config = make_config(bundle_dir, tmp_path / "data", window=4.0)
+    with caplog.at_level("WARNING", logger="deeprest.live"):
+        rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    rt.stop()
+    assert "the data dir holds windows of 2s, this run's are 4s" in caplog.text
 
 
 def test_a_restart_with_another_window_length_drops_the_open_windows(
