@@ -189,12 +189,12 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     Where a series has a limit (configured or read from Prometheus), its entry adds the limit,
     the headroom at the asked traffic, `max_scale`: how many times the base traffic its upper
     band allows before its peak reaches the limit, and `max_scale_median`, the same for the
-    median (None where 100 times the traffic, or 1.25 times the scale asked, does not reach it). The base is the recent stored
-    traffic for "scale" (so that the scale asked and the scale allowed read on one axis, as in
-    `deeprest whatif --scale`) and the given rates for "rates". Where the stored windows carry
-    API latency, `latency` gives each API's `statistic` (body field `latency`, default p95) at
-    the what-if peak load, from its curve over the last LATENCY_WINDOWS windows (None:
-    saturated)."""
+    median (None where 100 times the traffic, or 1.25 times the scale asked, does not reach
+    it). The base is the recent stored traffic for "scale" (so that the scale asked and the
+    scale allowed read on one axis, as in `deeprest whatif --scale`) and the given rates for
+    "rates". Where the stored windows carry API latency, `latency` gives each API's `statistic`
+    (body field `latency`, default p95) at the what-if peak load, from its curve over the last
+    LATENCY_WINDOWS windows (None: saturated)."""
     unknown = sorted(set(body) - set(WHATIF_FIELDS))
     if unknown:
         raise InputError(f"unknown field; expected {', '.join(WHATIF_FIELDS)}", field=unknown[0])
