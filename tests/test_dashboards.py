@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,68 @@ def test_provisioning_files() -> None:
     assert providers["apiVersion"] == 1
     assert [p["type"] for p in providers["providers"]] == ["file"]
     assert providers["providers"][0]["options"]["path"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_the_driven_components_panel_is_a_correlation_over_the_minutes_with_both(
+    tmp_path: Path,
+) -> None:
+    """The panel's PromQL on a real evaluator (promtool): expected usage linear in the API's
+    rate gives 1 even where it exists only for the last half hour while the rate has an hour
+    (averages over different minutes gave -0.22); falling with the rate gives -1; a series that
+    did not change gives no row (not NaN)."""
+    doc = load(BASE / "dashboards" / "api-traffic.json")
+    [expr] = [e for title, e in panel_exprs(doc) if title == "Components driven by $api"]
+    expr = substitute(expr, {"api": "front:/read"})
+    per_minute = [2.0 + (k % 20) * 0.5 + (3.0 if k % 7 == 0 else 0.0) for k in range(91)]
+    counter = [sum(per_minute[: k + 1]) * 60 for k in range(91)]
+    rate5m = {k: (counter[k] - counter[k - 5]) / 300 for k in range(5, 91)}
+    late = range(60, 91)  # expected usage only from minute 60: the model was loaded then
+
+    def values(f: Any) -> str:
+        return " ".join(repr(f(rate5m[k])) if k in late else "_" for k in range(91))
+
+    labels = 'job="deeprest",instance="a"'
+    test = {
+        "rule_files": [str(BASE / "rules" / "deeprest-recording.yaml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'deeprest_api_calls_total{{{labels},api="front:/read"}}',
+                        "values": " ".join(repr(c) for c in counter),
+                    },
+                    *(
+                        {
+                            "series": f'deeprest_expected_usage{{{labels},component="{c}",'
+                            'resource="cpu"}',
+                            "values": values(f),
+                        }
+                        for c, f in (
+                            ("rising", lambda r: 0.1 + 0.002 * r),
+                            ("falling", lambda r: 1.0 - 0.001 * r),
+                            ("flat", lambda r: 0.3),
+                        )
+                    ),
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": f"round({expr}, 0.000001)",
+                        "eval_time": "90m",
+                        "exp_samples": [
+                            {"labels": '{component="rising",resource="cpu"}', "value": 1},
+                            {"labels": '{component="falling",resource="cpu"}', "value": -1},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "panel.test.yaml"
+    path.write_text(yaml.safe_dump(test))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
