@@ -153,7 +153,7 @@ def ensure_binaries(parts: tuple[str, ...], install: bool, say: Progress) -> int
 
 def compress_durations(text: str, factor: float) -> str:
     """Rule text with every duration multiplied by `factor`: `for:` and `keep_firing_for:`,
-    ranges, subqueries and offsets, and the seconds the expressions count in (`3600 *`, per
+    ranges, subqueries (their steps too) and offsets, and the seconds the expressions count in (`3600 *`, per
     hour; `seconds > 300`, an age), so a rule means in the demo's windows what it means in
     1-minute ones."""
 
@@ -168,6 +168,11 @@ def compress_durations(text: str, factor: float) -> str:
     text = re.sub(r"(offset\s+)(\d+)(ms|s|m|h|d)\b", lambda m: m[1] + scaled(m[2], m[3]), text)
     text = re.sub(r"\b(3600)(\s*\*)", lambda m: seconds(m[1]) + m[2], text)
     text = re.sub(r"(seconds\s*>\s*)(\d+)\b", lambda m: m[1] + seconds(m[2]), text)
+    text = re.sub(
+        r"(\[\d+(?:ms|s|m|h|d)):(\d+)(ms|s|m|h|d)\]",
+        lambda m: f"{m[1]}:{scaled(m[2], m[3])}]",
+        text,
+    )
     return re.sub(r"\[(\d+)(ms|s|m|h|d)([\]:])", lambda m: f"[{scaled(m[1], m[2])}{m[3]}", text)
 
 
