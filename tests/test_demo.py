@@ -74,7 +74,11 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert "in Alertmanager /api/v2/alerts: yes" in output
     assert re.search(r"Prometheus http://127\.0\.0\.1:\d+", output)
     assert re.search(r"deeprest serve http://127\.0\.0\.1:\d+/metrics", output)
-    summary = json.loads((out / "summary.json").read_text())
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"summary.json holds {constant}: not strict JSON")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
     crypto = summary["attacks"]["crypto"]
     assert crypto["fired"] and crypto["alertmanager"]
     for_s = demo.alert_for_seconds(demo.CPU_ALERT, summary["window_s"])
@@ -125,6 +129,28 @@ def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:
     assert demo.alert_for_seconds(demo.CPU_ALERT, 5.0) == pytest.approx(50.0)
     assert demo.alert_for_seconds(demo.DISK_ALERT, 2.0) == pytest.approx(10.0)
     assert demo.compress_durations("rate(x[5m])", 0.1) == "rate(x[30s])"
+    # a subquery's step too: its count of steps means the same time on the demo's scale
+    assert "[300s:5s]) > 45" in text
+    assert (
+        demo.compress_durations("count_over_time(x[1h:1m])", 0.5) == "count_over_time(x[1800s:30s])"
+    )
+
+
+def test_the_summary_is_strict_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    options = demo.DemoOptions(out=tmp_path)
+    figures = {"a": float("nan"), "b": [np.float64("inf"), np.int64(3), 0.5], "c": {"d": True}}
+    path = demo.write_summary(options, figures)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"summary.json holds {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "a": None,
+        "b": [None, 3, 0.5],
+        "c": {"d": True},
+    }
 
 
 def test_span_request_reproduces_the_simulated_path_counts() -> None:

@@ -14,6 +14,8 @@ untouched.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import re
 import shutil
@@ -263,10 +265,28 @@ def interrupts_as_keyboard() -> Iterator[None]:
 
 
 def write_summary(options: DemoOptions, summary: dict[str, Any]) -> Path:
-    """summary.json beside the report (figures for scripts and benchmarks)."""
+    """summary.json beside the report (figures for scripts and benchmarks); a figure that is
+    not a number (the accuracy of a series that stayed at 0) is null, as strict JSON wants."""
     path = options.out / "summary.json"
-    path.write_text(json.dumps(summary, indent=2, default=float))
+    path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False))
     return path
+
+
+def _strict(value: Any) -> Any:
+    """`value` with NaN and infinities as None, numpy numbers as Python ones, at any depth."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    if not math.isfinite(number):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else number
 
 
 def run_demo(options: DemoOptions) -> int:
