@@ -171,7 +171,12 @@ class WindowAggregator:
         self.delay = delay
         self.hold_until = hold_until
         current = math.floor(now / window)
-        previous = math.floor(after / window) - 1 if after is not None else current - 1
+        if after is not None:
+            previous = math.floor(after / window) - 1
+        elif resumed:  # nothing stored yet: every window the stop kept is still open
+            previous = min(self._index_of(w.start, window) for w, _ in resumed) - 1
+        else:
+            previous = current - 1
         self._closed = max(previous, current - 1)  # index of the newest closed window
         self._open: dict[int, Window] = {}
         self._durations: dict[int, dict[Pair, list[float]]] = {}  # seconds, per window and API
@@ -196,7 +201,11 @@ class WindowAggregator:
         self._lock = threading.Lock()
 
     def _index(self, seconds: float) -> int:
-        return math.floor(seconds / self.window)
+        return self._index_of(seconds, self.window)
+
+    @staticmethod
+    def _index_of(seconds: float, window: float) -> int:
+        return math.floor(seconds / window)
 
     def add_paths(self, paths: Iterable[tuple[int, CallPath]], now: float) -> int:
         """Count paths into the window of their root's end; returns how many were too late."""

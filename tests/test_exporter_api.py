@@ -312,6 +312,32 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
 
 
+def test_what_a_first_stop_kept_resumes_after_a_long_downtime(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """A store without a stored window yet: the windows and traces the stop kept are still
+    open at a start many windows later (they were dropped as closed, their spans late)."""
+    clock = Clock(T0 + 0.1)
+    config = make_config(bundle_dir, tmp_path / "data")
+    rt = Runtime(config, clock=clock).start(tick=False)
+    post(rt, span_request(3, int((T0 + 0.5) * 1e9), seed=1).SerializeToString(), PB)
+    clock.now += config.grace + 0.1
+    rt.loop.tick()  # the traces closed into their window, still open
+    post(rt, span_request(2, int((T0 + 1.5) * 1e9), seed=2).SerializeToString(), PB)
+    assert rt.store.count() == 0
+    rt.stop()  # one open window and two open traces kept; nothing stored yet
+    clock.now = T0 + 15.0  # seven windows later
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        clock.now += config.receiver.restart_catchup + 2 * config.grace + 2.0
+        again.loop.tick()
+        [window] = [w for w in again.store.range(0, clock.now) if w.calls]
+        assert (window.start, window.calls) == (T0, {path: 5.0 for path in PATHS})
+        assert again.loop.aggregator.rejected()["late"] == 0
+    finally:
+        again.stop()
+
+
 def test_traces_still_open_at_a_stop_are_kept_whatever_the_next_window(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
