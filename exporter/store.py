@@ -184,7 +184,7 @@ class WindowStore:
                 data = json.loads(body)
                 window = window_from_json(data["window"], str(self.path))
                 durations = {(c, o): [float(x) for x in d] for c, o, d in data["durations"]}
-            except (ValueError, TypeError, KeyError, InputError) as exc:
+            except (ValueError, TypeError, KeyError, OverflowError, InputError) as exc:
                 # what a stop kept to resume: dropped, not a reason to refuse the start
                 log.warning(
                     "%s: open window at %s is corrupted, dropped (%s)", self.path, start, exc
@@ -204,7 +204,7 @@ class WindowStore:
                     bytes.fromhex(sid): (bytes.fromhex(p), str(c), str(o), int(e), int(s), float(w))
                     for sid, p, c, o, e, s, w in json.loads(body)
                 }
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 log.warning("%s: open trace %s is corrupted, dropped (%s)", self.path, trace, exc)
         self._transaction("the open traces", lambda db: db.execute("DELETE FROM open_traces"))
         return out

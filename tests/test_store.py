@@ -257,11 +257,14 @@ def test_corrupted_rows_of_the_store_are_dropped_or_named_with_a_way_out(
     with sqlite3.connect(tmp_path / "windows.sqlite") as db:
         db.execute("INSERT INTO open_windows VALUES (10.0, 'garbage')")
         db.execute("INSERT INTO open_traces VALUES ('zz', '[1, 2]')")
+        infinite = '[["00", "", "svc", "op", Infinity, 1, 1.0]]'  # an end time of 1e400
+        db.execute("INSERT INTO open_traces VALUES ('ab', ?)", (infinite,))
     store = WindowStore(tmp_path)
     # what a stop kept to resume is dropped with a warning: a start is not refused over it
     assert store.take_open() == [] and store.take_open_traces() == {}
     assert "open window at 10.0 is corrupted, dropped" in caplog.text
     assert "open trace zz is corrupted, dropped" in caplog.text
+    assert "open trace ab is corrupted, dropped" in caplog.text
     assert len(store.recent(5)) == 2
     start = store.recent(1)[0].start
     store.close()
