@@ -282,12 +282,17 @@ def read_windows(path: str | Path) -> Iterator[Window]:
     """Stream windows from a JSON Lines file, validating each line; blank lines are skipped."""
     source = str(path)
     try:
-        handle: IO[str] = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
     with handle:
         previous_start = previous_end = -math.inf
-        for number, text in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                message = f"not UTF-8 text (byte {exc.start + 1} of the line)"
+                raise _fail(message, source, number) from None
             if not text.strip():
                 continue
             try:

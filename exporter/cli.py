@@ -148,6 +148,13 @@ def _run(module: Any, args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"deeprest {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2 if exc.filename else 1
+    except UnicodeDecodeError as exc:  # a text input no reader above caught with its name
+        print(
+            f"deeprest {args.command}: error: an input is not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start + 1})",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"deeprest {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -498,6 +498,8 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot read config: {exc.strerror}", source=source) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=source) from None
         loaded = load_yaml(text, source)
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError("the top level must be a mapping", source=source)

@@ -422,6 +422,9 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         bad.write_text(text)
         assert main(whatif) == 2
         assert f"{bad}, {where}" in capsys.readouterr().err
+    bad.write_bytes(b"start,/compose\n0,\xff\n")
+    assert main(whatif) == 2
+    assert f"{bad}: not UTF-8 text (byte 18)" in capsys.readouterr().err
     # traffic of no calls: no multiple of it reaches a limit, said so
     zero = trained["root"] / "zero.csv"
     zero.write_text("start,/compose\n0,0\n60,0\n")

@@ -275,3 +275,11 @@ def test_corrupted_rows_of_the_store_are_dropped_or_named_with_a_way_out(
         store.recent(5)
     assert "or move the data_dir aside" in str(info.value)
     store.close()
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "deeprest.yaml"
+    path.write_bytes(b"window: 5s\nport: \xff\n")
+    with pytest.raises(InputError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 18)"

@@ -158,3 +158,12 @@ def test_deep_tree_paths_do_not_recurse() -> None:
     for i in range(5000):
         node = {"component": "c", "operation": f"op{i}", "children": [node]}
     assert sum(1 for _ in tree_paths(node)) == 5001
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "x.jsonl", [GOOD, GOOD])
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + lines[1].replace(b'"start"', b'"st\xffart"', 1))
+    with pytest.raises(InputError) as info:
+        list(read_windows(path))
+    assert info.value.line == 2 and "not UTF-8 text (byte 5 of the line)" in str(info.value)

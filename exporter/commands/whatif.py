@@ -87,7 +87,7 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
+        raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=str(path)) from None
     raw = load_yaml(text, str(path), "YAML or JSON")
     if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
         raw = raw["limits"]
@@ -242,6 +242,15 @@ def read_traffic_csv(
 ) -> tuple[list[dict[Pair, float]], np.ndarray]:
     """Wide CSV: start, then one column of calls per window for each API (at most MAX_RATE
     calls per second)."""
+    try:
+        return _read_traffic_csv(path, synthesizer, window_seconds)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=str(path)) from None
+
+
+def _read_traffic_csv(
+    path: Path, synthesizer: Synthesizer, window_seconds: float
+) -> tuple[list[dict[Pair, float]], np.ndarray]:
     most = MAX_RATE * window_seconds
     try:
         handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
