@@ -61,6 +61,22 @@ def existing_store(data_dir: str | Path, source: str) -> WindowStore:
     return WindowStore(data_dir)
 
 
+def holder(data_dir: str | Path) -> str | None:
+    """The pid of the running exporter that holds `data_dir` (see WindowStore.claim), or None
+    where none does."""
+    path = Path(data_dir) / LOCKFILE
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None  # no lock file: never served from, or not readable (then claim says so)
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "unknown"
+    return None
+
+
 class WindowStore:
     """Closed windows in contract-1 JSON, keyed by start time; safe to share between threads."""
 

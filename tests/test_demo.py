@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -218,3 +219,19 @@ def test_accuracy_headline_names_the_worst_series(capsys: pytest.CaptureFixture[
     print_accuracy({"normal": Evaluation(series, np.arange(3.0), actual, pred, None)})
     line = capsys.readouterr().out.splitlines()[-1]
     assert "worst 0.000 (store/write_iops)" in line and "-0.000" not in line, line
+
+
+def test_a_demo_leaves_the_data_of_a_running_exporter_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.store import WindowStore
+
+    options = demo.DemoOptions(out=tmp_path, quick=True)
+    store = WindowStore(options.run_dir / "data")
+    store.claim()  # an exporter serving from the demo's folder (an earlier demo, still running)
+    try:
+        assert demo.run_demo(options) == 2
+        assert f"is in use by a running exporter (pid {os.getpid()})" in capsys.readouterr().err
+        assert (options.run_dir / "data" / "windows.sqlite").exists()
+    finally:
+        store.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from exporter.store import holder
 from infra.local.procs import Managed, TestbedError, http_ok, start, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -294,6 +295,14 @@ def run_demo(options: DemoOptions) -> int:
     # Child processes run in other folders and read paths from generated configs: every path
     # they are given is absolute, whatever folder the demo was started from.
     options = replace(options, out=options.out.resolve())
+    pid = holder(options.run_dir / "data")
+    if pid is not None:  # its windows must not be deleted under it
+        print(
+            f"deeprest demo: error: {options.run_dir / 'data'} is in use by a running exporter "
+            f"(pid {pid}): another demo in {options.out}? Stop it, or give --out another folder",
+            file=sys.stderr,
+        )
+        return 2
     say = Progress()
     parts = ("prometheus", "alertmanager") if options.quick else tuple(BINARIES)
     code = ensure_binaries(parts, options.install, say)
