@@ -176,6 +176,7 @@ class LiveLoop:
         self.snapshot = Snapshot()
         self._tick_lock = threading.Lock()
         self._split_logged, self._split_logged_at = 0, -math.inf
+        self._traffic_answered: set[Pair] = set()  # APIs whose traffic query had samples
         if bundle is not None:
             self.load(bundle)
 
@@ -215,8 +216,16 @@ class LiveLoop:
                 behind = max(now, self.clock()) - due > self.window
                 late += behind
                 self._close_window(window, query=not behind)
-            if late and self.prometheus is not None:
-                log.warning("%d windows late: estimated without asking Prometheus", late)
+            if late and self.config.traffic_source == "prometheus":
+                log.warning(
+                    "%s late: neither stored nor estimated (their traffic comes from Prometheus, "
+                    "which a window this late is not asked)",
+                    count_of(late, "window"),
+                )
+            elif late and self.prometheus is not None:
+                log.warning(
+                    "%s late: estimated without asking Prometheus", count_of(late, "window")
+                )
         return windows
 
     def _query(self, series: list[SeriesKey], at: float, limits: bool) -> dict | None:
@@ -250,12 +259,20 @@ class LiveLoop:
         counts: dict[Pair, float] = {}
         failed = []
         for api in self.config.traffic_apis:
+            key = (api.component, api.operation)
             try:
-                rate = sum(v for _, v in self.prometheus.query(api.expr, window.end))
+                samples = self.prometheus.query(api.expr, window.end)
             except PrometheusError as exc:
                 failed.append(f"{api.component}:{api.operation} ({api.expr}): {exc}")
                 continue
-            counts[(api.component, api.operation)] = rate * self.window
+            if not samples and key in self._traffic_answered:
+                # it answered before: Prometheus holds no data for this time (it was down or
+                # paused then), not zero calls
+                failed.append(f"{api.component}:{api.operation} ({api.expr}): no samples")
+                continue
+            if samples:
+                self._traffic_answered.add(key)
+            counts[key] = sum(v for _, v in samples) * self.window
         self.aggregator.count_calls({(api,): n for api, n in counts.items()})
         if failed:
             log.warning(

@@ -243,6 +243,42 @@ def test_a_failing_traffic_query_leaves_the_window_unstored_and_names_its_api(
         runtime.stop()
 
 
+def test_a_traffic_query_that_answered_before_and_now_has_no_samples_is_unknown(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prometheus holds no data for a time it was down: the query that had samples before
+    answers none, which is not zero calls. A query that never had any (an API not yet called,
+    its counter not yet created) is zero calls."""
+    target: CadvisorTarget = world["target"]
+    target.set_rate("http_requests_total", "front", 6.0)
+    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
+    until = time.time() + 4 * WINDOW  # the query has samples until then, none after
+    rate = 'sum(rate(http_requests_total{container="front"}[4s]))'
+    config = replace(
+        world["config"],
+        port=0,
+        data_dir=tmp_path,
+        traffic_source="prometheus",
+        traffic_apis=(
+            ApiTraffic("front", "/compose", f"{rate} and on () (vector(time()) < {until:.3f})"),
+            ApiTraffic("front", "/read", "sum(rate(never_created_total[4s]))"),
+        ),
+        prometheus=prometheus,
+    )
+    wait_until(lambda: _value(world["prometheus"], rate), 10, 0.25, what="request rate series")
+    runtime = Runtime(config).start()
+    try:
+        wait_until(lambda: runtime.store.count() >= 1, 6 * WINDOW, what="a window stored")
+        wait_until(lambda: ": no samples" in caplog.text, 8 * WINDOW, what="the warning")
+        time.sleep(WINDOW)
+        stored = runtime.store.range(0, time.time() + WINDOW)
+        assert stored and all(w.end <= until + 1e-6 for w in stored)  # none after: unknown
+        assert all(w.calls for w in stored)  # /read never answered: zero calls, not unknown
+        assert "front:/compose (" in caplog.text and "front:/read (" not in caplog.text
+    finally:
+        runtime.stop()
+
+
 def test_negative_usage_from_prometheus_is_left_out_with_a_warning(
     world: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
