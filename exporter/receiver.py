@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from werkzeug.exceptions import ClientDisconnected
 
 from estimator.spans import adjusted_count, check_sampling_ratio
 from exporter.config import ReceiverConfig
@@ -48,6 +49,7 @@ REQUEST_REASONS = (
     "undecodable",
     "too_many_spans",
     "queue_full",
+    "body_timeout",
 )
 """Why a whole request is refused (label values of deeprest_otlp_requests_rejected_total)."""
 
@@ -86,7 +88,10 @@ def read_limited(stream: Any, content_length: int | None, limit: int) -> bytes:
     """Read at most `limit` bytes of a request body, refusing larger ones before reading them."""
     if content_length is not None and content_length > limit:
         raise OtlpError(413, "too_large", f"body of {content_length} bytes exceeds {limit}")
-    body: bytes = stream.read(limit + 1)
+    try:
+        body: bytes = stream.read(limit + 1)
+    except (OSError, ClientDisconnected):  # the connection's idle timeout: a body cut short
+        raise OtlpError(408, "body_timeout", "the body stopped arriving before its end") from None
     if len(body) > limit:
         raise OtlpError(413, "too_large", f"body exceeds {limit} bytes")
     return body

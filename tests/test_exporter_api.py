@@ -675,7 +675,7 @@ def test_an_ipv6_host_is_written_in_brackets_in_its_url(tmp_path: Path) -> None:
 
 
 def test_a_request_whose_body_stalls_is_dropped_after_the_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import socket
 
@@ -690,9 +690,16 @@ def test_a_request_whose_body_stalls_is_dropped_after_the_timeout(
                 b"\r\nContent-Length: 100\r\n\r\n0123456789"
             )  # 10 of the 100 bytes said, then nothing
             started = time.monotonic()
-            while stalled.recv(4096):  # whatever the server answers, it then closes
-                pass
+            answer = b""
+            while chunk := stalled.recv(4096):  # the server answers, then closes
+                answer += chunk
             assert time.monotonic() - started < 5
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert (
+            scrape(rt)[("deeprest_otlp_requests_rejected_total", (("reason", "body_timeout"),))]
+            == 1
+        )
+        assert "Error on request" not in caplog.text  # answered, no traceback in the log
         assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503  # still serving
     finally:
         rt.stop()
