@@ -268,8 +268,9 @@ def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, f
     previous: Step | None = None
     for step in ordered:
         if step.saturated and step.latency <= objective:
-            low = previous.rate if previous is not None else step.achieved
-            return max(low, step.achieved), low, step.rate
+            if previous is None:  # no step below: what the lowest served (0: none tested below)
+                return step.achieved, 0.0, step.rate
+            return max(previous.rate, step.achieved), previous.rate, step.rate
         if step.latency > objective:
             if previous is None:
                 return 0.0, 0.0, step.rate

@@ -433,6 +433,28 @@ def test_measured_stops_at_a_saturated_step_and_reads_exact_or_repeated_rates() 
     assert _measured(rate, lo, hi) == "400" and _measured(*measured_max_rate(exact, 0.1)) == "400"
 
 
+def test_a_saturated_step_is_named_as_what_it_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = ["api", "offered_rps", "achieved_rps", "p99_ms"]
+    rows = [["/x", 100, 60, 20], ["/x", 200, 90, 30]]  # both saturated, both within 100 ms
+    runs = write_csv(tmp_path / "runs.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "/x: 60 requests/s within p99 <= 100 ms (measured at the lowest step, at 100, which "
+        "served 60)" in printed
+    )  # no step at 60 was tested
+    rows = [["/x", 100, 100, 20], ["/x", 200, 150, 30]]
+    write_csv(tmp_path / "runs.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "/x: 150 requests/s within p99 <= 100 ms (measured between the steps at 100 and "
+        "200, which served 150)" in printed
+    )
+
+
 def test_steps_at_one_rate_twice_are_warned_of(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -173,10 +173,13 @@ class Answer:
         if rate == 0:
             return f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
         if math.isfinite(hi):
-            return (
-                f"{who}: {_rate(rate)} {self.unit} within {objective} "
-                f"(measured between the steps at {_rate(lo)} and {_rate(hi)})"
-            )
+            top = next((s for s in self.steps if s.rate == hi), None)
+            served = f", which served {_rate(top.achieved)}" if top and top.saturated else ""
+            if lo == 0:  # the lowest step saturated within the objective
+                where = f"measured at the lowest step, at {_rate(hi)}{served}"
+            else:
+                where = f"measured between the steps at {_rate(lo)} and {_rate(hi)}{served}"
+            return f"{who}: {_rate(rate)} {self.unit} within {objective} ({where})"
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
         low, best, high = self.fit.max_rate(objective.seconds)
