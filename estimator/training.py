@@ -54,7 +54,8 @@ def check_window_lengths(windows: Sequence[Window], source: str) -> None:
         shown = ", ".join(f"{n} of {length:g} s" for length, n in others)
         raise InputError(
             f"windows of several lengths: {len(windows) - len(odd)} of {width:g} s, {shown}; "
-            "a model reads calls per window of one length (import or simulate with one window)",
+            "a model reads calls per window of one length (train on a range of one length with "
+            "--from and --to, or import or simulate with one window)",
             source=source,
         )
 

@@ -30,7 +30,7 @@ log = logging.getLogger("deeprest.live")
 WARM_WINDOWS = 256
 """Stored windows replayed to rebuild the traffic history after a start or a reload."""
 SPLIT_LOG_SECONDS = 600.0
-"""The least time between two warnings of split traces."""
+"""The least time between two warnings of split traces, or of traffic queries failing."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,7 @@ class LiveLoop:
         self._tick_lock = threading.Lock()
         self._split_logged, self._split_logged_at = 0, -math.inf
         self._traffic_answered: set[Pair] = set()  # APIs whose traffic query had samples
+        self._traffic_failing, self._traffic_logged_at, self._traffic_unlogged = False, 0.0, 0
         if bundle is not None:
             self.load(bundle)
 
@@ -275,16 +276,31 @@ class LiveLoop:
             counts[key] = sum(v for _, v in samples) * self.window
         self.aggregator.count_calls({(api,): n for api, n in counts.items()})
         if failed:
-            log.warning(
-                "traffic query of %s failed, so the window ending at %s is neither stored nor "
-                "estimated (its traffic is not known): %s",
-                count_of(len(failed), "API"),
-                _plain_time(window.end),
-                "; ".join(failed[:3]),
-            )
+            self._note_traffic_failed(window, failed)
             return False
+        if self._traffic_failing:
+            log.info("traffic queries answer again: windows are stored and estimated")
+            self._traffic_failing = False
         window.calls.update(self._paths_of(counts, window))
         return True
+
+    def _note_traffic_failed(self, window: Window, failed: list[str]) -> None:
+        """Warn that a window's traffic is not known: at once when it starts, then at most every
+        SPLIT_LOG_SECONDS while it goes on (a bad expression fails every window)."""
+        now = self.clock()
+        if self._traffic_failing and now - self._traffic_logged_at < SPLIT_LOG_SECONDS:
+            self._traffic_unlogged += 1
+            return
+        since = f" ({count_of(self._traffic_unlogged, 'window')} more since the last warning)"
+        log.warning(
+            "traffic query of %s failed, so the window ending at %s is neither stored nor "
+            "estimated (its traffic is not known)%s: %s",
+            count_of(len(failed), "API"),
+            _plain_time(window.end),
+            since if self._traffic_unlogged else "",
+            "; ".join(failed[:3]),
+        )
+        self._traffic_failing, self._traffic_logged_at, self._traffic_unlogged = True, now, 0
 
     def _paths_of(self, counts: Mapping[Pair, float], window: Window) -> dict[CallPath, float]:
         """Call-path counts of per-API calls, as the model saw them in training: each API's

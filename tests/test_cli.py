@@ -412,7 +412,8 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         ("start,/compose\n0,lots\n", "line 2, field '/compose'"),
         ("start,/compose,front:/compose\n0,1,2\n", "line 1, field 'front:/compose'"),  # one API
         ("start,/nope\n0,1\n", "line 1, field '/nope'"),
-        ("start,/compose\n60,1\n0,1\n", "line 3, field 'start'"),  # out of time order
+        ("start,/compose\n60,1\n0,1\n", "line 3, field 'start': rows must be in time order"),
+        ("start,/compose\n60,1\n60,2\n", "line 3, field 'start': the same start as the row"),
         ("start\n0\n60\n", "line 1: no API column after 'start'"),  # no traffic at all
         ("start,/compose\n0,1\n60,1e300\n", "line 3, field '/compose': 1e300 calls a window"),
         ("start,/compose\n0,1\n30,1\n", "line 3, field 'start': 30 s after the row before"),

@@ -705,7 +705,7 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
 def test_otlp_json_ids_are_checked_as_the_receiver_checks_them(tmp_path: Path) -> None:
     fld = "resourceSpans[0].scopeSpans[0].spans[0]"
     for edit, field, message in (
-        ({"spanId": "zz"}, "spanId", "expected 16 hex digits (a 8-byte id), got 'zz'"),
+        ({"spanId": "zz"}, "spanId", 'expected 16 hex digits (a 8-byte id), got "zz"'),
         ({"traceId": "0" * 32}, "traceId", "an id of zeros is invalid"),
         ({"parentSpanId": "abc"}, "parentSpanId", "expected 16 hex digits"),
     ):

@@ -11,6 +11,7 @@ OpenTelemetry's sampling threshold (`ot=th:...`) says how many traces its trace 
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -81,7 +82,9 @@ def _hex_id(where: Where, value: Any, size: int, fld: str, zero: bool = False) -
     except ValueError:
         raw = b""
     if len(raw) != size or len(text) != 2 * size:
-        raise where.fail(f"expected {2 * size} hex digits (a {size}-byte id), got {text!r}", fld)
+        raise where.fail(
+            f"expected {2 * size} hex digits (a {size}-byte id), got {json.dumps(text)}", fld
+        )
     if not zero and not any(raw):
         raise where.fail("an id of zeros is invalid (OTLP)", fld)
     return text.lower()

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if config.window is None:
         config = replace(config, window=bundle.window_seconds if bundle else 60.0)
     elif bundle is not None and abs(bundle.window_seconds - config.window) > 1e-9:
-        logging.warning(
+        logging.getLogger("deeprest.serve").warning(
             "window %gs differs from the bundle's %gs; counts are rescaled to the bundle's window",
             config.window,
             bundle.window_seconds,

@@ -313,7 +313,14 @@ def _read_traffic_csv(
                         field=name,
                     )
                 values.append(value)
-            if starts and values[0] <= starts[-1]:
+            if starts and values[0] == starts[-1]:
+                raise InputError(
+                    "the same start as the row before (a row written twice?)",
+                    source=str(path),
+                    line=line,
+                    field="start",
+                )
+            if starts and values[0] < starts[-1]:
                 raise InputError(
                     "rows must be in time order", source=str(path), line=line, field="start"
                 )
@@ -470,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, columns))
     for note in (past_training_note(rows), under_training_note(bundle, result)):
         if note:
-            say(note)
+            warnings.warn(DataWarning(note), stacklevel=2)
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
         if any(calls > 0 for counts in reference for calls in counts.values()):
