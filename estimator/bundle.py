@@ -206,6 +206,13 @@ def load_bundle(directory: str | Path) -> Bundle:
         raise BundleError(
             f"{directory}: model serves {model.n_series_} series, manifest {len(series)}"
         )
+    with np.errstate(all="ignore"):
+        probe = model.predict(np.zeros((1, vocabulary.n_features)))
+    if not np.isfinite(probe).all():  # NaN or infinite parameters (a bundle of an older release)
+        raise BundleError(
+            f"{directory}: the model gives no number for idle traffic (a parameter in its "
+            "manifest or model files is NaN or infinite); retrain"
+        )
     training, validation = manifest.get("training") or {}, manifest.get("validation") or {}
     _check_aging(path, training, validation, len(series))
     return Bundle(

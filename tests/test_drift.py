@@ -255,3 +255,12 @@ def test_a_forged_manifest_cannot_reach_outside_the_bundle_and_errors_stay_short
             load_bundle(tmp_path / "b")
         said = str(info.value)
         assert said.startswith(str(tmp_path / "b")) and "\n" not in said
+
+
+def test_a_model_parameter_that_is_not_a_number_is_refused(tmp_path: Path) -> None:
+    save_bundle(train_bundle(tiny_world(60), TrainConfig(model="xgboost")), tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    manifest["model"]["meta"]["floor"][0] = float("nan")  # as a bundle's own digest allows
+    _saved_with(tmp_path / "b", manifest)
+    with pytest.raises(BundleError, match="the model gives no number for idle traffic"):
+        load_bundle(tmp_path / "b")
