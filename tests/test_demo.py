@@ -122,6 +122,7 @@ def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:
     assert "for: 50s" in text and "for: 10m" not in text
     assert "keep_firing_for: 50s" in text and "offset 50s" in text  # 10m in 5 s windows
     assert "seconds > 25" in text  # ModelStale's five windows
+    assert "cores over the last 50s" in text and "10 minutes" not in text  # the alerts' words
     recording = next(p for p in paths if p.name == "deeprest-recording.yaml").read_text()
     assert "300 * (deriv" in recording  # per hour of 5 s windows: the growth rule's unit
     if shutil.which("promtool"):

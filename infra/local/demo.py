@@ -156,9 +156,9 @@ def ensure_binaries(parts: tuple[str, ...], install: bool, say: Progress) -> int
 
 def compress_durations(text: str, factor: float) -> str:
     """Rule text with every duration multiplied by `factor`: `for:` and `keep_firing_for:`,
-    ranges, subqueries (their steps too) and offsets, and the seconds the expressions count in (`3600 *`, per
-    hour; `seconds > 300`, an age), so a rule means in the demo's windows what it means in
-    1-minute ones."""
+    ranges, subqueries (their steps too), offsets, the alerts' words ("over the last 10
+    minutes") and the seconds the expressions count in (`3600 *`, per hour; `seconds > 300`,
+    an age), so a rule means in the demo's windows what it means in 1-minute ones."""
 
     def scaled(number: str, unit: str) -> str:
         ms = max(1, round(float(number) * _SECONDS[unit] * factor * 1000))
@@ -171,6 +171,7 @@ def compress_durations(text: str, factor: float) -> str:
     text = re.sub(r"(offset\s+)(\d+)(ms|s|m|h|d)\b", lambda m: m[1] + scaled(m[2], m[3]), text)
     text = re.sub(r"\b(3600)(\s*\*)", lambda m: seconds(m[1]) + m[2], text)
     text = re.sub(r"(seconds\s*>\s*)(\d+)\b", lambda m: m[1] + seconds(m[2]), text)
+    text = re.sub(r"\b(\d+) minutes\b", lambda m: scaled(m[1], "m"), text)  # the alerts' words
     text = re.sub(
         r"(\[\d+(?:ms|s|m|h|d)):(\d+)(ms|s|m|h|d)\]",
         lambda m: f"{m[1]}:{scaled(m[2], m[3])}]",
