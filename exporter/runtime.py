@@ -45,6 +45,17 @@ def check_listen(host: str, port: int) -> None:
         raise ListenError(f"{where}: {exc.strerror or exc}{hint}") from None
 
 
+class _TimedOutBody(logging.Filter):
+    """Drops werkzeug's traceback of a body that stopped arriving: the request was answered 408
+    and counted (`body_timeout`); the server only fails to drain the rest of the dead socket."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "cannot read from timed out object" not in record.getMessage()
+
+
+logging.getLogger("werkzeug").addFilter(_TimedOutBody())
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (OTLP clients post many). A connection that sends
     nothing for `timeout` seconds (a body cut short, an idle keep-alive) is closed, so that
