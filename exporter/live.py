@@ -259,6 +259,7 @@ class LiveLoop:
             return False
         counts: dict[Pair, float] = {}
         failed = []
+        empty = []  # APIs that had samples before and have none now
         for api in self.config.traffic_apis:
             key = (api.component, api.operation)
             try:
@@ -266,14 +267,16 @@ class LiveLoop:
             except PrometheusError as exc:
                 failed.append(f"{api.component}:{api.operation} ({api.expr}): {exc}")
                 continue
-            if not samples and key in self._traffic_answered:
-                # it answered before: Prometheus holds no data for this time (it was down or
-                # paused then), not zero calls
-                failed.append(f"{api.component}:{api.operation} ({api.expr}): no samples")
-                continue
             if samples:
                 self._traffic_answered.add(key)
+            elif key in self._traffic_answered:
+                empty.append(f"{api.component}:{api.operation} ({api.expr}): no samples")
             counts[key] = sum(v for _, v in samples) * self.window
+        if empty and len(empty) == len(self._traffic_answered) and not any(counts.values()):
+            # every query that had samples before has none: Prometheus holds no data for this
+            # time (it was down or paused then), not zero calls. One series gone while others
+            # answer is an API no longer called (a restarted pod's counter, a retired endpoint).
+            failed += empty
         self.aggregator.count_calls({(api,): n for api, n in counts.items()})
         if failed:
             self._note_traffic_failed(window, failed)

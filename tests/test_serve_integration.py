@@ -281,6 +281,43 @@ def test_a_traffic_query_that_answered_before_and_now_has_no_samples_is_unknown(
         runtime.stop()
 
 
+def test_one_api_series_gone_while_others_answer_is_no_calls_not_unknown(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A counter gone while the other APIs' answer (a restarted pod's, an endpoint retired):
+    that API has no calls; the windows go on being stored and estimated."""
+    target: CadvisorTarget = world["target"]
+    target.set_rate("http_requests_total", "front", 6.0)
+    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
+    until = time.time() + 3 * WINDOW
+    rate = 'sum(rate(http_requests_total{container="front"}[4s]))'
+    config = replace(
+        world["config"],
+        port=0,
+        data_dir=tmp_path,
+        traffic_source="prometheus",
+        traffic_apis=(
+            ApiTraffic("front", "/compose", f"{rate} and on () (vector(time()) < {until:.3f})"),
+            ApiTraffic("front", "/read", rate),
+        ),
+        prometheus=prometheus,
+    )
+    wait_until(lambda: _value(world["prometheus"], rate), 10, 0.25, what="request rate series")
+    runtime = Runtime(config).start()
+    try:
+        wait_until(
+            lambda: any(w.start > until for w in runtime.store.range(0, time.time() + WINDOW)),
+            8 * WINDOW,
+            what="a window stored after the series went",
+        )
+        after = [w for w in runtime.store.range(0, time.time() + WINDOW) if w.start > until]
+        compose = (("front", "/compose"),)
+        assert all(w.calls.get(compose, 0.0) == 0.0 and w.calls for w in after)
+        assert "traffic query" not in caplog.text
+    finally:
+        runtime.stop()
+
+
 def test_negative_usage_from_prometheus_is_left_out_with_a_warning(
     world: dict, caplog: pytest.LogCaptureFixture
 ) -> None:
