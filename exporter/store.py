@@ -6,14 +6,16 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from estimator.errors import DeepRestError, InputError
+from estimator.importers.common import MAX_UNIX_NS
 from estimator.windows import Pair, Window, window_from_json, window_to_json
 
 OpenWindow = tuple[Window, dict[Pair, list[float]]]
@@ -59,6 +61,21 @@ def existing_store(data_dir: str | Path, source: str) -> WindowStore:
             source=source,
         )
     return WindowStore(data_dir)
+
+
+def _kept_span(row: Any) -> tuple[bytes, tuple[bytes, str, str, int, int, float]]:
+    """One span of a kept open trace, as `save_open` wrote it; ValueError where it is not: the
+    ids hex, the names non-empty text, the times whole nanoseconds before 2262 (a start of -1:
+    unknown), the weight a positive finite number."""
+    sid, parent, component, operation, end, start, weight = row
+    if not all(isinstance(x, str) and x for x in (component, operation)):
+        raise ValueError(f"span {sid}: component and operation must be non-empty text")
+    times_ok = all(type(t) is int for t in (end, start)) and 0 < end <= MAX_UNIX_NS
+    if not times_ok or not -1 <= start <= end:
+        raise ValueError(f"span {sid}: times {start!r}, {end!r} are not nanoseconds")
+    if type(weight) not in (int, float) or not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"span {sid}: weight {weight!r} is not a positive number")
+    return bytes.fromhex(sid), (bytes.fromhex(parent), component, operation, end, start, weight)
 
 
 def holder(data_dir: str | Path) -> str | None:
@@ -216,10 +233,7 @@ class WindowStore:
         out: dict[bytes, OpenTrace] = {}
         for trace, body in rows:
             try:
-                out[bytes.fromhex(trace)] = {
-                    bytes.fromhex(sid): (bytes.fromhex(p), str(c), str(o), int(e), int(s), float(w))
-                    for sid, p, c, o, e, s, w in json.loads(body)
-                }
+                out[bytes.fromhex(trace)] = dict(_kept_span(row) for row in json.loads(body))
             except (ValueError, TypeError, OverflowError) as exc:
                 log.warning("%s: open trace %s is corrupted, dropped (%s)", self.path, trace, exc)
         self._transaction("the open traces", lambda db: db.execute("DELETE FROM open_traces"))

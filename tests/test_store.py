@@ -259,9 +259,24 @@ def test_corrupted_rows_of_the_store_are_dropped_or_named_with_a_way_out(
         db.execute("INSERT INTO open_traces VALUES ('zz', '[1, 2]')")
         infinite = '[["00", "", "svc", "op", Infinity, 1, 1.0]]'  # an end time of 1e400
         db.execute("INSERT INTO open_traces VALUES ('ab', ?)", (infinite,))
+        for trace, span in (
+            ("c1", '["01", "", "svc", "op", "12", 1, 1.0]'),  # a time as text
+            ("c2", '["01", "", "svc", "op", 1e30, 1, 1.0]'),  # past 2262
+            ("c3", '["01", "", "svc", "op", 12, 1, Infinity]'),  # an endless weight
+            ("c4", '["01", "", null, "op", 12, 1, 1.0]'),  # no service
+        ):
+            db.execute("INSERT INTO open_traces VALUES (?, ?)", (trace, f"[{span}]"))
+        good = '[["02", "", "svc", "op", 12, -1, 2.0]]'  # a start of -1: unknown
+        db.execute("INSERT INTO open_traces VALUES ('d0', ?)", (good,))
     store = WindowStore(tmp_path)
     # what a stop kept to resume is dropped with a warning: a start is not refused over it
-    assert store.take_open() == [] and store.take_open_traces() == {}
+    assert store.take_open() == []
+    assert store.take_open_traces() == {
+        bytes.fromhex("d0"): {b"\x02": (b"", "svc", "op", 12, -1, 2.0)}
+    }
+    assert all(
+        f"open trace {t} is corrupted, dropped" in caplog.text for t in ("c1", "c2", "c3", "c4")
+    )
     assert "open window at 10.0 is corrupted, dropped" in caplog.text
     assert "open trace zz is corrupted, dropped" in caplog.text
     assert "open trace ab is corrupted, dropped" in caplog.text
