@@ -39,10 +39,14 @@ def add_arguments(parser: Any) -> None:
 
 def plan_from_options(options: Any) -> LoadPlan:
     """The LoadPlan described by parsed options; InputError naming the option that is wrong."""
-    for name in ("base_users", "rate_per_user"):
+    for name in ("base_users", "rate_per_user", "peak_users", "noise"):
         value = getattr(options, name, 0)
         if not (value >= 0 and math.isfinite(value)):
             raise InputError(f"must be >= 0, got {value}", field="--" + name.replace("_", "-"))
+    for name in ("period", "step", "cycles", "compression"):
+        value = getattr(options, name, 1)
+        if not (value > 0 and math.isfinite(value)):
+            raise InputError(f"must be > 0, got {value}", field="--" + name)
     spec = DiurnalSpec(
         cycles=options.cycles,
         period_s=options.period,

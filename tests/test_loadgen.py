@@ -206,6 +206,11 @@ def test_shape_options_build_the_plan() -> None:
     opts.shape, opts.base_users = "scale", -3
     with pytest.raises(InputError, match="--base-users"):
         plan_from_options(opts)
+    for flag, value in (("--noise", "-1"), ("--peak-users", "-5"), ("--compression", "0"),
+                        ("--period", "0"), ("--step", "0"), ("--cycles", "0")):  # fmt: skip
+        with pytest.raises(InputError) as info:
+            plan_from_options(parser.parse_args([flag, value]))
+        assert info.value.field == flag, (flag, str(info.value))
 
 
 def test_attack_schedule_fires_each_attack_once_when_due() -> None:
@@ -287,7 +292,7 @@ def test_bad_shape_options_end_a_locust_run_with_one_line() -> None:
     import sys
 
     locustfile = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"
-    for flag, named in (("--base-users=-3", "--base-users"), ("--cycles=0", "spec")):
+    for flag, named in (("--base-users=-3", "--base-users"), ("--cycles=0", "--cycles")):
         done = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
              "--host", "http://127.0.0.1:1", flag],
