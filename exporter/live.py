@@ -183,6 +183,15 @@ class LiveLoop:
 
     def load(self, bundle: Bundle) -> None:
         """Serve a bundle (start or hot reload), replaying stored windows into its history."""
+        unknown = sorted(set(self.config.limits) - set(bundle.series))
+        if unknown:  # `deeprest whatif --limits` refuses them; here the rest still serve
+            log.warning(
+                "limits of %s the model does not estimate are not used: %s (its components: "
+                "%s)",
+                count_of(len(unknown), "series"),
+                ", ".join(f"{c}/{r}" for c, r in unknown[:5]),
+                ", ".join(sorted({c for c, _ in bundle.series})[:8]),
+            )
         warm = max(WARM_WINDOWS, bundle.model.context)  # enough for the model's look-back too
         estimator = Estimator(bundle, self.window, self.store.recent(warm))
         synthesizer = Synthesizer.from_json(bundle.synthesizer)

@@ -718,3 +718,15 @@ def test_the_servers_traceback_of_a_dead_body_is_not_logged_others_are(
     werkzeug_log.error("Error on request:\n...\nOSError: cannot read from timed out object")
     werkzeug_log.error("Error on request:\n...\nValueError: something else")
     assert "timed out object" not in caplog.text and "ValueError: something else" in caplog.text
+
+
+def test_limits_of_series_the_model_does_not_estimate_are_said_to_be_unused(
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = {("compose", "cpu"): 2.0, ("compose-post-service", "cpu"): 2.0}
+    config = make_config(bundle_dir, tmp_path / "data", limits=limits)
+    with caplog.at_level("WARNING", logger="deeprest.live"):
+        rt = Runtime(config, clock=Clock(T0)).start(tick=False)
+    rt.stop()
+    assert "limits of 1 series the model does not estimate are not used: " in caplog.text
+    assert "compose-post-service/cpu" in caplog.text
