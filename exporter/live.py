@@ -186,8 +186,7 @@ class LiveLoop:
         unknown = sorted(set(self.config.limits) - set(bundle.series))
         if unknown:  # `deeprest whatif --limits` refuses them; here the rest still serve
             log.warning(
-                "limits of %s the model does not estimate are not used: %s (its components: "
-                "%s)",
+                "limits of %s the model does not estimate are not used: %s (its components: %s)",
                 count_of(len(unknown), "series"),
                 ", ".join(f"{c}/{r}" for c, r in unknown[:5]),
                 ", ".join(sorted({c for c, _ in bundle.series})[:8]),

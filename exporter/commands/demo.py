@@ -13,13 +13,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the simulator instead of real services (real Prometheus and exporter; ~2 minutes)",
+        help="the simulator instead of real services (real Prometheus, Alertmanager and exporter; ~2 minutes)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("deeprest-demo"), help="report folder (./deeprest-demo)"
     )
     parser.add_argument("--window", type=float, help="window seconds (default 2 quick, 5 full)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of traffic and simulation")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of traffic and simulation (default 0)"
+    )
     parser.add_argument(
         "--train-seconds", type=float, default=270.0, help="full demo: training traffic (270)"
     )

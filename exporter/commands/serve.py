@@ -17,7 +17,9 @@ from exporter.config import Config, load_config
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML configuration (flags override it)")
     parser.add_argument("--model", help="model bundle directory")
-    parser.add_argument("--data-dir", help="where closed windows are stored")
+    parser.add_argument(
+        "--data-dir", help="where closed windows are stored (default deeprest-data)"
+    )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port of /metrics, /v1/traces and the API (9464)")
     parser.add_argument("--window", help="window length, e.g. 5s or 1m (default: the bundle's)")

@@ -25,8 +25,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--window-seconds", type=float, default=60.0, help="window length in seconds (default 60)"
     )
     parser.add_argument("--day-windows", type=int, help="windows per day (default: 24 h of them)")
-    parser.add_argument("--seed", type=int, default=0, help="traffic seed")
-    parser.add_argument("--app-seed", type=int, default=0, help="application seed (costs, caches)")
+    parser.add_argument("--seed", type=int, default=0, help="traffic seed (default 0)")
+    parser.add_argument(
+        "--app-seed", type=int, default=0, help="application seed: costs, caches (default 0)"
+    )
     parser.add_argument(
         "--scale", type=float, default=3.0, help="users multiplier of 'scale' (default 3)"
     )
