@@ -471,6 +471,10 @@ def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Confi
             raise InputError(
                 f"cannot read {path}: {exc.strerror}", field="api_token_file"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{path} is not UTF-8 text (byte {exc.start + 1})", field="api_token_file"
+            ) from None
     if "smoothing_windows" in raw:
         out["smoothing_windows"] = _int(raw["smoothing_windows"], "smoothing_windows", 1, 1000)
     if "whatif_windows" in raw:

@@ -298,3 +298,13 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_config(path)
     assert str(info.value) == f"{path}: not UTF-8 text (byte 18)"
+
+
+def test_a_token_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(b"s3\xffcret\n")
+    path = tmp_path / "deeprest.yaml"
+    path.write_text("api_token_file: token\n")
+    with pytest.raises(InputError) as info:
+        load_config(path)
+    assert info.value.field == "api_token_file"
+    assert f"{tmp_path / 'token'} is not UTF-8 text (byte 3)" in str(info.value)
