@@ -49,7 +49,7 @@ REQUEST_REASONS = (
     "undecodable",
     "too_many_spans",
     "queue_full",
-    "body_timeout",
+    "body_cut",
 )
 """Why a whole request is refused (label values of deeprest_otlp_requests_rejected_total)."""
 
@@ -91,9 +91,13 @@ def read_limited(stream: Any, content_length: int | None, limit: int) -> bytes:
     try:
         body: bytes = stream.read(limit + 1)
     except (OSError, ClientDisconnected):  # the connection's idle timeout: a body cut short
-        raise OtlpError(408, "body_timeout", "the body stopped arriving before its end") from None
+        raise OtlpError(408, "body_cut", "the body stopped arriving before its end") from None
     if len(body) > limit:
         raise OtlpError(413, "too_large", f"body exceeds {limit} bytes")
+    if content_length is not None and len(body) < content_length:  # the client hung up
+        raise OtlpError(
+            400, "body_cut", f"the body ended after {len(body)} of its {content_length} bytes"
+        )
     return body
 
 

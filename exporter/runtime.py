@@ -47,7 +47,7 @@ def check_listen(host: str, port: int) -> None:
 
 class _TimedOutBody(logging.Filter):
     """Drops werkzeug's traceback of a body that stopped arriving: the request was answered 408
-    and counted (`body_timeout`); the server only fails to drain the rest of the dead socket."""
+    and counted (`body_cut`); the server only fails to drain the rest of the dead socket."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "cannot read from timed out object" not in record.getMessage()

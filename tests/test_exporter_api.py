@@ -695,10 +695,7 @@ def test_a_request_whose_body_stalls_is_dropped_after_the_timeout(
                 answer += chunk
             assert time.monotonic() - started < 5
         assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-        assert (
-            scrape(rt)[("deeprest_otlp_requests_rejected_total", (("reason", "body_timeout"),))]
-            == 1
-        )
+        assert scrape(rt)[("deeprest_otlp_requests_rejected_total", (("reason", "body_cut"),))] == 1
         assert "Error on request" not in caplog.text  # answered, no traceback in the log
         assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 503  # still serving
     finally:
@@ -730,3 +727,26 @@ def test_limits_of_series_the_model_does_not_estimate_are_said_to_be_unused(
     rt.stop()
     assert "limits of 1 series the model does not estimate are not used: " in caplog.text
     assert "compose-post-service/cpu" in caplog.text
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_a_body_cut(tmp_path: Path) -> None:
+    import socket
+
+    rt = Runtime(Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)).start(tick=False)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as client:
+            client.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                b"\r\nContent-Length: 100\r\n\r\n0123456789"
+            )
+            client.shutdown(socket.SHUT_WR)  # 10 of the 100 bytes, then gone
+            answer = b""
+            while chunk := client.recv(4096):
+                answer += chunk
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 408")), answer[:100]
+        counted = scrape(rt)
+        assert counted[("deeprest_otlp_requests_rejected_total", (("reason", "body_cut"),))] == 1
+        undecodable = ("deeprest_otlp_requests_rejected_total", (("reason", "undecodable"),))
+        assert counted.get(undecodable, 0) == 0
+    finally:
+        rt.stop()
