@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -33,7 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(2, f"deeprest: error: {message}\n")
+        # "argument --days: invalid float value" as the commands' own errors name a flag
+        flag = re.match(r"argument (-[^\s:/]+)(?:/\S+)?: (.*)", message, re.S)
+        if flag:
+            message = f"field '{flag[1]}': {flag[2]}"
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class _DataWarnings:

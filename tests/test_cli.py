@@ -859,3 +859,17 @@ def test_plots_of_names_the_font_lacks_warn_nothing(tmp_path: Path) -> None:
     assert title.get_text() == "注文サービス 🚀 svc\\$\\frac\\$"
     assert plt.rcParams["text.parse_math"]  # the log axis's 10^k labels are TeX
     assert "$\\mathdefault{10^{2}}$" in ticks
+
+
+def test_a_flag_value_argparse_refuses_names_the_command_and_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--scenario", "normal", "--days", "abc", "--out", "x.jsonl"])
+    assert info.value.code == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said == "deeprest simulate: error: field '--days': invalid float value: 'abc'"
+    with pytest.raises(SystemExit):
+        main(["simulate", "--scenario", "normal"])
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said == "deeprest simulate: error: the following arguments are required: --out"
