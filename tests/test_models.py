@@ -499,9 +499,9 @@ def test_auto_switches_only_on_a_clear_paired_difference() -> None:
         ("auto", {"params": {"qrnn": 5}}, "params must map model kinds"),
         ("auto", {"params": {"auto": {}}}, "'auto', which is no model kind auto fits"),
         ("auto", {"candidates": []}, "candidates must be a non-empty list"),
-        ("auto", {"candidates": ["auto"]}, "names 'auto', which auto cannot fit"),
-        ("auto", {"candidates": ["xgboost+auto"]}, "names 'auto'"),
-        ("auto", {"candidates": ["foo"]}, "names 'foo'"),
+        ("auto", {"candidates": ["auto"]}, "candidate 'auto' is no kind auto can fit"),
+        ("auto", {"candidates": ["xgboost+auto"]}, "'xgboost\\+auto' names 'auto', no kind"),
+        ("auto", {"candidates": ["foo"]}, "candidate 'foo' is no kind auto can fit"),
         ("auto", {"candidates": [5]}, "candidates takes a list of a string"),
     ],
 )

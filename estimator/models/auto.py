@@ -79,20 +79,21 @@ class AutoModel(QuantileModel):
         from estimator.models import MODEL_KINDS, make_model
 
         if isinstance(candidates, str) or not candidates:
-            raise InputError("auto: candidates must be a non-empty list", field="candidates")
+            raise InputError("auto: candidates must be a non-empty list", field="param")
         self.candidates = tuple(candidates)
         for candidate in self.candidates:
             kinds = members(candidate) if isinstance(candidate, str) else [""]
             if "" in kinds or len(set(kinds)) != len(kinds):
                 raise InputError(
-                    f"auto: candidate '{candidate}' is not KIND or KIND+KIND", field="candidates"
+                    f"auto: candidate '{candidate}' is not KIND or KIND+KIND", field="param"
                 )
             wrong = [k for k in kinds if k not in MODEL_KINDS or k == self.kind]
             if wrong:
+                what = "is" if wrong[0] == candidate else f"names '{wrong[0]}',"
                 raise InputError(
-                    f"auto: candidate '{candidate}' names '{wrong[0]}', which auto cannot fit; "
-                    f"choose from {', '.join(k for k in MODEL_KINDS if k != self.kind)}",
-                    field="candidates",
+                    f"auto: candidate '{candidate}' {what} no kind auto can fit; choose from "
+                    f"{', '.join(k for k in MODEL_KINDS if k != self.kind)}",
+                    field="param",
                 )
         if not 0 < validation_fraction < 1 or not margin >= 0 or not z >= 0:
             raise InputError(
