@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class DeepRestError(Exception):
     """Base of every error DeepRest raises on purpose."""
@@ -54,3 +56,11 @@ def count_of(n: int, noun: str) -> str:
 def first_few(names: list[str], shown: int = 5) -> str:
     """The first `shown` names, comma-separated, with " ..." where more were left out."""
     return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")
+
+
+def utc_time(seconds: float) -> str:
+    """A unix time as ISO 8601 UTC, or the number itself when it is out of calendar range."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:g}"

@@ -174,7 +174,7 @@ class WindowAggregator:
         if after is not None:
             previous = math.floor(after / window) - 1
         elif resumed:  # nothing stored yet: every window the stop kept is still open
-            previous = min(self._index_of(w.start, window) for w, _ in resumed) - 1
+            previous = min(self._index(w.start) for w, _ in resumed) - 1
         else:
             previous = current - 1
         self._closed = max(previous, current - 1)  # index of the newest closed window
@@ -201,11 +201,7 @@ class WindowAggregator:
         self._lock = threading.Lock()
 
     def _index(self, seconds: float) -> int:
-        return self._index_of(seconds, self.window)
-
-    @staticmethod
-    def _index_of(seconds: float, window: float) -> int:
-        return math.floor(seconds / window)
+        return math.floor(seconds / self.window)
 
     def add_paths(self, paths: Iterable[tuple[int, CallPath]], now: float) -> int:
         """Count paths into the window of their root's end; returns how many were too late."""

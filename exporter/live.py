@@ -8,14 +8,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from estimator import anomaly
 from estimator.bundle import Bundle
-from estimator.errors import count_of
+from estimator.errors import count_of, utc_time
 from estimator.features import HistoryState
 from estimator.spans import NS_PER_S
 from estimator.synthesizer import Synthesizer
@@ -131,11 +130,6 @@ class Estimator:
         counts = self.bundle.vocabulary.counts(windows) * (self._scale if rescale else 1.0)
         X, _ = self.bundle.vocabulary.transform_counts(counts, None)
         return np.asarray(self.bundle.model.predict(X))
-
-
-def _plain_time(seconds: float) -> str:
-    """Unix seconds as a UTC time for logs: 2024-05-01T12:00:00Z."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
@@ -307,7 +301,7 @@ class LiveLoop:
             "traffic query of %s failed, so the window ending at %s is neither stored nor "
             "estimated (its traffic is not known)%s: %s",
             count_of(len(failed), "API"),
-            _plain_time(window.end),
+            utc_time(window.end),
             since if self._traffic_unlogged else "",
             "; ".join(failed[:3]),
         )

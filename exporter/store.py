@@ -63,7 +63,7 @@ def existing_store(data_dir: str | Path, source: str) -> WindowStore:
     return WindowStore(data_dir)
 
 
-def _kept_span(row: Any) -> tuple[bytes, tuple[bytes, str, str, int, int, float]]:
+def _kept_span(row: Any) -> tuple[bytes, SpanRow]:
     """One span of a kept open trace, as `save_open` wrote it; ValueError where it is not: the
     ids hex, the names non-empty text, the times whole nanoseconds before 2262 (a start of -1:
     unknown), the weight a positive finite number."""

@@ -674,26 +674,34 @@ def test_an_ipv6_host_is_written_in_brackets_in_its_url(tmp_path: Path) -> None:
         rt.stop()
 
 
+def _cut_body(port: int, hang_up: bool) -> bytes:
+    """Post 10 of a body's 100 bytes, then stall (or hang up, `hang_up`); the server's answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+            b"\r\nContent-Length: 100\r\n\r\n0123456789"
+        )
+        if hang_up:
+            client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(4096):  # the server answers, then closes
+            answer += chunk
+    return answer
+
+
 def test_a_request_whose_body_stalls_is_dropped_after_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import socket
-
     from exporter import runtime as runtime_module
 
     monkeypatch.setattr(runtime_module._QuietHandler, "timeout", 0.5)
     rt = Runtime(Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)).start(tick=False)
     try:
-        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as stalled:
-            stalled.sendall(
-                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
-                b"\r\nContent-Length: 100\r\n\r\n0123456789"
-            )  # 10 of the 100 bytes said, then nothing
-            started = time.monotonic()
-            answer = b""
-            while chunk := stalled.recv(4096):  # the server answers, then closes
-                answer += chunk
-            assert time.monotonic() - started < 5
+        started = time.monotonic()
+        answer = _cut_body(rt.port, hang_up=False)  # 10 of the 100 bytes said, then nothing
+        assert time.monotonic() - started < 5
         assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
         assert scrape(rt)[("deeprest_otlp_requests_rejected_total", (("reason", "body_cut"),))] == 1
         assert "Error on request" not in caplog.text  # answered, no traceback in the log
@@ -730,19 +738,9 @@ def test_limits_of_series_the_model_does_not_estimate_are_said_to_be_unused(
 
 
 def test_a_client_that_hangs_up_mid_body_is_counted_as_a_body_cut(tmp_path: Path) -> None:
-    import socket
-
     rt = Runtime(Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0)).start(tick=False)
     try:
-        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as client:
-            client.sendall(
-                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
-                b"\r\nContent-Length: 100\r\n\r\n0123456789"
-            )
-            client.shutdown(socket.SHUT_WR)  # 10 of the 100 bytes, then gone
-            answer = b""
-            while chunk := client.recv(4096):
-                answer += chunk
+        answer = _cut_body(rt.port, hang_up=True)  # 10 of the 100 bytes, then gone
         assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 408")), answer[:100]
         counted = scrape(rt)
         assert counted[("deeprest_otlp_requests_rejected_total", (("reason", "body_cut"),))] == 1

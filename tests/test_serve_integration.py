@@ -182,20 +182,35 @@ def test_training_windows_join_store_and_prometheus(world: dict) -> None:
     assert chunked == whole
 
 
-def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> None:
+FRONT_RATE = 'sum(rate(http_requests_total{container="front"}[4s]))'
+"""The request rate the test target serves for container front (6/s), as PromQL."""
+
+
+def _promql_traffic(world: dict, tmp_path: Path, exprs: dict[str, str]) -> Config:
+    """The world's config with traffic read from PromQL: operation -> expression, each an API of
+    component front; once Prometheus has the target's request rate."""
     target: CadvisorTarget = world["target"]
     target.set_rate("http_requests_total", "front", 6.0)
-    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
-    expr = 'sum(rate(http_requests_total{container="front"}[4s]))'
     config = replace(
         world["config"],
         port=0,
         data_dir=tmp_path,
         traffic_source="prometheus",
-        traffic_apis=(ApiTraffic("front", "/compose", expr),),
-        prometheus=prometheus,
+        traffic_apis=tuple(ApiTraffic("front", op, expr) for op, expr in exprs.items()),
+        prometheus=PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0),
     )
-    wait_until(lambda: _value(world["prometheus"], expr), 10, 0.25, what="request rate series")
+    what = "request rate series"
+    wait_until(lambda: _value(world["prometheus"], FRONT_RATE), 10, 0.25, what=what)
+    return config
+
+
+def _until(seconds: float) -> str:
+    """FRONT_RATE with samples until `seconds` (Unix time) and none after."""
+    return f"{FRONT_RATE} and on () (vector(time()) < {seconds:.3f})"
+
+
+def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> None:
+    config = _promql_traffic(world, tmp_path, {"/compose": FRONT_RATE})
     runtime = Runtime(config).start()
     try:
         wait_until(lambda: runtime.store.count() >= 2, 4 * WINDOW, what="windows from PromQL")
@@ -212,20 +227,8 @@ def test_traffic_from_promql_instead_of_traces(world: dict, tmp_path: Path) -> N
 def test_a_failing_traffic_query_leaves_the_window_unstored_and_names_its_api(
     world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    target: CadvisorTarget = world["target"]
-    target.set_rate("http_requests_total", "front", 6.0)
-    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
-    good = 'sum(rate(http_requests_total{container="front"}[4s]))'
-    broken = 'sum(rate(http_requests_total{container="front"}[4s])'  # one ) short
-    config = replace(
-        world["config"],
-        port=0,
-        data_dir=tmp_path,
-        traffic_source="prometheus",
-        traffic_apis=(ApiTraffic("front", "/compose", good), ApiTraffic("front", "/read", broken)),
-        prometheus=prometheus,
-    )
-    wait_until(lambda: _value(world["prometheus"], good), 10, 0.25, what="request rate series")
+    broken = FRONT_RATE[:-1]  # one ) short
+    config = _promql_traffic(world, tmp_path, {"/compose": FRONT_RATE, "/read": broken})
     runtime = Runtime(config).start()
     try:
         wait_until(
@@ -251,23 +254,9 @@ def test_a_traffic_query_that_answered_before_and_now_has_no_samples_is_unknown(
     """Prometheus holds no data for a time it was down: the query that had samples before
     answers none, which is not zero calls. A query that never had any (an API not yet called,
     its counter not yet created) is zero calls."""
-    target: CadvisorTarget = world["target"]
-    target.set_rate("http_requests_total", "front", 6.0)
-    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
     until = time.time() + 4 * WINDOW  # the query has samples until then, none after
-    rate = 'sum(rate(http_requests_total{container="front"}[4s]))'
-    config = replace(
-        world["config"],
-        port=0,
-        data_dir=tmp_path,
-        traffic_source="prometheus",
-        traffic_apis=(
-            ApiTraffic("front", "/compose", f"{rate} and on () (vector(time()) < {until:.3f})"),
-            ApiTraffic("front", "/read", "sum(rate(never_created_total[4s]))"),
-        ),
-        prometheus=prometheus,
-    )
-    wait_until(lambda: _value(world["prometheus"], rate), 10, 0.25, what="request rate series")
+    never = "sum(rate(never_created_total[4s]))"
+    config = _promql_traffic(world, tmp_path, {"/compose": _until(until), "/read": never})
     runtime = Runtime(config).start()
     try:
         wait_until(lambda: runtime.store.count() >= 1, 6 * WINDOW, what="a window stored")
@@ -286,23 +275,8 @@ def test_one_api_series_gone_while_others_answer_is_no_calls_not_unknown(
 ) -> None:
     """A counter gone while the other APIs' answer (a restarted pod's, an endpoint retired):
     that API has no calls; the windows go on being stored and estimated."""
-    target: CadvisorTarget = world["target"]
-    target.set_rate("http_requests_total", "front", 6.0)
-    prometheus = PrometheusConfig(url=world["prometheus"].url, timeout=1.0, retries=0)
     until = time.time() + 3 * WINDOW
-    rate = 'sum(rate(http_requests_total{container="front"}[4s]))'
-    config = replace(
-        world["config"],
-        port=0,
-        data_dir=tmp_path,
-        traffic_source="prometheus",
-        traffic_apis=(
-            ApiTraffic("front", "/compose", f"{rate} and on () (vector(time()) < {until:.3f})"),
-            ApiTraffic("front", "/read", rate),
-        ),
-        prometheus=prometheus,
-    )
-    wait_until(lambda: _value(world["prometheus"], rate), 10, 0.25, what="request rate series")
+    config = _promql_traffic(world, tmp_path, {"/compose": _until(until), "/read": FRONT_RATE})
     runtime = Runtime(config).start()
     try:
         wait_until(

@@ -18,12 +18,11 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError, count_of, first_few
+from estimator.errors import DataWarning, InputError, count_of, first_few, utc_time
 from estimator.importers.common import (
     OnFile,
     check_window_seconds,
@@ -275,8 +274,8 @@ def join_metrics(
             on_file(path)
     if first <= last and by_start and not totals:
         raise InputError(
-            f"no metric row falls in a window with traces: metrics span {_utc(first)} to "
-            f"{_utc(last)}, traces {_utc(min(by_start))} to {_utc(max(by_start))} "
+            f"no metric row falls in a window with traces: metrics span {utc_time(first)} to "
+            f"{utc_time(last)}, traces {utc_time(min(by_start))} to {utc_time(max(by_start))} "
             f"({TIME_COLUMN} must be unix seconds)",
             source=str(Path(paths[0]).parent),
         )
@@ -302,14 +301,6 @@ def join_metrics(
         totals.get(start, {}).pop(key, None)
     for start, series in totals.items():
         by_start[start].metrics.update(series)
-
-
-def _utc(seconds: float) -> str:
-    """A unix time as ISO 8601 UTC, or the number itself when it is out of calendar range."""
-    try:
-        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (OverflowError, OSError, ValueError):
-        return f"{seconds:g}"
 
 
 def load_trainticket(
