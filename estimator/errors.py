@@ -64,3 +64,8 @@ def utc_time(seconds: float) -> str:
         return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):
         return f"{seconds:g}"
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What a text input that is not UTF-8 says: where its first bad byte is (counted from 1)."""
+    return f"not UTF-8 text (byte {exc.start + 1})"

@@ -197,6 +197,12 @@ CEILING = 100.0
 """Largest traffic scale searched; a limit not reached by then is reported as not reached."""
 
 
+def search_ceiling(scale: float | None) -> float:
+    """How far a limit search goes: CEILING times the traffic, or 1.25 times the scale asked
+    where that is more, so that a limit the asked traffic breaks has its answer."""
+    return CEILING if scale is None else max(CEILING, scale * GROWTH)
+
+
 class Allowed(NamedTuple):
     """How many times the traffic a limit allows: until the upper band's peak reaches it (the
     safe answer) and until the median's peak does (the expected one)."""

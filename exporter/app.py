@@ -18,14 +18,13 @@ from estimator.errors import BundleError, InputError, count_of
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, scale_windows
 from estimator.whatif import (
-    CEILING,
-    GROWTH,
     MAX_RATE,
     MAX_SCALE,
     Allowed,
     allowed_scales,
     monotone_in_scale,
     peaks,
+    search_ceiling,
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
 from exporter.live import Estimator, ModelInfo
@@ -272,8 +271,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     allowed: dict[int, Allowed] = {}
     if limited:
         bound = np.array([limits[series[j]] for j in limited])
-        # searched at least as far as the scale asked, so a limit it breaks has an answer
-        ceiling = max(CEILING, base * GROWTH)
+        ceiling = search_ceiling(base)
         answers = allowed_scales(lambda k: peaks(ordered(k)[:, limited]), bound, ceiling)
         allowed = dict(zip(limited, answers, strict=True))
     out = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from estimator.errors import DataWarning, InputError, count_of
+from estimator.errors import DataWarning, InputError, count_of, not_utf8
 
 DEFAULT_SELECTOR = 'container!="",container!="POD"'
 DEFAULT_QUERIES: Mapping[str, str] = {
@@ -472,9 +472,7 @@ def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Confi
                 f"cannot read {path}: {exc.strerror}", field="api_token_file"
             ) from None
         except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path} is not UTF-8 text (byte {exc.start + 1})", field="api_token_file"
-            ) from None
+            raise InputError(f"{path} is {not_utf8(exc)}", field="api_token_file") from None
     if "smoothing_windows" in raw:
         out["smoothing_windows"] = _int(raw["smoothing_windows"], "smoothing_windows", 1, 1000)
     if "whatif_windows" in raw:
@@ -503,7 +501,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
         except OSError as exc:
             raise InputError(f"cannot read config: {exc.strerror}", source=source) from None
         except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=source) from None
+            raise InputError(not_utf8(exc), source=source) from None
         loaded = load_yaml(text, source)
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError("the top level must be a mapping", source=source)

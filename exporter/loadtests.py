@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from estimator.errors import InputError
+from estimator.errors import InputError, not_utf8
 from estimator.importers.common import find_column, open_binary
 from estimator.latency import Step
 
@@ -88,7 +88,7 @@ def read_steps(
         try:
             _read_file(raw, source, objective, group_by, steps)
         except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=source) from None
+            raise InputError(not_utf8(exc), source=source) from None
         except (OSError, EOFError) as exc:  # a damaged gzip stream
             raise InputError(f"cannot read: {exc}", source=source) from None
     if not steps:

@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
-from estimator.errors import DataWarning, InputError, count_of, first_few
+from estimator.errors import DataWarning, InputError, count_of, first_few, not_utf8
 from estimator.importers.common import MAX_UNIX_NS
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
-    GROWTH,
     LOWEST,
     MAX_RATE,
     Allowed,
@@ -30,6 +29,7 @@ from estimator.whatif import (
     reference_windows,
     scale_shortfall,
     scaled_traffic,
+    search_ceiling,
 )
 from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
 from exporter.commands.outputs import output_dir
@@ -87,7 +87,7 @@ def load_limits(path: Path) -> dict[tuple[str, str], float]:
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=str(path)) from None
+        raise InputError(not_utf8(exc), source=str(path)) from None
     raw = load_yaml(text, str(path), "YAML or JSON")
     if isinstance(raw, dict) and isinstance(raw.get("limits"), dict):
         raw = raw["limits"]
@@ -245,7 +245,7 @@ def read_traffic_csv(
     try:
         return _read_traffic_csv(path, synthesizer, window_seconds)
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start + 1})", source=str(path)) from None
+        raise InputError(not_utf8(exc), source=str(path)) from None
 
 
 def _read_traffic_csv(
@@ -457,8 +457,7 @@ def run(args: argparse.Namespace) -> int:
             if args.scale is not None
             else (new_traffic, new_starts, traffic_unseen)
         )
-        # searched at least as far as the scale asked, so a limit it breaks has an answer
-        ceiling = max(CEILING, args.scale * GROWTH) if args.scale is not None else CEILING
+        ceiling = search_ceiling(args.scale)
         say(f"searching the traffic scale each of {len(limits)} limits allows")
         try:
             scales = max_scales(
