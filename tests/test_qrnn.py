@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from estimator.errors import DataWarning
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy
 from estimator.models import make_model
@@ -203,6 +205,17 @@ def test_the_time_budget_holds_within_an_epoch() -> None:
     rng = np.random.default_rng(0)
     X = rng.poisson(20.0, (400, 1)).astype(float)
     model = QRNN(epochs=50, anchor=False, progress=False, max_seconds=1e-9, batch_size=8)
-    model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
+    with pytest.warns(DataWarning, match=r"time budget of 1e-09 s after 2 of at most 50 epochs"):
+        model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
     assert model.training_["epochs"] == 2
     assert np.isfinite(model.predict(X)).all()
+
+
+def test_a_fit_ended_by_early_stopping_or_epochs_gives_no_budget_warning() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.poisson(20.0, (400, 1)).astype(float)
+    model = QRNN(epochs=3, anchor=False, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        model.fit(X, 0.01 * X, Layout(("a",), {}, (), ()))
+    assert model.training_["cut_short"] == 0.0

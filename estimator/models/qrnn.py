@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from estimator.errors import BundleError, InputError, ModelError
+from estimator.errors import BundleError, DataWarning, InputError, ModelError
 from estimator.features import Layout
 from estimator.models.base import QuantileModel, conformal_margin, finalize, widen
 from estimator.models.costbase import SHRINKAGE, CostBase, shrinkage_grid
@@ -185,6 +186,17 @@ class QRNN(QuantileModel):
             self.net_.linear.copy_(torch.from_numpy(linear))
             self.training_ = qrnn_net.train(
                 self.net_, self._padded(X), Y / self.y_scale_, plan, cfg.seed
+            )
+        if self.training_.get("cut_short"):
+            warnings.warn(
+                DataWarning(
+                    f"qrnn: training stopped at its time budget of {cfg.max_seconds:g} s after "
+                    f"{self.training_['epochs']:g} of at most {cfg.epochs} epochs, before "
+                    "early stopping ended it: the fit may be short of its best and another run "
+                    "with the same seed may differ; raise the budget with --param "
+                    "max_seconds=SECONDS (with --model auto, in its qrnn params)"
+                ),
+                stacklevel=2,
             )
         if not all(bool(torch.isfinite(w).all()) for w in self.net_.parameters()):
             raise ModelError(

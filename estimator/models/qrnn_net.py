@@ -221,8 +221,10 @@ class _Data:
     deadline: float
     """time.monotonic() after which no new epoch starts."""
     next_say: float = 0.0
-    epochs_done: int = 0
     """time.monotonic() at which the next progress line is due (where the bar is off)."""
+    epochs_done: int = 0
+    cut_short: bool = False
+    """The time budget, not early stopping or the epoch count, ended training."""
 
 
 def _epoch(
@@ -245,6 +247,7 @@ def _epoch(
     total, seen = 0.0, 0
     for i in range(0, len(starts), per_batch):
         if seen and time.monotonic() > data.deadline:
+            data.cut_short = True
             break  # the budget holds within an epoch too (a long look-back makes epochs slow)
         chunk = starts[i : i + per_batch]
         pred = net(*_blocks(data, chunk, length, ctx))
@@ -284,7 +287,10 @@ def _phase(
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             stale += 1
-        if stale >= plan.patience or time.monotonic() > data.deadline:
+        if stale >= plan.patience:
+            break
+        if time.monotonic() > data.deadline:
+            data.cut_short = data.cut_short or ran < epochs
             break
     if best_state is not None:
         net.load_state_dict(best_state)
@@ -337,6 +343,7 @@ def train(
         "epochs": float(first + second),
         "seconds": time.monotonic() - started,
         "best_loss": best,
+        "cut_short": float(data.cut_short),
     }
 
 
