@@ -91,6 +91,11 @@ class DeepRestCollector(Collector):
             REQUEST_REASONS,
             self._stats.read_refused(),
         )
+        yield CounterMetricFamily(
+            "deeprest_http_connections_refused",
+            "Connections answered 503 at once because receiver.max_connections were open.",
+            value=self._stats.connections_refused,
+        )
 
     def _estimates(self, snap: Snapshot) -> Iterator[Metric]:
         expected = snap.expected

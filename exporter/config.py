@@ -153,6 +153,7 @@ class ReceiverConfig:
     max_decompressed_bytes: int = 32 << 20
     max_spans_per_request: int = 65536
     max_pending_spans: int = 1_000_000
+    max_connections: int = 256  # open HTTP connections (any path); more are answered 503
     retry_after: float = 2.0
     sampling_ratio: float = 1.0  # share of traces the services keep, where spans do not say
     restart_catchup: float = 30.0  # after a restart, nothing closes for this long (see LiveLoop)
@@ -270,7 +271,7 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
     for name in ("max_body_bytes", "max_decompressed_bytes"):
         if name in raw:
             out[name] = parse_size(raw[name], p + name)
-    for name in ("max_spans_per_request", "max_pending_spans"):
+    for name in ("max_spans_per_request", "max_pending_spans", "max_connections"):
         if name in raw:
             out[name] = _int(raw[name], p + name, 1)
     if "retry_after" in raw:

@@ -84,21 +84,43 @@ class Decoded:
 # ---------------------------------------------------------------- body
 
 
+READ_PIECE = 64 << 10
+"""Bytes of a request body read at a time: a connection holds what has arrived of its body,
+never a buffer the size its Content-Length announces (thousands of slow clients announcing
+4 MiB each would otherwise take gigabytes before sending a byte)."""
+
+
 def read_limited(stream: Any, content_length: int | None, limit: int) -> bytes:
     """Read at most `limit` bytes of a request body, refusing larger ones before reading them."""
     if content_length is not None and content_length > limit:
         raise OtlpError(413, "too_large", f"body of {content_length} bytes exceeds {limit}")
+    want = limit + 1 if content_length is None else content_length
+    body = bytearray()
     try:
-        body: bytes = stream.read(limit + 1)
-    except (OSError, ClientDisconnected):  # the connection's idle timeout: a body cut short
-        raise OtlpError(408, "body_cut", "the body stopped arriving before its end") from None
+        while len(body) < want:
+            piece = stream.read(min(READ_PIECE, want - len(body)))
+            if not piece:
+                break
+            body += piece
+    except ClientDisconnected as exc:
+        if not isinstance(exc.__context__, OSError):  # nothing more came: the client hung up
+            raise _hung_up(len(body), content_length) from None
+        raise _stalled() from None
+    except OSError:  # the connection's idle timeout
+        raise _stalled() from None
     if len(body) > limit:
         raise OtlpError(413, "too_large", f"body exceeds {limit} bytes")
-    if content_length is not None and len(body) < content_length:  # the client hung up
-        raise OtlpError(
-            400, "body_cut", f"the body ended after {len(body)} of its {content_length} bytes"
-        )
-    return body
+    if content_length is not None and len(body) < content_length:
+        raise _hung_up(len(body), content_length)
+    return bytes(body)
+
+
+def _stalled() -> OtlpError:
+    return OtlpError(408, "body_cut", "the body stopped arriving before its end")
+
+
+def _hung_up(got: int, content_length: int | None) -> OtlpError:
+    return OtlpError(400, "body_cut", f"the body ended after {got} of its {content_length} bytes")
 
 
 def inflate(body: bytes, limit: int) -> bytes:
@@ -312,6 +334,7 @@ class ReceiverStats:
         self.received = 0
         self.rejected: dict[str, int] = {}
         self.refused: dict[str, int] = {}
+        self.connections_refused = 0
         self._lock = threading.Lock()
 
     def count(self, received: int, rejected: dict[str, int]) -> None:
@@ -324,6 +347,11 @@ class ReceiverStats:
         """Count a request refused as a whole (an OtlpError's reason)."""
         with self._lock:
             self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def refuse_connection(self) -> None:
+        """Count a connection answered 503 at once: `receiver.max_connections` were open."""
+        with self._lock:
+            self.connections_refused += 1
 
     def read(self) -> tuple[int, dict[str, int]]:
         with self._lock:

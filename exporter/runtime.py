@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import math
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.errors import DeepRestError
@@ -67,6 +70,69 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+WARN_EVERY = 600.0
+"""Seconds between two warnings of refused connections."""
+
+
+class _BoundedServer(ThreadedWSGIServer):
+    """Werkzeug's threaded server with at most `slots` connections at once, each on its own
+    thread. A connection past them is answered 503 with Retry-After at once, before its request
+    is read, and closed: thousands of slow or idle clients would otherwise hold a thread each,
+    and the live loop and scrapes would starve among them."""
+
+    def __init__(
+        self, host: str, port: int, app: Any, slots: int, retry_after: float, stats: ReceiverStats
+    ) -> None:
+        super().__init__(host, port, app, handler=_QuietHandler)
+        self._slots = threading.BoundedSemaphore(slots)
+        self._limit = slots
+        error = json.dumps(
+            {"error": f"{slots} connections are open (receiver.max_connections); retry later"}
+        ).encode()
+        self._busy = _BUSY % (max(1, math.ceil(retry_after)), len(error), error)
+        self._stats = stats
+        self._warned = -math.inf
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        self._stats.refuse_connection()
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY:
+            self._warned = now
+            log.warning(
+                "connections refused with 503: %d are open (receiver.max_connections); slow "
+                "or idle clients, or more senders than it allows (deeprest_http_connections_"
+                "refused_total counts them)",
+                self._limit,
+            )
+        try:
+            request.settimeout(1.0)
+            request.sendall(self._busy)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+
 class Runtime:
     """The running exporter; `start()` serves HTTP and ticks the live loop in threads."""
 
@@ -118,12 +184,13 @@ class Runtime:
         ListenError where the host and port cannot be listened on."""
         check_listen(self.config.host, self.config.port)
         try:
-            self._server = make_server(
+            self._server = _BoundedServer(
                 self.config.host,
                 self.config.port,
                 self.app,
-                threaded=True,
-                request_handler=_QuietHandler,
+                self.config.receiver.max_connections,
+                self.config.receiver.retry_after,
+                self.stats,
             )
         except (OSError, SystemExit) as exc:  # taken between the check and now
             raise ListenError(f"cannot listen on {self.config.host}:{self.config.port}") from exc

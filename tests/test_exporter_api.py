@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -746,5 +747,44 @@ def test_a_client_that_hangs_up_mid_body_is_counted_as_a_body_cut(tmp_path: Path
         assert counted[("deeprest_otlp_requests_rejected_total", (("reason", "body_cut"),))] == 1
         undecodable = ("deeprest_otlp_requests_rejected_total", (("reason", "undecodable"),))
         assert counted.get(undecodable, 0) == 0
+    finally:
+        rt.stop()
+
+
+def test_connections_past_the_limit_are_answered_503_at_once_and_the_rest_keep_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver = ReceiverConfig(max_connections=2, retry_after=3.0)
+    config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0, receiver=receiver)
+    caplog.set_level("WARNING", logger="deeprest.serve")
+    rt = Runtime(config).start(tick=False)
+    idle = [socket.create_connection(("127.0.0.1", rt.port), timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted, each on its thread, sending nothing
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as third:
+            started = time.monotonic()
+            answer = b""
+            while chunk := third.recv(4096):
+                answer += chunk
+            assert time.monotonic() - started < 5  # not after any timeout
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 3" in head, head
+        assert "receiver.max_connections" in json.loads(body)["error"]
+        assert "connections refused with 503: 2 are open" in caplog.text
+    finally:
+        for conn in idle:
+            conn.close()
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the idle connections' threads end and give their slots back
+            try:
+                if requests.get(f"{rt.url}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        counted = scrape(rt)
+        assert counted[("deeprest_http_connections_refused_total", ())] >= 1
     finally:
         rt.stop()

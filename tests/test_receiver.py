@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from typing import Any
 
@@ -15,11 +16,13 @@ from exporter.config import ReceiverConfig
 from exporter.receiver import (
     JSON,
     PROTOBUF,
+    READ_PIECE,
     OtlpError,
     count_spans,
     decode_body,
     extract_spans,
     inflate,
+    read_limited,
     success_body,
 )
 from tests.exporter_world import PATHS, span_request
@@ -238,3 +241,30 @@ def test_live_traces_that_lost_their_gateway_root_fold_below_it_as_the_importers
     assert not tree.rooted
     assert tree.paths == [(("gateway", "/*"),), (("gateway", "/*"), ("orders", "/api/orders"))]
     assert len(trace_trees(trace(root=False))) == 2  # nothing known of the gateway: as before
+
+
+class _Recording(io.BytesIO):
+    """A body stream that records the size of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.asked: list[int] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.asked.append(-1 if size is None else size)
+        return super().read(size)
+
+
+def test_a_body_is_read_in_pieces_not_in_one_buffer_of_its_announced_length() -> None:
+    """A client that announces 4 MiB and sends little must not make the server hold 4 MiB."""
+    data = bytes(range(256)) * 1000  # 256,000 bytes
+    stream = _Recording(data)
+    assert read_limited(stream, len(data), 4 << 20) == data
+    assert max(stream.asked) <= READ_PIECE and len(stream.asked) >= len(data) // READ_PIECE
+    stream = _Recording(data)
+    assert read_limited(stream, None, 4 << 20) == data  # no length: read to the end
+    assert max(stream.asked) <= READ_PIECE
+    with pytest.raises(OtlpError, match="ended after 256000 of its 300000 bytes"):
+        read_limited(_Recording(data), 300_000, 4 << 20)
+    with pytest.raises(OtlpError, match="body exceeds 1000 bytes"):
+        read_limited(_Recording(data), None, 1000)
