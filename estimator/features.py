@@ -74,19 +74,21 @@ class Vocabulary:
         max_apis: int = MAX_APIS,
     ) -> Vocabulary:
         """Keep the most called paths seen in at least `min_windows` windows, at most `max_paths`,
-        and likewise the APIs, at most `max_apis`. The calls of APIs left out count as those of an
+        and likewise the APIs, at most `max_apis`, and the components (their span counts and
+        traffic history): one window's calls of a component are no evidence of what it costs,
+        and a cost fitted to them multiplies its later traffic into every series. The calls of APIs left out count as those of an
         API first seen at predict time (UNKNOWN_API): operation names that carry ids (`/orders/
         8f3a...`) make an API of every request, which no model can learn from one by one."""
         totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
         api_totals: dict[Pair, float] = {}
         api_seen_in: Counter[Pair] = Counter()
-        components: set[str] = set()
+        component_seen_in: Counter[str] = Counter()
         for window in windows:
             for path, count in window.calls.items():
                 totals[path] = totals.get(path, 0.0) + count
                 seen_in[path] += 1
-                components.add(path[-1][0])
+            component_seen_in.update({path[-1][0] for path in window.calls})
             for api, count in api_counts(window.calls).items():
                 api_totals[api] = api_totals.get(api, 0.0) + count
                 api_seen_in[api] += 1
@@ -97,7 +99,7 @@ class Vocabulary:
         return cls(
             paths=tuple(sorted(kept)),
             apis=tuple(sorted(apis)),
-            components=tuple(sorted(components)),
+            components=tuple(sorted(c for c, n in component_seen_in.items() if n >= min_windows)),
             halflives=tuple(float(h) for h in halflives),
         )
 

@@ -545,6 +545,7 @@ def windows_of_batches(
     settle: int = SETTLE_BATCHES,
     file_seconds: int | None = None,
     sampling_ratio: float = 1.0,
+    file_minutes: Sequence[int | None] | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from spans read batch by batch (a file each), in time order.
 
@@ -557,6 +558,9 @@ def windows_of_batches(
     at least `file_seconds` from its first. Windows that the files cover less than half of are
     dropped with a warning (`_drop_uncovered`). Without, the recording covers the time from its
     first span end to its last, so only its two edge windows can be dropped (`_drop_edges`).
+    `file_minutes` (with `file_seconds`), the minute of the day each file's name says (HH_MM),
+    makes each file cover that minute too: a quiet minute's first span may end late in it, and
+    a file without spans is a minute without calls, an idle window, not a missing one.
 
     A trace whose spans do not say how it was sampled stands for 1 / `sampling_ratio` traces.
     """
@@ -570,8 +574,18 @@ def windows_of_batches(
     span: list[int] = []  # without: the first and last span end of the recording
     too_deep = 0
     routes = Routes()  # what earlier files showed of gateways
+    named: list[tuple[int, bool]] = []  # with file_minutes: (minute of day, file has spans)
+    anchors: list[int] = []  # the ns each file with spans says its minute starts
+    agree = 0  # files whose spans end around the minute their name says
     for number, batch in enumerate(batches):
         batch = batch.resolved(unsaid)
+        minute = file_minutes[number] if file_minutes and number < len(file_minutes) else None
+        if file_seconds and minute is not None:  # None: an unreadable file, no minute of its own
+            named.append((minute, bool(len(batch))))
+            if len(batch):
+                middle = statistics.median_low(batch.end_ns)
+                anchors.append(_minute_near(minute, middle))
+                agree += abs(anchors[-1] + MINUTE_NS // 2 - middle) <= MINUTE_NS
         if file_seconds and len(batch):
             first = min(batch.end_ns)
             covers.append((first, max(max(batch.end_ns), first + file_seconds * NS_PER_S)))
@@ -593,11 +607,72 @@ def windows_of_batches(
     trees = assemble_columns(pending, fold_gateway, routes)
     too_deep += _count(trees, counts, durations, window_seconds)
     _warn_too_deep(too_deep)
-    if covers:
+    if anchors and agree >= NAMES_AGREE * len(anchors):  # names in another time zone: unused
+        by_name = _name_covers(named, anchors)
+        _drop_uncovered(counts, covers + by_name, window_seconds)
+        _add_idle(counts, by_name, window_seconds)
+    elif covers:
         _drop_uncovered(counts, covers, window_seconds)
     elif span:
         _drop_edges(counts, span[0], span[1], window_seconds)
     return _windows(counts, durations, window_seconds)
+
+
+DAY_NS = 86400 * NS_PER_S
+MINUTE_NS = 60 * NS_PER_S
+NAMES_AGREE = 0.9
+"""Share of minute files with spans whose spans must end around the minute their name says
+(in UTC) for the names to be read: otherwise the names keep another clock."""
+
+
+def _minute_near(minute_of_day: int, t: int) -> int:
+    """The start (ns) of the day's minute `minute_of_day` on the day nearest to `t`, so that
+    `t` falls in or next to it (a file's spans straddle midnight at most by a minute)."""
+    day = t // DAY_NS * DAY_NS + minute_of_day * MINUTE_NS
+    return min((day - DAY_NS, day, day + DAY_NS), key=lambda m: abs(m + MINUTE_NS // 2 - t))
+
+
+def _name_covers(named: list[tuple[int, bool]], anchors: list[int]) -> list[tuple[int, int]]:
+    """The minute each named file's name says, from its start to its end (a file without spans
+    on the day that puts it among, or nearest to, the files with spans)."""
+    first, last = min(anchors), max(anchors)
+    middle = (first + last) // 2
+    out = []
+    it = iter(anchors)
+    for minute, has_spans in named:
+        if has_spans:
+            start = next(it)
+        else:
+            start = _minute_near(minute, middle)
+            inside = [m for m in (start - DAY_NS, start, start + DAY_NS) if first <= m <= last]
+            start = inside[0] if inside else start
+        out.append((start, start + MINUTE_NS))
+    return out
+
+
+def _add_idle(counts: Counts, by_name: list[tuple[int, int]], window_seconds: int) -> None:
+    """Windows without calls where the files' names cover COVERED of a window but no trace's
+    root ended in it (a file without spans, or whose few traces ended in the minute before):
+    an idle minute is traffic of 0, known. Only names say so: the time a file's spans cover
+    (see `windows_of_batches`) is a guess at its minute, good enough to keep a window with
+    calls, not to claim one had none."""
+    width = window_seconds * NS_PER_S
+    first, last = min(a for a, _ in by_name), max(b for _, b in by_name)
+    for key in range(first // width, (last - 1) // width + 1):
+        if key not in counts and _covered(key, width, by_name) >= COVERED * width:
+            counts[key] = {}
+
+
+def _covered(key: int, width: int, covers: list[tuple[int, int]]) -> int:
+    """Nanoseconds of window `key` that the union of `covers` covers."""
+    merged: list[list[int]] = []
+    for first, last in sorted(covers):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    start, end = key * width, (key + 1) * width
+    return sum(max(0, min(end, b) - max(start, a)) for a, b in merged)
 
 
 EDGE_MIN_WINDOWS = 3

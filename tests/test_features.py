@@ -69,3 +69,13 @@ def test_vocabulary_round_trips_through_json() -> None:
     vocab = Vocabulary.build(tiny_world(20), max_paths=4)
     again = Vocabulary.from_json(vocab.to_json())
     assert again == vocab and again.layout.names == vocab.layout.names
+
+
+def test_a_component_of_one_window_is_no_feature() -> None:
+    """One window's spans of a component are no evidence of what it costs (see
+    Vocabulary.build); from two windows on it is a feature, as paths and APIs are."""
+    windows = tiny_world(50)
+    windows[10].add_path((("front", "/compose"), ("once", "op")), 9)
+    assert "once" not in Vocabulary.build(windows).components
+    windows[20].add_path((("front", "/compose"), ("once", "op")), 9)
+    assert "once" in Vocabulary.build(windows).components

@@ -996,3 +996,35 @@ def test_trainticket_layout_with_a_folder_per_day(tmp_path: Path) -> None:
     windows = load_trainticket(root)
     assert [w.start for w in windows] == [MIDNIGHT + 60 * k for k in range(-2, 2)]
     assert all(w.metrics[("svc-a", "cpu")] == pytest.approx(0.01) for w in windows)
+
+
+def test_a_quiet_minute_file_covers_its_own_minute_and_a_file_without_spans_is_an_idle_one(
+    tmp_path: Path,
+) -> None:
+    """A minute's file names its minute: a quiet minute whose one trace ends 50 s into it is
+    kept, a file with a header and no spans is a minute without calls (not a missing one), and
+    a file cut short says nothing of its minute."""
+    t0 = 1675080000  # 12:00 UTC
+    folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_03": t0 + 180})
+    write_csv(folder / "12_01_trace.csv", [row("q", "rq", "root", SVC_A, "GET /x", t0 + 110)])
+    write_csv(folder / "12_02_trace.csv", [])  # the header alone: nobody called
+    windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [t0 + 60 * k for k in range(4)]
+    assert sum(windows[1].calls.values()) == 1 and windows[2].calls == {}
+
+    whole = gzip.compress((folder / "12_02_trace.csv").read_bytes() + b"x" * 100)
+    (folder / "12_02_trace.csv").unlink()
+    (folder / "12_02_trace.csv.gz").write_bytes(whole[: len(whole) // 2])  # cut short
+    with pytest.warns(DataWarning, match="cut short"):
+        windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]
+
+
+def test_minute_names_of_another_clock_than_the_spans_are_not_read(tmp_path: Path) -> None:
+    """Files named in local time (two hours off the spans' UTC) cover by their spans alone: a
+    file without spans makes no idle window at a minute its name cannot place."""
+    t0 = 1675080000  # 12:00 UTC, named 14:00
+    folder = minute_files(tmp_path / "trace", {"14_00": t0, "14_01": t0 + 60, "14_03": t0 + 180})
+    write_csv(folder / "14_02_trace.csv", [])
+    windows = import_span_csv(folder)
+    assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]

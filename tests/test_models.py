@@ -235,6 +235,24 @@ def test_nonnegative_costs_recover_per_call_weights() -> None:
     assert np.allclose(intercept, [3.0, 0.0], atol=0.05)
 
 
+def test_a_count_column_with_calls_in_too_few_windows_gets_no_cost() -> None:
+    """A feature with calls in one window of 300 would fit that window's noise with any cost,
+    and multiply its later traffic by it; from MIN_SUPPORT windows (and 1% of them) on it is
+    fitted."""
+    rng = np.random.default_rng(5)
+    A = rng.poisson(20, size=(300, 3)).astype(float)
+    A[:, 2] = 0.0
+    A[100, 2] = 1.0
+    Y = (A[:, :2] @ np.array([0.5, 2.0]) + 3.0)[:, None]
+    Y[100, 0] += 50.0  # a spike in the one window the rare feature has calls in
+    weights, _, _ = fit_nonnegative_costs(A, Y)
+    assert weights[2, 0] == 0.0 and np.allclose(weights[:2, 0], [0.5, 2.0], atol=0.02)
+    A[[100, 150, 200], 2] = 1.0
+    Y[:, 0] = A @ np.array([0.5, 2.0, 7.0]) + 3.0
+    weights, _, _ = fit_nonnegative_costs(A, Y)
+    assert np.isclose(weights[2, 0], 7.0, atol=0.1)
+
+
 def test_nonnegative_costs_are_not_pulled_by_faulty_windows() -> None:
     """A few windows with usage no traffic explains (a fault, an attack) barely move the robust
     costs, where least squares raises the idle cost and the per-call costs to pay for them."""

@@ -339,10 +339,12 @@ def windows_of_files(
     fold_gateway: bool,
     file_seconds: int | None = None,
     sampling_ratio: float = 1.0,
+    file_minutes: Sequence[int | None] | None = None,
 ) -> list[Window]:
     """Assemble spans read file by file into trees and count their paths into windows (with
-    `file_seconds`, files of one period each; `sampling_ratio`, the share of traces kept where
-    spans do not say: see `windows_of_batches`)."""
+    `file_seconds`, files of one period each, and `file_minutes`, the minute of the day each
+    one's name says; `sampling_ratio`, the share of traces kept where spans do not say: see
+    `windows_of_batches`)."""
     check_window_seconds(window_seconds)
     return windows_of_batches(
         batches,
@@ -350,4 +352,5 @@ def windows_of_files(
         fold_gateway,
         file_seconds=file_seconds,
         sampling_ratio=sampling_ratio,
+        file_minutes=file_minutes,
     )

@@ -158,10 +158,11 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
 
 def read_columns(path: Path) -> SpanColumns:
     """The spans of one CSV file as columns; InputError names the file, line and field."""
-    source = str(path)
     frame = _read_frame(path)
-    if frame is None:
-        return SpanColumns.empty()
+    return SpanColumns.empty() if frame is None else _columns(frame, str(path))
+
+
+def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
     for name in (*ID_COLUMNS, *NAME_COLUMNS):
         if name == "ParentID":
             continue
@@ -240,12 +241,39 @@ def import_span_files(
     """`import_span_csv` of a list of files."""
     paths = in_time_order(paths, first_time)
     minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
-    batches = span_batches(paths, on_file)
-    file_seconds = 60 if minute_files else None
-    return windows_of_files(batches, window_seconds, fold_gateway, file_seconds, sampling_ratio)
+    if not minute_files:
+        batches = span_batches(paths, on_file)
+        return windows_of_files(batches, window_seconds, fold_gateway, None, sampling_ratio)
+    names = [MINUTE_FILE.match(p.name) for p in paths]
+    clock = [(int(m.group(1)), int(m.group(2))) for m in names if m is not None]
+    minutes: list[int | None] = [hour * 60 + minute for hour, minute in clock]
+    valid = all(hour < 24 and minute < 60 for hour, minute in clock)
+    return windows_of_files(
+        _minute_batches(paths, minutes, on_file),
+        window_seconds,
+        fold_gateway,
+        60,
+        sampling_ratio,
+        minutes if valid else None,
+    )
 
 
-MINUTE_FILE = re.compile(r"^\d{1,2}_\d{2}_trace\.csv(\.gz)?$", re.IGNORECASE)
+def _minute_batches(
+    paths: Sequence[Path], minutes: list[int | None], on_file: OnFile | None
+) -> Iterator[SpanColumns]:
+    """`span_batches` of minute files that, before yielding a file skipped as unreadable (empty
+    or cut short), sets its minute to None: it says nothing of its minute, where a file with a
+    header and no spans says it had no traffic."""
+    for i, path in enumerate(paths):
+        frame = _read_frame(path)
+        if frame is None:
+            minutes[i] = None
+        yield SpanColumns.empty() if frame is None else _columns(frame, str(path))
+        if on_file is not None:
+            on_file(path)
+
+
+MINUTE_FILE = re.compile(r"^(\d{1,2})_(\d{2})_trace\.csv(?:\.gz)?$", re.IGNORECASE)
 """A file of the HH_MM_trace.csv layout: the spans of one minute."""
 
 

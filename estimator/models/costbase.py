@@ -41,6 +41,13 @@ SHRINKAGE: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)
 """Candidate shrinkages of the per-call costs (see `choose_shrinkage`)."""
 MAD_SIGMA = 1.4826
 """Median absolute deviation -> standard deviation under Gaussian noise."""
+MIN_SUPPORT = 3
+MIN_SUPPORT_SHARE = 0.01
+"""A count column gets a cost only where it is non-zero in at least this many rows and this
+share of them: a path, API or component with calls in a window or two (an API's first calls
+before a release, a batch job) would otherwise take whatever those windows' noise asks, and a
+cost fitted to one window's residual, multiplied by later traffic of that feature (the API in
+full use), sent unrelated services' estimates to 300 times their usage."""
 
 
 def fit_nonnegative_costs(
@@ -53,7 +60,8 @@ def fit_nonnegative_costs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
 
-    Least squares over each series' known rows of Y on A, an intercept and, where `extra` [n, s]
+    Columns of A with calls in too few rows (`supported`) get no cost. Least squares over each
+    series' known rows of Y on A, an intercept and, where `extra` [n, s]
     is given, one more column of the series' own; then, where `robust`, ROBUST_STEPS of Huber
     reweighting. `ridge` keeps every solve well posed; `shrink` (one value, or one per series)
     is a further ridge on the per-call costs alone, never on the idle intercept or the extra
@@ -65,8 +73,15 @@ def fit_nonnegative_costs(
     1.7 times as long, and three times the CPU).
     """
     shrinks = np.broadcast_to(np.asarray(shrink, dtype=float), (Y.shape[1],))
+    A = np.where(supported(A), A, 0.0)
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit_costs(A, Y, ridge, extra, robust, shrinks)
+
+
+def supported(A: np.ndarray) -> np.ndarray:
+    """[f] whether each count column has calls in enough rows to be given a cost (MIN_SUPPORT)."""
+    need = max(MIN_SUPPORT, int(np.ceil(MIN_SUPPORT_SHARE * len(A))))
+    return np.count_nonzero(A, axis=0) >= need
 
 
 def _fit_costs(
