@@ -310,6 +310,31 @@ def test_whatif_refuses_windows_of_another_length_than_the_models(
         assert f"{data}: windows of 30 s; the model was trained on windows of 60 s" in said
 
 
+def test_predict_and_evaluate_refuse_a_dataset_with_many_windows_of_another_length(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Half the windows of the model's length and half shorter: the most common length matches,
+    and each short window's calls would read as a quieter full one."""
+    windows = load_windows(trained["test"])
+    for w in windows[len(windows) // 2 :]:
+        w.end = w.start + (w.end - w.start) / 2
+    data = trained["root"] / "mixed.jsonl"
+    write_windows(data, windows)
+    for command in (
+        ["predict", "--out", str(trained["root"] / "mixed.csv")],
+        ["evaluate"],
+    ):
+        assert (
+            main([command[0], "--model", str(trained["model"]), "--data", str(data), *command[1:]])
+            == 2
+        )
+        said = capsys.readouterr().err
+        assert (
+            f"{data}: {len(windows) - len(windows) // 2} of {len(windows)} windows are not of the model's 60 s"
+            in said
+        )
+
+
 def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from estimator.bundle import Bundle
-from estimator.errors import InputError, count_of
-from estimator.training import window_seconds_of
+from estimator.errors import InputError, count_of, utc_time
+from estimator.training import ODD_WINDOWS, window_seconds_of
 from estimator.windows import Window, api_counts
 
 
@@ -120,14 +120,23 @@ UNSEEN_WARNING = 0.01
 def check_window_length(bundle: Bundle, windows: Sequence[Window], source: str) -> None:
     """Refuse windows of another length than the bundle's: counts per window mean another
     thing, and so does the history's decay."""
-    if windows:
-        width = window_seconds_of(windows)
-        if abs(width - bundle.window_seconds) > 0.01 * bundle.window_seconds:
-            raise InputError(
-                f"windows of {width:g} s; the model was trained on windows of "
-                f"{bundle.window_seconds:g} s (import or simulate with that window)",
-                source=source,
-            )
+    if not windows:
+        return
+    width = window_seconds_of(windows)
+    if abs(width - bundle.window_seconds) > 0.01 * bundle.window_seconds:
+        raise InputError(
+            f"windows of {width:g} s; the model was trained on windows of "
+            f"{bundle.window_seconds:g} s (import or simulate with that window)",
+            source=source,
+        )
+    odd = [w for w in windows if abs((w.end - w.start) - width) > 0.01 * width]
+    if len(odd) > ODD_WINDOWS * len(windows):  # as many as train refuses
+        raise InputError(
+            f"{len(odd)} of {len(windows)} windows are not of the model's {width:g} s, the "
+            f"first from {utc_time(odd[0].start)} to {utc_time(odd[0].end)}: their calls per "
+            "window mean another thing (choose a range of one length with --from and --to)",
+            source=source,
+        )
 
 
 def check_traffic(
