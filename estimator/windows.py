@@ -129,6 +129,23 @@ def _fail(message: str, source: str, line: int | None, fld: str | None = None) -
     return InputError(message, source=source, line=line, field=fld)
 
 
+MAX_UNIX_S = (2**63 - 1) / 1e9
+"""The latest start or end a window may have: Unix nanoseconds in 64 bits (2262-04-11); a later
+one is milliseconds (or finer) read as seconds."""
+MAX_CALL_RATE = 1e9
+"""Calls per second of one path in a window past which a count is a typo or a corrupted value
+(it would overflow the models' float32 features), as a what-if's rate is."""
+
+
+def _time(value: Any, source: str, line: int, fld: str) -> float:
+    out = _number(value, source, line, fld)
+    if out > MAX_UNIX_S:
+        raise _fail(
+            f"{value!r} is past the year 2262: not Unix seconds (milliseconds?)", source, line, fld
+        )
+    return out
+
+
 def _number(value: Any, source: str, line: int, fld: str, allow_negative: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(f"expected a number, got {type(value).__name__}", source, line, fld)
@@ -196,14 +213,21 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
     for name in ("start", "end"):
         if name not in obj:
             raise _fail("missing", source, line, name)
-    start = _number(obj["start"], source, line, "start")
-    end = _number(obj["end"], source, line, "end")
+    start = _time(obj["start"], source, line, "start")
+    end = _time(obj["end"], source, line, "end")
     if end <= start:
         raise _fail(f"end ({end}) must be after start ({start})", source, line, "end")
     window = Window(start=start, end=end)
     for where, entry in _objects(obj.get("calls", []), source, line, "calls", "path and count"):
         path = _path(entry.get("path"), source, line, f"{where}.path")
         count = _number(entry.get("count"), source, line, f"{where}.count")
+        if count > MAX_CALL_RATE * (end - start):
+            raise _fail(
+                f"{count:g} calls in {end - start:g} s is over {MAX_CALL_RATE:g} a second: a typo?",
+                source,
+                line,
+                f"{where}.count",
+            )
         window.add_path(path, count)
     traces = obj.get("traces", [])
     if not isinstance(traces, list):

@@ -78,6 +78,8 @@ def test_round_trip_keeps_counts_metrics_and_oracle(tmp_path: Path) -> None:
         (lambda o: o["latency"][0].pop("p99"), "latency[0].p99"),
         (lambda o: o["latency"][0].update(api=["nginx"]), "latency[0].api"),
         (lambda o: o.update(latency={}), "latency"),
+        (lambda o: o.update(start=o["start"] * 1000, end=o["end"] * 1000), "start"),  # ms
+        (lambda o: o["calls"][0].update(count=1e40), "calls[0].count"),
     ],
 )
 def test_bad_lines_name_file_line_and_field(tmp_path: Path, mutate, field: str) -> None:
