@@ -109,7 +109,8 @@ def _lows(Y: np.ndarray) -> np.ndarray:
 
 
 def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else round(float(v), 6) for v in values]
+    """JSON numbers of 7 significant digits (not decimals: usage of nanocores keeps its peak)."""
+    return [None if np.isnan(v) else float(f"{float(v):.7g}") for v in values]
 
 
 def train_bundle(

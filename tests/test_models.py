@@ -528,3 +528,10 @@ def test_every_kinds_hyperparameters_are_checked_when_made(
 ) -> None:
     with pytest.raises(InputError, match=message):
         make_model(kind, **params)
+
+
+def test_manifest_numbers_keep_significant_digits_not_decimals() -> None:
+    """Peaks of usage in nanocores were written 0.0, and every ratio to them was NaN."""
+    from estimator.training import _floats
+
+    assert _floats(np.array([1.2345678e-9, np.nan, 12345.678901])) == [1.234568e-9, None, 12345.68]
