@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from estimator.errors import BundleError, InputError
-from estimator.windows import CallPath, Pair, Window, api_counts, api_of
+from estimator.windows import CallPath, Pair, Window, api_counts, api_depth, api_of
 
 TOTAL: Pair = ("*", "*")
 """Pseudo-API for paths that belong to no API (a gateway root): they follow the total of calls."""
+
+OTHER_APIS = "(other APIs)"
+"""Operation of the pseudo-API that stands, per component, for the APIs a bundle's vocabulary
+left out (seen in one window, past its cap: ids in operation names); their calls read as those
+of an API never seen, as at predict time, and the spans below them keep their components."""
 
 MAX_PROFILES = 64
 """Per-call path vectors kept per API (from the busiest training windows) for sampling."""
@@ -32,19 +37,27 @@ class Synthesizer:
     profiles: dict[Pair, np.ndarray]  # [profiles, paths] per-call vectors seen in single windows
 
     @classmethod
-    def fit(cls, windows: Sequence[Window]) -> Synthesizer:
-        """Learn per-call path vectors of each API from the training windows."""
+    def fit(cls, windows: Sequence[Window], keep: Collection[Pair] | None = None) -> Synthesizer:
+        """Learn per-call path vectors of each API from the training windows; with `keep` (the
+        vocabulary's APIs), the other APIs of each component are pooled as one (`OTHER_APIS`),
+        so that an API per request does not make a synthesizer of every request."""
         per_api: dict[Pair, dict[CallPath, list[tuple[int, float]]]] = {}
         calls: dict[Pair, np.ndarray] = {}
         n = len(windows)
         for i, window in enumerate(windows):
-            entries = api_counts(window.calls)
+            entries = folded_api_counts(window.calls, keep)
             for api, count in entries.items():
                 calls.setdefault(api, np.zeros(n))[i] = count
             calls.setdefault(TOTAL, np.zeros(n))[i] = sum(entries.values())
             for path, count in window.calls.items():
                 api = api_of(path) or TOTAL
-                per_api.setdefault(api, {}).setdefault(path, []).append((i, count))
+                if keep is not None and api != TOTAL and api not in keep:
+                    api, path = _pooled(path)
+                seen = per_api.setdefault(api, {}).setdefault(path, [])
+                if seen and seen[-1][0] == i:  # pooled paths of one window add up
+                    seen[-1] = (i, seen[-1][1] + count)
+                else:
+                    seen.append((i, count))
         paths, mean, profiles = {}, {}, {}
         for api, by_path in per_api.items():
             denominators = calls.get(api)
@@ -136,6 +149,25 @@ class Synthesizer:
             raise BundleError(f"trace synthesizer in manifest is malformed: {exc!r}") from exc
         apis = tuple(sorted(a for a in paths if a != TOTAL))
         return cls(apis=apis, paths=paths, mean=mean, profiles=profiles)
+
+
+def _pooled(path: CallPath) -> tuple[Pair, CallPath]:
+    """The pooled API of a path of an API left out, and the path with its API step pooled."""
+    depth = api_depth(path)
+    api = (path[depth - 1][0], OTHER_APIS)
+    return api, (*path[: depth - 1], api, *path[depth:])
+
+
+def folded_api_counts(
+    calls: Mapping[CallPath, float], keep: Collection[Pair] | None
+) -> dict[Pair, float]:
+    """Calls per API, those of APIs not in `keep` (where given) pooled per component."""
+    out: dict[Pair, float] = {}
+    for api, count in api_counts(calls).items():
+        if keep is not None and api not in keep:
+            api = (api[0], OTHER_APIS)
+        out[api] = out.get(api, 0.0) + count
+    return out
 
 
 def scale_windows(windows: Sequence[Window], factor: float) -> list[Window]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +16,8 @@ from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.models.auto import AutoModel
-from estimator.synthesizer import Synthesizer, traffic_of
-from estimator.windows import Window, series_of, targets
+from estimator.synthesizer import Synthesizer, folded_api_counts, traffic_of
+from estimator.windows import Pair, Window, series_of, targets
 
 Progress = Callable[[str], None]
 
@@ -153,13 +153,13 @@ def train_bundle(
             "start": windows[0].start,
             "end": windows[-1].end,
             "windows": len(windows),
-            "reference_traffic": reference_traffic(windows),
+            "reference_traffic": reference_traffic(windows, vocabulary.apis),
             "calls_range": calls_range(windows),
             "usage_peaks": _floats(_peaks(Y)),
             "usage_lows": _floats(_lows(Y)),
         },
         validation=validation,
-        synthesizer=Synthesizer.fit(windows).to_json(),
+        synthesizer=Synthesizer.fit(windows, vocabulary.apis).to_json(),
     )
 
 
@@ -173,10 +173,13 @@ def calls_range(windows: Sequence[Window]) -> list[float]:
     return [min(totals), max(totals)]
 
 
-def reference_traffic(windows: Sequence[Window]) -> dict[str, Any]:
-    """Per-API calls of the last training windows (one day of one-minute windows at most)."""
+def reference_traffic(
+    windows: Sequence[Window], keep: Collection[Pair] | None = None
+) -> dict[str, Any]:
+    """Per-API calls of the last training windows (one day of one-minute windows at most), those
+    of APIs not in `keep` pooled per component as the synthesizer pools them."""
     recent = windows[-REFERENCE_WINDOWS:]
-    per_window = traffic_of(recent)
+    per_window = [folded_api_counts(w.calls, keep) for w in recent]
     apis = sorted({api for counts in per_window for api in counts})
     return {
         "apis": [list(api) for api in apis],

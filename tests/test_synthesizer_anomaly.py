@@ -133,3 +133,31 @@ def test_a_scale_factor_out_of_range_is_refused(factor: float) -> None:
     with pytest.raises(InputError, match="scale factor must be between 0 and 1e\\+06"):
         scaled_traffic([{FRONT: 1.0}], factor)
     assert scaled_traffic([{FRONT: 2.0}], 0.0) == [{FRONT: 0.0}]  # 0: the idle cost
+
+
+def test_apis_left_out_of_the_vocabulary_are_pooled_per_component_with_the_same_features() -> None:
+    """An API per request (an id in the operation) pools into one per component: the
+    synthesizer and the reference traffic do not grow with the requests, and the pooled traffic
+    gives the features the original gives."""
+    from estimator.features import Vocabulary
+    from estimator.synthesizer import OTHER_APIS
+    from estimator.training import reference_traffic
+
+    windows = tiny_world(40)
+    for i, window in enumerate(windows):
+        window.add_path((("front", f"/orders/{i:06x}"),), 2)
+        window.add_path((("front", f"/orders/{i:06x}"), ("db", "find")), 2)
+    vocab = Vocabulary.build(windows)
+    synth = Synthesizer.fit(windows, vocab.apis)
+    pooled = ("front", OTHER_APIS)
+    assert set(synth.apis) == {*vocab.apis, pooled}
+    ref = reference_traffic(windows, vocab.apis)
+    assert sorted(map(tuple, ref["apis"])) == sorted([*vocab.apis, pooled])
+    traffic = [
+        {(str(c), str(o)): n for (c, o), n in zip(ref["apis"], row, strict=True) if n}
+        for row in ref["counts"]
+    ]
+    again = synth.windows(traffic, [w.start for w in windows], 60.0)
+    X, _ = vocab.transform(windows)
+    Y, _ = vocab.transform(again)
+    assert np.allclose(X.sum(axis=0), Y.sum(axis=0))  # in expectation, over the windows
