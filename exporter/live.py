@@ -22,7 +22,7 @@ from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
 from exporter.config import Config
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
-from exporter.store import OpenTrace, OpenWindow, WindowStore
+from exporter.store import OpenTrace, OpenWindow, StoreError, WindowStore
 
 log = logging.getLogger("deeprest.live")
 
@@ -143,6 +143,10 @@ def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
     return sum(n for api, n in calls.items() if api not in kept) / total
 
 
+MAX_UNSAVED = 1440
+"""Closed windows kept in memory while the store refuses them (a day of one-minute windows)."""
+
+
 class LiveLoop:
     """Closes traces and windows on a clock, estimates each window, publishes a Snapshot."""
 
@@ -172,6 +176,7 @@ class LiveLoop:
         self._split_logged, self._split_logged_at = 0, -math.inf
         self._traffic_answered: set[Pair] = set()  # APIs whose traffic query had samples
         self._traffic_failing, self._traffic_logged_at, self._traffic_unlogged = False, 0.0, 0
+        self._unsaved: list[Window] = []  # closed windows the store refused, to retry
         if bundle is not None:
             self.load(bundle)
 
@@ -335,7 +340,7 @@ class LiveLoop:
         if observed is not None:
             window.metrics.update(observed)
         if known_traffic:  # a window of unknown traffic stored empty would claim there was none
-            self.store.put([window])
+            self._put(window)
         if estimator is None or not known_traffic:
             self.snapshot = Snapshot(model=self.snapshot.model, limits=self.snapshot.limits, up=up)
             return
@@ -471,10 +476,41 @@ class LiveLoop:
             if start not in have and (after is None or start >= after)
         ]
 
+    def _put(self, window: Window | None) -> None:
+        """Store a closed window, with those the store refused before (a full disk, a locked
+        file): they are kept, at most MAX_UNSAVED, and retried with each window, so a failed
+        write neither loses the window nor stops its estimate."""
+        if window is not None:
+            self._unsaved.append(window)
+        if not self._unsaved:
+            return
+        try:
+            self.store.put(self._unsaved)
+        except StoreError as exc:
+            if len(self._unsaved) > MAX_UNSAVED:
+                lost = self._unsaved[: len(self._unsaved) - MAX_UNSAVED]
+                del self._unsaved[: len(lost)]
+                log.error(
+                    "%s dropped: the store refused them for over %s (from %s)",
+                    count_of(len(lost), "window"),
+                    count_of(MAX_UNSAVED, "window"),
+                    utc_time(lost[0].start),
+                )
+            log.error(
+                "%s not stored, kept to retry with the next: %s",
+                count_of(len(self._unsaved), "window"),
+                exc,
+            )
+            return
+        if len(self._unsaved) > 1:
+            log.info("stored %s the store had refused", count_of(len(self._unsaved), "window"))
+        self._unsaved = []
+
     def save_open(self) -> None:
         """On stopping: keep the traces and windows still open in the store, for the next start
         to resume (see WindowAggregator), so that spans retried across the restart join them."""
         with self._tick_lock:
+            self._put(None)  # a last try for the closed windows the store refused
             windows = self.aggregator.open_windows()
             traces = self.assembler.open_traces()
             self.store.save_open(windows, traces)

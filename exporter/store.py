@@ -3,6 +3,7 @@ stopping exporter leaves open are kept there for the next start to resume."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -164,7 +165,9 @@ class WindowStore:
                 work(self._db)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT has rolled back already
+                    with contextlib.suppress(sqlite3.Error):  # the error to say is the first
+                        self._db.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: cannot write {what} ({exc})") from exc
 
     def save_open(

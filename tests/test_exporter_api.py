@@ -788,3 +788,33 @@ def test_connections_past_the_limit_are_answered_503_at_once_and_the_rest_keep_s
         assert counted[("deeprest_http_connections_refused_total", ())] >= 1
     finally:
         rt.stop()
+
+
+def test_windows_the_store_refuses_are_kept_estimated_and_stored_once_it_writes_again(
+    runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """A write that fails (a full disk) neither loses the window nor stops its estimate."""
+    from exporter.store import StoreError, WindowStore
+
+    rt, clock = runtime
+    real_put = WindowStore.put
+    failing = {"on": True}
+
+    def put(store: WindowStore, windows: list) -> None:  # type: ignore[type-arg]
+        if failing["on"]:
+            raise StoreError(f"{store.path}: cannot write windows (database or disk is full)")
+        real_put(store, windows)
+
+    monkeypatch.setattr(WindowStore, "put", put)
+    caplog.set_level("INFO", logger="deeprest.live")
+    send_window(rt, clock, 3, seed=1)
+    send_window(rt, clock, 4, seed=2)
+    assert "2 windows not stored, kept to retry with the next: " in caplog.text
+    assert "disk is full" in caplog.text
+    assert rt.loop.snapshot.expected  # estimated all the same
+    assert rt.store.count() == 0
+    failing["on"] = False
+    send_window(rt, clock, 5, seed=3)
+    assert "stored 3 windows the store had refused" in caplog.text
+    stored = rt.store.range(T0 - 10, clock.now)
+    assert [sum(n for p, n in w.calls.items() if len(p) == 1) for w in stored] == [3, 4, 5]
