@@ -177,6 +177,7 @@ class LiveLoop:
         self._traffic_answered: set[Pair] = set()  # APIs whose traffic query had samples
         self._traffic_failing, self._traffic_logged_at, self._traffic_unlogged = False, 0.0, 0
         self._unsaved: list[Window] = []  # closed windows the store refused, to retry
+        self._query_logged_at, self._query_unlogged = -math.inf, 0  # usage query failures
         if bundle is not None:
             self.load(bundle)
 
@@ -240,10 +241,24 @@ class LiveLoop:
         if self.prometheus is None:
             return None
         try:
-            return fetch_usage(self.prometheus, self.queries, series, at, limits)
+            found = fetch_usage(self.prometheus, self.queries, series, at, limits)
         except PrometheusError as exc:
-            log.warning("Prometheus query failed: %s", exc)
+            now = time.monotonic()
+            if now - self._query_logged_at >= SPLIT_LOG_SECONDS:
+                since = (
+                    f" ({count_of(self._query_unlogged, 'more failure')} since the last warning)"
+                    if self._query_unlogged
+                    else ""
+                )
+                log.warning("Prometheus query failed%s: %s", since, exc)
+                self._query_logged_at, self._query_unlogged = now, 0
+            else:  # said at most every 10 minutes while it lasts; deeprest_up says it at once
+                self._query_unlogged += 1
             return None
+        if self._query_logged_at > -math.inf:
+            log.info("Prometheus answers again")
+            self._query_logged_at, self._query_unlogged = -math.inf, 0
+        return found
 
     def _answers(self, at: float) -> bool:
         """Whether the upstream Prometheus answers, asked cheaply (used while no model is loaded)."""

@@ -643,6 +643,18 @@ def test_bad_hyperparameters_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["xgboost", "auto"])
+def test_a_validation_tail_that_leaves_too_few_windows_to_fit_exits_2_naming_it(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "thirty.jsonl"
+    write_windows(data, tiny_world(30, seed=3))
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--model", kind]
+    assert main([*argv, "--validation-fraction", "0.8"]) == 2
+    err = capsys.readouterr().err
+    assert "field '--validation-fraction': 0.8 holds out 24 of the 30 windows, leaving 6" in err
+
+
 def test_an_empty_range_exits_2(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -818,3 +818,15 @@ def test_windows_the_store_refuses_are_kept_estimated_and_stored_once_it_writes_
     assert "stored 3 windows the store had refused" in caplog.text
     stored = rt.store.range(T0 - 10, clock.now)
     assert [sum(n for p, n in w.calls.items() if len(p) == 1) for w in stored] == [3, 4, 5]
+
+
+def test_a_prometheus_that_does_not_answer_is_warned_of_once_not_every_window(
+    runtime, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    rt, clock = runtime  # its Prometheus URL is a port nobody listens on
+    caplog.set_level("WARNING", logger="deeprest.live")
+    for seed in range(3):
+        send_window(rt, clock, 2, seed=seed)
+    failed = [r for r in caplog.records if "Prometheus query failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert scrape(rt)[("deeprest_up", ())] == 0  # said at once all the same

@@ -88,6 +88,10 @@ def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     return collect_training_windows(config, start, end), str(args.config)
 
 
+MIN_FIT_WINDOWS = 10
+"""Windows a model is fitted on before its validation tail (as many as training needs)."""
+
+
 def run(args: argparse.Namespace) -> int:
     say = Phases("train")
     output_dir(args.out, "--out")
@@ -104,6 +108,14 @@ def run(args: argparse.Namespace) -> int:
     say("reading windows")
     windows, source = _windows(args)
     check_trainable(windows, source)
+    tail = max(1, round(len(windows) * args.validation_fraction))
+    if len(windows) - tail < MIN_FIT_WINDOWS:
+        raise InputError(
+            f"{args.validation_fraction:g} holds out {tail} of the {len(windows)} windows, "
+            f"leaving {len(windows) - tail} to fit on; a model needs at least {MIN_FIT_WINDOWS} "
+            "(lower it, or give more windows)",
+            field="--validation-fraction",
+        )
     started = time.monotonic()
     bundle = train_bundle(windows, config, progress=say)
     bundle.training["seconds"] = round(time.monotonic() - started, 3)
