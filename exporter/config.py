@@ -173,6 +173,7 @@ class Config:
     api_token: str | None = None
     smoothing_windows: int = 3
     whatif_windows: int = 10
+    retention: float = 30 * 86400.0  # stored windows older than this are deleted; 0: kept
     traffic_source: str = "otlp"
     traffic_apis: tuple[ApiTraffic, ...] = ()
     limits: Mapping[tuple[str, str], float] = field(default_factory=dict)
@@ -443,8 +444,8 @@ def _traffic(raw: dict[str, Any]) -> tuple[str, tuple[ApiTraffic, ...]]:
 
 CONFIG_KEYS = {
     "model", "data_dir", "host", "port", "window", "trace_grace", "tick", "api_token",
-    "api_token_file", "smoothing_windows", "whatif_windows", "traffic", "limits", "prometheus",
-    "receiver",
+    "api_token_file", "smoothing_windows", "whatif_windows", "retention", "traffic", "limits",
+    "prometheus", "receiver",
 }  # fmt: skip
 
 
@@ -478,6 +479,8 @@ def config_from_mapping(raw: Mapping[str, Any], base: Path = Path(".")) -> Confi
         out["smoothing_windows"] = _int(raw["smoothing_windows"], "smoothing_windows", 1, 1000)
     if "whatif_windows" in raw:
         out["whatif_windows"] = _int(raw["whatif_windows"], "whatif_windows", 1, 100000)
+    if raw.get("retention") is not None:
+        out["retention"] = parse_duration(raw["retention"], "retention", allow_zero=True)
     out["traffic_source"], out["traffic_apis"] = _traffic(_section(raw, "traffic"))
     out["limits"] = parse_limits(raw.get("limits") or {})
     out["prometheus"] = _prometheus(_section(raw, "prometheus"))

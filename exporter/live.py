@@ -143,6 +143,8 @@ def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
     return sum(n for api, n in calls.items() if api not in kept) / total
 
 
+PRUNE_EVERY = 3600.0
+"""Seconds of windows between two prunings of those past `retention`."""
 MAX_UNSAVED = 1440
 """Closed windows kept in memory while the store refuses them (a day of one-minute windows)."""
 
@@ -178,6 +180,7 @@ class LiveLoop:
         self._traffic_failing, self._traffic_logged_at, self._traffic_unlogged = False, 0.0, 0
         self._unsaved: list[Window] = []  # closed windows the store refused, to retry
         self._query_logged_at, self._query_unlogged = -math.inf, 0  # usage query failures
+        self._pruned_at = -math.inf  # end of the newest window when old ones were last pruned
         if bundle is not None:
             self.load(bundle)
 
@@ -519,7 +522,27 @@ class LiveLoop:
             return
         if len(self._unsaved) > 1:
             log.info("stored %s the store had refused", count_of(len(self._unsaved), "window"))
+        newest = self._unsaved[-1].end
         self._unsaved = []
+        self._prune(newest)
+
+    def _prune(self, newest: float) -> None:
+        """Delete stored windows past `retention` before the newest, at most once an hour."""
+        retention = self.config.retention
+        if not retention or newest - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = newest
+        try:
+            deleted = self.store.prune(newest - retention)
+        except StoreError as exc:
+            log.error("%s", exc)
+            return
+        if deleted:
+            log.info(
+                "deleted %s older than the retention of %gd",
+                count_of(deleted, "stored window"),
+                retention / 86400,
+            )
 
     def save_open(self) -> None:
         """On stopping: keep the traces and windows still open in the store, for the next start

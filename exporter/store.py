@@ -277,6 +277,17 @@ class WindowStore:
         rows = self._select("SELECT start, body FROM windows ORDER BY start DESC LIMIT ?", (n,))
         return self._decode(rows[::-1])
 
+    def prune(self, before: float) -> int:
+        """Delete the windows that ended before `before`; how many were."""
+        deleted = 0
+
+        def work(db: sqlite3.Connection) -> None:
+            nonlocal deleted
+            deleted = db.execute("DELETE FROM windows WHERE end < ?", (before,)).rowcount
+
+        self._transaction("the pruning of old windows", work)
+        return deleted
+
     def last_end(self) -> float | None:
         """End of the newest stored window."""
         rows = self._select("SELECT MAX(end) FROM windows")

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from estimator.bundle import load_bundle
+from estimator.errors import InputError
 from exporter.config import Config, PrometheusConfig, ReceiverConfig
 from exporter.runtime import Runtime
 from tests.exporter_world import PATHS, span_request, train, world
@@ -830,3 +831,31 @@ def test_a_prometheus_that_does_not_answer_is_warned_of_once_not_every_window(
     failed = [r for r in caplog.records if "Prometheus query failed" in r.getMessage()]
     assert len(failed) == 1
     assert scrape(rt)[("deeprest_up", ())] == 0  # said at once all the same
+
+
+def test_stored_windows_older_than_the_retention_are_deleted(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter import live
+
+    monkeypatch.setattr(live, "PRUNE_EVERY", 0.0)
+    clock = Clock(T0)
+    config = make_config(bundle_dir, tmp_path / "data", retention=5.0)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    try:
+        for seed in range(5):
+            send_window(rt, clock, 2, seed=seed)
+        ends = [w.end for w in rt.store.range(0, clock.now + 100)]
+        assert ends and min(ends) >= max(ends) - 5.0 and len(ends) < 5
+    finally:
+        rt.stop()
+
+
+def test_retention_is_a_duration_and_zero_keeps_everything() -> None:
+    from exporter.config import config_from_mapping
+
+    assert config_from_mapping({"retention": "14d"}).retention == 14 * 86400
+    assert config_from_mapping({"retention": 0}).retention == 0
+    assert config_from_mapping({}).retention == 30 * 86400
+    with pytest.raises(InputError, match="retention"):
+        config_from_mapping({"retention": "forever"})
