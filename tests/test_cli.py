@@ -408,6 +408,18 @@ def test_whatif_bad_limits_exit_2_and_name_the_file(
     assert str(limits) in err and message in err
 
 
+def test_a_traffic_csv_of_a_spreadsheet_with_a_byte_order_mark_and_blank_lines_is_read(
+    trained: dict[str, Path],
+) -> None:
+    traffic = trained["root"] / "excel.csv"
+    traffic.write_bytes(b"\xef\xbb\xbfstart,/compose\r\n0,100\r\n60,100\r\n\r\n\r\n")
+    out = trained["root"] / "whatif-excel"
+    argv = ["whatif", "--model", str(trained["model"]), "--traffic", str(traffic)]
+    assert main([*argv, "--out", str(out)]) == 0
+    with open(out / "whatif.csv") as handle:
+        assert len(list(csv.DictReader(handle))) > 0
+
+
 def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     traffic = trained["root"] / "mix.csv"
     traffic.write_text("start,/compose,front:/read\n0,100,0\n60,100,0\n")

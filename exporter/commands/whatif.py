@@ -253,14 +253,16 @@ def _read_traffic_csv(
 ) -> tuple[list[dict[Pair, float]], np.ndarray]:
     most = MAX_RATE * window_seconds
     try:
-        handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+        # utf-8-sig: a spreadsheet's export starts with a byte order mark
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror}", source=str(path)) from exc
     with handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if not header or header[0] != "start":
+        if not header or header[0].strip() != "start":
             raise InputError("first column must be 'start'", source=str(path), line=1)
+        header[0] = "start"
         if len(header) < 2:
             raise InputError(
                 "no API column after 'start' (one column of calls per window for each API)",
@@ -282,6 +284,8 @@ def _read_traffic_csv(
         traffic: list[dict[Pair, float]] = []
         starts: list[float] = []
         for line, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):  # a blank line (a trailing one, say)
+                continue
             if len(row) != len(header):
                 raise InputError(f"expected {len(header)} columns", source=str(path), line=line)
             values = []
