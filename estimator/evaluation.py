@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,13 +67,15 @@ class Evaluation:
     def summary(self) -> dict[str, float]:
         """Mean and worst-series accuracy, mean coverage, and the oracle's where known."""
         acc = self.accuracy
-        out = {
-            "mean_accuracy": float(np.nanmean(acc)),
-            "worst_accuracy": float(np.nanmin(acc)),
-            "coverage": float(np.nanmean(self.coverage)),
-        }
-        if self.oracle is not None:
-            out["oracle_accuracy"] = float(np.nanmean(accuracy(self.oracle, self.actual)))
+        with warnings.catch_warnings():  # every series without usage: NaN, not a numpy warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = {
+                "mean_accuracy": float(np.nanmean(acc)),
+                "worst_accuracy": float(np.nanmin(acc)),
+                "coverage": float(np.nanmean(self.coverage)),
+            }
+            if self.oracle is not None:
+                out["oracle_accuracy"] = float(np.nanmean(accuracy(self.oracle, self.actual)))
             mae_ratio = self.mae / self.oracle_mae  # type: ignore[operator]
             out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
         return out

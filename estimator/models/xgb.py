@@ -26,6 +26,7 @@ RESERVOIR, since the busiest windows are often the only ones where a cache is fu
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,7 +83,9 @@ def _prefer_structure(errors: np.ndarray) -> np.ndarray:
     chosen = np.full(errors.shape[2], SCALE)
     best = errors[SCALE].copy()
     for form in (RESERVOIR, SATURATE):
-        with np.errstate(invalid="ignore"):  # inf: a form the series cannot take
+        # inf: a form the series cannot take; all NaN: a series without usage in the tail
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice"
             level = np.nanmean(best, axis=0)
             ahead = level - np.nanmean(errors[form], axis=0)
         better = (ahead > FORM_MARGIN * level) & clearly_lower(errors[form], best, FORM_EVIDENCE)
