@@ -157,6 +157,7 @@ class ReceiverConfig:
     retry_after: float = 2.0
     sampling_ratio: float = 1.0  # share of traces the services keep, where spans do not say
     restart_catchup: float = 30.0  # after a restart, nothing closes for this long (see LiveLoop)
+    checkpoint: float = 30.0  # open windows and traces are saved this often (0: only at a stop)
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,8 @@ def _receiver(raw: dict[str, Any]) -> ReceiverConfig:
             out[name] = _int(raw[name], p + name, 1)
     if "retry_after" in raw:
         out["retry_after"] = parse_duration(raw["retry_after"], p + "retry_after")
+    if "checkpoint" in raw:
+        out["checkpoint"] = parse_duration(raw["checkpoint"], p + "checkpoint", allow_zero=True)
     if "restart_catchup" in raw:
         out["restart_catchup"] = parse_duration(
             raw["restart_catchup"], p + "restart_catchup", allow_zero=True

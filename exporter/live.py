@@ -181,6 +181,7 @@ class LiveLoop:
         self._unsaved: list[Window] = []  # closed windows the store refused, to retry
         self._query_logged_at, self._query_unlogged = -math.inf, 0  # usage query failures
         self._pruned_at = -math.inf  # end of the newest window when old ones were last pruned
+        self._checkpointed_at = clock()  # when the open windows and traces were last saved
         if bundle is not None:
             self.load(bundle)
 
@@ -238,7 +239,19 @@ class LiveLoop:
                 log.warning(
                     "%s late: estimated without asking Prometheus", count_of(late, "window")
                 )
+            every = self.config.receiver.checkpoint
+            if every and now - self._checkpointed_at >= every:
+                self._checkpointed_at = now
+                self._save_open()
         return windows
+
+    def _save_open(self) -> None:
+        """A checkpoint (under the tick lock): the open windows and traces, as a stop saves them,
+        so that a killed process loses only what came since."""
+        try:
+            self.store.save_open(self.aggregator.open_windows(), self.assembler.open_traces())
+        except StoreError as exc:
+            log.error("%s", exc)
 
     def _query(self, series: list[SeriesKey], at: float, limits: bool) -> dict | None:
         if self.prometheus is None:

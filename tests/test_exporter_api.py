@@ -859,3 +859,38 @@ def test_retention_is_a_duration_and_zero_keeps_everything() -> None:
     assert config_from_mapping({}).retention == 30 * 86400
     with pytest.raises(InputError, match="retention"):
         config_from_mapping({"retention": "forever"})
+
+
+def _crash(rt: Runtime) -> None:
+    """Stop serving as a killed process does: nothing of the open state is saved at the end."""
+    assert rt._server is not None
+    rt._server.shutdown()
+    rt._server.server_close()
+    rt.store.close()
+
+
+def test_a_killed_exporter_resumes_from_its_last_checkpoint(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The open windows and traces are saved every `receiver.checkpoint`: a SIGKILL loses only
+    the spans acknowledged since, where it lost the whole open window."""
+    clock = Clock(T0 + 0.1)
+    receiver = replace(make_config(bundle_dir, tmp_path).receiver, checkpoint=1.0)
+    config = make_config(bundle_dir, tmp_path / "data", receiver=receiver)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    send_window(rt, clock, 4, seed=1)  # [T0, T0+2) closed and stored, a checkpoint taken
+    start = (clock.now // 2.0) * 2.0
+    end_ns = int((start + 0.5) * 1e9)
+    assert post(rt, span_request(6, end_ns, seed=2).SerializeToString(), PB).status_code == 200
+    clock.now += 1.0
+    rt.loop.tick()  # a checkpoint with the 6 traces open (their window too)
+    _crash(rt)
+    clock.now = start + 2.0 + 0.1
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        clock.now += config.receiver.restart_catchup + 2 * config.grace + 2.0
+        again.loop.tick()
+        (window,) = again.store.range(start, start + 2.0)
+        assert _roots(window) == 6
+    finally:
+        again.stop()
