@@ -535,3 +535,16 @@ def test_manifest_numbers_keep_significant_digits_not_decimals() -> None:
     from estimator.training import _floats
 
     assert _floats(np.array([1.2345678e-9, np.nan, 12345.678901])) == [1.234568e-9, None, 12345.68]
+
+
+def test_long_cost_fits_say_how_far_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    from estimator.models import costbase
+
+    monkeypatch.setattr(costbase, "SAY_EVERY", 0.0)
+    rng = np.random.default_rng(1)
+    A = rng.poisson(5, size=(60, 3)).astype(float)
+    Y = A @ rng.uniform(0, 1, size=(3, 4))
+    lines: list[str] = []
+    costbase.choose_shrinkage(A, Y, np.arange(60) < 45, (0.0, 1.0), progress=lines.append)
+    assert lines[0] == "shrinkage 0 (1 of 2), per-call costs: 1 of 4 series"
+    assert lines[-1] == "shrinkage 1 (2 of 2), per-call costs: 4 of 4 series"

@@ -13,7 +13,8 @@ Gaussian noise the fit keeps 95% of least squares' efficiency.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,6 +42,8 @@ SHRINKAGE: tuple[float, ...] = (0.0, 0.01, 0.1, 1.0)
 """Candidate shrinkages of the per-call costs (see `choose_shrinkage`)."""
 MAD_SIGMA = 1.4826
 """Median absolute deviation -> standard deviation under Gaussian noise."""
+SAY_EVERY = 10.0
+"""Seconds between progress lines of a long fit (hundreds of series and features)."""
 MIN_SUPPORT = 3
 MIN_SUPPORT_SHARE = 0.01
 """A count column gets a cost only where it is non-zero in at least this many rows and this
@@ -57,6 +60,7 @@ def fit_nonnegative_costs(
     extra: np.ndarray | None = None,
     robust: bool = True,
     shrink: float | np.ndarray = 0.0,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per series non-negative weights [f, s], intercepts [s] and extra-column weights [s].
 
@@ -75,7 +79,7 @@ def fit_nonnegative_costs(
     shrinks = np.broadcast_to(np.asarray(shrink, dtype=float), (Y.shape[1],))
     A = np.where(supported(A), A, 0.0)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_costs(A, Y, ridge, extra, robust, shrinks)
+        return _fit_costs(A, Y, ridge, extra, robust, shrinks, progress)
 
 
 def supported(A: np.ndarray) -> np.ndarray:
@@ -91,8 +95,10 @@ def _fit_costs(
     extra: np.ndarray | None,
     robust: bool,
     shrinks: np.ndarray,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, f = A.shape
+    done, said = 0, time.monotonic()
     design = np.hstack([A, np.ones((n, 1))])
     scale = np.sqrt(np.mean(design**2, axis=0))
     scale[scale == 0] = 1.0
@@ -130,6 +136,10 @@ def _fit_costs(
             weights[:, j] = _nonnegative(gram, c, penalty)
             if robust:
                 weights[:, j] = _huber(Dj, y, gram, c, weights[:, j], penalty)
+            done += 1
+            if progress is not None and time.monotonic() - said >= SAY_EVERY:
+                said = time.monotonic()
+                progress(f"per-call costs: {done} of {Y.shape[1]} series")
     weights[: f + 1] /= scale[:, None]
     extra_weights = weights[f + 1] / own_scale if own is not None else np.zeros(Y.shape[1])
     return weights[:f], weights[f], extra_weights
@@ -284,6 +294,7 @@ def choose_shrinkage(
     ridge: float = 1e-6,
     robust: bool = True,
     max_rows: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Per series, the shrinkage of the per-call costs that `fit_nonnegative_costs` should use,
     chosen on time: costs are fitted on the `head` rows (at most `max_rows` of them, evenly
@@ -305,8 +316,12 @@ def choose_shrinkage(
         rows = rows[np.linspace(0, len(rows) - 1, max_rows).astype(int)]
     errors = np.full((len(grid), Y.shape[1]), np.inf)
     for i, value in enumerate(grid):
+        said = None
+        if progress is not None:
+            step = f"shrinkage {value:g} ({i + 1} of {len(grid)})"
+            said = lambda line, step=step: progress(f"{step}, {line}")  # noqa: E731
         weights, intercept, _ = fit_nonnegative_costs(
-            A[rows], Y[rows], ridge, robust=robust, shrink=value
+            A[rows], Y[rows], ridge, robust=robust, shrink=value, progress=said
         )
         error = np.abs(A[tail] @ weights + intercept - Y[tail])
         known = (~np.isnan(error)).any(axis=0)

@@ -259,7 +259,12 @@ class XGBoostQuantile(QuantileModel):
         scaling[stateful] = False  # their costs are fitted beside their reservoir, below
         if scaling.any():
             weights, intercept = fit_nonnegative_costs(
-                X, Y[:, scaling], self.ridge, robust=self.robust, shrink=self.shrink_[scaling]
+                X,
+                Y[:, scaling],
+                self.ridge,
+                robust=self.robust,
+                shrink=self.shrink_[scaling],
+                progress=lambda line: self.say(f"xgboost: {line}"),
             )[:2]
             self.weights_[:, scaling], self.intercept_[scaling] = weights, intercept
         if stateful.size:
@@ -436,7 +441,14 @@ class XGBoostQuantile(QuantileModel):
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self.say(f"xgboost: per-call costs of {Y.shape[1]} series, shrinkage chosen on the tail")
         self.shrink_ = choose_shrinkage(
-            X, Y, np.arange(len(X)) < cut, self.shrinkage, self.ridge, self.robust, SELECTION_ROWS
+            X,
+            Y,
+            np.arange(len(X)) < cut,
+            self.shrinkage,
+            self.ridge,
+            self.robust,
+            SELECTION_ROWS,
+            progress=lambda line: self.say(f"xgboost: {line}"),
         )
         self.say(
             "xgboost: forms (scales with calls, reservoir or saturates) on the busiest windows"
