@@ -76,8 +76,8 @@ class Evaluation:
             }
             if self.oracle is not None:
                 out["oracle_accuracy"] = float(np.nanmean(accuracy(self.oracle, self.actual)))
-            mae_ratio = self.mae / self.oracle_mae  # type: ignore[operator]
-            out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
+                mae_ratio = self.mae / self.oracle_mae  # type: ignore[operator]
+                out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
         return out
 
 

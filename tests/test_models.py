@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -548,3 +549,19 @@ def test_long_cost_fits_say_how_far_they_are(monkeypatch: pytest.MonkeyPatch) ->
     costbase.choose_shrinkage(A, Y, np.arange(60) < 45, (0.0, 1.0), progress=lines.append)
     assert lines[0] == "shrinkage 0 (1 of 2), per-call costs: 1 of 4 series"
     assert lines[-1] == "shrinkage 1 (2 of 2), per-call costs: 4 of 4 series"
+
+
+def test_an_evaluation_without_oracle_summarizes_and_one_of_unused_series_says_nan() -> None:
+    """Real recordings carry no oracle; a series without usage has no accuracy (NaN, said
+    without numpy's warnings on stderr)."""
+    from estimator.evaluation import Evaluation
+
+    series = [("a", "cpu"), ("b", "cpu")]
+    actual = np.array([[1.0, 0.0], [2.0, 0.0]])
+    pred = np.stack([actual * 0.9, actual, actual * 1.1], axis=-1)
+    summary = Evaluation(series, np.arange(2.0), actual, pred, None).summary()
+    assert summary["mean_accuracy"] == 1.0 and "oracle_accuracy" not in summary
+    idle = Evaluation(series[1:], np.arange(2.0), actual[:, 1:], pred[:, 1:], None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(idle.summary()["mean_accuracy"])
