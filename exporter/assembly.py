@@ -160,13 +160,17 @@ class WindowAggregator:
         after: float | None = None,
         resumed: Sequence[OpenWindow] = (),
         hold_until: float = -math.inf,
+        restarted: bool = False,
     ) -> None:
         """`after`: end of the newest window already stored; `resumed`: the windows a stopped
         exporter left open (`open_windows`), reopened so that what they hold is not lost and
         their late spans still count. The windows between the newest of them and `now` passed
         while nothing listened: each is closed only if spans for it arrive (a client's retries),
         since an empty one would claim there was no traffic. No window closes before
-        `hold_until` (a restart's catch-up: clients retry what failed while it was down)."""
+        `hold_until` (a restart's catch-up: clients retry what failed while it was down). A
+        `restarted` exporter with nothing to resume (killed before its first checkpoint, or
+        after the windows of its last one were stored) treats the windows since the newest
+        stored one alike, so that the retries of the window it was killed in are not late."""
         self.window = window
         self.delay = delay
         self.hold_until = hold_until
@@ -195,6 +199,9 @@ class WindowAggregator:
                 self._open[k] = w
                 self._durations[k] = {api: list(d) for api, d in durations.items()}
             self._unheard = range(kept[-1][0] + 1, current)
+        elif restarted and after is not None and previous < current - 1:
+            self._closed = previous
+            self._unheard = range(previous + 1, current)
         self._api_calls: dict[Pair, float] = {}
         self.late_paths = 0
         self.too_deep_spans = 0

@@ -462,7 +462,7 @@ class LiveLoop:
         resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
         hold = now + config.receiver.restart_catchup if restarted else -math.inf
         self.aggregator = WindowAggregator(
-            self.window, 2 * config.grace, now, after, resumed, hold_until=hold
+            self.window, 2 * config.grace, now, after, resumed, hold_until=hold, restarted=restarted
         )
         kept = {w.start for w, _ in self.aggregator.open_windows()}
         dropped = [w for w, _ in resumed if w.start not in kept]

@@ -894,3 +894,33 @@ def test_a_killed_exporter_resumes_from_its_last_checkpoint(
         assert _roots(window) == 6
     finally:
         again.stop()
+
+
+def test_retries_for_the_window_a_killed_exporter_held_land_in_it_not_late(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """With nothing to resume (no checkpoint since the window began), the window the kill fell
+    in still takes the spans clients retry during the catch-up, instead of counting them late."""
+    clock = Clock(T0 + 0.1)
+    receiver = replace(make_config(bundle_dir, tmp_path).receiver, checkpoint=0.0)
+    config = make_config(bundle_dir, tmp_path / "data", receiver=receiver)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    send_window(rt, clock, 4, seed=1)  # [T0, T0+2) stored
+    start = (clock.now // 2.0) * 2.0
+    end_ns = int((start + 0.5) * 1e9)
+    _crash(rt)  # killed in the window of `start`, before its spans were acknowledged
+    clock.now = start + 2.0 + 2.0 + 0.1  # back two windows later
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        retried = span_request(5, end_ns, seed=3)
+        assert post(again, retried.SerializeToString(), PB).status_code == 200
+        clock.now += config.receiver.restart_catchup + 2 * config.grace + 2.0
+        again.loop.tick()
+        (window,) = again.store.range(start, start + 2.0)
+        assert _roots(window) == 5
+        assert again.store.range(start + 2.0, start + 4.0) == []  # passed unheard: not stored
+        assert (
+            scrape(again).get(("deeprest_otlp_spans_rejected_total", (("reason", "late"),)), 0) == 0
+        )
+    finally:
+        again.stop()
