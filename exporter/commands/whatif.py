@@ -156,6 +156,32 @@ def past_training(
     return True
 
 
+USAGE_COLUMNS = (
+    "base_mean",
+    "whatif_mean",
+    "base_peak",
+    "whatif_peak",
+    "whatif_peak_upper",
+    "limit",
+)
+"""Columns of whatif.csv in base units that the printed table shows in readable ones."""
+
+
+def readable(rows: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+    """Rows for the printed table: usage in its resource's unit (`383 MiB`, `0.0021 cores`)
+    instead of bytes with three decimals; whatif.csv keeps base units."""
+    out = []
+    for row in rows:
+        shown = dict(row)
+        resource = str(row.get("resource", ""))
+        for column in USAGE_COLUMNS:
+            value = row.get(column)
+            if isinstance(value, float) and math.isfinite(value):
+                shown[column] = quantity(value, resource)
+        out.append(shown)
+    return out
+
+
 def past_training_note(rows: Sequence[Mapping[str, object]]) -> str:
     """A warning naming the memory series projected past their training peak: a cache or a
     pool stops growing at its capacity, which training never showed, while the model goes on
@@ -477,7 +503,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
-    print(format_table(rows, columns))
+    print(format_table(readable(rows), columns))
     for note in (past_training_note(rows), under_training_note(bundle, result)):
         if note:
             warnings.warn(DataWarning(note), stacklevel=2)
