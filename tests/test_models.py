@@ -565,3 +565,25 @@ def test_an_evaluation_without_oracle_summarizes_and_one_of_unused_series_says_n
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(idle.summary()["mean_accuracy"])
+
+
+@pytest.mark.parametrize("mode", ["all", "own", "none"])
+def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray], mode: str
+) -> None:
+    """'own' keeps each series' per-call costs off other components' history averages (a JVM
+    heap creeping with one of them would double at 2x traffic), 'none' off all of them."""
+    vocabulary, X, Y = world
+    layout = vocabulary.layout.for_series(SERIES)
+    model = make_model("xgboost", saturation="never", history_costs=mode, **FAST["xgboost"])
+    model.fit(X, Y, layout)
+    history = layout.columns("history")
+    for j, (component, _) in enumerate(SERIES):
+        others = [c for c in history if not layout.names[c].endswith(f"[{component}]")]
+        own = [c for c in history if layout.names[c].endswith(f"[{component}]")]
+        if mode != "all":
+            assert (model.weights_[others, j] == 0).all()
+        if mode == "none":
+            assert (model.weights_[own, j] == 0).all()
+    with pytest.raises(InputError, match="history_costs must be one of all, own, none"):
+        make_model("xgboost", history_costs="some")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
@@ -58,6 +58,8 @@ from estimator.models.forest import Forest
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
 
 SCALE, SATURATE, RESERVOIR = 0, 1, 2
+HISTORY_COSTS = ("all", "own", "none")
+"""Which traffic history a scaling series' per-call costs may use (see `_owned_history`)."""
 FORMS = ("scale", "saturate", "reservoir")
 SELECTION_ROWS = 4000
 """Lower-load windows (evenly subsampled) on which the forms are fitted for the choice."""
@@ -128,6 +130,7 @@ class XGBoostQuantile(QuantileModel):
         shrinkage: float | Sequence[float] = SHRINKAGE,
         workers: int = 0,
         monotone: bool = True,
+        history_costs: str = "all",
     ) -> None:
         # One OpenMP thread per booster: on a shared two-core machine OpenMP's second thread
         # spins and makes training several times slower. Instead `workers` threads (0: one per
@@ -175,6 +178,12 @@ class XGBoostQuantile(QuantileModel):
         self.robust = robust
         self.shrinkage = shrinkage_grid(shrinkage, "xgboost")
         self.monotone = monotone
+        if history_costs not in HISTORY_COSTS:
+            raise ModelError(
+                f"xgboost: history_costs must be one of {', '.join(HISTORY_COSTS)}, "
+                f"not {history_costs!r}"
+            )
+        self.history_costs = history_costs
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ModelError(f"xgboost: workers must be a whole number >= 0, not {workers!r}")
         self.workers = workers
@@ -217,6 +226,39 @@ class XGBoostQuantile(QuantileModel):
         linear = self.form_ != SATURATE
         return base, np.where(linear, np.maximum(base, self.floor_), self.floor_)
 
+    def _owned_history(self, layout: Layout, n_series: int) -> list[frozenset[int]]:
+        """Per series, the traffic history columns its per-call costs may use (`history_costs`):
+        "all" (the default: a store's cache that fills with several components' calls follows
+        their history averages), "own" (its own component's only: a cache or store filled by its
+        own operations) or "none". On a real recording, "all" let a JVM heap that crept all day
+        take the creep as a cost per call of another component's history average that happened
+        to rise with it, and a what-if at 2x doubled the heap; "own" keeps such answers near
+        today's (see docs/benchmarks.md)."""
+        history = frozenset(int(c) for c in self.history_columns_)
+        if self.history_costs == "none":
+            return [frozenset()] * n_series
+        if self.history_costs == "all" or not layout.series:
+            return [history] * n_series
+        owner = {c: layout.names[c][layout.names[c].index("[") + 1 : -1] for c in history}
+        return [frozenset(c for c in history if owner[c] == comp) for comp, _ in layout.series]
+
+    def _cost_groups(
+        self, series: np.ndarray, X: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The series (indices) whose costs may use the same history columns, with X where the
+        others are zero."""
+        groups: dict[frozenset[int], list[int]] = {}
+        for j in series:
+            groups.setdefault(self._owned[int(j)], []).append(int(j))
+        others = set(int(c) for c in self.history_columns_)
+        for allowed, members in groups.items():
+            drop = sorted(others - allowed)
+            columns = X
+            if drop:
+                columns = X.copy()
+                columns[:, drop] = 0.0
+            yield np.asarray(members, dtype=int), columns
+
     def _states(self, X: np.ndarray) -> np.ndarray:
         """[n, s] reservoir state of every RESERVOIR series (0 elsewhere) over consecutive rows."""
         return states(X, self.reservoirs_, CONTEXT)
@@ -257,16 +299,16 @@ class XGBoostQuantile(QuantileModel):
         )
         scaling = ~saturating & only
         scaling[stateful] = False  # their costs are fitted beside their reservoir, below
-        if scaling.any():
+        for group, columns in self._cost_groups(np.flatnonzero(scaling), X):
             weights, intercept = fit_nonnegative_costs(
-                X,
-                Y[:, scaling],
+                columns,
+                Y[:, group],
                 self.ridge,
                 robust=self.robust,
-                shrink=self.shrink_[scaling],
+                shrink=self.shrink_[group],
                 progress=lambda line: self.say(f"xgboost: {line}"),
             )[:2]
-            self.weights_[:, scaling], self.intercept_[scaling] = weights, intercept
+            self.weights_[:, group], self.intercept_[group] = weights, intercept
         if stateful.size:
             weights, intercept, state = fit_state_costs(
                 X,
@@ -440,16 +482,19 @@ class XGBoostQuantile(QuantileModel):
         self._found: dict[bytes, list[Reservoir | None]] = {}
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self.say(f"xgboost: per-call costs of {Y.shape[1]} series, shrinkage chosen on the tail")
-        self.shrink_ = choose_shrinkage(
-            X,
-            Y,
-            np.arange(len(X)) < cut,
-            self.shrinkage,
-            self.ridge,
-            self.robust,
-            SELECTION_ROWS,
-            progress=lambda line: self.say(f"xgboost: {line}"),
-        )
+        self._owned = self._owned_history(layout, Y.shape[1])
+        self.shrink_ = np.zeros(Y.shape[1])
+        for group, columns in self._cost_groups(np.arange(Y.shape[1]), X):
+            self.shrink_[group] = choose_shrinkage(
+                columns,
+                Y[:, group],
+                np.arange(len(X)) < cut,
+                self.shrinkage,
+                self.ridge,
+                self.robust,
+                SELECTION_ROWS,
+                progress=lambda line: self.say(f"xgboost: {line}"),
+            )
         self.say(
             "xgboost: forms (scales with calls, reservoir or saturates) on the busiest windows"
         )
@@ -549,12 +594,21 @@ class XGBoostQuantile(QuantileModel):
             "shrinkage": list(self.shrinkage),
             "workers": self.workers,
             "monotone": self.monotone,
+            "history_costs": self.history_costs,
         }
 
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
         # older bundles: least squares, unshrunk costs
-        model = cls(**{"robust": False, "shrinkage": (0.0,), "monotone": False, **meta["params"]})
+        model = cls(
+            **{
+                "robust": False,
+                "shrinkage": (0.0,),
+                "monotone": False,
+                "history_costs": "all",
+                **meta["params"],
+            }
+        )
         model.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
         model.intercept_ = np.asarray(meta["intercept"], dtype=float)
         model.floor_ = np.asarray(meta["floor"], dtype=float)
