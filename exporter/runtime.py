@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -62,9 +63,20 @@ logging.getLogger("werkzeug").addFilter(_TimedOutBody())
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (OTLP clients post many). A connection that sends
     nothing for `timeout` seconds (a body cut short, an idle keep-alive) is closed, so that
-    stalled clients do not hold a thread each for ever."""
+    stalled clients do not hold a thread each for ever; one whose request takes longer than
+    REQUEST_DEADLINE (a byte every few seconds) is cut by the server's watchdog."""
 
     timeout = 30
+
+    def handle_one_request(self) -> None:
+        server = self.server
+        if isinstance(server, _BoundedServer):
+            server.begin(self.connection)
+        try:
+            super().handle_one_request()
+        finally:
+            if isinstance(server, _BoundedServer):
+                server.end(self.connection)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
@@ -76,6 +88,10 @@ _BUSY = (
 )
 WARN_EVERY = 600.0
 """Seconds between two warnings of refused connections."""
+REQUEST_DEADLINE = 60.0
+"""Seconds one request may take, from its first byte awaited to its answer: a client sending a
+byte every few seconds would otherwise hold its connection slot for ever (and, with enough of
+them, every slot: health checks and scrapes would be refused). A 4 MiB body needs 70 KB/s."""
 
 
 class _BoundedServer(ThreadedWSGIServer):
@@ -96,6 +112,35 @@ class _BoundedServer(ThreadedWSGIServer):
         self._busy = _BUSY % (max(1, math.ceil(retry_after)), len(error), error)
         self._stats = stats
         self._warned = -math.inf
+        self._requests: dict[socket.socket, float] = {}  # connection -> its request's start
+        self._requests_lock = threading.Lock()
+        self._watching = threading.Event()
+        threading.Thread(target=self._watch, name="deeprest-http-watchdog", daemon=True).start()
+
+    def begin(self, connection: socket.socket) -> None:
+        with self._requests_lock:
+            self._requests[connection] = time.monotonic()
+
+    def end(self, connection: socket.socket) -> None:
+        with self._requests_lock:
+            self._requests.pop(connection, None)
+
+    def _watch(self) -> None:
+        """Cut the connections whose request has taken over REQUEST_DEADLINE: shutting the socket
+        down wakes the thread blocked reading it (a body that stops so counts as `body_cut`)."""
+        while not self._watching.wait(1.0):
+            now = time.monotonic()
+            with self._requests_lock:
+                late = [c for c, t in self._requests.items() if now - t > REQUEST_DEADLINE]
+                for connection in late:
+                    del self._requests[connection]
+            for connection in late:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        self._watching.set()
+        super().server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import socket
@@ -924,3 +925,40 @@ def test_retries_for_the_window_a_killed_exporter_held_land_in_it_not_late(
         )
     finally:
         again.stop()
+
+
+def test_a_request_that_trickles_in_is_cut_at_the_deadline_and_frees_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte now and then keeps under the idle timeout: the request deadline cuts it, so that
+    such clients cannot hold every connection slot (health checks and scrapes refused)."""
+    from exporter import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "REQUEST_DEADLINE", 1.0)
+    receiver = ReceiverConfig(max_connections=1)
+    config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0, receiver=receiver)
+    rt = Runtime(config).start(tick=False)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as client:
+            client.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+                b"\r\nContent-Length: 100\r\n\r\n"
+            )
+            started, answer = time.monotonic(), b""
+            try:
+                for _ in range(40):  # a byte every 0.25 s: never idle for the 30 s timeout
+                    client.sendall(b"x")
+                    time.sleep(0.25)
+            except OSError:
+                pass  # cut
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(4096):
+                    answer += chunk
+            assert time.monotonic() - started < 8
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), answer[:80]
+        deadline = time.monotonic() + 10
+        while requests.get(f"{rt.url}/healthz", timeout=5).status_code != 200:  # slot free
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        rt.stop()
