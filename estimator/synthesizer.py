@@ -85,7 +85,16 @@ class Synthesizer:
         if len(matches) == 1:
             return matches[0]
         known = ", ".join(_key(a) for a in self.apis)
-        raise InputError(f"unknown or ambiguous API '{name}'; known APIs: {known}", field="api")
+        pooled = (name.split(":", 1)[0], OTHER_APIS)
+        hint = (
+            f" (APIs seen in under two training windows, or past the cap, are pooled per "
+            f"component: for them give '{_key(pooled)}')"
+            if ":" in name and pooled in self.mean
+            else ""
+        )
+        raise InputError(
+            f"unknown or ambiguous API '{name}'{hint}; known APIs: {known}", field="api"
+        )
 
     def windows(
         self,

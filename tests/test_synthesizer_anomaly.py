@@ -161,3 +161,14 @@ def test_apis_left_out_of_the_vocabulary_are_pooled_per_component_with_the_same_
     X, _ = vocab.transform(windows)
     Y, _ = vocab.transform(again)
     assert np.allclose(X.sum(axis=0), Y.sum(axis=0))  # in expectation, over the windows
+
+
+def test_an_api_pooled_by_the_vocabulary_is_named_with_its_pool_in_the_error() -> None:
+    from estimator.features import Vocabulary
+
+    windows = tiny_world(40)
+    for i, window in enumerate(windows):
+        window.add_path((("front", f"/orders/{i:06x}"),), 2)
+    synth = Synthesizer.fit(windows, Vocabulary.build(windows).apis)
+    with pytest.raises(InputError, match=r"for them give 'front:\(other APIs\)'"):
+        synth.resolve_api("front:/orders/000003")
