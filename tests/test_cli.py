@@ -838,6 +838,13 @@ def test_capacity_line_says_the_unit_and_when_the_base_is_over_already() -> None
     line = capacity_line({key: Allowed(0.02, 0.5)}, limits, "the base traffic")
     assert "at 0.02x the base traffic by the upper band (0.50x by the median): the base " in line
     assert line.endswith("the base traffic is over it already")
+    line = capacity_line({key: Allowed(2.5, 3.0)}, limits, "the base traffic", peaks={key: 2e8})
+    assert line.endswith(
+        "(the limit is 1.50x the most it used in training: an extrapolation, "
+        "where a cache, pool or heap may stop short of it)"
+    )
+    line = capacity_line({key: Allowed(2.5, 3.0)}, limits, "the base traffic", peaks={key: 4e8})
+    assert "extrapolation" not in line
     line = capacity_line({key: Allowed(0.0, 0.0)}, limits, "the base traffic")
     assert line == (
         "capacity: db/memory is over its limit (286 MiB) already: its upper band is over it even "

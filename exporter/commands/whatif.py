@@ -510,7 +510,9 @@ def run(args: argparse.Namespace) -> int:
     if limits:
         what = "the base traffic" if args.scale is not None else f"the traffic of {label}"
         if any(calls > 0 for counts in reference for calls in counts.values()):
-            print(capacity_line(scales, limits, what, ceiling))
+            peaks = dict(zip(bundle.series, bundle.training.get("usage_peaks") or [], strict=False))
+            known = {k: float(v) for k, v in peaks.items() if v is not None}
+            print(capacity_line(scales, limits, what, ceiling, known))
         else:
             print(f"capacity: {what} holds no API calls, so no multiple of it reaches a limit")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -599,9 +601,11 @@ def capacity_line(
     limits: dict[tuple[str, str], float],
     what: str,
     ceiling: float = CEILING,
+    peaks: Mapping[tuple[str, str], float] | None = None,
 ) -> str:
     """Which limit traffic reaches first, and at what multiple of `what` (searched up to
-    `ceiling` times it)."""
+    `ceiling` times it); with the series' training `peaks`, whether the limit lies past
+    anything training saw (the answer is then an extrapolation)."""
     key = min(scales, key=lambda k: scales[k].upper)
     allowed = scales[key]
     if not np.isfinite(allowed.upper):
@@ -614,7 +618,15 @@ def capacity_line(
         )
     expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {ceiling:g}x"
     over = f": {what} is over it already" if allowed.upper < 1 else ""
+    peak = (peaks or {}).get(key, math.nan)
+    beyond = (
+        f" (the limit is {limits[key] / peak:.2f}x the most it used in training: an "
+        "extrapolation, where a cache, pool or heap may stop short of it)"
+        if peak > 0 and limits[key] > peak
+        else ""
+    )
     return (
         f"capacity: {key[0]}/{key[1]} reaches its limit ({limit}) first, at "
         f"{_times(allowed.upper)} {what} by the upper band ({expected} by the median){over}"
+        f"{beyond}"
     )
