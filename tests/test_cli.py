@@ -929,3 +929,18 @@ def test_a_flag_value_argparse_refuses_names_the_command_and_the_flag(
         main(["simulate", "--scenario", "normal"])
     said = capsys.readouterr().err.splitlines()[-1]
     assert said == "deeprest simulate: error: the following arguments are required: --out"
+
+
+def test_whatif_on_data_with_usage_shows_the_recorded_mean_beside_the_estimate(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained["root"] / "whatif-actual"
+    argv = ["whatif", "--model", str(trained["model"]), "--scale", "2"]
+    assert main([*argv, "--data", str(trained["test"]), "--out", str(out)]) == 0
+    with open(out / "whatif.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    windows = load_windows(trained["test"])
+    key = (rows[0]["component"], rows[0]["resource"])
+    recorded = np.mean([w.metrics[key] for w in windows if key in w.metrics])
+    assert float(rows[0]["base_actual_mean"]) == pytest.approx(recorded)
+    assert "base_actual_mean" in capsys.readouterr().out

@@ -31,7 +31,16 @@ from estimator.whatif import (
     scaled_traffic,
     search_ceiling,
 )
-from estimator.windows import LATENCY_STATISTICS, CallPath, Pair, Window, api_of, load_windows
+from estimator.windows import (
+    LATENCY_STATISTICS,
+    CallPath,
+    Pair,
+    SeriesKey,
+    Window,
+    api_of,
+    load_windows,
+    targets,
+)
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import check_window_length, parse_time
 from exporter.config import CONFIG_KEYS, load_yaml, parse_limits
@@ -156,7 +165,23 @@ def past_training(
     return True
 
 
+def add_actual(
+    rows: list[dict[str, object]], series: Sequence[SeriesKey], windows: Sequence[Window]
+) -> bool:
+    """`base_actual_mean` on each row: the mean usage the --data windows recorded, beside the
+    model's estimate of them (`base_mean`), so a model already off at today's traffic shows;
+    False (nothing added) where the windows carry no usage."""
+    if not any(w.metrics for w in windows):
+        return False
+    actual = targets(list(windows), list(series))
+    for j, row in enumerate(rows):
+        known = actual[:, j][~np.isnan(actual[:, j])]
+        row["base_actual_mean"] = float(known.mean()) if len(known) else math.nan
+    return True
+
+
 USAGE_COLUMNS = (
+    "base_actual_mean",
     "base_mean",
     "whatif_mean",
     "base_peak",
@@ -422,8 +447,9 @@ def run(args: argparse.Namespace) -> int:
     # the recorded call paths, per window, of APIs the bundle never saw: of the base, of --traffic
     unseen: list[dict[CallPath, float]] | None = None
     traffic_unseen: list[dict[CallPath, float]] | None = None
+    observed_base: list[Window] | None = None
     if args.data is not None:
-        observed = load_windows(args.data)
+        observed = observed_base = load_windows(args.data)
         check_window_length(bundle, observed, str(args.data))
         if args.latency is not None and not any(w.latency for w in observed):
             raise InputError("holds no API latency for --latency", source=str(args.data))
@@ -479,6 +505,8 @@ def run(args: argparse.Namespace) -> int:
     rows = result.rows()
     if past_training(bundle, result.series, rows):
         columns.append("vs_training_peak")
+    if observed_base is not None and add_actual(rows, result.series, observed_base):
+        columns.insert(columns.index("base_mean"), "base_actual_mean")
     if limits:
         # Scales are multiples of the traffic the answer is about: the base for --scale (so 3x
         # and the capacity read on one axis), the given traffic for --traffic.
