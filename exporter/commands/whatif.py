@@ -45,7 +45,7 @@ from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import check_window_length, parse_time
 from exporter.config import CONFIG_KEYS, load_yaml, parse_limits
 from exporter.progress import Phases
-from exporter.report import UNITS, format_table, latency_ms, plain, pyplot, quantity
+from exporter.report import format_table, latency_ms, plain, pyplot, quantity
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -402,7 +402,8 @@ def _read_traffic_csv(
 
 
 def plot(result: WhatIf, path: Path, label: str) -> None:
-    """Per component and resource: base and what-if mean usage, relative to the base."""
+    """Per component and resource: the what-if peak and its upper band over the base peak
+    (relative, so a 5% change of a 400 MB heap shows as well as one of a few millicores)."""
     plt = pyplot()
 
     resources = sorted({r for _, r in result.series})
@@ -414,19 +415,22 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
         idx = [j for j, (_, r) in enumerate(result.series) if r == resource]
         names = [plain(result.series[j][0]) for j in idx]
         x = np.arange(len(idx))
-        ax.bar(x - 0.2, result.base[:, idx, 1].max(axis=0), 0.4, label="base peak")
-        ax.bar(
-            x + 0.2, result.hypothetical[:, idx, 1].max(axis=0), 0.4, label=plain(f"{label} peak")
-        )
-        ax.errorbar(
-            x + 0.2,
-            result.hypothetical[:, idx, 2].max(axis=0),
-            fmt="_",
-            color="k",
-            label="upper band",
-        )
-        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel(plain(f"{resource} ({UNITS.get(resource, resource)})"))
+        base = result.base[:, idx, 1].max(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a series without usage: no bar
+            peak = np.where(base > 0, result.hypothetical[:, idx, 1].max(axis=0) / base, np.nan)
+            upper = np.where(base > 0, result.hypothetical[:, idx, 2].max(axis=0) / base, np.nan)
+        ax.bar(x, peak, 0.6, label=plain(f"{label} peak"))
+        ax.errorbar(x, upper, fmt="_", color="k", label="upper band")
+        ax.axhline(1.0, color="grey", linewidth=0.8, label="base peak")
+        shown = np.concatenate([peak, upper])
+        shown = shown[np.isfinite(shown)]
+        top = max(2.0, 1.2 * float(np.percentile(shown, 90))) if shown.size else 2.0
+        off = np.flatnonzero(np.nan_to_num(np.fmax(peak, upper)) > top)
+        if off.size:  # a near-idle series' band would flatten the rest: marked at the top
+            ax.plot(x[off], np.full(off.size, 0.97 * top), "^", color="r", label="off the scale")
+        ax.set_ylim(0, top)
+        ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(plain(f"{resource}: x base peak"))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
