@@ -465,7 +465,14 @@ class LiveLoop:
             self.window, 2 * config.grace, now, after, resumed, hold_until=hold, restarted=restarted
         )
         kept = {w.start for w, _ in self.aggregator.open_windows()}
-        dropped = [w for w, _ in resumed if w.start not in kept]
+        gone = [w for w, _ in resumed if w.start not in kept]
+        stored = [w for w in gone if after is not None and w.end <= after]
+        dropped = [w for w in gone if after is None or w.end > after]
+        if stored:  # a checkpoint's windows that closed and were stored before a kill
+            log.info(
+                "%s of the last checkpoint stored already, since",
+                count_of(len(stored), "window"),
+            )
         if dropped:
             log.warning(
                 "%s left open by the last stop dropped, with %g API calls: of another window "
