@@ -470,7 +470,7 @@ class LiveLoop:
         dropped = [w for w in gone if after is None or w.end > after]
         if stored:  # a checkpoint's windows that closed and were stored before a kill
             log.info(
-                "%s of the last checkpoint stored already, since",
+                "%s of the last checkpoint had been stored before the stop: nothing lost",
                 count_of(len(stored), "window"),
             )
         if dropped:
