@@ -962,3 +962,28 @@ def test_a_request_that_trickles_in_is_cut_at_the_deadline_and_frees_its_slot(
             time.sleep(0.1)
     finally:
         rt.stop()
+
+
+def test_a_checkpoint_window_stored_before_a_kill_is_said_at_info_not_warned_of(
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint older than the last stored window holds that window too: nothing is lost,
+    so no warning of windows dropped with their calls."""
+    from estimator.windows import Window
+    from exporter.store import WindowStore
+
+    config = make_config(bundle_dir, tmp_path / "data")
+    window = Window(T0, T0 + 2.0)
+    window.calls[PATHS[0]] = 3.0
+    store = WindowStore(config.data_dir)
+    store.put([window])
+    store.save_open([(window, {})], {})  # the checkpoint taken while it was still open
+    store.close()
+    caplog.set_level("INFO", logger="deeprest.live")
+    rt = Runtime(config, clock=Clock(T0 + 10.0)).start(tick=False)
+    rt.stop()
+    assert (
+        "1 window of the last checkpoint had been stored before the stop: nothing lost"
+        in caplog.text
+    )
+    assert "dropped" not in caplog.text
