@@ -657,20 +657,26 @@ def _add_idle(counts: Counts, by_name: list[tuple[int, int]], window_seconds: in
     (see `windows_of_batches`) is a guess at its minute, good enough to keep a window with
     calls, not to claim one had none."""
     width = window_seconds * NS_PER_S
-    first, last = min(a for a, _ in by_name), max(b for _, b in by_name)
+    merged = _merged(by_name)
+    first, last = merged[0][0], merged[-1][1]
     for key in range(first // width, (last - 1) // width + 1):
-        if key not in counts and _covered(key, width, by_name) >= COVERED * width:
+        if key not in counts and _covered(key, width, merged) >= COVERED * width:
             counts[key] = {}
 
 
-def _covered(key: int, width: int, covers: list[tuple[int, int]]) -> int:
-    """Nanoseconds of window `key` that the union of `covers` covers."""
+def _merged(covers: list[tuple[int, int]]) -> list[list[int]]:
+    """The union of time ranges, as disjoint ranges in time order."""
     merged: list[list[int]] = []
     for first, last in sorted(covers):
         if merged and first <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], last)
         else:
             merged.append([first, last])
+    return merged
+
+
+def _covered(key: int, width: int, merged: list[list[int]]) -> int:
+    """Nanoseconds of window `key` that disjoint ranges (`_merged`) cover."""
     start, end = key * width, (key + 1) * width
     return sum(max(0, min(end, b) - max(start, a)) for a, b in merged)
 
@@ -718,18 +724,11 @@ def _drop_uncovered(counts: Counts, covers: list[tuple[int, int]], window_second
     """Drop, with a warning, the windows that the files cover less than COVERED of: the minutes
     of a missing file, and the minute before the first file or after the last, whose few traces
     are those that straddle a neighbouring file, not the minute's traffic."""
-    merged: list[list[int]] = []
-    for first, last in sorted(covers):
-        if merged and first <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
+    merged = _merged(covers)
     width = window_seconds * NS_PER_S
     dropped = []
     for key in list(counts):
-        start, end = key * width, (key + 1) * width
-        covered = sum(max(0, min(end, b) - max(start, a)) for a, b in merged)
-        if covered < COVERED * width:
+        if _covered(key, width, merged) < COVERED * width:
             dropped.append(key)
             del counts[key]
     if dropped:

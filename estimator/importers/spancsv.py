@@ -156,13 +156,8 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
     return out
 
 
-def read_columns(path: Path) -> SpanColumns:
-    """The spans of one CSV file as columns; InputError names the file, line and field."""
-    frame = _read_frame(path)
-    return SpanColumns.empty() if frame is None else _columns(frame, str(path))
-
-
 def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
+    """The spans of one CSV file's rows as columns; InputError names the file, line and field."""
     for name in (*ID_COLUMNS, *NAME_COLUMNS):
         if name == "ParentID":
             continue
@@ -202,10 +197,19 @@ def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
     )
 
 
-def span_batches(paths: Sequence[Path], on_file: OnFile | None = None) -> Iterator[SpanColumns]:
-    """The spans of several CSV files, a batch per file, read as they are asked for."""
-    for path in paths:
-        yield read_columns(path)
+def span_batches(
+    paths: Sequence[Path],
+    on_file: OnFile | None = None,
+    unreadable: Callable[[int], None] | None = None,
+) -> Iterator[SpanColumns]:
+    """The spans of several CSV files, a batch per file, read as they are asked for; a file
+    skipped as unreadable (empty, or cut short) is an empty batch, told to `unreadable` (its
+    index) before it is yielded."""
+    for i, path in enumerate(paths):
+        frame = _read_frame(path)
+        if frame is None and unreadable is not None:
+            unreadable(i)
+        yield SpanColumns.empty() if frame is None else _columns(frame, str(path))
         if on_file is not None:
             on_file(path)
 
@@ -240,37 +244,27 @@ def import_span_files(
 ) -> list[Window]:
     """`import_span_csv` of a list of files."""
     paths = in_time_order(paths, first_time)
-    minute_files = len(paths) > 1 and all(MINUTE_FILE.match(p.name) for p in paths)
-    if not minute_files:
+    names = [MINUTE_FILE.match(p.name) for p in paths]
+    if len(paths) < 2 or not all(names):
         batches = span_batches(paths, on_file)
         return windows_of_files(batches, window_seconds, fold_gateway, None, sampling_ratio)
-    names = [MINUTE_FILE.match(p.name) for p in paths]
     clock = [(int(m.group(1)), int(m.group(2))) for m in names if m is not None]
     minutes: list[int | None] = [hour * 60 + minute for hour, minute in clock]
     valid = all(hour < 24 and minute < 60 for hour, minute in clock)
+
+    def says_nothing(i: int) -> None:
+        """An unreadable file says nothing of its minute, where a file with a header and no
+        spans says it had no traffic."""
+        minutes[i] = None
+
     return windows_of_files(
-        _minute_batches(paths, minutes, on_file),
+        span_batches(paths, on_file, says_nothing),
         window_seconds,
         fold_gateway,
         60,
         sampling_ratio,
         minutes if valid else None,
     )
-
-
-def _minute_batches(
-    paths: Sequence[Path], minutes: list[int | None], on_file: OnFile | None
-) -> Iterator[SpanColumns]:
-    """`span_batches` of minute files that, before yielding a file skipped as unreadable (empty
-    or cut short), sets its minute to None: it says nothing of its minute, where a file with a
-    header and no spans says it had no traffic."""
-    for i, path in enumerate(paths):
-        frame = _read_frame(path)
-        if frame is None:
-            minutes[i] = None
-        yield SpanColumns.empty() if frame is None else _columns(frame, str(path))
-        if on_file is not None:
-            on_file(path)
 
 
 MINUTE_FILE = re.compile(r"^(\d{1,2})_(\d{2})_trace\.csv(?:\.gz)?$", re.IGNORECASE)

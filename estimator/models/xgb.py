@@ -242,6 +242,9 @@ class XGBoostQuantile(QuantileModel):
         owner = {c: layout.names[c][layout.names[c].index("[") + 1 : -1] for c in history}
         return [frozenset(c for c in history if owner[c] == comp) for comp, _ in layout.series]
 
+    def _say_costs(self, line: str) -> None:
+        self.say(f"xgboost: {line}")
+
     def _cost_groups(
         self, series: np.ndarray, X: np.ndarray
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -306,7 +309,7 @@ class XGBoostQuantile(QuantileModel):
                 self.ridge,
                 robust=self.robust,
                 shrink=self.shrink_[group],
-                progress=lambda line: self.say(f"xgboost: {line}"),
+                progress=self._say_costs,
             )[:2]
             self.weights_[:, group], self.intercept_[group] = weights, intercept
         if stateful.size:
@@ -493,7 +496,7 @@ class XGBoostQuantile(QuantileModel):
                 self.ridge,
                 self.robust,
                 SELECTION_ROWS,
-                progress=lambda line: self.say(f"xgboost: {line}"),
+                progress=self._say_costs,
             )
         self.say(
             "xgboost: forms (scales with calls, reservoir or saturates) on the busiest windows"
@@ -522,7 +525,7 @@ class XGBoostQuantile(QuantileModel):
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.forest_ = self._forest()
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
-        del self._found
+        del self._found, self._owned
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         return self
 
@@ -605,7 +608,6 @@ class XGBoostQuantile(QuantileModel):
                 "robust": False,
                 "shrinkage": (0.0,),
                 "monotone": False,
-                "history_costs": "all",
                 **meta["params"],
             }
         )
