@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import math
@@ -60,23 +61,78 @@ class _TimedOutBody(logging.Filter):
 logging.getLogger("werkzeug").addFilter(_TimedOutBody())
 
 
+class _Meter:
+    """What the watchdog knows of one connection's request: when it began (its first byte
+    awaited), when its headers were read, the bytes received since it began, and whether its
+    thread is now blocked reading from the client."""
+
+    __slots__ = ("begun", "headers_at", "received", "reading")
+
+    def __init__(self) -> None:
+        self.begun = time.monotonic()
+        self.headers_at: float | None = None
+        self.received = 0
+        self.reading = False
+
+    def restart(self) -> None:
+        self.begun, self.headers_at, self.received = time.monotonic(), None, 0
+
+    def late(self, now: float) -> bool:
+        """Whether a read still blocked has overrun the request's allowance (see HEADER_DEADLINE,
+        BODY_GRACE and MIN_BODY_RATE); time the app spends answering is never cut."""
+        if not self.reading:
+            return False
+        if self.headers_at is None:
+            return now - self.begun > HEADER_DEADLINE
+        return now - self.headers_at > BODY_GRACE + self.received / MIN_BODY_RATE
+
+
+class _MeteredIO(socket.SocketIO):
+    """The connection's raw reader, counting the bytes that arrive for the watchdog."""
+
+    def __init__(self, sock: socket.socket, meter: _Meter) -> None:
+        super().__init__(sock, "rb")
+        self._meter = meter
+
+    def readinto(self, b: Any) -> int | None:
+        self._meter.reading = True
+        try:
+            n = super().readinto(b)
+        finally:
+            self._meter.reading = False
+        self._meter.received += n or 0
+        return n
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (OTLP clients post many). A connection that sends
     nothing for `timeout` seconds (a body cut short, an idle keep-alive) is closed, so that
-    stalled clients do not hold a thread each for ever; one whose request takes longer than
-    REQUEST_DEADLINE (a byte every few seconds) is cut by the server's watchdog."""
+    stalled clients do not hold a thread each for ever; one that sends a byte now and then is
+    cut by the server's watchdog once its request overruns its allowance (see `_Meter.late`)."""
 
     timeout = 30
 
+    def setup(self) -> None:
+        super().setup()
+        self.meter = _Meter()
+        plain, self.rfile = self.rfile, io.BufferedReader(_MeteredIO(self.connection, self.meter))
+        plain.close()
+
     def handle_one_request(self) -> None:
         server = self.server
+        self.meter.restart()
         if isinstance(server, _BoundedServer):
-            server.begin(self.connection)
+            server.begin(self.connection, self.meter)
         try:
             super().handle_one_request()
         finally:
             if isinstance(server, _BoundedServer):
                 server.end(self.connection)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.meter.headers_at = time.monotonic()
+        return parsed
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
@@ -88,10 +144,17 @@ _BUSY = (
 )
 WARN_EVERY = 600.0
 """Seconds between two warnings of refused connections."""
-REQUEST_DEADLINE = 60.0
-"""Seconds one request may take, from its first byte awaited to its answer: a client sending a
-byte every few seconds would otherwise hold its connection slot for ever (and, with enough of
-them, every slot: health checks and scrapes would be refused). A 4 MiB body needs 70 KB/s."""
+HEADER_DEADLINE = 30.0
+"""Seconds from a request's first byte awaited (on a kept-alive connection: from the end of the
+one before) to the end of its headers."""
+BODY_GRACE = 20.0
+MIN_BODY_RATE = 500.0
+"""Bytes per second a body must keep up after its first BODY_GRACE seconds: a read still waiting
+when the request's headers are older than BODY_GRACE + its bytes so far / MIN_BODY_RATE is cut
+(the rule of Apache's mod_reqtimeout, `body=20,MinRate=500`). A client that sends a byte every
+few seconds stays under the idle timeout but would hold its connection slot for ever (and, with
+enough of them, every slot: health checks and scrapes refused); a slow link that keeps sending
+is never cut."""
 
 
 class _BoundedServer(ThreadedWSGIServer):
@@ -112,26 +175,27 @@ class _BoundedServer(ThreadedWSGIServer):
         self._busy = _BUSY % (max(1, math.ceil(retry_after)), len(error), error)
         self._stats = stats
         self._warned = -math.inf
-        self._requests: dict[socket.socket, float] = {}  # connection -> its request's start
+        self._requests: dict[socket.socket, _Meter] = {}  # connection -> its request
         self._requests_lock = threading.Lock()
         self._watching = threading.Event()
         threading.Thread(target=self._watch, name="deeprest-http-watchdog", daemon=True).start()
 
-    def begin(self, connection: socket.socket) -> None:
+    def begin(self, connection: socket.socket, meter: _Meter) -> None:
         with self._requests_lock:
-            self._requests[connection] = time.monotonic()
+            self._requests[connection] = meter
 
     def end(self, connection: socket.socket) -> None:
         with self._requests_lock:
             self._requests.pop(connection, None)
 
     def _watch(self) -> None:
-        """Cut the connections whose request has taken over REQUEST_DEADLINE: shutting the socket
-        down wakes the thread blocked reading it (a body that stops so counts as `body_cut`)."""
+        """Cut the connections whose request overran its allowance while reading (see
+        `_Meter.late`): shutting the socket down wakes the thread blocked reading it (a body so
+        cut counts as `body_cut`)."""
         while not self._watching.wait(1.0):
             now = time.monotonic()
             with self._requests_lock:
-                late = [c for c, t in self._requests.items() if now - t > REQUEST_DEADLINE]
+                late = [c for c, m in self._requests.items() if m.late(now)]
                 for connection in late:
                     del self._requests[connection]
             for connection in late:

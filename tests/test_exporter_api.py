@@ -927,39 +927,96 @@ def test_retries_for_the_window_a_killed_exporter_held_land_in_it_not_late(
         again.stop()
 
 
-def test_a_request_that_trickles_in_is_cut_at_the_deadline_and_frees_its_slot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A byte now and then keeps under the idle timeout: the request deadline cuts it, so that
-    such clients cannot hold every connection slot (health checks and scrapes refused)."""
+def _trickle(port: int, head: bytes, pieces: list[bytes], gap: float) -> tuple[bytes, float]:
+    """Send `head` then each piece `gap` seconds apart; the answer and the seconds it took (the
+    server cutting the connection ends the sending early)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        started, answer = time.monotonic(), b""
+        try:
+            client.sendall(head)
+            for piece in pieces:
+                time.sleep(gap)
+                client.sendall(piece)
+        except OSError:
+            pass  # cut
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(4096):
+                answer += chunk
+        return answer, time.monotonic() - started
+
+
+def _slot_frees(rt: Runtime) -> None:
+    deadline = time.monotonic() + 10
+    while requests.get(f"{rt.url}/healthz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def short_allowance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Headers within 1 s; a body 1 s plus a second per 100 bytes."""
     from exporter import runtime as runtime_module
 
-    monkeypatch.setattr(runtime_module, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setattr(runtime_module, "HEADER_DEADLINE", 1.0)
+    monkeypatch.setattr(runtime_module, "BODY_GRACE", 1.0)
+    monkeypatch.setattr(runtime_module, "MIN_BODY_RATE", 100.0)
+
+
+def _one_slot(tmp_path: Path) -> Runtime:
     receiver = ReceiverConfig(max_connections=1)
     config = Config(data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0, receiver=receiver)
+    return Runtime(config).start(tick=False)
+
+
+HEAD = (
+    b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
+    b"\r\nContent-Length: %d\r\n\r\n"
+)
+
+
+def test_a_body_that_trickles_in_is_cut_and_frees_its_slot(
+    tmp_path: Path, short_allowance: None
+) -> None:
+    """A byte now and then keeps under the idle timeout: the body's minimum rate cuts it, so
+    that such clients cannot hold every connection slot (health checks and scrapes refused)."""
+    rt = _one_slot(tmp_path)
+    try:
+        answer, took = _trickle(rt.port, HEAD % 100, [b"x"] * 40, 0.25)
+        assert took < 8  # 40 bytes at 4 a second: cut after about a second
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), answer[:80]
+        _slot_frees(rt)
+    finally:
+        rt.stop()
+
+
+def test_headers_that_trickle_in_are_cut_at_the_header_deadline(
+    tmp_path: Path, short_allowance: None
+) -> None:
+    rt = _one_slot(tmp_path)
+    try:
+        lines = [b"X-Pad-%d: y\r\n" % i for i in range(40)]
+        answer, took = _trickle(rt.port, b"GET /healthz HTTP/1.1\r\n", lines, 0.25)
+        assert took < 8
+        assert b"200 OK" not in answer
+        _slot_frees(rt)
+    finally:
+        rt.stop()
+
+
+def test_a_slow_upload_that_keeps_its_rate_is_not_cut(
+    bundle_dir: Path, tmp_path: Path, short_allowance: None
+) -> None:
+    """A slow link that keeps sending (here 4 times the minimum rate, for longer than the grace
+    and the idle-free allowance of its first bytes) is taken whole: only trickles are cut."""
+    config = make_config(bundle_dir, tmp_path)
     rt = Runtime(config).start(tick=False)
     try:
-        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as client:
-            client.sendall(
-                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf"
-                b"\r\nContent-Length: 100\r\n\r\n"
-            )
-            started, answer = time.monotonic(), b""
-            try:
-                for _ in range(40):  # a byte every 0.25 s: never idle for the 30 s timeout
-                    client.sendall(b"x")
-                    time.sleep(0.25)
-            except OSError:
-                pass  # cut
-            with contextlib.suppress(OSError):
-                while chunk := client.recv(4096):
-                    answer += chunk
-            assert time.monotonic() - started < 8
-        assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), answer[:80]
-        deadline = time.monotonic() + 10
-        while requests.get(f"{rt.url}/healthz", timeout=5).status_code != 200:  # slot free
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        body = span_request(10, int((T0 + 0.5) * 1e9), seed=1).SerializeToString()
+        pieces = [body[i : i + 40] for i in range(0, len(body), 40)]
+        assert len(pieces) * 0.1 > 3.0  # longer than the grace plus a fixed allowance
+        answer, _ = _trickle(rt.port, HEAD % len(body), pieces, 0.1)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert scrape(rt)[("deeprest_otlp_spans_received_total", ())] > 0
     finally:
         rt.stop()
 
