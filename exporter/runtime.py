@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -128,6 +129,8 @@ class _QuietHandler(WSGIRequestHandler):
         finally:
             if isinstance(server, _BoundedServer):
                 server.end(self.connection)
+                if server.is_probe(self.connection):
+                    self.close_connection = True  # a spare slot serves one request
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
@@ -142,6 +145,12 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
 )
+PROBE_SLOTS = 16
+"""Connections past `receiver.max_connections` that may still be served, one request each, when
+they ask for a scrape or a health check (see `_BoundedServer`)."""
+_PROBE = re.compile(rb"GET /(metrics|healthz|readyz)[ ?]")
+PROBE_WAIT = 1.0
+"""Seconds a connection past the limit has to send its request line before it is refused."""
 WARN_EVERY = 600.0
 """Seconds between two warnings of refused connections."""
 HEADER_DEADLINE = 30.0
@@ -159,15 +168,19 @@ is never cut."""
 
 class _BoundedServer(ThreadedWSGIServer):
     """Werkzeug's threaded server with at most `slots` connections at once, each on its own
-    thread. A connection past them is answered 503 with Retry-After at once, before its request
-    is read, and closed: thousands of slow or idle clients would otherwise hold a thread each,
-    and the live loop and scrapes would starve among them."""
+    thread. A connection past them is answered 503 with Retry-After and closed: thousands of
+    slow or idle clients would otherwise hold a thread each, and the live loop would starve among
+    them. Past them, PROBE_SLOTS spare threads read the request line (within PROBE_WAIT) and
+    still serve a scrape or health check (`GET /metrics`, `/healthz`, `/readyz`), once per
+    connection, so that Prometheus and the liveness probe do not see a busy exporter as down."""
 
     def __init__(
         self, host: str, port: int, app: Any, slots: int, retry_after: float, stats: ReceiverStats
     ) -> None:
         super().__init__(host, port, app, handler=_QuietHandler)
         self._slots = threading.BoundedSemaphore(slots)
+        self._spare = threading.BoundedSemaphore(PROBE_SLOTS)
+        self._probes: set[socket.socket] = set()
         self._limit = slots
         error = json.dumps(
             {"error": f"{slots} connections are open (receiver.max_connections); retry later"}
@@ -206,15 +219,45 @@ class _BoundedServer(ThreadedWSGIServer):
         self._watching.set()
         super().server_close()
 
+    def is_probe(self, connection: socket.socket) -> bool:
+        return connection in self._probes
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if self._slots.acquire(blocking=False):
+            try:
+                super().process_request(request, client_address)  # starts the connection's thread
+            except BaseException:
+                self._slots.release()
+                raise
+            return
+        if not self._spare.acquire(blocking=False):
             self._refuse(request)
             return
         try:
-            super().process_request(request, client_address)  # starts the connection's thread
+            threading.Thread(
+                target=self._probe_or_refuse, args=(request, client_address), daemon=True
+            ).start()
         except BaseException:
-            self._slots.release()
+            self._spare.release()
             raise
+
+    def _probe_or_refuse(self, request: socket.socket, client_address: Any) -> None:
+        """On a spare thread: serve the connection's one request if it is a scrape or a health
+        check, else refuse it as any connection past the limit."""
+        try:
+            if not _asks_probe(request):
+                self._refuse(request)
+                return
+            self._probes.add(request)
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self._probes.discard(request)
+                self.shutdown_request(request)
+        finally:
+            self._spare.release()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -240,6 +283,23 @@ class _BoundedServer(ThreadedWSGIServer):
             pass
         finally:
             self.shutdown_request(request)
+
+
+def _asks_probe(request: socket.socket) -> bool:
+    """Whether the connection's request line, peeked within PROBE_WAIT, is a scrape or a
+    health check (the bytes stay for the handler to read)."""
+    deadline = time.monotonic() + PROBE_WAIT
+    seen = b""
+    try:
+        while time.monotonic() < deadline:
+            request.settimeout(max(0.01, deadline - time.monotonic()))
+            seen = request.recv(64, socket.MSG_PEEK)
+            if not seen or _PROBE.match(seen) or len(seen) >= 16 or b"\n" in seen:
+                break
+            time.sleep(0.01)  # a part of the line: peek again once more has come
+    except OSError:
+        return False
+    return _PROBE.match(seen) is not None
 
 
 class Runtime:

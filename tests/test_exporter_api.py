@@ -1021,6 +1021,30 @@ def test_a_slow_upload_that_keeps_its_rate_is_not_cut(
         rt.stop()
 
 
+def test_scrapes_and_health_checks_are_served_while_every_slot_is_held(tmp_path: Path) -> None:
+    """A client holding the one slot (its body not yet sent) leaves scrapes and health checks
+    served on the spare threads, one request per connection; other requests are refused 503."""
+    rt = _one_slot(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as holder:
+            holder.sendall(HEAD % 100)
+            time.sleep(0.3)
+            assert requests.get(f"{rt.url}/healthz", timeout=5).status_code == 200
+            assert requests.get(f"{rt.url}/readyz", timeout=5).status_code in (200, 503)
+            metrics = requests.get(f"{rt.url}/metrics", timeout=5)
+            assert metrics.status_code == 200 and "deeprest_up" in metrics.text
+            refused = requests.post(f"{rt.url}/v1/traces", data=b"", headers=PB, timeout=5)
+            assert refused.status_code == 503
+            assert "receiver.max_connections" in refused.json()["error"]
+            with requests.Session() as session:  # a spare slot serves one request, then closes
+                first = session.get(f"{rt.url}/healthz", timeout=5)
+                assert first.status_code == 200 and first.headers.get("Connection") == "close"
+        counted = scrape(rt)[("deeprest_http_connections_refused_total", ())]
+        assert counted >= 1
+    finally:
+        rt.stop()
+
+
 def test_a_checkpoint_window_stored_before_a_kill_is_said_at_info_not_warned_of(
     bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
