@@ -458,6 +458,14 @@ class LiveLoop:
                 last[0].end - last[0].start,
                 self.window,
             )
+        counted = self._counted(traces, after)
+        if counted:  # closed into windows stored after the checkpoint, before a kill
+            log.info(
+                "%s of the last checkpoint had closed into windows stored before the stop: "
+                "not counted again",
+                count_of(len(counted), "trace"),
+            )
+            traces = {tid: spans for tid, spans in traces.items() if tid not in counted}
         restarted = after is not None or bool(resumed) or bool(traces)
         resumed = [*resumed, *self._windows_of(traces, after, {w.start for w, _ in resumed})]
         hold = now + config.receiver.restart_catchup if restarted else -math.inf
@@ -496,6 +504,22 @@ class LiveLoop:
                 "sent during the downtime (receiver.restart_catchup)",
                 config.receiver.restart_catchup,
             )
+
+    def _counted(self, traces: Mapping[bytes, OpenTrace], after: float | None) -> set[bytes]:
+        """Traces whose root span ends in a window stored already: a window is stored only once
+        its trace grace has passed, so such a trace had closed into it (or been counted late)
+        before the stop, and resuming it would count it again as `late`."""
+        if after is None:
+            return set()
+        width, limit = self.window, after + 1e-6
+        return {
+            tid
+            for tid, spans in traces.items()
+            if any(
+                not parent and (math.floor(end / NS_PER_S / width) + 1) * width <= limit
+                for parent, _, _, end, _, _ in spans.values()
+            )
+        }
 
     def _windows_of(
         self, traces: Mapping[bytes, OpenTrace], after: float | None, have: set[float]

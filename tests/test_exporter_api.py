@@ -897,6 +897,39 @@ def test_a_killed_exporter_resumes_from_its_last_checkpoint(
         again.stop()
 
 
+def test_checkpoint_traces_that_closed_into_a_stored_window_are_not_counted_late(
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint taken while traces were open, their window closed and stored after it, then
+    a kill: resuming those traces must neither count them again nor call them late."""
+    clock = Clock(T0 + 0.1)
+    receiver = replace(make_config(bundle_dir, tmp_path).receiver, checkpoint=2.0)
+    config = make_config(bundle_dir, tmp_path / "data", receiver=receiver)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    start = (clock.now // 2.0) * 2.0
+    clock.now = start + 2.45  # spans of the window [start, start + 2) arrive as it is due
+    assert post(rt, span_request(5, int((start + 0.5) * 1e9), 1).SerializeToString(), PB).ok
+    clock.now = start + 2.5
+    rt.loop.tick()  # a checkpoint with the 5 traces open (the grace has not passed)
+    clock.now = start + 2.0 + 2 * config.grace + 0.2
+    rt.loop.tick()  # they close, their window is stored; no checkpoint since
+    (stored,) = rt.store.range(start, start + 2.0)
+    assert _roots(stored) == 5
+    _crash(rt)
+    caplog.set_level("INFO", logger="deeprest.live")
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        assert "5 traces of the last checkpoint had closed into windows stored" in caplog.text
+        clock.now += config.receiver.restart_catchup + 2 * config.grace + 2.0
+        again.loop.tick()
+        (window,) = again.store.range(start, start + 2.0)
+        assert _roots(window) == 5
+        late = ("deeprest_otlp_spans_rejected_total", (("reason", "late"),))
+        assert scrape(again).get(late, 0) == 0
+    finally:
+        again.stop()
+
+
 def test_retries_for_the_window_a_killed_exporter_held_land_in_it_not_late(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
