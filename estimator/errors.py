@@ -49,8 +49,8 @@ class DataWarning(UserWarning):
 
 
 def count_of(n: int, noun: str) -> str:
-    """'1 window', '3 windows': a count with its noun (plural by an 's')."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """'1 window', '3 windows': a count with its noun (plural by an 's', but 'series')."""
+    return f"{n} {noun}" if n == 1 or noun.endswith("series") else f"{n} {noun}s"
 
 
 def first_few(names: list[str], shown: int = 5) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from estimator import anomaly
 from estimator.bundle import Bundle
-from estimator.errors import count_of, utc_time
+from estimator.errors import count_of, first_few, utc_time
 from estimator.features import HistoryState
 from estimator.spans import NS_PER_S
 from estimator.synthesizer import Synthesizer
@@ -192,8 +192,8 @@ class LiveLoop:
             log.warning(
                 "limits of %s the model does not estimate are not used: %s (its components: %s)",
                 count_of(len(unknown), "series"),
-                ", ".join(f"{c}/{r}" for c, r in unknown[:5]),
-                ", ".join(sorted({c for c, _ in bundle.series})[:8]),
+                first_few([f"{c}/{r}" for c, r in unknown]),
+                first_few(sorted({c for c, _ in bundle.series}), 8),
             )
         warm = max(WARM_WINDOWS, bundle.model.context)  # enough for the model's look-back too
         estimator = Estimator(bundle, self.window, self.store.recent(warm))
@@ -364,8 +364,8 @@ class LiveLoop:
         )
         series = list(estimator.info.series) if estimator else []
         observed = self._query(series, window.end, limits=False) if series and query else None
-        if not query:  # Prometheus was not asked: what it said last still holds
-            up = self.snapshot.up
+        if not query or self.prometheus is None:  # not asked: what it said last still holds
+            up = self.snapshot.up  # (None, absent, where no Prometheus is configured)
         else:
             up = observed is not None if series else self._answers(window.end)
         if observed is not None:

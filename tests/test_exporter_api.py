@@ -589,7 +589,12 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     too_long = str(tmp_path / ("x" * 300))  # the file system refuses the name itself
     bad = requests.post(reload, headers=token, json={"path": too_long}, timeout=10)
     assert bad.status_code == 422 and "cannot be read (File name too long)" in bad.json()["error"]
-    for body, field in (({"pth": str(other)}, "pth"), ({"path": 5}, "path"), ([1], None)):
+    for body, field in (
+        ({"pth": str(other)}, "pth"),
+        ({"path": str(other), "x": 1}, "x"),
+        ({"path": 5}, "path"),
+        ([1], None),
+    ):
         typo = requests.post(reload, headers=token, json=body, timeout=10)
         assert typo.status_code == 400, body  # never the configured bundle reloaded instead
         assert field is None or f"field '{field}'" in typo.json()["error"]
@@ -637,6 +642,22 @@ def test_a_hung_prometheus_does_not_hold_the_estimates_back(
         for conn in accepted:
             conn.close()
         server.close()
+
+
+def test_no_upstream_configured_leaves_deeprest_up_absent(bundle_dir: Path, tmp_path: Path) -> None:
+    """Without a Prometheus URL nothing is ever asked: `deeprest_up` stays absent, not 0 (which
+    would page DeepRestUpstreamPrometheusUnreachable for good), while windows close and are
+    estimated."""
+    clock = Clock(T0 + 0.1)
+    config = replace(make_config(bundle_dir, tmp_path / "data"), prometheus=PrometheusConfig())
+    rt = Runtime(config, clock=clock).start(tick=False)
+    try:
+        send_window(rt, clock, 4, seed=1)
+        metrics = scrape(rt)
+        assert metrics[("deeprest_last_estimate_timestamp_seconds", ())] > 0
+        assert ("deeprest_up", ()) not in metrics
+    finally:
+        rt.stop()
 
 
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
@@ -1065,7 +1086,9 @@ def test_scrapes_and_health_checks_are_served_while_every_slot_is_held(tmp_path:
             assert requests.get(f"{rt.url}/healthz", timeout=5).status_code == 200
             assert requests.get(f"{rt.url}/readyz", timeout=5).status_code in (200, 503)
             metrics = requests.get(f"{rt.url}/metrics", timeout=5)
-            assert metrics.status_code == 200 and "deeprest_up" in metrics.text
+            assert (
+                metrics.status_code == 200 and "deeprest_otlp_spans_received_total" in metrics.text
+            )
             refused = requests.post(f"{rt.url}/v1/traces", data=b"", headers=PB, timeout=5)
             assert refused.status_code == 503
             assert "receiver.max_connections" in refused.json()["error"]

@@ -169,3 +169,11 @@ def test_a_line_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         list(read_windows(path))
     assert info.value.line == 2 and "not UTF-8 text (byte 5 of the line)" in str(info.value)
+
+
+def test_counts_are_said_with_their_plural() -> None:
+    from estimator.errors import count_of, first_few
+
+    assert (count_of(1, "window"), count_of(3, "window")) == ("1 window", "3 windows")
+    assert (count_of(1, "series"), count_of(2, "series")) == ("1 series", "2 series")
+    assert first_few(["a", "b", "c"], 2) == "a, b ..."
