@@ -16,7 +16,10 @@ from exporter.config import Config, load_config
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML configuration (flags override it)")
-    parser.add_argument("--model", help="model bundle directory")
+    parser.add_argument(
+        "--model",
+        help="model bundle directory (default: none; windows are collected, not estimated)",
+    )
     parser.add_argument(
         "--data-dir", help="where closed windows are stored (default deeprest-data)"
     )
@@ -28,7 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long a trace stays open after its last span, e.g. 2s (default 5s, the "
         "OpenTelemetry SDK's export interval; a window is estimated twice this after its end)",
     )
-    parser.add_argument("--prometheus-url", help="Prometheus to read actual usage from")
+    parser.add_argument(
+        "--prometheus-url",
+        help="Prometheus to read actual usage from (default: none; no actual usage, no anomaly "
+        "score, no deeprest_up)",
+    )
     parser.add_argument("--api-token-file", help="file holding the bearer token for reloads")
     parser.add_argument(
         "--log-level",

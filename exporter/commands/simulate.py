@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from estimator.errors import InputError
 from estimator.simulator import SCENARIOS, SimulationConfig, run_simulation, to_windows
+from estimator.simulator.config import DEFAULT_ATTACK_COMPONENT
 from estimator.windows import write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.commands.ranges import parse_time
@@ -35,7 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--users", type=float, default=1000.0, help="users at the daily peak (default 1000)"
     )
-    parser.add_argument("--attack-component", help="component the attack scenarios target")
+    parser.add_argument(
+        "--attack-component",
+        help="component the attack scenarios target (default: "
+        + ", ".join(f"{c} for {s}" for s, c in DEFAULT_ATTACK_COMPONENT.items())
+        + ")",
+    )
     parser.add_argument(
         "--attack-start", type=int, help="first attacked window index (default: the middle)"
     )
