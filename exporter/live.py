@@ -145,6 +145,11 @@ def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
 
 PRUNE_EVERY = 3600.0
 """Seconds of windows between two prunings of those past `retention`."""
+PRUNE_NOTICE = 86400.0
+"""Where a start finds more than this much of stored windows past `retention` (a data dir of a
+release that kept everything, or a retention just shortened), they are deleted only this long
+after the start, with a warning first, so that an upgrade does not delete training data
+unannounced."""
 MAX_UNSAVED = 1440
 """Closed windows kept in memory while the store refuses them (a day of one-minute windows)."""
 
@@ -181,6 +186,7 @@ class LiveLoop:
         self._unsaved: list[Window] = []  # closed windows the store refused, to retry
         self._query_logged_at, self._query_unlogged = -math.inf, 0  # usage query failures
         self._pruned_at = -math.inf  # end of the newest window when old ones were last pruned
+        self._prune_from = self._announce_pruning(clock())  # no pruning before this time
         self._checkpointed_at = clock()  # when the open windows and traces were last saved
         if bundle is not None:
             self.load(bundle)
@@ -570,10 +576,31 @@ class LiveLoop:
         self._unsaved = []
         self._prune(newest)
 
+    def _announce_pruning(self, now: float) -> float:
+        """When pruning may begin: at once, or PRUNE_NOTICE from now, with a warning, where more
+        than that much of the stored windows is past `retention` already."""
+        retention, newest = self.config.retention, self.store.last_end()
+        if not retention or newest is None:
+            return -math.inf
+        due, oldest = self.store.ended_before(newest - retention)
+        if oldest is None or newest - retention - oldest <= PRUNE_NOTICE:
+            return -math.inf  # what an hourly pruning leaves: the usual hour's worth
+        log.warning(
+            "%s (from %s) are older than the retention of %gd: they are deleted from %s on; "
+            "to keep them, set retention to 0 (keep every window) or longer and restart before",
+            count_of(due, "stored window"),
+            utc_time(oldest),
+            retention / 86400,
+            utc_time(now + PRUNE_NOTICE),
+        )
+        return now + PRUNE_NOTICE
+
     def _prune(self, newest: float) -> None:
         """Delete stored windows past `retention` before the newest, at most once an hour."""
         retention = self.config.retention
         if not retention or newest - self._pruned_at < PRUNE_EVERY:
+            return
+        if self.clock() < self._prune_from:
             return
         self._pruned_at = newest
         try:

@@ -288,6 +288,12 @@ class WindowStore:
         self._transaction("the pruning of old windows", work)
         return deleted
 
+    def ended_before(self, before: float) -> tuple[int, float | None]:
+        """How many stored windows ended before `before`, and the start of the oldest."""
+        rows = self._select("SELECT COUNT(*), MIN(start) FROM windows WHERE end < ?", (before,))
+        count, oldest = rows[0] if rows else (0, None)
+        return int(count), None if oldest is None else float(oldest)
+
     def last_end(self) -> float | None:
         """End of the newest stored window."""
         rows = self._select("SELECT MAX(end) FROM windows")

@@ -873,6 +873,43 @@ def test_stored_windows_older_than_the_retention_are_deleted(
         rt.stop()
 
 
+def test_a_start_finding_much_past_the_retention_warns_and_waits_before_deleting(
+    bundle_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A data dir of a release that kept every window: its old windows are announced at start
+    and deleted only PRUNE_NOTICE later, not at the first window closed after an upgrade."""
+    from estimator.windows import Window
+    from exporter import live
+    from exporter.store import WindowStore
+
+    monkeypatch.setattr(live, "PRUNE_EVERY", 0.0)
+    monkeypatch.setattr(live, "PRUNE_NOTICE", 30.0)
+    config = make_config(bundle_dir, tmp_path / "data", retention=5.0)
+    store = WindowStore(config.data_dir)
+    old = [Window(T0 - 200.0 + 2 * i, T0 - 198.0 + 2 * i) for i in range(3)]
+    for window in [*old, Window(T0 - 12.0, T0 - 10.0)]:
+        window.calls[PATHS[0]] = 3.0
+        store.put([window])
+    store.close()
+    caplog.set_level("WARNING", logger="deeprest.live")
+    clock = Clock(T0 - 9.9)
+    rt = Runtime(config, clock=clock).start(tick=False)
+    try:
+        assert "3 stored windows (from " in caplog.text
+        assert "are older than the retention of" in caplog.text
+        send_window(rt, clock, 2, seed=1)  # within the notice: nothing deleted
+        assert len(rt.store.range(T0 - 200.0, T0 - 190.0)) == 3
+        clock.now += 31.0
+        send_window(rt, clock, 2, seed=2)  # past it: pruned as usual
+        assert rt.store.range(T0 - 200.0, T0 - 190.0) == []
+        assert rt.store.count() >= 1
+    finally:
+        rt.stop()
+
+
 def test_retention_is_a_duration_and_zero_keeps_everything() -> None:
     from exporter.config import config_from_mapping
 
