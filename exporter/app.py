@@ -387,9 +387,11 @@ def create_app(runtime: Runtime) -> Flask:
         try:
             runtime.loop.load(load_bundle(str(path)))
         except BundleError as exc:
+            log.warning("model reload refused, the loaded model goes on serving: %s", exc)
             return _error(422, str(exc))
         estimator = runtime.loop.estimator
         assert estimator is not None
+        log.info("model reloaded from %s: version %s", path, estimator.info.version)
         return jsonify(model_json(estimator.info))
 
     @app.post("/api/v1/whatif")

@@ -506,7 +506,9 @@ def test_api_whatif_of_stored_windows_without_traffic_says_so(runtime) -> None: 
     assert "field 'scale': no traffic to scale in the last 1 stored window" in idle.json()["error"]
 
 
-def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_api_model_whatif_reload_and_errors(
+    runtime, bundle_dir: Path, tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     api = f"{rt.url}/api/v1"
     assert requests.get(f"{rt.url}/readyz", timeout=5).status_code == 200
@@ -578,14 +580,17 @@ def test_api_model_whatif_reload_and_errors(runtime, bundle_dir: Path, tmp_path:
     train(other, seed=5)
     stored = rt.store.count()
     before = {k: v for k, v in scrape(rt).items() if k[0].startswith("deeprest_expected_usage")}
+    caplog.set_level("INFO", logger="deeprest.app")
     response = requests.post(reload, headers=token, json={"path": str(other)}, timeout=10)
     assert response.status_code == 200 and response.json()["version"] != model["version"]
+    assert f"model reloaded from {other}: version {response.json()['version']}" in caplog.text
     assert rt.store.count() == stored
     # the last estimates stay published until the new model's first window closes
     after = scrape(rt)
     assert before and all(after.get(key) == value for key, value in before.items())
     bad = requests.post(reload, headers=token, json={"path": str(tmp_path)}, timeout=10)
     assert bad.status_code == 422 and "manifest" in bad.json()["error"]
+    assert "model reload refused, the loaded model goes on serving" in caplog.text
     too_long = str(tmp_path / ("x" * 300))  # the file system refuses the name itself
     bad = requests.post(reload, headers=token, json={"path": too_long}, timeout=10)
     assert bad.status_code == 422 and "cannot be read (File name too long)" in bad.json()["error"]

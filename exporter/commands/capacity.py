@@ -246,8 +246,9 @@ def window_steps(
     steps = load_steps(windows, objective.statistic, bins)
     if not steps:
         raise InputError(
-            "no window carries latency (import spans with start times to keep it), or too few "
-            "windows per API",
+            "no window carries latency, or too few windows per API: `deeprest import` keeps it "
+            "from spans with start times, `serve` from the spans it receives (windows stored by "
+            "an earlier release have none)",
             source=source,
         )
     return {("", f"{c}:{o}"): s for (c, o), s in steps.items()}
