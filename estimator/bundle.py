@@ -193,7 +193,14 @@ def load_bundle(directory: str | Path) -> Bundle:
         if str(exc).startswith(str(directory)):
             raise
         raise BundleError(f"{directory}: {exc}") from exc
-    except (DeepRestError, KeyError, TypeError, ValueError, OSError) as exc:
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise BundleError(f"{directory}: model files do not load ({exc})") from exc
+        raise BundleError(
+            f"{directory}: the model has a setting this release does not know "
+            f"({str(exc).rsplit(' ', 1)[-1]}): a bundle of a newer release? retrain with this one"
+        ) from exc
+    except (DeepRestError, KeyError, ValueError, OSError) as exc:
         # the first line: libraries' messages may go on with their own stack traces
         said = (str(exc).strip().splitlines() or [repr(exc)])[0]
         raise BundleError(f"{directory}: model files do not load ({said})") from exc

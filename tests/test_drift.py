@@ -264,3 +264,13 @@ def test_a_model_parameter_that_is_not_a_number_is_refused(tmp_path: Path) -> No
     _saved_with(tmp_path / "b", manifest)
     with pytest.raises(BundleError, match="the model gives no number for idle traffic"):
         load_bundle(tmp_path / "b")
+
+
+def test_a_bundle_with_a_setting_of_a_newer_release_says_so(tmp_path: Path) -> None:
+    windows = _leaky_world()
+    save_bundle(train_bundle(windows, TrainConfig(model="xgboost")), tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    manifest["model"]["meta"]["params"]["future_knob"] = 3
+    _saved_with(tmp_path / "b", manifest)
+    with pytest.raises(BundleError, match=r"setting this release does not know \('future_knob'\)"):
+        load_bundle(tmp_path / "b")
