@@ -187,7 +187,8 @@ def test_saturating_trees_never_make_more_traffic_cost_less() -> None:
 def test_xgboost_trains_the_same_boosters_on_any_number_of_threads(
     world: tuple[Vocabulary, np.ndarray, np.ndarray],
 ) -> None:
-    """Series' boosters train side by side on worker threads; how many must not matter."""
+    """Series' costs and boosters are fitted side by side on worker threads; how many must not
+    matter."""
     vocabulary, X, Y = world
     layout = vocabulary.layout.for_series(SERIES)
     fits = [

@@ -310,6 +310,7 @@ class XGBoostQuantile(QuantileModel):
                 robust=self.robust,
                 shrink=self.shrink_[group],
                 progress=self._say_costs,
+                workers=self.workers,
             )[:2]
             self.weights_[:, group], self.intercept_[group] = weights, intercept
         if stateful.size:
@@ -321,6 +322,7 @@ class XGBoostQuantile(QuantileModel):
                 self.ridge,
                 self.robust,
                 self.shrink_[stateful],
+                self.workers,
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
@@ -497,6 +499,7 @@ class XGBoostQuantile(QuantileModel):
                 self.robust,
                 SELECTION_ROWS,
                 progress=self._say_costs,
+                workers=self.workers,
             )
         self.say(
             "xgboost: forms (scales with calls, reservoir or saturates) on the busiest windows"
