@@ -372,6 +372,7 @@ def create_app(runtime: Runtime) -> Flask:
         if not runtime.config.api_token:
             return _error(403, "model reload is disabled: configure api_token")
         if not _authorized(runtime):
+            log.warning("model reload refused: missing or wrong bearer token")
             return _error(401, "missing or wrong bearer token")
         try:  # no body: reload the configured bundle; else {"path": DIR} and nothing more
             body = _json_body() if request.get_data().strip() else {}
@@ -380,9 +381,11 @@ def create_app(runtime: Runtime) -> Flask:
             if "path" in body and not (isinstance(body["path"], str) and body["path"]):
                 raise InputError("expected a bundle directory", field="path")
         except InputError as exc:
+            log.warning("model reload refused: %s", exc)
             return _error(400, str(exc))
         path = body.get("path") or runtime.config.model
         if not path:
+            log.warning("model reload refused: no bundle path given or configured")
             return _error(400, 'no bundle path: give {"path": DIR} or configure model')
         try:
             runtime.loop.load(load_bundle(str(path)))

@@ -64,28 +64,32 @@ logging.getLogger("werkzeug").addFilter(_TimedOutBody())
 
 class _Meter:
     """What the watchdog knows of one connection's request: when it began (its first byte
-    awaited), when its headers were read, the bytes received since it began, and whether its
-    thread is now blocked reading from the client."""
+    awaited) and how long its headers may take, when they were read and how many of the bytes
+    received since it began were theirs, whether its thread is now blocked reading from the
+    client, and whether the watchdog cut it."""
 
-    __slots__ = ("begun", "headers_at", "received", "reading")
+    __slots__ = ("begun", "body_from", "cut", "header_limit", "headers_at", "reading", "received")
 
     def __init__(self) -> None:
-        self.begun = time.monotonic()
-        self.headers_at: float | None = None
-        self.received = 0
+        self.restart(HEADER_DEADLINE)
         self.reading = False
 
-    def restart(self) -> None:
-        self.begun, self.headers_at, self.received = time.monotonic(), None, 0
+    def restart(self, header_limit: float) -> None:
+        self.begun, self.header_limit = time.monotonic(), header_limit
+        self.headers_at: float | None = None
+        self.received = self.body_from = 0
+        self.cut = False
 
     def late(self, now: float) -> bool:
         """Whether a read still blocked has overrun the request's allowance (see HEADER_DEADLINE,
-        BODY_GRACE and MIN_BODY_RATE); time the app spends answering is never cut."""
+        BODY_GRACE and MIN_BODY_RATE); time the app spends answering is never cut. Only body
+        bytes earn time: megabytes of headers sent fast must not buy hours for a trickled body."""
         if not self.reading:
             return False
         if self.headers_at is None:
-            return now - self.begun > HEADER_DEADLINE
-        return now - self.headers_at > BODY_GRACE + self.received / MIN_BODY_RATE
+            return now - self.begun > self.header_limit
+        body = max(0, self.received - self.body_from)
+        return now - self.headers_at > BODY_GRACE + body / MIN_BODY_RATE
 
 
 class _MeteredIO(socket.SocketIO):
@@ -121,7 +125,8 @@ class _QuietHandler(WSGIRequestHandler):
 
     def handle_one_request(self) -> None:
         server = self.server
-        self.meter.restart()
+        probe = isinstance(server, _BoundedServer) and server.is_probe(self.connection)
+        self.meter.restart(PROBE_HEADER_DEADLINE if probe else HEADER_DEADLINE)
         if isinstance(server, _BoundedServer):
             server.begin(self.connection, self.meter)
         try:
@@ -134,7 +139,13 @@ class _QuietHandler(WSGIRequestHandler):
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
+        if self.meter.cut:  # the headers stopped at the cut: not a request to answer
+            self.close_connection = True
+            return False
         self.meter.headers_at = time.monotonic()
+        if parsed:
+            lines = sum(len(k) + len(v) + 4 for k, v in self.headers.raw_items())
+            self.meter.body_from = len(self.raw_requestline) + lines + 2
         return parsed
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -149,8 +160,11 @@ PROBE_SLOTS = 16
 """Connections past `receiver.max_connections` that may still be served, one request each, when
 they ask for a scrape or a health check (see `_BoundedServer`)."""
 _PROBE = re.compile(rb"GET /(metrics|healthz|readyz)[ ?]")
-PROBE_WAIT = 1.0
-"""Seconds a connection past the limit has to send its request line before it is refused."""
+PROBE_WAIT = 0.25
+"""Seconds a connection past the limit has to send its request line before it is refused (a
+scraper or a probe sends it as it connects; idle connections must not hold the spares)."""
+PROBE_HEADER_DEADLINE = 2.0
+"""Seconds the rest of a spare thread's request headers may take."""
 WARN_EVERY = 600.0
 """Seconds between two warnings of refused connections."""
 HEADER_DEADLINE = 30.0
@@ -210,7 +224,7 @@ class _BoundedServer(ThreadedWSGIServer):
             with self._requests_lock:
                 late = [c for c, m in self._requests.items() if m.late(now)]
                 for connection in late:
-                    del self._requests[connection]
+                    self._requests.pop(connection).cut = True
             for connection in late:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)

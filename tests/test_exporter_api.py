@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -591,6 +592,7 @@ def test_api_model_whatif_reload_and_errors(
     bad = requests.post(reload, headers=token, json={"path": str(tmp_path)}, timeout=10)
     assert bad.status_code == 422 and "manifest" in bad.json()["error"]
     assert "model reload refused, the loaded model goes on serving" in caplog.text
+    assert "model reload refused: missing or wrong bearer token" in caplog.text
     too_long = str(tmp_path / ("x" * 300))  # the file system refuses the name itself
     bad = requests.post(reload, headers=token, json={"path": too_long}, timeout=10)
     assert bad.status_code == 422 and "cannot be read (File name too long)" in bad.json()["error"]
@@ -1085,9 +1087,10 @@ def test_a_body_that_trickles_in_is_cut_and_frees_its_slot(
         rt.stop()
 
 
-def test_headers_that_trickle_in_are_cut_at_the_header_deadline(
+def test_headers_that_trickle_in_are_cut_at_the_header_deadline_and_not_dispatched(
     tmp_path: Path, short_allowance: None
 ) -> None:
+    """Headers cut short are no request: neither answered nor counted as a bad one."""
     rt = _one_slot(tmp_path)
     try:
         lines = [b"X-Pad-%d: y\r\n" % i for i in range(40)]
@@ -1095,6 +1098,62 @@ def test_headers_that_trickle_in_are_cut_at_the_header_deadline(
         assert took < 8
         assert b"200 OK" not in answer
         _slot_frees(rt)
+        answer, took = _trickle(rt.port, b"POST /v1/traces HTTP/1.1\r\n", lines, 0.25)
+        assert took < 8 and answer == b"", answer[:80]
+        _slot_frees(rt)
+        counted = scrape(rt)
+        rejected = {k: v for k, v in counted.items() if k[0].startswith("deeprest_otlp_requests_")}
+        assert rejected and not any(rejected.values()), rejected
+    finally:
+        rt.stop()
+
+
+def test_fast_headers_buy_no_time_for_a_trickled_body(
+    tmp_path: Path, short_allowance: None
+) -> None:
+    """Only body bytes earn time: 20 KB of headers at once, then a byte now and then, is cut
+    after the grace (at 100 bytes/s, the headers would have bought 200 s)."""
+    rt = _one_slot(tmp_path)
+    try:
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000) for i in range(20))
+        head = (HEAD % 100).replace(b"\r\n\r\n", b"\r\n" + pad + b"\r\n", 1)
+        answer, took = _trickle(rt.port, head, [b"x"] * 40, 0.25)
+        assert took < 8
+        assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), answer[:80]
+    finally:
+        rt.stop()
+
+
+def test_spare_threads_cut_probes_that_trickle_their_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every slot held, scrapers that trickle their headers hold the spare threads for
+    PROBE_HEADER_DEADLINE only, so health checks get through again."""
+    from exporter import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "PROBE_SLOTS", 2)
+    monkeypatch.setattr(runtime_module, "PROBE_HEADER_DEADLINE", 0.5)
+    rt = _one_slot(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as holder:
+            holder.sendall(HEAD % 100)
+            time.sleep(0.3)
+            lines = [b"X-Pad-%d: y\r\n" % i for i in range(40)]
+            slow = [
+                threading.Thread(
+                    target=_trickle, args=(rt.port, b"GET /metrics HTTP/1.1\r\n", lines, 0.25)
+                )
+                for _ in range(2)
+            ]
+            for thread in slow:
+                thread.start()
+            time.sleep(0.2)
+            started = time.monotonic()
+            while requests.get(f"{rt.url}/healthz", timeout=5).status_code != 200:
+                assert time.monotonic() - started < 5  # the spares come back within seconds
+                time.sleep(0.1)
+            for thread in slow:
+                thread.join()
     finally:
         rt.stop()
 
