@@ -150,6 +150,8 @@ PRUNE_NOTICE = 86400.0
 release that kept everything, or a retention just shortened), they are deleted only this long
 after the start, with a warning first, so that an upgrade does not delete training data
 unannounced."""
+PRUNE_FROM = "prune_from"
+"""The store's note of when an announced deletion of windows past `retention` may begin."""
 MAX_UNSAVED = 1440
 """Closed windows kept in memory while the store refuses them (a day of one-minute windows)."""
 
@@ -578,22 +580,35 @@ class LiveLoop:
 
     def _announce_pruning(self, now: float) -> float:
         """When pruning may begin: at once, or PRUNE_NOTICE from now, with a warning, where more
-        than that much of the stored windows is past `retention` already."""
+        than that much of the stored windows is past `retention` already. The date is noted in
+        the store, so that a restart keeps it instead of putting it off again."""
         retention, newest = self.config.retention, self.store.last_end()
         if not retention or newest is None:
             return -math.inf
         due, oldest = self.store.ended_before(newest - retention)
         if oldest is None or newest - retention - oldest <= PRUNE_NOTICE:
             return -math.inf  # what an hourly pruning leaves: the usual hour's worth
+        noted = self.store.note(PRUNE_FROM)
+        try:
+            prune_from = float(noted) if noted is not None else now + PRUNE_NOTICE
+        except ValueError:
+            prune_from = now + PRUNE_NOTICE
+        if prune_from <= now:
+            return prune_from
         log.warning(
             "%s (from %s) are older than the retention of %gd: they are deleted from %s on; "
             "to keep them, set retention to 0 (keep every window) or longer and restart before",
             count_of(due, "stored window"),
             utc_time(oldest),
             retention / 86400,
-            utc_time(now + PRUNE_NOTICE),
+            utc_time(prune_from),
         )
-        return now + PRUNE_NOTICE
+        if noted is None:
+            try:
+                self.store.set_note(PRUNE_FROM, repr(prune_from))
+            except StoreError as exc:
+                log.error("%s", exc)
+        return prune_from
 
     def _prune(self, newest: float) -> None:
         """Delete stored windows past `retention` before the newest, at most once an hour."""
@@ -608,6 +623,12 @@ class LiveLoop:
         except StoreError as exc:
             log.error("%s", exc)
             return
+        if self._prune_from > -math.inf:  # the announced deletion is done
+            self._prune_from = -math.inf
+            try:
+                self.store.set_note(PRUNE_FROM, None)
+            except StoreError as exc:
+                log.error("%s", exc)
         if deleted:
             log.info(
                 "deleted %s older than the retention of %gd",

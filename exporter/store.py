@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS open_traces (
     trace TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notes (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -293,6 +297,22 @@ class WindowStore:
         rows = self._select("SELECT COUNT(*), MIN(start) FROM windows WHERE end < ?", (before,))
         count, oldest = rows[0] if rows else (0, None)
         return int(count), None if oldest is None else float(oldest)
+
+    def note(self, key: str) -> str | None:
+        """A value the exporter noted in the store for its next starts (see `set_note`)."""
+        rows = self._select("SELECT value FROM notes WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_note(self, key: str, value: str | None) -> None:
+        """Note a value for later starts; None deletes it."""
+
+        def work(db: sqlite3.Connection) -> None:
+            if value is None:
+                db.execute("DELETE FROM notes WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO notes (key, value) VALUES (?, ?)", (key, value))
+
+        self._transaction(f"the note {key!r}", work)
 
     def last_end(self) -> float | None:
         """End of the newest stored window."""
