@@ -111,7 +111,7 @@ class _MeteredIO(socket.SocketIO):
 
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (OTLP clients post many). A connection that sends
-    nothing for `timeout` seconds (a body cut short, an idle keep-alive) is closed, so that
+    nothing for `timeout` seconds (a body cut short, a client that connects and waits) is closed, so that
     stalled clients do not hold a thread each for ever; one that sends a byte now and then is
     cut by the server's watchdog once its request overruns its allowance (see `_Meter.late`)."""
 
@@ -168,8 +168,8 @@ PROBE_HEADER_DEADLINE = 2.0
 WARN_EVERY = 600.0
 """Seconds between two warnings of refused connections."""
 HEADER_DEADLINE = 30.0
-"""Seconds from a request's first byte awaited (on a kept-alive connection: from the end of the
-one before) to the end of its headers."""
+"""Seconds from a request's first byte awaited (its connection's opening: werkzeug answers each
+request with `Connection: close`) to the end of its headers."""
 BODY_GRACE = 20.0
 MIN_BODY_RATE = 500.0
 """Bytes per second a body must keep up after its first BODY_GRACE seconds: a read still waiting
