@@ -64,7 +64,9 @@ def body(summary: dict[str, Any]) -> str:
         f"{summary.get('elapsed_s', 0):.0f} s. Reproduce: `python -m bench.bench_testbed`.",
         "",
         "Accuracy (1 - WAPE) per series, live: the exporter's expected median against the "
-        "observed usage, both read back from Prometheus over each phase.",
+        "observed usage, both read back from Prometheus over each phase. Redis is near idle: "
+        "its CPU reads in steps of 2.5 millicores (its process's clock ticks), mostly 0, so its "
+        "CPU accuracy swings from run to run.",
         "",
         markdown_table(_series_rows(summary), ["component", "resource", *summary["accuracy"]]),
         "",
