@@ -482,8 +482,8 @@ class LiveLoop:
         )
         kept = {w.start for w, _ in self.aggregator.open_windows()}
         gone = [w for w, _ in resumed if w.start not in kept]
-        stored = [w for w in gone if after is not None and w.end <= after]
-        dropped = [w for w in gone if after is None or w.end > after]
+        stored = [w for w in gone if store.has(w.start)]
+        dropped = [w for w in gone if not store.has(w.start)]
         if stored:  # a checkpoint's windows that closed and were stored before a kill
             log.info(
                 "%s of the last checkpoint had been stored before the stop: nothing lost",
@@ -492,7 +492,8 @@ class LiveLoop:
         if dropped:
             log.warning(
                 "%s left open by the last stop dropped, with %g API calls: of another window "
-                "length than this run's %gs, or stored already",
+                "length than this run's %gs, or behind windows stored since by another run on "
+                "this data dir",
                 count_of(len(dropped), "window"),
                 sum(sum(api_counts(w.calls).values()) for w in dropped),
                 self.window,

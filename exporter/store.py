@@ -314,6 +314,10 @@ class WindowStore:
 
         self._transaction(f"the note {key!r}", work)
 
+    def has(self, start: float) -> bool:
+        """Whether a window starting at `start` is stored."""
+        return bool(self._select("SELECT 1 FROM windows WHERE start = ?", (start,)))
+
     def last_end(self) -> float | None:
         """End of the newest stored window."""
         rows = self._select("SELECT MAX(end) FROM windows")
