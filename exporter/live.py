@@ -484,6 +484,8 @@ class LiveLoop:
         gone = [w for w, _ in resumed if w.start not in kept]
         stored = [w for w in gone if store.has(w.start)]
         dropped = [w for w in gone if not store.has(w.start)]
+        behind = self._store_behind(dropped)
+        dropped = [w for w in dropped if all(w is not b for b in behind)]
         if stored:  # a checkpoint's windows that closed and were stored before a kill
             log.info(
                 "%s of the last checkpoint had been stored before the stop: nothing lost",
@@ -513,6 +515,32 @@ class LiveLoop:
                 "sent during the downtime (receiver.restart_catchup)",
                 config.receiver.restart_catchup,
             )
+
+    def _store_behind(self, windows: list[Window]) -> list[Window]:
+        """Store the windows a stop kept that windows stored since (by another run on this data
+        dir: an older release, run in between) left behind: closed now, with the calls they
+        had, where their time is free and they are of this run's length. The ones stored."""
+        width, store = self.window, self.store
+        behind = [
+            w
+            for w in windows
+            if abs((w.end - w.start) - width) < 1e-6
+            and w.calls
+            and not store.range(w.start - width + 1e-6, w.end)
+        ]
+        if not behind:
+            return []
+        try:
+            store.put(behind)
+        except StoreError as exc:
+            log.error("%s", exc)
+            return []
+        log.info(
+            "stored %s left open by the last stop, behind windows another run on this data dir "
+            "stored since",
+            count_of(len(behind), "window"),
+        )
+        return behind
 
     def _counted(self, traces: Mapping[bytes, OpenTrace], after: float | None) -> set[bytes]:
         """Traces whose root span ends in a window stored already: a window is stored only once

@@ -1208,25 +1208,33 @@ def test_scrapes_and_health_checks_are_served_while_every_slot_is_held(tmp_path:
         rt.stop()
 
 
-def test_a_kept_window_behind_others_stored_since_is_warned_of_not_called_stored(
+def test_a_kept_window_behind_others_stored_since_is_stored_then(
     bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A window this release kept at a stop, then another run (an older release) stored later
-    windows without it: it is lost, and said to be, not called stored."""
+    windows without it: it is stored at this start, with the calls it had, not called stored
+    before and lost; one of another window length is dropped, and said to be."""
     from estimator.windows import Window
     from exporter.store import WindowStore
 
     config = make_config(bundle_dir, tmp_path / "data")
     kept, later = Window(T0, T0 + 2.0), Window(T0 + 4.0, T0 + 6.0)
     kept.calls[PATHS[0]] = later.calls[PATHS[0]] = 3.0
+    other = Window(T0 + 2.0, T0 + 3.0)  # of another window length
+    other.calls[PATHS[0]] = 2.0
     store = WindowStore(config.data_dir)
     store.put([later])
-    store.save_open([(kept, {})], {})
+    store.save_open([(kept, {}), (other, {})], {})
     store.close()
     caplog.set_level("INFO", logger="deeprest.live")
     rt = Runtime(config, clock=Clock(T0 + 10.0)).start(tick=False)
-    rt.stop()
-    assert "1 window left open by the last stop dropped, with 3 API calls" in caplog.text
+    try:
+        (stored,) = rt.store.range(T0, T0 + 1.0)
+        assert stored.calls[PATHS[0]] == 3.0
+    finally:
+        rt.stop()
+    assert "stored 1 window left open by the last stop, behind windows another run" in caplog.text
+    assert "1 window left open by the last stop dropped, with 2 API calls" in caplog.text
     assert "nothing lost" not in caplog.text
 
 
