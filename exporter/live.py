@@ -612,12 +612,16 @@ class LiveLoop:
         than that much of the stored windows is past `retention` already. The date is noted in
         the store, so that a restart keeps it instead of putting it off again."""
         retention, newest = self.config.retention, self.store.last_end()
-        if not retention or newest is None:
-            return -math.inf
-        due, oldest = self.store.ended_before(newest - retention)
-        if oldest is None or newest - retention - oldest <= PRUNE_NOTICE:
-            return -math.inf  # what an hourly pruning leaves: the usual hour's worth
+        due, oldest = 0, None
+        if retention and newest is not None:
+            due, oldest = self.store.ended_before(newest - retention)
         noted = self.store.note(PRUNE_FROM)
+        if newest is None or oldest is None or newest - retention - oldest <= PRUNE_NOTICE:
+            # nothing to announce (no retention, or what an hourly pruning leaves): a notice
+            # of an earlier start is void, and a backlog found later is announced anew
+            if noted is not None:
+                self._forget_notice()
+            return -math.inf
         try:
             prune_from = float(noted) if noted is not None else now + PRUNE_NOTICE
         except ValueError:
@@ -639,6 +643,12 @@ class LiveLoop:
                 log.error("%s", exc)
         return prune_from
 
+    def _forget_notice(self) -> None:
+        try:
+            self.store.set_note(PRUNE_FROM, None)
+        except StoreError as exc:
+            log.error("%s", exc)
+
     def _prune(self, newest: float) -> None:
         """Delete stored windows past `retention` before the newest, at most once an hour."""
         retention = self.config.retention
@@ -654,10 +664,7 @@ class LiveLoop:
             return
         if self._prune_from > -math.inf:  # the announced deletion is done
             self._prune_from = -math.inf
-            try:
-                self.store.set_note(PRUNE_FROM, None)
-            except StoreError as exc:
-                log.error("%s", exc)
+            self._forget_notice()
         if deleted:
             log.info(
                 "deleted %s older than the retention of %gd",

@@ -923,6 +923,42 @@ def test_a_start_finding_much_past_the_retention_warns_and_waits_before_deleting
         again.stop()
 
 
+def test_a_retention_notice_is_void_once_a_start_keeps_everything(
+    bundle_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Warned, the operator restarts with retention 0 to keep the windows: the notice is void,
+    and a retention set again later announces its deletion anew instead of deleting at once."""
+    from estimator.windows import Window
+    from exporter import live
+    from exporter.store import WindowStore
+
+    monkeypatch.setattr(live, "PRUNE_EVERY", 0.0)
+    monkeypatch.setattr(live, "PRUNE_NOTICE", 100.0)
+    config = make_config(bundle_dir, tmp_path / "data", retention=5.0)
+    store = WindowStore(config.data_dir)
+    for start in (T0 - 200.0, T0 - 198.0, T0 - 12.0):
+        window = Window(start, start + 2.0)
+        window.calls[PATHS[0]] = 3.0
+        store.put([window])
+    store.close()
+    clock = Clock(T0 - 9.9)
+    Runtime(config, clock=clock).start(tick=False).stop()  # warned, the date noted
+    Runtime(replace(config, retention=0.0), clock=clock).start(tick=False).stop()
+    clock.now += 200.0  # long past the first notice's date
+    caplog.set_level("WARNING", logger="deeprest.live")
+    again = Runtime(config, clock=clock).start(tick=False)
+    try:
+        assert "are older than the retention of" in caplog.text  # announced anew
+        clock.now += config.receiver.restart_catchup
+        send_window(again, clock, 2, seed=2)
+        assert len(again.store.range(T0 - 200.0, T0 - 190.0)) == 2  # not deleted at once
+    finally:
+        again.stop()
+
+
 def test_retention_is_a_duration_and_zero_keeps_everything() -> None:
     from exporter.config import config_from_mapping
 
