@@ -18,7 +18,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
 
 from estimator.bundle import Bundle, load_bundle
-from estimator.errors import DeepRestError
+from estimator.errors import DeepRestError, count_of
 from exporter.app import create_app
 from exporter.collector import DeepRestCollector, make_registry
 from exporter.config import Config
@@ -151,6 +151,12 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        if format.startswith("Request timed out") and isinstance(self.server, _BoundedServer):
+            self.server.timed_out()  # an idle or stalled client closed: said in a summary
+            return
+        super().log_error(format, *args)
+
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -202,6 +208,7 @@ class _BoundedServer(ThreadedWSGIServer):
         self._busy = _BUSY % (max(1, math.ceil(retry_after)), len(error), error)
         self._stats = stats
         self._warned = -math.inf
+        self._timeouts, self._timeouts_said = 0, time.monotonic()  # since the last summary
         self._requests: dict[socket.socket, _Meter] = {}  # connection -> its request
         self._requests_lock = threading.Lock()
         self._watching = threading.Event()
@@ -232,6 +239,22 @@ class _BoundedServer(ThreadedWSGIServer):
     def server_close(self) -> None:
         self._watching.set()
         super().server_close()
+
+    def timed_out(self) -> None:
+        """Count a connection closed for sending nothing for the handler's timeout; say how
+        many at most every WARN_EVERY (one log line each made thousands under a flood)."""
+        with self._requests_lock:
+            self._timeouts += 1
+            now = time.monotonic()
+            if now - self._timeouts_said < WARN_EVERY:
+                return
+            count, self._timeouts, self._timeouts_said = self._timeouts, 0, now
+        log.info(
+            "%s closed after %gs without a byte (idle or stalled clients), since the start or "
+            "the last such line",
+            count_of(count, "connection"),
+            _QuietHandler.timeout,
+        )
 
     def is_probe(self, connection: socket.socket) -> bool:
         return connection in self._probes

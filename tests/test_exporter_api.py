@@ -1150,6 +1150,25 @@ def test_headers_that_trickle_in_are_cut_at_the_header_deadline_and_not_dispatch
         rt.stop()
 
 
+def test_idle_connections_closed_are_summed_up_not_logged_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module._QuietHandler, "timeout", 0.3)
+    monkeypatch.setattr(runtime_module, "WARN_EVERY", 0.0)
+    caplog.set_level("INFO")
+    rt = _one_slot(tmp_path)
+    try:
+        with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as idle:
+            assert idle.recv(100) == b""  # closed by the server after its timeout
+        _slot_frees(rt)
+    finally:
+        rt.stop()
+    assert "Request timed out" not in caplog.text
+    assert "1 connection closed after 0.3s without a byte" in caplog.text
+
+
 def test_fast_headers_buy_no_time_for_a_trickled_body(
     tmp_path: Path, short_allowance: None
 ) -> None:
