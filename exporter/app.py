@@ -376,7 +376,7 @@ def create_app(runtime: Runtime) -> Flask:
             return _error(401, "missing or wrong bearer token")
         try:  # no body: reload the configured bundle; else {"path": DIR} and nothing more
             body = _json_body() if request.get_data().strip() else {}
-            if unknown := sorted(set(body) - {"path"}):
+            if unknown := [key for key in body if key != "path"]:  # the first, as written
                 raise InputError('unknown field; expected "path"', field=unknown[0])
             if "path" in body and not (isinstance(body["path"], str) and body["path"]):
                 raise InputError("expected a bundle directory", field="path")

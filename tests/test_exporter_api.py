@@ -599,6 +599,7 @@ def test_api_model_whatif_reload_and_errors(
     for body, field in (
         ({"pth": str(other)}, "pth"),
         ({"path": str(other), "x": 1}, "x"),
+        ({"zz": 1, "b": 2}, "zz"),
         ({"path": 5}, "path"),
         ([1], None),
     ):
