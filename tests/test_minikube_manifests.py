@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -144,9 +145,11 @@ def test_service_port_matches_config_and_monitor() -> None:
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [ports[0]["name"]]
-    # The alert rules expect job="deeprest": the Service name, unless the monitor renames it.
+    # The alert rules expect a job named deeprest (or deeprest-NAME): the Service name, unless
+    # the monitor renames it.
     assert "jobLabel" not in monitor["spec"]
-    assert 'job="deeprest"' in (render.RULES_DIR / "deeprest-alerts.yaml").read_text()
+    assert 'job=~"deeprest.*"' in (render.RULES_DIR / "deeprest-alerts.yaml").read_text()
+    assert re.fullmatch("deeprest.*", service["metadata"]["name"])
 
 
 def test_collector_exports_to_the_deeprest_service() -> None:
