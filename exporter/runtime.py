@@ -111,9 +111,10 @@ class _MeteredIO(socket.SocketIO):
 
 class _QuietHandler(WSGIRequestHandler):
     """No access log line per request (OTLP clients post many). A connection that sends
-    nothing for `timeout` seconds (a body cut short, a client that connects and waits) is closed, so that
-    stalled clients do not hold a thread each for ever; one that sends a byte now and then is
-    cut by the server's watchdog once its request overruns its allowance (see `_Meter.late`)."""
+    nothing for `timeout` seconds (a body cut short, a client that connects and waits) is
+    closed, so that stalled clients do not hold a thread each for ever; one that sends a byte
+    now and then is cut by the server's watchdog once its request overruns its allowance (see
+    `_Meter.late`)."""
 
     timeout = 30
 
@@ -151,7 +152,7 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_error(self, format: str, *args: Any) -> None:
         if format.startswith("Request timed out") and isinstance(self.server, _BoundedServer):
             self.server.timed_out()  # an idle or stalled client closed: said in a summary
             return
@@ -172,7 +173,7 @@ scraper or a probe sends it as it connects; idle connections must not hold the s
 PROBE_HEADER_DEADLINE = 2.0
 """Seconds the rest of a spare thread's request headers may take."""
 WARN_EVERY = 600.0
-"""Seconds between two warnings of refused connections."""
+"""Seconds between two log lines of refused connections, and of connections closed silent."""
 HEADER_DEADLINE = 30.0
 """Seconds from a request's first byte awaited (its connection's opening: werkzeug answers each
 request with `Connection: close`) to the end of its headers."""
