@@ -130,5 +130,7 @@ class SocialNetworkUser(FastHttpUser):
                 self.media_ids.append(str(response.json().get("media_id", "")))
                 self.media_ids = self.media_ids[-8:]
                 response.success()
+            elif response.status_code == 0 and response.error:  # no answer: say why
+                response.failure(response.error)
             else:
                 response.failure(f"upload failed with status {response.status_code}")
