@@ -481,11 +481,13 @@ class LiveLoop:
             self.window, 2 * config.grace, now, after, resumed, hold_until=hold, restarted=restarted
         )
         kept = {w.start for w, _ in self.aggregator.open_windows()}
-        gone = [w for w, _ in resumed if w.start not in kept]
-        stored = [w for w in gone if store.has(w.start)]
-        dropped = [w for w in gone if not store.has(w.start)]
-        behind = self._store_behind(dropped)
-        dropped = [w for w in dropped if all(w is not b for b in behind)]
+        stored: list[Window] = []
+        dropped: list[Window] = []
+        for w, _ in resumed:
+            if w.start not in kept:
+                (stored if store.has(w.start) else dropped).append(w)
+        behind = {id(w) for w in self._store_behind(dropped)}
+        dropped = [w for w in dropped if id(w) not in behind]
         if stored:  # a checkpoint's windows that closed and were stored before a kill
             log.info(
                 "%s of the last checkpoint had been stored before the stop: nothing lost",

@@ -135,8 +135,8 @@ class _QuietHandler(WSGIRequestHandler):
         finally:
             if isinstance(server, _BoundedServer):
                 server.end(self.connection)
-                if server.is_probe(self.connection):
-                    self.close_connection = True  # a spare slot serves one request
+            if probe:
+                self.close_connection = True  # a spare slot serves one request
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()

@@ -25,7 +25,6 @@ RESERVOIR, since the busiest windows are often the only ones where a cache is fu
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +52,7 @@ from estimator.models.costbase import (
     fit_state_costs,
     mean_level,
     shrinkage_grid,
+    usable_cores,
 )
 from estimator.models.forest import Forest
 from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, search, states
@@ -363,10 +363,7 @@ class XGBoostQuantile(QuantileModel):
         core."""
         if not series:
             return
-        workers = self.workers
-        if not workers:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        workers = max(1, min(workers, len(series)))
+        workers = max(1, min(self.workers or usable_cores(), len(series)))
         if workers == 1:
             work(series)
             return
