@@ -572,6 +572,19 @@ def test_damaged_bundles_get_a_clear_error(
     assert code == 2  # the bundle given is bad input
 
 
+def test_a_share_without_its_percent_sign_is_refused_on_a_recent_dataset() -> None:
+    from exporter.commands.ranges import span
+
+    windows = [replace(w, start=w.start + 1.7e9, end=w.end + 1.7e9) for w in tiny_world(10)]
+    with pytest.raises(InputError, match="for a share of the windows write 60%$") as info:
+        span(windows, "60", None, "d.jsonl")  # as a time of 1970 it would keep every window
+    assert (info.value.source, info.value.field) == ("d.jsonl", "--from")
+    with pytest.raises(InputError, match="60 is read as unix seconds"):
+        span(windows, None, "60", "d.jsonl")
+    assert span(windows, "60%", None, "d.jsonl") == slice(6, 10)
+    assert span(tiny_world(10), "60", None, "d.jsonl") == slice(1, 10)  # data of 1970: a time
+
+
 def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])

@@ -420,12 +420,12 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,20,100\nx,125,p,30,200\nx,185,p,40,300\n"
+        f"{METRIC_HEADER}\nx,112,p,20,100\nx,172,p,30,200\nx,232,p,40,300\n"
     )
-    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,130,p,10,\n")
+    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,178,p,10,\n")
     (metrics / "front_service.csv").write_text("Time,TimeStamp,ServiceName\nx,65,Frontend\n")
     windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
-    assert [w.start for w in windows] == [60.0, 120.0]  # the metric row at 185 has no traces
+    assert [w.start for w in windows] == [60.0, 120.0]  # the metric row at 232 has no traces
     assert windows[0].metrics == pytest.approx(
         {("svc-a", "cpu"): 0.02, ("svc-a", "memory"): 100 * 2**20}
     )
@@ -441,7 +441,7 @@ def test_an_empty_usage_cell_is_missing_with_a_warning_naming_it(
     metrics = tmp_path / "metric"
     metrics.mkdir()
     path = metrics / "svc-a-5b67c48447-fj8b7_metric.csv"
-    path.write_text(f"{METRIC_HEADER}\nx,65,p,20,100\nx,125,p,30,{cell}\n")
+    path.write_text(f"{METRIC_HEADER}\nx,112,p,20,100\nx,172,p,30,{cell}\n")
     with pytest.warns(DataWarning, match="1 usage cell empty") as caught:
         windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     said = " ".join(str(w.message) for w in caught)
@@ -452,13 +452,13 @@ def test_an_empty_usage_cell_is_missing_with_a_warning_naming_it(
 def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()
-    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,CpuUsage(m)\n65,20\n")
-    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,MemoryUsage(Mi)\n65,3\n")
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,CpuUsage(m)\n112,20\n")
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,MemoryUsage(Mi)\n112,3\n")
     windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     assert windows[0].metrics == pytest.approx(
         {("svc-a", "cpu"): 0.02, ("svc-b", "memory"): 3 * 2**20}
     )
-    (metrics / "svc-c-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n65,3\n")
+    (metrics / "svc-c-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n112,3\n")
     with pytest.raises(InputError, match="no usage column") as info:
         import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     assert info.value.source is not None and info.value.source.endswith(
@@ -470,10 +470,10 @@ def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Pa
     metrics = tmp_path / "metric"
     metrics.mkdir()
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        "TimeStamp,CpuUsageRate(%),MemoryUsage(B)\n65,50,1000\n"
+        "TimeStamp,CpuUsageRate(%),MemoryUsage(B)\n112,50,1000\n"
     )
     (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
-        "timestamp,pod,cpu_usage_cores,memory_usage_bytes,cpu_limit\n65,p,0.25,2000,2\n"
+        "timestamp,pod,cpu_usage_cores,memory_usage_bytes,cpu_limit\n112,p,0.25,2000,2\n"
     )
     with pytest.warns(DataWarning) as caught:
         windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
@@ -492,7 +492,7 @@ def test_a_metric_file_without_usage_fails_before_the_spans_are_read(
 
     metrics = tmp_path / "metric"
     metrics.mkdir()
-    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n65,3\n")
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp,Latency\n112,3\n")
 
     def no_spans(*_: Any) -> None:
         raise AssertionError("spans were read")
@@ -516,7 +516,7 @@ def test_metrics_that_miss_every_trace_window_are_an_error(tmp_path: Path, span_
 def test_a_metric_folder_without_metric_files_is_an_error(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()
-    (metrics / "svc-a.csv").write_text(f"{METRIC_HEADER}\nx,65,p,20,100\n")
+    (metrics / "svc-a.csv").write_text(f"{METRIC_HEADER}\nx,112,p,20,100\n")
     with pytest.raises(InputError, match="no metric files") as info:
         import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     assert info.value.source == str(metrics)
@@ -527,6 +527,35 @@ def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
         load_trainticket(tmp_path / "absent")
     windows = load_trainticket(span_dir.parent)  # no metric/ folder: traffic only
     assert len(windows) == 2 and all(not w.metrics for w in windows)
+    with pytest.raises(
+        InputError, match=f"trace is one of its folders: name the one above, {tmp_path}$"
+    ):
+        load_trainticket(span_dir)
+    for day in ("day1", "day2"):
+        (tmp_path / "days" / day / "trace").mkdir(parents=True)
+    with pytest.raises(
+        InputError, match="2 folders below it hold one: .*day1, .*day2 \\(import each"
+    ):
+        load_trainticket(tmp_path / "days")
+
+
+def test_span_input_of_a_glob_of_folders_or_a_folder_of_folders(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    root = tmp_path / "batches"
+    for day in ("day1", "day2"):
+        (root / day / "trace").mkdir(parents=True)
+        for f in span_dir.iterdir():
+            (root / day / "trace" / f.name).write_bytes(f.read_bytes())
+    one = import_span_csv(span_dir)
+    both = import_span_csv(str(root / "*" / "trace"))  # the same minutes twice: spans dedupe
+    assert [w.calls for w in both] == [w.calls for w in one]
+    with pytest.raises(
+        InputError, match=f"2 hold some: .*day1/trace, .*day2/trace .*'{root}/\\*/trace'"
+    ):
+        import_span_csv(root)
+    with pytest.raises(InputError, match="day1/trace holds some: name it$"):
+        import_span_csv(root / "day1")
 
 
 @pytest.mark.parametrize(
@@ -573,7 +602,7 @@ def test_a_trailing_comma_on_every_line_is_an_empty_last_field(tmp_path: Path) -
     metrics = tmp_path / "metric"
     metrics.mkdir()
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,20,100,\nx,125,p,30,200,\n"  # no header field for the comma
+        f"{METRIC_HEADER}\nx,112,p,20,100,\nx,172,p,30,200,\n"  # no header field for the comma
     )
     read = read_pod_metrics(metrics / "svc-a-5b67c48447-fj8b7_metric.csv")
     assert read.values[60, "cpu"] == pytest.approx(0.02)
@@ -739,11 +768,89 @@ def test_json_errors_show_the_value_as_json_writes_it(tmp_path: Path) -> None:
         assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("times", "stamp", "joined"),
+    [
+        # one row a minute, stamped at its end (Prometheus, cAdvisor): the window before
+        ((120, 180), "end", {60: 0.02, 120: 0.03}),
+        ((88, 148), "end", {0: 0.02, 60: 0.03}),  # 12:00:28 measures mostly 11:59
+        ((112, 172), "end", {60: 0.02, 120: 0.03}),  # 12:00:52 mostly 12:00
+        ((120, 180), "start", {120: 0.02, 180: 0.03}),  # stamped at its start
+        ((88, 148), "start", {60: 0.02, 120: 0.03}),
+    ],
+)
+def test_a_metric_row_joins_the_window_holding_the_middle_of_what_it_measures(
+    tmp_path: Path, times: tuple[int, int], stamp: str, joined: dict[int, float]
+) -> None:
+    path = tmp_path / "svc-a-5b67c48447-fj8b7_metric.csv"
+    path.write_text(f"{METRIC_HEADER}\nx,{times[0]},p,20,1\nx,{times[1]},p,30,1\n")
+    read = read_pod_metrics(path, 60, stamp)
+    assert {start: v for (start, r), v in read.values.items() if r == "cpu"} == pytest.approx(
+        joined
+    )
+
+
+def test_cli_import_reads_metric_times_as_starts_when_told(tmp_path: Path, span_dir: Path) -> None:
+    from exporter.cli import main
+
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,60,p,20,1\nx,120,p,30,1\n"
+    )
+    out = tmp_path / "w.jsonl"
+    cpu = {}
+    for stamp in ("end", "start"):
+        args = ["import", "--format", "span-csv", "--input", str(span_dir), "--out", str(out)]
+        assert main([*args, "--metrics", str(metrics), "--metrics-stamp", stamp]) == 0
+        cpu[stamp] = [w.metrics.get(("svc-a", "cpu")) for w in load_windows(out)]
+    assert cpu == pytest.approx({"end": [0.03, None], "start": [0.02, 0.03]})
+
+
+def test_metric_rows_more_often_than_windows_measure_their_own_spacing(tmp_path: Path) -> None:
+    path = tmp_path / "svc-a-5b67c48447-fj8b7_metric.csv"
+    rows = "".join(f"x,{60 + 15 * k},p,{k},1\n" for k in range(8))  # every 15 s from 60 to 165
+    path.write_text(f"{METRIC_HEADER}\n{rows}")
+    read = read_pod_metrics(path, 60)
+    # the row at 60 measured 45 to 60; those at 75, 90, 105 and 120 the window of 60
+    cpu = {start: v for (start, r), v in read.values.items() if r == "cpu"}
+    assert cpu == pytest.approx({0: 0.0, 60: 0.0025, 120: 0.006})
+    with pytest.raises(InputError, match="'middle' is not one of end, start"):
+        read_pod_metrics(path, 60, "middle")
+
+
+def test_a_metric_file_twice_is_one_pod_not_two_replicas(tmp_path: Path, span_dir: Path) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    text = f"{METRIC_HEADER}\nx,112,p,20,100\nx,172,p,30,200\n"
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(text)
+    with gzip.open(metrics / "svc-a-5b67c48447-fj8b7_metric.csv.gz", "wt") as handle:
+        handle.write(text)  # `gzip -k` left both
+    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(text)  # a replica: it adds up
+    with pytest.warns(DataWarning, match="2 metric files of pod svc-a-5b67c48447-fj8b7 hold the"):
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert [w.metrics[("svc-a", "cpu")] for w in windows] == pytest.approx([0.04, 0.06])
+
+
+def test_a_metric_file_that_meets_no_trace_is_named_below_the_metric_folder(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    metrics = tmp_path / "metric"
+    for day, time in (("day1", 112), ("day2", 9000)):
+        (metrics / day).mkdir(parents=True)
+        (metrics / day / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+            f"{METRIC_HEADER}\nx,{time},p,20,100\n"
+        )
+    with pytest.warns(DataWarning, match="1 metric file has no row .* day2/svc-a-5b67c"):
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert windows[0].metrics[("svc-a", "cpu")] == pytest.approx(0.02)
+
+
 def test_metric_bad_number(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,20,1\nx,125,p,lots,2\n"
+        f"{METRIC_HEADER}\nx,112,p,20,1\nx,172,p,lots,2\n"
     )
     with pytest.raises(InputError) as info:
         import_windows("span-csv", span_dir, metrics=metrics)
@@ -813,7 +920,7 @@ def test_real_trainticket_minutes(tmp_path: Path) -> None:
 def test_trainticket_metrics_folder_is_joined_once(tmp_path: Path, span_dir: Path) -> None:
     metrics = span_dir.parent / "metric"
     metrics.mkdir()
-    (metrics / "svc-b-7f8d7d756d-kzp47_metric.csv").write_text(f"{METRIC_HEADER}\nx,70,p,8,1\n")
+    (metrics / "svc-b-7f8d7d756d-kzp47_metric.csv").write_text(f"{METRIC_HEADER}\nx,112,p,8,1\n")
     by_default = import_windows("trainticket", span_dir.parent)
     named = import_windows("trainticket", span_dir.parent, metrics=metrics)
     assert (
@@ -948,17 +1055,17 @@ def test_a_replica_without_a_row_makes_its_services_value_unknown(
     metrics = tmp_path / "metric"
     metrics.mkdir()
     (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,20,100\n\nx,125,p,30,200\n"
+        f"{METRIC_HEADER}\nx,112,p,20,100\n\nx,172,p,30,200\n"
     )
-    # the second replica runs from 60 to 185 but has no row at 125: its window is unknown
+    # the second replica runs from 60 to 232 but has no row at 172: its window is unknown
     (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,10,50\nx,185,p,10,50\n"
+        f"{METRIC_HEADER}\nx,112,p,10,50\nx,232,p,10,50\n"
     )
     # a replica that started later adds nothing before it ran
     (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
-        f"{METRIC_HEADER}\nx,65,p,5,5\nx,125,p,5,5\n"
+        f"{METRIC_HEADER}\nx,112,p,5,5\nx,172,p,5,5\n"
     )
-    (metrics / "svc-b-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,125,p,5,5\n")
+    (metrics / "svc-b-5b67c48447-x9k2q_metric.csv").write_text(f"{METRIC_HEADER}\nx,172,p,5,5\n")
     (metrics / "svc-c-5b67c48447-fj8b7_metric.csv").write_text(f"{METRIC_HEADER}\nx,9000,p,5,5\n")
     with pytest.warns(DataWarning, match="svc-c-5b67c48447-fj8b7_metric.csv"):
         windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
@@ -991,7 +1098,7 @@ def test_trainticket_layout_with_a_folder_per_day(tmp_path: Path) -> None:
     for day, start in (("2023-01-30", MIDNIGHT - 120), ("2023-01-31", MIDNIGHT)):
         folder = root / "metric" / day
         folder.mkdir(parents=True)
-        rows = "".join(f"x,{start + 60 * k + 5},p,10,100\n" for k in range(2))
+        rows = "".join(f"x,{start + 60 * k + 52},p,10,100\n" for k in range(2))
         (folder / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(f"{METRIC_HEADER}\n{rows}")
     windows = load_trainticket(root)
     assert [w.start for w in windows] == [MIDNIGHT + 60 * k for k in range(-2, 2)]

@@ -18,7 +18,9 @@ from estimator.importers.otlp import import_otlp_json, spans_from_otlp_json
 from estimator.importers.raw import import_raw, traces_from_raw
 from estimator.importers.spancsv import import_span_csv
 from estimator.importers.trainticket import (
+    STAMPS,
     check_metric_headers,
+    check_stamp,
     join_metrics,
     load_trainticket,
     metric_files,
@@ -46,29 +48,33 @@ def import_windows(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    stamp: str = "end",
 ) -> list[Window]:
     """Windows from `source` in format `fmt`, joined with Train-Ticket style metric files if given.
     A trace whose spans do not say how it was sampled (OTLP's `ot=th:` tracestate, Jaeger's
-    probabilistic sampler tags) stands for 1 / `sampling_ratio` traces."""
+    probabilistic sampler tags) stands for 1 / `sampling_ratio` traces. `stamp` says what a metric
+    row's time marks of the interval it measures (`STAMPS`)."""
     check_sampling_ratio(sampling_ratio)  # before any file is read
+    check_stamp(stamp)
     importer = FORMATS.get(fmt)
     if importer is None:
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     if fmt == "trainticket":
         return load_trainticket(
-            Path(source), window_seconds, on_file, fold_gateway, metrics, sampling_ratio
+            Path(source), window_seconds, on_file, fold_gateway, metrics, sampling_ratio, stamp
         )
     paths = None if metrics is None else metric_files(metrics)
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
     windows = importer(source, window_seconds, on_file, fold_gateway, sampling_ratio)
     if paths is not None:
-        join_metrics(windows, paths, window_seconds, on_file)
+        join_metrics(windows, paths, window_seconds, on_file, stamp)
     return windows
 
 
 __all__ = [
     "FORMATS",
+    "STAMPS",
     "import_jaeger",
     "import_otlp_json",
     "import_raw",

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError
+from estimator.errors import DataWarning, InputError, first_few
 from estimator.spans import Span, SpanColumns, windows_of_batches
 from estimator.windows import Window
 
@@ -123,23 +123,59 @@ def unix_unit(typical: float, default: int) -> tuple[int, str]:
 
 
 def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
-    """Sorted input files of a file, a directory (files with one of `suffixes`, in any case) or
-    a glob."""
+    """Sorted input files of a file, a directory (its files with one of `suffixes`, in any case;
+    subfolders are not searched) or a glob (the files it matches, and those of the directories
+    it matches, as a directory's)."""
     text = str(spec)
     path = Path(text)
     if path.is_file():
         return [path]
+    ends = tuple(s.lower() for s in suffixes)
     if path.is_dir():
-        ends = tuple(s.lower() for s in suffixes)
-        found = [p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(ends)]
+        found = _files_of(path, ends)
     elif any(ch in text for ch in "*?["):
-        found = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+        matches = [Path(p) for p in glob.glob(text)]
+        found = [p for p in matches if p.is_file()]
+        found += [f for p in matches if p.is_dir() for f in _files_of(p, ends)]
     else:
         raise InputError("no such file, directory or glob match", source=text)
     if not found:
         wanted = ", ".join(suffixes)
-        raise InputError(f"no input files found (looked for {wanted})", source=text)
-    return sorted(found)
+        below = (
+            sorted({f.parent for f in path.rglob("*") if _wanted(f, ends)}) if path.is_dir() else []
+        )
+        hint = ""
+        if len(below) == 1:
+            hint = f"; subfolders are not searched, and {below[0]} holds some: name it"
+        elif below:
+            hint = (
+                f"; subfolders are not searched, and {len(below)} hold some: "
+                f"{first_few([str(b) for b in below])} (name one, or all with the quoted glob "
+                f"'{_glob_of(path, below)}')"
+            )
+        raise InputError(f"no input files found (looked for {wanted}){hint}", source=text)
+    return sorted(set(found))
+
+
+def _glob_of(root: Path, folders: Sequence[Path]) -> str:
+    """A glob below `root` that matches every one of `folders`: a `*` where they differ."""
+    parts = [f.relative_to(root).parts for f in folders]
+    if len({len(p) for p in parts}) != 1:
+        return str(root / "*")
+    return str(
+        root.joinpath(
+            *("*" if len({p[i] for p in parts}) > 1 else parts[0][i] for i in range(len(parts[0])))
+        )
+    )
+
+
+def _wanted(path: Path, ends: tuple[str, ...]) -> bool:
+    return path.is_file() and path.name.lower().endswith(ends)
+
+
+def _files_of(folder: Path, ends: tuple[str, ...]) -> list[Path]:
+    """A folder's own files (not its subfolders') whose names end in one of `ends`."""
+    return [p for p in folder.iterdir() if _wanted(p, ends)]
 
 
 def read_text(path: Path) -> str:

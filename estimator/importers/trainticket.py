@@ -5,8 +5,12 @@ CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `m
 or usage columns of other names and units (`usage_column`).
 Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A file may
 hold only one of the two usage columns: the other resource is then unknown for that pod. A row
-joins the window its TimeStamp falls in. Rows of one pod in one window are averaged (usage
-rates), and the pods of one service are summed (replicas add up). A value that is empty is
+stands for the interval before its TimeStamp (a rate over the last minute, as Prometheus and
+cAdvisor stamp it; `stamp="start"` reads it as the interval after) and joins the window that
+holds that interval's middle: a row stamped 12:00:28 joins the window of 11:59, one stamped
+12:00:52 the window of 12:00. Rows of one pod in one window are averaged (usage rates), also
+when they come from several files of that pod, and the pods of one service are summed (replicas
+add up). A value that is empty is
 unknown and left out, never zero; only windows that have traces are kept. Metrics that meet no
 window with traces (times in milliseconds, or another day's files) are an error, not a dataset
 without usage.
@@ -14,12 +18,14 @@ without usage.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from estimator.errors import DataWarning, InputError, count_of, first_few, utc_time
@@ -38,6 +44,9 @@ from estimator.windows import SeriesKey, Window
 
 METRIC_SUFFIXES = ("_metric.csv.gz", "_metric.csv")
 TIME_COLUMN = "TimeStamp"
+STAMPS = ("end", "start")
+"""What a metric row's time marks of the interval its usage was measured over (see
+`_row_windows`): its end, as Prometheus, cAdvisor and this recording stamp rates, or its start."""
 RESOURCES: dict[str, tuple[str, float]] = {
     "CpuUsage(m)": ("cpu", 1e-3),
     "MemoryUsage(Mi)": ("memory", float(2**20)),
@@ -180,10 +189,31 @@ class PodMetrics:
     resources: set[str] = field(default_factory=set)
 
 
-def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
+def _row_windows(times: pd.Series, window_seconds: int, stamp: str) -> pd.Series:
+    """The window each metric row joins: the one holding the middle of the interval the row
+    measures. That interval ends at the row's time (`stamp` "end": a rate over the last minute,
+    as Prometheus and cAdvisor stamp it) or starts there ("start"); it is as long as the file's
+    usual spacing of rows, at most a window (a window for a file of one time)."""
+    check_stamp(stamp)
+    steps = np.diff(np.unique(times.to_numpy(dtype=float)))
+    interval = min(float(np.median(steps)) if steps.size else window_seconds, window_seconds)
+    middle = times - interval / 2 if stamp == "end" else times + interval / 2
+    return (middle // window_seconds * window_seconds).astype("int64")
+
+
+def check_stamp(stamp: str, flag: str = "stamp") -> str:
+    """`stamp` if it is one of `STAMPS`, else an InputError."""
+    if stamp not in STAMPS:
+        raise InputError(f"{stamp!r} is not one of {', '.join(STAMPS)}", field=flag)
+    return stamp
+
+
+def read_pod_metrics(path: Path, window_seconds: int = 60, stamp: str = "end") -> PodMetrics:
     """One pod's metric file (`PodMetrics`). Column names are matched ignoring case and
-    punctuation; blank lines are skipped; times in milliseconds (or micro-, nanoseconds) are recognized by their magnitude, with a warning. An
-    empty file, or one whose gzip stream is cut short, is skipped with a warning."""
+    punctuation; blank lines are skipped; times in milliseconds (or micro-, nanoseconds) are
+    recognized by their magnitude, with a warning. A row joins the window that holds the middle
+    of the interval it measures (`_row_windows`). An empty file, or one whose gzip stream is cut
+    short, is skipped with a warning."""
     source = str(path)
     frame = read_csv_or_skip(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
     if frame is None:
@@ -206,7 +236,7 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
                 stacklevel=2,
             )
             times = times * to_ns / NS_PER_S
-    starts = (times // window_seconds * window_seconds).astype("int64")
+    starts = _row_windows(times, window_seconds, stamp)
     out: dict[tuple[int, str], float] = {}
     empty = frame[list(present)].isna()
     if empty.to_numpy().any():
@@ -231,29 +261,77 @@ def read_pod_metrics(path: Path, window_seconds: int = 60) -> PodMetrics:
     return PodMetrics(out, {int(s) for s in starts.unique().tolist()}, resources)
 
 
+def _one_pod(parts: Sequence[PodMetrics], files: Sequence[Path], root: Path) -> PodMetrics:
+    """The metrics of one pod read from several files (days in folders of their own, or one file
+    twice, as .csv and .csv.gz): a window's value is the mean of the files' values, never their
+    sum, which is for replicas. Files that hold the same windows are named in a warning."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = PodMetrics()
+    values: dict[tuple[int, str], list[float]] = {}
+    for part in parts:
+        for key, value in part.values.items():
+            values.setdefault(key, []).append(value)
+        merged.rows |= part.rows
+        merged.resources |= part.resources
+    merged.values = {key: float(np.mean(v)) for key, v in values.items()}
+    if sum(len(part.rows) for part in parts) > len(merged.rows):
+        shown = first_few([_shown_path(f, root) for f in files])
+        warnings.warn(
+            DataWarning(
+                f"{len(files)} metric files of pod {_pod_of(files[0])} hold the same minutes "
+                f"({shown}): read as one pod, their values of a window averaged, not added up"
+            ),
+            stacklevel=3,
+        )
+    return merged
+
+
+def _shown_path(path: Path, root: Path) -> str:
+    """`path` as a warning names it: below the metric folder `root` where it is there."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def join_metrics(
     windows: Sequence[Window],
     paths: Sequence[Path],
     window_seconds: int = 60,
     on_file: OnFile | None = None,
+    stamp: str = "end",
 ) -> None:
     """Add per-service usage from metric files to the windows (in place) that have traces.
 
-    The pods of one service add up. Within a pod's lifetime (its first to its last row) a window
-    it has no value for makes the service's value unknown there, not the sum of the others;
-    outside it the pod did not run and adds nothing. A file none of whose rows meets a window
-    with traces is named in a warning; when no file's does, it is an error.
+    The pods of one service add up; the files of one pod (by name) are one pod (`_one_pod`).
+    Within a pod's lifetime (its first to its last row) a window it has no value for makes the
+    service's value unknown there, not the sum of the others; outside it the pod did not run and
+    adds nothing. A file none of whose rows meets a window with traces is named in a warning;
+    when no file's does, it is an error. `stamp`: see `STAMPS`.
     """
+    check_stamp(stamp)
     by_start = {int(w.start): w for w in windows}
     totals: dict[int, dict[SeriesKey, float]] = {}
     unknown: set[tuple[int, SeriesKey]] = set()
     first, last = float("inf"), float("-inf")  # metric windows of all files
     missed = []
+    root = Path(os.path.commonpath([str(Path(p).parent) for p in paths])) if paths else Path()
+    of_pod: dict[str, list[Path]] = {}
     for path in paths:
-        service = service_of_pod(_pod_of(path))
-        pod = read_pod_metrics(path, window_seconds)
+        of_pod.setdefault(_pod_of(path), []).append(path)
+    for pod_name, files in of_pod.items():
+        service = service_of_pod(pod_name)
+        parts = []
+        for path in files:
+            part = read_pod_metrics(path, window_seconds, stamp)
+            if part.values and not any(start in by_start for start, _ in part.values):
+                missed.append(_shown_path(path, root))
+            parts.append(part)
+            if on_file is not None:
+                on_file(path)
+        pod = _one_pod(parts, files, root)
         values = pod.values
-        met = False
         lived = (min(pod.rows), max(pod.rows)) if pod.rows else (0, -1)  # first and last row
         first, last = min(first, lived[0]), max(last, lived[1])
         for resource in pod.resources:
@@ -265,13 +343,8 @@ def join_metrics(
                 if value is None:
                     unknown.add((start, key))
                     continue
-                met = True
                 series = totals.setdefault(start, {})
                 series[key] = series.get(key, 0.0) + value
-        if values and not met:
-            missed.append(path.name)
-        if on_file is not None:
-            on_file(path)
     if first <= last and by_start and not totals:
         raise InputError(
             f"no metric row falls in a window with traces: metrics span {utc_time(first)} to "
@@ -282,7 +355,8 @@ def join_metrics(
     if missed:
         warnings.warn(
             DataWarning(
-                f"{len(missed)} metric files have no row in a window with traces "
+                f"{count_of(len(missed), 'metric file')} "
+                f"{'has' if len(missed) == 1 else 'have'} no row in a window with traces "
                 f"(another time range or unit?): {first_few(missed)}"
             ),
             stacklevel=2,
@@ -303,6 +377,23 @@ def join_metrics(
         by_start[start].metrics.update(series)
 
 
+def _layout_hint(root: Path) -> str:
+    """Where the recording may be when `root` has no trace/ folder: above it (`root` is trace/
+    or metric/ itself), or in subfolders of it (one recording each)."""
+    if root.name in ("trace", "metric") and (root.parent / "trace").is_dir():
+        return f"; {root} is one of its folders: name the one above, {root.parent}"
+    if not root.is_dir():
+        return ""
+    found = sorted(p.parent for p in root.rglob("trace") if p.is_dir())
+    if not found:
+        return ""
+    return (
+        f"; {count_of(len(found), 'folder')} below it {'holds' if len(found) == 1 else 'hold'} "
+        f"one: {first_few([str(f) for f in found])} (import each, or span-csv with --input "
+        f"a quoted glob of their trace/ folders and --metrics {root})"
+    )
+
+
 def load_trainticket(
     root: Path,
     window_seconds: int = 60,
@@ -310,6 +401,7 @@ def load_trainticket(
     fold_gateway: bool = True,
     metrics: str | Path | None = None,
     sampling_ratio: float = 1.0,
+    stamp: str = "end",
 ) -> list[Window]:
     """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
 
@@ -319,9 +411,11 @@ def load_trainticket(
     """
     root = Path(root)
     check_window_seconds(window_seconds)
+    check_stamp(stamp)
     if not (root / "trace").is_dir():
         raise InputError(
-            "no trace/ folder: expected the Train-Ticket layout (trace/*.csv.gz, metric/)",
+            "no trace/ folder: expected the Train-Ticket layout (trace/*.csv[.gz], metric/)"
+            + _layout_hint(root),
             source=str(root),
         )
     traces = sorted(
@@ -335,5 +429,5 @@ def load_trainticket(
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
     windows = import_span_files(traces, window_seconds, on_file, fold_gateway, sampling_ratio)
     if paths is not None:
-        join_metrics(windows, paths, window_seconds, on_file)
+        join_metrics(windows, paths, window_seconds, on_file, stamp)
     return windows

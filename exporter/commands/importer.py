@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from estimator.errors import InputError, count_of
 from estimator.features import MAX_APIS
-from estimator.importers import FORMATS, import_windows
+from estimator.importers import FORMATS, STAMPS, import_windows
 from estimator.importers.common import check_window_seconds
 from estimator.spans import check_sampling_ratio
 from estimator.windows import Pair, Window, api_counts, write_windows
@@ -30,10 +30,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input",
         required=True,
-        help="a file, a directory or a quoted glob (trainticket: the folder holding trace/)",
+        help="a file, a directory (not its subfolders) or a quoted glob of files or folders "
+        "(trainticket: the folder holding trace/)",
     )
     parser.add_argument(
         "--metrics", help="folder of <pod>_metric.csv[.gz] files to join (Train-Ticket layout)"
+    )
+    parser.add_argument(
+        "--metrics-stamp",
+        choices=STAMPS,
+        default="end",
+        help="what a metric row's time marks of the interval its usage was measured over: the "
+        "end (Prometheus, cAdvisor) or the start; a row joins the window holding the interval's "
+        "middle (default end)",
     )
     parser.add_argument(
         "--window", type=int, default=60, help="window width in seconds (default 60)"
@@ -78,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             on_file=done,
             fold_gateway=not args.keep_gateway_spans,
             sampling_ratio=args.sampling_ratio,
+            stamp=args.metrics_stamp,
         )
     if not windows:
         raise InputError("holds no spans or traces", source=str(args.input))

@@ -67,9 +67,9 @@ def span(windows: Sequence[Window], start: str | None, end: str | None, source: 
     """The positions of a dataset's windows inside `--from start --to end` (either may be None)."""
     lo, hi = 0, len(windows)
     if start is not None:
-        lo = _index(windows, parse_bound(start, "--from"))
+        lo = _index(windows, _bound_of(windows, start, "--from", source))
     if end is not None:
-        hi = _index(windows, parse_bound(end, "--to"))
+        hi = _index(windows, _bound_of(windows, end, "--to", source))
     if hi <= lo:
         bounds = " and ".join(f"{flag} {v}" for flag, v in (("--from", start), ("--to", end)) if v)
         raise InputError(
@@ -171,6 +171,26 @@ def check_traffic(
             f"seen in training, or too rare to keep ({names}); their usage is estimated from the "
             "model's 'other' features, a guess"
         )
+
+
+LIKE_A_SHARE = 100.0
+"""A bare number up to this, before a dataset's first window, reads as a share that lacks its %."""
+
+
+def _bound_of(windows: Sequence[Window], text: str, flag: str, source: str) -> Bound:
+    """The bound `text` of `flag`; a bare number such as 60, a time in the first minutes of 1970
+    and before every window, is refused as a share that lacks its '%' (as a time it would keep
+    every window, or none)."""
+    bound = parse_bound(text, flag)
+    seconds = bound.seconds
+    if seconds is not None and windows and 0 <= seconds <= LIKE_A_SHARE < windows[0].start:
+        raise InputError(
+            f"{text} is read as unix seconds ({utc_time(seconds)}), before the first window "
+            f"({utc_time(windows[0].start)}): for a share of the windows write {text}%",
+            source=source,
+            field=flag,
+        )
+    return bound
 
 
 def _index(windows: Sequence[Window], bound: Bound) -> int:
