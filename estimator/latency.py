@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import isotonic_regression, nnls
 from scipy.stats import rankdata
 
 from estimator.errors import InputError
@@ -226,9 +226,11 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
         return math.isnan(served) or float(curve.latency(served)) <= busiest.peak_bound
 
     full = [s.achieved for s in steps if s.saturated]
-    # A saturated step served about what the system can: the capacity is near or below it.
-    ceiling = max(min(full) * 1.05, top * 1.01) if full else top * GRID_SPAN
-    grid = [float(c) for c in np.geomspace(top * 1.005, ceiling, GRID_POINTS)]
+    # A saturated step served about what the system can: the capacity is near it, not below
+    # what any step served (no rate the system was seen serving lies past its capacity).
+    floor = max([top, *full])
+    ceiling = max(min(full) * 1.05, floor * 1.01) if full else top * GRID_SPAN
+    grid = [float(c) for c in np.geomspace(floor * 1.005, ceiling, GRID_POINTS)]
     candidates = [(c, k) for k in SERVERS for c in grid]
     if not full:
         candidates.append((math.inf, 1))
@@ -255,32 +257,60 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
 def measured_max_rate(steps: Sequence[Step], objective: float) -> tuple[float, float, float]:
     """The SLO crossing read off the steps: (rate, lower tested rate, upper tested rate).
 
-    Steps are taken in order of rate; the first one over `objective`, or saturated (it served
-    less than it was offered), ends the search. The crossing is interpolated log-linearly between
-    it and the step before, toward the rate a saturated step served rather than the one it was
-    offered (so no answer passes what the system served); a saturated step within the objective
-    puts it at the rate that step served (at least the step before's). When the first step is
-    already over, the rate is 0
-    (below everything tested); when none is, it is inf (not reached), with the highest tested
-    rate as the lower bound.
+    Steps are taken in order of rate, up to the first saturated one (it served less than it was
+    offered: no higher rate is served). Latency does not fall as load grows, but single runs are
+    noisy (a warm-up bump at the lowest rate, a calm step past a slow one), so the steps are read
+    through their monotone fit: log latency made non-decreasing in rate by pooling neighbours
+    that break the order (pool-adjacent-violators; where the steps are in order it is the steps
+    themselves). The crossing follows the last step whose fit is within `objective`, interpolated
+    log-linearly between it and the next, toward the rate a saturated step served rather than the
+    one it was offered (so no answer passes what the system served); a saturated step within the
+    objective puts it at the rate that step served (at least the step before's). When no step is
+    within, the rate is 0 (below everything tested); when the highest is, it is inf (not reached),
+    with the highest tested rate as the lower bound. `over_below` names the steps over the
+    objective that the fit passes over.
     """
     ordered = sorted(steps, key=lambda s: s.rate)
-    previous: Step | None = None
-    for step in ordered:
-        if step.saturated and step.latency <= objective:
-            if previous is None:  # no step below: what the lowest served (0: none tested below)
-                return step.achieved, 0.0, step.rate
-            return max(previous.rate, step.achieved), previous.rate, step.rate
-        if step.latency > objective:
-            if previous is None:
-                return 0.0, 0.0, step.rate
-            lo, hi = math.log(previous.latency), math.log(step.latency)
-            share = (math.log(objective) - lo) / (hi - lo)
-            top = max(previous.rate, step.achieved) if step.saturated else step.rate
-            rate = previous.rate + share * (top - previous.rate)
-            return rate, previous.rate, step.rate
-        previous = step
-    return math.inf, ordered[-1].rate, math.inf
+    end = next((i + 1 for i, s in enumerate(ordered) if s.saturated), len(ordered))
+    fitted = _monotone_log([s.latency for s in ordered[:end]])
+    bound = math.log(objective) if objective > 0 else -math.inf
+    within = [i for i in range(end) if fitted[i] <= bound]
+    if not within:
+        return 0.0, 0.0, ordered[0].rate
+    last = within[-1]
+    step = ordered[last]
+    if step.saturated:  # within the objective, at what it served
+        if last == 0:  # no step below: what the lowest served (0: none tested below)
+            return step.achieved, 0.0, step.rate
+        previous = ordered[last - 1]
+        return max(previous.rate, step.achieved), previous.rate, step.rate
+    if last == len(ordered) - 1:
+        return math.inf, step.rate, math.inf
+    over = ordered[last + 1]
+    lo, hi = fitted[last], fitted[last + 1]
+    share = (bound - lo) / (hi - lo)
+    top = max(step.rate, over.achieved) if over.saturated else over.rate
+    return step.rate + share * (top - step.rate), step.rate, over.rate
+
+
+def _monotone_log(latency: Sequence[float]) -> list[float]:
+    """Log latency made non-decreasing in order (least squares; pool-adjacent-violators)."""
+    logs = np.log(np.maximum(np.asarray(latency, dtype=float), 1e-12))
+    if len(logs) < 2:
+        return [float(v) for v in logs]
+    return [float(v) for v in isotonic_regression(logs, increasing=True).x]
+
+
+def over_below(steps: Sequence[Step], objective: float) -> list[Step]:
+    """The unsaturated steps over `objective` below a higher step within it, which the measured
+    crossing (`measured_max_rate`) passes over: a non-monotone latency to say so of."""
+    rate, lo, _ = measured_max_rate(steps, objective)
+    if rate == 0:
+        return []
+    return sorted(
+        (s for s in steps if not s.saturated and s.rate < lo and s.latency > objective),
+        key=lambda s: s.rate,
+    )
 
 
 def load_steps(

@@ -19,6 +19,7 @@ from estimator.latency import (
     load_steps,
     measured_max_rate,
     mutual_information,
+    over_below,
 )
 from estimator.windows import Latency, Window, api_counts, write_windows
 from exporter.cli import main
@@ -100,8 +101,35 @@ def test_measured_crossing_reads_between_the_bracketing_steps() -> None:
     assert (lo, hi) == (200, 300) and rate == pytest.approx(250.0)  # halfway in log latency
     assert measured_max_rate(steps, 0.005) == (0.0, 0.0, 100)
     assert measured_max_rate(steps, 1.0) == (math.inf, 300, math.inf)
-    # Noise past the first crossing does not move it.
-    assert measured_max_rate([*steps, Step(400, 400, 0.09)], 0.1)[0] == pytest.approx(250.0)
+    # A calm step past a slow one is noise: the steps' monotone fit pools the two (134 ms), so
+    # the crossing stays between 200 and 300 rather than passing 400
+    rate, lo, hi = measured_max_rate([*steps, Step(400, 400, 0.09)], 0.1)
+    assert (lo, hi) == (200, 300) and rate == pytest.approx(
+        200 + 100 * math.log(2) / math.log(0.134 / 0.05), rel=1e-3
+    )
+    assert over_below([*steps, Step(400, 400, 0.09)], 0.1) == []
+
+
+def test_no_curve_saturates_below_a_rate_a_saturated_step_served() -> None:
+    steps = [
+        Step(r, r, 0.01 + 0.05 * (r / 2500) ** 4 / (1 - r / 2500 * 0.9))
+        for r in (200, 400, 800, 1200, 1600, 2000, 2400)
+    ] + [Step(3700, 3384, 11.0), Step(4000, 3390, 12.0)]  # served 3384 and 3390
+    fit = fit_curve(steps)
+    assert all(c.capacity > 3390 for c in fit.plausible)
+    assert all(math.isfinite(v) for v in fit.latency(3000))  # served at 3384: not "saturated"
+
+
+def test_a_slow_lowest_step_does_not_hide_the_crossing_above_it() -> None:
+    # a warm-up bump: the lowest step is just over the objective, the next two well within
+    steps = [
+        Step(200, 200, 0.02126), Step(1000, 1000, 0.0171), Step(2000, 2000, 0.0206),
+        Step(2400, 2400, 0.060),
+    ]  # fmt: skip
+    rate, lo, hi = measured_max_rate(steps, 0.021)
+    assert (lo, hi) == (2000, 2400) and 2000 < rate < 2100
+    assert over_below(steps, 0.021) == [steps[0]]
+    assert measured_max_rate(steps, 0.015) == (0.0, 0.0, 200)  # over at every step's fit
 
 
 def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[object]]) -> Path:

@@ -30,6 +30,7 @@ from estimator.latency import (
     latency_drivers,
     load_steps,
     measured_max_rate,
+    over_below,
     window_load,
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
@@ -177,9 +178,11 @@ class Answer:
             served = f", which served {_rate(top.achieved)}" if top and top.saturated else ""
             if lo == 0:  # the lowest step saturated within the objective
                 where = f"measured at the lowest step, at {_rate(hi)}{served}"
+            elif lo == hi:
+                where = f"measured at the steps at {_rate(lo)}{served}"
             else:
                 where = f"measured between the steps at {_rate(lo)} and {_rate(hi)}{served}"
-            return f"{who}: {_rate(rate)} {self.unit} within {objective} ({where})"
+            return f"{who}: {_rate(rate)} {self.unit} within {objective} ({where}){self._noise(objective)}"
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
         low, best, high = self.fit.max_rate(objective.seconds)
@@ -190,7 +193,22 @@ class Answer:
         else:
             upto = f"-{_rate(high)}" if math.isfinite(high) else " or more"
             curve = f"the latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}{upto}"
-        return f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
+        return (
+            f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
+            f"{self._noise(objective)}"
+        )
+
+    def _noise(self, objective: Objective) -> str:
+        """What the measured answer passed over: lower steps over the objective (`over_below`)."""
+        slow = over_below(self.steps, objective.seconds)
+        if not slow:
+            return ""
+        shown = ", ".join(f"{latency_ms(s.latency)} ms at {_rate(s.rate)}" for s in slow[:3])
+        more = f" and {len(slow) - 3} more" if len(slow) > 3 else ""
+        return (
+            f"; lower steps measured over it ({shown}{more}) below higher ones within it, read "
+            "as a single run's noise (the steps' monotone fit)"
+        )
 
 
 def answer(
