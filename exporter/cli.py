@@ -126,6 +126,9 @@ def _named_by_flag(exc: InputError, flags: dict[str, str]) -> InputError:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
+    bare = next((a for a in argv if a.startswith("--") and a.endswith("=--")), None)
+    if bare is not None:  # argparse hands such a value on as a list, not as the text "--"
+        parser.error(f"argument {bare[:-3]}: expected a value, got '--'")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -11,19 +11,27 @@ import gzip
 import io
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from estimator.errors import InputError, not_utf8
+from estimator.errors import DataWarning, InputError, not_utf8
 from estimator.importers.common import find_column, open_binary
 from estimator.latency import Step
 
 API_COLUMNS = ("api", "Name", "endpoint")
 COUNT_COLUMNS = ("Request Count",)  # Locust: a row with no requests has no percentiles ("N/A")
-ACHIEVED_COLUMNS = ("achieved_rps", "rps", "Requests/s")
-OFFERED_COLUMNS = ("offered_rps",)
+ACHIEVED_COLUMNS = (
+    "achieved_rps", "rps", "Requests/s", "served_rps", "actual_rps", "achieved_rate",
+    "served_rate", "throughput_rps", "throughput", "requests_per_second",
+)  # fmt: skip
+"""Spellings of the rate a step served (requests/s), in order of preference."""
+OFFERED_COLUMNS = (
+    "offered_rps", "offered_rate", "target_rps", "target_rate", "requested_rps", "rate", "offered",
+)  # fmt: skip
+"""Spellings of the rate a step was offered (an open-loop tool's `-R`), in order of preference."""
 UNIT_SECONDS = {"ms": 1e-3, "s": 1.0}
 
 
@@ -51,15 +59,19 @@ class Objective:
 
 def parse_objective(text: str) -> Objective:
     """'p99=100ms', 'p95=0.25s' or 'mean=40ms'."""
-    match = re.fullmatch(r"\s*(p\d{1,2}(?:\.\d+)?|mean)\s*=\s*([0-9.]+)\s*(ms|s)\s*", text)
+    match = re.fullmatch(r"\s*(p\d{1,2}(?:\.\d+)?|p99\d+|mean)\s*=\s*([0-9.]+)\s*(ms|s)\s*", text)
     if match is None:
         raise InputError(
-            f"bad objective {text!r}: write it as p99=100ms, p95=0.25s or mean=40ms", field="slo"
+            f"bad objective {text!r}: write it as p99=100ms, p95=0.25s, p99.9=1s or mean=40ms",
+            field="slo",
         )
     seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)]
     if not seconds > 0:
         raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
-    return Objective(match.group(1), seconds)
+    statistic = match.group(1)
+    if re.fullmatch(r"p99\d+", statistic):  # p999 is p99.9, as wrk2 summaries name columns
+        statistic = f"p99.{statistic[3:]}"
+    return Objective(statistic, seconds)
 
 
 def _number(text: str, source: str, line: int, field: str) -> float:
@@ -108,11 +120,22 @@ def _read_file(
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         achieved = find_column(header, ACHIEVED_COLUMNS)
-        if achieved is None:
+        offered = find_column(header, OFFERED_COLUMNS)
+        if achieved is None and offered is None:
             raise InputError(
-                f"no served-rate column (one of {', '.join(ACHIEVED_COLUMNS)})",
+                f"no rate column: one of {', '.join(ACHIEVED_COLUMNS)} (served) or "
+                f"{', '.join(OFFERED_COLUMNS)} (offered)",
                 source=source,
                 line=1,
+            )
+        if achieved is None:
+            warnings.warn(
+                DataWarning(
+                    f"{source}: no served-rate column ({', '.join(ACHIEVED_COLUMNS[:3])}, ...): "
+                    f"each step is read as serving the rate it was offered ({offered}), so a "
+                    "saturated step cannot be told"
+                ),
+                stacklevel=2,
             )
         latency = next(
             ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
@@ -127,7 +150,7 @@ def _read_file(
         for name, found in zip(group_by, groups, strict=True):
             if found is None:
                 raise InputError("no such column to group by", source=source, field=name)
-        api, offered = find_column(header, API_COLUMNS), find_column(header, OFFERED_COLUMNS)
+        api = find_column(header, API_COLUMNS)
         kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
         count = find_column(header, COUNT_COLUMNS)
         for row in reader:
@@ -136,9 +159,9 @@ def _read_file(
                 raise InputError(f"expected {len(header)} columns", source=source, line=line)
             if count and _number(row[count], source, line, count) == 0:
                 continue
-            served = _number(row[achieved], source, line, achieved)
             seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
             asked = _number(row[offered], source, line, offered) if offered else math.nan
+            served = _number(row[achieved], source, line, achieved) if achieved else asked
             group = "/".join(row[str(name)] for name in groups)
             name = row[api] if api else "all"
             if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs

@@ -223,13 +223,41 @@ def test_cli_matches_columns_ignoring_case_and_punctuation(
     assert "A /compose: " in printed and "B /compose: at least 989 requests/s" in printed
 
 
+def test_cli_reads_rate_columns_as_other_tools_spell_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [[r[0], r[2], r[3], r[4], 2 * r[4]] for r in wrk_rows()]
+    runs = write_csv(
+        tmp_path / "runs.csv", ["zone", "rate", "throughput", "p99_ms", "p999_ms"], rows
+    )
+    argv = ["capacity", "--runs", str(runs), "--group-by", "zone", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert "b all: at least 990 requests/s" in plain  # the offered rate is the step's load
+    assert main([*argv, "--slo", "p999=200ms"]) == 0  # p999 is p99.9, as its column is named
+    assert "within p99.9 <= 200 ms" in capsys.readouterr().out
+    offered = write_csv(
+        tmp_path / "offered.csv", ["zone", "target_rps", "p99_ms"], [r[:2] + r[3:4] for r in rows]
+    )
+    assert (
+        main(
+            ["capacity", "--runs", str(offered), "--group-by", "zone", "--out", str(tmp_path / "p")]
+        )
+        == 0
+    )
+    said = capsys.readouterr()
+    assert "each step is read as serving the rate it was offered (target_rps)" in said.err
+    assert "b all: at least 990 requests/s" in said.out
+
+
 @pytest.mark.parametrize(
     ("header", "row", "extra", "message"),
     [
         (["api", "rps", "latency_p99_ms"], ["x", "fast", "5"], [], "line 2, field 'rps'"),
         (["api", "rps", "latency_p99_ms"], ["x", "-1", "5"], [], "non-negative"),
         (["api", "rps", "latency_p50_ms"], ["x", "10", "5"], [], "no column for p99"),
-        (["api", "latency_p99_ms"], ["x", "5"], [], "no served-rate column"),
+        (["api", "latency_p99_ms"], ["x", "5"], [], "no rate column: one of achieved_rps"),
+        (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--rate=--"], "got '--'"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--slo", "p99<100"], "bad objective"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--group-by", "zone"], "'zone'"),
         (["api", "rps", "latency_p99_ms"], ["x", "10"], [], "line 2: expected 3 columns"),
