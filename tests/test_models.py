@@ -573,18 +573,21 @@ def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
     world: tuple[Vocabulary, np.ndarray, np.ndarray], mode: str
 ) -> None:
     """'own' keeps each series' per-call costs off other components' history averages (a JVM
-    heap creeping with one of them would double at 2x traffic), 'none' off all of them."""
+    heap creeping with one of them would double at 2x traffic), 'none' off all of them. A rate
+    (CPU) never uses any: a history average would stand in for its idle cost."""
     vocabulary, X, Y = world
     layout = vocabulary.layout.for_series(SERIES)
     model = make_model("xgboost", saturation="never", history_costs=mode, **FAST["xgboost"])
     model.fit(X, Y, layout)
     history = layout.columns("history")
-    for j, (component, _) in enumerate(SERIES):
+    for j, (component, resource) in enumerate(SERIES):
         others = [c for c in history if not layout.names[c].endswith(f"[{component}]")]
         own = [c for c in history if layout.names[c].endswith(f"[{component}]")]
-        if mode != "all":
+        if mode != "all" or resource == "cpu":
             assert (model.weights_[others, j] == 0).all()
-        if mode == "none":
+        if mode == "none" or resource == "cpu":
             assert (model.weights_[own, j] == 0).all()
+    memory = SERIES.index(("db", "memory"))
+    assert mode != "all" or (model.weights_[history, memory] > 0).any()
     with pytest.raises(InputError, match="history_costs must be one of all, own, none"):
         make_model("xgboost", history_costs="some")
