@@ -80,6 +80,26 @@ class Evaluation:
                 out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
         return out
 
+    def by_resource(self) -> dict[str, dict[str, float]]:
+        """Per resource with more than one kind in the table: mean and worst accuracy and mean
+        coverage of its scored series (those with usage), and how many there are: CPU and
+        memory scores differ in kind, and one mean over both hides either."""
+        resources = sorted({r for _, r in self.series})
+        if len(resources) < 2:
+            return {}
+        acc, cover = self.accuracy, self.coverage
+        out = {}
+        for resource in resources:
+            mine = np.array([r == resource for _, r in self.series]) & ~np.isnan(acc)
+            if mine.any():
+                out[resource] = {
+                    "mean_accuracy": float(np.mean(acc[mine])),
+                    "worst_accuracy": float(np.min(acc[mine])),
+                    "coverage": float(np.mean(cover[mine])),
+                    "series": float(np.count_nonzero(mine)),
+                }
+        return out
+
 
 def build_evaluation(
     windows: Sequence[Window], series: list[SeriesKey], pred: np.ndarray

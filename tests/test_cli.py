@@ -82,6 +82,31 @@ def test_evaluate_prints_table_and_writes_report(
     assert len(list(report.glob("*.png"))) == 4  # one per component
 
 
+def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = []
+    for w in tiny_world(60, seed=2):  # cut off where training ended, one series renamed, MiB
+        w = replace(w, start=w.start + 12000, end=w.end + 12000)
+        w.metrics[("timeline-v2", "cpu")] = w.metrics.pop(("timeline", "cpu"))
+        w.metrics[("store", "memory")] /= 2**20
+        windows.append(w)
+    data = trained["root"] / "odd.jsonl"
+    write_windows(data, windows)
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data)]) == 0
+    said = capsys.readouterr()
+    assert (
+        "1 series of the model's 5 has no usage in the range, so no score: timeline/cpu" in said.err
+    )
+    assert "1 series in the data the model does not estimate: timeline-v2/cpu" in said.err
+    assert (
+        "another unit than the model was trained on?" in said.err and "store/memory (" in said.err
+    )
+    assert "starts where the model's training ended" in said.err
+    assert "  cpu (3 series): mean_accuracy" in said.out and "  memory (1 series)" in said.out
+    assert " cores" in said.out and " MiB" in said.out  # mae in its unit
+
+
 def test_whatif_scale_grows_cpu_with_traffic(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
