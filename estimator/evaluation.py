@@ -81,8 +81,8 @@ class Evaluation:
         return out
 
     def by_resource(self) -> dict[str, dict[str, float]]:
-        """Per resource with more than one kind in the table: mean and worst accuracy and mean
-        coverage of its scored series (those with usage), and how many there are: CPU and
+        """Per resource with more than one kind in the table: mean, median and worst accuracy and
+        mean coverage of its scored series (those with usage), and how many there are: CPU and
         memory scores differ in kind, and one mean over both hides either."""
         resources = sorted({r for _, r in self.series})
         if len(resources) < 2:
@@ -94,6 +94,7 @@ class Evaluation:
             if mine.any():
                 out[resource] = {
                     "mean_accuracy": float(np.mean(acc[mine])),
+                    "median_accuracy": float(np.median(acc[mine])),
                     "worst_accuracy": float(np.min(acc[mine])),
                     "coverage": float(np.mean(cover[mine])),
                     "series": float(np.count_nonzero(mine)),

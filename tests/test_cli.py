@@ -107,6 +107,23 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
     assert " cores" in said.out and " MiB" in said.out  # mae in its unit
 
 
+def test_evaluate_scores_baselines_trained_before_the_range_on_the_same_windows(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["train"])]
+    assert main([*evaluate, "--baselines"]) == 2
+    assert "--baselines trains them on the data's windows before --from" in capsys.readouterr().err
+    assert main([*evaluate, "--from", "60%", "--baselines"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("component"))
+    assert header.split()[-3:] == ["linear_accuracy", "ols-api_accuracy", "history_accuracy"]
+    assert "baselines, trained on the 120 windows before the range" in out
+    for name in ("linear", "ols-api", "history"):
+        line = next(x for x in out.splitlines() if x.startswith(f"  {name}: mean_accuracy"))
+        assert 0.0 < float(line.split()[2].rstrip(",")) <= 1.0
+    assert main([*evaluate, "--from", "5", "--baselines"]) == 2  # 5 windows: too few to train
+
+
 def test_whatif_scale_grows_cpu_with_traffic(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,7 +11,9 @@ import numpy as np
 from estimator.bundle import Bundle, load_bundle
 from estimator.errors import InputError, count_of, first_few
 from estimator.evaluation import Evaluation, build_evaluation
-from estimator.windows import SeriesKey, Window, load_windows
+from estimator.models.history import HistoryForecaster
+from estimator.training import TrainConfig, check_trainable, train_bundle
+from estimator.windows import SeriesKey, Window, load_windows, targets
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
@@ -28,6 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="test dataset (JSON Lines); repeat for several scenarios, named by file stem",
     )
     add_range_arguments(parser, "evaluate")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also score, on the same windows, the baselines trained on the data's windows "
+        "before --from: linear (per-component call counts), ols-api (per-API counts, no "
+        "traces) and history (exponential smoothing of the usage before each window)",
+    )
     parser.add_argument("--report", type=Path, help="directory for the HTML report and PNG plots")
 
 
@@ -84,17 +93,64 @@ def _starts_cold(bundle: Bundle, windows: Sequence[Window]) -> bool:
     return abs(windows[0].start - float(end)) <= bundle.window_seconds
 
 
+def _print_by_resource(evaluation: Evaluation, indent: str) -> None:
+    for resource, figures in evaluation.by_resource().items():
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "series")
+        print(f"{indent}  {resource} ({figures['series']:.0f} series): {scores}")
+
+
+BASELINES = ("linear", "ols-api")
+"""Model kinds trained as baselines by `--baselines`, beside the history forecaster."""
+HISTORY_LOOKBACK = 60
+"""Windows of usage the history baseline starts each range from (an hour of 1-minute windows)."""
+
+
+def _baselines(
+    recording: Sequence[Window],
+    part: slice,
+    series: list[SeriesKey],
+    source: str,
+    say: Callable[[str], None],
+) -> dict[str, np.ndarray]:
+    """Estimates [windows, series, 3] of the range `part` by each baseline, trained on the
+    windows before it; NaN for a series a baseline has no estimate of."""
+    before = list(recording[: part.start])
+    check_trainable(before, f"{source} (the windows before --from, to train the baselines on)")
+    out = {}
+    for kind in BASELINES:
+        say(f"training the {kind} baseline on the {len(before)} windows before the range")
+        baseline = train_bundle(before, TrainConfig(model=kind))
+        _, pred = predict_range(baseline, recording, part, source)
+        index = {key: j for j, key in enumerate(baseline.series)}
+        aligned = np.full((pred.shape[0], len(series), 3), np.nan)
+        for j, key in enumerate(series):
+            if key in index:
+                aligned[:, j] = pred[:, index[key]]
+        out[kind] = aligned
+    say("fitting the history baseline on the usage before the range")
+    history = HistoryForecaster(lookback=HISTORY_LOOKBACK).fit(targets(before, series))
+    out["history"] = history.forecast(
+        targets(before[-HISTORY_LOOKBACK:], series), targets(recording[part], series)
+    )
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     say = Phases("evaluate")
     if args.report is not None:
         output_dir(args.report, "--report")
     bundle = load_bundle(args.model)
     evaluations: dict[str, Evaluation] = {}
-    for path in args.data:
-        windows = load_windows(path)
-        windows, pred = predict_range(
-            bundle, windows, span(windows, args.start, args.end, str(path)), str(path), say
+    if args.baselines and args.start is None:
+        raise InputError(
+            "--baselines trains them on the data's windows before --from: give --from, such "
+            "as 60% for the windows after the first 60%",
+            field="--baselines",
         )
+    for path in args.data:
+        recording = load_windows(path)
+        part = span(recording, args.start, args.end, str(path))
+        windows, pred = predict_range(bundle, recording, part, str(path), say)
         measured = {key for w in windows for key in w.metrics}
         if not measured & set(bundle.series):
             raise InputError(
@@ -104,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
             )
         evaluation = build_evaluation(windows, bundle.series, pred)
         _check_series(bundle.series, measured, evaluation, str(path), say)
+        baselines = (
+            _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
+        )
         if args.start is None and _starts_cold(bundle, windows):
             say(
                 f"warning: {path} starts where the model's training ended, with none of the "
@@ -124,12 +183,25 @@ def run(args: argparse.Namespace) -> int:
             for v, (_, r) in zip(evaluation.mae, evaluation.series, strict=True)
         ]
         rows = [{**row, "mae": m} for row, m in zip(evaluation.rows(), maes, strict=True)]
+        scored = {
+            name: build_evaluation(windows, bundle.series, p) for name, p in baselines.items()
+        }
+        for name, other in scored.items():
+            columns.append(f"{name}_accuracy")
+            for row, value in zip(rows, other.accuracy, strict=True):
+                row[f"{name}_accuracy"] = float(value)
         print(format_table(rows, columns))
         summary = evaluation.summary()
         print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-        for resource, figures in evaluation.by_resource().items():
-            scores = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "series")
-            print(f"  {resource} ({figures['series']:.0f} series): {scores}")
+        _print_by_resource(evaluation, "")
+        if scored:
+            print(
+                f"baselines, trained on the {part.start} windows before the range and scored on "
+                "the same windows:"
+            )
+            for name, other in scored.items():
+                print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in other.summary().items()))
+                _print_by_resource(other, "  ")
     if args.report is not None:
         say(f"writing the report to {args.report}")
         about = f"model {bundle.model.kind}, version {bundle.version}"
