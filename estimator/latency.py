@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import isotonic_regression, nnls
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
 
 from estimator.errors import InputError
 from estimator.windows import Pair, Window, api_counts
@@ -418,6 +418,31 @@ def latency_drivers(
         y = np.array([windows[i].latency[api].statistic(statistic) for i in rows])
         scores = [(name, mutual_information(rates[rows, j], y)) for j, name in enumerate(names)]
         out[api] = sorted(scores, key=lambda item: -item[1])
+    return out
+
+
+TREND_P = 0.05
+"""One-sided p-value under which latency is taken to rise with load (`load_trend`)."""
+
+
+def load_trend(windows: Sequence[Window], statistic: str) -> dict[Pair, tuple[float, float]]:
+    """Per API: Spearman's rank correlation of its `statistic` with the window's load (all
+    APIs' request rate) over the windows that recorded it, and the one-sided p-value of a rise.
+    Where it shows none, the recording came near no limit: a crossing read off its load bins
+    follows whatever else changed with them (the mix of requests, a fault), not load."""
+    seen: dict[Pair, list[tuple[float, float]]] = {}
+    for window in windows:
+        load = window_load(window)
+        for api, summary in window.latency.items():
+            seen.setdefault(api, []).append((load, summary.statistic(statistic)))
+    out = {}
+    for api, points in seen.items():
+        loads, values = np.array(points).T
+        if len(points) < 3 or np.ptp(loads) == 0 or np.ptp(values) == 0:
+            out[api] = (0.0, 1.0)
+            continue
+        result = spearmanr(loads, values, alternative="greater")
+        out[api] = (float(result.statistic), float(result.pvalue))
     return out
 
 

@@ -445,6 +445,33 @@ def test_cli_data_writes_the_latency_drivers(
     assert float(rows[0]["mutual_information_nats"]) > 0.5
 
 
+def test_cli_data_says_when_latency_does_not_rise_with_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(3)
+    windows = recorded(np.linspace(1, 3, 80))  # a light recording: latency is noise, no queue
+    for window in windows:
+        value = 0.05 * math.exp(rng.normal(0.0, 0.3))
+        window.latency[("nginx", "/compose")] = Latency(60, value, value, value, value, value)
+    data = tmp_path / "light.jsonl"
+    write_windows(data, windows)
+    argv = ["capacity", "--data", str(data), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--slo", "p99=60ms"]) == 0
+    assert "its latency does not rise with load (rank correlation" in capsys.readouterr().out
+    assert main([*argv, "--slo", "p99=1ms"]) == 0
+    out = capsys.readouterr().out
+    assert "over p99 <= 1 ms at every load recorded, the lightest too (" in out
+    assert "slower than the objective, not at a capacity" in out
+    assert main(["capacity", "--data", str(_rising(tmp_path)), *argv[3:]]) == 0
+    assert "does not rise with load" not in capsys.readouterr().out
+
+
+def _rising(tmp_path: Path) -> Path:
+    data = tmp_path / "rising.jsonl"
+    write_windows(data, recorded(np.linspace(100, 980, 120)))
+    return data
+
+
 def test_cli_reads_the_windows_an_exporter_stored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

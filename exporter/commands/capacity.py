@@ -24,11 +24,13 @@ import numpy as np
 
 from estimator.errors import InputError, count_of
 from estimator.latency import (
+    TREND_P,
     CurveFit,
     Step,
     fit_curve,
     latency_drivers,
     load_steps,
+    load_trend,
     measured_max_rate,
     over_below,
     window_load,
@@ -133,6 +135,9 @@ class Answer:
     peak: float | None = None
     """The load `--scale K` multiplies: the recording's busiest window (shared by its APIs), or
     None for the API's busiest step."""
+    trend: tuple[float, float] | None = None
+    """Recorded traffic only: the rank correlation of latency with load, and the p-value of a
+    rise (`load_trend`)."""
 
     def row(
         self, objective: Objective, rates: Sequence[float], scales: Sequence[float] = ()
@@ -171,6 +176,13 @@ class Answer:
         """The answer in words: the measurement where the steps bracket it, else the model's."""
         rate, lo, hi = self.measured
         who = f"{self.group} {self.api}".strip()
+        if rate == 0 and self.trend is not None:
+            lightest = min(self.steps, key=lambda s: s.rate)
+            return (
+                f"{who}: over {objective} at every load recorded, the lightest too "
+                f"({latency_ms(lightest.latency)} ms at {_rate(lightest.rate)}/s): slower than "
+                f"the objective, not at a capacity{self._flat()}"
+            )
         if rate == 0:
             return f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
         if math.isfinite(hi):
@@ -182,7 +194,10 @@ class Answer:
                 where = f"measured at the steps at {_rate(lo)}{served}"
             else:
                 where = f"measured between the steps at {_rate(lo)} and {_rate(hi)}{served}"
-            return f"{who}: {_rate(rate)} {self.unit} within {objective} ({where}){self._noise(objective)}"
+            return (
+                f"{who}: {_rate(rate)} {self.unit} within {objective} ({where})"
+                f"{self._noise(objective)}{self._flat()}"
+            )
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
         low, best, high = self.fit.max_rate(objective.seconds)
@@ -195,7 +210,18 @@ class Answer:
             curve = f"the latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}{upto}"
         return (
             f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
-            f"{self._noise(objective)}"
+            f"{self._noise(objective)}{self._flat()}"
+        )
+
+    def _flat(self) -> str:
+        """Recorded traffic whose latency does not rise with load: no limit was seen."""
+        if self.trend is None or self.trend[1] < TREND_P:
+            return ""
+        rho, p = self.trend
+        return (
+            f"; in this recording its latency does not rise with load (rank correlation "
+            f"{rho:.2f}, p {p:.2g}): the traffic came near no limit, and what changes latency "
+            "across its load bins is something else (the mix of requests?)"
         )
 
     def _noise(self, objective: Objective) -> str:
@@ -218,13 +244,14 @@ def answer(
     objective: Objective,
     unit: str = "requests/s",
     peak: float | None = None,
+    trend: tuple[float, float] | None = None,
 ) -> Answer:
     measured = measured_max_rate(steps, objective.seconds)
     try:
         fit, why = fit_curve(steps), ""
     except InputError as exc:
         fit, why = None, exc.bare_message
-    return Answer(group, api, steps, measured, fit, why, unit, peak)
+    return Answer(group, api, steps, measured, fit, why, unit, peak, trend)
 
 
 def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
@@ -356,7 +383,11 @@ def run(args: argparse.Namespace) -> int:
     say(f"fitting latency curves for {len(steps)} group and API pairs")
     # recorded traffic: one load axis for every API, so --scale multiplies the busiest window's
     peak = max(window_load(w) for w in windows) if windows else None
-    results = [answer(g, a, s, args.slo, unit, peak) for (g, a), s in sorted(steps.items())]
+    trends = {f"{c}:{o}": t for (c, o), t in load_trend(windows, args.slo.statistic).items()}
+    results = [
+        answer(g, a, s, args.slo, unit, peak, trends.get(a) if windows else None)
+        for (g, a), s in sorted(steps.items())
+    ]
     rows = [r.row(args.slo, args.rate, args.scale) for r in results]
     columns = list(rows[0])
     if not group_by:
