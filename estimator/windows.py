@@ -247,7 +247,13 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         if key in seen:
             raise _fail(f"{key[0]}/{key[1]} is given twice in one window", source, line, where)
         seen.add(key)
-        if entry.get("value") is None:
+        if "value" not in entry:  # a misspelt key would read as unknown, unnoticed
+            unknown = sorted(set(entry) - {"component", "resource", "oracle"})
+            also = f" (it has {', '.join(map(repr, unknown))})" if unknown else ""
+            raise _fail(
+                f"missing: write null for an unknown value{also}", source, line, f"{where}.value"
+            )
+        if entry["value"] is None:
             continue  # unknown, never zero
         window.metrics[key] = _number(entry["value"], source, line, f"{where}.value")
         if entry.get("oracle") is not None:

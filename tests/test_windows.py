@@ -72,6 +72,7 @@ def test_round_trip_keeps_counts_metrics_and_oracle(tmp_path: Path) -> None:
         ),
         (lambda o: o["metrics"][0].update(value=float("inf")), "metrics[0].value"),
         (lambda o: o["metrics"][0].pop("resource"), "metrics[0].resource"),
+        (lambda o: o["metrics"][0].update(val=o["metrics"][0].pop("value")), "metrics[0].value"),
         (lambda o: o["metrics"].append(dict(o["metrics"][0])), "metrics[1]"),
         (lambda o: o["latency"][0].update(count=0), "latency[0].count"),
         (lambda o: o["latency"][0].update(count=2.5), "latency[0].count"),
