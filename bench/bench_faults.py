@@ -105,7 +105,7 @@ def alert_rule(path: Path = RULES) -> CpuRule:
         r"\[(\d+)([mh])\]\) > ([0-9.]+)",
         expr,
     )
-    seen = re.search(r"count_over_time\([^)]*\[\d+[mh]\]\) > (\d+)", expr)
+    seen = re.search(r"count_over_time\([^)]*\[\d+[mh](?::\d+[mh])?\]\) > (\d+)", expr)
     duration = re.fullmatch(r"(\d+)([mh])", str(rule.get("for", "")))
     ratios = [(int(n) * _MINUTES[u], float(v)) for k, n, u, v in averages if k == "ratio"]
     floors = [(int(n) * _MINUTES[u], float(v)) for k, n, u, v in averages if k == "abs"]
