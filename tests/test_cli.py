@@ -99,9 +99,8 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
         "1 series of the model's 5 has no usage in the range, so no score: timeline/cpu" in said.err
     )
     assert "1 series in the data the model does not estimate: timeline-v2/cpu" in said.err
-    assert (
-        "another unit than the model was trained on?" in said.err and "store/memory (" in said.err
-    )
+    assert "another unit than the model was trained on?" in said.err
+    assert "store/memory (9." in said.err and "e-07x, in MiB?)" in said.err
     assert "starts where the model's training ended" in said.err
     assert "  cpu (3 series): mean_accuracy" in said.out and "  memory (1 series)" in said.out
     assert " cores" in said.out and " MiB" in said.out  # mae in its unit
@@ -623,6 +622,9 @@ def test_a_share_without_its_percent_sign_is_refused_on_a_recent_dataset() -> No
     assert (info.value.source, info.value.field) == ("d.jsonl", "--from")
     with pytest.raises(InputError, match="60 is read as unix seconds"):
         span(windows, None, "60", "d.jsonl")
+    for number in ("1e3", "-5", "100"):  # other numbers of 1970 too, without a share to offer
+        with pytest.raises(InputError, match=r"\(write unix seconds, an ISO 8601 time, or a share"):
+            span(windows, number, None, "d.jsonl")
     assert span(windows, "60%", None, "d.jsonl") == slice(6, 10)
     assert span(tiny_world(10), "60", None, "d.jsonl") == slice(1, 10)  # data of 1970: a time
 

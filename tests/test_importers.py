@@ -550,6 +550,8 @@ def test_span_input_of_a_glob_of_folders_or_a_folder_of_folders(
     one = import_span_csv(span_dir)
     both = import_span_csv(str(root / "*" / "trace"))  # the same minutes twice: spans dedupe
     assert [w.calls for w in both] == [w.calls for w in one]
+    (root / "day1" / "metric").mkdir()  # its CSV files are no span files: not in the hint
+    (root / "day1" / "metric" / "svc-a-5b67c48447-fj8b7_metric.csv").write_text("TimeStamp\n1\n")
     with pytest.raises(
         InputError, match=f"2 hold some: .*day1/trace, .*day2/trace .*'{root}/\\*/trace'"
     ):

@@ -144,6 +144,8 @@ def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
         below = (
             sorted({f.parent for f in path.rglob("*") if _wanted(f, ends)}) if path.is_dir() else []
         )
+        traced = [b for b in below if b.name.lower() in ("trace", "traces")]
+        below = traced or below  # not the metric/ folders beside them
         hint = ""
         if len(below) == 1:
             hint = f"; subfolders are not searched, and {below[0]} holds some: name it"

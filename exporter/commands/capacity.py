@@ -200,6 +200,11 @@ class Answer:
             )
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
+        if self._flat():  # no limit seen: a curve through noise has no capacity to tell
+            return (
+                f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step)"
+                f"{self._noise(objective)}{self._flat()}"
+            )
         low, best, high = self.fit.max_rate(objective.seconds)
         if math.isinf(best):
             curve = "the latency curve sees no knee (latency stays flat over the steps)"
@@ -220,7 +225,7 @@ class Answer:
         rho, p = self.trend
         return (
             f"; in this recording its latency does not rise with load (rank correlation "
-            f"{rho:.2f}, p {p:.2g}): the traffic came near no limit, and what changes latency "
+            f"{rho:.2f}, p {p:.3f}): the traffic came near no limit, and what changes latency "
             "across its load bins is something else (the mix of requests?)"
         )
 

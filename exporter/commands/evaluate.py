@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -67,12 +68,13 @@ def _check_series(
             f"warning: {source}: {count_of(len(unknown), 'series')} in the data the model does "
             f"not estimate: {first_few(unknown)}"
         )
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series without usage: NaN
         level = np.nanmedian(evaluation.actual, axis=0) / np.nanmedian(
             evaluation.pred[..., 1], axis=0
         )
     odd = [
-        f"{c}/{r} ({ratio:.3g}x)"
+        f"{c}/{r} ({ratio:.3g}x{_unit_guess(ratio)})"
         for (c, r), ratio in zip(series, level, strict=True)
         if np.isfinite(ratio) and ratio > 0 and not 1 / UNIT_SUSPECT <= ratio <= UNIT_SUSPECT
     ]
@@ -82,6 +84,19 @@ def _check_series(
             f"under 1/{UNIT_SUSPECT:g} of it, in {count_of(len(odd), 'series')}: {first_few(odd)}; "
             "another unit than the model was trained on? (base units: cores, bytes)"
         )
+
+
+UNIT_FACTORS = {
+    2.0**-10: "KiB", 2.0**-20: "MiB", 2.0**-30: "GiB", 1e-3: "thousands (KB, or cores where "
+    "millicores belong)", 1e-6: "millions (MB)", 1e3: "thousandths (millicores where cores belong)",
+}  # fmt: skip
+"""Actual over estimated usage -> the unit the actual values are likely in."""
+
+
+def _unit_guess(ratio: float) -> str:
+    """', in MiB?' where `ratio` is within 10% of a unit's factor (`UNIT_FACTORS`), else ''."""
+    unit = next((u for f, u in UNIT_FACTORS.items() if abs(ratio / f - 1) < 0.1), None)
+    return f", in {unit}?" if unit else ""
 
 
 def _starts_cold(bundle: Bundle, windows: Sequence[Window]) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.errors import InputError, count_of, utc_time
+from estimator.importers.common import RECENT_SECONDS
 from estimator.training import ODD_WINDOWS, window_seconds_of
 from estimator.windows import Window, api_counts
 
@@ -174,23 +175,42 @@ def check_traffic(
 
 
 LIKE_A_SHARE = 100.0
-"""A bare number up to this, before a dataset's first window, reads as a share that lacks its %."""
+"""A bare number under this, given as a time of 1970 for a dataset of this century, is taken for
+a share that lacks its %."""
 
 
 def _bound_of(windows: Sequence[Window], text: str, flag: str, source: str) -> Bound:
-    """The bound `text` of `flag`; a bare number such as 60, a time in the first minutes of 1970
-    and before every window, is refused as a share that lacks its '%' (as a time it would keep
-    every window, or none)."""
+    """The bound `text` of `flag`; a bare number that is a time before 2001, for windows of this
+    century, is refused (as a time it would keep every window, or none): a number such as 60
+    is taken for a share that lacks its '%'."""
     bound = parse_bound(text, flag)
     seconds = bound.seconds
-    if seconds is not None and windows and 0 <= seconds <= LIKE_A_SHARE < windows[0].start:
+    if (
+        seconds is not None
+        and windows
+        and seconds < RECENT_SECONDS[0] <= windows[0].start
+        and _is_number(text)
+    ):
+        share = (
+            f": for a share of the windows write {text.strip()}%"
+            if 0 < seconds < LIKE_A_SHARE
+            else " (write unix seconds, an ISO 8601 time, or a share such as 60%)"
+        )
         raise InputError(
             f"{text} is read as unix seconds ({utc_time(seconds)}), before the first window "
-            f"({utc_time(windows[0].start)}): for a share of the windows write {text}%",
+            f"({utc_time(windows[0].start)}){share}",
             source=source,
             field=flag,
         )
     return bound
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _index(windows: Sequence[Window], bound: Bound) -> int:
