@@ -301,10 +301,13 @@ def _monotone_log(latency: Sequence[float]) -> list[float]:
     return [float(v) for v in isotonic_regression(logs, increasing=True).x]
 
 
-def over_below(steps: Sequence[Step], objective: float) -> list[Step]:
+def over_below(
+    steps: Sequence[Step], objective: float, measured: tuple[float, float, float]
+) -> list[Step]:
     """The unsaturated steps over `objective` below a higher step within it, which the measured
-    crossing (`measured_max_rate`) passes over: a non-monotone latency to say so of."""
-    rate, lo, _ = measured_max_rate(steps, objective)
+    crossing (`measured`, as `measured_max_rate` reads it) passes over: a non-monotone latency
+    to say so of."""
+    rate, lo, _ = measured
     if rate == 0:
         return []
     return sorted(
@@ -328,15 +331,8 @@ def load_steps(
     """
     if bins < 1 or min_windows < 1:
         raise InputError("bins and min_windows must be >= 1", field="bins")
-    seen: dict[Pair, list[tuple[float, float, int]]] = {}
-    for window in windows:
-        if not window.latency:
-            continue
-        load = window_load(window)
-        for api, summary in window.latency.items():
-            seen.setdefault(api, []).append((load, summary.statistic(statistic), summary.count))
     steps: dict[Pair, list[Step]] = {}
-    for api, points in sorted(seen.items()):
+    for api, points in sorted(_latency_points(windows, statistic).items()):
         points.sort()
         groups = min(bins, len(points) // min_windows)
         if groups < 1:
@@ -430,20 +426,30 @@ def load_trend(windows: Sequence[Window], statistic: str) -> dict[Pair, tuple[fl
     APIs' request rate) over the windows that recorded it, and the one-sided p-value of a rise.
     Where it shows none, the recording came near no limit: a crossing read off its load bins
     follows whatever else changed with them (the mix of requests, a fault), not load."""
-    seen: dict[Pair, list[tuple[float, float]]] = {}
-    for window in windows:
-        load = window_load(window)
-        for api, summary in window.latency.items():
-            seen.setdefault(api, []).append((load, summary.statistic(statistic)))
     out = {}
-    for api, points in seen.items():
-        loads, values = np.array(points).T
+    for api, points in _latency_points(windows, statistic).items():
+        loads, values = np.array(points)[:, :2].T
         if len(points) < 3 or np.ptp(loads) == 0 or np.ptp(values) == 0:
             out[api] = (0.0, 1.0)
             continue
         result = spearmanr(loads, values, alternative="greater")
         out[api] = (float(result.statistic), float(result.pvalue))
     return out
+
+
+def _latency_points(
+    windows: Sequence[Window], statistic: str
+) -> dict[Pair, list[tuple[float, float, int]]]:
+    """Per API, over the windows that recorded its latency: (the window's load, the API's
+    `statistic`, its request count)."""
+    seen: dict[Pair, list[tuple[float, float, int]]] = {}
+    for window in windows:
+        if not window.latency:
+            continue
+        load = window_load(window)
+        for api, summary in window.latency.items():
+            seen.setdefault(api, []).append((load, summary.statistic(statistic), summary.count))
+    return seen
 
 
 def window_load(window: Window) -> float:

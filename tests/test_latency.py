@@ -107,7 +107,8 @@ def test_measured_crossing_reads_between_the_bracketing_steps() -> None:
     assert (lo, hi) == (200, 300) and rate == pytest.approx(
         200 + 100 * math.log(2) / math.log(0.134 / 0.05), rel=1e-3
     )
-    assert over_below([*steps, Step(400, 400, 0.09)], 0.1) == []
+    noisy = [*steps, Step(400, 400, 0.09)]
+    assert over_below(noisy, 0.1, measured_max_rate(noisy, 0.1)) == []
 
 
 def test_no_curve_saturates_below_a_rate_a_saturated_step_served() -> None:
@@ -128,7 +129,7 @@ def test_a_slow_lowest_step_does_not_hide_the_crossing_above_it() -> None:
     ]  # fmt: skip
     rate, lo, hi = measured_max_rate(steps, 0.021)
     assert (lo, hi) == (2000, 2400) and 2000 < rate < 2100
-    assert over_below(steps, 0.021) == [steps[0]]
+    assert over_below(steps, 0.021, (rate, lo, hi)) == [steps[0]]
     assert measured_max_rate(steps, 0.015) == (0.0, 0.0, 200)  # over at every step's fit
 
 

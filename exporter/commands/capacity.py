@@ -231,7 +231,7 @@ class Answer:
 
     def _noise(self, objective: Objective) -> str:
         """What the measured answer passed over: lower steps over the objective (`over_below`)."""
-        slow = over_below(self.steps, objective.seconds)
+        slow = over_below(self.steps, objective.seconds, self.measured)
         if not slow:
             return ""
         shown = ", ".join(f"{latency_ms(s.latency)} ms at {_rate(s.rate)}" for s in slow[:3])
@@ -390,8 +390,7 @@ def run(args: argparse.Namespace) -> int:
     peak = max(window_load(w) for w in windows) if windows else None
     trends = {f"{c}:{o}": t for (c, o), t in load_trend(windows, args.slo.statistic).items()}
     results = [
-        answer(g, a, s, args.slo, unit, peak, trends.get(a) if windows else None)
-        for (g, a), s in sorted(steps.items())
+        answer(g, a, s, args.slo, unit, peak, trends.get(a)) for (g, a), s in sorted(steps.items())
     ]
     rows = [r.row(args.slo, args.rate, args.scale) for r in results]
     columns = list(rows[0])

@@ -87,8 +87,8 @@ def _check_series(
 
 
 UNIT_FACTORS = {
-    2.0**-10: "KiB", 2.0**-20: "MiB", 2.0**-30: "GiB", 1e-3: "thousands (KB, or cores where "
-    "millicores belong)", 1e-6: "millions (MB)", 1e3: "thousandths (millicores where cores belong)",
+    2.0**-10: "KiB", 2.0**-20: "MiB", 2.0**-30: "GiB", 1e-3: "thousands (KB)",
+    1e-6: "millions (MB)", 1e3: "thousandths (millicores where cores belong)",
 }  # fmt: skip
 """Actual over estimated usage -> the unit the actual values are likely in."""
 
