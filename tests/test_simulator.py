@@ -142,6 +142,28 @@ def test_caches_fill_up_to_their_capacity() -> None:
     assert np.isclose(sim.cache_bytes, cap).any(axis=0)[cap > 0].any()
 
 
+def test_capacity_override_changes_only_the_caches() -> None:
+    config = replace(SMALL, scenario="scale")
+    sim = run_simulation(config)
+    cap = sim.cache_capacity
+    full = np.isclose(sim.cache_bytes, cap).any(axis=0) & (cap > 0)
+    assert full.any()
+    same = run_simulation(config, capacity=cap)
+    assert np.array_equal(same.oracle, sim.oracle) and np.array_equal(same.values, sim.values)
+    endless = run_simulation(config, capacity=np.where(cap > 0, np.inf, 0.0))
+    assert np.array_equal(endless.path_counts, sim.path_counts)
+    assert (endless.cache_bytes >= sim.cache_bytes - 1e-6).all()
+    assert (endless.cache_bytes.max(axis=0)[full] > cap[full]).all()  # what the cap held back
+    memory = [i for i, (c, r) in enumerate(sim.series) if r == "memory"]
+    cpu = [i for i, (c, r) in enumerate(sim.series) if r == "cpu"]
+    assert np.array_equal(endless.oracle[:, cpu], sim.oracle[:, cpu])
+    assert (endless.oracle[:, memory] >= sim.oracle[:, memory] - 1e-6).all()
+    with pytest.raises(InputError, match="capacities"):
+        run_simulation(config, capacity=cap[:-1])
+    with pytest.raises(InputError, match="positive where a component has a cache"):
+        run_simulation(config, capacity=np.where(cap > 0, 0.0, 1.0))
+
+
 def test_every_series_has_a_meaningful_level() -> None:
     sim = _run("normal")
     assert (sim.oracle.min(axis=0) > 0.0).all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -126,9 +126,26 @@ def _streams(config: SimulationConfig) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in seq.spawn(3)]
 
 
-def run_calls(config: SimulationConfig, api_calls: np.ndarray) -> Simulation:
-    """Simulate the application under [warmup + windows, APIS] calls; record after warm-up."""
+def run_calls(
+    config: SimulationConfig, api_calls: np.ndarray, capacity: np.ndarray | None = None
+) -> Simulation:
+    """Simulate the application under [warmup + windows, APIS] calls; record after warm-up.
+
+    `capacity` [components] replaces the caches' capacities in bytes (inf: a cache that never
+    fills; 0 where a component has none): the same traffic, call paths and noise otherwise.
+    """
     app = build_app(config.app_seed)
+    if capacity is not None:
+        capacity = np.asarray(capacity, dtype=float)
+        if (
+            capacity.shape != app.cache_capacity.shape
+            or ((capacity > 0) != (app.cache_capacity > 0)).any()
+        ):
+            raise InputError(
+                f"needs {len(app.components)} capacities, positive where a component has a cache",
+                field="capacity",
+            )
+        app = replace(app, cache_capacity=capacity)
     _, branch_rng, noise_rng = _streams(config)
     counts = sample_paths(app.tree, api_calls, branch_rng)
     use = usage(app, counts, config.window_seconds)
@@ -152,16 +169,19 @@ def run_calls(config: SimulationConfig, api_calls: np.ndarray) -> Simulation:
     )
 
 
-def run_simulation(config: SimulationConfig, traffic_scale: float = 1.0) -> Simulation:
+def run_simulation(
+    config: SimulationConfig, traffic_scale: float = 1.0, capacity: np.ndarray | None = None
+) -> Simulation:
     """Simulate the config's scenario, its traffic drawn from `config.seed`; `traffic_scale`
-    multiplies those calls (rounded), so runs at 1x and at k times the same traffic compare."""
+    multiplies those calls (rounded), so runs at 1x and at k times the same traffic compare;
+    `capacity` as in `run_calls`."""
     if not np.isfinite(traffic_scale) or traffic_scale < 0:
         raise InputError(f"must be finite and non-negative, got {traffic_scale}", field="scale")
     traffic_rng = _streams(config)[0]
     calls = scenario_calls(config, traffic_rng)
     if traffic_scale != 1.0:
         calls = np.rint(calls * traffic_scale).astype(np.int64)
-    return run_calls(config, calls)
+    return run_calls(config, calls, capacity)
 
 
 def scenario_traffic(config: SimulationConfig) -> np.ndarray:
