@@ -834,6 +834,16 @@ def test_a_metric_file_twice_is_one_pod_not_two_replicas(tmp_path: Path, span_di
     assert [w.metrics[("svc-a", "cpu")] for w in windows] == pytest.approx([0.04, 0.06])
 
 
+def test_a_metric_file_suffix_in_capitals_still_names_its_pod(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_Metric.CSV").write_text(f"{METRIC_HEADER}\nx,112,p,20,\n")
+    windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    assert windows[0].metrics == pytest.approx({("svc-a", "cpu"): 0.02})
+
+
 def test_a_metric_file_that_meets_no_trace_is_named_below_the_metric_folder(
     tmp_path: Path, span_dir: Path
 ) -> None:

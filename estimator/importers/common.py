@@ -141,9 +141,7 @@ def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
         raise InputError("no such file, directory or glob match", source=text)
     if not found:
         wanted = ", ".join(suffixes)
-        below = (
-            sorted({f.parent for f in path.rglob("*") if _wanted(f, ends)}) if path.is_dir() else []
-        )
+        below = sorted({f.parent for f in files_below(path, suffixes)}) if path.is_dir() else []
         traced = [b for b in below if b.name.lower() in ("trace", "traces")]
         below = traced or below  # not the metric/ folders beside them
         hint = ""
@@ -171,13 +169,20 @@ def _glob_of(root: Path, folders: Sequence[Path]) -> str:
     )
 
 
-def _wanted(path: Path, ends: tuple[str, ...]) -> bool:
-    return path.is_file() and path.name.lower().endswith(ends)
+def suffix_of(path: Path, suffixes: Sequence[str]) -> str | None:
+    """The first of `suffixes` that a name ends in, in any case; None if none."""
+    name = path.name.lower()
+    return next((s for s in suffixes if name.endswith(s.lower())), None)
+
+
+def files_below(root: Path, suffixes: Sequence[str]) -> list[Path]:
+    """Sorted files of a folder and its subfolders whose names end in one of `suffixes`."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and suffix_of(p, suffixes))
 
 
 def _files_of(folder: Path, ends: tuple[str, ...]) -> list[Path]:
     """A folder's own files (not its subfolders') whose names end in one of `ends`."""
-    return [p for p in folder.iterdir() if _wanted(p, ends)]
+    return [p for p in folder.iterdir() if p.is_file() and suffix_of(p, ends)]
 
 
 def read_text(path: Path) -> str:

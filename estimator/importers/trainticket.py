@@ -32,10 +32,12 @@ from estimator.errors import DataWarning, InputError, count_of, first_few, utc_t
 from estimator.importers.common import (
     OnFile,
     check_window_seconds,
+    files_below,
     find_column,
     read_csv_or_skip,
     service_of_pod,
     shown_cell,
+    suffix_of,
     unix_unit,
 )
 from estimator.importers.spancsv import SUFFIXES, import_span_files
@@ -145,9 +147,7 @@ def metric_files(directory: str | Path) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
         raise InputError("not a directory of metric CSV files", source=str(root))
-    found = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(METRIC_SUFFIXES)
-    )
+    found = files_below(root, METRIC_SUFFIXES)
     if not found:
         raise InputError(
             f"no metric files: expected <pod>{METRIC_SUFFIXES[1]} or <pod>{METRIC_SUFFIXES[0]}",
@@ -157,10 +157,8 @@ def metric_files(directory: str | Path) -> list[Path]:
 
 
 def _pod_of(path: Path) -> str:
-    for suffix in METRIC_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
+    suffix = suffix_of(path, METRIC_SUFFIXES)
+    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _numbers(frame: pd.DataFrame, column: str, source: str) -> pd.Series:
@@ -418,9 +416,7 @@ def load_trainticket(
             + _layout_hint(root),
             source=str(root),
         )
-    traces = sorted(
-        p for p in (root / "trace").rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)
-    )
+    traces = files_below(root / "trace", SUFFIXES)
     if not traces:
         raise InputError(f"no span files ({', '.join(SUFFIXES)})", source=str(root / "trace"))
     folder = Path(metrics) if metrics is not None else root / "metric"
