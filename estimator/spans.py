@@ -13,7 +13,9 @@ Choices, made once here for every importer:
   `LOST_API` step, which counts as no API call. A trace that lost its root span, whose orphans
   are spans of a known gateway, hangs below that gateway's root, folded as its other traces
   (one request, not one per orphan). Traces that lost spans are assembled after the batch's
-  whole traces. Otherwise an orphan is the root of its own tree.
+  whole traces. Otherwise an orphan is the root of its own tree, below an `ORPHAN_ROOT` step
+  (unless it is a catch-all gateway span): its paths count the work, but it makes no API of its
+  own and no API call.
 - A parent cycle (a span its own ancestor) is cut at its first span seen, which then counts as
   an orphan, with a warning.
 - Gateway folding (on by default): below a root whose operation is a catch-all route (`/*`), the
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field, replace
 
 from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.windows import (
+    ORPHAN_ROOT,
     CallPath,
     Latency,
     Pair,
@@ -367,8 +370,11 @@ def _walk(
     `lost`: orphans of the root's trace whose API span was lost, hung below a LOST_API step."""
     span_ids, pairs = cols.span_ids, cols.pairs
     top = pairs[root]
-    path_root: CallPath = (top,)
     gateway = top[0] if fold and is_catch_all(top[1]) else None
+    # Only a true root span is a request: an orphan's parent (and the request) lies elsewhere.
+    rooted = cols.parent_ids[root] is None
+    # an orphan that is no gateway stands below ORPHAN_ROOT: its work counts, as no API
+    path_root: CallPath = (top,) if rooted or gateway is not None else (ORPHAN_ROOT, top)
     stack: list[tuple[int, CallPath, bool]] = [
         (c, path_root, gateway is not None) for c in children.get(span_ids[root], ())
     ]
@@ -376,8 +382,6 @@ def _walk(
         stack.extend((i, (top, (gateway, LOST_API)), False) for i in lost)
     paths, too_deep = _paths(cols, path_root, stack, children, gateway)
     start, end = cols.start_ns[root], cols.end_ns[root]
-    # Only a true root span times a request: an orphan's parent (and the request) lies elsewhere.
-    rooted = cols.parent_ids[root] is None
     timed = UNKNOWN_NS < start <= end and rooted
     duration = end - start if timed else UNKNOWN_NS
     return TracePaths(end, paths, duration, rooted, too_deep, cols.weight(root))

@@ -96,11 +96,19 @@ def tree_paths(tree: Mapping[str, Any], prefix: CallPath = ()) -> Iterator[CallP
             stack.append((child, path))
 
 
+ORPHAN_ROOT: Pair = ("<unknown>", "<unknown>")
+"""Root step of the paths of a span whose parent was lost and that stands as the root of its
+own tree (`estimator.spans`): the work below it is counted, but it is no API and no API call."""
+
+
 def api_of(path: CallPath) -> Pair | None:
-    """The API a path belongs to: its root, or the step below a catch-all gateway root."""
+    """The API a path belongs to: its root, or the step below a catch-all gateway root; None
+    for a path below an orphan (`ORPHAN_ROOT`)."""
     if not path:
         return None
     root = path[0]
+    if root == ORPHAN_ROOT:
+        return None
     if is_catch_all(root[1]):
         return path[1] if len(path) > 1 else None
     return root

@@ -32,7 +32,7 @@ from estimator.spans import (
     windows_from_spans,
     windows_of_batches,
 )
-from estimator.windows import CallPath, Window, api_counts, api_of, load_windows
+from estimator.windows import ORPHAN_ROOT, CallPath, Window, api_counts, api_of, load_windows
 
 S = 1_000_000_000
 HEADER = "TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration"
@@ -152,12 +152,15 @@ def test_orphans_join_the_root_or_stand_alone() -> None:
         span("u", "z", "y", "d", "op", 74.0),
     ]
     windows = windows_from_spans(spans, window_seconds=60)
+    lost = ORPHAN_ROOT  # its work counts, below a step that is no API
     assert calls_by_start(windows) == {
         0.0: {(("a", "api"),): 1.0, (("a", "api"), ("b", "op")): 1.0},
-        60.0: {(("c", "op"),): 1.0, (("c", "op"), ("d", "op")): 1.0},
+        60.0: {(lost, ("c", "op")): 1.0, (lost, ("c", "op"), ("d", "op")): 1.0},
     }
-    # The true root times its request; an orphan standing as a root times none.
+    # The true root times its request; an orphan standing as a root times none, nor is it one.
     assert set(windows[0].latency) == {("a", "api")} and windows[1].latency == {}
+    assert api_counts(windows[0].calls) == {("a", "api"): 1.0}
+    assert api_counts(windows[1].calls) == {}
 
 
 def test_orphans_under_a_catch_all_gateway_join_the_api_it_routed_to() -> None:
@@ -241,7 +244,8 @@ def test_a_trace_is_closed_after_settle_files_without_its_spans() -> None:
     far = [batch(root), batch(), batch(), batch(child)]  # two files between: closed before
     whole = {(("gw", "api"),): 1.0, (("gw", "api"), ("svc", "op")): 1.0}
     assert calls_by_start(windows_of_batches(near, settle=2)) == {0.0: whole}
-    split = {(("gw", "api"),): 1.0, (("svc", "op"),): 1.0}  # the late child is its own root
+    # the late child is its own tree, whose work counts below a step that is no API
+    split = {(("gw", "api"),): 1.0, (ORPHAN_ROOT, ("svc", "op")): 1.0}
     assert calls_by_start(windows_of_batches(far, settle=2)) == {0.0: split}
 
 
@@ -249,7 +253,8 @@ def test_parent_cycle_is_cut_and_counted_once() -> None:
     spans = [span("t", "a", "b", "x", "one", 5.0), span("t", "b", "a", "y", "two", 6.0)]
     with pytest.warns(DataWarning, match="parent cycle"):
         trees = list(assemble(spans))
-    assert [t.paths for t in trees] == [[(("x", "one"),), (("x", "one"), ("y", "two"))]]
+    lost = ORPHAN_ROOT  # the cut span stands as an orphan does: its work counts, as no API
+    assert [t.paths for t in trees] == [[(lost, ("x", "one")), (lost, ("x", "one"), ("y", "two"))]]
     assert trees[0].end_ns == 5 * S and not trees[0].rooted  # a cut span times no request
 
 

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf import json_format
 
 from estimator.errors import DataWarning
+from estimator.windows import ORPHAN_ROOT, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator, trace_paths, trace_trees
 from exporter.config import ReceiverConfig
 from exporter.receiver import (
@@ -199,8 +200,10 @@ def test_orphans_and_cycles_become_roots() -> None:
     }
     with pytest.warns(DataWarning, match="parent cycle"):
         paths = {path: end for end, path in trace_paths(spans)}
-    assert paths[(("svc", "orphan"),)] == 5
-    assert paths[(("svc", "orphan"), ("svc", "child"))] == 5
+    lost = ORPHAN_ROOT  # an orphan's work counts below a step that is no API
+    assert paths[(lost, ("svc", "orphan"))] == 5
+    assert paths[(lost, ("svc", "orphan"), ("svc", "child"))] == 5
+    assert api_counts(dict.fromkeys(paths, 1.0)) == {}
     assert len(paths) == 4  # the cycle c <-> d is cut, each span counted once
 
 
