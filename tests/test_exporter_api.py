@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from estimator.bundle import load_bundle
 from estimator.errors import InputError
+from estimator.windows import ORPHAN_ROOT
 from exporter.config import Config, PrometheusConfig, ReceiverConfig
 from exporter.runtime import Runtime
 from tests.exporter_world import PATHS, span_request, train, world
@@ -492,9 +493,15 @@ def test_share_of_calls_of_apis_the_model_never_saw(runtime) -> None:  # type: i
     for traces, api, seed in ((6, "/compose", 1), (2, "GET /compose", 2)):
         request = span_request(traces, end_ns, seed, api=api)
         assert post(rt, request.SerializeToString(), PB).status_code == 200
+    rootless = span_request(5, end_ns, seed=3)
+    del rootless.resource_spans[0]  # the front's root spans were lost: compose's are orphans
+    assert post(rt, rootless.SerializeToString(), PB).status_code == 200
     clock.now = start + 2.0 + 2 * rt.config.grace
     rt.loop.tick()
+    # the orphans' work is counted, but as no API: not as traffic the model never saw
     assert scrape(rt)[("deeprest_unknown_api_calls_ratio", ())] == pytest.approx(0.25)
+    [window] = rt.store.recent(1)
+    assert window.calls[(ORPHAN_ROOT, ("compose", "compose"))] == 5.0
 
 
 def test_api_whatif_of_stored_windows_without_traffic_says_so(runtime) -> None:  # type: ignore[no-untyped-def]
