@@ -63,16 +63,38 @@ def reference_windows(
     return traffic, np.asarray(ref["starts"], dtype=float)
 
 
+WARM_WINDOWS = 256
+"""Windows of looped traffic a what-if runs before its first window: four half-lives of the
+slowest traffic history (`Vocabulary.halflives`) and the reservoirs' look-back (`CONTEXT`)."""
+
+
+def steady_estimates(bundle: Bundle, counts: np.ndarray) -> np.ndarray:
+    """[windows, series, 3] the model's estimates (its own band) of count rows [windows,
+    features] (`Vocabulary.counts`) of traffic that has been running: before the first window,
+    WARM_WINDOWS windows of the same traffic looped (the last ones first) give every window a
+    traffic history. From no history, the first windows' history would be their own traffic
+    alone (a recording's busy first hour read as a whole day of it), and a what-if's peaks and
+    limits would come from them."""
+    counts = np.asarray(counts, dtype=float)
+    if not len(counts):
+        X, _ = bundle.vocabulary.transform_counts(counts, None)
+        return np.asarray(bundle.model.predict(X))
+    loop = np.arange(-WARM_WINDOWS, 0) % len(counts)
+    X, _ = bundle.vocabulary.transform_counts(np.vstack([counts[loop], counts]), None)
+    return np.asarray(bundle.model.predict(X))[WARM_WINDOWS:]
+
+
 def estimate(
     bundle: Bundle,
     base: Sequence[Window],
     hypothetical: Sequence[Window],
     shortfall: np.ndarray | None = None,
 ) -> WhatIf:
-    """Estimates for both traffic sets, each from a fresh traffic history; `shortfall` (see
-    `scale_shortfall`) is added to the what-if estimates of scaled traffic."""
-    base_pred, _ = bundle.predict(base, aged=False)  # what-if answers keep the model's band
-    new_pred, _ = bundle.predict(hypothetical, aged=False)
+    """Estimates for both traffic sets, each as traffic that has been running
+    (`steady_estimates`); `shortfall` (see `scale_shortfall`) is added to the what-if estimates
+    of scaled traffic. What-if answers keep the model's band (no widening for age)."""
+    base_pred = steady_estimates(bundle, bundle.vocabulary.counts(base))
+    new_pred = steady_estimates(bundle, bundle.vocabulary.counts(hypothetical))
     if shortfall is not None:
         new_pred = new_pred + shortfall
     return WhatIf(
@@ -186,7 +208,7 @@ def _estimates_of(
         windows = synthesizer.windows(scaled_traffic(traffic, k), starts, bundle.window_seconds)
         if extra is not None:
             add_paths(windows, extra, k)
-        return bundle.predict(windows, aged=False)[0]
+        return steady_estimates(bundle, bundle.vocabulary.counts(windows))
 
     return estimates
 

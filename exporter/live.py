@@ -18,6 +18,7 @@ from estimator.errors import count_of, first_few, utc_time
 from estimator.features import HistoryState
 from estimator.spans import NS_PER_S
 from estimator.synthesizer import Synthesizer
+from estimator.whatif import steady_estimates
 from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
 from exporter.config import Config
@@ -123,13 +124,13 @@ class Estimator:
         return self.bundle.age_band(pred[None], np.array([window.start]))[0]
 
     def predict_windows(self, windows: Sequence[Window], rescale: bool = True) -> np.ndarray:
-        """[windows, series, 3] for hypothetical windows, from a fresh history (what-if).
+        """[windows, series, 3] for hypothetical windows, as traffic that has been running
+        (what-if, `estimator.whatif.steady_estimates`).
 
         `rescale` converts counts of the serving window length to the bundle's window length.
         """
         counts = self.bundle.vocabulary.counts(windows) * (self._scale if rescale else 1.0)
-        X, _ = self.bundle.vocabulary.transform_counts(counts, None)
-        return np.asarray(self.bundle.model.predict(X))
+        return steady_estimates(self.bundle, counts)
 
 
 def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:

@@ -15,6 +15,7 @@ import pytest
 
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError
+from estimator.whatif import steady_estimates
 from estimator.windows import Latency, api_counts, load_windows, write_windows
 from exporter.cli import main
 from tests.worlds import FRONT, tiny_world
@@ -145,6 +146,29 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert past > 1.1  # 3x users: memory past anything training saw, and said to be
     assert f"store {past:.2f}x" in said and "memory projected past its training peak" in said
     assert "beyond 1x the estimates extrapolate" in said
+
+
+def test_whatif_traffic_runs_as_if_it_had_been_running(tmp_path: Path) -> None:
+    """A what-if's first windows get the traffic history of the traffic itself, looped: a busy
+    first stretch is not read as all the history there is (its peaks would come from it)."""
+    train = tmp_path / "train.jsonl"
+    write_windows(train, tiny_world(300, seed=1))
+    model = tmp_path / "model"
+    argv = ["train", "--data", str(train), "--out", str(model), "--model", "xgboost"]
+    assert main([*argv, "--param", "n_estimators=50"]) == 0
+    bundle = load_bundle(model)
+    period = tiny_world(40, seed=3)
+    for window in period[:8]:
+        window.calls = {path: 3 * n for path, n in window.calls.items()}
+    twice = period + period  # the second period follows its own traffic
+    memory = bundle.series.index(("store", "memory"))
+    cold, _ = bundle.predict(twice, aged=False)
+    gap = np.abs(cold[:40, memory, 1] / cold[40:, memory, 1] - 1).max()
+    assert gap > 0.05  # from no history, the first period reads otherwise than the second
+    steady = steady_estimates(bundle, bundle.vocabulary.counts(twice))
+    assert steady[:40] == pytest.approx(steady[40:], rel=0.01)
+    # where the traffic has a history of its own, much as before
+    assert steady[40:, :, 1] == pytest.approx(cold[40:, :, 1], rel=0.02)
 
 
 def test_whatif_reach_is_measured_against_every_training_window() -> None:
