@@ -461,10 +461,23 @@ def test_cli_data_says_when_latency_does_not_rise_with_load(
     flat = capsys.readouterr().out
     assert "its latency does not rise with load (rank correlation" in flat
     assert "extrapolates" not in flat and "curves that fit" not in flat  # no capacity to tell
+    table = tmp_path / "out" / "capacity.csv"
+
+    def models() -> list[tuple[str, str, str]]:
+        with open(table, newline="", encoding="utf-8") as handle:
+            return [
+                (r["model"], r["model_range"], r.get("p99_ms@3x", ""))
+                for r in csv.DictReader(handle)
+            ]
+
+    assert main([*argv, "--slo", "p99=60ms", "--scale", "3"]) == 0
+    assert models() == [("-", "-", "-")]  # nor does the table, nor a latency at 3x
+    capsys.readouterr()
     assert main([*argv, "--slo", "p99=1ms"]) == 0
     out = capsys.readouterr().out
     assert "over p99 <= 1 ms at every load recorded, the lightest too (" in out
     assert "slower than the objective, not at a capacity" in out
+    assert [m[:2] for m in models()] == [("-", "-")]
     assert main(["capacity", "--data", str(_rising(tmp_path)), *argv[3:]]) == 0
     assert "does not rise with load" not in capsys.readouterr().out
 

@@ -153,22 +153,24 @@ class Answer:
             "measured": _measured(rate, lo, hi),
             "saturates_at": _rate(max(saturated)) if saturated else "-",
         }
-        if self.fit is None:
+        fit = None if self._flat() else self.fit  # a curve through noise tells no capacity
+        slower = self.trend is not None and rate == 0  # recorded: slower, not at a capacity
+        if fit is None or slower:
             row.update(model="-", model_range="-", fit_rmse_log="-")
         else:
-            low, best, high = self.fit.max_rate(objective.seconds)
+            low, best, high = fit.max_rate(objective.seconds)
             row.update(
                 model=_rate(best), model_range=f"{_rate(low)}-{_rate(high)}",
-                fit_rmse_log=self.fit.rmse_log,
+                fit_rmse_log=fit.rmse_log,
             )  # fmt: skip
         top = self.peak if self.peak is not None else max(s.rate for s in self.steps)
         wanted = [(f"@{r:g}", r) for r in rates] + [(f"@{k:g}x", k * top) for k in scales]
         for label, r in wanted:
             column = f"{objective.statistic}_ms{label}"
-            if self.fit is None:
+            if fit is None:
                 row[column] = "-"
                 continue
-            fastest, likeliest, slowest = (latency_ms(v) for v in self.fit.latency(r))
+            fastest, likeliest, slowest = (latency_ms(v) for v in fit.latency(r))
             row[column] = f"{likeliest} ({fastest}-{slowest})"
         return row
 
