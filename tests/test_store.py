@@ -159,7 +159,14 @@ def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text("window: -5s\n")
     assert main(["serve", "--config", str(path)]) == 2
     assert "field 'window'" in capsys.readouterr().err
+    capsys.readouterr()
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2  # the bundle given is bad
+    assert "--model: " in capsys.readouterr().err
+    path.write_text(f"model: {tmp_path / 'missing'}\n")
+    assert main(["serve", "--config", str(path)]) == 2  # named where it was given
+    assert f"{path}, field 'model': {tmp_path / 'missing'}: not a model bundle" in (
+        capsys.readouterr().err
+    )
 
 
 def test_serve_command_runs_without_a_file(

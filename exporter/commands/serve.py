@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from estimator.bundle import load_bundle
+from estimator.errors import BundleError
 from exporter.config import Config, load_config
 
 
@@ -70,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from exporter.store import StoreError
 
     config = build_config(args)
-    bundle = load_bundle(config.model) if config.model is not None else None
+    try:
+        bundle = load_bundle(config.model) if config.model is not None else None
+    except BundleError as exc:  # name where the path came from, as any other config error
+        source = "--model" if args.model is not None else f"{args.config}, field 'model'"
+        print(f"deeprest serve: error: {source}: {exc}", file=sys.stderr)
+        return 2
     if config.window is None:
         config = replace(config, window=bundle.window_seconds if bundle else 60.0)
     elif bundle is not None and abs(bundle.window_seconds - config.window) > 1e-9:
