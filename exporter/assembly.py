@@ -203,6 +203,7 @@ class WindowAggregator:
             self._closed = previous
             self._unheard = range(previous + 1, current)
         self._api_calls: dict[Pair, float] = {}
+        self.reserved: frozenset[Pair] = frozenset()  # APIs counted under their name always
         self.late_paths = 0
         self.too_deep_spans = 0
         self._lock = threading.Lock()
@@ -253,8 +254,13 @@ class WindowAggregator:
 
     def _count_api(self, api: Pair, n: float) -> None:
         """Add to an API's counter; past MAX_API_LABELS distinct APIs, new ones add to OTHER_API
-        (spans named by raw URL would otherwise make a series each, for ever)."""
-        if api not in self._api_calls and len(self._api_calls) >= MAX_API_LABELS:
+        (spans named by raw URL would otherwise make a series each, for ever), except the
+        `reserved` ones (the serving model's APIs: a flood of others must not hide them)."""
+        if (
+            api not in self._api_calls
+            and api not in self.reserved
+            and len(self._api_calls) >= MAX_API_LABELS
+        ):
             api = OTHER_API
         self._api_calls[api] = self._api_calls.get(api, 0.0) + n
 

@@ -207,6 +207,7 @@ class LiveLoop:
         warm = max(WARM_WINDOWS, bundle.model.context)  # enough for the model's look-back too
         estimator = Estimator(bundle, self.window, self.store.recent(warm))
         synthesizer = Synthesizer.from_json(bundle.synthesizer)
+        self.aggregator.reserved = frozenset(bundle.vocabulary.apis)
         with self._tick_lock:
             previous = self.estimator
             self.estimator = estimator

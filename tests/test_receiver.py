@@ -182,13 +182,16 @@ def test_api_names_past_the_label_cap_count_as_other() -> None:
     from exporter.assembly import MAX_API_LABELS, OTHER_API
 
     aggregator = WindowAggregator(window=2.0, delay=2.0, now=6.0)
+    register = ("front", "/register")
+    aggregator.reserved = frozenset({register})  # the serving model's APIs
     aggregator.add_paths(
         [(7 * NS, (("front", f"/user/{i}"),)) for i in range(MAX_API_LABELS + 5)], 6.0
     )
     aggregator.add_paths([(7 * NS, (("front", "/user/0"),))], 6.0)  # a known one keeps its name
+    aggregator.add_paths([(7 * NS, (register,))], 6.0)  # a model's API is never hidden
     calls = aggregator.api_calls()
-    assert len(calls) == MAX_API_LABELS + 1
-    assert calls[OTHER_API] == 5 and calls[("front", "/user/0")] == 2
+    assert len(calls) == MAX_API_LABELS + 2
+    assert calls[OTHER_API] == 5 and calls[("front", "/user/0")] == 2 and calls[register] == 1
 
 
 def test_orphans_and_cycles_become_roots() -> None:
