@@ -47,20 +47,27 @@ def _yaml(value: Any) -> str:
     return repr(value)
 
 
+DURATION_EXAMPLES = "250ms, 5s, 1m, 1h, 30d"
+
+
 def parse_duration(value: Any, key: str, allow_zero: bool = False) -> float:
-    """Seconds from `5s`, `1m`, `250ms`, `1h` or a plain number of seconds; positive (or zero
-    with `allow_zero`) and finite."""
+    """Seconds from `250ms`, `5s`, `1m`, `1h`, `30d` or a plain number of seconds; positive (or
+    zero with `allow_zero`) and finite."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m|h|d)?\s*", value)):
+    elif isinstance(value, str) and (
+        m := re.fullmatch(r"\s*(-?[0-9.]+)\s*(ms|s|m|h|d)?\s*", value)
+    ):
         try:
             seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
         except ValueError:
             raise InputError(
-                f"not a duration: {_yaml(value)} (use e.g. 5s, 1m)", field=key
+                f"not a duration: {_yaml(value)} (use e.g. {DURATION_EXAMPLES})", field=key
             ) from None
     else:
-        raise InputError(f"not a duration: {_yaml(value)} (use e.g. 5s, 1m, 250ms)", field=key)
+        raise InputError(
+            f"not a duration: {_yaml(value)} (use e.g. {DURATION_EXAMPLES})", field=key
+        )
     if not (seconds >= 0 if allow_zero else seconds > 0):
         raise InputError(
             f"must be {'0 or more' if allow_zero else 'positive'}, got {_yaml(value)}", field=key

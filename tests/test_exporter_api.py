@@ -973,8 +973,10 @@ def test_retention_is_a_duration_and_zero_keeps_everything() -> None:
     assert config_from_mapping({"retention": "14d"}).retention == 14 * 86400
     assert config_from_mapping({"retention": 0}).retention == 0
     assert config_from_mapping({}).retention == 30 * 86400
-    with pytest.raises(InputError, match="retention"):
+    with pytest.raises(InputError, match=r"retention.*use e\.g\. .*30d"):
         config_from_mapping({"retention": "forever"})
+    with pytest.raises(InputError, match="field 'retention': must be 0 or more, got '-1d'"):
+        config_from_mapping({"retention": "-1d"})  # a sign is read, and refused as such
 
 
 def _crash(rt: Runtime) -> None:
