@@ -929,7 +929,13 @@ def test_capacity_line_says_the_unit_and_when_the_base_is_over_already() -> None
     line = capacity_line({key: Allowed(0.0, 0.0)}, limits, "the base traffic")
     assert line == (
         "capacity: db/memory is over its limit (286 MiB) already: its upper band is over it even "
-        "at 1/64 of the base traffic"
+        "at 1/64 of the base traffic; its median is too, so the limit is under what it needs"
+    )
+    line = capacity_line({key: Allowed(0.0, 11.87)}, limits, "the base traffic")
+    assert line.endswith(
+        "even at 1/64 of the base traffic; its median reaches it at 11.87x the base traffic, so "
+        "the band's spread (noise or spikes in training) is what leaves no room: a limit to read "
+        "with max_scale_median"
     )
 
 

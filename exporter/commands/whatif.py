@@ -643,12 +643,18 @@ def capacity_line(
     if not np.isfinite(allowed.upper):
         return f"capacity: no limit is reached up to {ceiling:g}x {what}"
     limit = quantity(limits[key], key[1])
+    expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {ceiling:g}x"
     if allowed.upper <= 0:
+        median = (
+            "; its median is too, so the limit is under what it needs"
+            if allowed.median <= 0
+            else f"; its median reaches it at {expected} {what}, so the band's spread (noise or "
+            "spikes in training) is what leaves no room: a limit to read with max_scale_median"
+        )
         return (
             f"capacity: {key[0]}/{key[1]} is over its limit ({limit}) already: its upper band "
-            f"is over it even at 1/{1 / LOWEST:g} of {what}"
+            f"is over it even at 1/{1 / LOWEST:g} of {what}{median}"
         )
-    expected = _times(allowed.median) if np.isfinite(allowed.median) else f"over {ceiling:g}x"
     over = f": {what} is over it already" if allowed.upper < 1 else ""
     peak = (peaks or {}).get(key, math.nan)
     beyond = (
