@@ -458,15 +458,21 @@ def window_load(window: Window) -> float:
 
 
 def latency_at_loads(
-    recorded: Sequence[Window], statistic: str, loads: Sequence[float]
+    recorded: Sequence[Window],
+    statistic: str,
+    loads: Sequence[float],
+    why: dict[Pair, str] | None = None,
 ) -> dict[Pair, list[tuple[float, float, float]]]:
     """Per API with a latency curve in `recorded`: its (low, best, high) `statistic` at each
-    of `loads` (requests per second of all APIs)."""
+    of `loads` (requests per second of all APIs). `why`, where given, gets the reason of each
+    API whose recorded latency gives no curve."""
     out: dict[Pair, list[tuple[float, float, float]]] = {}
     for api, steps in load_steps(recorded, statistic).items():
         try:
             fit = fit_curve(steps)
-        except InputError:  # too few steps, or zero load: no curve for this API
+        except InputError as exc:  # too few steps, or zero load: no curve for this API
+            if why is not None:
+                why[api] = exc.bare_message
             continue
         out[api] = [fit.latency(load) for load in loads]
     return out

@@ -37,6 +37,7 @@ from estimator.windows import (
     Pair,
     SeriesKey,
     Window,
+    api_counts,
     api_of,
     load_windows,
     targets,
@@ -580,7 +581,8 @@ def latency_table(
     printed and written to `path`; False where no API has a curve (nothing written)."""
     base_load = max(window_load(w) for w in base)
     peak_load = max(window_load(w) for w in hypothetical)
-    curves = latency_at_loads(recorded, statistic, [base_load, peak_load])
+    why: dict[Pair, str] = {}
+    curves = latency_at_loads(recorded, statistic, [base_load, peak_load], why)
     if not curves:
         return False
     rows: list[dict[str, object]] = []
@@ -600,6 +602,18 @@ def latency_table(
         f"{peak_load:.3g} what-if), from the recorded latency curves, in ms (range):"
     )
     print(format_table(shown, list(shown[0])))
+    asked = {api for w in hypothetical for api, n in api_counts(w.calls).items() if n > 0}
+    missing = sorted(asked - set(curves))
+    if missing:
+        reasons = [
+            f"{c}:{o} ({why.get((c, o), 'too few recorded windows with its latency')})"
+            for c, o in missing
+        ]
+        print(
+            f"no latency curve for {count_of(len(missing), 'API')} of the what-if traffic: "
+            + "; ".join(reasons[:5])
+            + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+        )
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
