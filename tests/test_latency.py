@@ -260,6 +260,7 @@ def test_cli_reads_rate_columns_as_other_tools_spell_them(
         (["api", "latency_p99_ms"], ["x", "5"], [], "no rate column: one of achieved_rps"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--rate=--"], "got '--'"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--slo", "p99<100"], "bad objective"),
+        (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--slo", "p99=-5ms"], "be positive"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--group-by", "zone"], "'zone'"),
         (["api", "rps", "latency_p99_ms"], ["x", "10"], [], "line 2: expected 3 columns"),
     ],

@@ -312,6 +312,11 @@ def _read_traffic_csv(
     with handle:
         reader = csv.reader(handle)
         header = next(reader, None)
+        if header is None:
+            raise InputError(
+                "empty file: expected a header 'start,API,...' and a row of calls per window",
+                source=str(path),
+            )
         if not header or header[0].strip() != "start":
             raise InputError("first column must be 'start'", source=str(path), line=1)
         header[0] = "start"
