@@ -316,6 +316,7 @@ def _read_traffic_csv(
             raise InputError(
                 "empty file: expected a header 'start,API,...' and a row of calls per window",
                 source=str(path),
+                line=1,
             )
         if not header or header[0].strip() != "start":
             raise InputError("first column must be 'start'", source=str(path), line=1)
