@@ -144,6 +144,9 @@ def unknown_share(window: Window, known: Sequence[Pair]) -> float | None:
     return sum(n for api, n in calls.items() if api not in kept) / total
 
 
+LATE_QUERY_SHARE = 0.5
+"""Share of a window that one tick may spend asking Prometheus about windows already late."""
+
 PRUNE_EVERY = 3600.0
 """Seconds of windows between two prunings of those past `retention`."""
 PRUNE_NOTICE = 86400.0
@@ -232,13 +235,17 @@ class LiveLoop:
             windows = self.aggregator.close(now)
             self._note_split(now)
             late = 0
+            budget = time.monotonic() + LATE_QUERY_SHARE * self.window
             for window in windows:
-                # a window due over a window ago is estimated without asking Prometheus: a slow
-                # or hung upstream must not hold the estimates back ever further
+                # A window due over a window ago (a restart's catch-up, a slow tick) still asks
+                # Prometheus while it answers and while this tick has spent under its share of
+                # a window asking; past that it is estimated without asking: a slow or hung
+                # upstream must not hold the estimates back ever further.
                 due = window.end + self.aggregator.delay
                 behind = max(now, self.clock()) - due > self.window
-                late += behind
-                self._close_window(window, query=not behind)
+                ask = not behind or (self.snapshot.up is not False and time.monotonic() < budget)
+                late += not ask
+                self._close_window(window, query=ask)
             if late and self.config.traffic_source == "prometheus":
                 log.warning(
                     "%s late: neither stored nor estimated (their traffic comes from Prometheus, "

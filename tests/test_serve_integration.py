@@ -335,6 +335,33 @@ def test_up_without_a_model_says_whether_prometheus_answers(world: dict, tmp_pat
         store.close()
 
 
+def test_windows_closed_late_still_read_their_usage_while_prometheus_answers(
+    world: dict, tmp_path: Path
+) -> None:
+    """Windows due over a window ago (a restart's catch-up) still ask Prometheus while it
+    answers: stored without their usage, they would be lost to `train --config`."""
+    prometheus = world["prometheus"]
+
+    def history() -> bool:  # the first windows' usage is in Prometheus (rates need 2 samples)
+        value = _value(prometheus, f'count_over_time(up{{job="cadvisor"}}[{8 * WINDOW:g}s])')
+        return value is not None and value >= 8 * WINDOW - 1
+
+    wait_until(history, 30, 0.25, what="Prometheus to hold the late windows' usage")
+    now = [time.time() - 6 * WINDOW]
+    config = replace(world["config"], data_dir=tmp_path / "data", port=0)
+    runtime = Runtime(config, clock=lambda: now[0]).start(tick=False)
+    try:
+        now[0] = time.time()  # six windows due at once, most of them late
+        closed = runtime.loop.tick()
+        assert len(closed) >= 4
+        stored = runtime.store.recent(len(closed))
+        assert [w.start for w in stored] == [w.start for w in closed]
+        assert all(w.metrics.get(("compose", "cpu"), 0) > 0 for w in stored)
+        assert runtime.loop.snapshot.up
+    finally:
+        runtime.stop()
+
+
 def test_prometheus_down_means_up_zero_and_observed_absent(world: dict) -> None:
     runtime: Runtime = world["runtime"]
     before = runtime.loop.snapshot.window_end or 0.0
