@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from werkzeug.exceptions import ClientDisconnected
 
 from estimator.spans import adjusted_count, check_sampling_ratio
@@ -198,46 +198,89 @@ _PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, AttributeError, 
 
 def decode_json(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
     """Decode OTLP JSON: hex ids, integer or named enums, unknown fields ignored. Each span is
-    parsed on its own, so one whose fields do not parse is counted (malformed) and the others
-    are kept; a resource or scope that does not parse refuses the request."""
+    parsed on its own, and each resource and scope apart from its spans: a span whose fields do
+    not parse is counted (malformed), as are the spans of a resource or scope whose own fields
+    do not parse (a bad resource attribute); the others are kept. A body whose shape is not
+    OTLP's (resourceSpans, scopeSpans or spans that are no list of objects) is refused."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise OtlpError(400, "undecodable", f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise OtlpError(400, "undecodable", "the JSON body must be an object with resourceSpans")
-    parsed: dict[tuple[int, int], list[Span]] = {}
-    malformed = 0
-    for i, rs in enumerate(_items(obj, "resourceSpans", "resource_spans")):
-        if isinstance(rs, dict) and "instrumentationLibrarySpans" in rs and "scopeSpans" not in rs:
-            rs["scopeSpans"] = rs.pop("instrumentationLibrarySpans")
-        for j, scope in enumerate(_items(rs, "scopeSpans", "scope_spans")):
-            if not isinstance(scope, dict) or not isinstance(scope.get("spans"), list):
-                continue
-            good = parsed[(i, j)] = []
-            for span in scope["spans"]:
-                message = Span()
-                try:
-                    if not isinstance(span, dict):
-                        raise TypeError("a span must be an object")
-                    _fix_ids(span)
-                    for link in _items(span, "links"):
-                        if isinstance(link, dict):
-                            _fix_ids(link)
-                    json_format.ParseDict(span, message, ignore_unknown_fields=True)
-                except _PARSE_ERRORS:
-                    malformed += 1
-                    continue
-                good.append(message)
-            scope["spans"] = []
     request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-    except _PARSE_ERRORS as exc:
-        raise OtlpError(400, "undecodable", f"JSON does not match OTLP: {exc}") from None
-    for (i, j), spans in parsed.items():
-        request.resource_spans[i].scope_spans[j].spans.extend(spans)
+    malformed = 0
+    for rs in _listed(obj, "resourceSpans", "resource_spans"):
+        if "instrumentationLibrarySpans" in rs and "scopeSpans" not in rs:
+            rs["scopeSpans"] = rs.pop("instrumentationLibrarySpans")
+        scopes = _listed(rs, "scopeSpans", "scope_spans")
+        kept: list[tuple[ScopeSpans, list[Span]]] = []
+        for scope in scopes:
+            spans = _listed(scope, "spans", objects=False)  # a span that is none: malformed
+            good, bad = _spans_of(spans)
+            malformed += bad
+            head = ScopeSpans()
+            if _parsed({k: v for k, v in scope.items() if k != "spans"}, head):
+                kept.append((head, good))
+            else:
+                malformed += len(good)  # its scope does not parse: its spans are unusable
+        resource = ResourceSpans()
+        own = {k: v for k, v in rs.items() if k not in ("scopeSpans", "scope_spans")}
+        if not _parsed(own, resource):
+            malformed += sum(len(good) for _, good in kept)
+            continue
+        for head, good in kept:
+            head.spans.extend(good)
+            resource.scope_spans.append(head)
+        request.resource_spans.append(resource)
     return request, malformed
+
+
+def _listed(obj: dict[str, Any], *keys: str, objects: bool = True) -> list[Any]:
+    """The items listed under the first of `keys` that `obj` has (none if it has none); a
+    value that is no list (of objects, with `objects`) refuses the request."""
+    for key in keys:
+        if key not in obj:
+            continue
+        value = obj[key]
+        if not isinstance(value, list) or (objects and not all(isinstance(v, dict) for v in value)):
+            raise OtlpError(
+                400, "undecodable", f"JSON does not match OTLP: '{key}' must be a list of objects"
+            )
+        return value
+    return []
+
+
+def _parsed(obj: dict[str, Any], message: Any) -> bool:
+    """Parse `obj` into `message`; False where its fields do not parse."""
+    try:
+        json_format.ParseDict(obj, message, ignore_unknown_fields=True)
+    except _PARSE_ERRORS:
+        return False
+    return True
+
+
+def _spans_of(spans: list[Any]) -> tuple[list[Span], int]:
+    """The spans that parse, and how many do not."""
+    good: list[Span] = []
+    bad = 0
+    for span in spans:
+        message = Span()
+        try:
+            if not isinstance(span, dict):
+                raise TypeError("a span must be an object")
+            _fix_ids(span)
+            for link in _items(span, "links"):
+                if isinstance(link, dict):
+                    _fix_ids(link)
+        except _PARSE_ERRORS:
+            bad += 1
+            continue
+        if _parsed(span, message):
+            good.append(message)
+        else:
+            bad += 1
+    return good, bad
 
 
 # ---------------------------------------------------------------- spans

@@ -87,7 +87,9 @@ def test_bad_spans_are_rejected_one_by_one_with_reasons() -> None:
         (b"\xff\xff\xff\xff garbage", PROTOBUF, "", 400),
         (span_request(3, NS).SerializeToString()[:-7], PROTOBUF, "", 400),
         (b'{"resourceSpans": 5}', JSON, "", 400),
-        (b'{"resourceSpans": [{"resource": {"attributes": 7}, "scopeSpans": []}]}', JSON, "", 400),
+        (b'{"resourceSpans": [{"resource": {}, "scopeSpans": 7}]}', JSON, "", 400),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": {}}]}]}', JSON, "", 400),
+        (b'{"resourceSpans": [3]}', JSON, "", 400),
         (b"[1, 2]", JSON, "", 400),
         (b"not json", JSON, "", 400),
         (b"x", "text/plain", "", 415),
@@ -136,6 +138,28 @@ def test_a_span_whose_fields_do_not_parse_is_malformed_and_the_rest_are_kept(
     decoded = extract_spans(message)
     assert malformed == 2 and len(decoded.spans) == 5 and not decoded.rejected
     assert count_spans(message) == 5
+
+
+@pytest.mark.parametrize(
+    ("where", "bad"),
+    [
+        ("resource", {"attributes": [{"key": "host.cores", "value": {"intValue": "many"}}]}),
+        ("resource", {"attributes": 7}),
+        ("scope", {"name": 5}),
+    ],
+)
+def test_spans_of_a_resource_or_scope_that_does_not_parse_are_malformed_and_others_kept(
+    where: str, bad: dict[str, Any]
+) -> None:
+    obj = _otlp_json(span_request(2, 10 * NS))  # 3 resources of 2 spans, one scope each
+    first = obj["resourceSpans"][0]
+    if where == "resource":
+        first["resource"] = {**first["resource"], **bad}
+    else:
+        first["scopeSpans"][0]["scope"] = bad
+    message, malformed = decode_body(json.dumps(obj).encode(), JSON, "", LIMITS)
+    assert malformed == 2 and count_spans(message) == 4  # the other resources' spans are kept
+    assert len(extract_spans(message).spans) == 4
 
 
 def test_traces_assemble_across_requests_and_out_of_order() -> None:
