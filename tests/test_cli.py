@@ -91,6 +91,7 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
         w = replace(w, start=w.start + 12000, end=w.end + 12000)
         w.metrics[("timeline-v2", "cpu")] = w.metrics.pop(("timeline", "cpu"))
         w.metrics[("store", "memory")] /= 2**20
+        w.metrics[("compose", "cpu")] = 0.0  # not running in this range
         windows.append(w)
     data = trained["root"] / "odd.jsonl"
     write_windows(data, windows)
@@ -100,10 +101,15 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
         "1 series of the model's 5 has no usage in the range, so no score: timeline/cpu" in said.err
     )
     assert "1 series in the data the model does not estimate: timeline-v2/cpu" in said.err
+    assert (
+        "1 series used nothing in the range (0 throughout: a component not running?), so no "
+        "accuracy: compose/cpu"
+    ) in said.err
     assert "another unit than the model was trained on?" in said.err
     assert "store/memory (9." in said.err and "e-07x, in MiB?)" in said.err
     assert "starts where the model's training ended" in said.err
-    assert "  cpu (3 series): mean_accuracy" in said.out and "  memory (1 series)" in said.out
+    # the summaries count the series with an accuracy: compose/cpu has none
+    assert "  cpu (2 series): mean_accuracy" in said.out and "  memory (1 series)" in said.out
     assert " cores" in said.out and " MiB" in said.out  # mae in its unit
 
 

@@ -53,7 +53,8 @@ def _check_series(
     say: Callable[[str], None],
 ) -> None:
     """Warn of what the scores leave out or get wrong: the model's series without usage in the
-    data (not scored), the data's series the model does not estimate, and series whose actual
+    data (not scored) or with usage 0 throughout (no accuracy: WAPE divides by it), the data's
+    series the model does not estimate, and series whose actual
     usage is a hundred times the estimate or less than a hundredth of it (another unit?)."""
     missing = [f"{c}/{r}" for c, r in series if (c, r) not in measured]
     if missing:
@@ -61,6 +62,15 @@ def _check_series(
             f"warning: {source}: {count_of(len(missing), 'series')} of the model's "
             f"{len(series)} {'has' if len(missing) == 1 else 'have'} no usage in the range, so "
             f"no score: {first_few(missing)} (renamed, or a resource spelled otherwise?)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series without usage: all NaN
+        peak = np.nanmax(np.abs(evaluation.actual), axis=0) if len(evaluation.actual) else []
+    idle = [f"{c}/{r}" for (c, r), top in zip(series, peak, strict=False) if top == 0]
+    if idle:
+        say(
+            f"warning: {source}: {count_of(len(idle), 'series')} used nothing in the range (0 "
+            f"throughout: a component not running?), so no accuracy: {first_few(idle)}"
         )
     unknown = sorted(f"{c}/{r}" for c, r in measured - set(series))
     if unknown:
