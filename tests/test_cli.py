@@ -529,6 +529,7 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         ("start,/compose\n60,1\n60,2\n", "line 3, field 'start': the same start as the row"),
         ("start\n0\n60\n", "line 1: no API column after 'start'"),  # no traffic at all
         ("", "line 1: empty file: expected a header 'start,API,...'"),
+        ("\n\n", "line 1: empty file: expected a header 'start,API,...'"),
         ("start,/compose\n0,1\n60,1e300\n", "line 3, field '/compose': 1e300 calls a window"),
         ("start,/compose\n0,1\n30,1\n", "line 3, field 'start': 30 s after the row before"),
         ("start,/compose\n1e30,1\n", "line 2, field 'start': 1e30 is past the year 2262"),

@@ -155,8 +155,10 @@ class Answer:
         }
         fit = None if self._flat() else self.fit  # a curve through noise tells no capacity
         slower = self.trend is not None and rate == 0  # recorded: slower, not at a capacity
-        if fit is None or slower:
+        if fit is None:
             row.update(model="-", model_range="-", fit_rmse_log="-")
+        elif slower:  # its curve still gives latency at a rate, but no capacity
+            row.update(model="-", model_range="-", fit_rmse_log=fit.rmse_log)
         else:
             low, best, high = fit.max_rate(objective.seconds)
             row.update(

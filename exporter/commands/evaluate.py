@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         columns = ["component", "resource", "accuracy", "coverage", "mae"]
         if evaluation.oracle is not None:
             columns.append("oracle_accuracy")
-        print(f"\n== {name} ({len(windows)} windows, model {bundle.model.kind})")
+        print(f"\n== {name} ({count_of(len(windows), 'window')}, model {bundle.model.kind})")
         maes = [
             quantity(float(v), r)
             for v, (_, r) in zip(evaluation.mae, evaluation.series, strict=True)

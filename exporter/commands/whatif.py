@@ -312,7 +312,7 @@ def _read_traffic_csv(
     with handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None:
+        if header is None or (not header and not handle.read().strip()):  # blank lines only
             raise InputError(
                 "empty file: expected a header 'start,API,...' and a row of calls per window",
                 source=str(path),
