@@ -184,6 +184,19 @@ def test_cli_answers_per_group_and_writes_csv_and_plots(
         assert {r["group"]: r for r in csv.DictReader(handle)}["b"]["measured"] == "<100"
 
 
+def test_a_measured_answer_without_a_curve_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [["/compose", rate, rate, 1e3 * float(TRUE.latency(rate))] for rate in (500, 990)]
+    runs = write_csv(
+        tmp_path / "runs.csv", ["api", "offered_rps", "achieved_rps", "latency_p99_ms"], rows
+    )
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "(measured between the steps at 500 and 990)" in printed
+    assert "; no latency curve (needs at least 3 unsaturated steps" in printed
+
+
 def test_cli_reads_locust_stats_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     header = ["Type", "Name", "Request Count", "Requests/s", "95%", "99%"]
     files = []

@@ -198,9 +198,10 @@ class Answer:
                 where = f"measured at the steps at {_rate(lo)}{served}"
             else:
                 where = f"measured between the steps at {_rate(lo)} and {_rate(hi)}{served}"
+            curve = f"; no latency curve ({self.why_no_fit})" if self.fit is None else ""
             return (
                 f"{who}: {_rate(rate)} {self.unit} within {objective} ({where})"
-                f"{self._noise(objective)}{self._flat()}"
+                f"{self._noise(objective)}{self._flat()}{curve}"
             )
         if self.fit is None:
             return f"{who}: at least {_rate(lo)} {self.unit} within {objective} ({self.why_no_fit})"
