@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +472,25 @@ def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> 
     )
 
 
+def test_the_orphans_root_step_is_no_component_without_metrics(tmp_path: Path) -> None:
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    (spans / "a.csv").write_text(
+        f"{HEADER}\n"
+        f"t1,r1,,{SVC_A},/api/a,{100 * S},{101 * S},1\n"
+        f"t2,o1,gone,{SVC_B},op-b,{100 * S},{102 * S},2\n"  # its parent and root were lost
+    )
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    for pod in (SVC_A, SVC_B):
+        (metrics / f"{pod}_metric.csv").write_text(f"{METRIC_HEADER}\nx,112,p,20,100\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [window] = import_windows("span-csv", spans, metrics=metrics, window_seconds=60)
+    assert (ORPHAN_ROOT, ("svc-b", "op-b")) in window.calls
+    assert not [w for w in caught if "without a metric file" in str(w.message)]
+
+
 def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Path) -> None:
     metrics = tmp_path / "metric"
     metrics.mkdir()
@@ -741,7 +761,7 @@ def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
 def test_otlp_json_ids_are_checked_as_the_receiver_checks_them(tmp_path: Path) -> None:
     fld = "resourceSpans[0].scopeSpans[0].spans[0]"
     for edit, field, message in (
-        ({"spanId": "zz"}, "spanId", 'expected 16 hex digits (a 8-byte id), got "zz"'),
+        ({"spanId": "zz"}, "spanId", 'expected 16 hex digits (an 8-byte id), got "zz"'),
         ({"traceId": "0" * 32}, "traceId", "an id of zeros is invalid"),
         ({"parentSpanId": "abc"}, "parentSpanId", "expected 16 hex digits"),
     ):

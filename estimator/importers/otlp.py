@@ -83,7 +83,8 @@ def _hex_id(where: Where, value: Any, size: int, fld: str, zero: bool = False) -
         raw = b""
     if len(raw) != size or len(text) != 2 * size:
         raise where.fail(
-            f"expected {2 * size} hex digits (a {size}-byte id), got {json.dumps(text)}", fld
+            f"expected {2 * size} hex digits ({'an' if size == 8 else 'a'} {size}-byte id), got {json.dumps(text)}",
+            fld,
         )
     if not zero and not any(raw):
         raise where.fail("an id of zeros is invalid (OTLP)", fld)

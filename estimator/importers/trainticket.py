@@ -42,7 +42,7 @@ from estimator.importers.common import (
 )
 from estimator.importers.spancsv import SUFFIXES, import_span_files
 from estimator.spans import NS_PER_S
-from estimator.windows import SeriesKey, Window
+from estimator.windows import ORPHAN_ROOT, SeriesKey, Window
 
 METRIC_SUFFIXES = ("_metric.csv.gz", "_metric.csv")
 TIME_COLUMN = "TimeStamp"
@@ -359,7 +359,7 @@ def join_metrics(
             ),
             stacklevel=2,
         )
-    traced = {step[0] for w in windows for path in w.calls for step in path}
+    traced = {step[0] for w in windows for path in w.calls for step in path if step != ORPHAN_ROOT}
     without = sorted(traced - {service_of_pod(_pod_of(path)) for path in paths})
     if without:
         warnings.warn(

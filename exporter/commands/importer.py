@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     seen_in = Counter(api for w in windows for api in api_counts(w.calls))  # windows per API
     apis = set(seen_in)
     print(
-        f"wrote {n} windows ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
+        f"wrote {count_of(n, 'window')} ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
         f"metrics, {with_latency} with API latency) to {out}",
         file=sys.stderr,
     )
