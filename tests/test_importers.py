@@ -472,6 +472,23 @@ def test_a_metric_file_may_hold_one_resource(tmp_path: Path, span_dir: Path) -> 
     )
 
 
+def test_a_window_dataset_given_as_raw_traces_is_refused_not_stripped(tmp_path: Path) -> None:
+    path = tmp_path / "windows.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "start": 0,
+                "end": 60,
+                "traces": [{"component": "a", "operation": "b"}],
+                "metrics": [{"component": "a", "resource": "cpu", "value": 1}],
+            }
+        )
+        + "\n"
+    )
+    with pytest.raises(InputError, match="line 1: this is a window of the window dataset"):
+        import_raw(path)
+
+
 def test_the_orphans_root_step_is_no_component_without_metrics(tmp_path: Path) -> None:
     spans = tmp_path / "spans"
     spans.mkdir()

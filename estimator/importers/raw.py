@@ -33,6 +33,12 @@ SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 
 def _entries(doc: Any, where: Where) -> Iterator[tuple[str, Any]]:
     """(field path, trace object) of each trace in one decoded document."""
+    if isinstance(doc, dict) and ({"start", "calls", "metrics"} & doc.keys()):
+        raise where.fail(
+            "this is a window of the window dataset (start, calls, traces, metrics): such a file "
+            "is used as it is (--data), not imported; the raw format holds traces only, each "
+            "with its 'end' time"
+        )
     if isinstance(doc, dict) and "traces" in doc:
         yield from ((f"traces[{i}]", t) for i, t in enumerate(where.items(doc["traces"], "traces")))
     elif isinstance(doc, list):
