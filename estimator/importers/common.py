@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import json
@@ -66,8 +67,10 @@ def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
     except pd.errors.EmptyDataError:
         why = "empty file"
     except pd.errors.ParserWarning as exc:
+        counts = _first_field_counts(path)
+        said = f"{counts[1]} fields where the header has {counts[0]}" if len(counts) == 2 else ""
         raise InputError(
-            f"the first row has more fields than the header ({exc})", source=str(path), line=2
+            said or "the first row has more fields than the header", source=str(path), line=2
         ) from exc
     except (EOFError, OSError, ValueError, pd.errors.ParserError) as exc:
         if not (
@@ -87,6 +90,16 @@ def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
         why = f"cut short ({exc})"
     warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)
     return None
+
+
+def _first_field_counts(path: Path) -> list[int]:
+    """Fields of a CSV file's header and first row (fewer where it has fewer lines)."""
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            return [len(row) for _, row in zip(range(2), csv.reader(handle), strict=False)]
+    except (OSError, EOFError, csv.Error):
+        return []
 
 
 def find_column(header: Sequence[str], spellings: Sequence[str]) -> str | None:
