@@ -538,6 +538,9 @@ def test_whatif_traffic_csv(trained: dict[str, Path], capsys: pytest.CaptureFixt
         bad.write_text(text)
         assert main(whatif) == 2
         assert f"{bad}, {where}" in capsys.readouterr().err
+    bad.write_text("start,/compose\n0,100\n3600,100\n")  # an hour apart
+    assert main(whatif) == 0
+    assert "1 row further than a window (60 s) after the row before" in capsys.readouterr().err
     bad.write_bytes(b"start,/compose\n0,\xff\n")
     assert main(whatif) == 2
     assert f"{bad}: not UTF-8 text (byte 18)" in capsys.readouterr().err

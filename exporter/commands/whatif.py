@@ -405,6 +405,16 @@ def _read_traffic_csv(
             traffic.append(dict(zip(apis, values[1:], strict=True)))
     if not traffic:
         raise InputError("holds no rows", source=str(path))
+    gaps = int(np.count_nonzero(np.diff(starts) > 1.01 * window_seconds))
+    if gaps:
+        warnings.warn(
+            DataWarning(
+                f"{path}: {count_of(gaps, 'row')} further than a window ({window_seconds:g} s) "
+                "after the row before: the rows are read as consecutive windows, the time "
+                "between them as if it had not passed (no calls are assumed there)"
+            ),
+            stacklevel=2,
+        )
     return traffic, np.asarray(starts)
 
 
