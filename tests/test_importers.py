@@ -792,6 +792,13 @@ def test_otlp_json_ids_are_checked_as_the_receiver_checks_them(tmp_path: Path) -
     assert import_otlp_json(path)[0].calls == {(("s", "/x"),): 1.0}
 
 
+def test_jaeger_import_of_another_format_names_what_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "otlp.json"
+    path.write_text(json.dumps({"resourceSpans": []}))
+    with pytest.raises(InputError, match=r"no 'data' list .*keys: resourceSpans.*otlp-json"):
+        import_jaeger(path)
+
+
 def test_json_errors_show_the_value_as_json_writes_it(tmp_path: Path) -> None:
     spans = [{"spanID": "s", "operationName": "/x", "startTime": 1, "duration": 1}]
     cases = [

@@ -83,7 +83,14 @@ def _service(span: dict[str, Any], processes: dict[str, Any], where: Where, fld:
 def spans_from_jaeger(doc: Any, source: str = "<input>", line: int | None = 1) -> list[Span]:
     """Validate one decoded Jaeger JSON document and return its spans."""
     where = Where(source, line)
-    data = where.items(where.obj(doc, None).get("data"), "data")
+    doc = where.obj(doc, None)
+    if "data" not in doc:
+        other = " (this looks like OTLP JSON: --format otlp-json)" if "resourceSpans" in doc else ""
+        keys = ", ".join(sorted(map(str, doc))[:5]) or "none"
+        raise where.fail(
+            f"no 'data' list of traces, as Jaeger JSON has (its keys: {keys}){other}", "data"
+        )
+    data = where.items(doc["data"], "data")
     out: list[Span] = []
     for t, trace in enumerate(data):
         tfld = f"data[{t}]"
