@@ -59,16 +59,15 @@ class Objective:
 
 def parse_objective(text: str) -> Objective:
     """'p99=100ms', 'p95=0.25s' or 'mean=40ms'."""
-    match = re.fullmatch(r"\s*(p\d{1,2}(?:\.\d+)?|p99\d+|mean)\s*=\s*(-?[0-9.]+)\s*(ms|s)\s*", text)
-    try:
-        seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)] if match else math.nan
-    except ValueError:  # '1..2ms'
-        match = None
+    match = re.fullmatch(
+        r"\s*(p\d{1,2}(?:\.\d+)?|p99\d+|mean)\s*=\s*(-?(?:\d+\.?\d*|\.\d+))\s*(ms|s)\s*", text
+    )
     if match is None:
         raise InputError(
             f"bad objective {text!r}: write it as p99=100ms, p95=0.25s, p99.9=1s or mean=40ms",
             field="slo",
         )
+    seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)]
     if not seconds > 0:
         raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
     statistic = match.group(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import io
 import json
 import math
 import re
@@ -94,10 +95,9 @@ def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
 
 def _first_field_counts(path: Path) -> list[int]:
     """Fields of a CSV file's header and first row (fewer where it has fewer lines)."""
-    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
-            return [len(row) for _, row in zip(range(2), csv.reader(handle), strict=False)]
+        with io.TextIOWrapper(open_binary(path), "utf-8", errors="replace", newline="") as text:
+            return [len(row) for _, row in zip(range(2), csv.reader(text), strict=False)]
     except (OSError, EOFError, csv.Error):
         return []
 
@@ -143,13 +143,12 @@ def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
     path = Path(text)
     if path.is_file():
         return [path]
-    ends = tuple(s.lower() for s in suffixes)
     if path.is_dir():
-        found = _files_of(path, ends)
+        found = _files_of(path, suffixes)
     elif any(ch in text for ch in "*?["):
         matches = [Path(p) for p in glob.glob(text)]
         found = [p for p in matches if p.is_file()]
-        found += [f for p in matches if p.is_dir() for f in _files_of(p, ends)]
+        found += [f for p in matches if p.is_dir() for f in _files_of(p, suffixes)]
     else:
         raise InputError("no such file, directory or glob match", source=text)
     if not found:
@@ -193,9 +192,9 @@ def files_below(root: Path, suffixes: Sequence[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and suffix_of(p, suffixes))
 
 
-def _files_of(folder: Path, ends: tuple[str, ...]) -> list[Path]:
-    """A folder's own files (not its subfolders') whose names end in one of `ends`."""
-    return [p for p in folder.iterdir() if p.is_file() and suffix_of(p, ends)]
+def _files_of(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """A folder's own files (not its subfolders') whose names end in one of `suffixes`."""
+    return [p for p in folder.iterdir() if p.is_file() and suffix_of(p, suffixes)]
 
 
 def read_text(path: Path) -> str:

@@ -209,12 +209,12 @@ def run(args: argparse.Namespace) -> int:
         ]
         rows = [{**row, "mae": m} for row, m in zip(evaluation.rows(), maes, strict=True)]
         scored = {
-            name: build_evaluation(windows, bundle.series, p) for name, p in baselines.items()
+            kind: build_evaluation(windows, bundle.series, p) for kind, p in baselines.items()
         }
-        for name, other in scored.items():
-            columns.append(f"{name}_accuracy")
+        for kind, other in scored.items():
+            columns.append(f"{kind}_accuracy")
             for row, value in zip(rows, other.accuracy, strict=True):
-                row[f"{name}_accuracy"] = float(value)
+                row[f"{kind}_accuracy"] = float(value)
         print(format_table(rows, columns))
         summary = evaluation.summary()
         print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
@@ -224,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
                 f"baselines, trained on the {part.start} windows before the range and scored on "
                 "the same windows:"
             )
-            for name, other in scored.items():
-                print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in other.summary().items()))
+            for kind, other in scored.items():
+                print(f"  {kind}: " + ", ".join(f"{k} {v:.3f}" for k, v in other.summary().items()))
                 _print_by_resource(other, "  ")
     if args.report is not None:
         say(f"writing the report to {args.report}")
