@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime
 
 
@@ -46,6 +47,11 @@ class ModelError(DeepRestError):
 class DataWarning(UserWarning):
     """Input that was read, but not all of it as it stands: a unit guessed, a file skipped, a
     window dropped. Importers warn with it (`warnings.warn`); the CLI prints each one."""
+
+
+def data_warning(text: str) -> None:
+    """Warn with a DataWarning that the CLI prints as `deeprest CMD: warning: text`, once."""
+    warnings.warn(DataWarning(text), stacklevel=3)
 
 
 def count_of(n: int, noun: str) -> str:

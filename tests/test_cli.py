@@ -98,8 +98,9 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
     assert main(["evaluate", "--model", str(trained["model"]), "--data", str(data)]) == 0
     said = capsys.readouterr()
     assert (
-        "1 series of the model's 5 has no usage in the range, so no score: timeline/cpu" in said.err
-    )
+        f"deeprest evaluate: warning: {data}: 1 series of the model's 5 has no usage in the "
+        "range, so no score: timeline/cpu"
+    ) in said.err
     assert "1 series in the data the model does not estimate: timeline-v2/cpu" in said.err
     assert (
         "1 series used nothing in the range (0 throughout: a component not running?), so no "
@@ -107,7 +108,7 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
     ) in said.err
     assert "another unit than the model was trained on?" in said.err
     assert "store/memory (9." in said.err and "e-07x, in MiB?)" in said.err
-    assert "starts where the model's training ended" in said.err
+    assert f"deeprest evaluate: warning: {data} starts where the model's training ended" in said.err
     # the summaries count the series with an accuracy: compose/cpu has none
     assert "  cpu (2 series): mean_accuracy" in said.out and "  memory (1 series)" in said.out
     assert " cores" in said.out and " MiB" in said.out  # mae in its unit

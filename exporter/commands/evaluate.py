@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
-from estimator.errors import InputError, count_of, first_few
+from estimator.errors import DataWarning, InputError, count_of, data_warning, first_few
 from estimator.evaluation import Evaluation, build_evaluation
 from estimator.models.history import HistoryForecaster
 from estimator.training import TrainConfig, check_trainable, train_bundle
@@ -50,7 +50,7 @@ def _check_series(
     measured: set[SeriesKey],
     evaluation: Evaluation,
     source: str,
-    say: Callable[[str], None],
+    warn: Callable[[str], None],
 ) -> None:
     """Warn of what the scores leave out or get wrong: the model's series without usage in the
     data (not scored) or with usage 0 throughout (no accuracy: WAPE divides by it), the data's
@@ -58,8 +58,8 @@ def _check_series(
     usage is a hundred times the estimate or less than a hundredth of it (another unit?)."""
     missing = [f"{c}/{r}" for c, r in series if (c, r) not in measured]
     if missing:
-        say(
-            f"warning: {source}: {count_of(len(missing), 'series')} of the model's "
+        warn(
+            f"{source}: {count_of(len(missing), 'series')} of the model's "
             f"{len(series)} {'has' if len(missing) == 1 else 'have'} no usage in the range, so "
             f"no score: {first_few(missing)} (renamed, or a resource spelled otherwise?)"
         )
@@ -68,14 +68,14 @@ def _check_series(
         peak = np.nanmax(np.abs(evaluation.actual), axis=0) if len(evaluation.actual) else []
     idle = [f"{c}/{r}" for (c, r), top in zip(series, peak, strict=False) if top == 0]
     if idle:
-        say(
-            f"warning: {source}: {count_of(len(idle), 'series')} used nothing in the range (0 "
+        warn(
+            f"{source}: {count_of(len(idle), 'series')} used nothing in the range (0 "
             f"throughout: a component not running?), so no accuracy: {first_few(idle)}"
         )
     unknown = sorted(f"{c}/{r}" for c, r in measured - set(series))
     if unknown:
-        say(
-            f"warning: {source}: {count_of(len(unknown), 'series')} in the data the model does "
+        warn(
+            f"{source}: {count_of(len(unknown), 'series')} in the data the model does "
             f"not estimate: {first_few(unknown)}"
         )
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
@@ -89,8 +89,8 @@ def _check_series(
         if np.isfinite(ratio) and ratio > 0 and not 1 / UNIT_SUSPECT <= ratio <= UNIT_SUSPECT
     ]
     if odd:
-        say(
-            f"warning: {source}: actual usage is over {UNIT_SUSPECT:g} times the estimate, or "
+        warn(
+            f"{source}: actual usage is over {UNIT_SUSPECT:g} times the estimate, or "
             f"under 1/{UNIT_SUSPECT:g} of it, in {count_of(len(odd), 'series')}: {first_few(odd)}; "
             "another unit than the model was trained on? (base units: cores, bytes)"
         )
@@ -145,7 +145,9 @@ def _baselines(
     for kind in BASELINES:
         say(f"training the {kind} baseline on the {len(before)} windows before the range")
         baseline = train_bundle(before, TrainConfig(model=kind))
-        _, pred = predict_range(baseline, recording, part, source)
+        with warnings.catch_warnings():  # the model's own estimates said what the data lacks
+            warnings.simplefilter("ignore", DataWarning)
+            _, pred = predict_range(baseline, recording, part, source)
         index = {key: j for j, key in enumerate(baseline.series)}
         aligned = np.full((pred.shape[0], len(series), 3), np.nan)
         for j, key in enumerate(series):
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.data:
         recording = load_windows(path)
         part = span(recording, args.start, args.end, str(path))
-        windows, pred = predict_range(bundle, recording, part, str(path), say)
+        windows, pred = predict_range(bundle, recording, part, str(path))
         measured = {key for w in windows for key in w.metrics}
         if not measured & set(bundle.series):
             raise InputError(
@@ -184,13 +186,13 @@ def run(args: argparse.Namespace) -> int:
                 source=str(path),
             )
         evaluation = build_evaluation(windows, bundle.series, pred)
-        _check_series(bundle.series, measured, evaluation, str(path), say)
+        _check_series(bundle.series, measured, evaluation, str(path), data_warning)
         baselines = (
             _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
         )
         if args.start is None and _starts_cold(bundle, windows):
-            say(
-                f"warning: {path} starts where the model's training ended, with none of the "
+            data_warning(
+                f"{path} starts where the model's training ended, with none of the "
                 "windows before it: the estimates of its first hours lack their traffic history "
                 "(and the RNN its look-back), as an exporter's first hours after a start would; "
                 "to score them as they run live, evaluate the whole recording with --from"

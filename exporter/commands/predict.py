@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     windows = load_windows(args.data)
     part = span(windows, args.start, args.end, str(args.data))
     say(f"estimating {part.stop - part.start} windows x {len(bundle.series)} series")
-    windows, pred = predict_range(bundle, windows, part, str(args.data), say)
+    windows, pred = predict_range(bundle, windows, part, str(args.data))
     rows = write_predictions(args.out, bundle, windows, pred)
     say(f"wrote {rows} rows to {args.out}")
     return 0

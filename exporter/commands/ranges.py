@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
 from estimator.bundle import Bundle
-from estimator.errors import InputError, count_of, utc_time
+from estimator.errors import InputError, count_of, data_warning, utc_time
 from estimator.importers.common import RECENT_SECONDS
 from estimator.training import ODD_WINDOWS, window_seconds_of
 from estimator.windows import Window, api_counts
@@ -101,7 +101,6 @@ def predict_range(
     windows: Sequence[Window],
     part: slice,
     source: str,
-    warn: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[Window], np.ndarray]:
     """The windows at `part` (see `span`) and their estimates [windows, series, 3].
 
@@ -109,7 +108,7 @@ def predict_range(
     traffic history and the models' look-back, so the first estimates of the range are not cold.
     The data is checked against the bundle first (`check_traffic`).
     """
-    check_traffic(bundle, windows[: part.stop], source, warn)
+    check_traffic(bundle, windows[: part.stop], source)
     pred, _ = bundle.predict(windows[: part.stop])
     return list(windows[part]), pred[part.start :]
 
@@ -140,9 +139,7 @@ def check_window_length(bundle: Bundle, windows: Sequence[Window], source: str) 
         )
 
 
-def check_traffic(
-    bundle: Bundle, windows: Sequence[Window], source: str, warn: Callable[[str], None]
-) -> None:
+def check_traffic(bundle: Bundle, windows: Sequence[Window], source: str) -> None:
     """Refuse windows the bundle cannot read: another window length (counts per window mean
     another thing, and so does the history's decay), or traffic of none of its APIs (another
     application). Warn where part of the calls are of APIs never seen in training: their usage
@@ -167,8 +164,8 @@ def check_traffic(
             source=source,
         )
     if share > UNSEEN_WARNING:
-        warn(
-            f"warning: {share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
+        data_warning(
+            f"{share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
             f"seen in training, or too rare to keep ({names}); their usage is estimated from the "
             "model's 'other' features, a guess"
         )
