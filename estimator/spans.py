@@ -30,8 +30,12 @@ Choices, made once here for every importer:
   and the root is a true root (an orphan standing as a root times no request).
 - Files are assembled as they are read (`windows_of_batches`), so memory holds a few files'
   spans, not a whole recording's: a trace is closed once SETTLE_BATCHES files in a row have
-  brought none of its spans. A trace whose spans lie further apart than that becomes separate
-  trees, as a trace cut off at the edge of a recording does.
+  brought none of its spans and the files have moved SETTLE_SECONDS past its last span (files
+  of a second each hold a minute of spans, not two seconds). A trace whose spans lie further
+  apart than that becomes separate trees, as a trace cut off at the edge of a recording does,
+  with a warning that counts them.
+- Where most trees lack a root span (a span without parent), a warning says so: no request
+  latency is known, and a parent id that marks roots otherwise is likely.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ whole path, so a chain of n spans would otherwise hold n^2/2 steps: one small re
 fill the memory."""
 SETTLE_BATCHES = 2
 """Files in a row without a span of a trace after which the trace is closed and counted."""
+SETTLE_SECONDS = 60
+"""And how far the files' span ends must have moved past a trace's last span end."""
+SPLIT_MEMORY_SECONDS = 3600
+"""How long a closed trace's id is kept to tell that a later span of it split it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,15 +475,32 @@ def latency_of(durations: dict[Pair, list[float]]) -> dict[Pair, Latency]:
     return {api: Latency.of(d) for api, d in sorted(durations.items())}
 
 
+@dataclass
+class Tally:
+    """What counting trees met: spans left out as too deep, trees, trees of a true root."""
+
+    too_deep: int = 0
+    trees: int = 0
+    rooted: int = 0
+
+
 def _count(
-    traces: Iterable[TracePaths], counts: Counts, durations: Durations, window_seconds: int
+    traces: Iterable[TracePaths],
+    counts: Counts,
+    durations: Durations,
+    window_seconds: int,
+    tally: Tally | None = None,
 ) -> int:
     """Add the paths of each tree to the counts of the window its root ends in, and its
-    duration to that window's durations of its API; returns the spans left out as too deep."""
+    duration to that window's durations of its API; returns the spans left out as too deep
+    (and adds what it met to `tally`)."""
     width = window_seconds * NS_PER_S
     too_deep = 0
+    trees = rooted = 0
     for trace in traces:
         too_deep += trace.too_deep
+        trees += 1
+        rooted += trace.rooted
         key = trace.end_ns // width
         calls = counts.get(key)
         if calls is None:
@@ -484,6 +509,10 @@ def _count(
         for path in trace.paths:
             calls[path] = calls.get(path, 0.0) + weight
         record_latency(trace, durations.setdefault(key, {}))
+    if tally is not None:
+        tally.too_deep += too_deep
+        tally.trees += trees
+        tally.rooted += rooted
     return too_deep
 
 
@@ -573,14 +602,20 @@ def windows_of_batches(
     counts: Counts = {}
     durations: Durations = {}
     pending = SpanColumns.empty()
-    last_seen: dict[str, int] = {}
+    open_traces: dict[
+        str, tuple[int, int]
+    ] = {}  # trace -> (last batch, last span end), oldest first
+    closed_at: dict[str, int] = {}  # recently closed trace -> the newest span end then
+    split: set[str] = set()  # traces a later span of which came after they were closed
+    newest = -1  # the latest span end so far
     covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
     span: list[int] = []  # without: the first and last span end of the recording
-    too_deep = 0
+    tally = Tally()
     routes = Routes()  # what earlier files showed of gateways
     named: list[tuple[int, bool]] = []  # with file_minutes: (minute of day, file has spans)
     anchors: list[int] = []  # the ns each file with spans says its minute starts
     agree = 0  # files whose spans end around the minute their name says
+    marker: str | None = None  # a parent id many top spans share: a root marker not known?
     for number, batch in enumerate(batches):
         batch = batch.resolved(unsaid)
         minute = file_minutes[number] if file_minutes and number < len(file_minutes) else None
@@ -596,21 +631,31 @@ def windows_of_batches(
         elif len(batch):
             ends = [min(batch.end_ns), max(batch.end_ns)]
             span = [min(span[0], ends[0]), max(span[1], ends[1])] if span else ends
+        if marker is None and len(batch):
+            marker = _common_lost_parent(batch) or ""
         pending.extend(batch)
-        last_seen.update(dict.fromkeys(batch.trace_ids, number))
-        closed = {t for t, seen in last_seen.items() if seen <= number - settle}
+        for trace_id, end in zip(batch.trace_ids, batch.end_ns, strict=True):
+            seen = open_traces.pop(trace_id, None)
+            open_traces[trace_id] = (number, end if seen is None else max(end, seen[1]))
+            if seen is None and trace_id in closed_at:
+                split.add(trace_id)
+        if len(batch):
+            newest = max(newest, max(batch.end_ns))
+        closed = _settled(open_traces, number - settle, newest - SETTLE_SECONDS * NS_PER_S)
         if not closed:
             continue
         done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
         open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
         trees = assemble_columns(pending.take(done), fold_gateway, routes)
-        too_deep += _count(trees, counts, durations, window_seconds)
+        _count(trees, counts, durations, window_seconds, tally)
         pending = pending.take(open_)
-        for trace_id in closed:
-            del last_seen[trace_id]
+        closed_at.update(dict.fromkeys(closed, newest))
+        _forget_before(closed_at, newest - SPLIT_MEMORY_SECONDS * NS_PER_S)
     trees = assemble_columns(pending, fold_gateway, routes)
-    too_deep += _count(trees, counts, durations, window_seconds)
-    _warn_too_deep(too_deep)
+    _count(trees, counts, durations, window_seconds, tally)
+    _warn_too_deep(tally.too_deep)
+    _warn_split(len(split), settle)
+    _warn_rootless(tally, marker or None)
     if anchors and agree >= NAMES_AGREE * len(anchors):  # names in another time zone: unused
         by_name = _name_covers(named, anchors)
         _drop_uncovered(counts, covers + by_name, window_seconds)
@@ -620,6 +665,78 @@ def windows_of_batches(
     elif span:
         _drop_edges(counts, span[0], span[1], window_seconds)
     return _windows(counts, durations, window_seconds)
+
+
+def _settled(open_traces: dict[str, tuple[int, int]], batch: int, end: int) -> set[str]:
+    """Remove and return the open traces, oldest first, last seen at `batch` or before and
+    ending at `end` or before; the first that is not stops the search (it closes later, with
+    whatever came after it)."""
+    closed = set()
+    for trace_id, (seen, last) in open_traces.items():
+        if seen > batch or last > end:
+            break
+        closed.add(trace_id)
+    for trace_id in closed:
+        del open_traces[trace_id]
+    return closed
+
+
+def _forget_before(closed_at: dict[str, int], end: int) -> None:
+    """Drop the closed traces (oldest first) closed when the files had reached `end` or before."""
+    old = []
+    for trace_id, when in closed_at.items():
+        if when > end:
+            break
+        old.append(trace_id)
+    for trace_id in old:
+        del closed_at[trace_id]
+
+
+def _common_lost_parent(batch: SpanColumns) -> str | None:
+    """A parent id that no span of the batch has and several traces' spans name: a mark of
+    roots ('-', 'nil') that `no_parent` of the importers does not know; None if none is."""
+    ids = set(batch.span_ids)
+    traces: dict[str, set[str]] = {}
+    for trace_id, parent in zip(batch.trace_ids, batch.parent_ids, strict=True):
+        if parent is not None and parent not in ids:
+            traces.setdefault(parent, set()).add(trace_id)
+    if not traces:
+        return None
+    parent, of = max(traces.items(), key=lambda item: len(item[1]))
+    return parent if len(of) >= 3 else None
+
+
+def _warn_split(traces: int, settle: int) -> None:
+    if traces:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(traces, 'trace')} had spans in files more than {settle} files and "
+                f"{SETTLE_SECONDS} s apart, and were counted in parts: a part after the first "
+                "is no request, its paths start at <unknown> (files that hold whole traces "
+                "keep them whole)"
+            ),
+            stacklevel=3,
+        )
+
+
+ROOTED_SHARE = 0.5
+"""Share of call trees, under which most lacking their root span is worth a warning."""
+
+
+def _warn_rootless(tally: Tally, marker: str | None) -> None:
+    if tally.trees < 10 or tally.rooted >= ROOTED_SHARE * tally.trees:
+        return
+    hint = (
+        f"; many name the parent {marker!r}, which no span has: a mark of roots?" if marker else ""
+    )
+    warnings.warn(
+        DataWarning(
+            f"{tally.trees - tally.rooted} of {count_of(tally.trees, 'call tree')} lack their "
+            "root span (a span without a parent: an empty, 0, 'root' or '-' parent id), so no "
+            f"request latency is known of them{hint}"
+        ),
+        stacklevel=3,
+    )
 
 
 DAY_NS = 86400 * NS_PER_S

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,9 @@ def test_windows_keep_each_apis_request_latency_from_the_root_span(tmp_path: Pat
     zeros = write_csv(tmp_path / "z.csv", [r.replace(",root,", ",0000000000000000,") for r in rows])
     [same] = import_span_csv(zeros)
     assert same.calls == window.calls and same.latency == window.latency
+    dashes = write_csv(tmp_path / "d.csv", [r.replace(",root,", ",-,") for r in rows])
+    [same] = import_span_csv(dashes)  # as some exports write an empty parent
+    assert same.calls == window.calls and same.latency == window.latency
 
 
 def test_span_csv_glob_and_keeping_gateway_spans(span_dir: Path) -> None:
@@ -236,18 +240,39 @@ def test_files_assembled_as_read_count_as_one_batch_does() -> None:
     assert sum(sum(w.calls.values()) for w in streamed) == len(spans)
 
 
-def test_a_trace_is_closed_after_settle_files_without_its_spans() -> None:
+def test_a_trace_is_closed_after_settle_files_and_seconds_without_its_spans() -> None:
     def batch(*spans: Span) -> SpanColumns:
         return columns_of(spans)
 
     root, child = span("t", "r", None, "gw", "api", 10.0), span("t", "c", "r", "svc", "op", 9.0)
+    other = span("u", "r", None, "gw", "api", 75.0)  # another trace, 65 s on
     near = [batch(root), batch(), batch(child)]  # one file between: still one tree
-    far = [batch(root), batch(), batch(), batch(child)]  # two files between: closed before
     whole = {(("gw", "api"),): 1.0, (("gw", "api"), ("svc", "op")): 1.0}
     assert calls_by_start(windows_of_batches(near, settle=2)) == {0.0: whole}
-    # the late child is its own tree, whose work counts below a step that is no API
-    split = {(("gw", "api"),): 1.0, (ORPHAN_ROOT, ("svc", "op")): 1.0}
-    assert calls_by_start(windows_of_batches(far, settle=2)) == {0.0: split}
+    # files of a second each: two files between, but a few seconds apart, it is still one tree
+    seconds = [batch(root), batch(), batch(), batch(child)]
+    assert calls_by_start(windows_of_batches(seconds, settle=2)) == {0.0: whole}
+    # two files and a minute between: closed before; the late child is its own tree, whose
+    # work counts below a step that is no API, and a warning counts the trace split so
+    far = [batch(root), batch(), batch(other), batch(child)]
+    with pytest.warns(DataWarning, match=r"1 trace had spans in files more than 2 files and 60 s"):
+        split = calls_by_start(windows_of_batches(far, settle=2))
+    assert split[0.0] == {(("gw", "api"),): 1.0, (ORPHAN_ROOT, ("svc", "op")): 1.0}
+
+
+def test_most_trees_without_a_root_span_are_said_with_the_parent_they_name() -> None:
+    spans = []
+    for t in range(12):  # every top span names the parent '~', which no span has
+        spans.append(span(f"t{t}", "a", "~", "front", "/home", 10.0 + t))
+        spans.append(span(f"t{t}", "b", "a", "svc", "op", 9.0 + t))
+    with pytest.warns(DataWarning, match="12 of 12 call trees lack their root span") as said:
+        windows = windows_of_batches([columns_of(spans)])
+    assert "many name the parent '~', which no span has" in str(said[0].message)
+    assert sum(w.calls[(ORPHAN_ROOT, ("front", "/home"))] for w in windows) == 12
+    rooted = [replace(s, parent_id=None) if s.span_id == "a" else s for s in spans]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # roots found: nothing to say
+        windows_of_batches([columns_of(rooted)])
 
 
 def test_parent_cycle_is_cut_and_counted_once() -> None:
@@ -385,6 +410,28 @@ def test_json_files_are_read_in_the_time_order_of_their_first_span(tmp_path: Pat
     windows = import_otlp_json(folder)
     root = (("frontend", "/cart"),)
     assert sum(w.calls.get(root, 0.0) for w in windows) == 3  # the duplicate counted once
+
+
+def test_a_time_in_another_unit_than_the_rest_is_refused_where_it_stands(tmp_path: Path) -> None:
+    t0 = 1675080000
+    rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(5)]
+    cells = rows[3].split(",")
+    cells[6] = str(int(cells[6]) // 10**6)  # milliseconds among nanoseconds: 1970
+    bad = write_csv(tmp_path / "mixed.csv", [*rows[:3], ",".join(cells), rows[4]])
+    with pytest.raises(InputError) as caught:
+        import_span_csv(bad)
+    assert (caught.value.line, caught.value.field) == (5, "EndTimeUnixNano")
+    assert "reads as 1970-01-01T00:27:" in str(caught.value)
+    assert "a time in another unit than the rest?" in str(caught.value)
+    spans = [
+        dict(os_(f"{k + 1:016x}", "", "/cart", t0 + k), traceId=f"{k + 1:032x}") for k in range(4)
+    ]
+    for key in ("startTimeUnixNano", "endTimeUnixNano"):
+        spans[2][key] = str(int(spans[2][key]) // 10**6)
+    path = tmp_path / "otlp.json"
+    path.write_text(json.dumps(otlp_request(spans, "frontend")))
+    with pytest.raises(InputError, match=r"span 0000000000000003 of trace 0+3 ends at 1970-"):
+        import_otlp_json(path)
 
 
 def test_otlp_json_one_request_per_line(tmp_path: Path) -> None:

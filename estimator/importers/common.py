@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+import statistics
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError, first_few
-from estimator.spans import Span, SpanColumns, windows_of_batches
+from estimator.errors import DataWarning, InputError, first_few, utc_time
+from estimator.spans import UNKNOWN_NS, Span, SpanColumns, windows_of_batches
 from estimator.windows import Window
 
 OnFile = Callable[[Path], None]
@@ -34,11 +35,15 @@ _POD_SUFFIXES = (
 )
 
 
+ROOT_MARKS = ("root", "-", "none", "null", "nil")
+"""Parent ids, besides empty and all zeros, that mark a span as its trace's root."""
+
+
 def no_parent(parent: str) -> bool:
-    """Whether a parent span id marks a root: empty, 'root', or all zeros (an unset id written
-    out, as conversions from protobuf or Zipkin give)."""
+    """Whether a parent span id marks a root: empty, all zeros (an unset id written out, as
+    conversions from protobuf or Zipkin give), or one of `ROOT_MARKS`."""
     text = parent.strip()
-    return not text.strip("0") or text.lower() == "root"
+    return not text.strip("0") or text.lower() in ROOT_MARKS
 
 
 def service_of_pod(pod: str) -> str:
@@ -124,6 +129,39 @@ only, since the units lie 1000x apart."""
 
 MAX_UNIX_NS = 2**63 - 1
 """The latest time that Unix nanoseconds in 64 bits hold (2262-04-11)."""
+
+
+def is_recent(seconds: float) -> bool:
+    """Whether unix seconds are a time of this century (see RECENT_SECONDS)."""
+    return RECENT_SECONDS[0] <= seconds < RECENT_SECONDS[1]
+
+
+def far_from(typical_s: float) -> str:
+    """What a message says of a time far from the rest, all of this century near `typical_s`."""
+    return (
+        f"where the file's other times are around {utc_time(typical_s)}: a time in another "
+        "unit than the rest?"
+    )
+
+
+def check_times_agree(cols: SpanColumns, source: str) -> None:
+    """Refuse a batch of spans whose times are mostly of this century and some not: a time in
+    another unit (milliseconds among nanoseconds) would count its request decades away."""
+    ends = cols.end_ns
+    if not ends:
+        return
+    typical = statistics.median_low(ends) / 1e9
+    if not is_recent(typical):
+        return
+    for i, end in enumerate(ends):
+        start = cols.start_ns[i]
+        for name, t in (("ends", end), ("starts", start)):
+            if t != UNKNOWN_NS and not is_recent(t / 1e9):
+                raise InputError(
+                    f"span {cols.span_ids[i]} of trace {cols.trace_ids[i]} {name} at "
+                    f"{utc_time(t / 1e9)}, {far_from(typical)}",
+                    source=source,
+                )
 
 
 def unix_unit(typical: float, default: int) -> tuple[int, str]:
@@ -383,6 +421,7 @@ def json_span_batches(
         for line, doc in json_documents(path):
             for span in parse(doc, str(path), line):
                 cols.append(span)
+        check_times_agree(cols, str(path))
         yield cols
         if on_file is not None:
             on_file(path)

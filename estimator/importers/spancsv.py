@@ -25,13 +25,16 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError, count_of
+from estimator.errors import DataWarning, InputError, count_of, utc_time
 from estimator.importers.common import (
     MAX_UNIX_NS,
+    RECENT_SECONDS,
     OnFile,
     expand_inputs,
+    far_from,
     find_column,
     in_time_order,
+    is_recent,
     no_parent,
     open_binary,
     read_csv_or_skip,
@@ -152,6 +155,18 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
         source,
         name,
     )
+    seconds = numbers.astype("float64") / 1e9
+    typical_s = typical * factor / 1e9
+    if is_recent(typical_s):  # and some time not: another unit than the rest
+        _refuse_rows(
+            ~seconds.between(*RECENT_SECONDS, inclusive="left"),
+            lambda row: (
+                f"{shown_cell(column.iloc[row])} reads as {utc_time(seconds.iloc[row])}, "
+                f"{far_from(typical_s)}"
+            ),
+            source,
+            name,
+        )
     out: list[int] = numbers.round().astype("int64").tolist()
     return out
 
