@@ -412,6 +412,27 @@ def test_json_files_are_read_in_the_time_order_of_their_first_span(tmp_path: Pat
     assert sum(w.calls.get(root, 0.0) for w in windows) == 3  # the duplicate counted once
 
 
+def test_span_csv_reads_names_literally_and_its_errors_name_what_the_file_says(
+    tmp_path: Path,
+) -> None:
+    rows = [row("t", "a", "root", GW, "/*", 61.0), row("t", "b", "a", SVC_A, "None", 61.0)]
+    [window] = import_span_csv(write_csv(tmp_path / "none.csv", rows))  # a span named None
+    assert (("ts-gateway-service", "/*"), ("svc-a", "None")) in window.calls
+    # a quoted line break above the bad row: the error names the line the row is on
+    broken = [row("t", "a", "root", GW, "/*", 61.0), row("t", "b", "a", SVC_A, '"GET\n/x"', 61.0)]
+    bad = row("t", "c", "a", SVC_A, "op", 61.0).split(",")
+    bad[6] = "12abc"
+    path = write_csv(tmp_path / "nl.csv", [*broken, ",".join(bad)])
+    with pytest.raises(InputError) as caught:
+        import_span_csv(path)
+    assert caught.value.line == 5 == path.read_text().splitlines().index(",".join(bad)) + 1
+    # another tool's column names: the error names the file's own
+    path.write_text(path.read_text().replace("EndTimeUnixNano", "end_time"))
+    with pytest.raises(InputError) as caught:
+        import_span_csv(path)
+    assert caught.value.field == "end_time (read as EndTimeUnixNano)"
+
+
 def test_a_time_in_another_unit_than_the_rest_is_refused_where_it_stands(tmp_path: Path) -> None:
     t0 = 1675080000
     rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(5)]

@@ -35,8 +35,9 @@ _POD_SUFFIXES = (
 )
 
 
-ROOT_MARKS = ("root", "-", "none", "null", "nil")
-"""Parent ids, besides empty and all zeros, that mark a span as its trace's root."""
+ROOT_MARKS = ("root", "-", "none", "null", "nil", "nan", "na", "n/a", "#n/a", "<na>")
+"""Parent ids, besides empty and all zeros, that mark a span as its trace's root: a missing
+parent as writers spell it."""
 
 
 def no_parent(parent: str) -> bool:

@@ -74,9 +74,10 @@ except ImportError:
     pass
 
 
-def _read_frame(path: Path) -> pd.DataFrame | None:
+def _read_frame(path: Path) -> tuple[pd.DataFrame, dict[str, str]] | None:
     """The needed columns of one CSV file, as read by pandas (blank lines dropped, the index
-    keeping each row's place); None for a file to skip (empty, or its gzip cut short)."""
+    keeping each row's place), named as REQUIRED and OPTIONAL name them, and the file's own
+    name of each; None for a file to skip (empty, or its gzip cut short)."""
     source = str(path)
     header = read_csv_or_skip(path, nrows=0)
     if header is None:
@@ -84,15 +85,20 @@ def _read_frame(path: Path) -> pd.DataFrame | None:
     columns = _match_columns([str(c) for c in header.columns], source)
     dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
     usecols = [columns[c] for c in (*REQUIRED, *OPTIONAL) if c in columns]
+    # Only an empty cell is missing: a span named None or NA is so named (pandas would read
+    # either as missing), and a parent id so written marks a root (`no_parent`).
+    literal = {"keep_default_na": False, "na_values": [""]}
     if ENGINE == "pyarrow":
-        frame = read_csv_or_skip(path, usecols=usecols, dtype=dtypes, engine="pyarrow")
+        frame = read_csv_or_skip(path, usecols=usecols, dtype=dtypes, engine="pyarrow", **literal)
     else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers; every
         # column is read, so that a row longer than the header is refused, not read shifted
-        frame = read_csv_or_skip(path, dtype=dtypes, engine="c", skip_blank_lines=False)
+        frame = read_csv_or_skip(
+            path, dtype=dtypes, engine="c", skip_blank_lines=False, low_memory=False, **literal
+        )
     if frame is None:
         return None
     frame = frame[usecols].rename(columns={found: name for name, found in columns.items()})
-    return frame.dropna(how="all")  # blank lines
+    return frame.dropna(how="all"), columns  # blank lines
 
 
 def _match_columns(header: list[str], source: str) -> dict[str, str]:
@@ -212,6 +218,36 @@ def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
     )
 
 
+def _columns_of_file(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -> SpanColumns:
+    """`_columns` of a file's frame; an error names the column as the file spells it, and the
+    line a row starts on where quoted fields hold line breaks (pandas counts rows)."""
+    try:
+        return _columns(frame, str(path))
+    except InputError as exc:
+        spelt = columns.get(exc.field or "", exc.field)
+        shown = spelt if spelt == exc.field else f"{spelt} (read as {exc.field})"
+        line = _physical_line(path, exc.line) if exc.line is not None else None
+        if (shown, line) == (exc.field, exc.line):
+            raise
+        raise InputError(exc.bare_message, source=exc.source, line=line, field=shown) from exc
+
+
+def _physical_line(path: Path, line: int) -> int:
+    """The line of a file that the row pandas numbers `line` (the header's is 1) starts on:
+    the same unless a quoted field above it holds a line break."""
+    try:
+        with io.TextIOWrapper(open_binary(path), "utf-8", errors="replace", newline="") as text:
+            reader = csv.reader(text)
+            starts = 1
+            for row_line, _ in enumerate(reader, start=1):
+                if row_line == line:
+                    return starts
+                starts = reader.line_num + 1
+    except (OSError, EOFError, csv.Error):
+        pass
+    return line
+
+
 def span_batches(
     paths: Sequence[Path],
     on_file: OnFile | None = None,
@@ -221,10 +257,10 @@ def span_batches(
     skipped as unreadable (empty, or cut short) is an empty batch, told to `unreadable` (its
     index) before it is yielded."""
     for i, path in enumerate(paths):
-        frame = _read_frame(path)
-        if frame is None and unreadable is not None:
+        read = _read_frame(path)
+        if read is None and unreadable is not None:
             unreadable(i)
-        yield SpanColumns.empty() if frame is None else _columns(frame, str(path))
+        yield SpanColumns.empty() if read is None else _columns_of_file(path, *read)
         if on_file is not None:
             on_file(path)
 
