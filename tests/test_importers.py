@@ -688,7 +688,8 @@ def test_span_csv_bad_rows(tmp_path: Path, rows: list[str], line: int, field: st
 
 
 def test_span_csv_bad_values_are_shown_as_written(tmp_path: Path) -> None:
-    for cell, shown in (("-5", "got -5"), ("n/a", "got an empty or not-available cell")):
+    cases = (("-5", "got -5"), ("n/a", "got 'n/a'"), ("", "got an empty or not-available cell"))
+    for cell, shown in cases:
         path = write_csv(tmp_path / "bad.csv", [f"t,a,root,{GW},/*,5,{cell},1"])
         with pytest.raises(InputError, match=f"expected a non-negative number, {shown}$"):
             import_span_csv(path)
