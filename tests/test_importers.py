@@ -433,6 +433,18 @@ def test_span_csv_reads_names_literally_and_its_errors_name_what_the_file_says(
     assert caught.value.field == "end_time (read as EndTimeUnixNano)"
 
 
+def test_files_of_a_folder_that_look_like_data_but_are_not_read_are_named(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", [row("t", "a", "root", GW, "/*", 61.0)])
+    (tmp_path / "b.csv.bz2").write_bytes(b"BZh9")
+    (tmp_path / "c.tsv").write_text("x\ty\n")
+    (tmp_path / "notes.md").write_text("# not data\n")
+    with pytest.warns(
+        DataWarning,
+        match=r"2 files skipped, of a name this format does not read \(it reads \.csv, \.csv\.gz\): .*b\.csv\.bz2, .*c\.tsv$",
+    ):
+        assert len(import_span_csv(tmp_path)) == 1
+
+
 def test_a_time_in_another_unit_than_the_rest_is_refused_where_it_stands(tmp_path: Path) -> None:
     t0 = 1675080000
     rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(5)]

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
-from estimator.errors import DataWarning, InputError, first_few, utc_time
+from estimator.errors import DataWarning, InputError, count_of, first_few, utc_time
 from estimator.spans import UNKNOWN_NS, Span, SpanColumns, windows_of_batches
 from estimator.windows import Window
 
@@ -184,12 +184,15 @@ def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
         return [path]
     if path.is_dir():
         found = _files_of(path, suffixes)
+        folders = [path]
     elif any(ch in text for ch in "*?["):
         matches = [Path(p) for p in glob.glob(text)]
         found = [p for p in matches if p.is_file()]
-        found += [f for p in matches if p.is_dir() for f in _files_of(p, suffixes)]
+        folders = [p for p in matches if p.is_dir()]
+        found += [f for p in folders for f in _files_of(p, suffixes)]
     else:
         raise InputError("no such file, directory or glob match", source=text)
+    _warn_unread(folders, suffixes)
     if not found:
         wanted = ", ".join(suffixes)
         below = sorted({f.parent for f in files_below(path, suffixes)}) if path.is_dir() else []
@@ -206,6 +209,29 @@ def expand_inputs(spec: str | Path, suffixes: Sequence[str]) -> list[Path]:
             )
         raise InputError(f"no input files found (looked for {wanted}){hint}", source=text)
     return sorted(set(found))
+
+
+LIKE_DATA = re.compile(r"\.(csv|tsv|json|jsonl|ndjson)(\.[a-z0-9]+)?$|\.(bz2|xz|zst|zip|7z)$")
+"""Names of files that hold data, likely, in a form the importers may not read."""
+
+
+def _warn_unread(folders: Sequence[Path], suffixes: Sequence[str]) -> None:
+    """Name, in a warning, the files of `folders` that look like data but have none of the
+    `suffixes` read (a .csv.bz2, a .tsv): skipped silently, they would be lost traffic."""
+    unread = sorted(
+        p
+        for folder in folders
+        for p in folder.iterdir()
+        if p.is_file() and not suffix_of(p, suffixes) and LIKE_DATA.search(p.name.lower())
+    )
+    if unread:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(unread), 'file')} skipped, of a name this format does not read "
+                f"(it reads {', '.join(suffixes)}): {first_few([str(p) for p in unread])}"
+            ),
+            stacklevel=3,
+        )
 
 
 def _glob_of(root: Path, folders: Sequence[Path]) -> str:
