@@ -445,6 +445,20 @@ def test_files_of_a_folder_that_look_like_data_but_are_not_read_are_named(tmp_pa
         assert len(import_span_csv(tmp_path)) == 1
 
 
+def test_a_gzip_file_cut_short_is_read_up_to_the_cut(tmp_path: Path) -> None:
+    t0 = 1675080000
+    rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(2000)]
+    whole = tmp_path / "whole.csv.gz"
+    write_csv(whole, rows, gz=True)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.7)])
+    with pytest.warns(DataWarning, match=r"cut\.csv\.gz: cut short .*read up to its last whole"):
+        windows = import_span_csv(cut)
+    counted = sum(w.calls[(("ts-gateway-service", "/*"),)] for w in windows)
+    assert 0 < counted < 2000  # what lies before the cut, less the edge windows dropped
+    assert max(w.end for w in windows) < t0 + 2000
+
+
 def test_a_time_in_another_unit_than_the_rest_is_refused_where_it_stands(tmp_path: Path) -> None:
     t0 = 1675080000
     rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(5)]

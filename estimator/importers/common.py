@@ -11,6 +11,7 @@ import math
 import re
 import statistics
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -58,9 +59,10 @@ def service_of_pod(pod: str) -> str:
     return pod
 
 
-def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
+def read_csv_or_skip(path: Path, salvage: bool = False, **options: Any) -> pd.DataFrame | None:
     """pandas.read_csv of an input file; None, with a DataWarning, for a file to skip: an empty
-    one, or one whose gzip stream is cut short. Other unreadable content is an InputError, a row
+    one, or one whose gzip stream is cut short (with `salvage`, its rows up to its last whole
+    line before the cut are read, with a warning). Other unreadable content is an InputError, a row
     with more fields than the header among it: its values would be read shifted (an unquoted
     comma) or under the wrong names. A trailing comma on every line is only an empty last field,
     and is read as such."""
@@ -95,8 +97,38 @@ def read_csv_or_skip(path: Path, **options: Any) -> pd.DataFrame | None:
                 ) from exc
             raise InputError(f"cannot read as CSV: {exc}", source=str(path)) from exc
         why = f"cut short ({exc})"
+        salvaged = _read_to_the_cut(path, options) if salvage else None
+        if salvaged is not None:
+            warnings.warn(
+                DataWarning(
+                    f"{path}: {why}; read up to its last whole line before the cut "
+                    f"({count_of(len(salvaged), 'row')})"
+                ),
+                stacklevel=3,
+            )
+            return salvaged
     warnings.warn(DataWarning(f"{path}: {why}; skipped"), stacklevel=3)
     return None
+
+
+def _read_to_the_cut(path: Path, options: dict[str, Any]) -> pd.DataFrame | None:
+    """The rows of a gzip file cut short, up to its last whole line before the cut; None where
+    none is whole or they do not read."""
+    try:
+        text = zlib.decompressobj(wbits=47).decompress(
+            path.read_bytes()
+        )  # what lies before the cut
+    except (OSError, zlib.error):
+        return None
+    whole = text[: text.rfind(b"\n") + 1]
+    if whole.count(b"\n") < 2:  # the header alone, or not even it
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(io.BytesIO(whole), **options)
+    except (ValueError, pd.errors.ParserError, pd.errors.ParserWarning):
+        return None
 
 
 def _first_field_counts(path: Path) -> list[int]:

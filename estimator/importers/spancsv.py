@@ -8,8 +8,9 @@ for the operation, end_time), so exports of other tracing back ends read as they
 Files are read in the time order of their first span (a name order such as HH_MM would put
 00_00 before 23_59 in a recording that crosses midnight). Times in microseconds, milliseconds or
 seconds are recognized by their magnitude and read as such, with a warning. Blank lines are
-skipped; an empty file, or one whose gzip stream is cut short, is skipped with a warning (its
-minutes then show as a gap); any other unreadable content is an error naming the line.
+skipped; an empty file is skipped with a warning, and one whose gzip stream is cut short is
+read up to the cut (skipped in the HH_MM_trace.csv layout: its minute shows as a gap); any other
+unreadable content is an error naming the line.
 """
 
 from __future__ import annotations
@@ -74,13 +75,17 @@ except ImportError:
     pass
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, dict[str, str]] | None:
+def _read_frame(path: Path, salvage: bool) -> tuple[pd.DataFrame, dict[str, str]] | None:
     """The needed columns of one CSV file, as read by pandas (blank lines dropped, the index
     keeping each row's place), named as REQUIRED and OPTIONAL name them, and the file's own
-    name of each; None for a file to skip (empty, or its gzip cut short)."""
+    name of each; None for a file to skip (empty, or its gzip cut short: see
+    `read_csv_or_skip` for `salvage`)."""
     source = str(path)
-    header = read_csv_or_skip(path, nrows=0)
+    with warnings.catch_warnings():  # the whole file's read says what it lacks
+        warnings.simplefilter("ignore", DataWarning)
+        header = read_csv_or_skip(path, salvage, nrows=0)
     if header is None:
+        read_csv_or_skip(path)  # None again, now with its warning
         return None
     columns = _match_columns([str(c) for c in header.columns], source)
     dtypes = {columns[c]: str for c in (*ID_COLUMNS, *NAME_COLUMNS)}
@@ -89,11 +94,19 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, dict[str, str]] | None:
     # either as missing), and a parent id so written marks a root (`no_parent`).
     literal = {"keep_default_na": False, "na_values": [""]}
     if ENGINE == "pyarrow":
-        frame = read_csv_or_skip(path, usecols=usecols, dtype=dtypes, engine="pyarrow", **literal)
+        frame = read_csv_or_skip(
+            path, salvage, usecols=usecols, dtype=dtypes, engine="pyarrow", **literal
+        )
     else:  # blank lines are kept (as empty rows) so that row numbers stay line numbers; every
         # column is read, so that a row longer than the header is refused, not read shifted
         frame = read_csv_or_skip(
-            path, dtype=dtypes, engine="c", skip_blank_lines=False, low_memory=False, **literal
+            path,
+            salvage,
+            dtype=dtypes,
+            engine="c",
+            skip_blank_lines=False,
+            low_memory=False,
+            **literal,
         )
     if frame is None:
         return None
@@ -252,12 +265,14 @@ def span_batches(
     paths: Sequence[Path],
     on_file: OnFile | None = None,
     unreadable: Callable[[int], None] | None = None,
+    salvage: bool = True,
 ) -> Iterator[SpanColumns]:
     """The spans of several CSV files, a batch per file, read as they are asked for; a file
     skipped as unreadable (empty, or cut short) is an empty batch, told to `unreadable` (its
-    index) before it is yielded."""
+    index) before it is yielded. With `salvage`, a gzip file cut short gives the rows before
+    the cut (where files of a minute each skip it: a minute lacking part is no minute)."""
     for i, path in enumerate(paths):
-        read = _read_frame(path)
+        read = _read_frame(path, salvage)
         if read is None and unreadable is not None:
             unreadable(i)
         yield SpanColumns.empty() if read is None else _columns_of_file(path, *read)
@@ -309,7 +324,7 @@ def import_span_files(
         minutes[i] = None
 
     return windows_of_files(
-        span_batches(paths, on_file, says_nothing),
+        span_batches(paths, on_file, says_nothing, salvage=False),  # a file cut short: a gap
         window_seconds,
         fold_gateway,
         60,

@@ -213,7 +213,9 @@ def read_pod_metrics(path: Path, window_seconds: int = 60, stamp: str = "end") -
     of the interval it measures (`_row_windows`). An empty file, or one whose gzip stream is cut
     short, is skipped with a warning."""
     source = str(path)
-    frame = read_csv_or_skip(path, dtype=str, keep_default_na=True, skip_blank_lines=False)
+    frame = read_csv_or_skip(
+        path, salvage=True, dtype=str, keep_default_na=True, skip_blank_lines=False
+    )
     if frame is None:
         return PodMetrics()
     frame = frame.dropna(how="all")  # blank lines; the index keeps each row's line
