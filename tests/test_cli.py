@@ -114,6 +114,30 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
     assert " cores" in said.out and " MiB" in said.out  # mae in its unit
 
 
+def test_evaluate_of_a_recording_with_the_training_windows_says_so(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = trained["root"] / "model60"
+    data = str(trained["train"])
+    assert (
+        main(["train", "--data", data, "--to", "60%", "--out", str(model), "--model", "linear"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--data", data]) == 0
+    said = capsys.readouterr().err
+    assert (
+        f"deeprest evaluate: warning: {data}: 120 of the 200 windows scored lie in the model's training range"
+        in said
+    )
+    assert "score the windows after it with --from" in said
+    assert main(["evaluate", "--model", str(model), "--data", data, "--from", "60%"]) == 0
+    assert "training range" not in capsys.readouterr().err
+    # another file on the training dates (a simulated test day) says nothing of it
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]) == 0
+    assert "training range" not in capsys.readouterr().err
+
+
 def test_evaluate_scores_baselines_trained_before_the_range_on_the_same_windows(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from estimator.bundle import Bundle, load_bundle
-from estimator.errors import DataWarning, InputError, count_of, data_warning, first_few
+from estimator.errors import (
+    DataWarning,
+    InputError,
+    count_of,
+    data_warning,
+    first_few,
+    utc_time,
+)
 from estimator.evaluation import Evaluation, build_evaluation
 from estimator.models.history import HistoryForecaster
 from estimator.training import TrainConfig, check_trainable, train_bundle
@@ -118,6 +125,17 @@ def _starts_cold(bundle: Bundle, windows: Sequence[Window]) -> bool:
     return abs(windows[0].start - float(end)) <= bundle.window_seconds
 
 
+def _in_training(bundle: Bundle, windows: Sequence[Window]) -> int:
+    """How many of the windows lie in the bundle's training range, where others lie after it:
+    a recording that holds the training windows and those after them, scored whole (a test
+    file of other traffic on the training dates, as simulated scenarios are, says nothing)."""
+    start, end = bundle.training.get("start"), bundle.training.get("end")
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return 0
+    inside = sum(start <= w.start and w.end <= end for w in windows)
+    return inside if any(w.start >= end for w in windows) else 0
+
+
 def _print_by_resource(evaluation: Evaluation, indent: str) -> None:
     for resource, figures in evaluation.by_resource().items():
         scores = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "series")
@@ -190,6 +208,15 @@ def run(args: argparse.Namespace) -> int:
         baselines = (
             _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
         )
+        seen = _in_training(bundle, windows)
+        if seen:
+            data_warning(
+                f"{path}: {seen} of the {count_of(len(windows), 'window')} scored lie in the "
+                f"model's training range ({utc_time(bundle.training['start'])} to "
+                f"{utc_time(bundle.training['end'])}): if they are the windows it learned from, "
+                "their scores flatter it; score the windows after it with --from "
+                f"{utc_time(bundle.training['end'])}"
+            )
         if args.start is None and _starts_cold(bundle, windows):
             data_warning(
                 f"{path} starts where the model's training ended, with none of the "
