@@ -459,6 +459,19 @@ def test_a_gzip_file_cut_short_is_read_up_to_the_cut(tmp_path: Path) -> None:
     assert max(w.end for w in windows) < t0 + 2000
 
 
+def test_times_rounded_to_a_few_values_are_said_to_be(tmp_path: Path) -> None:
+    t0 = 1675080000
+    rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k * 0.37) for k in range(200)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # whole times: nothing to say
+        import_span_csv(write_csv(tmp_path / "fine.csv", rows))
+    rounded = [",".join(r.split(",")[:5] + ["1.67508E+18"] * 2 + ["1"]) for r in rows]
+    with pytest.warns(
+        DataWarning, match="EndTimeUnixNano holds one time for all 200 spans: rounded"
+    ):
+        import_span_csv(write_csv(tmp_path / "rounded.csv", rounded))
+
+
 def test_a_time_in_another_unit_than_the_rest_is_refused_where_it_stands(tmp_path: Path) -> None:
     t0 = 1675080000
     rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k) for k in range(5)]

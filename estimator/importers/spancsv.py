@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -187,7 +188,35 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
             name,
         )
     out: list[int] = numbers.round().astype("int64").tolist()
+    _warn_rounded(out, source, name)
     return out
+
+
+ROUNDED_STEP_S = 10.0
+"""Times of a file that differ by this much at least, and never less, have been rounded."""
+
+
+def _warn_rounded(ns: list[int], source: str, name: str) -> None:
+    """Warn where a file's times come in coarse steps only (1.67508E+18, as a spreadsheet
+    writes a number of 19 digits): its spans' windows and latency are then made up."""
+    if len(ns) < 100:
+        return
+    distinct = np.unique(np.asarray(ns, dtype=np.int64))
+    step = float(np.diff(distinct).min()) / 1e9 if len(distinct) > 1 else math.inf
+    if step < ROUNDED_STEP_S:
+        return
+    held = (
+        f"one time for all {len(ns)} spans"
+        if len(distinct) == 1
+        else f"{len(distinct)} distinct times for {len(ns)} spans, none closer than {step:g} s"
+    )
+    warnings.warn(
+        DataWarning(
+            f"{source}: {name} holds {held}: rounded (as a spreadsheet writes 1.67508E+18)? "
+            "Spans are then counted in windows they did not end in, and latency reads 0"
+        ),
+        stacklevel=3,
+    )
 
 
 def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
