@@ -949,6 +949,25 @@ def test_a_metric_row_joins_the_window_holding_the_middle_of_what_it_measures(
     )
 
 
+@pytest.mark.parametrize(
+    ("stamp", "joined"),
+    [
+        ("end", {60: 0.02, 90: 0.02, 120: 0.03, 150: 0.03, 180: 0.04, 210: 0.04}),
+        ("start", {120: 0.02, 150: 0.02, 180: 0.03, 210: 0.03, 240: 0.04, 270: 0.04}),
+    ],
+)
+def test_metric_rows_wider_apart_than_the_windows_join_each_window_they_measure(
+    tmp_path: Path, stamp: str, joined: dict[int, float]
+) -> None:
+    path = tmp_path / "svc-a-5b67c48447-fj8b7_metric.csv"
+    path.write_text(f"{METRIC_HEADER}\nx,120,p,20,1\nx,180,p,30,1\nx,240,p,40,1\n")
+    with pytest.warns(DataWarning, match="metric rows come every 60 s, and windows are of 30 s"):
+        read = read_pod_metrics(path, 30, stamp)
+    assert {start: v for (start, r), v in read.values.items() if r == "cpu"} == pytest.approx(
+        joined
+    )
+
+
 def test_cli_import_reads_metric_times_as_starts_when_told(tmp_path: Path, span_dir: Path) -> None:
     from exporter.cli import main
 

@@ -188,15 +188,35 @@ class PodMetrics:
 
 
 def _row_windows(times: pd.Series, window_seconds: int, stamp: str) -> pd.Series:
-    """The window each metric row joins: the one holding the middle of the interval the row
-    measures. That interval ends at the row's time (`stamp` "end": a rate over the last minute,
-    as Prometheus and cAdvisor stamp it) or starts there ("start"); it is as long as the file's
-    usual spacing of rows, at most a window (a window for a file of one time)."""
+    """The windows each metric row joins, by the row's index (repeated where a row joins
+    several): the one holding the middle of the interval the row measures. That interval ends
+    at the row's time (`stamp` "end": a rate over the last minute, as Prometheus and cAdvisor
+    stamp it) or starts there ("start"); it is as long as the file's usual spacing of rows (a
+    window for a file of one time). Rows spaced two windows or more apart (in a file of three
+    rows or more) join each window
+    whose middle their interval holds, with a warning: a minute's rate is the mean rate of each
+    of its half-minutes, no better known."""
     check_stamp(stamp)
     steps = np.diff(np.unique(times.to_numpy(dtype=float)))
-    interval = min(float(np.median(steps)) if steps.size else window_seconds, window_seconds)
+    spacing = float(np.median(steps)) if steps.size else float(window_seconds)
+    interval = min(spacing, window_seconds)
     middle = times - interval / 2 if stamp == "end" else times + interval / 2
-    return (middle // window_seconds * window_seconds).astype("int64")
+    starts = (middle // window_seconds * window_seconds).astype("int64")
+    spread = int(spacing // window_seconds)
+    if spread < 2 or steps.size < 2:  # two rows far apart: a gap between them, as likely
+        return starts
+    warnings.warn(
+        DataWarning(
+            f"metric rows come every {spacing:g} s, and windows are of {window_seconds} s: each "
+            f"row's value is given to each of the {spread} windows it measures"
+        ),
+        stacklevel=3,
+    )
+    first = times - spacing if stamp == "end" else times  # where each row's interval starts
+    lowest = (np.ceil((first - window_seconds / 2) / window_seconds) * window_seconds).astype(
+        "int64"
+    )  # the first window whose middle the interval holds
+    return pd.concat([lowest + k * window_seconds for k in range(spread)]).sort_index()
 
 
 def check_stamp(stamp: str, flag: str = "stamp") -> str:
@@ -251,8 +271,8 @@ def read_pod_metrics(path: Path, window_seconds: int = 60, stamp: str = "end") -
             stacklevel=2,
         )
     for found, (resource, factor) in present.items():
-        values = _numbers(frame, found, source) * factor
-        means = values.groupby(starts).mean().dropna()
+        values = (_numbers(frame, found, source) * factor).reindex(starts.index)
+        means = values.groupby(starts.to_numpy()).mean().dropna()
         out.update(
             ((int(start), resource), float(v))
             for start, v in zip(means.index.tolist(), means.tolist(), strict=True)
