@@ -905,6 +905,18 @@ def test_jaeger_import_of_another_format_names_what_it_holds(tmp_path: Path) -> 
     path.write_text(json.dumps({"resourceSpans": []}))
     with pytest.raises(InputError, match=r"no 'data' list .*keys: resourceSpans.*otlp-json"):
         import_jaeger(path)
+    jaeger = tmp_path / "jaeger.json"
+    jaeger.write_text(json.dumps(jaeger_doc()))
+    with pytest.raises(InputError, match=r"no 'resourceSpans' list.*keys: data.*--format jaeger"):
+        import_otlp_json(jaeger)
+    nanoseconds = jaeger_doc()
+    span = nanoseconds["data"][0]["spans"][0]
+    span["startTime"] = 1675080000 * S
+    jaeger.write_text(json.dumps(nanoseconds))
+    with pytest.raises(InputError) as caught:
+        import_jaeger(jaeger)
+    assert caught.value.field == "data[0].spans[0].startTime"
+    assert "a time in nanoseconds, where Jaeger JSON gives microseconds" in str(caught.value)
 
 
 def test_json_errors_show_the_value_as_json_writes_it(tmp_path: Path) -> None:

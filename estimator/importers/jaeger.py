@@ -19,6 +19,7 @@ from estimator.importers.common import (
     MAX_UNIX_NS,
     OnFile,
     Where,
+    is_recent,
     json_span_batches,
     no_parent,
     windows_of_files,
@@ -100,7 +101,14 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int | None = 1) -
         for s, span in enumerate(where.items(trace.get("spans"), f"{tfld}.spans")):
             fld = f"{tfld}.spans[{s}]"
             span = where.obj(span, fld)
-            start_ns = where.unix_ns(span.get("startTime"), f"{fld}.startTime", 1000)
+            start = where.integer(span.get("startTime"), f"{fld}.startTime")
+            if is_recent(start / 1e9):
+                raise where.fail(
+                    f"{start} is a time in nanoseconds, where Jaeger JSON gives microseconds "
+                    "(an export of another tool? OTLP JSON: --format otlp-json)",
+                    f"{fld}.startTime",
+                )
+            start_ns = where.unix_ns(start, f"{fld}.startTime", 1000)
             end_ns = start_ns + where.integer(span.get("duration"), f"{fld}.duration") * 1000
             if end_ns > MAX_UNIX_NS:
                 raise where.fail("the span ends past the year 2262: not a time", f"{fld}.duration")

@@ -102,7 +102,15 @@ def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int | None = 1
     """Validate one decoded ExportTraceServiceRequest (JSON mapping) and return its spans."""
     where = Where(source, line)
     out: list[Span] = []
-    resource_spans = where.obj(doc, None).get("resourceSpans")
+    doc = where.obj(doc, None)
+    if "resourceSpans" not in doc and "resource_spans" not in doc:
+        other = " (this looks like Jaeger JSON: --format jaeger)" if "data" in doc else ""
+        keys = ", ".join(sorted(map(str, doc))[:5]) or "none"
+        raise where.fail(
+            f"no 'resourceSpans' list, as OTLP JSON has (its keys: {keys}){other}",
+            "resourceSpans",
+        )
+    resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
     for r, item in enumerate(where.items(resource_spans, "resourceSpans")):
         rfld = f"resourceSpans[{r}]"
         item = where.obj(item, rfld)
