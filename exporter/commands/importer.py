@@ -50,7 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-gateway-spans",
         action="store_true",
-        help="keep the spans of a catch-all gateway root in the call paths (folded by default)",
+        help="keep the spans of a catch-all gateway root in the call paths (folded by default); "
+        "they then stand where APIs do, and become the APIs",
     )
     parser.add_argument(
         "--sampling-ratio",
