@@ -11,7 +11,7 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.drift import drift_rates
-from estimator.errors import InputError
+from estimator.errors import InputError, count_of
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
@@ -60,14 +60,22 @@ def check_window_lengths(windows: Sequence[Window], source: str) -> None:
         )
 
 
+MIN_FIT_WINDOWS = 10
+"""Windows a model is fitted on before its validation tail."""
+MIN_TRAIN_WINDOWS = MIN_FIT_WINDOWS + 1
+"""Windows with usage that training needs: those to fit on and one to validate on, at least."""
+
+
 def check_trainable(windows: Sequence[Window], source: str) -> None:
     """Enough windows of one length with both traffic and usage to learn from, or a clear
     error."""
     check_window_lengths(windows, source)
     with_metrics = sum(1 for w in windows if w.metrics)
-    if with_metrics < 10:
+    if with_metrics < MIN_TRAIN_WINDOWS:
         raise InputError(
-            f"only {with_metrics} windows carry metrics; training needs at least 10", source=source
+            f"only {count_of(with_metrics, 'window')} carry metrics; training needs at least "
+            f"{MIN_TRAIN_WINDOWS} ({MIN_FIT_WINDOWS} to fit on, and 1 or more to validate on)",
+            source=source,
         )
     if not any(w.calls for w in windows):
         raise InputError("no window carries call paths (calls or traces)", source=source)

@@ -787,6 +787,17 @@ def test_a_validation_tail_that_leaves_too_few_windows_to_fit_exits_2_naming_it(
     assert main([*argv, "--validation-fraction", "0.8"]) == 2
     err = capsys.readouterr().err
     assert "field '--validation-fraction': 0.8 holds out 24 of the 30 windows, leaving 6" in err
+    assert "at most 0.67 of these windows may be held out" in err
+    # the least that trains: 11 windows, the one-window tail the advice names
+    write_windows(data, tiny_world(11, seed=3))
+    assert main([*argv, "--validation-fraction", "0.2"]) == 2
+    assert "at most 0.091 of these windows may be held out" in capsys.readouterr().err
+    assert main([*argv, "--validation-fraction", "0.091"]) == 0
+    write_windows(data, tiny_world(10, seed=3))
+    assert main([*argv, "--validation-fraction", "0.091"]) == 2
+    assert "only 10 windows carry metrics; training needs at least 11 (10 to fit on" in (
+        capsys.readouterr().err
+    )
 
 
 def test_an_empty_range_exits_2(

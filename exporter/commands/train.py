@@ -11,7 +11,7 @@ from pathlib import Path
 from estimator.bundle import save_bundle
 from estimator.errors import InputError
 from estimator.models import MODEL_KINDS
-from estimator.training import TrainConfig, check_trainable, train_bundle
+from estimator.training import MIN_FIT_WINDOWS, TrainConfig, check_trainable, train_bundle
 from estimator.windows import Window, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import parse_time, select
@@ -88,10 +88,6 @@ def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     return collect_training_windows(config, start, end), str(args.config)
 
 
-MIN_FIT_WINDOWS = 10
-"""Windows a model is fitted on before its validation tail (as many as training needs)."""
-
-
 def run(args: argparse.Namespace) -> int:
     say = Phases("train")
     output_dir(args.out, "--out")
@@ -110,10 +106,11 @@ def run(args: argparse.Namespace) -> int:
     check_trainable(windows, source)
     tail = max(1, round(len(windows) * args.validation_fraction))
     if len(windows) - tail < MIN_FIT_WINDOWS:
+        highest = (len(windows) - MIN_FIT_WINDOWS) / len(windows)  # one window held out at least
         raise InputError(
             f"{args.validation_fraction:g} holds out {tail} of the {len(windows)} windows, "
             f"leaving {len(windows) - tail} to fit on; a model needs at least {MIN_FIT_WINDOWS} "
-            "(lower it, or give more windows)",
+            f"(at most {highest:.2g} of these windows may be held out, or give more windows)",
             field="--validation-fraction",
         )
     started = time.monotonic()
