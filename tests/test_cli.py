@@ -872,11 +872,17 @@ def test_unwritable_outputs_exit_2_before_the_work(
         (["whatif", "--model", model, "--scale", "2", "--out", str(a_file)], "--out"),
         (["simulate", "--scenario", "normal", "--windows", "5", "--out", str(a_dir)], "--out"),
         (["train", "--data", test, "--max-paths", "0", "--out", str(root / "m0")], "--max-paths"),
+        # a folder that takes no new file, though access() says it may (as root)
+        (["predict", "--model", model, "--data", test, "--out", "/proc/p.csv"], "--out"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert f"field '{flag}'" in err and "Traceback" not in err, err
     nested = root / "new" / "deeper" / "pred.csv"
+    trial = ["predict", "--model", model, "--data", str(a_file), "--out", str(nested)]
+    assert main(trial) == 2  # the input does not read: the trial left no folder behind
+    assert not (root / "new").exists()
+    capsys.readouterr()
     assert main(["predict", "--model", model, "--data", test, "--out", str(nested)]) == 0
     assert nested.exists(), "the folders of an output are created"
 

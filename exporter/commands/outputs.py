@@ -20,7 +20,8 @@ def output_file(
     path: str | Path, flag: str, reads: Sequence[tuple[str, str | Path | None]] = ()
 ) -> Path:
     """A file the command will write (its folders are created on writing); not one of the
-    files it `reads` ((flag, path) pairs), which writing would destroy."""
+    files it `reads` ((flag, path) pairs), which writing would destroy; one that cannot be
+    created is said before the work, not after it."""
     path = Path(path)
     if path.is_dir():
         raise InputError("is a directory; expected a file to write", source=str(path), field=flag)
@@ -33,6 +34,21 @@ def output_file(
                 field=flag,
             )
     _check_writable_above(path, flag)
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise InputError("cannot write it", source=str(path), field=flag)
+        return path
+    missing = [p for p in path.absolute().parents if not p.exists()]
+    try:  # a trial: create it with its folders, then remove what was created
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=False)
+        path.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot create: {exc.strerror}", source=str(path), field=flag) from None
+    finally:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 
