@@ -726,6 +726,8 @@ def test_one_recording_splits_by_share_or_time(
     [
         (["simulate", "--scenario", "normal", "--attack-component", "nginx"], "--attack-component"),
         (["simulate", "--scenario", "normal", "--window-seconds", "0"], "--window-seconds"),
+        (["simulate", "--scenario", "normal", "--scale", "3"], "--scale"),  # scale's only
+        (["simulate", "--scenario", "scale", "--scale", "0"], "--scale"),
     ],
 )
 def test_errors_name_a_flag_as_it_is_typed(

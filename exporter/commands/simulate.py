@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--app-seed", type=int, default=0, help="application seed: costs, caches (default 0)"
     )
     parser.add_argument(
-        "--scale", type=float, default=3.0, help="users multiplier of 'scale' (default 3)"
+        "--scale", type=float, help="users multiplier of the 'scale' scenario (default 3)"
     )
     parser.add_argument(
         "--users", type=float, default=1000.0, help="users at the daily peak (default 1000)"
@@ -65,6 +65,12 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         windows = max(1, round(args.days * probe.day))
     else:
         windows = probe.day if args.windows is None else args.windows
+    if args.scale is not None and args.scenario != "scale":
+        raise InputError(
+            f"applies to the scale scenario only (not {args.scenario}); for more users on any "
+            "scenario give --users",
+            field="--scale",
+        )
     return SimulationConfig(
         scenario=args.scenario,
         seed=args.seed,
@@ -73,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> SimulationConfig:
         window_seconds=args.window_seconds,
         day_windows=args.day_windows,
         users=args.users,
-        scale=args.scale,
+        **({} if args.scale is None else {"scale": args.scale}),
         attack_component=args.attack_component,
         attack_start=args.attack_start,
         attack_length=args.attack_length,
