@@ -37,9 +37,30 @@ def _layout_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _manifest_digest(manifest: dict[str, Any]) -> str:
-    fields = {k: v for k, v in manifest.items() if k != "files"}
+def _manifest_digest(manifest: dict[str, Any], steady: bool = True) -> str:
+    """The digest of the manifest but its file checksums and (with `steady`; bundles saved
+    before it digested them too) what differs between two trainings of the same model."""
+    fields = {k: v for k, v in (_steady(manifest) if steady else manifest).items() if k != "files"}
     return WHOLE + hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+CIRCUMSTANCES = ("seconds",)
+"""Training fields that say how a training went, not what it made (its wall time)."""
+
+
+def _steady(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without CIRCUMSTANCES: two trainings on the same data and parameters give
+    the same model, and so the same digest and version."""
+    training = manifest.get("training")
+    if not isinstance(training, dict):
+        return manifest
+    kept = {k: v for k, v in training.items() if k not in CIRCUMSTANCES}
+    return {**manifest, "training": kept}
+
+
+def _version(manifest: dict[str, Any]) -> str:
+    """A bundle's version: 12 hex digits of the digest of its steady manifest, files included."""
+    return hashlib.sha256(json.dumps(_steady(manifest), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -125,7 +146,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     (tmp / MANIFEST).write_text(text, encoding="utf-8")
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
-    bundle.version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    bundle.version = _version(manifest)
     return directory
 
 
@@ -230,7 +251,7 @@ def load_bundle(directory: str | Path) -> Bundle:
         training=training,
         validation=validation,
         synthesizer=synthesizer,
-        version=hashlib.sha256(text.encode()).hexdigest()[:12],
+        version=_version(manifest),
     )
 
 
@@ -238,7 +259,7 @@ def _check_digest(path: Path, digest: str, manifest: dict[str, Any]) -> None:
     """The manifest as saved: every field (a bundle's own digest), or, in bundles saved before
     that, its series, vocabulary and window length."""
     if digest.startswith(WHOLE):
-        if digest != _manifest_digest(manifest):
+        if digest not in (_manifest_digest(manifest), _manifest_digest(manifest, steady=False)):
             raise BundleError(
                 f"{path}: differs from the manifest the model was saved with (an edited manifest "
                 "would change or relabel the estimates); retrain, or restore the bundle"

@@ -678,6 +678,25 @@ def test_damaged_bundles_get_a_clear_error(
     assert code == 2  # the bundle given is bad input
 
 
+def test_two_trainings_on_the_same_data_give_one_version_whatever_their_wall_time(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    args = ["train", "--data", str(trained["train"]), "--model", "linear"]
+    versions = []
+    for name in ("a", "b"):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+        versions.append(load_bundle(tmp_path / name).version)
+    manifest = tmp_path / "b" / "manifest.json"
+    edited = json.loads(manifest.read_text())
+    edited["training"]["seconds"] += 100.0  # another wall time: still the same model
+    manifest.write_text(json.dumps(edited))
+    assert load_bundle(tmp_path / "b").version == versions[0] == versions[1]
+    edited["training"]["end"] += 60.0  # what the model is: refused as edited
+    manifest.write_text(json.dumps(edited))
+    with pytest.raises(BundleError, match="differs from the manifest the model was saved with"):
+        load_bundle(tmp_path / "b")
+
+
 def test_a_share_without_its_percent_sign_is_refused_on_a_recent_dataset() -> None:
     from exporter.commands.ranges import span
 
