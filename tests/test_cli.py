@@ -1005,6 +1005,11 @@ def test_capacity_line_says_the_unit_and_when_the_base_is_over_already() -> None
     )
     line = capacity_line({key: Allowed(2.5, 3.0)}, limits, "the base traffic", peaks={key: 4e8})
     assert "extrapolation" not in line
+    cpu = ("db", "cpu")  # no cache stops CPU short: more calls may cost more there instead
+    line = capacity_line({cpu: Allowed(2.5, 3.0)}, {cpu: 0.5}, "the base traffic", peaks={cpu: 0.2})
+    assert line.endswith(
+        "where a saturated resource (a lock, a disk, a full core) may cost more per call there)"
+    )
     line = capacity_line({key: Allowed(0.0, 0.0)}, limits, "the base traffic")
     assert line == (
         "capacity: db/memory is over its limit (286 MiB) already: its upper band is over it even "

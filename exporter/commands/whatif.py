@@ -687,9 +687,14 @@ def capacity_line(
         )
     over = f": {what} is over it already" if allowed.upper < 1 else ""
     peak = (peaks or {}).get(key, math.nan)
+    why = (
+        "a cache, pool or heap may stop short of it"
+        if key[1] == "memory"
+        else "a saturated resource (a lock, a disk, a full core) may cost more per call there"
+    )
     beyond = (
         f" (the limit is {limits[key] / peak:.2f}x the most it used in training: an "
-        "extrapolation, where a cache, pool or heap may stop short of it)"
+        f"extrapolation, where {why})"
         if peak > 0 and limits[key] > peak
         else ""
     )
