@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -11,13 +12,13 @@ import numpy as np
 
 from estimator.bundle import Bundle
 from estimator.drift import drift_rates
-from estimator.errors import InputError, count_of
+from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.models.auto import AutoModel
 from estimator.synthesizer import Synthesizer, folded_api_counts, traffic_of
-from estimator.windows import Pair, Window, series_of, targets
+from estimator.windows import Pair, SeriesKey, Window, series_of, targets
 
 Progress = Callable[[str], None]
 
@@ -103,6 +104,37 @@ def validate_tail(
     }
 
 
+def _learnable(
+    series: list[SeriesKey], Y: np.ndarray, validation_fraction: float
+) -> tuple[list[SeriesKey], np.ndarray]:
+    """The series with usage in MIN_FIT_WINDOWS or more of the windows fitted on (those before
+    the validation tail), and their targets; the others are left out with a warning (a model
+    of a few points, or of none before the tail, would be published live as a guess), and
+    none left is an error."""
+    head = len(Y) - max(1, int(round(len(Y) * validation_fraction)))
+    measured = (~np.isnan(Y[:head])).sum(axis=0)
+    scarce = measured < MIN_FIT_WINDOWS
+    if not scarce.any():
+        return series, Y
+    if scarce.all():
+        raise InputError(
+            f"no series has usage in {MIN_FIT_WINDOWS} or more of the {head} windows fitted on "
+            "(those before the validation tail): give windows where usage was measured"
+        )
+    left = [
+        f"{c}/{r} ({int(n)})" for (c, r), n, s in zip(series, measured, scarce, strict=True) if s
+    ]
+    warnings.warn(
+        DataWarning(
+            f"{count_of(len(left), 'series')} left out, with usage in fewer than "
+            f"{MIN_FIT_WINDOWS} of the {head} windows fitted on (before the validation tail), "
+            f"too few to learn from: {first_few(left)}"
+        ),
+        stacklevel=3,
+    )
+    return [key for key, s in zip(series, scarce, strict=True) if not s], Y[:, ~scarce]
+
+
 def _peaks(Y: np.ndarray) -> np.ndarray:
     """Each series' highest usage in training (NaN where it has none)."""
     out = np.full(Y.shape[1], np.nan)
@@ -135,6 +167,7 @@ def train_bundle(
     series = series_of(windows)
     X, _ = vocabulary.transform(windows)
     Y = targets(windows, series)
+    series, Y = _learnable(series, Y, config.validation_fraction)
     say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
     params = dict(config.model_params)
     if config.model == "auto":

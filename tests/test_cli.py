@@ -678,6 +678,36 @@ def test_damaged_bundles_get_a_clear_error(
     assert code == 2  # the bundle given is bad input
 
 
+def test_series_with_usage_in_too_few_windows_to_learn_from_are_left_out_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = tiny_world(100, seed=4)
+    for i, w in enumerate(windows):
+        if i not in (5, 6):  # measured twice only
+            del w.metrics[("store", "memory")]
+        if i < 90:  # measured only in the validation tail
+            del w.metrics[("compose", "cpu")]
+    data = tmp_path / "scarce.jsonl"
+    write_windows(data, windows)
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(data), "--out", str(out), "--model", "linear"]) == 0
+    said = capsys.readouterr().err
+    assert (
+        "deeprest train: warning: 2 series left out, with usage in fewer than 10 of the 80 "
+        "windows fitted on (before the validation tail), too few to learn from: compose/cpu (0), "
+        "store/memory (2)"
+    ) in said
+    assert {("compose", "cpu"), ("store", "memory")}.isdisjoint(load_bundle(out).series)
+    fresh = tiny_world(100, seed=4)
+    for i, w in enumerate(fresh):  # none left to learn: 9 windows of usage before the tail
+        w.metrics = {("compose", "cpu"): w.metrics[("compose", "cpu")]} if i < 9 or i >= 90 else {}
+    write_windows(data, fresh)
+    assert main(["train", "--data", str(data), "--out", str(out), "--model", "linear"]) == 2
+    assert (
+        "no series has usage in 10 or more of the 80 windows fitted on" in capsys.readouterr().err
+    )
+
+
 def test_two_trainings_on_the_same_data_give_one_version_whatever_their_wall_time(
     trained: dict[str, Path], tmp_path: Path
 ) -> None:
