@@ -29,7 +29,11 @@ class Evaluation:
 
     @property
     def coverage(self) -> np.ndarray:
-        return coverage(self.pred, self.actual)
+        """Band coverage per series; NaN for a series without a band (a baseline that never
+        saw it), which a share of 0 would count as a band that misses."""
+        out = coverage(self.pred, self.actual)
+        out[np.isnan(self.pred[..., [0, 2]]).all(axis=(0, 2))] = np.nan
+        return out
 
     @property
     def mae(self) -> np.ndarray:

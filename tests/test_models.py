@@ -568,6 +568,20 @@ def test_an_evaluation_without_oracle_summarizes_and_one_of_unused_series_says_n
         assert np.isnan(idle.summary()["mean_accuracy"])
 
 
+def test_an_evaluation_gives_no_coverage_to_a_series_without_a_band() -> None:
+    """A baseline that never saw a series (NaN estimates) has no band there to miss: its
+    coverage is unknown, not 0, and the mean coverage is that of the series with a band."""
+    from estimator.evaluation import Evaluation
+
+    series = [("a", "cpu"), ("b", "cpu")]
+    actual = np.array([[1.0, 2.0], [2.0, 3.0]])
+    pred = np.stack([actual * 0.9, actual, actual * 1.1], axis=-1)
+    pred[:, 1] = np.nan
+    evaluation = Evaluation(series, np.arange(2.0), actual, pred, None)
+    assert evaluation.coverage[0] == 1.0 and np.isnan(evaluation.coverage[1])
+    assert evaluation.summary()["coverage"] == 1.0
+
+
 @pytest.mark.parametrize("mode", ["all", "own", "none"])
 def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
     world: tuple[Vocabulary, np.ndarray, np.ndarray], mode: str
