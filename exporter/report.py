@@ -7,6 +7,7 @@ import html
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +118,20 @@ def plot_component(evaluation: Evaluation, component: str, path: Path, title: st
     plt.close(fig)
 
 
-def html_table(rows: Sequence[Mapping[str, object]]) -> str:
-    """An HTML table of rows (floats with 3 decimals)."""
+def html_table(
+    rows: Sequence[Mapping[str, object]],
+    columns: Sequence[str] | None = None,
+    missing: str = "nan",
+) -> str:
+    """An HTML table of rows (floats with 3 decimals), of `columns` or the first row's keys."""
     if not rows:
         return "<p>no series</p>"
-    columns = list(rows[0])
+    columns = list(rows[0]) if columns is None else columns
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r[c], 'nan'))}</td>" for c in columns) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(_cell(r.get(c, ''), missing))}</td>" for c in columns)
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -154,23 +161,129 @@ def write_page(directory: Path, title: str, parts: Sequence[str]) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline's scores on a dataset's range, and how long it took to train."""
+
+    evaluation: Evaluation
+    seconds: float = math.nan
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One dataset's scores: the model's, and those of the baselines trained on the `trained_on`
+    windows before the range (none without --baselines)."""
+
+    evaluation: Evaluation
+    baselines: Mapping[str, Baseline] = field(default_factory=dict)
+    trained_on: int = 0
+
+
+@dataclass(frozen=True)
+class ModelAbout:
+    """What the report says of the model: its kind, a line about it, its training time."""
+
+    kind: str
+    description: str
+    seconds: float = math.nan
+
+
+def series_table(scored: Scored) -> tuple[list[dict[str, object]], list[str]]:
+    """Rows and columns of the per-series table: the model's figures (MAE in its unit, as
+    `quantity` writes it) and each baseline's accuracy beside them."""
+    evaluation = scored.evaluation
+    columns = ["component", "resource", "accuracy", "coverage", "mae"]
+    if evaluation.oracle is not None:
+        columns.append("oracle_accuracy")
+    rows = [
+        {**row, "mae": quantity(float(v), r)}
+        for row, v, (_, r) in zip(evaluation.rows(), evaluation.mae, evaluation.series, strict=True)
+    ]
+    for kind, baseline in scored.baselines.items():
+        columns.append(f"{kind}_accuracy")
+        for row, value in zip(rows, baseline.evaluation.accuracy, strict=True):
+            row[f"{kind}_accuracy"] = float(value)
+    return rows, columns
+
+
+def figures(values: Mapping[str, float]) -> str:
+    """`mean_accuracy 0.959, worst_accuracy 0.950, ...`, leaving out what is not known (the
+    coverage of a baseline without bands)."""
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items() if not math.isnan(v))
+
+
+def resource_lines(evaluation: Evaluation) -> list[str]:
+    """`cpu (20 series): mean_accuracy 0.960, ...`: the summary of each resource."""
+    return [
+        f"{resource} ({values['series']:.0f} series): "
+        + figures({k: v for k, v in values.items() if k != "series"})
+        for resource, values in evaluation.by_resource().items()
+    ]
+
+
+def baselines_heading(scored: Scored) -> str:
+    """The line that introduces the baselines' summaries."""
+    return (
+        f"baselines, trained on the {scored.trained_on} windows before the range and scored on "
+        "the same windows:"
+    )
+
+
+def _summary_html(name: str, evaluation: Evaluation) -> str:
+    """A summary line and the per-resource lines under it."""
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in resource_lines(evaluation))
+    text = f"{name}: {figures(evaluation.summary())}"
+    return f"<p>{html.escape(text)}</p>" + (f"<ul>{lines}</ul>" if lines else "")
+
+
+def _side_by_side(scored: Scored, model: ModelAbout) -> str:
+    """The model and each baseline in one table: their summaries and training time."""
+    rows: list[dict[str, object]] = [
+        {
+            "model": f"{model.kind} (model)",
+            **scored.evaluation.summary(),
+            "training_seconds": model.seconds,
+        }
+    ]
+    for kind, baseline in scored.baselines.items():
+        rows.append(
+            {"model": kind, **baseline.evaluation.summary(), "training_seconds": baseline.seconds}
+        )
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns.append(columns.pop(columns.index("training_seconds")))
+    return html_table(rows, columns, missing="n/a")
+
+
+def dataset_section(scored: Scored, model: ModelAbout) -> list[str]:
+    """The HTML of one dataset's scores, as `evaluate` prints them, without its plots."""
+    parts = [_summary_html("summary", scored.evaluation)]
+    if scored.baselines:
+        parts.append(f"<p>{html.escape(baselines_heading(scored))}</p>")
+        parts.append(_side_by_side(scored, model))
+        parts += [_summary_html(k, b.evaluation) for k, b in scored.baselines.items()]
+    parts.append(html_table(*series_table(scored)))
+    return parts
+
+
 def write_report(
     directory: Path,
-    evaluations: Mapping[str, Evaluation],
-    model_description: str,
+    datasets: Mapping[str, Scored],
+    model: ModelAbout,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Path:
-    """HTML report with a table and per-component plots for each scenario; returns index.html."""
+    """HTML report with the scores and per-component plots of each dataset; returns index.html."""
     directory.mkdir(parents=True, exist_ok=True)
-    parts = [f"<h1>DeepRest evaluation</h1><p>{html.escape(model_description)}</p>"]
-    for scenario, evaluation in evaluations.items():
-        progress(f"plots of {scenario}: {len({c for c, _ in evaluation.series})} components")
-        summary = evaluation.summary()
-        parts.append(f"<h2>{html.escape(scenario)}</h2><p>")
-        parts.append(", ".join(f"{k} {v:.3f}" for k, v in summary.items()) + "</p>")
-        parts.append(html_table(evaluation.rows()))
+    about = model.description
+    if not math.isnan(model.seconds):
+        about += f"; trained in {model.seconds:.1f} s"
+    parts = [f"<h1>DeepRest evaluation</h1><p>{html.escape(about)}</p>"]
+    for name, scored in datasets.items():
+        evaluation = scored.evaluation
+        progress(f"plots of {name}: {len({c for c, _ in evaluation.series})} components")
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts += dataset_section(scored, model)
         components = sorted({c for c, _ in evaluation.series})
-        parts += component_images(directory, scenario, evaluation, components)
+        parts += component_images(directory, name, evaluation, components)
     return write_page(directory, "DeepRest evaluation", parts)
 
 

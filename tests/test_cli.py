@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
+import re
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -153,6 +155,65 @@ def test_evaluate_scores_baselines_trained_before_the_range_on_the_same_windows(
         line = next(x for x in out.splitlines() if x.startswith(f"  {name}: mean_accuracy"))
         assert 0.0 < float(line.split()[2].rstrip(",")) <= 1.0
     assert main([*evaluate, "--from", "5", "--baselines"]) == 2  # 5 windows: too few to train
+
+
+def test_evaluate_report_sets_the_baselines_beside_the_model_with_training_times(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = trained["root"] / "report-baselines"
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["train"])]
+    assert main([*evaluate, "--from", "60%", "--baselines", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
+    for column in ("linear_accuracy", "ols-api_accuracy", "history_accuracy", "training_seconds"):
+        assert f"<th>{column}</th>" in page
+    assert "baselines, trained on the 120 windows before the range" in page
+    # every summary the command line prints, the model's and each baseline's, as it prints it
+    summaries = [x.strip() for x in out.splitlines() if ": mean_accuracy" in x]
+    assert len(summaries) == 4 * 3  # the model and 3 baselines: overall, cpu and memory
+    for line in summaries:
+        assert f"{line}<" in page
+    seconds = json.loads((trained["model"] / "manifest.json").read_text())["training"]["seconds"]
+    model_row = re.search(r"<tr><td>linear \(model\)</td>(.*?)</tr>", page)
+    assert model_row is not None and model_row[1].endswith(f"<td>{seconds:.3f}</td>")
+    for name in ("linear", "ols-api", "history"):
+        row = re.search(rf"<tr><td>{name}</td>(<td>[^<]*</td>)+</tr>", page)
+        assert row is not None and float(row[1][4:-5]) > 0.0  # its training time, in seconds
+
+
+def test_evaluate_report_gives_the_summary_of_each_resource(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = trained["root"] / "report-resources"
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
+    assert main([*evaluate, "--report", str(report)]) == 0
+    lines = [x.strip() for x in capsys.readouterr().out.splitlines() if " series): " in x]
+    assert [x.split(" (")[0] for x in lines] == ["cpu", "memory"]
+    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
+    for line in lines:
+        assert f"<li>{line}</li>" in page
+
+
+def test_evaluate_report_gives_the_mae_in_its_unit_as_the_command_line_does(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = trained["root"] / "report-units"
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
+    assert main([*evaluate, "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
+    lines = out.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("component"))) + 2 :]
+    rows = [x.split() for x in table[: table.index(next(x for x in table if x[:8] == "summary:"))]]
+    assert len(rows) == 5
+    for component, resource, _, _, *mae_and_more in rows:
+        mae = " ".join(mae_and_more[:2])  # `0.00123 cores`, `1.5 MiB`
+        assert mae.endswith((" cores", "B")), mae
+        assert f"<td>{component}</td><td>{resource}</td>" in page
+        assert re.search(
+            rf"<td>{component}</td><td>{resource}</td><td>[^<]*</td><td>[^<]*</td><td>{mae}</td>",
+            page,
+        ), mae
 
 
 def test_whatif_scale_grows_cpu_with_traffic(

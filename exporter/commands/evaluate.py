@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +27,17 @@ from estimator.windows import SeriesKey, Window, load_windows, targets
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import add_range_arguments, predict_range, span
 from exporter.progress import Phases
-from exporter.report import format_table, quantity, write_report
+from exporter.report import (
+    Baseline,
+    ModelAbout,
+    Scored,
+    baselines_heading,
+    figures,
+    format_table,
+    resource_lines,
+    series_table,
+    write_report,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -137,9 +149,35 @@ def _in_training(bundle: Bundle, windows: Sequence[Window]) -> int:
 
 
 def _print_by_resource(evaluation: Evaluation, indent: str) -> None:
-    for resource, figures in evaluation.by_resource().items():
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "series")
-        print(f"{indent}  {resource} ({figures['series']:.0f} series): {scores}")
+    for line in resource_lines(evaluation):
+        print(f"{indent}  {line}")
+
+
+def _print_scores(scored: Scored) -> None:
+    """The per-series table, the summaries of the model and of each baseline."""
+    print(format_table(*series_table(scored)))
+    print("summary: " + figures(scored.evaluation.summary()))
+    _print_by_resource(scored.evaluation, "")
+    if scored.baselines:
+        print(baselines_heading(scored))
+        for kind, baseline in scored.baselines.items():
+            print(f"  {kind}: " + figures(baseline.evaluation.summary()))
+            _print_by_resource(baseline.evaluation, "  ")
+
+
+def _about(bundle: Bundle) -> ModelAbout:
+    """What the report says of the bundle's model, with its training time where it was kept."""
+    about = f"model {bundle.model.kind}, version {bundle.version}"
+    drifting = int(np.count_nonzero(bundle.drift()))
+    if drifting:
+        about += (
+            f"; the bands of {drifting} series whose usage drifted in validation widen with "
+            "the time since the training end"
+        )
+    seconds = bundle.training.get("seconds")  # where `train` timed it
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        seconds = math.nan
+    return ModelAbout(bundle.model.kind, about, float(seconds))
 
 
 BASELINES = ("linear", "ols-api")
@@ -154,15 +192,18 @@ def _baselines(
     series: list[SeriesKey],
     source: str,
     say: Callable[[str], None],
-) -> dict[str, np.ndarray]:
+) -> dict[str, tuple[np.ndarray, float]]:
     """Estimates [windows, series, 3] of the range `part` by each baseline, trained on the
-    windows before it; NaN for a series a baseline has no estimate of."""
+    windows before it (NaN for a series a baseline has no estimate of), and the seconds its
+    training took."""
     before = list(recording[: part.start])
     check_trainable(before, f"{source} (the windows before --from, to train the baselines on)")
     out = {}
     for kind in BASELINES:
         say(f"training the {kind} baseline on the {len(before)} windows before the range")
+        started = time.monotonic()
         baseline = train_bundle(before, TrainConfig(model=kind))
+        seconds = time.monotonic() - started
         with warnings.catch_warnings():  # the model's own estimates said what the data lacks
             warnings.simplefilter("ignore", DataWarning)
             _, pred = predict_range(baseline, recording, part, source)
@@ -171,12 +212,15 @@ def _baselines(
         for j, key in enumerate(series):
             if key in index:
                 aligned[:, j] = pred[:, index[key]]
-        out[kind] = aligned
+        out[kind] = (aligned, seconds)
     say("fitting the history baseline on the usage before the range")
+    started = time.monotonic()
     history = HistoryForecaster(lookback=HISTORY_LOOKBACK).fit(targets(before, series))
-    out["history"] = history.forecast(
+    seconds = time.monotonic() - started
+    forecast = history.forecast(
         targets(before[-HISTORY_LOOKBACK:], series), targets(recording[part], series)
     )
+    out["history"] = (forecast, seconds)
     return out
 
 
@@ -185,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         output_dir(args.report, "--report")
     bundle = load_bundle(args.model)
-    evaluations: dict[str, Evaluation] = {}
+    datasets: dict[str, Scored] = {}
     if args.baselines and args.start is None:
         raise InputError(
             "--baselines trains them on the data's windows before --from: give --from, such "
@@ -225,46 +269,21 @@ def run(args: argparse.Namespace) -> int:
                 "to score them as they run live, evaluate the whole recording with --from"
             )
         name = path.stem
-        while name in evaluations:  # two files of one stem: the report keeps both
+        while name in datasets:  # two files of one stem: the report keeps both
             name = f"{path.parent.name or '.'}/{name}" if "/" not in name else f"{name}'"
-        evaluations[name] = evaluation
-        columns = ["component", "resource", "accuracy", "coverage", "mae"]
-        if evaluation.oracle is not None:
-            columns.append("oracle_accuracy")
+        scored = Scored(
+            evaluation,
+            {
+                kind: Baseline(build_evaluation(windows, bundle.series, p), seconds)
+                for kind, (p, seconds) in baselines.items()
+            },
+            part.start,
+        )
+        datasets[name] = scored
         print(f"\n== {name} ({count_of(len(windows), 'window')}, model {bundle.model.kind})")
-        maes = [
-            quantity(float(v), r)
-            for v, (_, r) in zip(evaluation.mae, evaluation.series, strict=True)
-        ]
-        rows = [{**row, "mae": m} for row, m in zip(evaluation.rows(), maes, strict=True)]
-        scored = {
-            kind: build_evaluation(windows, bundle.series, p) for kind, p in baselines.items()
-        }
-        for kind, other in scored.items():
-            columns.append(f"{kind}_accuracy")
-            for row, value in zip(rows, other.accuracy, strict=True):
-                row[f"{kind}_accuracy"] = float(value)
-        print(format_table(rows, columns))
-        summary = evaluation.summary()
-        print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-        _print_by_resource(evaluation, "")
-        if scored:
-            print(
-                f"baselines, trained on the {part.start} windows before the range and scored on "
-                "the same windows:"
-            )
-            for kind, other in scored.items():
-                print(f"  {kind}: " + ", ".join(f"{k} {v:.3f}" for k, v in other.summary().items()))
-                _print_by_resource(other, "  ")
+        _print_scores(scored)
     if args.report is not None:
         say(f"writing the report to {args.report}")
-        about = f"model {bundle.model.kind}, version {bundle.version}"
-        drifting = int(np.count_nonzero(bundle.drift()))
-        if drifting:
-            about += (
-                f"; the bands of {drifting} series whose usage drifted in validation widen with "
-                "the time since the training end"
-            )
-        index = write_report(args.report, evaluations, about, say)
+        index = write_report(args.report, datasets, _about(bundle), say)
         say(f"report: {index}")
     return 0
