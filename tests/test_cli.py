@@ -216,6 +216,23 @@ def test_evaluate_report_gives_the_mae_in_its_unit_as_the_command_line_does(
         ), mae
 
 
+def test_readme_defines_every_figure_evaluate_prints(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
+    assert main(evaluate) == 0  # simulated data: the oracle's figures too
+    out = capsys.readouterr().out
+    header = next(x for x in out.splitlines() if x.startswith("component"))
+    fields = set(header.split()[2:])
+    for line in out.splitlines():
+        if ": mean_accuracy" in line:
+            fields |= set(re.findall(r"([a-z_]+) -?[0-9.]+", line.split(": ", 1)[1]))
+    assert {"worst_mae_ratio", "median_accuracy", "oracle_accuracy"} <= fields
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("`evaluate` prints a table per dataset") :]
+    assert not [f for f in sorted(fields) if f"`{f}`" not in section[:3000]]
+
+
 def test_whatif_scale_grows_cpu_with_traffic(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
