@@ -135,6 +135,14 @@ def test_evaluate_of_a_recording_with_the_training_windows_says_so(
     assert "score the windows after it with --from" in said
     assert main(["evaluate", "--model", str(model), "--data", data, "--from", "60%"]) == 0
     assert "training range" not in capsys.readouterr().err
+    # the training file scored from inside its range: the model scores windows it learned
+    assert (
+        main(["evaluate", "--model", str(model), "--data", data, "--from", "40%", "--to", "60%"])
+        == 0
+    )
+    assert (
+        "40 of the 40 windows scored lie in the model's training range" in capsys.readouterr().err
+    )
     # another file on the training dates (a simulated test day) says nothing of it
     assert main(["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]) == 0
     assert "training range" not in capsys.readouterr().err

@@ -137,15 +137,22 @@ def _starts_cold(bundle: Bundle, windows: Sequence[Window]) -> bool:
     return abs(windows[0].start - float(end)) <= bundle.window_seconds
 
 
-def _in_training(bundle: Bundle, windows: Sequence[Window]) -> int:
-    """How many of the windows lie in the bundle's training range, where others lie after it:
-    a recording that holds the training windows and those after them, scored whole (a test
-    file of other traffic on the training dates, as simulated scenarios are, says nothing)."""
+def _in_training(bundle: Bundle, recording: Sequence[Window], windows: Sequence[Window]) -> int:
+    """How many of the scored `windows` lie in the bundle's training range, where the recording
+    looks like the one it was trained on: others of it lie after that range (a recording scored
+    whole), or it holds as many windows from the training start as training had (the training
+    file, scored from a --from inside it). A test file of other traffic on the training dates,
+    shorter than them, as simulated scenarios are, says nothing."""
     start, end = bundle.training.get("start"), bundle.training.get("end")
+    trained = bundle.training.get("windows")
     if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
         return 0
     inside = sum(start <= w.start and w.end <= end for w in windows)
-    return inside if any(w.start >= end for w in windows) else 0
+    if not inside or any(w.start >= end for w in windows):
+        return inside
+    held = sum(start <= w.start and w.end <= end for w in recording)
+    same = recording[0].start == start and isinstance(trained, int) and held >= trained
+    return inside if same else 0
 
 
 def _print_by_resource(evaluation: Evaluation, indent: str) -> None:
@@ -252,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         baselines = (
             _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
         )
-        seen = _in_training(bundle, windows)
+        seen = _in_training(bundle, recording, windows)
         if seen:
             data_warning(
                 f"{path}: {seen} of the {count_of(len(windows), 'window')} scored lie in the "
