@@ -251,10 +251,14 @@ class Routes:
 
 
 def assemble_columns(
-    cols: SpanColumns, fold_gateway: bool = True, routes: Routes | None = None
+    cols: SpanColumns,
+    fold_gateway: bool = True,
+    routes: Routes | None = None,
+    tally: Tally | None = None,
 ) -> Iterator[TracePaths]:
     """Call paths of every tree in a batch given as columns (one tree per root, see module doc).
-    `routes` carries what earlier batches showed of gateways (one is started where not given)."""
+    `routes` carries what earlier batches showed of gateways (one is started where not given);
+    `tally`, where given, counts the spans given twice with other content."""
     groups: dict[str, list[int]] = {}
     for i, trace_id in enumerate(cols.trace_ids):
         group = groups.get(trace_id)
@@ -268,21 +272,31 @@ def assemble_columns(
     for members in groups.values():
         ids = {span_ids[i] for i in members}
         if all(parent_ids[i] is None or parent_ids[i] in ids for i in members):
-            yield from _trace_trees(cols, members, fold_gateway, routes)
+            yield from _trace_trees(cols, members, fold_gateway, routes, tally)
         else:
             lacking.append(members)
     for members in lacking:
-        yield from _trace_trees(cols, members, fold_gateway, routes)
+        yield from _trace_trees(cols, members, fold_gateway, routes, tally)
 
 
 def _trace_trees(
-    cols: SpanColumns, members: list[int], fold: bool, routes: Routes
+    cols: SpanColumns, members: list[int], fold: bool, routes: Routes, tally: Tally | None = None
 ) -> Iterator[TracePaths]:
     """The trees of one trace: link children to parents, then walk from each root."""
     span_ids, parent_ids, pairs = cols.span_ids, cols.parent_ids, cols.pairs
     index: dict[str, int] = {}
     for i in members:
-        index.setdefault(span_ids[i], i)
+        first = index.setdefault(span_ids[i], i)
+        if (
+            first != i
+            and tally is not None
+            and (pairs[i], parent_ids[i])
+            != (
+                pairs[first],
+                parent_ids[first],
+            )
+        ):
+            tally.conflicts += 1  # one id, two spans: a collision, not an export given twice
     kept = [i for i in members if index[span_ids[i]] == i]
     roots = [i for i in kept if parent_ids[i] is None]
     children: dict[str, list[int]] = {}
@@ -482,6 +496,7 @@ class Tally:
     too_deep: int = 0
     trees: int = 0
     rooted: int = 0
+    conflicts: int = 0  # spans of one trace and span id, but of another operation or parent
 
 
 def _count(
@@ -646,15 +661,16 @@ def windows_of_batches(
             continue
         done = [i for i, t in enumerate(pending.trace_ids) if t in closed]
         open_ = [i for i, t in enumerate(pending.trace_ids) if t not in closed]
-        trees = assemble_columns(pending.take(done), fold_gateway, routes)
+        trees = assemble_columns(pending.take(done), fold_gateway, routes, tally)
         _count(trees, counts, durations, window_seconds, tally)
         pending = pending.take(open_)
         closed_at.update(dict.fromkeys(closed, newest))
         _forget_before(closed_at, newest - SPLIT_MEMORY_SECONDS * NS_PER_S)
-    trees = assemble_columns(pending, fold_gateway, routes)
+    trees = assemble_columns(pending, fold_gateway, routes, tally)
     _count(trees, counts, durations, window_seconds, tally)
     _warn_too_deep(tally.too_deep)
     _warn_split(len(split), settle)
+    _warn_conflicts(tally.conflicts)
     _warn_rootless(tally, marker or None)
     if anchors and agree >= NAMES_AGREE * len(anchors):  # names in another time zone: unused
         by_name = _name_covers(named, anchors)
@@ -714,6 +730,18 @@ def _warn_split(traces: int, settle: int) -> None:
                 f"{SETTLE_SECONDS} s apart, and were counted in parts: a part after the first "
                 "is no request, its paths start at <unknown> (files that hold whole traces "
                 "keep them whole)"
+            ),
+            stacklevel=3,
+        )
+
+
+def _warn_conflicts(spans: int) -> None:
+    if spans:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(spans, 'span')} of a trace and span id seen before, but of another "
+                "operation or parent, left out (the first kept): ids that collide, as a "
+                "generator of too few bits makes them?"
             ),
             stacklevel=3,
         )

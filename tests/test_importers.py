@@ -260,6 +260,20 @@ def test_a_trace_is_closed_after_settle_files_and_seconds_without_its_spans() ->
     assert split[0.0] == {(("gw", "api"),): 1.0, (ORPHAN_ROOT, ("svc", "op")): 1.0}
 
 
+def test_a_span_given_twice_counts_once_and_a_colliding_id_is_said() -> None:
+    root, child = span("t", "r", None, "gw", "api", 10.0), span("t", "c", "r", "svc", "op", 9.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # an export given twice: nothing to say
+        twice = windows_of_batches([columns_of([root, child, child, root])])
+    assert twice[0].calls == {(("gw", "api"),): 1.0, (("gw", "api"), ("svc", "op")): 1.0}
+    other = span("t", "c", "r", "svc", "another-op", 9.0)  # the child's id, another span
+    with pytest.warns(
+        DataWarning, match="1 span of a trace and span id seen before, but of another"
+    ):
+        collided = windows_of_batches([columns_of([root, child, other])])
+    assert collided[0].calls == twice[0].calls  # the first kept
+
+
 def test_most_trees_without_a_root_span_are_said_with_the_parent_they_name() -> None:
     spans = []
     for t in range(12):  # every top span names the parent '~', which no span has
