@@ -124,10 +124,21 @@ def _objects(value: Any, where: str = "") -> Any:
     return root[0]
 
 
-def _json_body() -> dict[str, Any]:
-    """The request's JSON object (any Content-Type: the body says what it is)."""
+MAX_API_BODY = 1 << 20
+"""Bytes the body of a what-if or reload request may hold (a what-if naming thousands of APIs
+takes tens of kilobytes): a larger one is refused with 413 before it is read, or, sent without a
+length, once past it, so that no body can take the exporter's memory."""
+
+
+def _read_body() -> bytes:
+    """The request's body, refused past MAX_API_BODY (see `read_limited`: OtlpError 413)."""
+    return read_limited(request.stream, request.content_length, MAX_API_BODY)
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body (any Content-Type: the body says what it is)."""
     try:
-        body = _objects(json.loads(request.get_data().decode("utf-8"), object_pairs_hook=_Members))
+        body = _objects(json.loads(raw.decode("utf-8"), object_pairs_hook=_Members))
     except UnicodeDecodeError:
         raise InputError("the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -375,11 +386,15 @@ def create_app(runtime: Runtime) -> Flask:
             log.warning("model reload refused: missing or wrong bearer token")
             return _error(401, "missing or wrong bearer token")
         try:  # no body: reload the configured bundle; else {"path": DIR} and nothing more
-            body = _json_body() if request.get_data().strip() else {}
+            raw = _read_body()
+            body = _json_body(raw) if raw.strip() else {}
             if unknown := [key for key in body if key != "path"]:  # the first, as written
                 raise InputError('unknown field; expected "path"', field=unknown[0])
             if "path" in body and not (isinstance(body["path"], str) and body["path"]):
                 raise InputError("expected a bundle directory", field="path")
+        except OtlpError as exc:
+            log.warning("model reload refused: %s", exc.message)
+            return _error(exc.status, exc.message)
         except InputError as exc:
             log.warning("model reload refused: %s", exc)
             return _error(400, str(exc))
@@ -403,7 +418,9 @@ def create_app(runtime: Runtime) -> Flask:
         if estimator is None:
             return _error(503, "no model bundle loaded")
         try:
-            return jsonify(whatif(runtime, estimator, _json_body()))
+            return jsonify(whatif(runtime, estimator, _json_body(_read_body())))
+        except OtlpError as exc:  # a body too large, or cut short
+            return _error(exc.status, exc.message)
         except InputError as exc:
             return _error(400, str(exc))
         except BundleError as exc:

@@ -619,6 +619,33 @@ def test_api_model_whatif_reload_and_errors(
     )
 
 
+def test_api_bodies_past_the_limit_are_refused_413_with_or_without_a_length(
+    runtime, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    from exporter.app import MAX_API_BODY
+
+    rt, clock = runtime
+    send_window(rt, clock, 4, seed=1)
+    api = f"{rt.url}/api/v1"
+    token = {"Authorization": "Bearer s3cret"}
+    padded = b'{"scale": 2' + b" " * MAX_API_BODY + b"}"  # valid JSON, one byte too many
+
+    def streamed() -> Iterator[bytes]:  # chunked: no Content-Length to refuse it by
+        for start in range(0, len(padded), 64 << 10):
+            yield padded[start : start + (64 << 10)]
+
+    caplog.set_level("WARNING", logger="deeprest.app")
+    for url, headers in ((f"{api}/whatif", {}), (f"{api}/model/reload", token)):
+        for body in (padded, streamed()):
+            response = requests.post(url, data=body, headers=headers, timeout=10)
+            assert response.status_code == 413, (url, response.text)
+            assert f"exceeds {MAX_API_BODY}" in response.json()["error"]
+    assert "model reload refused: body of" in caplog.text
+    fits = b'{"scale": 2' + b" " * (MAX_API_BODY - 12) + b"}"
+    assert len(fits) == MAX_API_BODY
+    assert requests.post(f"{api}/whatif", data=fits, timeout=10).status_code == 200
+
+
 def test_a_hung_prometheus_does_not_hold_the_estimates_back(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
