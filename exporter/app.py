@@ -334,9 +334,11 @@ def latency_answer(recorded: list[Window], statistic: str, load: float) -> list[
 
 
 def _authorized(runtime: Runtime) -> bool:
+    """Whether the request carries the configured token as `Authorization: Bearer TOKEN` (the
+    scheme in any case, as RFC 7235 has it, and one or more spaces after it)."""
     token = runtime.config.api_token
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.lstrip(" ") if scheme.lower() == "bearer" else ""
     return bool(token) and hmac.compare_digest(given.encode(), (token or "").encode())
 
 

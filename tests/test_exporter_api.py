@@ -581,8 +581,12 @@ def test_api_model_whatif_reload_and_errors(
     assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
     reload = f"{api}/model/reload"
     assert requests.post(reload, timeout=5).status_code == 401
-    wrong = {"Authorization": "Bearer nope"}
-    assert requests.post(reload, headers=wrong, timeout=5).status_code == 401
+    for wrong in ("Bearer nope", "Basic s3cret", "Bearers3cret", "Bearer s3cret2"):
+        refused = requests.post(reload, headers={"Authorization": wrong}, timeout=5)
+        assert refused.status_code == 401, wrong
+    for scheme in ("bearer ", "BEARER  "):  # the scheme is case-insensitive (RFC 7235)
+        any_case = {"Authorization": f"{scheme}s3cret"}
+        assert requests.post(reload, headers=any_case, timeout=10).status_code == 200, scheme
     token = {"Authorization": "Bearer s3cret"}
     other = tmp_path / "other"
     train(other, seed=5)
