@@ -199,6 +199,13 @@ class LiveLoop:
 
     def load(self, bundle: Bundle) -> None:
         """Serve a bundle (start or hot reload), replaying stored windows into its history."""
+        if abs(bundle.window_seconds - self.window) > 1e-9:
+            log.warning(
+                "window %gs differs from the bundle's %gs; counts are rescaled to the bundle's "
+                "window",
+                self.window,
+                bundle.window_seconds,
+            )
         unknown = sorted(set(self.config.limits) - set(bundle.series))
         if unknown:  # `deeprest whatif --limits` refuses them; here the rest still serve
             log.warning(

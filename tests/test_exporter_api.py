@@ -650,6 +650,29 @@ def test_api_bodies_past_the_limit_are_refused_413_with_or_without_a_length(
     assert requests.post(f"{api}/whatif", data=fits, timeout=10).status_code == 200
 
 
+def test_a_bundle_of_another_window_length_is_warned_of_at_start_and_at_reload(
+    bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "four"
+    train(other, window=4.0)
+    said = "window 2s differs from the bundle's 4s; counts are rescaled to the bundle's window"
+    caplog.set_level("WARNING", logger="deeprest.live")
+    config = make_config(other, tmp_path / "start")
+    Runtime(config, load_bundle(other), clock=Clock(T0)).start(tick=False).stop()
+    assert caplog.text.count(said) == 1
+    caplog.clear()
+    rt = Runtime(make_config(bundle_dir, tmp_path / "data"), clock=Clock(T0)).start(tick=False)
+    try:
+        assert said not in caplog.text  # the bundle's own window
+        token = {"Authorization": "Bearer s3cret"}
+        reload = f"{rt.url}/api/v1/model/reload"
+        response = requests.post(reload, headers=token, json={"path": str(other)}, timeout=10)
+        assert response.status_code == 200 and response.json()["window_seconds"] == 4.0
+        assert caplog.text.count(said) == 1
+    finally:
+        rt.stop()
+
+
 def test_a_hung_prometheus_does_not_hold_the_estimates_back(
     bundle_dir: Path, tmp_path: Path
 ) -> None:

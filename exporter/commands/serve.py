@@ -77,14 +77,8 @@ def run(args: argparse.Namespace) -> int:
         source = "--model" if args.model is not None else f"{args.config}, field 'model'"
         print(f"deeprest serve: error: {source}: {exc}", file=sys.stderr)
         return 2
-    if config.window is None:
+    if config.window is None:  # a window other than the bundle's is warned of as it loads
         config = replace(config, window=bundle.window_seconds if bundle else 60.0)
-    elif bundle is not None and abs(bundle.window_seconds - config.window) > 1e-9:
-        logging.getLogger("deeprest.serve").warning(
-            "window %gs differs from the bundle's %gs; counts are rescaled to the bundle's window",
-            config.window,
-            bundle.window_seconds,
-        )
     try:
         runtime = Runtime(config, bundle)
     except StoreError as exc:  # the configured data_dir cannot hold the store
