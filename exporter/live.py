@@ -283,21 +283,9 @@ class LiveLoop:
         try:
             found = fetch_usage(self.prometheus, self.queries, series, at, limits)
         except PrometheusError as exc:
-            now = time.monotonic()
-            if now - self._query_logged_at >= SPLIT_LOG_SECONDS:
-                since = (
-                    f" ({count_of(self._query_unlogged, 'more failure')} since the last warning)"
-                    if self._query_unlogged
-                    else ""
-                )
-                log.warning("Prometheus query failed%s: %s", since, exc)
-                self._query_logged_at, self._query_unlogged = now, 0
-            else:  # said at most every 10 minutes while it lasts; deeprest_up says it at once
-                self._query_unlogged += 1
+            self._note_query_failed("Prometheus query failed", exc)
             return None
-        if self._query_logged_at > -math.inf:
-            log.info("Prometheus answers again")
-            self._query_logged_at, self._query_unlogged = -math.inf, 0
+        self._note_query_answered()
         return found
 
     def _answers(self, at: float) -> bool:
@@ -307,9 +295,31 @@ class LiveLoop:
         try:
             self.prometheus.query("vector(1)", at)
         except PrometheusError as exc:
-            log.warning("Prometheus does not answer: %s", exc)
+            self._note_query_failed("Prometheus does not answer", exc)
             return False
+        self._note_query_answered()
         return True
+
+    def _note_query_failed(self, what: str, exc: PrometheusError) -> None:
+        """Warn that Prometheus failed, at once, then at most every SPLIT_LOG_SECONDS while it
+        goes on, with or without a model (deeprest_up says it at once)."""
+        now = time.monotonic()
+        if now - self._query_logged_at < SPLIT_LOG_SECONDS:
+            self._query_unlogged += 1
+            return
+        since = (
+            f" ({count_of(self._query_unlogged, 'more failure')} since the last warning)"
+            if self._query_unlogged
+            else ""
+        )
+        log.warning("%s%s: %s", what, since, exc)
+        self._query_logged_at, self._query_unlogged = now, 0
+
+    def _note_query_answered(self) -> None:
+        """Say once that Prometheus answers again after a failure was warned of."""
+        if self._query_logged_at > -math.inf:
+            log.info("Prometheus answers again")
+            self._query_logged_at, self._query_unlogged = -math.inf, 0
 
     def _traffic(self, window: Window) -> bool:
         """Fill a window's calls from PromQL when traffic comes from Prometheus; False if any

@@ -924,6 +924,27 @@ def test_a_prometheus_that_does_not_answer_is_warned_of_once_not_every_window(
     assert scrape(rt)[("deeprest_up", ())] == 0  # said at once all the same
 
 
+def test_a_prometheus_that_does_not_answer_is_warned_of_once_without_a_model_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(T0 + 0.1)
+    nobody = PrometheusConfig(url=f"http://127.0.0.1:{free_port()}", timeout=0.3, retries=0)
+    config = Config(
+        data_dir=tmp_path, host="127.0.0.1", port=0, window=2.0, trace_grace=0.5, prometheus=nobody
+    )
+    rt = Runtime(config, clock=clock).start(tick=False)
+    caplog.set_level("WARNING", logger="deeprest.live")
+    try:
+        for _ in range(5):
+            clock.now += config.window_seconds
+            rt.loop.tick()
+        assert scrape(rt)[("deeprest_up", ())] == 0
+    finally:
+        rt.stop()
+    failed = [r for r in caplog.records if "Prometheus does not answer" in r.getMessage()]
+    assert len(failed) == 1
+
+
 def test_stored_windows_older_than_the_retention_are_deleted(
     bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
