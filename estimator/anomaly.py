@@ -1,4 +1,4 @@
-"""Anomaly score: 0 inside the band, relative excess beyond it, smoothed over a few windows."""
+"""Anomaly score: 0 inside the band, relative distance above or below it, smoothed."""
 
 from __future__ import annotations
 

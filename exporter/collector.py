@@ -116,7 +116,7 @@ class DeepRestCollector(Collector):
         if snap.anomaly is not None:
             yield _per_series(
                 "deeprest_anomaly_score",
-                "0 inside the expected band; smoothed relative excess beyond it.",
+                "0 inside the expected band; smoothed relative distance outside it, above or below.",
                 snap.anomaly,
             )
         headroom = {

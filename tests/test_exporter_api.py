@@ -142,6 +142,20 @@ def test_hostile_payloads_get_4xx_and_good_spans_survive(runtime) -> None:  # ty
     assert refused["too_many_spans"] == 1 and refused["bad_content_type"] == 1
 
 
+def test_the_anomaly_score_is_said_to_count_usage_below_the_band_too() -> None:
+    from prometheus_client import generate_latest
+
+    from exporter.collector import DeepRestCollector, make_registry
+    from exporter.live import Snapshot
+    from exporter.receiver import ReceiverStats
+
+    snapshot = Snapshot(anomaly={("db", "cpu"): 0.5})
+    registry = make_registry(DeepRestCollector(lambda: snapshot, ReceiverStats(), dict))
+    text = generate_latest(registry).decode()
+    (help_line,) = [line for line in text.splitlines() if "HELP deeprest_anomaly_score" in line]
+    assert "outside it, above or below" in help_line, help_line
+
+
 def test_late_spans_and_malformed_json_spans_are_counted_and_the_rest_kept(runtime) -> None:  # type: ignore[no-untyped-def]
     rt, clock = runtime
     send_window(rt, clock, 2, seed=1)  # closes the first window
