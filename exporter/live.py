@@ -21,7 +21,7 @@ from estimator.synthesizer import Synthesizer
 from estimator.whatif import steady_estimates
 from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
-from exporter.config import Config
+from exporter.config import Config, format_duration
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
 from exporter.store import OpenTrace, OpenWindow, StoreError, WindowStore
 
@@ -467,13 +467,28 @@ class LiveLoop:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             log.warning(
                 "Prometheus holds no actual usage for %d of the model's series (%s%s): no anomaly "
-                "score for them; check the usage queries and component_rename",
+                "score for them; check the usage queries and component_rename%s",
                 len(missing),
                 shown,
                 more,
+                self._range_hint({r for _, r in missing}),
             )
         else:
             log.info("Prometheus holds actual usage for every series again")
+
+    def _range_hint(self, resources: set[str]) -> str:
+        """Where the usage queries of these resources read a range, that a rate() over it
+        needs two scrapes within it (a 5s window under a 5s scrape interval reads nothing)."""
+        ranged = self.queries.ranged(resources)
+        if not ranged:
+            return ""
+        return (
+            f", and the range of the {'/'.join(ranged)} queries: they read "
+            f"[{format_duration(self.queries.range_seconds)}] (the window, or "
+            "prometheus.rate_range where longer), and rate() or increase() over a range needs "
+            "two samples in it, so set prometheus.rate_range to at least twice, better 4 times, "
+            "Prometheus's scrape interval"
+        )
 
     def _start(self, now: float) -> None:
         """The trace assembler and window aggregator, resuming what the last stop kept.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+import string
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,11 +123,29 @@ class UsageQueries:
     config: PrometheusConfig
     window: float
 
+    @property
+    def range_seconds(self) -> float:
+        """What `{range}` stands for: the window, or `prometheus.rate_range` where longer."""
+        return max(self.window, self.config.rate_range or 0.0)
+
     def _render(self, template: str) -> str:
-        rng = format_duration(max(self.window, self.config.rate_range or 0.0))
         return template.format(
-            label=self.config.component_label, selector=self.config.selector, range=rng
+            label=self.config.component_label,
+            selector=self.config.selector,
+            range=format_duration(self.range_seconds),
         )
+
+    def ranged(self, resources: Iterable[str]) -> list[str]:
+        """Those of the resources whose usage query reads a range (`{range}`), in order: a
+        rate() over it is empty unless Prometheus scraped twice within it."""
+        return [
+            resource
+            for resource in sorted(set(resources))
+            if any(
+                name == "range"
+                for _, name, _, _ in string.Formatter().parse(self.config.queries.get(resource, ""))
+            )
+        ]
 
     def usage(self, resource: str) -> str | None:
         template = self.config.queries.get(resource)

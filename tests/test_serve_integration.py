@@ -397,3 +397,29 @@ def test_series_without_actual_usage_are_logged_when_they_change(
     assert len(messages) == 2, messages
     assert "no actual usage for 2 of the model's series (post/cpu, post/memory)" in messages[0]
     assert "component_rename" in messages[0] and "every series again" in messages[1]
+
+
+def test_series_without_actual_usage_point_at_the_range_their_rate_queries_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from exporter.live import LiveLoop
+    from exporter.store import WindowStore
+
+    missing = frozenset({("post", "cpu"), ("post", "memory")})
+    plain = {"cpu": "sum by ({label}) (cpu_cores{{{selector}}})", "memory": "mem_bytes"}
+    for queries, said in ((None, True), (plain, False)):
+        prometheus = PrometheusConfig() if queries is None else PrometheusConfig(queries=plain)
+        config = Config(data_dir=tmp_path / str(said), window=5.0, prometheus=prometheus)
+        store = WindowStore(config.data_dir)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="deeprest.live"):
+            LiveLoop(config, store, None, None, lambda: 1000.0)._note_unobserved(missing)
+        store.close()
+        (message,) = [r.getMessage() for r in caplog.records if "no actual usage" in r.getMessage()]
+        hint = (
+            "the range of the cpu/memory queries: they read [5s] (the window, or "
+            "prometheus.rate_range where longer), and rate() or increase() over a range needs two "
+            "samples in it, so set prometheus.rate_range to at least twice, better 4 times, "
+            "Prometheus's scrape interval"
+        )
+        assert (hint in message) is said, message
