@@ -287,16 +287,9 @@ def _trace_trees(
     index: dict[str, int] = {}
     for i in members:
         first = index.setdefault(span_ids[i], i)
-        if (
-            first != i
-            and tally is not None
-            and (pairs[i], parent_ids[i])
-            != (
-                pairs[first],
-                parent_ids[first],
-            )
-        ):
-            tally.conflicts += 1  # one id, two spans: a collision, not an export given twice
+        same = (pairs[i], parent_ids[i]) == (pairs[first], parent_ids[first])
+        if tally is not None and not same:  # one id, two spans: a collision, not a repeat
+            tally.conflicts += 1
     kept = [i for i in members if index[span_ids[i]] == i]
     roots = [i for i in kept if parent_ids[i] is None]
     children: dict[str, list[int]] = {}
@@ -617,9 +610,8 @@ def windows_of_batches(
     counts: Counts = {}
     durations: Durations = {}
     pending = SpanColumns.empty()
-    open_traces: dict[
-        str, tuple[int, int]
-    ] = {}  # trace -> (last batch, last span end), oldest first
+    # trace -> (the last batch with a span of it, its last span end), the least recent first
+    open_traces: dict[str, tuple[int, int]] = {}
     closed_at: dict[str, int] = {}  # recently closed trace -> the newest span end then
     split: set[str] = set()  # traces a later span of which came after they were closed
     newest = -1  # the latest span end so far
@@ -631,6 +623,7 @@ def windows_of_batches(
     anchors: list[int] = []  # the ns each file with spans says its minute starts
     agree = 0  # files whose spans end around the minute their name says
     marker: str | None = None  # a parent id many top spans share: a root marker not known?
+    looked = False  # for it, in the first batch with spans
     for number, batch in enumerate(batches):
         batch = batch.resolved(unsaid)
         minute = file_minutes[number] if file_minutes and number < len(file_minutes) else None
@@ -646,8 +639,8 @@ def windows_of_batches(
         elif len(batch):
             ends = [min(batch.end_ns), max(batch.end_ns)]
             span = [min(span[0], ends[0]), max(span[1], ends[1])] if span else ends
-        if marker is None and len(batch):
-            marker = _common_lost_parent(batch) or ""
+        if not looked and len(batch):
+            marker, looked = _common_lost_parent(batch), True
         pending.extend(batch)
         for trace_id, end in zip(batch.trace_ids, batch.end_ns, strict=True):
             seen = open_traces.pop(trace_id, None)
@@ -671,7 +664,7 @@ def windows_of_batches(
     _warn_too_deep(tally.too_deep)
     _warn_split(len(split), settle)
     _warn_conflicts(tally.conflicts)
-    _warn_rootless(tally, marker or None)
+    _warn_rootless(tally, marker)
     if anchors and agree >= NAMES_AGREE * len(anchors):  # names in another time zone: unused
         by_name = _name_covers(named, anchors)
         _drop_uncovered(counts, covers + by_name, window_seconds)
