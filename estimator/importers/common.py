@@ -114,7 +114,7 @@ def read_csv_or_skip(path: Path, salvage: bool = False, **options: Any) -> pd.Da
 def _read_to_the_cut(path: Path, options: dict[str, Any]) -> pd.DataFrame | None:
     """The rows of a gzip file cut short, up to its last whole line before the cut; None where
     none is whole or they do not read."""
-    try:  # a gzip stream (wbits 16 + 31) decompressed as far as it goes
+    try:  # a gzip stream (wbits 32 + 15: its header told apart) decompressed as far as it goes
         text = zlib.decompressobj(wbits=47).decompress(path.read_bytes())
     except (OSError, zlib.error):
         return None
