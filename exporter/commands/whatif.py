@@ -448,7 +448,7 @@ def plot(result: WhatIf, path: Path, label: str) -> None:
         ax.set_ylim(0, top)
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel(plain(f"{resource}: x base peak"))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
