@@ -1,4 +1,5 @@
-"""Load-test steps from CSV: wrk2-style summaries and Locust's stats files, validated.
+"""Load-test steps from CSV: wrk2-style summaries, Locust's stats files and JMeter's aggregate
+reports, validated.
 
 One row per step and API. Column names are matched ignoring case and punctuation; the latency
 column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%`, ...).
@@ -21,13 +22,19 @@ from estimator.errors import DataWarning, InputError, not_utf8
 from estimator.importers.common import find_column, open_binary
 from estimator.latency import Step
 
-API_COLUMNS = ("api", "Name", "endpoint")
+API_COLUMNS = ("api", "Name", "endpoint", "Label", "url", "transaction", "request", "route")
+"""Spellings of the column naming a row's API (Locust's Name, JMeter's Label, ...)."""
 COUNT_COLUMNS = ("Request Count",)  # Locust: a row with no requests has no percentiles ("N/A")
 ACHIEVED_COLUMNS = (
-    "achieved_rps", "rps", "Requests/s", "served_rps", "actual_rps", "achieved_rate",
-    "served_rate", "throughput_rps", "throughput", "requests_per_second",
+    "achieved_rps", "actual_rps", "served_rps", "achieved_rate", "served_rate", "Requests/s",
+    "Requests/sec", "throughput_rps", "throughput", "requests_per_second", "rps",
 )  # fmt: skip
-"""Spellings of the rate a step served (requests/s), in order of preference."""
+"""Spellings of the rate a step served (requests/s), in order of preference: the names that say
+served first; a bare `rps` beside one of them is the rate offered (a target)."""
+FAILURE_COLUMNS = ("Failures/s", "failures_per_second", "errors_per_second")
+"""Spellings of the failed requests per second among those sent (Locust's Failures/s): a
+failure is not served, so they are taken off the rate served, and the rate sent is the rate
+offered where no column says it (a step of errors reads as saturated)."""
 OFFERED_COLUMNS = (
     "offered_rps", "offered_rate", "target_rps", "target_rate", "requested_rps", "rate", "offered",
 )  # fmt: skip
@@ -51,6 +58,7 @@ class Objective:
             names.append(("Average Response Time", 1e-3))
         else:
             names.append((f"{s[1:]}%", 1e-3))  # Locust: "99%", in milliseconds
+            names.append((f"{s[1:]}% Line", 1e-3))  # JMeter: "99% Line", in milliseconds
         return names
 
     def __str__(self) -> str:
@@ -74,6 +82,18 @@ def parse_objective(text: str) -> Objective:
     if re.fullmatch(r"p99\d+", statistic):  # p999 is p99.9, as wrk2 summaries name columns
         statistic = f"p99.{statistic[3:]}"
     return Objective(statistic, seconds)
+
+
+def _delimiter(handle: io.TextIOWrapper) -> str:
+    """The field separator of a CSV file: a comma, or where its header has none but semicolons
+    or tabs (a spreadsheet of a comma-decimal locale, a TSV), those."""
+    header = handle.readline()
+    handle.seek(0)
+    if "," not in header:
+        for other in (";", "\t"):
+            if other in header:
+                return other
+    return ","
 
 
 def _number(text: str, source: str, line: int, field: str) -> float:
@@ -119,10 +139,14 @@ def _read_file(
 ) -> None:
     """Add the steps of one open file to `steps`."""
     with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, delimiter=_delimiter(handle))
         header = reader.fieldnames or []
         achieved = find_column(header, ACHIEVED_COLUMNS)
         offered = find_column(header, OFFERED_COLUMNS)
+        bare = find_column(header, ["rps"])
+        if offered is None and bare is not None and achieved != bare:
+            offered = bare  # a target `rps` beside the rate served
+        failures = find_column(header, FAILURE_COLUMNS) if achieved else None
         if achieved is None and offered is None:
             raise InputError(
                 f"no rate column: one of {', '.join(ACHIEVED_COLUMNS)} (served) or "
@@ -164,6 +188,9 @@ def _read_file(
             seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
             asked = _number(row[offered], source, line, offered) if offered else math.nan
             served = _number(row[achieved], source, line, achieved) if achieved else asked
+            if failures:  # what was sent is offered, what did not fail served
+                asked = served if math.isnan(asked) else asked
+                served = max(0.0, served - _number(row[failures], source, line, failures))
             group = "/".join(row[str(name)] for name in groups)
             name = row[api] if api else "all"
             if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs

@@ -264,6 +264,56 @@ def test_cli_reads_rate_columns_as_other_tools_spell_them(
     assert "b all: at least 990 requests/s" in said.out
 
 
+def test_cli_reads_the_layouts_of_other_load_tools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["capacity", "--out", str(tmp_path / "o"), "--runs"]
+    # JMeter's aggregate report: Label names the API, 99% Line is in milliseconds
+    rows = [[r[0], r[3], r[4]] for r in wrk_rows()]
+    jmeter = write_csv(tmp_path / "jm.csv", ["Label", "Throughput", "99% Line"], rows)
+    assert main([*argv, str(jmeter)]) == 0
+    printed = capsys.readouterr().out
+    assert "a: " in printed and "b: at least 989 requests/s" in printed and "all:" not in printed
+    # wrk2's own name of the rate served, beside the rate asked: saturation is seen
+    rows = [
+        ["/x", rate, min(rate, 600), 5.0 if rate <= 600 else 90.0] for rate in (200, 400, 600, 800)
+    ]
+    wrk = write_csv(tmp_path / "wrk.csv", ["api", "rate", "Requests/sec", "p99_ms"], rows)
+    assert main([*argv, str(wrk)]) == 0
+    assert (
+        "(measured between the steps at 600 and 800, which served 600)" in capsys.readouterr().out
+    )
+    # a target rps beside the rate served: the target is the offered rate
+    tank = write_csv(tmp_path / "tank.csv", ["api", "rps", "actual_rps", "p99_ms"], rows)
+    assert main([*argv, str(tank)]) == 0
+    assert (
+        "(measured between the steps at 600 and 800, which served 600)" in capsys.readouterr().out
+    )
+    # a semicolon-separated spreadsheet reads as one with commas
+    semi = tmp_path / "semi.csv"
+    semi.write_text(wrk.read_text().replace(",", ";"))
+    assert main([*argv, str(semi)]) == 0
+    assert (
+        "(measured between the steps at 600 and 800, which served 600)" in capsys.readouterr().out
+    )
+
+
+def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    header = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "Failures/s", "99%"]
+    files = []
+    for i, rps in enumerate([30.0, 60.0, 90.0, 120.0]):
+        fails = 0.0 if rps < 90 else rps  # fast errors, every one of them, from 90/s on
+        rows = [["POST", "/checkout", 100, int(100 * fails / rps), rps, fails, 2 + i]]
+        files.append(write_csv(tmp_path / f"step{i}_stats.csv", header, rows))
+    assert main(["capacity", "--out", str(tmp_path / "o"), "--runs", *map(str, files)]) == 0
+    printed = capsys.readouterr().out
+    assert "at least 120" not in printed  # errors are not capacity: a step of them saturates
+    assert (
+        "60 requests/s within p99 <= 100 ms (measured between the steps at 60 and 90, which served 0)"
+        in printed
+    )
+
+
 @pytest.mark.parametrize(
     ("header", "row", "extra", "message"),
     [
