@@ -298,6 +298,24 @@ def test_cli_reads_the_layouts_of_other_load_tools(
     )
 
 
+def test_no_modelled_capacity_lies_under_a_step_measured_within_the_objective(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ["x", r, r, v] for r, v in zip(range(100, 700, 100), [60, 60, 62, 58, 5, 5], strict=True)
+    ]
+    runs = write_csv(
+        tmp_path / "falling.csv", ["api", "offered_rps", "achieved_rps", "latency_p99_ms"], rows
+    )
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "x: at least 600 requests/s within p99 <= 100 ms (highest step)" in printed
+    assert "reach the objective from 600" in printed  # latency that falls fits knees under it
+    with open(tmp_path / "o" / "capacity.csv", newline="", encoding="utf-8") as handle:
+        [row] = csv.DictReader(handle)
+    assert float(row["model_range"].split("-")[0]) >= 600
+
+
 def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     header = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "Failures/s", "99%"]
     files = []

@@ -160,7 +160,7 @@ class Answer:
         elif slower:  # its curve still gives latency at a rate, but no capacity
             row.update(model="-", model_range="-", fit_rmse_log=fit.rmse_log)
         else:
-            low, best, high = fit.max_rate(objective.seconds)
+            low, best, high = self._modelled(fit, objective)
             row.update(
                 model=_rate(best), model_range=f"{_rate(low)}-{_rate(high)}",
                 fit_rmse_log=fit.rmse_log,
@@ -210,7 +210,7 @@ class Answer:
                 f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step)"
                 f"{self._noise(objective)}{self._flat()}"
             )
-        low, best, high = self.fit.max_rate(objective.seconds)
+        low, best, high = self._modelled(self.fit, objective)
         if math.isinf(best):
             curve = "the latency curve sees no knee (latency stays flat over the steps)"
             if math.isfinite(low):
@@ -222,6 +222,16 @@ class Answer:
             f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
             f"{self._noise(objective)}{self._flat()}"
         )
+
+    def _modelled(self, fit: CurveFit, objective: Objective) -> tuple[float, float, float]:
+        """The curves' (low, best, high) rate within the objective, none under the highest step
+        where no step broke it: every rate up to it was measured within, whatever a curve
+        through the steps' noise says (latency that falls with load fits knees anywhere)."""
+        low, best, high = fit.max_rate(objective.seconds)
+        _, lo, hi = self.measured
+        if math.isinf(hi) and lo > 0:
+            low, best, high = (max(v, lo) for v in (low, best, high))
+        return low, best, high
 
     def _flat(self) -> str:
         """Recorded traffic whose latency does not rise with load: no limit was seen."""
