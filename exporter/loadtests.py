@@ -40,6 +40,8 @@ OFFERED_COLUMNS = (
 )  # fmt: skip
 """Spellings of the rate a step was offered (an open-loop tool's `-R`), in order of preference."""
 UNIT_SECONDS = {"ms": 1e-3, "s": 1.0}
+OVER_OFFERED = 1.1
+"""A step that served this many times what it was offered has its columns swapped, likely."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ def _read_file(
         api = find_column(header, API_COLUMNS)
         kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
         count = find_column(header, COUNT_COLUMNS)
+        first_over: tuple[int, float, float] | None = None  # a step serving more than asked
         for row in reader:
             line = reader.line_num  # blank lines skipped by the reader still count
             if None in row or any(v is None for v in row.values()):
@@ -197,3 +200,15 @@ def _read_file(
                 name = f"{row[kind].strip()} {name}"
             key = (group, name)
             steps.setdefault(key, []).append(Step(asked, served, seconds))
+            if served > OVER_OFFERED * asked and first_over is None:  # NaN asked: never
+                first_over = (line, served, asked)
+        if first_over is not None:
+            line, served, asked = first_over
+            warnings.warn(
+                DataWarning(
+                    f"{source}, line {line}: a step served {served:g}/s of {asked:g}/s offered "
+                    f"({achieved} over {offered}): are the two columns swapped? A step is read "
+                    "as saturated where it serves less than it was offered"
+                ),
+                stacklevel=2,
+            )

@@ -316,6 +316,16 @@ def test_no_modelled_capacity_lies_under_a_step_measured_within_the_objective(
     assert float(row["model_range"].split("-")[0]) >= 600
 
 
+def test_steps_serving_more_than_offered_are_said_to_have_their_columns_swapped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [["/x", min(r, 600), r, 5.0 if r <= 600 else 90.0] for r in (200, 400, 600, 800)]
+    header = ["api", "offered_rps", "achieved_rps", "p99_ms"]
+    runs = write_csv(tmp_path / "swapped.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert f"{runs}, line 5: a step served 800/s of 600/s offered" in capsys.readouterr().err
+
+
 def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     header = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "Failures/s", "99%"]
     files = []
