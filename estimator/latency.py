@@ -316,6 +316,21 @@ def over_below(
     )
 
 
+def within_above(
+    steps: Sequence[Step], objective: float, measured: tuple[float, float, float]
+) -> list[Step]:
+    """The unsaturated steps within `objective` above the measured crossing (`measured`, as
+    `measured_max_rate` reads it), which a slower step below them outweighed in the steps'
+    monotone fit: an answer that rests on that one step, to say so of."""
+    _, _, hi = measured
+    if math.isinf(hi):
+        return []
+    return sorted(
+        (s for s in steps if not s.saturated and s.rate >= hi and s.latency <= objective),
+        key=lambda s: s.rate,
+    )
+
+
 def load_steps(
     windows: Sequence[Window], statistic: str, bins: int = 8, min_windows: int = 3
 ) -> dict[Pair, list[Step]]:

@@ -326,6 +326,23 @@ def test_steps_serving_more_than_offered_are_said_to_have_their_columns_swapped(
     assert f"{runs}, line 5: a step served 800/s of 600/s offered" in capsys.readouterr().err
 
 
+def test_an_answer_that_rests_on_one_slow_step_names_the_calm_ones_above_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = ["api", "offered_rps", "achieved_rps", "latency_p99_ms"]
+    for name, latency, said in (
+        ("low", [5000, 8.9, 60.3], "over p99 <= 100 ms already at the lowest tested rate (1000/s)"),
+        ("mid", [5, 1e7, 60.3], "(measured between the steps at 1000 and 1500)"),
+    ):
+        rows = [["x", r, r, v] for r, v in zip((1000, 1500, 2000), latency, strict=True)]
+        runs = write_csv(tmp_path / f"{name}.csv", header, rows)
+        assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+        printed = capsys.readouterr().out
+        assert said in printed
+        assert "higher steps measured within it (" in printed and "60.3 ms at 2000)" in printed
+        assert "(a slow outlier?)" in printed
+
+
 def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     header = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "Failures/s", "99%"]
     files = []

@@ -34,6 +34,7 @@ from estimator.latency import (
     measured_max_rate,
     over_below,
     window_load,
+    within_above,
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
 from exporter.commands.outputs import output_dir
@@ -188,7 +189,10 @@ class Answer:
                 f"the objective, not at a capacity{self._flat()}"
             )
         if rate == 0:
-            return f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
+            return (
+                f"{who}: over {objective} already at the lowest tested rate ({_rate(hi)}/s)"
+                f"{self._noise(objective)}"
+            )
         if math.isfinite(hi):
             top = next((s for s in self.steps if s.rate == hi), None)
             served = f", which served {_rate(top.achieved)}" if top and top.saturated else ""
@@ -245,16 +249,28 @@ class Answer:
         )
 
     def _noise(self, objective: Objective) -> str:
-        """What the measured answer passed over: lower steps over the objective (`over_below`)."""
+        """What the measured answer passed over: lower steps over the objective (`over_below`),
+        or higher ones within it that a slow step below outweighed (`within_above`)."""
         slow = over_below(self.steps, objective.seconds, self.measured)
-        if not slow:
-            return ""
-        shown = ", ".join(f"{latency_ms(s.latency)} ms at {_rate(s.rate)}" for s in slow[:3])
-        more = f" and {len(slow) - 3} more" if len(slow) > 3 else ""
-        return (
-            f"; lower steps measured over it ({shown}{more}) below higher ones within it, read "
-            "as a single run's noise (the steps' monotone fit)"
-        )
+        if slow:
+            return (
+                f"; lower steps measured over it ({_shown_steps(slow)}) below higher ones "
+                "within it, read as a single run's noise (the steps' monotone fit)"
+            )
+        calm = within_above(self.steps, objective.seconds, self.measured)
+        if calm:
+            return (
+                f"; higher steps measured within it ({_shown_steps(calm)}), outweighed in the "
+                "steps' monotone fit by slower ones below them: an answer that rests on those "
+                "(a slow outlier?)"
+            )
+        return ""
+
+
+def _shown_steps(steps: Sequence[Step]) -> str:
+    """The first few steps as a sentence names them: latency at rate."""
+    shown = ", ".join(f"{latency_ms(s.latency)} ms at {_rate(s.rate)}" for s in steps[:3])
+    return shown + (f" and {len(steps) - 3} more" if len(steps) > 3 else "")
 
 
 def answer(
