@@ -12,6 +12,7 @@ import pytest
 
 from estimator.errors import InputError
 from estimator.latency import (
+    CurveFit,
     QueueCurve,
     Step,
     fit_curve,
@@ -341,6 +342,32 @@ def test_an_answer_that_rests_on_one_slow_step_names_the_calm_ones_above_it(
         assert said in printed
         assert "higher steps measured within it (" in printed and "60.3 ms at 2000)" in printed
         assert "(a slow outlier?)" in printed
+
+
+def test_a_curve_whose_range_misses_the_measured_crossing_is_said_to_fit_poorly() -> None:
+    from exporter.commands.capacity import Answer
+    from exporter.loadtests import Objective
+
+    steps = [
+        Step(math.nan, r, v) for r, v in ((0.6, 0.08), (0.69, 0.086), (0.815, 0.41), (0.975, 0.41))
+    ]
+    objective = Objective("p95", 0.2)
+    measured = measured_max_rate(steps, objective.seconds)
+    knee = QueueCurve(0.05, 0.01, 1.1, servers=8)  # crosses 200 ms near 1.0, past the jump
+    fit = CurveFit(knee, (knee,), len(steps), 0.975, rmse_log=0.68)
+    sentence = Answer("", "x", steps, measured, fit, "").sentence(objective)
+    assert "(measured between the steps at 0.69 and 0.815)" in sentence
+    assert "the latency curve's plausible range (" in sentence and ") misses it" in sentence
+    assert "fit_rmse_log 0.68" in sentence
+    agreeing = CurveFit(knee, (knee,), len(steps), 0.975, rmse_log=0.1)
+    cap = knee.max_rate(0.2)  # steps that cross where the curve does
+    close = [
+        Step(math.nan, 0.6, 0.08),
+        Step(math.nan, 0.99 * cap, 0.19),
+        Step(math.nan, 1.01 * cap, 0.21),
+    ]
+    said = Answer("", "x", close, measured_max_rate(close, 0.2), agreeing, "").sentence(objective)
+    assert "misses it" not in said
 
 
 def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -107,6 +107,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MISS_SLACK = 0.05
+"""How far outside the curves' plausible range a measured crossing may lie and still agree."""
+
+
 def _rate(value: float) -> str:
     """A rate for tables: whole numbers, or 3 significant digits below 100 (recorded traffic)."""
     if math.isinf(value):
@@ -203,6 +207,8 @@ class Answer:
             else:
                 where = f"measured between the steps at {_rate(lo)} and {_rate(hi)}{served}"
             curve = f"; no latency curve ({self.why_no_fit})" if self.fit is None else ""
+            if self.fit is not None and not self._flat():
+                curve = self._misses(rate, objective, self.fit)
             return (
                 f"{who}: {_rate(rate)} {self.unit} within {objective} ({where})"
                 f"{self._noise(objective)}{self._flat()}{curve}"
@@ -225,6 +231,20 @@ class Answer:
         return (
             f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
             f"{self._noise(objective)}{self._flat()}"
+        )
+
+    def _misses(self, rate: float, objective: Objective, fit: CurveFit) -> str:
+        """Where the curves' plausible range misses the measured crossing, that they fit these
+        steps poorly (a jump in latency, say, that no queueing curve takes): the table's
+        `model` is then no second answer."""
+        low, _, high = self._modelled(fit, objective)
+        if low <= rate * (1 + MISS_SLACK) and rate <= high * (1 + MISS_SLACK):
+            return ""
+        upto = _rate(high) if math.isfinite(high) else "inf"
+        return (
+            f"; the latency curve's plausible range ({_rate(low)}-{upto}) misses it: no "
+            f"queueing curve fits these steps well (fit_rmse_log {fit.rmse_log:.2f}), so its "
+            "model and latency at other rates are rough"
         )
 
     def _modelled(self, fit: CurveFit, objective: Objective) -> tuple[float, float, float]:
