@@ -13,7 +13,7 @@ import numpy as np
 from estimator.bundle import Bundle
 from estimator.errors import InputError
 from estimator.synthesizer import Synthesizer
-from estimator.windows import CallPath, Pair, Window
+from estimator.windows import CallPath, Pair, Window, api_counts, api_of
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,32 @@ def scale_shortfall(
     much."""
     expected = functools.cache(_estimates_of(bundle, synthesizer, traffic, starts, extra))
     return monotone_in_scale(expected)(factor) - expected(factor)
+
+
+def recorded_at_scale(
+    windows: Sequence[Window], synthesizer: Synthesizer, factor: float
+) -> list[Window]:
+    """Recorded windows at `factor` times their traffic, read as every what-if reads recorded
+    traffic: the calls of each API the bundle saw expanded by the synthesizer into the call
+    paths training showed (a recording of sampled traces, or of gateway spans only, reads as
+    the whole traces behind its API calls), and the recorded paths of APIs it never saw kept,
+    times `factor`. Paths of no API (orphans) are left out: the expanded calls hold their work."""
+    traffic = scaled_traffic([api_counts(w.calls) for w in windows], factor)
+    out = []
+    for window, counts in zip(windows, traffic, strict=True):
+        known = {api: n for api, n in counts.items() if api in synthesizer.mean}
+        [expanded] = synthesizer.windows([known], [window.start], window.end - window.start)
+        out.append(expanded)
+    unseen = [
+        {
+            p: n
+            for p, n in w.calls.items()
+            if (api := api_of(p)) is not None and api not in synthesizer.mean
+        }
+        for w in windows
+    ]
+    add_paths(out, unseen, factor)
+    return out
 
 
 def add_paths(

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, InputError, count_of
 from estimator.latency import latency_at_loads, window_load
-from estimator.synthesizer import Synthesizer, scale_windows
+from estimator.synthesizer import Synthesizer
 from estimator.whatif import (
     MAX_RATE,
     MAX_SCALE,
@@ -24,6 +24,7 @@ from estimator.whatif import (
     allowed_scales,
     monotone_in_scale,
     peaks,
+    recorded_at_scale,
     search_ceiling,
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window
@@ -226,9 +227,10 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             )
 
         base = factor
+        synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
 
-        def expected(k: float) -> np.ndarray:
-            return estimator.predict_windows(scale_windows(recent, k))
+        def expected(k: float) -> np.ndarray:  # the stored traffic, read as the CLI reads --data
+            return estimator.predict_windows(recorded_at_scale(recent, synthesizer, k))
     else:
         rates = body["rates"]
         if not isinstance(rates, dict):

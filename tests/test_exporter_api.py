@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import gzip
 import json
 import socket
@@ -23,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from estimator.bundle import load_bundle
 from estimator.errors import InputError
-from estimator.windows import ORPHAN_ROOT
+from estimator.windows import ORPHAN_ROOT, write_windows
 from exporter.config import Config, PrometheusConfig, ReceiverConfig
 from exporter.runtime import Runtime
 from tests.exporter_world import PATHS, span_request, train, world
@@ -480,6 +481,41 @@ def test_api_whatif_answers_capacity_where_limits_are_known(
             assert entry({"scale": asked})["max_scale"] == pytest.approx(allowed, rel=1e-9)
     finally:
         limited.stop()
+
+
+def test_api_whatif_scale_answers_as_the_cli_does_on_the_same_windows(
+    runtime, bundle_dir: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The stored traffic at 3x, asked of the API, and the same windows given to `deeprest
+    whatif --scale 3 --data` read the recorded API calls alike: expanded into the call paths
+    training showed, so that gateway-only or sampled traces cost what their requests do."""
+    from exporter.cli import main
+
+    rt, clock = runtime
+    roots_only = span_request(6, int(((clock.now // 2.0) * 2.0 + 0.5) * 1e9), seed=5)
+    del roots_only.resource_spans[1:]  # only the front end's root spans: no downstream paths
+    start = (clock.now // 2.0) * 2.0
+    assert post(rt, roots_only.SerializeToString(), PB).status_code == 200
+    clock.now = start + 2.0 + 2 * rt.config.grace
+    rt.loop.tick()
+    for i in range(3):
+        send_window(rt, clock, 4 + i, seed=6 + i)
+    stored = rt.store.recent(rt.config.whatif_windows)
+    answer = requests.post(f"{rt.url}/api/v1/whatif", json={"scale": 3}, timeout=10).json()
+    api = {(e["component"], e["resource"]): e["median"] for e in answer["series"]}
+    data = tmp_path / "stored.jsonl"
+    write_windows(data, stored)
+    out = tmp_path / "cli"
+    argv = ["whatif", "--model", str(bundle_dir), "--scale", "3", "--data", str(data)]
+    assert main([*argv, "--out", str(out)]) == 0
+    with open(out / "whatif.csv", newline="", encoding="utf-8") as handle:
+        cli = {
+            (r["component"], r["resource"]): float(r["whatif_mean"]) for r in csv.DictReader(handle)
+        }
+    assert cli.keys() == api.keys()
+    for key, value in cli.items():
+        assert api[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+    assert api[("store", "cpu")] > 0  # the roots' downstream work, from training's paths
 
 
 def test_api_whatif_gives_api_latency_from_stored_windows(runtime) -> None:  # type: ignore[no-untyped-def]
