@@ -263,6 +263,7 @@ def test_whatif_scale_grows_cpu_with_traffic(
     assert past > 1.1  # 3x users: memory past anything training saw, and said to be
     assert f"store {past:.2f}x" in said and "memory projected past its training peak" in said
     assert "beyond 1x the estimates extrapolate" in said
+    assert "; per API, past its busiest window of training's last day: " in said  # 3x each
 
 
 def test_whatif_traffic_runs_as_if_it_had_been_running(tmp_path: Path) -> None:

@@ -143,7 +143,34 @@ def traffic_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> st
     quiet = seen[0]
     if min(asked) < 0.995 * quiet:
         line += f"; its quietest is {min(asked) / quiet:.2f}x the quietest (below: extrapolated)"
-    return line
+    return line + _api_reach(bundle, traffic)
+
+
+API_PAST = 1.5
+"""An API's what-if peak over its busiest window in training's reference day, past which the
+mix itself is named as beyond training (a new mix at the same total still extrapolates)."""
+
+
+def _api_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> str:
+    """The APIs whose busiest what-if window is API_PAST times their busiest in the bundle's
+    reference windows (training's last day) or more, largest first; empty where none is."""
+    ref = bundle.training.get("reference_traffic", {})
+    apis, counts = ref.get("apis", []), ref.get("counts", [])
+    if not apis or not counts:
+        return ""
+    busiest = np.max(np.asarray(counts, dtype=float), axis=0)
+    past = []
+    for (component, operation), top in zip(apis, busiest, strict=True):
+        asked = max((c.get((component, operation), 0.0) for c in traffic), default=0.0)
+        if top > 0 and asked >= API_PAST * top:
+            past.append((asked / top, f"{component}:{operation} {asked / top:.2f}x"))
+    if not past:
+        return ""
+    shown = [text for _, text in sorted(past, reverse=True)]
+    return (
+        f"; per API, past its busiest window of training's last day: {first_few(shown)} (a mix "
+        "that training never showed: the estimates extrapolate)"
+    )
 
 
 PAST_PEAK = 1.1
@@ -216,12 +243,13 @@ def past_training_note(rows: Sequence[Mapping[str, object]]) -> str:
     for row in rows:
         ratio = row.get("vs_training_peak")
         if row["resource"] == "memory" and isinstance(ratio, float) and ratio > PAST_PEAK:
-            past.append(f"{row['component']} {ratio:.2f}x")
+            past.append((ratio, f"{row['component']} {ratio:.2f}x"))
     if not past:
         return ""
+    named = [text for _, text in sorted(past, reverse=True)]  # the furthest first
     return (
         f"memory projected past its training peak for {count_of(len(past), 'component')} "
-        f"({first_few(past)}): a cache or pool stops growing at its capacity, which training "
+        f"({first_few(named)}): a cache or pool stops growing at its capacity, which training "
         "never reached, so where the memory is one these are upper bounds"
     )
 
@@ -246,14 +274,16 @@ def under_training_note(bundle: Bundle, result: WhatIf) -> str:
             continue
         ratio = float(result.hypothetical[:, j, 1].min()) / low
         if ratio < UNDER_LOW:
-            under.append(f"{key[0]} {ratio:.2f}x")
+            under.append((ratio, f"{key[0]} {ratio:.2f}x"))
     if not under:
         return ""
+    named = [text for _, text in sorted(under)]  # the furthest first
     return (
         f"memory projected under its lowest in training for {count_of(len(under), 'component')} "
-        f"({first_few(under)}): a process keeps its base memory (runtime, heap, caches) at any "
-        "traffic, which a model fitted where traffic never went so low may have charged to "
-        "calls, so these may be lower bounds"
+        f"({first_few(named)}): an extrapolation either way: a process keeps its base memory "
+        "(runtime, heap) at any traffic, which a model fitted where traffic never went so low "
+        "may have charged to calls (then a lower bound), while a cache that empties at low "
+        "traffic may go lower still"
     )
 
 
