@@ -13,7 +13,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from estimator.bundle import load_bundle
+from estimator.bundle import Bundle, load_bundle
 from estimator.errors import BundleError, InputError, count_of
 from estimator.latency import latency_at_loads, window_load
 from estimator.synthesizer import Synthesizer
@@ -27,7 +27,8 @@ from estimator.whatif import (
     recorded_at_scale,
     search_ceiling,
 )
-from estimator.windows import LATENCY_STATISTICS, Pair, Window
+from estimator.windows import LATENCY_STATISTICS, Pair, Window, api_counts
+from exporter.commands.whatif import past_training_note, traffic_reach
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -210,6 +211,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     if unknown:
         raise InputError(f"unknown field; expected {', '.join(WHATIF_FIELDS)}", field=unknown[0])
     recent = runtime.store.recent(runtime.config.whatif_windows)
+    bundle_window = estimator.bundle.window_seconds
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
     if "scale" in body:
@@ -243,7 +245,6 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
                 "names no API: give at least one API -> calls per second", field="rates"
             )
         synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
-        bundle_window = estimator.bundle.window_seconds
         traffic: dict[Pair, float] = {}
         named: dict[Pair, str] = {}
         for name, rate in rates.items():
@@ -295,6 +296,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             "lower": float(pred[:, j, 0].mean()),
             "median": float(pred[:, j, 1].mean()),
             "upper": float(pred[:, j, 2].mean()),
+            "peak_median": float(pred[:, j, 1].max()),
             "peak_upper": float(pred[:, j, 2].max()),
         }
         if j in allowed:
@@ -306,10 +308,39 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             entry["max_scale_median"] = median if math.isfinite(median) else None
         out.append(entry)
     answer: dict[str, Any] = {"windows": len(pred), "series": out}
+    if "scale" in body:  # per window of the bundle's length, as training counted calls
+        asked = [
+            {
+                api: n * factor * bundle_window / (w.end - w.start)
+                for api, n in api_counts(w.calls).items()
+            }
+            for w in recent
+        ]
+    else:
+        asked = [dict(traffic)] * len(pred)
+    answer["warnings"] = whatif_warnings(estimator.bundle, asked, out)
     latency = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load)
     if latency:
         answer["latency"] = latency
     return answer
+
+
+def whatif_warnings(
+    bundle: Bundle, traffic: list[dict[Pair, float]], entries: list[dict[str, Any]]
+) -> list[str]:
+    """What the CLI warns of the same answer: where the traffic lies against training's (and
+    each API against its own), and memory past its training peak; each entry gains its
+    `vs_training_peak` (the median's peak over the series' highest usage in training)."""
+    out = [line for line in (traffic_reach(bundle, traffic),) if line]
+    peaks = dict(zip(bundle.series, bundle.training.get("usage_peaks") or [], strict=False))
+    rows = []
+    for entry in entries:
+        peak = peaks.get((entry["component"], entry["resource"]))
+        if peak:
+            entry["vs_training_peak"] = entry["peak_median"] / peak
+            rows.append({**entry, "vs_training_peak": entry["vs_training_peak"]})
+    note = past_training_note(rows)
+    return out + ([note] if note else [])
 
 
 LATENCY_WINDOWS = 1440

@@ -509,13 +509,17 @@ def test_api_whatif_scale_answers_as_the_cli_does_on_the_same_windows(
     argv = ["whatif", "--model", str(bundle_dir), "--scale", "3", "--data", str(data)]
     assert main([*argv, "--out", str(out)]) == 0
     with open(out / "whatif.csv", newline="", encoding="utf-8") as handle:
-        cli = {
-            (r["component"], r["resource"]): float(r["whatif_mean"]) for r in csv.DictReader(handle)
-        }
+        rows = {(r["component"], r["resource"]): r for r in csv.DictReader(handle)}
+    cli = {key: float(r["whatif_mean"]) for key, r in rows.items()}
     assert cli.keys() == api.keys()
     for key, value in cli.items():
         assert api[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
     assert api[("store", "cpu")] > 0  # the roots' downstream work, from training's paths
+    # and the same caveats: where the traffic lies, memory past its training peak
+    past = {(e["component"], e["resource"]): e.get("vs_training_peak") for e in answer["series"]}
+    for key, row in rows.items():
+        assert past[key] == pytest.approx(float(row["vs_training_peak"]), rel=1e-6), key
+    assert answer["warnings"][0].startswith("what-if traffic: its busiest window is ")
 
 
 def test_api_whatif_gives_api_latency_from_stored_windows(runtime) -> None:  # type: ignore[no-untyped-def]
