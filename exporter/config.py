@@ -399,22 +399,41 @@ def parse_limits(raw: Any) -> dict[tuple[str, str], float]:
                     f"expected a positive number or a Kubernetes quantity (500m, 4Gi), got {_yaml(value)}",
                     field=key,
                 )
-            _check_unit(value, str(resource), key)
+            _check_unit(value, number, str(resource), key)
             out[(str(component), str(resource))] = number
     return out
 
 
-def _check_unit(value: Any, resource: str, key: str) -> None:
+MOST_CORES = 512
+"""A CPU limit of more cores than this, given without a unit, is millicores meant, likely."""
+
+
+def _check_unit(value: Any, number: float, resource: str, key: str) -> None:
     """Warn of a quantity whose suffix suits another resource: `cpu: 1Gi` (a billion cores) or
-    `memory: 500m` (half a byte) are valid Kubernetes quantities, but almost surely typos."""
+    `memory: 500m` (half a byte) are valid Kubernetes quantities, but almost surely typos; and
+    of a bare number that reads as no such limit (`cpu: 2000` cores for 2000m, `memory: 4096`
+    bytes for 4096Mi)."""
     m = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
     suffix = m.group(2) if m else ""
+    meant = "cores or millicores (500m)" if resource == "cpu" else "bytes (Mi, Gi)"
     if (resource == "cpu" and suffix.endswith("i")) or (resource == "memory" and suffix == "m"):
-        meant = "cores or millicores (500m)" if resource == "cpu" else "bytes (Mi, Gi)"
         warnings.warn(
             DataWarning(
-                f"{key}: {value} is a {resource} limit of {_limit_number(value):g}; "
+                f"{key}: {value} is a {resource} limit of {number:g}; "
                 f"{resource} limits are in {meant}: a typo?"
+            ),
+            stacklevel=3,
+        )
+        return
+    bare = isinstance(value, (int, float)) or (m is not None and not suffix)
+    odd = (resource == "cpu" and number > MOST_CORES) or (resource == "memory" and number < 2**20)
+    if bare and odd:
+        hint = f"{value}m" if resource == "cpu" else f"{value}Mi"
+        warnings.warn(
+            DataWarning(
+                f"{key}: {value} without a unit is a {resource} limit of {number:g} "
+                f"{'cores' if resource == 'cpu' else 'bytes'}; {resource} limits are in "
+                f"{meant}: {hint} meant?"
             ),
             stacklevel=3,
         )

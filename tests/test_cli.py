@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from estimator.bundle import load_bundle
-from estimator.errors import BundleError, InputError
+from estimator.errors import BundleError, DataWarning, InputError
 from estimator.whatif import steady_estimates
 from estimator.windows import Latency, api_counts, load_windows, write_windows
 from exporter.cli import main
@@ -1101,6 +1101,23 @@ def test_limits_read_an_exponent_yaml_reads_as_text_and_kubernetes_quantities() 
         with pytest.raises(InputError, match="Kubernetes quantity") as info:
             parse_limits({"db": {"memory": bad}})
         assert info.value.field == "limits.db.memory"
+
+
+def test_a_bare_limit_that_reads_as_no_such_limit_is_warned_of() -> None:
+    import warnings
+
+    from exporter.config import parse_limits
+
+    with pytest.warns(
+        DataWarning,
+        match=r"limits.web.cpu: 2000 without a unit is a cpu limit of 2000 cores; .*2000m meant\?",
+    ):
+        assert parse_limits({"web": {"cpu": 2000}}) == {("web", "cpu"): 2000.0}
+    with pytest.warns(DataWarning, match=r"limits.db.memory: 4096 without a unit .*4096Mi meant\?"):
+        parse_limits({"db": {"memory": "4096"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # plausible as they stand: nothing to say
+        parse_limits({"web": {"cpu": 4, "memory": 4e9}, "db": {"cpu": "2000m", "memory": "4Gi"}})
 
 
 def test_capacity_line_says_the_unit_and_when_the_base_is_over_already() -> None:
