@@ -156,11 +156,14 @@ def _profile(spec: DiurnalSpec, flat: bool) -> tuple[Stage, ...]:
     heights = _peak_heights(spec)
     noise_rng = random.Random(spec.seed + 1)
     amplitude = spec.peak_users - spec.base_users
-    n_steps = int(math.ceil(spec.cycles * spec.period_s / spec.step_s))
+    total = spec.cycles * spec.period_s
+    n_steps = int(math.ceil(total / spec.step_s - 1e-9))
     stages = []
     for i in range(n_steps):
-        t = (i + 0.5) * spec.step_s
+        end = min((i + 1) * spec.step_s, total)  # a step that does not divide: the last cut short
+        t = (i * spec.step_s + end) / 2
         cycle, phase = divmod(t, spec.period_s)
+        cycle = min(cycle, spec.cycles - 1)
         level = 0.0
         for j, frac in enumerate((0.25, 0.75)):
             center, height = frac * spec.period_s, heights[2 * int(cycle) + j]
@@ -171,7 +174,7 @@ def _profile(spec: DiurnalSpec, flat: bool) -> tuple[Stage, ...]:
             level = max(level, height * shape)
         jitter = 0.0 if flat and level >= 1.0 - 1e-9 else noise_rng.gauss(0.0, spec.noise)
         users = spec.base_users + amplitude * level * (1.0 + jitter)
-        stages.append(Stage((i + 1) * spec.step_s, max(0, int(round(users))), spec.spawn_rate))
+        stages.append(Stage(end, max(0, int(round(users))), spec.spawn_rate))
     return tuple(stages)
 
 

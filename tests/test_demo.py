@@ -189,6 +189,7 @@ def test_missing_binaries_print_the_install_command(
         (["--train-seconds", "nan"], "--train-seconds"),
         (["--train-seconds", "30"], "--train-seconds"),
         (["--phase-seconds", "inf"], "--phase-seconds"),
+        (["--train-seconds", "60", "--window", "10"], "--train-seconds"),  # 6 windows: too few
     ],
 )
 def test_demo_phase_lengths_are_checked_before_anything_starts(
@@ -236,3 +237,30 @@ def test_a_demo_leaves_the_data_of_a_running_exporter_alone(
         assert (options.run_dir / "data" / "windows.sqlite").exists()
     finally:
         store.close()
+
+
+def test_a_locust_run_that_dies_early_fails_the_demo_naming_its_log(tmp_path: Path) -> None:
+    """A phase whose load generator died has no traffic: the demo says so, with the log's
+    error, rather than training or scoring on nothing."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from infra.local.demo import Processes
+    from infra.local.demo_full import _drive
+    from infra.local.procs import TestbedError
+
+    prefix = tmp_path / "locust-train"
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        script = "import sys; print('IndexError: list index out of range'); sys.exit(3)"
+        with open(log, "wb") as out:
+            return subprocess.Popen([sys.executable, "-c", script], stdout=out)
+
+    run = SimpleNamespace(csv_prefix=prefix, start=start)
+    alerts = SimpleNamespace(poll=lambda phase: None)
+    with pytest.raises(TestbedError) as caught:
+        _drive(run, 60.0, "train", alerts, Processes())  # type: ignore[arg-type]
+    said = str(caught.value)
+    assert said.startswith("Locust of the train phase ended with status 3 after ")
+    assert "IndexError: list index out of range" in said and str(prefix) in said

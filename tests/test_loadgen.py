@@ -93,6 +93,19 @@ def test_shape_is_flat_at_peak() -> None:
     assert len(local_maxima(users, 3)) >= 2 * SPEC.cycles
 
 
+@pytest.mark.parametrize(("cycles", "period", "step"), [(1, 100, 30), (2, 40, 15), (1, 100, 500)])
+def test_a_step_that_does_not_divide_the_run_cuts_the_last_stage_short(
+    cycles: int, period: float, step: float
+) -> None:
+    spec = DiurnalSpec(cycles=cycles, period_s=period, step_s=step)
+    for plan in (diurnal(spec), shape(spec)):
+        ends = [s.end for s in plan.stages]
+        assert ends[-1] == cycles * period and all(
+            a < b for a, b in zip(ends, ends[1:], strict=False)
+        )
+        assert all(0 < b - a <= step for a, b in zip([0.0, *ends], ends, strict=False))
+
+
 def test_constant_holds_peak_users_then_ends() -> None:
     plan = constant(DiurnalSpec(period_s=30.0, peak_users=12, compression=2.0))
     assert plan.duration == 15.0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from estimator.errors import InputError
 from estimator.models import MODEL_KINDS
+from estimator.training import MIN_TRAIN_WINDOWS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+FULL_WINDOW = 5.0
+"""The full demo's window when --window is not given (seconds)."""
 MAX_SECONDS = 86400.0
 """The longest training or test phase a demo runs (a day)."""
 
@@ -50,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"must be between 60 and {MAX_SECONDS:g} s", field="--train-seconds")
     if not 20 <= args.phase_seconds <= MAX_SECONDS:
         raise InputError(f"must be between 20 and {MAX_SECONDS:g} s", field="--phase-seconds")
+    window = args.window if args.window is not None else FULL_WINDOW
+    if not args.quick and args.train_seconds / window < MIN_TRAIN_WINDOWS + 1:
+        raise InputError(
+            f"{args.train_seconds:g} s of {window:g} s windows give under "
+            f"{MIN_TRAIN_WINDOWS + 1} windows (training needs {MIN_TRAIN_WINDOWS} with usage, and "
+            "the first may be partial): give more seconds, or a shorter --window",
+            field="--train-seconds",
+        )
     options = DemoOptions(
         out=args.out,
         quick=args.quick,

@@ -30,7 +30,7 @@ from exporter.trainset import collect_training_windows
 from infra.local.demo import DemoOptions, Processes, Progress, ServeSpec, start_serve
 from infra.local.demo_report import AlertLog, Phase
 from infra.local.demo_story import ALERT_OF, conclude
-from infra.local.procs import free_port
+from infra.local.procs import TestbedError, free_port
 from infra.local.testbed import Testbed, TestbedConfig
 from loadgen.attacks import Attack
 from loadgen.headless import HeadlessRun
@@ -64,7 +64,27 @@ def _drive(
     finally:
         stop()
         procs.stoppers.remove(stop)
-    return Phase(phase, started, time.time())
+    ran = time.time() - started
+    if popen.returncode and ran < EARLY * seconds:  # Locust died: the phase has no traffic
+        raise TestbedError(
+            f"Locust of the {phase} phase ended with status {popen.returncode} after {ran:.0f}s "
+            f"of {seconds:.0f}s: {_last_line(log)} (see {log})"
+        )
+    return Phase(phase, started, ran + started)
+
+
+EARLY = 0.8
+"""Share of a phase before which Locust ending with an error status is a failure of the demo."""
+
+
+def _last_line(log: Path) -> str:
+    """The last line of a log that says what went wrong, or that none is to be read."""
+    try:
+        lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    said = [x for x in lines if "Error" in x or "error" in x]
+    return (said or lines or ["an empty log"])[-1]
 
 
 def _stopper(popen: subprocess.Popen[bytes]) -> Any:
