@@ -87,7 +87,7 @@ class Progress:
     def __call__(self, message: str, phase: str | None = None) -> None:
         if phase is not None:
             self.phase = phase
-        print(f"[demo {self.elapsed:6.1f}s] {self.phase}: {message}", flush=True)
+        print(f"[demo {self.elapsed:6.1f}s] {self.phase}: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
