@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import isotonic_regression, nnls
@@ -314,6 +314,21 @@ def over_below(
         (s for s in steps if not s.saturated and s.rate < lo and s.latency > objective),
         key=lambda s: s.rate,
     )
+
+
+def served_above(steps: Sequence[Step]) -> list[Step]:
+    """The steps, with a saturated one read as unsaturated where a step offered more served
+    at least what it was offered: the system served that rate, so the shortfall was the
+    measurement's noise (a short step's served rate), not a limit. It is read at the rate it
+    served."""
+    out = []
+    for step in steps:
+        if step.saturated and any(
+            other.rate > step.rate and other.achieved >= step.offered for other in steps
+        ):
+            step = replace(step, offered=step.achieved)
+        out.append(step)
+    return out
 
 
 def within_above(

@@ -370,6 +370,21 @@ def test_a_curve_whose_range_misses_the_measured_crossing_is_said_to_fit_poorly(
     assert "misses it" not in said
 
 
+def test_a_shortfall_that_a_higher_step_served_past_is_noise_not_saturation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [["x", 2.0, 2.11, 20.0], ["x", 4.0, 3.8, 25.0], ["x", 8.0, 8.0, 29.0]]
+    header = ["api", "offered_rps", "achieved_rps", "latency_p99_ms"]
+    runs = write_csv(tmp_path / "short.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "x: at least 8 requests/s within p99 <= 100 ms" in printed
+    rows[2][2] = 6.0  # the highest step short too: the system met a limit there
+    runs = write_csv(tmp_path / "short.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "which served 6" in capsys.readouterr().out
+
+
 def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     header = ["Type", "Name", "Request Count", "Failure Count", "Requests/s", "Failures/s", "99%"]
     files = []

@@ -33,6 +33,7 @@ from estimator.latency import (
     load_trend,
     measured_max_rate,
     over_below,
+    served_above,
     window_load,
     within_above,
 )
@@ -302,6 +303,7 @@ def answer(
     peak: float | None = None,
     trend: tuple[float, float] | None = None,
 ) -> Answer:
+    steps = served_above(steps)
     measured = measured_max_rate(steps, objective.seconds)
     try:
         fit, why = fit_curve(steps), ""
