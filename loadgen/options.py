@@ -47,6 +47,14 @@ def plan_from_options(options: Any) -> LoadPlan:
         value = getattr(options, name, 1)
         if not (value > 0 and math.isfinite(value)):
             raise InputError(f"must be > 0, got {value}", field="--" + name)
+    if not (options.scale_k > 0 and math.isfinite(options.scale_k)):  # checked for any shape
+        raise InputError(f"must be a finite number > 0, got {options.scale_k}", field="--scale-k")
+    if options.base_users > options.peak_users:
+        raise InputError(
+            f"{options.base_users} is more than --peak-users {options.peak_users}: the peaks "
+            "would be troughs",
+            field="--base-users",
+        )
     spec = DiurnalSpec(
         cycles=options.cycles,
         period_s=options.period,

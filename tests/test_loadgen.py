@@ -213,6 +213,14 @@ def test_shape_options_build_the_plan() -> None:
     assert max(s.users for s in plan.stages) >= 2 * max(s.users for s in base.stages) - 1
     with pytest.raises(SystemExit):  # --shape has choices
         parser.parse_args(["--shape", "sideways"])
+    for argv, flag in (
+        (["--shape", "scale", "--scale-k", "-2"], "--scale-k"),  # named as typed
+        (["--scale-k", "nan"], "--scale-k"),  # checked whatever the shape
+        (["--base-users", "30", "--peak-users", "5"], "--base-users"),  # peaks as troughs
+    ):
+        with pytest.raises(InputError) as caught:
+            plan_from_options(parser.parse_args(argv))
+        assert caught.value.field == flag, argv
     opts.shape = "sideways"  # as a caller that skips the parser would pass it
     with pytest.raises(InputError):
         plan_from_options(opts)
