@@ -223,6 +223,21 @@ def test_accuracy_headline_names_the_worst_series(capsys: pytest.CaptureFixture[
     assert "worst 0.000 (store/write_iops)" in line and "-0.000" not in line, line
 
 
+def test_accuracy_table_says_no_usage_where_a_series_used_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from estimator.evaluation import Evaluation
+    from infra.local.demo_report import print_accuracy
+
+    actual = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])  # no disk writes at all
+    pred = np.stack([0.9 * actual, actual, 1.1 * actual + 0.01], axis=-1)
+    series = [("front", "cpu"), ("front", "write_iops")]
+    print_accuracy({"normal": Evaluation(series, np.arange(3.0), actual, pred, None)})
+    out = capsys.readouterr().out
+    assert "no usage" in out and "nan" not in out
+    assert "(1 series scored of 2, 3 windows)" in out
+
+
 def test_a_demo_leaves_the_data_of_a_running_exporter_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -61,6 +61,10 @@ def read_phase(prometheus_url: str, phase: Phase, step: float) -> Evaluation | N
     return Evaluation(series, np.array(times, float)[keep] * step, actual[keep], pred[keep], None)
 
 
+NO_USAGE = "no usage"
+"""What the table shows of a series that used nothing in a phase: no accuracy to score."""
+
+
 def accuracy_table(evaluations: Mapping[str, Evaluation]) -> list[dict[str, object]]:
     """One row per series: accuracy (1 - WAPE) in each phase."""
     keys = sorted({k for e in evaluations.values() for k in e.series})
@@ -70,9 +74,8 @@ def accuracy_table(evaluations: Mapping[str, Evaluation]) -> list[dict[str, obje
         for name, evaluation in evaluations.items():
             key = (component, resource)
             found = key in evaluation.series
-            row[name] = (
-                float(evaluation.accuracy[evaluation.series.index(key)]) if found else math.nan
-            )
+            value = float(evaluation.accuracy[evaluation.series.index(key)]) if found else math.nan
+            row[name] = value if math.isfinite(value) else NO_USAGE
         rows.append(row)
     return rows
 
@@ -169,7 +172,8 @@ def print_accuracy(evaluations: Mapping[str, Evaluation]) -> None:
         print(
             f"accuracy {name}: mean {s['mean_accuracy']:.3f} worst "
             f"{round(s['worst_accuracy'], 3) + 0.0:.3f}{worst} "  # + 0.0: never "-0.000"
-            f"coverage {s['coverage']:.3f} ({len(evaluation.series)} series, "
+            f"coverage {s['coverage']:.3f} ({int(np.isfinite(accuracy).sum())} series scored "
+            f"of {len(evaluation.series)}, "
             f"{len(evaluation.starts)} windows)",
             flush=True,
         )
