@@ -331,16 +331,13 @@ def whatif_warnings(
     """What the CLI warns of the same answer: where the traffic lies against training's (and
     each API against its own), and memory past its training peak; each entry gains its
     `vs_training_peak` (the median's peak over the series' highest usage in training)."""
-    out = [line for line in (traffic_reach(bundle, traffic),) if line]
     peaks = dict(zip(bundle.series, bundle.training.get("usage_peaks") or [], strict=False))
-    rows = []
     for entry in entries:
         peak = peaks.get((entry["component"], entry["resource"]))
         if peak:
             entry["vs_training_peak"] = entry["peak_median"] / peak
-            rows.append({**entry, "vs_training_peak": entry["vs_training_peak"]})
-    note = past_training_note(rows)
-    return out + ([note] if note else [])
+    lines = (traffic_reach(bundle, traffic), past_training_note(entries))
+    return [line for line in lines if line]
 
 
 LATENCY_WINDOWS = 1440
