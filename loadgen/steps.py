@@ -146,7 +146,9 @@ def step_rows(users: int, prefix: Path, rate_per_user: float) -> list[dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadgen.steps", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--host", required=True, help="front end URL")
     parser.add_argument("--users", required=True, help="comma-separated users per step")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each step")
@@ -161,9 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         users = tuple(int(u) for u in args.users.split(","))
+    except ValueError:
+        print(
+            f"loadgen.steps: error: field '--users': expected whole numbers with commas (1,2,4), "
+            f"got {args.users!r}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
         test = StepTest(args.host, args.out, users, args.seconds, args.rate_per_user)
-    except (ValueError, InputError) as exc:
-        print(f"loadgen.steps: error: --users/--seconds/--rate-per-user: {exc}", file=sys.stderr)
+    except InputError as exc:  # named as typed: users -> --users, rate_per_user -> --rate-per-user
+        flag = "--" + (exc.field or "").replace("_", "-")
+        print(f"loadgen.steps: error: field '{flag}': {exc.bare_message}", file=sys.stderr)
         return 2
     try:
         table = run_steps(test, lambda m: print(m, file=sys.stderr))

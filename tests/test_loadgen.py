@@ -322,3 +322,15 @@ def test_bad_shape_options_end_a_locust_run_with_one_line() -> None:
         assert done.returncode == 2
         assert f"loadgen: error: field '{named}'" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_step_test_errors_name_the_flag_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadgen.steps import main
+
+    for argv, flag in (
+        (["--users", "0"], "--users"),
+        (["--users", "a,b"], "--users"),
+        (["--users", "1", "--rate-per-user", "nan"], "--rate-per-user"),
+    ):
+        assert main(["--host", "http://127.0.0.1:1", *argv]) == 2
+        assert f"loadgen.steps: error: field '{flag}': " in capsys.readouterr().err, argv
