@@ -182,20 +182,16 @@ def scale_shortfall(
     return monotone_in_scale(expected)(factor) - expected(factor)
 
 
-def recorded_at_scale(
-    windows: Sequence[Window], synthesizer: Synthesizer, factor: float
-) -> list[Window]:
-    """Recorded windows at `factor` times their traffic, read as every what-if reads recorded
-    traffic: the calls of each API the bundle saw expanded by the synthesizer into the call
-    paths training showed (a recording of sampled traces, or of gateway spans only, reads as
-    the whole traces behind its API calls), and the recorded paths of APIs it never saw kept,
-    times `factor`. Paths of no API (orphans) are left out: the expanded calls hold their work."""
-    traffic = scaled_traffic([api_counts(w.calls) for w in windows], factor)
-    out = []
-    for window, counts in zip(windows, traffic, strict=True):
-        known = {api: n for api, n in counts.items() if api in synthesizer.mean}
-        [expanded] = synthesizer.windows([known], [window.start], window.end - window.start)
-        out.append(expanded)
+def split_unseen(
+    windows: Sequence[Window], synthesizer: Synthesizer
+) -> tuple[list[dict[Pair, float]], list[dict[CallPath, float]]]:
+    """Per window, the calls of each API the bundle saw (for the synthesizer to expand), and the
+    recorded call paths of the APIs it never saw (kept as they are). Paths of no API (orphans)
+    are in neither: the expanded calls hold their work."""
+    known = [
+        {api: n for api, n in api_counts(w.calls).items() if api in synthesizer.mean}
+        for w in windows
+    ]
     unseen = [
         {
             p: n
@@ -204,6 +200,22 @@ def recorded_at_scale(
         }
         for w in windows
     ]
+    return known, unseen
+
+
+def recorded_at_scale(
+    windows: Sequence[Window], synthesizer: Synthesizer, factor: float
+) -> list[Window]:
+    """Recorded windows at `factor` times their traffic, read as every what-if reads recorded
+    traffic (`split_unseen`): the calls of each API the bundle saw expanded by the synthesizer
+    into the call paths training showed (a recording of sampled traces, or of gateway spans
+    only, reads as the whole traces behind its API calls), and the recorded paths of APIs it
+    never saw kept, times `factor`."""
+    known, unseen = split_unseen(windows, synthesizer)
+    out = []
+    for window, counts in zip(windows, scaled_traffic(known, factor), strict=True):
+        [expanded] = synthesizer.windows([counts], [window.start], window.end - window.start)
+        out.append(expanded)
     add_paths(out, unseen, factor)
     return out
 

@@ -212,6 +212,7 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         raise InputError(f"unknown field; expected {', '.join(WHATIF_FIELDS)}", field=unknown[0])
     recent = runtime.store.recent(runtime.config.whatif_windows)
     bundle_window = estimator.bundle.window_seconds
+    synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
     if ("scale" in body) == ("rates" in body):
         raise InputError("give exactly one of 'scale' (a factor) or 'rates' (API -> calls/s)")
     if "scale" in body:
@@ -229,7 +230,6 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             )
 
         base = factor
-        synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
 
         def expected(k: float) -> np.ndarray:  # the stored traffic, read as the CLI reads --data
             return estimator.predict_windows(recorded_at_scale(recent, synthesizer, k))
@@ -244,7 +244,6 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
             raise InputError(
                 "names no API: give at least one API -> calls per second", field="rates"
             )
-        synthesizer = Synthesizer.from_json(estimator.bundle.synthesizer)
         traffic: dict[Pair, float] = {}
         named: dict[Pair, str] = {}
         for name, rate in rates.items():

@@ -30,6 +30,7 @@ from estimator.whatif import (
     scale_shortfall,
     scaled_traffic,
     search_ceiling,
+    split_unseen,
 )
 from estimator.windows import (
     LATENCY_STATISTICS,
@@ -38,7 +39,6 @@ from estimator.windows import (
     SeriesKey,
     Window,
     api_counts,
-    api_of,
     load_windows,
     targets,
 )
@@ -294,9 +294,10 @@ def unseen_paths(
     source: Path,
     kept: str = "as they are (times --scale)",
 ) -> tuple[list[dict[Pair, float]], list[dict[CallPath, float]]]:
-    """Traffic split into the APIs the bundle saw, which the synthesizer expands, and the
-    recorded call paths of those it never saw (kept `kept`; they count in the model's features
-    of paths unseen, as `predict` counts them). Warns naming the latter."""
+    """Traffic (the windows' own, `traffic_of`) split into the APIs the bundle saw, which the
+    synthesizer expands, and the recorded call paths of those it never saw (`split_unseen`;
+    kept `kept`, they count in the model's features of paths unseen, as `predict` counts
+    them). Warns naming the latter."""
     unseen = {api for counts in traffic for api in counts if api not in synthesizer.mean}
     if not unseen:
         return traffic, [{} for _ in windows]
@@ -314,9 +315,7 @@ def unseen_paths(
         ),
         stacklevel=2,
     )
-    known = [{api: n for api, n in counts.items() if api not in unseen} for counts in traffic]
-    paths = [{p: n for p, n in w.calls.items() if api_of(p) in unseen} for w in windows]
-    return known, paths
+    return split_unseen(windows, synthesizer)
 
 
 def read_traffic_csv(
