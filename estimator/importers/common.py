@@ -199,7 +199,7 @@ def unix_unit(typical: float, default: int) -> tuple[int, str]:
     """(factor to nanoseconds, unit name) of unix times like `typical`: the unit in which it is
     a time of this century, else `default` (times near 1970 are kept as they are, as in tests)."""
     for factor, name in UNIX_UNITS.items():
-        if RECENT_SECONDS[0] <= typical * factor / 1e9 < RECENT_SECONDS[1]:
+        if is_recent(typical * factor / 1e9):
             return factor, name
     return default, UNIX_UNITS[default]
 
