@@ -1,8 +1,10 @@
-"""Load-test steps from CSV: wrk2-style summaries, Locust's stats files and JMeter's aggregate
-reports, validated.
+"""Load-test steps from files, validated: wrk2-style summaries, Locust's stats and
+stats_history files and JMeter's aggregate reports (CSV), and k6's and Vegeta's JSON summaries.
 
-One row per step and API. Column names are matched ignoring case and punctuation; the latency
-column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%`, ...).
+A CSV has one row per step and API (Locust's stats_history one row per second, cut into steps
+by exporter.locust_history); column names are matched ignoring case and punctuation; the latency
+column is the one of the objective's statistic (`latency_p99_ms`, `p99_ms`, `99%`, ...). A JSON
+summary is one step (exporter.summaries).
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ import csv
 import gzip
 import io
 import math
-import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from estimator.errors import DataWarning, InputError, not_utf8
 from estimator.importers.common import find_column, open_binary
 from estimator.latency import Step
+from exporter.locust_history import is_history, read_history
+from exporter.objective import Objective, number, parse_objective
+from exporter.summaries import read_summary
+
+__all__ = ["Objective", "parse_objective", "read_steps", "run_files"]
 
 API_COLUMNS = ("api", "Name", "endpoint", "Label", "url", "transaction", "request", "route")
 """Spellings of the column naming a row's API (Locust's Name, JMeter's Label, ...)."""
@@ -39,51 +44,8 @@ OFFERED_COLUMNS = (
     "offered_rps", "offered_rate", "target_rps", "target_rate", "requested_rps", "rate", "offered",
 )  # fmt: skip
 """Spellings of the rate a step was offered (an open-loop tool's `-R`), in order of preference."""
-UNIT_SECONDS = {"ms": 1e-3, "s": 1.0}
 OVER_OFFERED = 1.1
 """A step that served this many times what it was offered has its columns swapped, likely."""
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A latency objective: the percentile (or 'mean') must stay at or under `seconds`."""
-
-    statistic: str  # "p99", "p50", "mean"
-    seconds: float
-
-    def columns(self) -> list[tuple[str, float]]:
-        """Column names that may hold the statistic, with the factor from their unit to seconds."""
-        s = self.statistic
-        names = [(f"latency_{s}_ms", 1e-3), (f"{s}_ms", 1e-3), (f"latency_{s}_s", 1.0)]
-        names.append((f"{s}_s", 1.0))
-        if s == "mean":
-            names.append(("Average Response Time", 1e-3))
-        else:
-            names.append((f"{s[1:]}%", 1e-3))  # Locust: "99%", in milliseconds
-            names.append((f"{s[1:]}% Line", 1e-3))  # JMeter: "99% Line", in milliseconds
-        return names
-
-    def __str__(self) -> str:
-        return f"{self.statistic} <= {self.seconds * 1e3:g} ms"
-
-
-def parse_objective(text: str) -> Objective:
-    """'p99=100ms', 'p95=0.25s' or 'mean=40ms'."""
-    match = re.fullmatch(
-        r"\s*(p\d{1,2}(?:\.\d+)?|p99\d+|mean)\s*=\s*(-?(?:\d+\.?\d*|\.\d+))\s*(ms|s)\s*", text
-    )
-    if match is None:
-        raise InputError(
-            f"bad objective {text!r}: write it as p99=100ms, p95=0.25s, p99.9=1s or mean=40ms",
-            field="slo",
-        )
-    seconds = float(match.group(2)) * UNIT_SECONDS[match.group(3)]
-    if not seconds > 0:
-        raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
-    statistic = match.group(1)
-    if re.fullmatch(r"p99\d+", statistic):  # p999 is p99.9, as wrk2 summaries name columns
-        statistic = f"p99.{statistic[3:]}"
-    return Objective(statistic, seconds)
 
 
 def _delimiter(handle: io.TextIOWrapper) -> str:
@@ -98,24 +60,43 @@ def _delimiter(handle: io.TextIOWrapper) -> str:
     return ","
 
 
-def _number(text: str, source: str, line: int, field: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"not a number: {text!r}", source=source, line=line, field=field) from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(
-            f"must be finite and non-negative, is {text!r}", source=source, line=line, field=field
+SIDE_FILES = ("_failures.csv", "_exceptions.csv")
+"""Ends of the names of Locust's `--csv` files that hold no steps, passed over in a folder."""
+STEP_FILES = (".csv", ".json", ".csv.gz", ".json.gz")
+
+
+def run_files(paths: Sequence[Path]) -> list[Path]:
+    """The files that `paths` name: a folder stands for its load-test files (CSV and JSON, in
+    name order, Locust's failures and exceptions files left out), as k6 and Vegeta write one
+    summary per run and so one file per step."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.name.lower().endswith(STEP_FILES)
+            and not p.name.lower().endswith(SIDE_FILES)
         )
-    return value
+        if not found:
+            raise InputError(
+                f"a folder with no load-test files ({', '.join(STEP_FILES)})", source=str(path)
+            )
+        files.extend(found)
+    return files
 
 
 def read_steps(
     paths: Sequence[Path], objective: Objective, group_by: Sequence[str]
 ) -> dict[tuple[str, str], list[Step]]:
-    """Steps per (group, API) from every file, validated; the latency in seconds."""
+    """Steps per (group, API) from every file (a folder: its files), validated; the latency in
+    seconds."""
     steps: dict[tuple[str, str], list[Step]] = {}
-    for path in paths:
+    for path in run_files(paths):
         source = str(path)
         try:
             raw = open_binary(path)  # a .gz file is read gunzipped
@@ -139,76 +120,97 @@ def _read_file(
     group_by: Sequence[str],
     steps: dict[tuple[str, str], list[Step]],
 ) -> None:
-    """Add the steps of one open file to `steps`."""
+    """Add the steps of one open file to `steps`: a JSON summary, a Locust stats_history file
+    or a table of steps."""
     with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as handle:
+        text_start = handle.read(4096).lstrip()
+        handle.seek(0)
+        if text_start.startswith("{"):
+            read_summary(handle.read(), source, objective, group_by, steps)
+            return
         reader = csv.DictReader(handle, delimiter=_delimiter(handle))
         header = reader.fieldnames or []
-        achieved = find_column(header, ACHIEVED_COLUMNS)
-        offered = find_column(header, OFFERED_COLUMNS)
-        bare = find_column(header, ["rps"])
-        if offered is None and bare is not None and achieved != bare:
-            offered = bare  # a target `rps` beside the rate served
-        failures = find_column(header, FAILURE_COLUMNS) if achieved else None
-        if achieved is None and offered is None:
-            raise InputError(
-                f"no rate column: one of {', '.join(ACHIEVED_COLUMNS)} (served) or "
-                f"{', '.join(OFFERED_COLUMNS)} (offered)",
-                source=source,
-                line=1,
-            )
-        if achieved is None:
-            warnings.warn(
-                DataWarning(
-                    f"{source}: no served-rate column ({', '.join(ACHIEVED_COLUMNS[:3])}, ...): "
-                    f"each step is read as serving the rate it was offered ({offered}), so a "
-                    "saturated step cannot be told"
-                ),
-                stacklevel=2,
-            )
-        latency = next(
-            ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
-            None,
+        if is_history(header):
+            read_history(reader, source, objective, group_by, steps)
+        else:
+            _read_table(reader, source, objective, group_by, steps)
+
+
+def _read_table(
+    reader: csv.DictReader[str],
+    source: str,
+    objective: Objective,
+    group_by: Sequence[str],
+    steps: dict[tuple[str, str], list[Step]],
+) -> None:
+    """Add the steps of a table, one row per step and API, to `steps`."""
+    header = reader.fieldnames or []
+    achieved = find_column(header, ACHIEVED_COLUMNS)
+    offered = find_column(header, OFFERED_COLUMNS)
+    bare = find_column(header, ["rps"])
+    if offered is None and bare is not None and achieved != bare:
+        offered = bare  # a target `rps` beside the rate served
+    failures = find_column(header, FAILURE_COLUMNS) if achieved else None
+    if achieved is None and offered is None:
+        raise InputError(
+            f"no rate column: one of {', '.join(ACHIEVED_COLUMNS)} (served) or "
+            f"{', '.join(OFFERED_COLUMNS)} (offered)",
+            source=source,
+            line=1,
         )
-        if latency is None:
-            names = ", ".join(n for n, _ in objective.columns())
-            raise InputError(
-                f"no column for {objective.statistic} (one of {names})", source=source, line=1
-            )
-        groups = [find_column(header, [name]) for name in group_by]
-        for name, found in zip(group_by, groups, strict=True):
-            if found is None:
-                raise InputError("no such column to group by", source=source, field=name)
-        api = find_column(header, API_COLUMNS)
-        kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
-        count = find_column(header, COUNT_COLUMNS)
-        first_over: tuple[int, float, float] | None = None  # a step serving more than asked
-        for row in reader:
-            line = reader.line_num  # blank lines skipped by the reader still count
-            if None in row or any(v is None for v in row.values()):
-                raise InputError(f"expected {len(header)} columns", source=source, line=line)
-            if count and _number(row[count], source, line, count) == 0:
-                continue
-            seconds = _number(row[latency[0]], source, line, latency[0]) * latency[1]
-            asked = _number(row[offered], source, line, offered) if offered else math.nan
-            served = _number(row[achieved], source, line, achieved) if achieved else asked
-            if failures:  # what was sent is offered, what did not fail served
-                asked = served if math.isnan(asked) else asked
-                served = max(0.0, served - _number(row[failures], source, line, failures))
-            group = "/".join(row[str(name)] for name in groups)
-            name = row[api] if api else "all"
-            if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs
-                name = f"{row[kind].strip()} {name}"
-            key = (group, name)
-            steps.setdefault(key, []).append(Step(asked, served, seconds))
-            if served > OVER_OFFERED * asked and first_over is None:  # NaN asked: never
-                first_over = (line, served, asked)
-        if first_over is not None:
-            line, served, asked = first_over
-            warnings.warn(
-                DataWarning(
-                    f"{source}, line {line}: a step served {served:g}/s of {asked:g}/s offered "
-                    f"({achieved} over {offered}): are the two columns swapped? A step is read "
-                    "as saturated where it serves less than it was offered"
-                ),
-                stacklevel=2,
-            )
+    if achieved is None:
+        warnings.warn(
+            DataWarning(
+                f"{source}: no served-rate column ({', '.join(ACHIEVED_COLUMNS[:3])}, ...): "
+                f"each step is read as serving the rate it was offered ({offered}), so a "
+                "saturated step cannot be told"
+            ),
+            stacklevel=2,
+        )
+    latency = next(
+        ((found, f) for n, f in objective.columns() if (found := find_column(header, [n]))),
+        None,
+    )
+    if latency is None:
+        names = ", ".join(n for n, _ in objective.columns())
+        raise InputError(
+            f"no column for {objective.statistic} (one of {names})", source=source, line=1
+        )
+    groups = [find_column(header, [name]) for name in group_by]
+    for name, found in zip(group_by, groups, strict=True):
+        if found is None:
+            raise InputError("no such column to group by", source=source, field=name)
+    api = find_column(header, API_COLUMNS)
+    kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
+    count = find_column(header, COUNT_COLUMNS)
+    first_over: tuple[int, float, float] | None = None  # a step serving more than asked
+    for row in reader:
+        line = reader.line_num  # blank lines skipped by the reader still count
+        if None in row or any(v is None for v in row.values()):
+            raise InputError(f"expected {len(header)} columns", source=source, line=line)
+        if count and number(row[count], source, line, count) == 0:
+            continue
+        seconds = number(row[latency[0]], source, line, latency[0]) * latency[1]
+        asked = number(row[offered], source, line, offered) if offered else math.nan
+        served = number(row[achieved], source, line, achieved) if achieved else asked
+        if failures:  # what was sent is offered, what did not fail served
+            asked = served if math.isnan(asked) else asked
+            served = max(0.0, served - number(row[failures], source, line, failures))
+        group = "/".join(row[str(name)] for name in groups)
+        name = row[api] if api else "all"
+        if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs
+            name = f"{row[kind].strip()} {name}"
+        key = (group, name)
+        steps.setdefault(key, []).append(Step(asked, served, seconds))
+        if served > OVER_OFFERED * asked and first_over is None:  # NaN asked: never
+            first_over = (line, served, asked)
+    if first_over is not None:
+        line, served, asked = first_over
+        warnings.warn(
+            DataWarning(
+                f"{source}, line {line}: a step served {served:g}/s of {asked:g}/s offered "
+                f"({achieved} over {offered}): are the two columns swapped? A step is read "
+                "as saturated where it serves less than it was offered"
+            ),
+            stacklevel=2,
+        )

@@ -740,3 +740,259 @@ def test_capacity_from_a_config_without_a_store_creates_none(
     assert main(["capacity", "--config", str(config), "--out", str(tmp_path / "o")]) == 2
     assert "no window store (windows.sqlite)" in capsys.readouterr().err
     assert not list(store.iterdir())  # a read does not create the store
+
+
+DATA = Path(__file__).resolve().parent / "data"
+HISTORY = DATA / "locust_steps_stats_history.csv"  # a real run: see tests/data/README.md
+AGGREGATED = DATA / "locust_steps_aggregated_stats_history.csv"  # the same, without full history
+
+
+def test_a_real_locust_stats_history_reads_as_a_step_per_user_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.loadtests import parse_objective, read_steps
+
+    steps = read_steps([HISTORY], parse_objective("p99=100ms"), [])
+    assert set(steps) == {("", "GET /fast"), ("", "POST /slow")}  # no Aggregated: it sums them
+    fast, slow = steps[("", "GET /fast")], steps[("", "POST /slow")]
+    assert len(fast) == len(slow) == 7  # 2, 4, ... 14 users
+    for users, f, s in zip(range(2, 16, 2), fast, slow, strict=True):
+        if users <= 10:  # 10 requests/s a user, 3 to /fast for 1 to /slow, below the pool's limit
+            assert f.offered + s.offered == pytest.approx(10 * users, rel=0.1)
+            assert f.offered / (f.offered + s.offered) == pytest.approx(0.75, abs=0.05)
+        assert f.achieved == f.offered  # no failures
+    assert slow[-1].latency > 2 * slow[0].latency  # the pool's queue at 14 users
+    assert main(["capacity", "--runs", str(HISTORY), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "GET /fast: " in printed and "(measured between the steps at" in printed
+    assert "Aggregated" not in printed
+
+
+def history_rows(header: str, rows: list[list[object]]) -> str:
+    return header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n"
+
+
+def test_locust_history_drops_each_steps_first_seconds_and_failures(tmp_path: Path) -> None:
+    from exporter.loadtests import parse_objective, read_steps
+    from exporter.locust_history import WARM_UP_S
+
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,99%,Total Request Count"
+    rows: list[list[object]] = []
+    for step, users in enumerate((5, 10)):
+        for second in range(20):
+            warm = second < WARM_UP_S  # windows that reach into the step before: not read
+            rate = 99.0 if warm else 10.0 * users
+            p99 = 900 if warm else 20 * (step + 1) + second % 3  # median: 21 and 41
+            t = 1000 + 20 * step + second
+            rows.append([t, users, "GET", "/a", rate, 0.0 if step == 0 else 5.0, 5, p99, 0])
+            rows.append([t, users, "", "Aggregated", rate, 0.0, 5, 999, 0])
+    rows.insert(0, [999, 0, "", "Aggregated", 0.0, 0.0, "N/A", "N/A", 0])  # before any user
+    path = tmp_path / "run_stats_history.csv"
+    path.write_text(history_rows(header, rows))
+    steps = read_steps([path], parse_objective("p99=100ms"), [])
+    assert list(steps) == [("", "GET /a")]  # the Aggregated rows sum the named ones
+    read = [(s.offered, s.achieved, s.latency) for s in steps[("", "GET /a")]]
+    assert read == [(50.0, 50.0, pytest.approx(0.021)), (100.0, 95.0, pytest.approx(0.041))]
+
+
+def test_locust_history_without_full_history_reads_the_mean_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.loadtests import parse_objective, read_steps
+
+    argv = ["capacity", "--runs", str(AGGREGATED), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2  # its percentiles count every request since the run began
+    err = capsys.readouterr().err
+    assert f"{AGGREGATED}, line 2, field '99%': holds only 'Aggregated' rows" in err
+    assert "--csv-full-history" in err
+    [aggregated] = read_steps([AGGREGATED], parse_objective("mean=50ms"), []).values()
+    assert [round(s.offered, -1) for s in aggregated] == [20, 40, 60, 80]
+    # the mean of each step's own requests, from the running totals: near the run's (23 ms)
+    assert all(0.015 < s.latency < 0.035 for s in aggregated)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("1001,5,", "998,5,", 1), "line 3, field 'Timestamp': goes back"),
+        (lambda t: t.replace("1001,5,", "1001,five,", 1), "line 3, field 'User Count'"),
+        (lambda t: t.replace(",21\n", ",fast\n", 1), "field '99%': not a number"),
+        (lambda t: t.replace(",50%,99%", ",50%,95%"), "no column 99% for p99 (this file has"),
+        (lambda t: "\n".join(t.split("\n")[:8]) + "\n", "no user count lasts over 12 s"),
+    ],
+)
+def test_locust_history_bad_input_exits_2_naming_the_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: object, message: str
+) -> None:
+    header = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,99%"
+    rows = [[1000 + s, 5, "GET", "/a", 10.0, 0.0, 5, 21] for s in range(20)]
+    path = tmp_path / "bad_stats_history.csv"
+    path.write_text(edit(history_rows(header, rows)))  # type: ignore[operator]
+    assert main(["capacity", "--runs", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_live_locust_run_with_a_step_shape_reads_as_steps(tmp_path: Path) -> None:
+    from exporter.loadtests import parse_objective, read_steps
+    from tests.locust_steps import record
+
+    history = record(tmp_path / "live", "2:15,4:15")
+    steps = read_steps([history], parse_objective("p95=200ms"), [])
+    assert set(steps) == {("", "GET /fast"), ("", "POST /slow")}
+    total = [a.offered + b.offered for a, b in zip(*steps.values(), strict=True)]
+    assert total == [pytest.approx(20, rel=0.15), pytest.approx(40, rel=0.15)]
+
+
+def k6_summary(rate: float, p95_ms: float, failed: float = 0.0, legacy: bool = True) -> dict:
+    """A k6 summary as `--summary-export` writes it (legacy) or handleSummary's data."""
+    trend = {"avg": p95_ms / 2, "min": 1.0, "med": p95_ms / 2, "max": 2 * p95_ms}
+    trend |= {"p(90)": 0.9 * p95_ms, "p(95)": p95_ms}
+    metrics: dict[str, dict[str, object]] = {
+        "http_req_duration": trend,
+        "http_reqs": {"count": int(60 * rate), "rate": rate},
+        "http_req_failed": {"passes": int(60 * rate * failed), "fails": 0, "value": failed},
+        "vus": {"value": 10, "min": 1, "max": 10},
+    }
+    if not legacy:
+        metrics = {
+            k: {"type": "trend", "contains": "time", "values": v} for k, v in metrics.items()
+        }
+        metrics["http_req_failed"]["values"] = {"rate": failed, "passes": 0, "fails": 0}
+    return {"root_group": {"name": "", "path": "", "groups": []}, "metrics": metrics}
+
+
+def test_cli_reads_k6_summaries_one_per_step_from_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    runs = tmp_path / "k6"
+    runs.mkdir()
+    for i, rate in enumerate((100, 300, 500, 700, 850, 950, 990)):
+        summary = k6_summary(rate, 1e3 * float(TRUE.latency(rate)), legacy=i % 2 == 0)
+        (runs / f"step{i}.json").write_text(json.dumps(summary, indent=2))
+    (runs / "notes.txt").write_text("not a step")  # neither CSV nor JSON: passed over
+    argv = ["capacity", "--runs", str(runs), "--slo", "p95=100ms", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "all: " in printed and "(measured between the steps at 950 and 990)" in printed
+    # a failed share is sent but not served: the step saturates
+    (runs / "step6.json").write_text(json.dumps(k6_summary(990, 50.0, failed=0.5)))
+    assert main(argv) == 0
+    assert "which served 495" in capsys.readouterr().out
+    assert main([*argv[:-4], "--slo", "p99=100ms", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "step0.json, field 'metrics.http_req_duration.p(99)': no such field" in err
+    assert "--summary-trend-stats=avg,min,med,max,p(90),p(95),p(99)" in err
+
+
+def test_k6_sub_metrics_tagged_by_name_are_apis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from exporter.loadtests import parse_objective, read_steps
+
+    summary = k6_summary(30, 20.0)
+    metrics = summary["metrics"]
+    metrics["http_req_duration{name:GET /cart}"] = {"med": 9.0, "p(95)": 12.0}
+    metrics["http_reqs{name:GET /cart}"] = {"count": 600, "rate": 10.0}
+    metrics["http_req_failed{name:GET /cart}"] = {"passes": 60, "fails": 540, "value": 0.1}
+    path = tmp_path / "tagged.json"
+    path.write_text(json.dumps(summary))
+    steps = read_steps([path], parse_objective("p95=50ms"), [])
+    [(key, [step])] = steps.items()
+    assert key == ("", "GET /cart")
+    assert (step.offered, step.achieved, step.latency) == (10.0, 9.0, pytest.approx(0.012))
+    del metrics["http_reqs{name:GET /cart}"]
+    path.write_text(json.dumps(summary))
+    argv = ["capacity", "--runs", str(path), "--slo", "p95=50ms", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "field 'metrics.http_reqs{name:GET /cart}.rate': no such field" in err
+    assert "add thresholds: {'http_reqs{name:GET /cart}': ['count>=0']}" in err
+
+
+def vegeta_report(rate: float, throughput: float, p99_ms: float) -> dict:
+    """A report as `vegeta report -type=json` writes it (latencies in nanoseconds)."""
+    ns = 1e6 * p99_ms
+    latencies = {"total": int(ns * rate), "mean": int(ns / 3), "50th": int(ns / 4)}
+    latencies |= {"90th": int(ns / 2), "95th": int(ns / 1.5), "99th": int(ns), "max": int(2 * ns)}
+    return {
+        "latencies": latencies | {"min": 1000},
+        "bytes_in": {"total": 0, "mean": 0},
+        "bytes_out": {"total": 0, "mean": 0},
+        "earliest": "2026-01-01T00:00:00Z",
+        "latest": "2026-01-01T00:01:00Z",
+        "end": "2026-01-01T00:01:00.01Z",
+        "duration": 60_000_000_000,
+        "wait": 10_000_000,
+        "requests": int(60 * rate),
+        "rate": rate,
+        "throughput": throughput,
+        "success": throughput / rate,
+        "status_codes": {"200": int(60 * throughput)},
+        "errors": [],
+    }
+
+
+def test_cli_reads_vegeta_reports_given_as_a_list_of_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    files = []
+    for rate in (200, 400, 600, 800):
+        served, p99 = min(rate, 600), 5.0 if rate <= 600 else 90.0
+        files.append(tmp_path / f"vegeta-{rate}.json")
+        files[-1].write_text(json.dumps(vegeta_report(rate, served, p99)))
+    argv = ["capacity", "--out", str(tmp_path / "o"), "--runs", *map(str, files)]
+    assert main(argv) == 0
+    assert "(measured between the steps at 600 and 800, which served 600)" in (
+        capsys.readouterr().out
+    )
+    old = vegeta_report(800, 600, 90.0)
+    del old["throughput"]  # Vegeta before 12: the served rate is rate * success
+    files[-1].write_text(json.dumps(old))
+    assert main(argv) == 0
+    assert "which served 600" in capsys.readouterr().out
+    assert main([*argv, "--slo", "p999=1s"]) == 2
+    err = capsys.readouterr().err
+    assert "vegeta-200.json, field 'latencies.p99.9': Vegeta reports no p99.9 latency" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        ('{"metrics": {}', [], "s.json, line 1: not JSON"),
+        ('{"rate": 5}', [], "neither a k6 summary"),
+        ('{"latencies": {"99th": -5}, "rate": 1}', [], "field 'latencies.99th': must be non"),
+        ('{"latencies": {"99th": "5ms"}, "rate": 1}', [], "field 'latencies.99th': not a number"),
+        ('{"latencies": {"99th": 5}, "rate": 1}', ["--group-by", "zone"], "field 'group-by'"),
+    ],
+)
+def test_bad_summaries_exit_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, extra: list[str], message: str
+) -> None:
+    (tmp_path / "s.json").write_text(text)
+    argv = ["capacity", "--runs", str(tmp_path / "s.json"), *extra, "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_folder_of_locust_files_passes_over_failures_and_an_empty_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["capacity", "--runs", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "empty: a folder with no load-test files" in capsys.readouterr().err
+    runs = tmp_path / "locust"
+    runs.mkdir()
+    (runs / "run_stats_history.csv").write_text(HISTORY.read_text())
+    (runs / "run_failures.csv").write_text("Method,Name,Error,Occurrences\n")
+    (runs / "run_exceptions.csv").write_text("Count,Message,Traceback,Nodes\n")
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "GET /fast: " in capsys.readouterr().out

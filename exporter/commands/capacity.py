@@ -58,7 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--runs",
         type=Path,
         nargs="+",
-        help="CSV of load steps (one row per step and API); several files are read as one",
+        help="load steps: CSV (one row per step and API; Locust's stats_history), k6 or Vegeta "
+        "JSON summaries (one per step), or a folder of them; several are read as one",
     )
     source.add_argument(
         "--data",
