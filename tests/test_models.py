@@ -582,6 +582,34 @@ def test_an_evaluation_gives_no_coverage_to_a_series_without_a_band() -> None:
     assert evaluation.summary()["coverage"] == 1.0
 
 
+def test_xgboost_keeps_memory_of_a_component_without_calls_at_twice_the_traffic() -> None:
+    """A component with no spans (a cron job) whose memory creeps all day while traffic rises:
+    by default its costs may not use other components' traffic history, so twice the traffic
+    leaves its memory where it is; with every component's history it nearly doubles."""
+    from estimator.synthesizer import scale_windows
+
+    windows = make_windows(480, 1.0, 2.0, seed=3)
+    for t, window in enumerate(windows):
+        window.metrics[("cron", "memory")] = (3e8 + 4e5 * t) * (1 + 0.02 * math.sin(t))
+    series = [*SERIES, ("cron", "memory")]
+    vocabulary = Vocabulary.build(windows)
+    X, _ = vocabulary.transform(windows)
+    Y = np.array([[w.metrics.get(k, np.nan) for k in series] for w in windows])
+    doubled, _ = vocabulary.transform(scale_windows(windows, 2.0))
+    layout = vocabulary.layout.for_series(series)
+
+    def at_twice(**params: Any) -> float:
+        model = make_model("xgboost", **params).fit(X, Y, layout)
+        return float(
+            model.predict(doubled)[-60:, -1, 1].mean() / model.predict(X)[-60:, -1, 1].mean()
+        )
+
+    assert at_twice() < 1.1
+    assert at_twice(history_costs="all") > 1.3
+    with pytest.raises(InputError, match="min_child_weight must be >= 0"):
+        make_model("xgboost", min_child_weight=-1)
+
+
 @pytest.mark.parametrize("mode", ["all", "own", "none"])
 def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
     world: tuple[Vocabulary, np.ndarray, np.ndarray], mode: str
