@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from estimator.errors import InputError
+from loadgen import children
 
 KINDS = ("crypto", "ransomware")
 SLICE_S = 0.05
@@ -168,6 +169,8 @@ def spawn(attack: Attack, data_dir: Path | None) -> list[subprocess.Popen[bytes]
         attack.kind,
         "--seconds",
         str(attack.duration_s),
+        "--parent",
+        str(os.getpid()),
     ]
     if attack.kind == "ransomware":
         if data_dir is None:
@@ -186,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--duty", type=float, default=1.0)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--parent", type=int, default=None, help="end when this pid is gone")
     args = parser.parse_args(argv)
+    if args.parent is not None:
+        # spawn() runs in a request's thread, which ends long before the attack: the kernel's
+        # parent-death signal is bound to that thread, so the worker watches its parent itself
+        children.exit_with_parent(args.parent)
     duty = min(1.0, max(0.01, args.duty))
     if args.kind == "crypto":
         proof_of_work(args.seconds, duty)

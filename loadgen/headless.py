@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen import children
+
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
@@ -44,11 +46,13 @@ class HeadlessRun:
         ]  # fmt: skip
 
     def start(self, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start the run; it ends by itself when the shape is over (poll/wait the Popen)."""
+        """Start the run; it ends by itself when the shape is over (poll/wait the Popen), or when
+        the calling thread ends, even by SIGKILL (Linux; see loadgen.children)."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             return subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=LOCUSTFILE.parent.parent)  # fmt: skip
+                                    stdin=subprocess.DEVNULL, cwd=LOCUSTFILE.parent.parent,
+                                    preexec_fn=children.die_with_parent())  # fmt: skip
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estimator.errors import InputError
+from loadgen import children
 from loadgen.headless import HeadlessRun
 
 
@@ -72,7 +73,8 @@ def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
         say(f"step {i}/{len(test.users)}: {run.peak_users} users for {test.seconds:g} s")
         command = [*run.command(), "--exit-code-on-error", "0"]
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=test.seconds + 120)  # fmt: skip
+                              timeout=test.seconds + 120,
+                              preexec_fn=children.die_with_parent())  # fmt: skip
         stats = Path(f"{run.csv_prefix}_stats.csv")
         if done.returncode != 0 or not stats.exists():
             raise RuntimeError(f"locust failed at step {i}: {done.stderr[-1000:]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -42,8 +43,15 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
-def _demo(out: Path, cwd: Path = ROOT) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "exporter.cli", "demo", "--quick", "--out", str(out)]
+NEEDS_TESTBED = pytest.mark.skipif(
+    demo.missing_packages(tuple(demo.BINARIES)) != [],
+    reason="prometheus, prometheus-alertmanager and redis-server are needed",
+)
+
+
+def _demo(out: Path, cwd: Path = ROOT, quick: bool = True) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "exporter.cli", "demo", "--out", str(out), "--no-install"]
+    command += ["--quick"] if quick else []
     return subprocess.Popen(
         command,
         cwd=cwd,
@@ -114,6 +122,36 @@ def test_quick_demo_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopping every process" in output
     time.sleep(0.5)
     assert _processes_mentioning(str(out)) == []
+
+
+@pytest.mark.integration
+@NEEDS_TESTBED
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_full_demo_leaves_no_process_behind_when_killed(tmp_path: Path, sig: int) -> None:
+    """Killed while Locust sends load, the demo takes every child with it, Locust included,
+    even by SIGKILL, which it cannot catch."""
+    out = tmp_path / "demo"
+    process = _demo(out, quick=False)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # wait until the training load runs
+            if "of diurnal traffic" in line:
+                break
+        deadline = time.monotonic() + 30
+        while not any("locust" in p for p in _processes_mentioning(str(out))):
+            assert time.monotonic() < deadline, "Locust did not start"
+            time.sleep(0.2)
+        process.send_signal(sig)
+        output, _ = process.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_mentioning(str(out)) == [], output[-3000:]
+    finally:
+        process.kill()
+        for line in _processes_mentioning(str(out)):  # not left to the rest of the test run
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
 
 
 def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:

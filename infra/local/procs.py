@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +15,7 @@ import psutil
 import requests
 
 from estimator.errors import DeepRestError
+from loadgen import children
 
 
 class TestbedError(DeepRestError):
@@ -39,12 +38,6 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux prctl)."""
-    with contextlib.suppress(OSError):  # not Linux: rely on stop() and atexit
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -99,14 +92,15 @@ class Managed:
 def start(
     name: str, cmd: Sequence[str], log_dir: Path, cwd: Path, die_with_parent: bool
 ) -> Managed:
-    """Start cmd in its own session, output to log_dir/NAME.log."""
+    """Start cmd in its own session, output to log_dir/NAME.log; with die_with_parent, it gets
+    SIGTERM when the calling thread ends, even by SIGKILL (Linux; see loadgen.children)."""
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")  # noqa: SIM115 - closed by Managed.stop
     try:
         popen = subprocess.Popen(
             list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=cwd, start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=children.die_with_parent() if die_with_parent else None,
         )  # fmt: skip
     except OSError as exc:
         log.close()
