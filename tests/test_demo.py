@@ -20,7 +20,7 @@ import pytest
 from estimator.simulator import SimulationConfig, run_simulation
 from estimator.spans import Span, assemble
 from exporter.receiver import extract_spans
-from infra.local import demo
+from infra.local import demo, demo_files
 from infra.local.demo_quick import span_request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,8 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert all(p.name in page for p in pngs)
     assert _processes_mentioning(str(out)) == []
     assert (out / "run" / "data").is_dir() and not (ROOT / "demo").exists()
+    written = set(demo_files.recorded(out))  # what the next run in this folder removes
+    assert {"run", "index.html", "summary.json", *(p.name for p in pngs)} == written
 
 
 @pytest.mark.integration
@@ -152,6 +154,55 @@ def test_full_demo_leaves_no_process_behind_when_killed(tmp_path: Path, sig: int
         for line in _processes_mentioning(str(out)):  # not left to the rest of the test run
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line.split(":")[0]), signal.SIGKILL)
+
+
+@pytest.mark.integration
+@NEEDS_BINARIES
+def test_a_demo_removes_the_files_of_the_earlier_run_in_its_folder(tmp_path: Path) -> None:
+    """Plots of an earlier run never sit beside the new report; files of the user's stay."""
+    out = tmp_path / "demo"
+    (out / "run" / "logs").mkdir(parents=True)
+    (out / "run" / "logs" / "prometheus.log").write_text("the earlier run's log\n")
+    for name in ("index.html", "crypto-media.png", "ransomware-post-storage.png"):
+        (out / name).write_text("from the earlier run")
+    demo_files.record(out, ["run", "index.html", "crypto-media.png"])
+    demo_files.record(out, ["ransomware-post-storage.png"])
+    demo.write_summary(demo.DemoOptions(out=out), {"ok": True})
+    (out / "notes.txt").write_text("mine")
+    process = _demo(out)
+    try:
+        assert process.stdout is not None
+        said = []
+        for line in process.stdout:  # the earlier run's files go before anything starts
+            said.append(line)
+            if "deeprest serve http" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "removed the earlier run's" in "".join(said)
+    assert sorted(p.name for p in out.iterdir()) == [demo_files.RECORD, "notes.txt", "run"]
+    assert "the earlier run's log" not in (out / "run" / "logs" / "prometheus.log").read_text()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert demo_files.recorded(out) == ["run"]
+
+
+@pytest.mark.parametrize("name", ["index.html", "run", "normal-frontend.png"])
+def test_a_demo_will_not_write_over_files_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A file the demo would write, in --out though no demo recorded it there (the user's, or
+    the output of a demo from before the record was kept): a clear error, nothing touched."""
+    from exporter.cli import main
+
+    (tmp_path / name).write_text("mine")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-install"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} holds {name}, which the demo writes but no earlier demo recorded" in err
+    assert "give --out another folder" in err
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_text() == "mine"
 
 
 def test_compressed_rules_scale_durations_to_the_window(tmp_path: Path) -> None:

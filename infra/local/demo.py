@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from exporter.store import holder
+from infra.local import demo_files
 from infra.local.procs import Managed, TestbedError, http_ok, start, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -270,6 +271,7 @@ def write_summary(options: DemoOptions, summary: dict[str, Any]) -> Path:
     """summary.json beside the report (figures for scripts and benchmarks); a figure that is
     not a number (the accuracy of a series that stayed at 0) is null, as strict JSON wants."""
     path = options.out / "summary.json"
+    demo_files.record(options.out, [path.name])
     path.write_text(json.dumps(_strict(summary), indent=2, allow_nan=False))
     return path
 
@@ -304,14 +306,26 @@ def run_demo(options: DemoOptions) -> int:
             file=sys.stderr,
         )
         return 2
+    taken = demo_files.unrecorded(options.out)
+    if taken:  # never written over, nor mixed with this run's
+        print(
+            f"deeprest demo: error: {options.out} holds {', '.join(taken)}, which the demo "
+            f"writes but no earlier demo recorded there ({demo_files.RECORD}); move or remove "
+            "them, or give --out another folder",
+            file=sys.stderr,
+        )
+        return 2
     say = Progress()
     parts = ("prometheus", "alertmanager") if options.quick else tuple(BINARIES)
     code = ensure_binaries(parts, options.install, say)
     if code:
         return code
+    removed = demo_files.clear_earlier(options.out)
+    if removed:
+        say(f"removed the earlier run's {', '.join(removed)} from {options.out}")
+    demo_files.record(options.out, [options.run_dir.name])
     options.run_dir.mkdir(parents=True, exist_ok=True)
     (options.run_dir / "logs").mkdir(exist_ok=True)
-    shutil.rmtree(options.run_dir / "data", ignore_errors=True)  # an earlier run's windows
     procs = Processes()
     with interrupts_as_keyboard():
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,17 +186,21 @@ def write_demo_report(
     plots: Mapping[str, Evaluation],
     plot_components: Sequence[str],
     facts: Sequence[str],
-) -> Path:
-    """index.html: facts, accuracy table of `evaluations`, PNGs of `plots`; returns its path."""
+) -> tuple[Path, list[str]]:
+    """index.html: facts, accuracy table of `evaluations`, PNGs of `plots`; returns its path and
+    the names of the PNGs it shows."""
     directory.mkdir(parents=True, exist_ok=True)
     parts = ["<h1>DeepRest demo</h1><ul>"]
     parts += [f"<li>{html.escape(f)}</li>" for f in facts]
     parts.append("</ul><h2>Accuracy per series (1 - WAPE of the expected median)</h2>")
     parts.append(html_table(accuracy_table(evaluations)))
+    images: list[str] = []
     for name, evaluation in plots.items():
         parts.append(f"<h2>{html.escape(name)}: actual usage, expected band, anomaly score</h2>")
-        parts += component_images(directory, name, evaluation, plot_components)
-    return write_page(directory, "DeepRest demo", parts)
+        tags = component_images(directory, name, evaluation, plot_components)
+        images += re.findall(r'src="([^"]+)"', "".join(tags))
+        parts += tags
+    return write_page(directory, "DeepRest demo", parts), images
 
 
 def busiest(evaluation: Evaluation, n: int, resource: str = "cpu") -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from estimator.evaluation import Evaluation
 from infra.local.demo import CPU_ALERT, DISK_ALERT, DemoOptions, Progress
+from infra.local.demo_files import record
 from infra.local.demo_report import (
     AlertLog,
     Phase,
@@ -73,7 +74,9 @@ def conclude(
     targets = [t for t, _ in attacks.values()]
     normal = evaluations.get("normal")
     components = list(dict.fromkeys(targets + (busiest(normal, 3) if normal else [])))
-    report = write_demo_report(options.out, evaluations, plots, components, facts)
+    record(options.out, ["index.html"])
+    report, images = write_demo_report(options.out, evaluations, plots, components, facts)
+    record(options.out, images)
     say(f"report {report.resolve()}", "result")
     crypto = results.get("crypto", {})
     return {
