@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
+import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -299,3 +303,64 @@ def test_stop_leaves_no_process_behind(bed: Testbed) -> None:
     assert leftover_pids(pids) == []
     assert bed.log_path("frontend").exists(), "a workdir given by the caller is kept"
     bed.stop()  # stopping twice is harmless
+
+
+def test_the_testbed_command_prints_its_work_folder() -> None:
+    """On stderr at start, before any service runs; a temporary one is gone after a stop."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.local.testbed"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stderr, stdout = process.stderr, process.stdout
+        assert stderr is not None and stdout is not None
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.append(stderr.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        first = said[0] if said else "nothing within 30 s"
+        assert first.startswith("testbed: work folder /"), first
+        workdir = Path(first.split()[3])
+        assert (workdir / "logs").is_dir()
+        assert "removed at stop" in first
+        lines = iter(stdout.readline, "")
+        urls = json.loads("".join(next(lines) for _ in range(4)))  # the URLs once all is up
+        assert (workdir / "topology.json").exists() and urls["frontend"].startswith("http://")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert not workdir.exists()
+
+
+def test_a_part_that_fails_to_start_names_its_log_in_the_kept_work_folder() -> None:
+    from infra.local.procs import TestbedError
+
+    said: list[str] = []
+    # a real program that exits with an error at once: Python, given Redis's options
+    testbed = Testbed(TestbedConfig(redis_bin=sys.executable), progress=said.append)
+    with pytest.raises(TestbedError) as caught:
+        testbed.start()
+    workdir = Path(said[0].split()[2])
+    try:
+        log = workdir / "logs" / "redis.log"
+        assert f"redis exited with 2 (log {log})" in str(caught.value)
+        assert "unknown option --port" in log.read_text(), "the log says why; it is kept"
+    finally:
+        shutil.rmtree(workdir)
+
+
+def test_the_testbed_command_refuses_a_work_folder_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infra.local.testbed import main
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as caught:
+        main(["--workdir", str(tmp_path / "file")])
+    assert caught.value.code == 2
+    assert f"argument --workdir: {tmp_path / 'file'} is not a folder" in capsys.readouterr().err

@@ -184,7 +184,8 @@ def run_full(options: DemoOptions, procs: Processes, say: Progress) -> dict[str,
     bed = Testbed(TestbedConfig(otlp_url=f"{serve_url}/v1/traces", workdir=run / "testbed",
                                 prometheus=True, alertmanager=True,
                                 deeprest_target=f"127.0.0.1:{serve_port}", rule_files=rules,
-                                scrape_interval_s=1.0, work_scale=WORK_SCALE))  # fmt: skip
+                                scrape_interval_s=1.0, work_scale=WORK_SCALE),
+                  progress=lambda message: say(message, "start"))  # fmt: skip
     procs.stoppers.append(bed.stop)
     say("starting Redis, 7 services, the resource exporter, Prometheus, Alertmanager", "start")
     bed.start()

@@ -117,14 +117,18 @@ def http_ok(url: str) -> bool:
 
 
 def wait_ready(proc: Managed, ready: Callable[[], bool], timeout_s: float) -> None:
-    """Poll ready() until true; fail with the log tail if the process dies or time runs out."""
+    """Poll ready() until true; fail naming the log, with its tail, if the process dies or time
+    runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not proc.alive():
             raise TestbedError(
-                f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}"
+                f"{proc.name} exited with {proc.popen.returncode} (log {proc.log_path}):\n"
+                f"{proc.log_tail()}"
             )
         if ready():
             return
         time.sleep(0.1)
-    raise TestbedError(f"{proc.name} not ready after {timeout_s:g} s:\n{proc.log_tail()}")
+    raise TestbedError(
+        f"{proc.name} not ready after {timeout_s:g} s (log {proc.log_path}):\n{proc.log_tail()}"
+    )

@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +66,7 @@ class Testbed:
     __test__ = False  # not a pytest test class
 
     config: TestbedConfig
+    progress: Callable[[str], None] | None = None  # told the work folder as soon as it exists
     _procs: dict[str, Managed] = field(default_factory=dict)
     _ports: dict[str, int] = field(default_factory=dict)
     _workdir: Path | None = None
@@ -74,12 +75,16 @@ class Testbed:
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> Testbed:
-        """Start everything and wait until each part answers; on failure stop what started."""
+        """Start everything and wait until each part answers; on failure stop what started, and
+        keep the work folder, whose logs say why."""
         if self._procs:
             raise TestbedError("testbed already started")
         atexit.register(self.stop)
         try:
             self._prepare()
+            if self.progress is not None:
+                removed = "; removed at stop" if self._owns_workdir else ""
+                self.progress(f"work folder {self.workdir} (logs/, data/, configs{removed})")
             self._start_redis()
             self._start_services()
             self._start_exporter()
@@ -87,6 +92,10 @@ class Testbed:
                 self._start_alertmanager()
             if self.config.prometheus:
                 self._start_prometheus()
+        except Exception:
+            self._owns_workdir = False  # its logs say why the start failed
+            self.stop()
+            raise
         except BaseException:
             self.stop()
             raise
@@ -326,30 +335,51 @@ def leftover_pids(pids: Iterable[int]) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Start a testbed and keep it up until Ctrl-C: python -m infra.local.testbed [--otlp URL]."""
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(prog="python -m infra.local.testbed")
     parser.add_argument("--otlp", default=None, help="OTLP/HTTP traces URL, e.g. .../v1/traces")
     parser.add_argument("--prometheus", action="store_true")
     parser.add_argument("--alertmanager", action="store_true")
     parser.add_argument("--deeprest-target", default=None, help="host:port Prometheus scrapes")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="logs, data and configs, kept (default: a temporary folder, "
+                             "removed at stop)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.workdir is not None and args.workdir.exists() and not args.workdir.is_dir():
+        parser.error(f"argument --workdir: {args.workdir} is not a folder")
     config = TestbedConfig(otlp_url=args.otlp, prometheus=args.prometheus,
-                           alertmanager=args.alertmanager, deeprest_target=args.deeprest_target)  # fmt: skip
+                           alertmanager=args.alertmanager, deeprest_target=args.deeprest_target,
+                           workdir=args.workdir and args.workdir.resolve())  # fmt: skip
+
+    def say(message: str) -> None:
+        print(f"testbed: {message}", file=sys.stderr, flush=True)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the testbed as Ctrl-C does, cleaning up
 
     signal.signal(signal.SIGTERM, interrupt)
-    with Testbed(config) as bed:
-        urls: dict[str, Any] = {"frontend": bed.frontend_url,
-                                "resources": bed.resource_exporter_url + "/metrics"}  # fmt: skip
-        if args.prometheus:
-            urls["prometheus"] = bed.prometheus_url
-        if args.alertmanager:
-            urls["alertmanager"] = bed.alertmanager_url
-        print(json.dumps(urls, indent=2), flush=True)
+    try:
+        return _serve(Testbed(config, progress=say), args)
+    except TestbedError as exc:
+        print(f"python -m infra.local.testbed: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # while starting: every process started is stopped
+        return 130
+
+
+def _serve(testbed: Testbed, args: Any) -> int:
+    """Run the testbed until Ctrl-C or SIGTERM, its URLs as JSON on stdout."""
+    import time
+
+    with testbed as bed:
         try:
+            urls: dict[str, Any] = {"frontend": bed.frontend_url,
+                                    "resources": bed.resource_exporter_url + "/metrics"}  # fmt: skip
+            if args.prometheus:
+                urls["prometheus"] = bed.prometheus_url
+            if args.alertmanager:
+                urls["alertmanager"] = bed.alertmanager_url
+            print(json.dumps(urls, indent=2), flush=True)
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
