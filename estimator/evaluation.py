@@ -30,9 +30,12 @@ class Evaluation:
     @property
     def coverage(self) -> np.ndarray:
         """Band coverage per series; NaN for a series without a band (a baseline that never
-        saw it), which a share of 0 would count as a band that misses."""
+        saw it), which a share of 0 would count as a band that misses, and for one without
+        usage (0 throughout), which is not scored: a band of [0, 0] around it covers nothing
+        of interest."""
         out = coverage(self.pred, self.actual)
         out[np.isnan(self.pred[..., [0, 2]]).all(axis=(0, 2))] = np.nan
+        out[np.isnan(self.accuracy)] = np.nan
         return out
 
     @property

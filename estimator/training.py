@@ -135,6 +135,48 @@ def _learnable(
     return [key for key, s in zip(series, scarce, strict=True) if not s], Y[:, ~scarce]
 
 
+ALWAYS_USED = ("cpu", "memory")
+"""Resources a process that serves calls cannot read 0 for: a series of them that does in every
+window its component served calls in is not being measured."""
+
+
+def _unmeasured(
+    series: list[SeriesKey], X: np.ndarray, Y: np.ndarray, layout: Layout
+) -> tuple[list[SeriesKey], np.ndarray]:
+    """The series left after those of CPU or memory that read exactly 0 in every measured window
+    while their component served calls (a metrics collector that reports 0 for a pod it does not
+    see): a model of them would publish 0 as expected usage, and what-if answers of 0 cores. They
+    are left out with a warning; none left is an error."""
+    silent, spans = [], []
+    for j, (component, resource) in enumerate(series):
+        column = layout.component_column(component)
+        if resource not in ALWAYS_USED or column is None:
+            continue
+        measured = ~np.isnan(Y[:, j])
+        served = float(X[measured, column].sum())
+        if served > 0 and not Y[measured, j].any():
+            silent.append(j)
+            spans.append(f"{component}/{resource} ({served:,.0f} spans)")
+    if not silent:
+        return series, Y
+    if len(silent) == len(series):
+        raise InputError(
+            "every series reads 0 in every window while its component served calls: usage is "
+            "not being measured (check the metrics' pod or container names)"
+        )
+    warnings.warn(
+        DataWarning(
+            f"{count_of(len(silent), 'series')} left out, reading 0 in every window while their "
+            f"component served calls: their usage is not being measured (a metric of another pod "
+            f"or container name?): {first_few(spans)}"
+        ),
+        stacklevel=3,
+    )
+    keep = np.ones(len(series), dtype=bool)
+    keep[silent] = False
+    return [key for key, k in zip(series, keep, strict=True) if k], Y[:, keep]
+
+
 def _peaks(Y: np.ndarray) -> np.ndarray:
     """Each series' highest usage in training (NaN where it has none)."""
     out = np.full(Y.shape[1], np.nan)
@@ -168,6 +210,7 @@ def train_bundle(
     X, _ = vocabulary.transform(windows)
     Y = targets(windows, series)
     series, Y = _learnable(series, Y, config.validation_fraction)
+    series, Y = _unmeasured(series, X, Y, vocabulary.layout)
     say(f"{len(windows)} windows, {X.shape[1]} features, {len(series)} series")
     params = dict(config.model_params)
     if config.model == "auto":

@@ -105,7 +105,8 @@ def test_evaluate_says_what_its_scores_leave_out_or_may_get_wrong(
     ) in said.err
     assert "1 series in the data the model does not estimate: timeline-v2/cpu" in said.err
     assert (
-        "1 series used nothing in the range (0 throughout: a component not running?), so no "
+        "1 series used nothing in the range (0 throughout: a component not running, or its usage "
+        "not measured?), so no "
         "accuracy: compose/cpu"
     ) in said.err
     assert "another unit than the model was trained on?" in said.err
@@ -793,6 +794,31 @@ def test_series_with_usage_in_too_few_windows_to_learn_from_are_left_out_with_a_
     assert (
         "no series has usage in 10 or more of the 80 windows fitted on" in capsys.readouterr().err
     )
+
+
+def test_cpu_or_memory_that_reads_0_while_its_component_serves_calls_is_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collector that reports 0 for a pod it does not see: the series would be published as 0
+    expected usage (and 0 cores at 2x); it is left out, named with its spans. A component that
+    never writes keeps its disk series at 0: that is usage measured, and a write is news."""
+    windows = tiny_world(100, seed=4)
+    for w in windows:
+        w.metrics[("compose", "cpu")] = 0.0
+        w.metrics[("compose", "write_iops")] = 0.0
+    data = tmp_path / "zero.jsonl"
+    write_windows(data, windows)
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(data), "--out", str(out), "--model", "linear"]) == 0
+    said = capsys.readouterr().err
+    spans = sum(n for w in windows for path, n in w.calls.items() if path[-1][0] == "compose")
+    assert (
+        "deeprest train: warning: 1 series left out, reading 0 in every window while their "
+        "component served calls: their usage is not being measured (a metric of another pod or "
+        f"container name?): compose/cpu ({spans:,.0f} spans)"
+    ) in said
+    series = load_bundle(out).series
+    assert ("compose", "cpu") not in series and ("compose", "write_iops") in series
 
 
 def test_two_trainings_on_the_same_data_give_one_version_whatever_their_wall_time(

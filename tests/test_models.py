@@ -566,6 +566,7 @@ def test_an_evaluation_without_oracle_summarizes_and_one_of_unused_series_says_n
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(idle.summary()["mean_accuracy"])
+    assert np.isnan(idle.coverage[0])  # not scored: its band of [0, 0] covers nothing of note
 
 
 def test_an_evaluation_gives_no_coverage_to_a_series_without_a_band() -> None:

@@ -89,7 +89,7 @@ def _check_series(
     if idle:
         warn(
             f"{source}: {count_of(len(idle), 'series')} used nothing in the range (0 "
-            f"throughout: a component not running?), so no accuracy: {first_few(idle)}"
+            f"throughout: a component not running, or its usage not measured?), so no accuracy: {first_few(idle)}"
         )
     unknown = sorted(f"{c}/{r}" for c, r in measured - set(series))
     if unknown:
