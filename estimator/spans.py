@@ -829,14 +829,19 @@ EDGE_MIN_WINDOWS = 3
 
 def _drop_edges(counts: Counts, first: int, last: int, window_seconds: int) -> None:
     """Drop, with a warning, an edge window that the recording (its first span end to its last)
-    covers less than COVERED of and whose calls are fewer than COVERED of the other windows'
-    median: the recording started or stopped in its middle, so it holds part of the window's
-    traffic while its metrics cover all of it. Sparse traffic (a few calls in every window)
-    keeps its edges, and so does a recording of fewer than EDGE_MIN_WINDOWS windows."""
+    covers less than COVERED of and whose API calls (root spans; all calls where the trees have
+    no roots) are fewer than COVERED of the other windows' median: the recording started or
+    stopped in its middle, so it holds part of the window's traffic while its metrics cover all
+    of it. A recording's first window also holds the rootless remains of traces that began
+    before it, many calls for few requests, so its requests are what is compared. Sparse
+    traffic (a few calls in every window) keeps its edges, and so does a recording of fewer than
+    EDGE_MIN_WINDOWS windows."""
     if len(counts) < EDGE_MIN_WINDOWS:
         return
     width = window_seconds * NS_PER_S
-    totals = {key: sum(calls.values()) for key, calls in counts.items()}
+    totals = {key: sum(n for p, n in calls.items() if len(p) == 1) for key, calls in counts.items()}
+    if not any(totals.values()):
+        totals = {key: sum(calls.values()) for key, calls in counts.items()}
     head, tail = min(counts), max(counts)
     edges = {head: (head + 1) * width - first, tail: last - tail * width}
     typical = statistics.median(n for key, n in totals.items() if key not in edges)

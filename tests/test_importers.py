@@ -1214,6 +1214,17 @@ def test_a_recording_that_starts_or_stops_mid_window_drops_that_edge(tmp_path: P
     sparse = write_csv(tmp_path / "sparse.csv", steady_rows(t0 + 50, t0 + 250, every_s=40))
     assert [w.start for w in import_span_csv(sparse)] == [t0 + 60 * k for k in range(5)]
 
+    # the first window also holds the remains of traces begun before the recording (calls whose
+    # root span it lacks): many calls, few requests, still part of the window's traffic
+    remains = [
+        row(f"o{i}", f"c{i}{k}", f"gone{i}", SVC_B, f"q{k}", t0 + 50 + i / 10)
+        for i in range(40)
+        for k in range(3)
+    ]
+    begun = write_csv(tmp_path / "begun.csv", remains + steady_rows(t0 + 50, t0 + 250))
+    with pytest.warns(DataWarning, match="2 edge windows dropped"):
+        assert [w.start for w in import_span_csv(begun)] == [t0 + 60, t0 + 120, t0 + 180]
+
 
 def test_json_imports_drop_a_partial_edge_window_too(tmp_path: Path) -> None:
     t0 = 1675080000
