@@ -6,13 +6,14 @@ import argparse
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from estimator.bundle import save_bundle
-from estimator.errors import InputError
+from estimator.errors import InputError, count_of, data_warning, first_few
 from estimator.models import MODEL_KINDS
 from estimator.training import MIN_FIT_WINDOWS, TrainConfig, check_trainable, train_bundle
-from estimator.windows import Window, load_windows
+from estimator.windows import SeriesKey, Window, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import parse_time, select
 from exporter.progress import Phases
@@ -137,4 +138,29 @@ def run(args: argparse.Namespace) -> int:
             f"usage drifted away from traffic in the validation tail of {len(drifting)} series "
             f"({shown}): their bands widen with the time since training; retrain to narrow them"
         )
+    missed = _missed(bundle.series, bundle.validation.get("coverage", []), set(drifting))
+    if missed:
+        data_warning(
+            f"the 90% band of {count_of(len(missed), 'series')} covered under "
+            f"{MISSED_BELOW:.0%} of the validation tail's windows ({first_few(missed)}): on new "
+            "windows expect bands to miss more often than 1 in 10, in these series and others "
+            "like them; a longer recording, or one with the traffic to come, narrows the gap"
+        )
     return 0
+
+
+MISSED_BELOW = 0.5
+"""Validation coverage of a 90% band under which a series is named at the end of training."""
+
+
+def _missed(
+    series: Sequence[SeriesKey], coverage: Sequence[float | None], named: set[str]
+) -> list[str]:
+    """Series (not already `named`) whose band covered under MISSED_BELOW of the validation
+    tail, lowest first, with their coverage."""
+    low = sorted(
+        (c, f"{component}/{resource}")
+        for (component, resource), c in zip(series, coverage, strict=False)
+        if c is not None and c < MISSED_BELOW and f"{component}/{resource}" not in named
+    )
+    return [f"{name} {c:.0%}" for c, name in low]
