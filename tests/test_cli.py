@@ -988,8 +988,76 @@ def test_an_empty_range_exits_2(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
-    assert main([*evaluate, "--from", "50%", "--to", "50%"]) == 2
-    assert "no windows" in capsys.readouterr().err
+    assert main([*evaluate, "--from", "50%", "--to", "50.1%"]) == 2  # both on window 30 of 60
+    assert "no windows within --from 50% and --to 50.1% (60 in the dataset)" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "capacity"])
+@pytest.mark.parametrize(
+    ("start", "end", "said"),
+    [
+        (
+            "60%",
+            "40%",
+            "--from 60% (1970-01-01T00:36:00Z) is not before --to 40% (1970-01-01T00:24:00Z)",
+        ),
+        (
+            "50%",
+            "50%",
+            "--from 50% (1970-01-01T00:30:00Z) is not before --to 50% (1970-01-01T00:30:00Z)",
+        ),
+        (
+            "1970-01-01T00:40",
+            "1970-01-01T00:20",
+            "--from 1970-01-01T00:40 (1970-01-01T00:40:00Z) is",
+        ),
+        (
+            "2400",
+            "40%",
+            "--from 2400 (1970-01-01T00:40:00Z) is not before --to 40% (1970-01-01T00:24",
+        ),
+        (
+            "40%",
+            "1440",
+            "--from 40% (1970-01-01T00:24:00Z) is not before --to 1440 (1970-01-01T00:24",
+        ),
+    ],
+)
+def test_a_from_at_or_after_the_to_exits_2_saying_so(
+    trained: dict[str, Path],
+    tmp_path: Path,
+    command: str,
+    start: str,
+    end: str,
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, model = str(trained["test"]), str(trained["model"])
+    argv = {
+        "train": ["train", "--data", data, "--out", str(tmp_path / "m")],
+        "predict": ["predict", "--model", model, "--data", data, "--out", str(tmp_path / "p.csv")],
+        "evaluate": ["evaluate", "--model", model, "--data", data],
+        "capacity": ["capacity", "--data", data, "--out", str(tmp_path / "c")],
+    }[command]
+    assert main([*argv, "--from", start, "--to", end]) == 2
+    assert f"error: {data}: {said}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "capacity"])
+def test_a_from_at_or_after_the_to_of_a_stores_range_exits_2_saying_so(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "deeprest.yaml"
+    config.write_text("")
+    argv = [command, "--config", str(config), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--from", "2023-01-30T12:00Z", "--to", "1675076400"]) == 2
+    assert (
+        "--from 2023-01-30T12:00Z (2023-01-30T12:00:00Z) is not before --to 1675076400 "
+        "(2023-01-30T11:00:00Z)"
+    ) in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_range_is_estimated_with_the_history_before_it(trained: dict[str, Path]) -> None:

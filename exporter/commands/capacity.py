@@ -39,7 +39,13 @@ from estimator.latency import (
 )
 from estimator.windows import LATENCY_STATISTICS, Window, load_windows
 from exporter.commands.outputs import output_dir
-from exporter.commands.ranges import add_range_arguments, parse_bound, parse_time, select
+from exporter.commands.ranges import (
+    add_range_arguments,
+    check_order,
+    parse_bound,
+    parse_time,
+    select,
+)
 from exporter.loadtests import Objective, parse_objective, read_steps
 from exporter.progress import Phases
 from exporter.report import format_table, latency_ms, plain, pyplot
@@ -323,10 +329,13 @@ def recorded_windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     config = load_config(args.config)
     given = [(v, flag) for v, flag in ((args.start, "--from"), (args.end, "--to")) if v is not None]
     shares = any(parse_bound(v, flag).share is not None for v, flag in given)
+    # a share is one of every window the store holds, as with --data
+    start = -math.inf if shares or args.start is None else parse_time(args.start, "--from")
+    end = math.inf if shares or args.end is None else parse_time(args.end, "--to")
+    if args.start is not None and args.end is not None and not shares:
+        check_order(args.start, start, args.end, end, str(args.config))
     store = existing_store(config.data_dir, str(args.config))
-    try:  # a share is one of every window the store holds, as with --data
-        start = -math.inf if shares or args.start is None else parse_time(args.start, "--from")
-        end = math.inf if shares or args.end is None else parse_time(args.end, "--to")
+    try:
         windows = store.range(start, end)
     finally:
         store.close()

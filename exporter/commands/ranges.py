@@ -65,12 +65,18 @@ def parse_bound(text: str, flag: str) -> Bound:
 
 
 def span(windows: Sequence[Window], start: str | None, end: str | None, source: str) -> slice:
-    """The positions of a dataset's windows inside `--from start --to end` (either may be None)."""
+    """The positions of a dataset's windows inside `--from start --to end` (either may be None);
+    a `--from` at or after `--to` is refused as such."""
     lo, hi = 0, len(windows)
+    first = last = None
     if start is not None:
-        lo = _index(windows, _bound_of(windows, start, "--from", source))
+        first = (start, _bound_of(windows, start, "--from", source))
+        lo = _index(windows, first[1])
     if end is not None:
-        hi = _index(windows, _bound_of(windows, end, "--to", source))
+        last = (end, _bound_of(windows, end, "--to", source))
+        hi = _index(windows, last[1])
+    if first is not None and last is not None and windows:
+        _check_bounds_order(windows, first, last, source)
     if hi <= lo:
         bounds = " and ".join(f"{flag} {v}" for flag, v in (("--from", start), ("--to", end)) if v)
         raise InputError(
@@ -84,6 +90,29 @@ def select(
 ) -> list[Window]:
     """The windows of a dataset inside `--from start --to end` (either may be None)."""
     return list(windows[span(windows, start, end, source)])
+
+
+def check_order(start: str, first: float, end: str, last: float, source: str | None = None) -> None:
+    """Refuse `--from start` at or after `--to end` (`first`, `last`: their times, resolved):
+    the range would hold no window, by no fault of the data."""
+    if first >= last:
+        raise _out_of_order(start, first, end, last, source)
+
+
+def _out_of_order(
+    start: str, first: float, end: str, last: float, source: str | None
+) -> InputError:
+    return InputError(
+        f"--from {start} ({utc_time(first)}) is not before --to {end} ({utc_time(last)})",
+        source=source,
+    )
+
+
+def time_range(start: str, end: str) -> tuple[float, float]:
+    """`--from start --to end` as unix seconds (times only: no dataset to take a share of)."""
+    first, last = parse_time(start, "--from"), parse_time(end, "--to")
+    check_order(start, first, end, last)
+    return first, last
 
 
 def add_range_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -210,6 +239,30 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _check_bounds_order(
+    windows: Sequence[Window], first: tuple[str, Bound], last: tuple[str, Bound], source: str
+) -> None:
+    """Refuse a `--from` (text, bound) at or after the `--to`, on a non-empty dataset: shares
+    compared as shares (50.1% and 50.2% may fall on one window), else the times they stand for."""
+    (start, low), (end, high) = first, last
+    t0, t1 = _seconds(windows, low), _seconds(windows, high)
+    if low.share is not None and high.share is not None:
+        wrong = low.share >= high.share
+    else:
+        wrong = t0 >= t1
+    if wrong:
+        raise _out_of_order(start, t0, end, t1, source)
+
+
+def _seconds(windows: Sequence[Window], bound: Bound) -> float:
+    """The time a bound stands for on a (non-empty) dataset: a share's is the start of the
+    window it falls on, or the last window's end."""
+    if bound.seconds is not None:
+        return bound.seconds
+    i = _index(windows, bound)
+    return windows[i].start if i < len(windows) else windows[-1].end
+
+
 def _index(windows: Sequence[Window], bound: Bound) -> int:
     """The first window at or after the bound (windows are in time order)."""
     if bound.share is not None:
@@ -221,10 +274,12 @@ def _index(windows: Sequence[Window], bound: Bound) -> int:
 __all__ = [
     "Bound",
     "add_range_arguments",
+    "check_order",
     "check_traffic",
     "parse_bound",
     "parse_time",
     "predict_range",
     "select",
     "span",
+    "time_range",
 ]

@@ -15,7 +15,7 @@ from estimator.models import MODEL_KINDS
 from estimator.training import MIN_FIT_WINDOWS, TrainConfig, check_trainable, train_bundle
 from estimator.windows import SeriesKey, Window, load_windows
 from exporter.commands.outputs import output_dir
-from exporter.commands.ranges import parse_time, select
+from exporter.commands.ranges import select, time_range
 from exporter.progress import Phases
 
 
@@ -83,9 +83,7 @@ def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
     from exporter.trainset import collect_training_windows
 
     config = load_config(args.config)
-    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
-    if end <= start:
-        raise InputError("--to must be after --from", field="--to")
+    start, end = time_range(args.start, args.end)
     return collect_training_windows(config, start, end), str(args.config)
 
 
