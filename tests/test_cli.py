@@ -166,6 +166,18 @@ def test_evaluate_scores_baselines_trained_before_the_range_on_the_same_windows(
     assert main([*evaluate, "--from", "5", "--baselines"]) == 2  # 5 windows: too few to train
 
 
+def test_baselines_are_documented_as_needing_the_whole_recording(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    said = " ".join(readme[readme.index("With `--baselines`") :][:1500].split())
+    assert "`--data` is the whole recording" in said and "not a test file split off it" in said
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert "--data is the whole recording, split by --from, not a split-off test file" in helped
+
+
 def test_evaluate_report_sets_the_baselines_beside_the_model_with_training_times(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also score, on the same windows, the baselines trained on the data's windows "
         "before --from: linear (per-component call counts), ols-api (per-API counts, no "
-        "traces) and history (exponential smoothing of the usage before each window)",
+        "traces) and history (exponential smoothing of the usage before each window); so "
+        "--data is the whole recording, split by --from, not a split-off test file",
     )
     parser.add_argument("--report", type=Path, help="directory for the HTML report and PNG plots")
 
