@@ -16,6 +16,7 @@ import pytest
 
 from estimator.errors import DataWarning, InputError
 from estimator.importers import (
+    FORMATS,
     import_jaeger,
     import_otlp_json,
     import_raw,
@@ -683,6 +684,21 @@ def test_a_metric_folder_without_metric_files_is_an_error(tmp_path: Path, span_d
     with pytest.raises(InputError, match="no metric files") as info:
         import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
     assert info.value.source == str(metrics)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_an_input_or_metrics_path_that_does_not_exist_is_named_as_such(
+    tmp_path: Path, span_dir: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    absent, out = tmp_path / "absent", str(tmp_path / "x.jsonl")
+    assert main(["import", "--format", fmt, "--input", str(absent), "--out", out]) == 2
+    assert f"error: {absent}: no such " in capsys.readouterr().err
+    given = span_dir.parent if fmt == "trainticket" else span_dir
+    argv = ["import", "--format", fmt, "--input", str(given), "--metrics", str(absent)]
+    assert main([*argv, "--out", out]) == 2
+    assert f"error: {absent}: no such directory" in capsys.readouterr().err
 
 
 def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:

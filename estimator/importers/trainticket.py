@@ -145,6 +145,8 @@ def metric_files(directory: str | Path) -> list[Path]:
     sorted (front_service and others skipped); a directory without any is an error, not a
     recording without usage."""
     root = Path(directory)
+    if not root.exists():
+        raise InputError("no such directory (of metric CSV files)", source=str(root))
     if not root.is_dir():
         raise InputError("not a directory of metric CSV files", source=str(root))
     found = files_below(root, METRIC_SUFFIXES)
@@ -432,6 +434,11 @@ def load_trainticket(
     root = Path(root)
     check_window_seconds(window_seconds)
     check_stamp(stamp)
+    if not root.exists():
+        raise InputError(
+            "no such directory (the Train-Ticket recording: the folder holding trace/ and metric/)",
+            source=str(root),
+        )
     if not (root / "trace").is_dir():
         raise InputError(
             "no trace/ folder: expected the Train-Ticket layout (trace/*.csv[.gz], metric/)"
