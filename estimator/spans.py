@@ -258,7 +258,7 @@ def assemble_columns(
 ) -> Iterator[TracePaths]:
     """Call paths of every tree in a batch given as columns (one tree per root, see module doc).
     `routes` carries what earlier batches showed of gateways (one is started where not given);
-    `tally`, where given, counts the spans given twice with other content."""
+    `tally`, where given, counts the traces and the spans given twice."""
     groups: dict[str, list[int]] = {}
     for i, trace_id in enumerate(cols.trace_ids):
         group = groups.get(trace_id)
@@ -266,6 +266,8 @@ def assemble_columns(
             groups[trace_id] = [i]
         else:
             group.append(i)
+    if tally is not None:
+        tally.traces += len(groups)
     routes = Routes() if routes is None else routes
     parent_ids, span_ids = cols.parent_ids, cols.span_ids
     lacking = []  # last, once the batch's whole traces have shown what gateways route to
@@ -287,9 +289,11 @@ def _trace_trees(
     index: dict[str, int] = {}
     for i in members:
         first = index.setdefault(span_ids[i], i)
-        same = (pairs[i], parent_ids[i]) == (pairs[first], parent_ids[first])
-        if tally is not None and not same:  # one id, two spans: a collision, not a repeat
-            tally.conflicts += 1
+        if first != i and tally is not None:
+            if (pairs[i], parent_ids[i]) == (pairs[first], parent_ids[first]):
+                tally.duplicates += 1
+            else:  # one id, two spans: a collision, not a repeat
+                tally.conflicts += 1
     kept = [i for i in members if index[span_ids[i]] == i]
     roots = [i for i in kept if parent_ids[i] is None]
     children: dict[str, list[int]] = {}
@@ -484,12 +488,21 @@ def latency_of(durations: dict[Pair, list[float]]) -> dict[Pair, Latency]:
 
 @dataclass
 class Tally:
-    """What counting trees met: spans left out as too deep, trees, trees of a true root."""
+    """What reading spans met: spans read, traces assembled, spans skipped or left out, trees
+    and trees of a true root. An import's summary reports it, so loss is not silent."""
 
-    too_deep: int = 0
+    spans: int = 0  # spans read
+    traces: int = 0  # traces assembled (a trace counted in parts counts each part)
+    duplicates: int = 0  # spans given again, same trace and span id and content: skipped
+    conflicts: int = 0  # spans of one trace and span id, but of another operation or parent
+    too_deep: int = 0  # spans left out below MAX_PATH_DEPTH
     trees: int = 0
     rooted: int = 0
-    conflicts: int = 0  # spans of one trace and span id, but of another operation or parent
+
+    @property
+    def left_out(self) -> int:
+        """Spans read but in no call path (duplicates aside)."""
+        return self.conflicts + self.too_deep
 
 
 def _count(
@@ -557,11 +570,13 @@ def bucket(
     window_seconds: int = 60,
     sampling_ratio: float = 1.0,
     drop_edges: bool = False,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Count the paths of each tree into windows aligned to multiples of `window_seconds`; each
     tree's paths count 1 / `sampling_ratio` times its weight (a sampled recording's traffic).
     With `drop_edges`, the trees are a whole recording (its first root end to its last), whose
-    edge windows are dropped where it started or stopped in their middle (`_drop_edges`)."""
+    edge windows are dropped where it started or stopped in their middle (`_drop_edges`).
+    `tally`, where given, counts the trees and their spans left out."""
     _check_width(window_seconds)
     if sampling_ratio != 1.0:
         unsaid = check_sampling_ratio(sampling_ratio)
@@ -573,7 +588,7 @@ def bucket(
         traces = list(traces)
         ends = [t.end_ns for t in traces]
         span = [min(ends), max(ends)] if ends else []
-    _warn_too_deep(_count(traces, counts, durations, window_seconds))
+    _warn_too_deep(_count(traces, counts, durations, window_seconds, tally))
     if span:
         _drop_edges(counts, span[0], span[1], window_seconds)
     return _windows(counts, durations, window_seconds)
@@ -587,6 +602,7 @@ def windows_of_batches(
     file_seconds: int | None = None,
     sampling_ratio: float = 1.0,
     file_minutes: Sequence[int | None] | None = None,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from spans read batch by batch (a file each), in time order.
 
@@ -604,6 +620,7 @@ def windows_of_batches(
     a file without spans is a minute without calls, an idle window, not a missing one.
 
     A trace whose spans do not say how it was sampled stands for 1 / `sampling_ratio` traces.
+    `tally`, where given, counts what the spans met (`Tally`): the import's summary.
     """
     _check_width(window_seconds)
     unsaid = check_sampling_ratio(sampling_ratio)
@@ -617,7 +634,7 @@ def windows_of_batches(
     newest = -1  # the latest span end so far
     covers: list[tuple[int, int]] = []  # with file_seconds: the time each batch covers
     span: list[int] = []  # without: the first and last span end of the recording
-    tally = Tally()
+    tally = Tally() if tally is None else tally
     routes = Routes()  # what earlier files showed of gateways
     named: list[tuple[int, bool]] = []  # with file_minutes: (minute of day, file has spans)
     anchors: list[int] = []  # the ns each file with spans says its minute starts
@@ -626,6 +643,7 @@ def windows_of_batches(
     looked = False  # for it, in the first batch with spans
     for number, batch in enumerate(batches):
         batch = batch.resolved(unsaid)
+        tally.spans += len(batch)
         minute = file_minutes[number] if file_minutes and number < len(file_minutes) else None
         if file_seconds and minute is not None:  # None: an unreadable file, no minute of its own
             named.append((minute, bool(len(batch))))

@@ -28,8 +28,10 @@ from estimator.importers import (
 from estimator.importers.trainticket import read_pod_metrics
 from estimator.spans import (
     LOST_API,
+    MAX_PATH_DEPTH,
     Span,
     SpanColumns,
+    Tally,
     assemble,
     columns_of,
     windows_from_spans,
@@ -801,6 +803,44 @@ def test_a_chain_deeper_than_the_cap_is_cut_with_a_warning(tmp_path: Path) -> No
         [window] = import_span_csv(write_csv(tmp_path / "deep.csv", rows))
     assert max(len(p) for p in window.calls) == MAX_PATH_DEPTH
     assert sum(window.calls.values()) == MAX_PATH_DEPTH
+
+
+def test_import_summary_counts_spans_read_traces_and_spans_skipped_or_left_out(
+    tmp_path: Path, span_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    out = tmp_path / "x.jsonl"
+    assert (
+        main(["import", "--format", "span-csv", "--input", str(span_dir), "--out", str(out)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "read 9 spans of 2 traces (1 duplicate span skipped, 0 spans left out)\n" in err
+    end = 1675080000.5  # a chain too deep, and a span whose id another span of its trace has
+    rows = [row("t", "s0", "root", SVC_A, "/x", end), row("t", "s0", "root", SVC_A, "/y", end)]
+    rows += [row("t", f"s{d}", f"s{d - 1}", SVC_A, f"op{d}", end) for d in range(1, 100)]
+    argv = ["import", "--format", "span-csv", "--input", str(write_csv(tmp_path / "d.csv", rows))]
+    assert main([*argv, "--out", str(out)]) == 0
+    deep = 100 - MAX_PATH_DEPTH
+    assert (
+        f"read 101 spans of 1 trace (0 duplicate spans skipped, {deep + 1} spans left out: "
+        f"1 of colliding ids, {deep} below call depth {MAX_PATH_DEPTH})"
+    ) in capsys.readouterr().err
+
+
+def test_every_importer_tallies_what_it_read(tmp_path: Path, span_dir: Path) -> None:
+    tally = Tally()
+    import_windows("trainticket", span_dir.parent, tally=tally)
+    assert (tally.spans, tally.traces, tally.duplicates, tally.left_out) == (9, 2, 1, 0)
+    tree = {
+        "component": "nginx",
+        "operation": "/c",
+        "children": [{"component": "p", "operation": "w"}],
+    }
+    (tmp_path / "raw.json").write_text(json.dumps([{"end": 59.9, **tree}, {"end": 60.0, **tree}]))
+    tally = Tally()
+    import_windows("raw", tmp_path / "raw.json", tally=tally)
+    assert (tally.spans, tally.traces, tally.duplicates, tally.left_out) == (4, 2, 0, 0)
 
 
 def test_import_says_so_when_every_request_is_of_one_fanning_out_api(

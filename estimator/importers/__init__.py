@@ -25,7 +25,7 @@ from estimator.importers.trainticket import (
     load_trainticket,
     metric_files,
 )
-from estimator.spans import check_sampling_ratio
+from estimator.spans import Tally, check_sampling_ratio
 from estimator.windows import Window
 
 Importer = Callable[..., list[Window]]
@@ -49,11 +49,13 @@ def import_windows(
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
     stamp: str = "end",
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Windows from `source` in format `fmt`, joined with Train-Ticket style metric files if given.
     A trace whose spans do not say how it was sampled (OTLP's `ot=th:` tracestate, Jaeger's
     probabilistic sampler tags) stands for 1 / `sampling_ratio` traces. `stamp` says what a metric
-    row's time marks of the interval it measures (`STAMPS`)."""
+    row's time marks of the interval it measures (`STAMPS`). `tally`, where given, counts the
+    spans read, the traces and the spans skipped or left out, for the import's summary."""
     check_sampling_ratio(sampling_ratio)  # before any file is read
     check_stamp(stamp)
     importer = FORMATS.get(fmt)
@@ -61,12 +63,19 @@ def import_windows(
         raise InputError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}", field="format")
     if fmt == "trainticket":
         return load_trainticket(
-            Path(source), window_seconds, on_file, fold_gateway, metrics, sampling_ratio, stamp
+            Path(source),
+            window_seconds,
+            on_file,
+            fold_gateway,
+            metrics,
+            sampling_ratio,
+            stamp,
+            tally,
         )
     paths = None if metrics is None else metric_files(metrics)
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
-    windows = importer(source, window_seconds, on_file, fold_gateway, sampling_ratio)
+    windows = importer(source, window_seconds, on_file, fold_gateway, sampling_ratio, tally=tally)
     if paths is not None:
         join_metrics(windows, paths, window_seconds, on_file, stamp)
     return windows

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from estimator.errors import DataWarning, InputError, count_of, first_few, utc_time
-from estimator.spans import UNKNOWN_NS, Span, SpanColumns, windows_of_batches
+from estimator.spans import UNKNOWN_NS, Span, SpanColumns, Tally, windows_of_batches
 from estimator.windows import Window
 
 OnFile = Callable[[Path], None]
@@ -491,11 +491,12 @@ def windows_of_files(
     file_seconds: int | None = None,
     sampling_ratio: float = 1.0,
     file_minutes: Sequence[int | None] | None = None,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Assemble spans read file by file into trees and count their paths into windows (with
     `file_seconds`, files of one period each, and `file_minutes`, the minute of the day each
-    one's name says; `sampling_ratio`, the share of traces kept where spans do not say: see
-    `windows_of_batches`)."""
+    one's name says; `sampling_ratio`, the share of traces kept where spans do not say;
+    `tally`, what the spans met: see `windows_of_batches`)."""
     check_window_seconds(window_seconds)
     return windows_of_batches(
         batches,
@@ -504,4 +505,5 @@ def windows_of_files(
         file_seconds=file_seconds,
         sampling_ratio=sampling_ratio,
         file_minutes=file_minutes,
+        tally=tally,
     )

@@ -24,7 +24,7 @@ from estimator.importers.common import (
     no_parent,
     windows_of_files,
 )
-from estimator.spans import Span
+from estimator.spans import Span, Tally
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -133,7 +133,10 @@ def import_jaeger(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    tally: Tally | None = None,
 ) -> list[Window]:
-    """Windows of call-path counts from Jaeger JSON."""
+    """Windows of call-path counts from Jaeger JSON (`tally`: see `windows_of_batches`)."""
     batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file, FIRST_TIME)
-    return windows_of_files(batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio)
+    return windows_of_files(
+        batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio, tally=tally
+    )

@@ -26,7 +26,7 @@ from estimator.importers.common import (
     no_parent,
     windows_of_files,
 )
-from estimator.spans import Span, SpanColumns, adjusted_count
+from estimator.spans import Span, SpanColumns, Tally, adjusted_count
 from estimator.windows import Window
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -131,9 +131,11 @@ def import_otlp_json(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from OTLP JSON; a warning counts the spans whose resource
-    names no service (their component is UNKNOWN_SERVICE, as the OpenTelemetry SDK names it)."""
+    names no service (their component is UNKNOWN_SERVICE, as the OpenTelemetry SDK names it).
+    `tally`: see `windows_of_batches`."""
     batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file, FIRST_TIME)
     unnamed = [0]
 
@@ -143,7 +145,7 @@ def import_otlp_json(
             yield cols
 
     windows = windows_of_files(
-        counted(batches), window_seconds, fold_gateway, sampling_ratio=sampling_ratio
+        counted(batches), window_seconds, fold_gateway, sampling_ratio=sampling_ratio, tally=tally
     )
     if unnamed[0]:
         warnings.warn(

@@ -25,7 +25,7 @@ from estimator.importers.common import (
     expand_inputs,
     json_documents,
 )
-from estimator.spans import NS_PER_S, TracePaths, bucket
+from estimator.spans import NS_PER_S, Tally, TracePaths, bucket
 from estimator.windows import Window, _check_tree, tree_paths
 
 SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
@@ -87,8 +87,14 @@ def import_raw(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    tally: Tally | None = None,
 ) -> list[Window]:
-    """Windows of call-path counts from raw-format traces (trees are taken as they are)."""
+    """Windows of call-path counts from raw-format traces (trees are taken as they are);
+    `tally`, where given, counts the traces and their spans (a tree's nodes)."""
     del fold_gateway  # whole trees are given; nothing to fold
     check_window_seconds(window_seconds)
-    return bucket(read_raw(spec, on_file), window_seconds, sampling_ratio, drop_edges=True)
+    traces = read_raw(spec, on_file)
+    if tally is not None:
+        tally.traces += len(traces)
+        tally.spans += sum(len(t.paths) for t in traces)  # a path per node
+    return bucket(traces, window_seconds, sampling_ratio, drop_edges=True, tally=tally)

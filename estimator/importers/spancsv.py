@@ -45,7 +45,7 @@ from estimator.importers.common import (
     unix_unit,
     windows_of_files,
 )
-from estimator.spans import UNKNOWN_NS, SpanColumns
+from estimator.spans import UNKNOWN_NS, SpanColumns, Tally
 from estimator.windows import Pair, Window
 
 SUFFIXES = (".csv", ".csv.gz")
@@ -323,11 +323,13 @@ def import_span_csv(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from span CSV files (a file, a directory or a glob), read and
-    assembled file by file in the time order of their first span."""
+    assembled file by file in the time order of their first span (`tally`: see
+    `windows_of_batches`)."""
     paths = expand_inputs(spec, SUFFIXES)
-    return import_span_files(paths, window_seconds, on_file, fold_gateway, sampling_ratio)
+    return import_span_files(paths, window_seconds, on_file, fold_gateway, sampling_ratio, tally)
 
 
 def import_span_files(
@@ -336,13 +338,16 @@ def import_span_files(
     on_file: OnFile | None = None,
     fold_gateway: bool = True,
     sampling_ratio: float = 1.0,
+    tally: Tally | None = None,
 ) -> list[Window]:
     """`import_span_csv` of a list of files."""
     paths = in_time_order(paths, first_time)
     names = [MINUTE_FILE.match(p.name) for p in paths]
     if len(paths) < 2 or not all(names):
         batches = span_batches(paths, on_file)
-        return windows_of_files(batches, window_seconds, fold_gateway, None, sampling_ratio)
+        return windows_of_files(
+            batches, window_seconds, fold_gateway, None, sampling_ratio, tally=tally
+        )
     clock = [(int(m.group(1)), int(m.group(2))) for m in names if m is not None]
     minutes: list[int | None] = [hour * 60 + minute for hour, minute in clock]
     valid = all(hour < 24 and minute < 60 for hour, minute in clock)
@@ -359,6 +364,7 @@ def import_span_files(
         60,
         sampling_ratio,
         minutes if valid else None,
+        tally,
     )
 
 

@@ -41,7 +41,7 @@ from estimator.importers.common import (
     unix_unit,
 )
 from estimator.importers.spancsv import SUFFIXES, import_span_files
-from estimator.spans import NS_PER_S
+from estimator.spans import NS_PER_S, Tally
 from estimator.windows import ORPHAN_ROOT, SeriesKey, Window
 
 METRIC_SUFFIXES = ("_metric.csv.gz", "_metric.csv")
@@ -424,12 +424,14 @@ def load_trainticket(
     metrics: str | Path | None = None,
     sampling_ratio: float = 1.0,
     stamp: str = "end",
+    tally: Tally | None = None,
 ) -> list[Window]:
     """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
 
     Raises InputError when `root` or its trace/ folder is absent (a wrong path is a mistake to
     report, not an empty dataset); a missing metric/ folder gives traffic-only windows.
-    `metrics` names another metric folder to use instead of root/metric.
+    `metrics` names another metric folder to use instead of root/metric; `tally`, where given,
+    counts what the spans met (see `windows_of_batches`).
     """
     root = Path(root)
     check_window_seconds(window_seconds)
@@ -452,7 +454,9 @@ def load_trainticket(
     paths = metric_files(folder) if metrics is not None or folder.is_dir() else None
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
-    windows = import_span_files(traces, window_seconds, on_file, fold_gateway, sampling_ratio)
+    windows = import_span_files(
+        traces, window_seconds, on_file, fold_gateway, sampling_ratio, tally
+    )
     if paths is not None:
         join_metrics(windows, paths, window_seconds, on_file, stamp)
     return windows

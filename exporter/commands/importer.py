@@ -15,7 +15,7 @@ from estimator.errors import InputError, count_of
 from estimator.features import MAX_APIS
 from estimator.importers import FORMATS, STAMPS, import_windows
 from estimator.importers.common import check_window_seconds
-from estimator.spans import check_sampling_ratio
+from estimator.spans import MAX_PATH_DEPTH, Tally, check_sampling_ratio
 from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
 from exporter.progress import Phases
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_sampling_ratio(args.sampling_ratio, "--sampling-ratio")
     out = output_file(args.out, "--out", [("--input", args.input), ("--metrics", args.metrics)])
     say = Phases("import")
+    tally = Tally()
     with tqdm(desc="import", unit="file", file=sys.stderr, disable=None) as bar:
         files, last = [0], [time.monotonic()]
 
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             fold_gateway=not args.keep_gateway_spans,
             sampling_ratio=args.sampling_ratio,
             stamp=args.metrics_stamp,
+            tally=tally,
         )
     if not windows:
         raise InputError("holds no spans or traces", source=str(args.input))
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     with_latency = sum(1 for w in windows if w.latency)
     seen_in = Counter(api for w in windows for api in api_counts(w.calls))  # windows per API
     apis = set(seen_in)
+    print(read_summary(tally), file=sys.stderr)
     print(
         f"wrote {count_of(n, 'window')} ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
         f"metrics, {with_latency} with API latency) to {out}",
@@ -106,6 +109,21 @@ def run(args: argparse.Namespace) -> int:
     single_api_note(windows, apis)
     rare_api_note(len(windows), seen_in)
     return 0
+
+
+def read_summary(tally: Tally) -> str:
+    """What the import read, for a check that nothing was lost silently: spans read, traces
+    assembled, spans skipped as given twice, spans left out (and why)."""
+    why = [
+        f"{tally.conflicts} of colliding ids" if tally.conflicts else "",
+        f"{tally.too_deep} below call depth {MAX_PATH_DEPTH}" if tally.too_deep else "",
+    ]
+    reasons = ", ".join(w for w in why if w)
+    return (
+        f"read {count_of(tally.spans, 'span')} of {count_of(tally.traces, 'trace')} "
+        f"({count_of(tally.duplicates, 'duplicate span')} skipped, "
+        f"{count_of(tally.left_out, 'span')} left out{': ' + reasons if reasons else ''})"
+    )
 
 
 def rare_api_note(n_windows: int, seen_in: Mapping[Pair, int]) -> None:
