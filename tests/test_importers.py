@@ -843,6 +843,28 @@ def test_every_importer_tallies_what_it_read(tmp_path: Path, span_dir: Path) -> 
     assert (tally.spans, tally.traces, tally.duplicates, tally.left_out) == (4, 2, 0, 0)
 
 
+def test_import_without_usage_warns_that_train_will_refuse_it_and_names_the_flag(
+    tmp_path: Path, span_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    out = str(tmp_path / "x.jsonl")
+    said = "warning: no window carries usage (CPU, memory), so `deeprest train` will refuse"
+    assert main(["import", "--format", "span-csv", "--input", str(span_dir), "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert said in err and "with --metrics DIR" in err
+    assert main(["import", "--format", "trainticket", "--input", str(tmp_path), "--out", out]) == 0
+    assert "the recording has no metric/ folder: give the per-pod metric files with --metrics" in (
+        capsys.readouterr().err
+    )
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(f"{METRIC_HEADER}\nx,112,p,20,1\n")
+    argv = ["import", "--format", "span-csv", "--input", str(span_dir), "--out", out]
+    assert main([*argv, "--metrics", str(metrics)]) == 0
+    assert "no window carries usage" not in capsys.readouterr().err
+
+
 def test_import_says_so_when_every_request_is_of_one_fanning_out_api(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

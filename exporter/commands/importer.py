@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from estimator.errors import InputError, count_of
+from estimator.errors import InputError, count_of, data_warning
 from estimator.features import MAX_APIS
 from estimator.importers import FORMATS, STAMPS, import_windows
 from estimator.importers.common import check_window_seconds
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     )
     single_api_note(windows, apis)
     rare_api_note(len(windows), seen_in)
+    if not with_metrics:
+        no_usage_note(args.fmt, args.metrics)
     return 0
 
 
@@ -123,6 +125,22 @@ def read_summary(tally: Tally) -> str:
         f"read {count_of(tally.spans, 'span')} of {count_of(tally.traces, 'trace')} "
         f"({count_of(tally.duplicates, 'duplicate span')} skipped, "
         f"{count_of(tally.left_out, 'span')} left out{': ' + reasons if reasons else ''})"
+    )
+
+
+def no_usage_note(fmt: str, metrics: str | None) -> None:
+    """Warn that no window carries usage: `train` refuses such a dataset."""
+    if metrics is not None:
+        how = "the files of --metrics gave no usage for any window"
+    elif fmt == "trainticket":
+        how = (
+            "the recording has no metric/ folder: give the per-pod metric files with --metrics DIR"
+        )
+    else:
+        how = "give the per-pod metric files (<pod>_metric.csv[.gz]) with --metrics DIR"
+    data_warning(
+        f"no window carries usage (CPU, memory), so `deeprest train` will refuse this dataset: "
+        f"{how}"
     )
 
 
