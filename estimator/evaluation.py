@@ -56,15 +56,15 @@ class Evaluation:
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per series: component, resource and its figures."""
-        oracle_acc = self.oracle_accuracy
+        acc, cover, err, oracle_acc = self.accuracy, self.coverage, self.mae, self.oracle_accuracy
         out = []
         for j, (component, resource) in enumerate(self.series):
             row: dict[str, object] = {
                 "component": component,
                 "resource": resource,
-                "accuracy": float(self.accuracy[j]),
-                "coverage": float(self.coverage[j]),
-                "mae": float(self.mae[j]),
+                "accuracy": float(acc[j]),
+                "coverage": float(cover[j]),
+                "mae": float(err[j]),
             }
             if oracle_acc is not None:
                 row["oracle_accuracy"] = float(oracle_acc[j])
