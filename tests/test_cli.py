@@ -202,15 +202,24 @@ def test_evaluate_report_sets_the_baselines_beside_the_model_with_training_times
         assert row is not None and float(row[1][4:-5]) > 0.0  # its training time, in seconds
 
 
+def _evaluate_report(
+    trained: dict[str, Path], name: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    """Evaluate the trained model on the test windows with a report in `name`: the command's
+    standard output and the report's page, unescaped."""
+    report = trained["root"] / name
+    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
+    assert main([*evaluate, "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    return out, html.unescape((report / "index.html").read_text(encoding="utf-8"))
+
+
 def test_evaluate_report_gives_the_summary_of_each_resource(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = trained["root"] / "report-resources"
-    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
-    assert main([*evaluate, "--report", str(report)]) == 0
-    lines = [x.strip() for x in capsys.readouterr().out.splitlines() if " series): " in x]
+    out, page = _evaluate_report(trained, "report-resources", capsys)
+    lines = [x.strip() for x in out.splitlines() if " series): " in x]
     assert [x.split(" (")[0] for x in lines] == ["cpu", "memory"]
-    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
     for line in lines:
         assert f"<li>{line}</li>" in page
 
@@ -218,11 +227,7 @@ def test_evaluate_report_gives_the_summary_of_each_resource(
 def test_evaluate_report_gives_the_mae_in_its_unit_as_the_command_line_does(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = trained["root"] / "report-units"
-    evaluate = ["evaluate", "--model", str(trained["model"]), "--data", str(trained["test"])]
-    assert main([*evaluate, "--report", str(report)]) == 0
-    out = capsys.readouterr().out
-    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
+    out, page = _evaluate_report(trained, "report-units", capsys)
     lines = out.splitlines()
     table = lines[lines.index(next(x for x in lines if x.startswith("component"))) + 2 :]
     rows = [x.split() for x in table[: table.index(next(x for x in table if x[:8] == "summary:"))]]
