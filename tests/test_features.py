@@ -6,7 +6,7 @@ import numpy as np
 
 from estimator.features import Vocabulary
 from estimator.windows import Window
-from tests.worlds import COMPOSE_PATHS, READ_PATHS, tiny_world
+from tests.worlds import COMPOSE_PATHS, READ, READ_PATHS, tiny_world
 
 
 def test_vocabulary_cap_keeps_most_called_paths() -> None:
@@ -79,3 +79,39 @@ def test_a_component_of_one_window_is_no_feature() -> None:
     assert "once" not in Vocabulary.build(windows).components
     windows[20].add_path((("front", "/compose"), ("once", "op")), 9)
     assert "once" in Vocabulary.build(windows).components
+
+
+def test_operations_of_a_component_keep_their_own_traffic_history() -> None:
+    """A component with two or more operations keeps each one's moving averages beside its own
+    (the busiest `max_operations`); one with a single operation keeps none (its history is the
+    component's). Each history column is owned by the component whose spans it averages."""
+    windows = tiny_world(60)
+    vocab = Vocabulary.build(windows)
+    assert vocab.operations == (("front", "/compose"), ("front", "/read"))
+    assert Vocabulary.build(windows, max_operations=1).operations == (("front", "/read"),)
+    assert Vocabulary.build(windows, max_operations=0).operations == ()
+    layout = vocab.layout
+    X, _ = vocab.transform(windows)
+    history = layout.columns("history")
+    assert len(history) == len(vocab.halflives) * (len(vocab.components) + 2)
+    assert X.shape[1] == len(layout.names) == history[-1] + 1
+    reads = layout.names.index("ema4[front:/read]")
+    assert dict(zip(history, layout.history_owners, strict=True))[reads] == "front"
+    decay, total, weight = 0.5 ** (1 / 4), 0.0, 0.0
+    for i, window in enumerate(windows):  # bias-corrected average of that operation's spans
+        total, weight = decay * total + window.calls[(READ,)], decay * weight + 1.0
+        assert np.isclose(X[i, reads], total / weight)
+
+
+def test_a_vocabulary_of_an_earlier_release_keeps_its_layout() -> None:
+    """Bundles of releases before per-operation history hold no "operations": their vocabulary
+    gives the features their models were trained on."""
+    windows = tiny_world(40)
+    vocab = Vocabulary.build(windows)
+    earlier = {k: v for k, v in vocab.to_json().items() if k != "operations"}
+    old = Vocabulary.from_json(earlier)
+    assert old.operations == ()
+    assert old.layout.names == Vocabulary.build(windows, max_operations=0).layout.names
+    X, _ = old.transform(windows)
+    assert X.shape[1] == len(old.layout.names)
+    assert np.array_equal(X, Vocabulary.build(windows, max_operations=0).transform(windows)[0])

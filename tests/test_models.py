@@ -623,9 +623,11 @@ def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
     model = make_model("xgboost", saturation="never", history_costs=mode, **FAST["xgboost"])
     model.fit(X, Y, layout)
     history = layout.columns("history")
+    owners = dict(zip(history, layout.history_owners, strict=True))
+    assert any(":" in layout.names[c] for c in history)  # operations' history among them
     for j, (component, resource) in enumerate(SERIES):
-        others = [c for c in history if not layout.names[c].endswith(f"[{component}]")]
-        own = [c for c in history if layout.names[c].endswith(f"[{component}]")]
+        others = [c for c in history if owners[c] != component]
+        own = [c for c in history if owners[c] == component]
         if mode != "all" or resource == "cpu":
             assert (model.weights_[others, j] == 0).all()
         if mode == "none" or resource == "cpu":
@@ -634,3 +636,19 @@ def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
     assert mode != "all" or (model.weights_[history, memory] > 0).any()
     with pytest.raises(InputError, match="history_costs must be one of all, own, none"):
         make_model("xgboost", history_costs="some")
+
+
+def test_cost_shrinkage_does_not_weaken_with_empty_columns() -> None:
+    """The ridge and shrinkage are relative to the mean diagonal of the columns in use: columns
+    left at zero (history a series may not use, a path too rare to cost) change no cost."""
+    rng = np.random.default_rng(3)
+    A = rng.poisson(20.0, size=(300, 4)).astype(float)
+    Y = A @ np.array([[0.5], [0.2], [0.0], [1.0]]) + 3.0 + rng.normal(0.0, 2.0, size=(300, 1))
+    alone = fit_nonnegative_costs(A, Y, shrink=0.5, robust=False, workers=1)
+    padded = fit_nonnegative_costs(
+        np.hstack([A, np.zeros((300, 6))]), Y, shrink=0.5, robust=False, workers=1
+    )
+    assert np.allclose(padded[0][:4], alone[0]) and np.allclose(padded[1], alone[1])
+    assert not padded[0][4:].any()
+    unshrunk = fit_nonnegative_costs(A, Y, robust=False, workers=1)
+    assert not np.allclose(unshrunk[0], alone[0])  # the shrinkage is felt at all

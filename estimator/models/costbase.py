@@ -74,7 +74,7 @@ def fit_nonnegative_costs(
     reweighting. `ridge` keeps every solve well posed; `shrink` (one value, or one per series)
     is a further ridge on the per-call costs alone, never on the idle intercept or the extra
     column (see `choose_shrinkage`). Both are relative to the mean diagonal of the Gram matrix
-    of columns scaled to unit mean square. Solved in Gram form (the least-squares start's Gram
+    of columns scaled to unit mean square, over the columns that are not all zero. Solved in Gram form (the least-squares start's Gram
     matrix shared per pattern of known rows and shrinkage), so each series costs an active-set
     NNLS over its free coefficients instead of one over all rows. BLAS runs on one thread here:
     for products this small, more threads only wait on each other (on two cores the fit took
@@ -292,9 +292,13 @@ def _extend(lower: np.ndarray, cross: np.ndarray, corner: float) -> np.ndarray:
 
 def _ridged(gram: np.ndarray, penalty: np.ndarray) -> np.ndarray:
     """A Gram matrix plus a ridge per coefficient (`penalty` [width]) relative to its mean
-    diagonal."""
+    diagonal over the columns that are not all zero: columns left empty (a cost the series may
+    not use, a path too rare to cost) must not weaken the ridge and shrinkage of the others."""
     gram = gram.copy()
-    gram[np.diag_indices_from(gram)] += penalty * max(np.trace(gram) / len(gram), 1e-12)
+    diagonal = np.diag(gram)
+    used = diagonal[diagonal > 0]
+    level = float(used.mean()) if used.size else 0.0
+    gram[np.diag_indices_from(gram)] += penalty * max(level, 1e-12)
     return gram
 
 
