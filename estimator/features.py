@@ -93,8 +93,9 @@ class Vocabulary:
         Beside each component's, the traffic history of its `max_operations` most called
         operations is kept (where it has two or more): a store's cache fills with what its reads
         bring in, some KB a call, and with a fraction of that a write, so under a new API mix
-        the component's calls in all no longer tell how full it is. On the simulator's skewed
-        mixes, a store's memory so followed gained up to 5 points of accuracy."""
+        the component's calls in all no longer tell how full it is (on a development seed of the
+        simulator's composition scenario, the accuracy of the worst store's memory rose from
+        0.818 to 0.865; on a real recording's split inside its training part, nothing changed)."""
         totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
         api_totals: dict[Pair, float] = {}
@@ -106,10 +107,9 @@ class Vocabulary:
             for path, count in window.calls.items():
                 totals[path] = totals.get(path, 0.0) + count
                 seen_in[path] += 1
+                op_totals[path[-1]] = op_totals.get(path[-1], 0.0) + count
             component_seen_in.update({path[-1][0] for path in window.calls})
             op_seen_in.update({path[-1] for path in window.calls})
-            for path, count in window.calls.items():
-                op_totals[path[-1]] = op_totals.get(path[-1], 0.0) + count
             for api, count in api_counts(window.calls).items():
                 api_totals[api] = api_totals.get(api, 0.0) + count
                 api_seen_in[api] += 1

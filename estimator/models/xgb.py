@@ -250,11 +250,12 @@ class XGBoostQuantile(QuantileModel):
     def _owned_history(self, layout: Layout, n_series: int) -> list[frozenset[int]]:
         """Per series, the traffic history columns its per-call costs may use (`history_costs`):
         "own" (the default: the moving averages of its own component's spans and of each of its
-        busiest operations', so a cache or store follows the calls that fill it), "all" (every component's: a store filled by calls another
-        component's spans count, with none of its own) or "none". With "all", on a real
-        recording, a JVM heap that crept all day took the creep as a cost per call of another
-        component's history average that happened to rise with it, and a what-if at 2x doubled
-        the heap; a service with no spans at all had its memory doubled too. "own" keeps such
+        busiest operations', so a cache or store follows the calls that fill it), "all" (every
+        component's: a store filled by calls another component's spans count, with none of its
+        own) or "none". With "all", on a real recording, a JVM heap that crept all day took the
+        creep as a cost per call of another component's history average that happened to rise
+        with it, and a what-if at 2x doubled the heap; a service with no spans at all had its
+        memory doubled too. "own" keeps such
         answers near today's (see docs/benchmarks.md).
 
         Whatever the setting, a series of a rate (`RATES`: CPU, disk writes) uses none: the
@@ -516,7 +517,7 @@ class XGBoostQuantile(QuantileModel):
         self.load_columns_ = load if load.size else layout.columns("counts")
         # trees read the components' traffic history, not their operations' (those are for the
         # costs of state): on a real recording's few hundred windows, trees on operations'
-        # averages learned noise, and memory accuracy fell from 0.977 to 0.966
+        # averages learned noise, and memory accuracy fell from 0.976 to 0.966
         tree = [layout.columns(g) for g in self.tree_groups]
         self.tree_columns_ = _without(tree, layout.columns("operation_history"))
         levels = [layout.columns(g) for g in ("api", "component", "history")]
