@@ -24,6 +24,10 @@ is one history column per half-life; a component with a single operation keeps n
 history is the component's)."""
 
 
+VOCABULARY_KEYS = frozenset({"paths", "apis", "components", "halflives", "operations"})
+"""The keys of a vocabulary in a bundle's manifest."""
+
+
 def _path_key(path: CallPath) -> str:
     return " > ".join(f"{c}:{o}" for c, o in path)
 
@@ -240,6 +244,15 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Vocabulary:
+        """The vocabulary of a manifest; one without "operations" (written before operations had
+        a traffic history of their own) keeps none. A key this release does not know is refused:
+        its features would not be the ones the model was trained on."""
+        unknown = sorted(set(obj) - VOCABULARY_KEYS) if isinstance(obj, Mapping) else []
+        if unknown:
+            raise BundleError(
+                f"vocabulary in manifest has {', '.join(map(repr, unknown))}, which this release "
+                "does not know: a bundle of a newer release? retrain with this one"
+            )
         try:
             return cls(
                 paths=tuple(tuple((str(c), str(o)) for c, o in p) for p in obj["paths"]),

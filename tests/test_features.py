@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from estimator.errors import BundleError
 from estimator.features import Vocabulary
 from estimator.windows import Window
 from tests.worlds import COMPOSE_PATHS, READ, READ_PATHS, tiny_world
@@ -115,3 +117,11 @@ def test_a_vocabulary_of_an_earlier_release_keeps_its_layout() -> None:
     X, _ = old.transform(windows)
     assert X.shape[1] == len(old.layout.names)
     assert np.array_equal(X, Vocabulary.build(windows, max_operations=0).transform(windows)[0])
+
+
+def test_a_vocabulary_with_keys_this_release_does_not_know_is_refused() -> None:
+    """A newer release's vocabulary may give features this one cannot compute: refused, saying so."""
+    obj = Vocabulary.build(tiny_world(20)).to_json()
+    obj["features_of_tomorrow"] = []
+    with pytest.raises(BundleError, match="'features_of_tomorrow'.*newer release"):
+        Vocabulary.from_json(obj)
