@@ -221,13 +221,11 @@ class Vocabulary:
         """`transform` of `counts` rows: the count features, then the traffic history of the
         components' and kept operations' spans (the last columns of `counts`)."""
         averaged = len(self.components) + len(self.operations)
-        counts = np.asarray(counts, dtype=float).reshape(len(counts), -1)
+        counts = np.asarray(counts, dtype=float)
         counted = counts.shape[1] - len(self.operations)
         state = state or HistoryState.empty(len(self.halflives), averaged)
         if state.sums.shape[1] != averaged:
-            raise ValueError(
-                f"traffic history of {state.sums.shape[1]} columns, the vocabulary averages {averaged}"
-            )
+            raise ValueError(f"a traffic history of {state.sums.shape[1]} columns, not {averaged}")
         history, state = state.advance(counts[:, counted - len(self.components) :], self.halflives)
         return np.hstack([counts[:, :counted], history]), state
 

@@ -125,3 +125,12 @@ def test_a_vocabulary_with_keys_this_release_does_not_know_is_refused() -> None:
     obj["features_of_tomorrow"] = []
     with pytest.raises(BundleError, match="'features_of_tomorrow'.*newer release"):
         Vocabulary.from_json(obj)
+
+
+def test_no_windows_give_no_rows_of_every_feature() -> None:
+    vocab = Vocabulary.build(tiny_world(20))
+    X, state = vocab.transform([])
+    assert X.shape == (0, len(vocab.layout.names))
+    assert np.array_equal(
+        vocab.transform(tiny_world(5), state)[0], vocab.transform(tiny_world(5))[0]
+    )
