@@ -18,8 +18,8 @@ exporter publishes and the alert rules read) is then measured:
 The history-only baseline (exponential smoothing on past usage) is measured the same way, with its
 one-step-ahead band. Then each model is trained over the faults (the first 60% of the recording)
 and its CPU band's width after them is compared between the services that had a CPU-contention
-fault in training and the others. Results go to docs/benchmarks.md (section "faults"); skips (exit 0) when the
-data folder is absent.
+fault in training and the others. Results go to docs/benchmarks.md (section "faults"); skips
+(exit 0) when the data folder is absent.
 """
 
 from __future__ import annotations

@@ -74,9 +74,10 @@ def fit_nonnegative_costs(
     reweighting. `ridge` keeps every solve well posed; `shrink` (one value, or one per series)
     is a further ridge on the per-call costs alone, never on the idle intercept or the extra
     column (see `choose_shrinkage`). Both are relative to the mean diagonal of the Gram matrix
-    of columns scaled to unit mean square, over the columns that are not all zero. Solved in Gram form (the least-squares start's Gram
-    matrix shared per pattern of known rows and shrinkage), so each series costs an active-set
-    NNLS over its free coefficients instead of one over all rows. BLAS runs on one thread here:
+    of columns scaled to unit mean square, over the columns that are not all zero. Solved in
+    Gram form (the least-squares start's Gram matrix shared per pattern of known rows and
+    shrinkage), so each series costs an active-set NNLS over its free coefficients instead of
+    one over all rows. BLAS runs on one thread here:
     for products this small, more threads only wait on each other (on two cores the fit took
     1.7 times as long, and three times the CPU); the series are solved side by side instead,
     on `workers` threads (0: one per usable core; the result is the same whatever their number).
