@@ -226,19 +226,18 @@ def over_faults(
     median over windows) for the services with a CPU-contention fault in training, and for the
     others. A band that learned an incident as normal variation is too wide to flag its repeat."""
     cut = int(len(windows) * TRAIN_SHARE)
-    train, test = windows[:cut], windows[cut:]
+    train = windows[:cut]
     series = [s for s in series_of(train) if s[1] == "cpu"]
     vocab = Vocabulary.build(train)
-    X_train, _ = vocab.transform(train)
-    X_test, _ = vocab.transform(train + test)
+    X, _ = vocab.transform(windows)  # the windows after training keep its traffic history
     faulted = {f.service for f in faults if f.kind == "cpu_contention"}
     rows = []
     for kind in kinds:
         print(f"  fitting {kind} over the faults", flush=True)
         model = make_model(kind).fit(
-            X_train, targets(train, series), vocab.layout.for_series(series)
+            X[:cut], targets(train, series), vocab.layout.for_series(series)
         )
-        pred = model.predict(X_test)[len(train) :]
+        pred = model.predict(X)[cut:]
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a series never above 0: NaN
             ratio = np.nanmedian(pred[..., 2] / np.where(pred[..., 1] > 0, pred[..., 1], np.nan), 0)

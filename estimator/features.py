@@ -45,7 +45,8 @@ class Layout:
     path_ends: tuple[Pair, ...] = ()
     """The last (component, operation) of each "path" column, in column order."""
     history_owners: tuple[str, ...] = ()
-    """The component whose spans each "history" column averages, in column order."""
+    """The component whose spans each "history" column averages, in column order (none given:
+    no column is any component's own)."""
 
     def for_series(self, series: Sequence[tuple[str, str]]) -> Layout:
         """The same layout, naming the target series (models may use their components)."""

@@ -255,8 +255,7 @@ class XGBoostQuantile(QuantileModel):
         own) or "none". With "all", on a real recording, a JVM heap that crept all day took the
         creep as a cost per call of another component's history average that happened to rise
         with it, and a what-if at 2x doubled the heap; a service with no spans at all had its
-        memory doubled too. "own" keeps such
-        answers near today's (see docs/benchmarks.md).
+        memory doubled too. "own" keeps such answers near today's (see docs/benchmarks.md).
 
         Whatever the setting, a series of a rate (`RATES`: CPU, disk writes) uses none: the
         history is there for state (a cache, a heap). On a day of steady traffic a history
@@ -271,14 +270,8 @@ class XGBoostQuantile(QuantileModel):
         if self.history_costs == "all":
             owned = [history] * n_series
         else:
-            owners = (
-                layout.history_owners
-                or tuple(  # layouts made without owners name them
-                    layout.names[c][layout.names[c].index("[") + 1 : -1]
-                    for c in layout.columns("history")
-                )
-            )
-            owner = dict(zip((int(c) for c in layout.columns("history")), owners, strict=True))
+            columns = (int(c) for c in layout.columns("history"))
+            owner = dict(zip(columns, layout.history_owners, strict=False))  # none: no owner
             owned = [
                 frozenset(c for c in history if owner.get(c) == comp) for comp, _ in layout.series
             ]
