@@ -63,6 +63,16 @@ def _version(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_steady(manifest), sort_keys=True).encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class PredictState:
+    """Where `Bundle.predict` left off: the traffic history after the last window, and the last
+    `model.context` feature rows (fewer near the start), the model's look-back. Passed to the next
+    call, windows estimated in batches get the estimates of one call over them all."""
+
+    history: HistoryState
+    rows: np.ndarray  # [at most model.context, features]
+
+
 @dataclass
 class Bundle:
     """Everything needed to estimate usage from windows: vocabulary, series, fitted model."""
@@ -77,15 +87,19 @@ class Bundle:
     version: str = ""
 
     def predict(
-        self, windows: Sequence[Window], state: HistoryState | None = None, aged: bool = True
-    ) -> tuple[np.ndarray, HistoryState]:
-        """[windows, series, 3] for time-ordered windows, and the traffic history after them.
+        self, windows: Sequence[Window], state: PredictState | None = None, aged: bool = True
+    ) -> tuple[np.ndarray, PredictState]:
+        """[windows, series, 3] for time-ordered windows, and where they leave off (`state`, to
+        continue with the windows after them: the traffic history and the model's look-back).
 
         Bands of windows after the training end widen where the validation tail showed drift;
         `aged=False` keeps the model's band (what-if traffic, whose times are only labels).
         """
-        X, state = self.vocabulary.transform(windows, state)
-        pred = self.model.predict(X)
+        X, history = self.vocabulary.transform(windows, None if state is None else state.history)
+        before = X[:0] if state is None else state.rows
+        rows = np.vstack([before, X])
+        pred = self.model.predict(rows)[len(before) :]
+        state = PredictState(history, rows[len(rows) - min(len(rows), self.model.context) :])
         if not aged:
             return pred, state
         starts = np.array([w.start for w in windows], dtype=float)

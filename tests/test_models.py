@@ -140,6 +140,29 @@ def test_model_contract(
     assert np.array_equal(again.model.predict(X), pred)
 
 
+@pytest.mark.parametrize("kind", ["qrnn", "xgboost"])
+def test_bundle_predicts_batches_as_one_call(kind: str) -> None:
+    """Windows estimated in two calls, the second given the first's state, get the estimates of
+    one call over them all: the state carries the model's look-back, not only the history."""
+    if kind == "xgboost":  # a cache that fills and drains: a reservoir, read over 256 rows
+        windows = _cache_world(300, 1.0, 2.0, seed=8)[0]
+        model = make_model("xgboost", n_estimators=10, saturation="reservoir")
+    else:
+        windows, model = make_windows(300, 1.0, 2.0, seed=8), _make(kind)
+    vocabulary = Vocabulary.build(windows[:200])
+    series = sorted({key for w in windows for key in w.metrics})
+    X, _ = vocabulary.transform(windows[:200])
+    Y = np.array([[w.metrics.get(k, np.nan) for k in series] for w in windows[:200]])
+    model.fit(X, Y, vocabulary.layout.for_series(series))
+    assert model.context > 0
+    bundle = Bundle(vocabulary=vocabulary, series=series, model=model, window_seconds=60.0)
+    whole, _ = bundle.predict(windows)
+    for cut in (1, 150, 230):
+        first, state = bundle.predict(windows[:cut])
+        second, _ = bundle.predict(windows[cut:], state)
+        np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-6)
+
+
 def test_xgboost_extrapolates_beyond_training_traffic() -> None:
     train = make_windows(400, 1.0, 2.0, seed=2)
     test = make_windows(120, 3.0, 3.0, seed=3)
