@@ -89,8 +89,8 @@ class QRNN(QuantileModel):
     usage relative to the cost base, (y - base) / max(base, floor), and the experts are recurrent
     corrections only. `predict` takes rows in time order; the first `config.context` rows have no
     earlier rows, so the first row is repeated in their place (as if traffic had been steady
-    before the data began). The band is widened (or narrowed) per series so that 90% of the
-    early stopping rows, which the experts never trained on, fall inside it.
+    before the data began). The band is widened per series, never narrowed, so that at least 90%
+    of the early stopping rows, which the experts never trained on, fall inside it.
     """
 
     CONFIG = QRNNConfig
