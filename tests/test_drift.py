@@ -168,6 +168,26 @@ def test_live_estimates_widen_as_offline_ones_do() -> None:
     )
 
 
+def test_live_estimates_after_a_restart_are_those_of_an_exporter_that_never_stopped() -> None:
+    """A start replays enough stored windows that the slowest traffic average forgets the
+    windows it cannot see: the estimates match one pass over the whole history."""
+    from exporter.live import WARM_WINDOWS, Estimator, warm_windows
+
+    windows = _leaky_world(n=900)
+    config = TrainConfig(model="xgboost", model_params={"n_estimators": 5})
+    bundle = train_bundle(windows[:400], config)  # its trees read the traffic history
+    warm = warm_windows(bundle)
+    assert warm > WARM_WINDOWS  # a 64-window half-life needs more than 256 windows
+    offline, _ = bundle.predict(windows)
+    served = {}
+    for replayed in (WARM_WINDOWS, warm):
+        live = Estimator(bundle, bundle.window_seconds, warm=windows[800 - replayed : 800])
+        served[replayed] = np.stack([live.step(w) for w in windows[800:]])
+    scale = np.nanmax(np.abs(offline[800:]), axis=(0, 2))  # per series
+    error = {n: np.nanmax(np.abs(s - offline[800:]) / scale[:, None]) for n, s in served.items()}
+    assert error[warm] < 2e-3 < error[WARM_WINDOWS], error
+
+
 def test_train_names_the_drifting_series(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
