@@ -1380,3 +1380,36 @@ def test_whatif_on_data_with_usage_shows_the_recorded_mean_beside_the_estimate(
     recorded = np.mean([w.metrics[key] for w in windows if key in w.metrics])
     assert float(rows[0]["base_actual_mean"]) == pytest.approx(recorded)
     assert "base_actual_mean" in capsys.readouterr().out
+
+
+def test_a_traffic_csv_is_told_from_a_window_dataset_by_more_than_a_lower_case_suffix(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV named .CSV (a Windows export) or .txt is read as the CSV it is; a file that is
+    neither form (YAML, gzip, tab-separated) is refused naming both, not as bad JSON; a CSV
+    separated by semicolons or tabs is told so."""
+    root = trained["root"]
+    whatif = ["whatif", "--model", str(trained["model"]), "--out", str(root / "w-kind")]
+    expected = None
+    for name in ("kind.csv", "KIND.CSV", "kind.txt"):
+        traffic = root / name
+        traffic.write_text("start,/compose\n0,100\n60,100\n")
+        assert main([*whatif, "--traffic", str(traffic)]) == 0, capsys.readouterr().err
+        answer = (root / "w-kind" / "whatif.csv").read_bytes()
+        assert expected is None or answer == expected
+        expected = answer
+    for name, body in (
+        ("kind.yaml", b"/compose: 100\n"),
+        ("kind.tsv", b"start\t/compose\n0\t100\n"),
+        ("kind.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00"),
+    ):
+        (root / name).write_bytes(body)
+        assert main([*whatif, "--traffic", str(root / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{root / name}: neither a CSV of calls per window" in err, err
+        assert "not valid JSON" not in err and "not UTF-8" not in err
+    for separator in (";", "\t"):
+        (root / "sep.csv").write_text(f"start{separator}/compose\n0{separator}100\n")
+        assert main([*whatif, "--traffic", str(root / "sep.csv")]) == 2
+        err = capsys.readouterr().err
+        assert f"line 1: columns separated by {separator!r}: separate them with commas" in err

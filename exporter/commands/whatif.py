@@ -318,6 +318,30 @@ def unseen_paths(
     return split_unseen(windows, synthesizer)
 
 
+def traffic_is_csv(path: Path) -> bool:
+    """Whether a --traffic file is a CSV of calls per window, not a window dataset: a name
+    ending in .csv in any case, or a first line that starts with the CSV's 'start' column (a CSV
+    named .txt). Another file that does not start with a JSON object (a YAML or JSON mapping, a
+    gzipped or tab-separated file) is refused naming both forms, not read as JSON lines."""
+    if path.suffix.lower() == ".csv":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False  # the dataset's reader says why it cannot be opened
+    first = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if not first or first.startswith(b"{"):
+        return False
+    if first.split(b"\n", 1)[0].split(b",", 1)[0].strip() == b"start":
+        return True
+    raise InputError(
+        "neither a CSV of calls per window (a header 'start,API,...', comma-separated; name it "
+        ".csv) nor a window dataset (a JSON object per line)",
+        source=str(path),
+    )
+
+
 def read_traffic_csv(
     path: Path, synthesizer: Synthesizer, window_seconds: float
 ) -> tuple[list[dict[Pair, float]], np.ndarray]:
@@ -348,6 +372,14 @@ def _read_traffic_csv(
                 line=1,
             )
         if not header or header[0].strip() != "start":
+            separator = next((s for s in ";\t" if header and header[0].startswith(f"start{s}")), "")
+            if separator:  # a spreadsheet of another locale, or a TSV
+                raise InputError(
+                    f"columns separated by {separator!r}: separate them with commas "
+                    "('start,API,...')",
+                    source=str(path),
+                    line=1,
+                )
             raise InputError("first column must be 'start'", source=str(path), line=1)
         header[0] = "start"
         if len(header) < 2:
@@ -513,7 +545,7 @@ def run(args: argparse.Namespace) -> int:
             starts,
             f"{args.scale:g}x",
         )
-    elif args.traffic.suffix == ".csv":
+    elif traffic_is_csv(args.traffic):
         (new_traffic, new_starts), label = (
             read_traffic_csv(args.traffic, synthesizer, bundle.window_seconds),
             args.traffic.stem,
