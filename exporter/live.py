@@ -666,11 +666,15 @@ class LiveLoop:
         than that much of the stored windows is past `retention` already. The date is noted in
         the store, so that a restart keeps it instead of putting it off again."""
         retention, newest = self.config.retention, self.store.last_end()
-        due, oldest = 0, None
+        due, oldest, cut = 0, None, -math.inf
         if retention and newest is not None:
-            due, oldest = self.store.ended_before(newest - retention)
+            # pruning cuts at the newest window stored then, which is about now: a store left
+            # for longer than the retention (an exporter stopped for weeks, a data dir restored)
+            # has its windows past it by the clock, though not past its own newest window's
+            cut = max(newest, now) - retention
+            due, oldest = self.store.ended_before(cut)
         noted = self.store.note(PRUNE_FROM)
-        if newest is None or oldest is None or newest - retention - oldest <= PRUNE_NOTICE:
+        if newest is None or oldest is None or min(newest, cut) - oldest <= PRUNE_NOTICE:
             # nothing to announce (no retention, or what an hourly pruning leaves): a notice
             # of an earlier start is void, and a backlog found later is announced anew
             if noted is not None:
