@@ -495,9 +495,20 @@ def latency_at_loads(
 ) -> dict[Pair, list[tuple[float, float, float]]]:
     """Per API with a latency curve in `recorded`: its (low, best, high) `statistic` at each
     of `loads` (requests per second of all APIs). `why`, where given, gets the reason of each
-    API whose recorded latency gives no curve."""
+    API whose recorded latency gives no curve: too few windows, or latency that does not rise
+    with load (`load_trend`; a curve through noise tells nothing of another load, as `deeprest
+    capacity` leaves its latency columns empty there)."""
     out: dict[Pair, list[tuple[float, float, float]]] = {}
+    trends = load_trend(recorded, statistic)
     for api, steps in load_steps(recorded, statistic).items():
+        rho, p = trends.get(api, (0.0, 0.0))
+        if p >= TREND_P:
+            if why is not None:
+                why[api] = (
+                    f"its latency does not rise with load in the recording, rank correlation "
+                    f"{rho:.2f}, p {p:.3f}: no curve to read at another load"
+                )
+            continue
         try:
             fit = fit_curve(steps)
         except InputError as exc:  # too few steps, or zero load: no curve for this API

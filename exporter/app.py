@@ -28,7 +28,7 @@ from estimator.whatif import (
     search_ceiling,
 )
 from estimator.windows import LATENCY_STATISTICS, Pair, Window, api_counts
-from exporter.commands.whatif import past_training_note, traffic_reach
+from exporter.commands.whatif import no_curve_note, past_training_note, traffic_reach
 from exporter.live import Estimator, ModelInfo
 from exporter.receiver import (
     OtlpError,
@@ -318,9 +318,14 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
     else:
         asked = [dict(traffic)] * len(pred)
     answer["warnings"] = whatif_warnings(estimator.bundle, asked, out)
-    latency = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load)
+    why: dict[Pair, str] = {}
+    latency = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load, why)
     if latency:
         answer["latency"] = latency
+    called = {api for traffic in asked for api, n in traffic.items() if n > 0}
+    note = no_curve_note(sorted(set(why) & called), why)  # recorded, but no curve to read
+    if note:
+        answer["warnings"].append(note)
     return answer
 
 
@@ -343,8 +348,11 @@ LATENCY_WINDOWS = 1440
 """Stored windows the whatif API reads API latency curves from (a day of minute windows)."""
 
 
-def latency_answer(recorded: list[Window], statistic: str, load: float) -> list[dict[str, Any]]:
-    """Each API's latency at `load` (requests/s of all APIs) from the recorded windows' curves."""
+def latency_answer(
+    recorded: list[Window], statistic: str, load: float, why: dict[Pair, str] | None = None
+) -> list[dict[str, Any]]:
+    """Each API's latency at `load` (requests/s of all APIs) from the recorded windows' curves;
+    `why`, where given, gets the reason of each API with recorded latency but no curve."""
     if not any(w.latency for w in recorded):
         return []
 
@@ -353,7 +361,7 @@ def latency_answer(recorded: list[Window], statistic: str, load: float) -> list[
 
     out = []
     for (c, o), [(low, best, high)] in sorted(
-        latency_at_loads(recorded, statistic, [load]).items()
+        latency_at_loads(recorded, statistic, [load], why).items()
     ):
         out.append(
             {"api": f"{c}:{o}", "statistic": statistic, "load": load, "seconds": seconds(best),

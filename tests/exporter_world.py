@@ -57,9 +57,10 @@ def span_request(
     seed: int = 0,
     services: tuple[str, ...] = ("front", "compose", "store"),
     api: str = "/compose",
+    root_ns: int = 10_000,
 ) -> ExportTraceServiceRequest:
     """A request with `traces` compose traces (front -> compose -> store), one resource each;
-    `api` names the root operation."""
+    `api` names the root operation, whose spans last `root_ns` (the others 10 us)."""
     rng = np.random.default_rng(seed)
     request = ExportTraceServiceRequest()
     resources = {}
@@ -80,7 +81,9 @@ def span_request(
             span.parent_span_id = parent
             span.name = name
             span.end_time_unix_nano = end_ns - depth * 1000
-            span.start_time_unix_nano = span.end_time_unix_nano - 10_000
+            span.start_time_unix_nano = span.end_time_unix_nano - (
+                root_ns if depth == 0 else 10_000
+            )
             parent = span.span_id
     return request
 

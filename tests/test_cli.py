@@ -441,6 +441,28 @@ def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
     assert not (out / "latency.csv").exists()  # the earlier run's table is gone
 
 
+def test_whatif_gives_no_latency_at_another_load_where_it_does_not_rise_with_load(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Recorded /compose latency that falls as load grows (a mix that changed with the hours):
+    no queueing curve is read through it, so the what-if names it without a latency at the
+    peak, as `deeprest capacity` leaves its latency columns empty, instead of a saturation."""
+    windows = load_windows(trained["test"])
+    loads = [sum(api_counts(w.calls).values()) / (w.end - w.start) for w in windows]
+    for w, load in zip(windows, loads, strict=True):
+        value = 0.05 - 0.03 * load / max(loads)
+        w.latency[FRONT] = Latency(int(w.calls[(FRONT,)]), value, value, value, value, value)
+    data = trained["root"] / "falling-latency.jsonl"
+    write_windows(data, windows)
+    out = trained["root"] / "whatif-falling"
+    argv = ["whatif", "--model", str(trained["model"]), "--data", str(data), "--scale", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "front:/compose (its latency does not rise with load in the recording" in said.out
+    assert "no latency table" in said.err
+    assert not (out / "latency.csv").exists()
+
+
 def _whatif_rows(model: Path, out: Path, *extra: str) -> dict[tuple[str, str], dict[str, str]]:
     assert main(["whatif", "--model", str(model), "--out", str(out), *extra]) == 0
     with open(out / "whatif.csv") as handle:

@@ -640,8 +640,9 @@ def run(args: argparse.Namespace) -> int:
             written.append(args.out / "latency.csv")
         else:
             say(
-                f"no latency table: no API of {args.data} has enough windows with latency to fit "
-                "a latency curve"
+                f"no latency table: no API of {args.data} has a latency curve to read at the "
+                "what-if load (too few windows with its latency, or latency that does not rise "
+                "with load)"
             )
     say(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     return 0
@@ -660,7 +661,10 @@ def latency_table(
     peak_load = max(window_load(w) for w in hypothetical)
     why: dict[Pair, str] = {}
     curves = latency_at_loads(recorded, statistic, [base_load, peak_load], why)
+    asked = {api for w in hypothetical for api, n in api_counts(w.calls).items() if n > 0}
+    missing = sorted(asked - set(curves))
     if not curves:
+        _no_curves(missing, why)
         return False
     rows: list[dict[str, object]] = []
     shown: list[dict[str, object]] = []
@@ -679,23 +683,34 @@ def latency_table(
         f"{peak_load:.3g} what-if), from the recorded latency curves, in ms (range):"
     )
     print(format_table(shown, list(shown[0])))
-    asked = {api for w in hypothetical for api, n in api_counts(w.calls).items() if n > 0}
-    missing = sorted(asked - set(curves))
-    if missing:
-        reasons = [
-            f"{c}:{o} ({why.get((c, o), 'too few recorded windows with its latency')})"
-            for c, o in missing
-        ]
-        print(
-            f"no latency curve for {count_of(len(missing), 'API')} of the what-if traffic: "
-            + "; ".join(reasons[:5])
-            + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
-        )
+    _no_curves(missing, why)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return True
+
+
+def no_curve_note(missing: Sequence[Pair], why: Mapping[Pair, str]) -> str:
+    """The APIs of the what-if traffic without a latency curve, each with its reason ("" where
+    none); `POST /api/v1/whatif` gives it among its warnings."""
+    if not missing:
+        return ""
+    reasons = [
+        f"{c}:{o} ({why.get((c, o), 'too few recorded windows with its latency')})"
+        for c, o in missing
+    ]
+    return (
+        f"no latency curve for {count_of(len(missing), 'API')} of the what-if traffic: "
+        + "; ".join(reasons[:5])
+        + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
+    )
+
+
+def _no_curves(missing: Sequence[Pair], why: Mapping[Pair, str]) -> None:
+    note = no_curve_note(missing, why)
+    if note:
+        print(note)
 
 
 def add_capacity(
