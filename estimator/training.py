@@ -145,30 +145,32 @@ def _unmeasured(
 ) -> tuple[list[SeriesKey], np.ndarray]:
     """The series left after those of CPU or memory that read exactly 0 in every measured window
     while their component served calls (a metrics collector that reports 0 for a pod it does not
-    see): a model of them would publish 0 as expected usage, and what-if answers of 0 cores. They
-    are left out with a warning; none left is an error."""
+    see), and those of memory that do so at all (no running process holds none, calls or not): a
+    model of them would publish 0 as expected usage, and what-if answers of 0 cores. They are
+    left out with a warning; none left is an error."""
     silent, spans = [], []
     for j, (component, resource) in enumerate(series):
         column = layout.component_column(component)
-        if resource not in ALWAYS_USED or column is None:
+        if resource not in ALWAYS_USED:
             continue
         measured = ~np.isnan(Y[:, j])
-        served = float(X[measured, column].sum())
-        if served > 0 and not Y[measured, j].any():
+        served = 0.0 if column is None else float(X[measured, column].sum())
+        if (served > 0 or resource == "memory") and not Y[measured, j].any():
             silent.append(j)
             spans.append(f"{component}/{resource} ({served:,.0f} spans)")
     if not silent:
         return series, Y
     if len(silent) == len(series):
         raise InputError(
-            "every series reads 0 in every window while its component served calls: usage is "
-            "not being measured (check the metrics' pod or container names)"
+            "every series reads 0 in every window (memory, or while its component served "
+            "calls): usage is not being measured (check the metrics' pod or container names)"
         )
     warnings.warn(
         DataWarning(
-            f"{count_of(len(silent), 'series')} left out, reading 0 in every window while their "
-            f"component served calls: their usage is not being measured (a metric of another pod "
-            f"or container name?): {first_few(spans)}"
+            f"{count_of(len(silent), 'series')} left out, reading 0 in every window (memory, "
+            "which no running process lacks, or while their component served calls): their "
+            f"usage is not being measured (a metric of another pod or container name?): "
+            f"{first_few(spans)}"
         ),
         stacklevel=3,
     )

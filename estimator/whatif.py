@@ -347,9 +347,14 @@ def max_scales(
     unknown = [key for key in limits if key not in index]
     if unknown:
         component, resource = unknown[0]
+        resources = sorted(r for c, r in bundle.series if c == component)
+        known = (  # the component's resources where it has some, else the components
+            f"of {component}, it estimates {', '.join(resources)}"
+            if resources
+            else "it has " + ", ".join(sorted({c for c, _ in bundle.series}))
+        )
         raise InputError(
-            f"the model estimates no series {component}/{resource}; it has "
-            + ", ".join(sorted({c for c, _ in bundle.series})),
+            f"the model estimates no series {component}/{resource}; {known}",
             field=f"limits.{component}.{resource}",
         )
     keys = list(limits)

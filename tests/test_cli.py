@@ -613,6 +613,7 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     ("text", "message"),
     [
         ("nosuch:\n  cpu: 1\n", "field 'limits.nosuch.cpu': the model estimates no series"),
+        ("compose:\n  CPU: 1\n", "no series compose/CPU; of compose, it estimates cpu"),
         ("compose:\n  cpu: -1\n", "field 'limits.compose.cpu': expected a positive number"),
         ("compose:\n  cpu: .nan\n", "field 'limits.compose.cpu': expected a positive number"),
         ("compose:\n  cpu: 2 cores\n", "field 'limits.compose.cpu': expected a positive number"),
@@ -835,16 +836,18 @@ def test_series_with_usage_in_too_few_windows_to_learn_from_are_left_out_with_a_
     )
 
 
-def test_cpu_or_memory_that_reads_0_while_its_component_serves_calls_is_left_out(
+def test_cpu_or_memory_that_reads_0_while_its_component_serves_calls_is_left_out_and_memory_at_all(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A collector that reports 0 for a pod it does not see: the series would be published as 0
-    expected usage (and 0 cores at 2x); it is left out, named with its spans. A component that
-    never writes keeps its disk series at 0: that is usage measured, and a write is news."""
+    expected usage (and 0 cores at 2x); it is left out, named with its spans. So is memory that
+    reads 0 where no calls came (no running process holds none), while CPU there may be idle. A
+    component that never writes keeps its disk series at 0: usage measured, and a write is news."""
     windows = tiny_world(100, seed=4)
     for w in windows:
         w.metrics[("compose", "cpu")] = 0.0
         w.metrics[("compose", "write_iops")] = 0.0
+        w.metrics[("avatar", "cpu")] = w.metrics[("avatar", "memory")] = 0.0  # no spans
     data = tmp_path / "zero.jsonl"
     write_windows(data, windows)
     out = tmp_path / "m"
@@ -852,12 +855,14 @@ def test_cpu_or_memory_that_reads_0_while_its_component_serves_calls_is_left_out
     said = capsys.readouterr().err
     spans = sum(n for w in windows for path, n in w.calls.items() if path[-1][0] == "compose")
     assert (
-        "deeprest train: warning: 1 series left out, reading 0 in every window while their "
-        "component served calls: their usage is not being measured (a metric of another pod or "
-        f"container name?): compose/cpu ({spans:,.0f} spans)"
+        "deeprest train: warning: 2 series left out, reading 0 in every window (memory, which "
+        "no running process lacks, or while their component served calls): their usage is not "
+        "being measured (a metric of another pod or container name?): avatar/memory (0 spans), "
+        f"compose/cpu ({spans:,.0f} spans)"
     ) in said
     series = load_bundle(out).series
     assert ("compose", "cpu") not in series and ("compose", "write_iops") in series
+    assert ("avatar", "memory") not in series and ("avatar", "cpu") in series
 
 
 def test_train_names_series_whose_band_missed_most_of_the_validation_tail(

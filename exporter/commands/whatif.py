@@ -168,8 +168,8 @@ def _api_reach(bundle: Bundle, traffic: Sequence[Mapping[Pair, float]]) -> str:
         return ""
     shown = [text for _, text in sorted(past, reverse=True)]
     return (
-        f"; per API, past its busiest window of training's last day: {first_few(shown)} (a mix "
-        "that training never showed: the estimates extrapolate)"
+        f"; per API, past its busiest window of training's last day: {first_few(shown)} (more "
+        "of these APIs than training showed: the estimates extrapolate)"
     )
 
 
