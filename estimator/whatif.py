@@ -336,12 +336,13 @@ def max_scales(
     limits: Mapping[tuple[str, str], float],
     ceiling: float = CEILING,
     extra: Sequence[Mapping[CallPath, float]] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> dict[tuple[str, str], Allowed]:
     """Per limited series: the largest multiple of `traffic` (all APIs scaled together, the
     `extra` recorded path counts of each window too) at which its upper band, and its median,
     stay at or under its limit in every window (one search for both, see `limit_scales`).
     Traffic becomes call paths in expectation (the synthesizer's mean call trees), so the answer
-    is deterministic.
+    is deterministic. `progress`, where given, is called with each scale as it is estimated.
     """
     index = {key: j for j, key in enumerate(bundle.series)}
     unknown = [key for key in limits if key not in index]
@@ -362,5 +363,11 @@ def max_scales(
     bound = np.array([limits[k] for k in keys], dtype=float)
 
     estimates = _estimates_of(bundle, synthesizer, traffic, starts, extra)
-    ordered = monotone_in_scale(lambda k: estimates(k)[:, columns])
+
+    def limited(k: float) -> np.ndarray:
+        if progress is not None:
+            progress(k)
+        return estimates(k)[:, columns]
+
+    ordered = monotone_in_scale(limited)
     return dict(zip(keys, allowed_scales(lambda k: peaks(ordered(k)), bound, ceiling), strict=True))

@@ -575,7 +575,10 @@ def test_whatif_limits_give_headroom_and_the_scale_each_allows(
     limits.write_text(f"limits:\n  compose:\n    cpu: {2 * upper}\n  front:\n    cpu: 1000\n")
     capsys.readouterr()
     rows = _whatif_rows(model, root / "w2", "--scale", "1.5", "--limits", str(limits))
-    line = capsys.readouterr().out.splitlines()[-1]
+    said = capsys.readouterr()
+    line = said.out.splitlines()[-1]
+    tried = re.search(r"\] ([0-9]+) traffic scales estimated", said.err)  # progress of the search
+    assert tried is not None and int(tried.group(1)) > 3, said.err
     compose = rows[("compose", "cpu")]
     allowed = float(compose["max_scale"])
     assert 1.5 < allowed < 2.5  # idle cost does not scale: a bit under twice

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.errors import DataWarning, InputError, count_of, first_few, not_utf8
@@ -599,18 +601,30 @@ def run(args: argparse.Namespace) -> int:
         )
         ceiling = search_ceiling(args.scale)
         say(f"searching the traffic scale each of {len(limits)} limits allows")
-        try:
-            scales = max_scales(
-                bundle,
-                synthesizer,
-                reference,
-                reference_starts,
-                limits,
-                ceiling,
-                extra=reference_unseen,
-            )
-        except InputError as exc:  # a limit of a series the model does not estimate
-            raise InputError(exc.bare_message, source=str(args.limits), field=exc.field) from None
+        with tqdm(
+            desc="traffic scales estimated", unit="scale", file=sys.stderr, leave=False
+        ) as tried:
+
+            def progress(k: float) -> None:
+                tried.set_postfix_str(f"{k:.3g}x", refresh=False)
+                tried.update()
+
+            try:
+                scales = max_scales(
+                    bundle,
+                    synthesizer,
+                    reference,
+                    reference_starts,
+                    limits,
+                    ceiling,
+                    extra=reference_unseen,
+                    progress=progress,
+                )
+            except InputError as exc:  # a limit of a series the model does not estimate
+                raise InputError(
+                    exc.bare_message, source=str(args.limits), field=exc.field
+                ) from None
+        say(f"{count_of(tried.n, 'traffic scale')} estimated")
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(readable(rows), columns))
