@@ -29,6 +29,18 @@ VEGETA_LATENCIES = {"p50": "50th", "p90": "90th", "p95": "95th", "p99": "99th", 
 TAGGED = re.compile(r"http_req_duration\{name:(?P<name>.*)\}")
 
 
+def _dataset_hint(text: str) -> str:
+    """A hint where the text is a window dataset (a JSON object per line with `start` and
+    `end`): recorded traffic, which `capacity --data` reads, not a load-test summary."""
+    try:
+        first = json.loads(text.split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return ""
+    if isinstance(first, dict) and {"start", "end"} <= set(first):
+        return " (a window dataset, a JSON object per line: give it as --data, not --runs)"
+    return ""
+
+
 def read_summary(
     text: str,
     source: str,
@@ -40,13 +52,15 @@ def read_summary(
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON: {exc.msg}", source=source, line=exc.lineno) from None
+        raise InputError(
+            f"not JSON: {exc.msg}" + _dataset_hint(text), source=source, line=exc.lineno
+        ) from None
     if group_by:
         raise InputError(
             "a k6 or Vegeta summary has no columns to group by: read each deployment's "
             "summaries in a capacity run of their own",
             source=source,
-            field="group-by",
+            field="--group-by",
         )
     if isinstance(data, dict) and isinstance(data.get("metrics"), dict):
         for api, step in _k6_steps(data["metrics"], source, objective):

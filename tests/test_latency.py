@@ -970,7 +970,13 @@ def test_cli_reads_vegeta_reports_given_as_a_list_of_files(
         ('{"rate": 5}', [], "neither a k6 summary"),
         ('{"latencies": {"99th": -5}, "rate": 1}', [], "field 'latencies.99th': must be non"),
         ('{"latencies": {"99th": "5ms"}, "rate": 1}', [], "field 'latencies.99th': not a number"),
-        ('{"latencies": {"99th": 5}, "rate": 1}', ["--group-by", "zone"], "field 'group-by'"),
+        ('{"latencies": {"99th": 5}, "rate": 1}', ["--group-by", "zone"], "field '--group-by'"),
+        (
+            '{"start": 0, "end": 60}\n{"start": 60, "end": 120}\n',
+            [],
+            "line 2: not JSON: Extra data (a window dataset, a JSON object per line: give it as "
+            "--data, not --runs)",
+        ),
     ],
 )
 def test_bad_summaries_exit_2_naming_the_field(

@@ -439,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
     windows: list[Window] = []
     if args.runs is None:
         if group_by:
-            raise InputError("--group-by applies to --runs only", field="group-by")
+            raise InputError("--group-by applies to --runs only", field="--group-by")
         windows, source = recorded_windows(args)
         steps = window_steps(windows, source, args.slo, bins)
         unit = "requests/s of all APIs"
