@@ -404,6 +404,39 @@ def test_whatif_scale_never_answers_less_than_today(
     assert float(rows[("compose", "cpu")]["ratio"]) > 2.0  # rising series keep the model's answer
 
 
+def test_whatif_of_more_traffic_answering_less_memory_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new shape (flat at the busiest window, all day) is no scale, so the model's answer
+    stands: where memory crept up while load fell, it answers less memory under more traffic,
+    and a warning names that memory."""
+    windows = tiny_world(240, seed=3)
+    falling = sorted(windows, key=lambda w: -sum(api_counts(w.calls).values()))
+    for i, w in enumerate(falling):  # busiest first: load falls while memory rises
+        w.start, w.end = 60.0 * i, 60.0 * (i + 1)
+        w.metrics[("front", "memory")] = 1e8 * (1 + 0.005 * i)
+    data, model = tmp_path / "creep.jsonl", tmp_path / "model"
+    write_windows(data, falling)
+    assert main(["train", "--data", str(data), "--out", str(model), "--model", "ols-api"]) == 0
+    busiest = api_counts(falling[0].calls)
+    columns = sorted(busiest)
+    flat = tmp_path / "flat.csv"
+    flat.write_text(
+        "start," + ",".join(f"{c}:{o}" for c, o in columns) + "\n"
+        + "".join(f"{60 * i}," + ",".join(str(busiest[a]) for a in columns) + "\n" for i in range(60))
+    )  # fmt: skip
+    quiet = tmp_path / "quiet.jsonl"  # the base: the last, quietest hour
+    write_windows(quiet, falling[-60:])
+    capsys.readouterr()
+    rows = _whatif_rows(model, tmp_path / "w-flat", "--traffic", str(flat), "--data", str(quiet))
+    said = capsys.readouterr().err
+    ratio = float(rows[("front", "memory")]["ratio"])
+    assert ratio < 0.98
+    assert f"memory lower than at the base for 1 component (front {ratio:.2f}x) though" in said
+    _whatif_rows(model, tmp_path / "w-same", "--scale", "1", "--data", str(quiet))
+    assert "memory lower than at the base" not in capsys.readouterr().err  # the same traffic
+
+
 def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -289,6 +289,40 @@ def under_training_note(bundle: Bundle, result: WhatIf) -> str:
     )
 
 
+MORE_TRAFFIC = 1.05
+"""What-if traffic this many times the base's (mean calls per window) or more is more traffic."""
+LESS_MEMORY = 0.98
+"""A memory series whose what-if mean is under this share of its base mean answers less."""
+
+
+def less_under_more_note(
+    rows: Sequence[Mapping[str, object]], base: Sequence[Window], hypothetical: Sequence[Window]
+) -> str:
+    """A warning naming the memory series that a what-if of more traffic than the base answers
+    with less (a new mix or shape: `--scale` answers are monotone already): the model read part
+    of that memory as time (a heap that crept up all day), not as traffic; "" where none."""
+
+    def calls(windows: Sequence[Window]) -> float:
+        return float(np.mean([sum(api_counts(w.calls).values()) for w in windows]))
+
+    if not base or not hypothetical or calls(hypothetical) < MORE_TRAFFIC * calls(base):
+        return ""
+    less = []
+    for row in rows:
+        mean, whatif = float(row["base_mean"]), float(row["whatif_mean"])  # type: ignore[arg-type]
+        if row["resource"] == "memory" and mean > 0 and whatif < LESS_MEMORY * mean:
+            less.append((whatif / mean, f"{row['component']} {whatif / mean:.2f}x"))
+    if not less:
+        return ""
+    named = [text for _, text in sorted(less)]  # the furthest first
+    return (
+        f"memory lower than at the base for {count_of(len(less), 'component')} ({first_few(named)}) "
+        f"though the what-if traffic is {calls(hypothetical) / calls(base):.2f}x the base's: the "
+        "model reads part of that memory as time (a heap that crept up while the day went on), "
+        "not traffic; more traffic seldom needs less, so read the base's as the answer there"
+    )
+
+
 def unseen_paths(
     windows: Sequence[Window],
     traffic: list[dict[Pair, float]],
@@ -628,7 +662,12 @@ def run(args: argparse.Namespace) -> int:
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(readable(rows), columns))
-    for note in (past_training_note(rows), under_training_note(bundle, result)):
+    notes = (
+        past_training_note(rows),
+        under_training_note(bundle, result),
+        less_under_more_note(rows, base, hypothetical),
+    )
+    for note in notes:
         if note:
             warnings.warn(DataWarning(note), stacklevel=2)
     if limits:
