@@ -334,7 +334,9 @@ def read_windows(path: str | Path) -> Iterator[Window]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                # without its line break, so that an object cut at the end of the line is
+                # placed there, not at column 1 of the line after it
+                obj = json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise _fail(
                     f"not valid JSON ({exc.msg}, column {exc.colno})", source, number

@@ -137,6 +137,22 @@ def test_invalid_json_and_order(tmp_path: Path) -> None:
     assert len(list(read_windows(write_lines(path, [GOOD, next_one])))) == 2
 
 
+def test_readme_window_example_loads_written_on_one_line(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## The window dataset") :]
+    example = section.split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.jsonl"
+    path.write_text(json.dumps(json.loads(example)) + "\n")
+    (window,) = load_windows(path)
+    assert window.metrics == {("compose-post", "cpu"): 0.53}
+    assert api_counts(window.calls) == {("nginx", "/compose"): 523, ("nginx", "/home"): 1}
+    # wrapped as the README shows it, the first line ends inside the object: said where it ends
+    path.write_text(example)
+    column = len(example.splitlines()[0]) + 1
+    with pytest.raises(InputError, match=rf"line 1: not valid JSON \(.*, column {column}\)"):
+        list(read_windows(path))
+
+
 def test_missing_metric_is_unknown_not_zero(tmp_path: Path) -> None:
     other = dict(GOOD, start=60, end=120, metrics=[])
     windows = load_windows(write_lines(tmp_path / "d.jsonl", [GOOD, other]))
