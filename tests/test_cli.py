@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import html
 import json
@@ -19,7 +20,7 @@ from estimator.bundle import load_bundle
 from estimator.errors import BundleError, DataWarning, InputError
 from estimator.whatif import steady_estimates
 from estimator.windows import Latency, api_counts, load_windows, write_windows
-from exporter.cli import main
+from exporter.cli import build_parser, main
 from tests.worlds import FRONT, tiny_world
 
 
@@ -176,6 +177,28 @@ def test_baselines_are_documented_as_needing_the_whole_recording(
         main(["evaluate", "--help"])
     helped = " ".join(capsys.readouterr().out.split())
     assert "--data is the whole recording, split by --from, not a split-off test file" in helped
+
+
+def test_readme_names_only_flags_its_commands_have() -> None:
+    """The flags of the README's synopsis, and of each command's own section, are that
+    command's (other sections name other tools' flags: Locust's, k6's)."""
+
+    def flags_of(command: str) -> set[str]:
+        parser = build_parser([command])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return {o for action in sub.choices[command]._actions for o in action.option_strings}
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    synopsis = readme[readme.index("## Commands") :].split("```")[1]
+    named: dict[str, set[str]] = {}
+    for line in synopsis.strip().splitlines():
+        named.setdefault(line.split()[1], set()).update(re.findall(r"--[a-z][a-z-]*", line))
+    for section in re.split(r"^### ", readme, flags=re.MULTILINE)[1:]:
+        title, body = section.split("\n", 1)
+        if title in ("train", "evaluate", "simulate", "whatif", "predict", "import"):
+            named[title] |= set(re.findall(r"`(--[a-z][a-z-]*)", body.split("\n## ")[0]))
+    assert "--traffic" in named["whatif"]
+    assert {c: sorted(f - flags_of(c)) for c, f in named.items() if f - flags_of(c)} == {}
 
 
 def test_evaluate_report_sets_the_baselines_beside_the_model_with_training_times(
