@@ -74,7 +74,8 @@ def check_trainable(windows: Sequence[Window], source: str) -> None:
     with_metrics = sum(1 for w in windows if w.metrics)
     if with_metrics < MIN_TRAIN_WINDOWS:
         raise InputError(
-            f"only {count_of(with_metrics, 'window')} carry metrics; training needs at least "
+            f"only {count_of(with_metrics, 'window')} "
+            f"{'carries' if with_metrics == 1 else 'carry'} metrics; training needs at least "
             f"{MIN_TRAIN_WINDOWS} ({MIN_FIT_WINDOWS} to fit on, and 1 or more to validate on)",
             source=source,
         )
