@@ -123,13 +123,20 @@ def _named_by_flag(exc: InputError, flags: dict[str, str]) -> InputError:
     return exc if flag is None else InputError(exc.bare_message, line=exc.line, field=flag)
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     bare = next((a for a in argv if a.startswith("--") and a.endswith("=--")), None)
     if bare is not None:  # argparse hands such a value on as a list, not as the text "--"
         parser.error(f"argument {bare[:-3]}: expected a value, got '--'")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, whose usage shows the flags it has
+        command = _subparsers(parser).choices.get(args.command or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -179,6 +179,17 @@ def test_baselines_are_documented_as_needing_the_whole_recording(
     assert "--data is the whole recording, split by --from, not a split-off test file" in helped
 
 
+def test_an_unknown_flag_is_named_by_its_command_with_the_commands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["whatif", "--model", "m", "--scale", "2", "--nope"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: deeprest whatif ") and "--limits" in err
+    assert "deeprest whatif: error: unrecognized arguments: --nope" in err
+
+
 def test_readme_names_only_flags_its_commands_have() -> None:
     """The flags of the README's synopsis, and of each command's own section, are that
     command's (other sections name other tools' flags: Locust's, k6's)."""
