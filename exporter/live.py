@@ -674,7 +674,13 @@ class LiveLoop:
             cut = max(newest, now) - retention
             due, oldest = self.store.ended_before(cut)
         noted = self.store.note(PRUNE_FROM)
-        if newest is None or oldest is None or min(newest, cut) - oldest <= PRUNE_NOTICE:
+        # a backlog is more than PRUNE_NOTICE of windows past the retention (an hourly pruning
+        # leaves an hour), or a store all of whose windows are (one left for longer than that)
+        if (
+            newest is None
+            or oldest is None
+            or (min(newest, cut) - oldest <= PRUNE_NOTICE and newest > cut)
+        ):
             # nothing to announce (no retention, or what an hourly pruning leaves): a notice
             # of an earlier start is void, and a backlog found later is announced anew
             if noted is not None:
