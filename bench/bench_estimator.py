@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import median_or_nan, timed, write_section  # noqa: E402
+from bench.common import SHARED_DATA, median_or_nan, timed, write_section  # noqa: E402
 from estimator.bundle import Bundle  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
 from estimator.metrics import accuracy, coverage, mae  # noqa: E402
@@ -52,9 +52,7 @@ XGBOOST_CHOICES = {
     "xgboost-leaf1 (leaves of 1 window)": {"min_child_weight": 1.0},
 }
 """xgboost with one default set back, measured on the real recording beside the default."""
-TT_ROOT = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "trainticket-2023-01-30"
-)
+TT_ROOT = SHARED_DATA / "trainticket-2023-01-30"
 
 
 def fit_predict(

@@ -38,7 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import SHARED_DATA, write_section  # noqa: E402
 from estimator.anomaly import excess  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
 from estimator.importers.common import service_of_pod  # noqa: E402
@@ -48,7 +48,7 @@ from estimator.windows import Window, series_of, targets  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "trainticket-2023-01-30"
+DEFAULT_DATA = SHARED_DATA / "trainticket-2023-01-30"
 RULES = ROOT / "grafana-dashboards" / "rules" / "deeprest-alerts.yaml"
 ALERT = "DeepRestCPUNotExplainedByTraffic"
 FAULT_WINDOWS = 5

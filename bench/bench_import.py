@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import SHARED_DATA, write_section  # noqa: E402
 from estimator.errors import DataWarning
 from estimator.importers.spancsv import ENGINE, import_span_files, read_span_csv
 from estimator.importers.trainticket import join_metrics, metric_files
 from estimator.spans import TracePaths, assemble_columns, bucket
 from estimator.windows import Window
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "trainticket-2023-01-30"
+DEFAULT_ROOT = SHARED_DATA / "trainticket-2023-01-30"
 
 
 def main(argv: list[str] | None = None) -> int:

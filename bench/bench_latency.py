@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import SHARED_DATA, write_section  # noqa: E402
 from estimator.importers import load_trainticket  # noqa: E402
 from estimator.latency import (  # noqa: E402
     CurveFit,
@@ -51,8 +51,8 @@ from exporter.loadtests import parse_objective, read_steps  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUNS = ROOT.parent / "shared" / "data" / "dsb-latency" / "runs.csv"
-DEFAULT_TRAINTICKET = ROOT.parent / "shared" / "data" / "trainticket-2023-01-30"
+DEFAULT_RUNS = SHARED_DATA / "dsb-latency" / "runs.csv"
+DEFAULT_TRAINTICKET = SHARED_DATA / "trainticket-2023-01-30"
 GROUP_BY = ("application", "runtime", "placement", "experiment")
 """Columns that tell deployments apart, where the runs file has them."""
 STATISTICS = ("p50", "p90", "p99")

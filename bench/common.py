@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -11,6 +12,10 @@ from pathlib import Path
 import numpy as np
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+SHARED_DATA = Path(
+    os.environ.get("DEEPREST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+"""The real datasets' folder: `DEEPREST_DATA` where set, else `shared/data` beside the checkout."""
 
 
 @dataclass
