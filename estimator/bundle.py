@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from estimator.drift import aged
-from estimator.errors import BundleError, DeepRestError
+from estimator.errors import BundleError, DeepRestError, InputError
 from estimator.features import HistoryState, Vocabulary
 from estimator.models import QuantileModel, model_class
 from estimator.windows import SeriesKey, Window
@@ -142,11 +143,46 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
-    """Write the bundle; an existing bundle directory is replaced whole."""
+def check_bundle_target(directory: str | Path) -> Path:
+    """A path a bundle may be saved to: one that does not exist, an empty directory, or a
+    bundle's directory (which saving replaces whole); anything else is an InputError, since
+    saving would delete what it holds."""
     directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not directory.exists():
+        return directory
+    if not directory.is_dir():
+        raise InputError("is a file; expected a bundle directory", source=str(directory))
+    if any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+        raise InputError(
+            "is a directory that holds files but no model bundle; saving a bundle replaces its "
+            "directory whole: give a new or empty directory, or a bundle's",
+            source=str(directory),
+        )
+    return directory
+
+
+def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
+    """Write the bundle into `directory` (created with its parents); an existing bundle
+    directory is replaced whole, and any other non-empty one is refused (InputError)."""
+    directory = check_bundle_target(directory)
+    target = directory.absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # a name of its own beside the target (created with the user's umask), so that nothing
+    # of the user's is replaced but the bundle, and a failed save leaves nothing behind
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        manifest = _write_bundle(bundle, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    bundle.version = _version(manifest)
+    return directory
+
+
+def _write_bundle(bundle: Bundle, tmp: Path) -> dict[str, Any]:
+    """Write the bundle's files into the new directory `tmp`; its manifest."""
     (tmp / MODEL_DIR).mkdir(parents=True)
     manifest = bundle.manifest()
     manifest["model"]["meta"] = bundle.model.save(tmp / MODEL_DIR)
@@ -158,10 +194,7 @@ def save_bundle(bundle: Bundle, directory: str | Path) -> Path:
     }
     text = json.dumps(manifest, indent=1, sort_keys=True)
     (tmp / MANIFEST).write_text(text, encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
-    bundle.version = _version(manifest)
-    return directory
+    return manifest
 
 
 def load_bundle(directory: str | Path) -> Bundle:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from estimator.bundle import save_bundle
+from estimator.bundle import check_bundle_target, save_bundle
 from estimator.errors import InputError, count_of, data_warning, first_few
 from estimator.models import MODEL_KINDS
 from estimator.training import MIN_FIT_WINDOWS, TrainConfig, check_trainable, train_bundle
@@ -90,6 +90,7 @@ def _windows(args: argparse.Namespace) -> tuple[list[Window], str]:
 def run(args: argparse.Namespace) -> int:
     say = Phases("train")
     output_dir(args.out, "--out")
+    check_bundle_target(args.out)  # before the training, not after it
     if args.max_paths < 1:
         raise InputError("must be at least 1", field="--max-paths")
     if not 0.0 < args.validation_fraction < 0.9:
