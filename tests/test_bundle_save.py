@@ -66,3 +66,16 @@ def test_train_refuses_an_out_directory_of_other_files_before_training(
     assert (tmp_path / "home" / "notes.txt").read_text() == "precious"
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0  # a bundle: replaced
+
+
+@pytest.mark.parametrize("kind", ["qrnn", "auto"])
+def test_two_trainings_of_a_neural_model_save_one_version(kind: str, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    qrnn = {"epochs": 2, "hidden": 4, "context": 2, "progress": False}
+    params = qrnn if kind == "qrnn" else {"candidates": ["qrnn"], "params": {"qrnn": qrnn}}
+    config = TrainConfig(model=kind, model_params=params)
+    versions = []
+    for name in ("a", "b"):
+        save_bundle(train_bundle(tiny_world(80), config), tmp_path / name)
+        versions.append(load_bundle(tmp_path / name).version)
+    assert versions[0] == versions[1]

@@ -308,7 +308,9 @@ class QRNN(QuantileModel):
             "x_inv": self.x_inv_.tolist(),
             "y_scale": self.y_scale_.tolist(),
             "margin": self.margin_.tolist(),
-            "training": self.training_,
+            # how the training went but its wall time, which differs from run to run: two
+            # trainings of one model save one manifest, and so one bundle version
+            "training": {k: v for k, v in self.training_.items() if k != "seconds"},
             "base": None if self.base_ is None else self.base_.save(directory),
         }
 
