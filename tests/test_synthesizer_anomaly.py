@@ -88,6 +88,30 @@ def test_anomaly_scores_over_a_series() -> None:
     assert scores[2] > 0 and scores[4] > scores[2] and scores[5] < scores[4]
 
 
+@pytest.mark.parametrize("windows", [0, -3, 2.5, True])
+def test_a_smoothing_span_under_one_window_is_refused(windows: int) -> None:
+    pred = np.tile(np.array([1.0, 2.0, 3.0]), (4, 1, 1))
+    actual = np.array([[2.0], [6.0], [6.0], [0.5]])
+    with pytest.raises(InputError, match="whole number >= 1") as info:
+        anomaly_scores(actual, pred, windows)  # at 0 or below, scores went negative
+    assert info.value.field == "windows"
+    with pytest.raises(InputError, match="whole number >= 1"):
+        smooth(np.array([0.0]), np.array([1.0]), windows)
+    assert (anomaly_scores(actual, pred, np.int64(1)) >= 0).all()
+
+
+def test_anomaly_scores_refuse_mismatched_shapes() -> None:
+    pred = np.tile(np.array([1.0, 2.0, 3.0]), (4, 1, 1))
+    actual = np.array([[2.0], [6.0], [6.0], [0.5]])
+    for wrong_actual, wrong_pred in (
+        (actual[:, 0], pred),  # one series as a flat list: it was broadcast to [4, 4]
+        (actual[:2], pred),
+        (actual, pred[..., 0]),
+    ):
+        with pytest.raises(InputError, match=r"expected actual \[windows, series\]"):
+            anomaly_scores(wrong_actual, wrong_pred)
+
+
 def test_limit_scales_start_from_todays_traffic() -> None:
     from estimator.whatif import LOWEST, limit_scales
 
