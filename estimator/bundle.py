@@ -18,7 +18,7 @@ from estimator.drift import aged
 from estimator.errors import BundleError, DeepRestError, InputError
 from estimator.features import HistoryState, Vocabulary
 from estimator.models import QuantileModel, model_class
-from estimator.windows import SeriesKey, Window
+from estimator.windows import SeriesKey, Window, check_windows
 
 FORMAT_VERSION = 2
 """2: XGBoost series carry reservoirs (state that fills, drains and stops at a capacity)."""
@@ -95,7 +95,12 @@ class Bundle:
 
         Bands of windows after the training end widen where the validation tail showed drift;
         `aged=False` keeps the model's band (what-if traffic, whose times are only labels).
+        Windows out of time order (where `aged`), or with counts that are no finite non-negative
+        numbers, and a `state` of another bundle, are an InputError.
         """
+        check_windows(windows, ordered=aged)
+        if state is not None:
+            self._check_state(state)
         X, history = self.vocabulary.transform(windows, None if state is None else state.history)
         before = X[:0] if state is None else state.rows
         rows = np.vstack([before, X])
@@ -105,6 +110,19 @@ class Bundle:
             return pred, state
         starts = np.array([w.start for w in windows], dtype=float)
         return self.age_band(pred, starts), state
+
+    def _check_state(self, state: PredictState) -> None:
+        """A state this bundle's `predict` returned: its history and rows fit the features."""
+        sums = np.shape(state.history.sums)
+        width = len(self.vocabulary.components) + len(self.vocabulary.operations)
+        n_rows, n_features = np.shape(state.rows)
+        fits = sums == (len(self.vocabulary.halflives), width)
+        if not fits or n_features != self.vocabulary.n_features or n_rows > self.model.context:
+            raise InputError(
+                f"a state of another bundle (traffic history {sums}, rows {state.rows.shape}); "
+                "pass the state this bundle's predict returned, or none",
+                field="state",
+            )
 
     def drift(self) -> np.ndarray:
         """Per series drift rate (usage per window) from the validation tail; 0 where none."""

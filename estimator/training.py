@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -18,7 +19,7 @@ from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.models.auto import AutoModel
 from estimator.synthesizer import Synthesizer, folded_api_counts, traffic_of
-from estimator.windows import Pair, SeriesKey, Window, series_of, targets
+from estimator.windows import Pair, SeriesKey, Window, check_windows, series_of, targets
 
 Progress = Callable[[str], None]
 
@@ -33,6 +34,24 @@ class TrainConfig:
     min_windows: int = 2
     halflives: tuple[float, ...] = (4.0, 16.0, 64.0)
     validation_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise InputError(
+                f"must be between 0 and 1, got {self.validation_fraction!r}",
+                field="validation_fraction",
+            )
+        if self.max_paths < 1 or self.min_windows < 1:
+            raise InputError(
+                f"max_paths and min_windows must be at least 1, got {self.max_paths} and "
+                f"{self.min_windows}",
+                field="max_paths" if self.max_paths < 1 else "min_windows",
+            )
+        if not self.halflives or not all(0 < h < math.inf for h in self.halflives):
+            raise InputError(
+                f"must be one or more positive numbers, got {list(self.halflives)}",
+                field="halflives",
+            )
 
 
 def window_seconds_of(windows: Sequence[Window]) -> float:
@@ -201,7 +220,15 @@ def _floats(values: np.ndarray) -> list[float | None]:
 def train_bundle(
     windows: Sequence[Window], config: TrainConfig, progress: Progress | None = None
 ) -> Bundle:
-    """Fit a bundle on time-ordered windows; validation comes from the model or a tail split."""
+    """Fit a bundle on time-ordered windows; validation comes from the model or a tail split.
+
+    Windows out of time order, overlapping, or with counts or usage that are no finite
+    non-negative numbers are an InputError naming the window (`check_windows`), as are an empty
+    sequence and windows of several lengths (`check_window_lengths`)."""
+    if not windows:
+        raise InputError("no windows to train on", field="windows")
+    check_windows(windows)
+    check_window_lengths(windows, "windows")
     say = progress or (lambda _: None)
     vocabulary = Vocabulary.build(
         windows,

@@ -356,6 +356,45 @@ def read_windows(path: str | Path) -> Iterator[Window]:
             yield window
 
 
+def check_windows(windows: Sequence[Window], source: str = "windows", ordered: bool = True) -> None:
+    """Windows built in code, checked as a dataset's lines are read: each ends after it starts,
+    in time order and none overlapping the one before it (unless not `ordered`: times that are
+    only labels), with finite non-negative call counts and usage (NaN usage is unknown); an
+    InputError names the window (`source[i]`) otherwise."""
+    previous_end = -math.inf
+    for i, window in enumerate(windows):
+        where = f"{source}[{i}]"
+        if not (math.isfinite(window.start) and math.isfinite(window.end)):
+            raise InputError(
+                f"start and end must be finite, got {window.start}, {window.end}", field=where
+            )
+        if window.end <= window.start:
+            raise InputError(
+                f"end ({window.end}) must be after start ({window.start})", field=where
+            )
+        if ordered and window.start < previous_end - 1e-6:
+            raise InputError(
+                f"starts at {_plain(window.start)}, before the window before it ends (at "
+                f"{_plain(previous_end)}): windows must be in time order and not overlap",
+                field=f"{where}.start",
+            )
+        previous_end = window.end
+        for path, count in window.calls.items():
+            if not (math.isfinite(count) and count >= 0):
+                raise InputError(
+                    f"call count {count!r} of path {list(path)} is not a finite non-negative "
+                    "number",
+                    field=f"{where}.calls",
+                )
+        for (component, resource), value in window.metrics.items():
+            if not math.isnan(value) and not (math.isfinite(value) and value >= 0):
+                raise InputError(
+                    f"usage {value!r} of {component}/{resource} is not a finite non-negative "
+                    "number (NaN for unknown)",
+                    field=f"{where}.metrics",
+                )
+
+
 def load_windows(path: str | Path) -> list[Window]:
     """Read a whole dataset; an empty file is an error."""
     windows = list(read_windows(path))

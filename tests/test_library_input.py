@@ -1,0 +1,94 @@
+"""Windows and settings given to the library in code are checked where they enter, as a
+dataset's lines are: training and predicting name the window or setting that is wrong."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from estimator.errors import InputError
+from estimator.training import TrainConfig, train_bundle
+from tests.worlds import tiny_world
+
+LINEAR = TrainConfig(model="linear")
+
+
+def test_training_refuses_windows_out_of_order_or_overlapping() -> None:
+    windows = tiny_world(40)
+    with pytest.raises(InputError, match="time order") as info:
+        train_bundle(list(reversed(windows)), LINEAR)  # was trained, its range ending first
+    assert info.value.field == "windows[1].start"
+    overlapping = [replace(w, end=w.end + 30) for w in windows]
+    with pytest.raises(InputError, match="not overlap"):
+        train_bundle(overlapping, LINEAR)
+
+
+def test_training_refuses_no_windows_and_counts_or_usage_that_are_no_numbers() -> None:
+    with pytest.raises(InputError, match="no windows to train on"):
+        train_bundle([], LINEAR)
+    windows = tiny_world(40)
+    path = next(iter(windows[3].calls))
+    for bad in (float("nan"), float("inf"), -5.0):
+        broken = copy.deepcopy(windows)
+        broken[3].calls[path] = bad  # NaN reached LAPACK, which printed to stdout and failed
+        with pytest.raises(InputError, match="call count") as info:
+            train_bundle(broken, LINEAR)
+        assert info.value.field == "windows[3].calls"
+    key = next(iter(windows[3].metrics))
+    broken = copy.deepcopy(windows)
+    broken[3].metrics[key] = float("inf")
+    with pytest.raises(InputError, match="usage inf"):
+        train_bundle(broken, LINEAR)
+    unknown = copy.deepcopy(windows)
+    unknown[3].metrics[key] = float("nan")  # unknown usage is allowed
+    train_bundle(unknown, LINEAR)
+
+
+def test_training_refuses_windows_of_several_lengths() -> None:
+    windows = [
+        replace(w, end=w.start + (60 if i % 2 else 30)) for i, w in enumerate(tiny_world(40))
+    ]
+    with pytest.raises(InputError, match="windows of several lengths"):
+        train_bundle(windows, LINEAR)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("validation_fraction", 1.5),
+        ("validation_fraction", 0.0),
+        ("validation_fraction", -1.0),
+        ("max_paths", -1),
+        ("min_windows", 0),
+        ("halflives", (0.0,)),
+        ("halflives", (-4.0, 16.0)),
+        ("halflives", ()),
+    ],
+)
+def test_a_train_config_out_of_range_is_refused(setting: str, value: object) -> None:
+    with pytest.raises(InputError) as info:
+        TrainConfig(**{setting: value})  # type: ignore[arg-type]
+    assert info.value.field in (setting, "max_paths", "min_windows")
+
+
+def test_predict_refuses_windows_out_of_order_bad_counts_and_a_foreign_state() -> None:
+    windows = tiny_world(60)
+    bundle = train_bundle(windows[:40], LINEAR)
+    with pytest.raises(InputError, match="time order"):
+        bundle.predict(list(reversed(windows[40:])))
+    broken = copy.deepcopy(windows[40:])
+    broken[2].calls[next(iter(broken[2].calls))] = float("nan")  # made every later window NaN
+    with pytest.raises(InputError, match="call count nan"):
+        bundle.predict(broken)
+    other = train_bundle(windows[:40], replace(LINEAR, halflives=(4.0,)))
+    _, state = other.predict(windows[40:50])
+    with pytest.raises(InputError, match="a state of another bundle") as info:
+        bundle.predict(windows[50:], state)
+    assert info.value.field == "state"
+    first, state = bundle.predict(windows[40:50])
+    second, _ = bundle.predict(windows[50:], state)
+    whole, _ = bundle.predict(windows[40:])
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-9)
