@@ -68,7 +68,8 @@ def _version(manifest: dict[str, Any]) -> str:
 class PredictState:
     """Where `Bundle.predict` left off: the traffic history after the last window, and the last
     `model.context` feature rows (fewer near the start), the model's look-back. Passed to the next
-    call, windows estimated in batches get the estimates of one call over them all."""
+    call, windows estimated in batches get the estimates of one call over them all, to floating
+    point rounding (the traffic averages are summed in another order)."""
 
     history: HistoryState
     rows: np.ndarray  # [at most model.context, features]
