@@ -24,6 +24,9 @@ is one history column per half-life; a component with a single operation keeps n
 history is the component's)."""
 
 
+FEATURE_GROUPS = ("path", "other", "api", "component", "history", "operation_history", "counts")
+"""The groups of a layout's columns, by which models pick what they read."""
+
 VOCABULARY_KEYS = frozenset({"paths", "apis", "components", "halflives", "operations"})
 """The keys of a vocabulary in a bundle's manifest."""
 

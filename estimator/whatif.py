@@ -361,6 +361,13 @@ def max_scales(
     keys = list(limits)
     columns = np.array([index[k] for k in keys], dtype=int)
     bound = np.array([limits[k] for k in keys], dtype=float)
+    bad = [k for k, b in zip(keys, bound, strict=True) if not (np.isfinite(b) and b > 0)]
+    if bad:
+        component, resource = bad[0]
+        raise InputError(
+            f"expected a positive number, got {limits[bad[0]]!r}",
+            field=f"limits.{component}.{resource}",
+        )
 
     estimates = _estimates_of(bundle, synthesizer, traffic, starts, extra)
 

@@ -92,3 +92,18 @@ def test_predict_refuses_windows_out_of_order_bad_counts_and_a_foreign_state() -
     second, _ = bundle.predict(windows[50:], state)
     whole, _ = bundle.predict(windows[40:])
     np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-9)
+
+
+def test_a_limit_that_is_no_positive_number_is_refused_not_answered_never_reached() -> None:
+    from estimator.synthesizer import Synthesizer, traffic_of
+    from estimator.whatif import max_scales
+
+    windows = tiny_world(40)
+    bundle = train_bundle(windows, LINEAR)
+    synthesizer = Synthesizer.from_json(bundle.synthesizer)
+    starts = np.array([w.start for w in windows])
+    key = bundle.series[0]
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(InputError, match="expected a positive number") as info:
+            max_scales(bundle, synthesizer, traffic_of(windows), starts, {key: bad})
+        assert info.value.field == f"limits.{key[0]}.{key[1]}"

@@ -546,6 +546,7 @@ def test_auto_switches_only_on_a_clear_paired_difference() -> None:
         ("auto", {"candidates": ["xgboost+auto"]}, "'xgboost\\+auto' names 'auto', no kind"),
         ("auto", {"candidates": ["foo"]}, "candidate 'foo' is no kind auto can fit"),
         ("auto", {"candidates": [5]}, "candidates takes a list of a string"),
+        ("xgboost", {"tree_groups": ["api", "apis"]}, "tree_groups must name groups of path"),
     ],
 )
 def test_every_kinds_hyperparameters_are_checked_when_made(

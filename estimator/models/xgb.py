@@ -35,7 +35,7 @@ import numpy as np
 import xgboost as xgb
 
 from estimator.errors import BundleError, ModelError
-from estimator.features import Layout
+from estimator.features import FEATURE_GROUPS, Layout
 from estimator.models.base import (
     QUANTILES,
     QuantileModel,
@@ -174,6 +174,12 @@ class XGBoostQuantile(QuantileModel):
         ):
             if not ok:
                 raise ModelError(f"xgboost: {name} must be {what}, not {value!r}")
+        unknown = sorted(set(tree_groups) - set(FEATURE_GROUPS))
+        if unknown or isinstance(tree_groups, str):
+            raise ModelError(
+                f"xgboost: tree_groups must name groups of {', '.join(FEATURE_GROUPS)}, not "
+                f"{tree_groups!r}"
+            )
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
