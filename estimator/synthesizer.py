@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,9 +104,22 @@ class Synthesizer:
         window_seconds: float,
         rng: np.random.Generator | None = None,
     ) -> list[Window]:
-        """Windows of call-path counts for per-API calls per window (expected, or sampled with rng)."""
+        """Windows of call-path counts for per-API calls per window (expected, or sampled with rng).
+
+        Calls that are no finite non-negative number, and a `window_seconds` that is no positive
+        number, are an InputError (an API with NaN calls would otherwise read as none)."""
+        if not (math.isfinite(window_seconds) and window_seconds > 0):
+            raise InputError(
+                f"must be a positive number, got {window_seconds!r}", field="window_seconds"
+            )
         out = []
-        for counts, start in zip(traffic, starts, strict=True):
+        for i, (counts, start) in enumerate(zip(traffic, starts, strict=True)):
+            for api, n in counts.items():
+                if not (math.isfinite(n) and n >= 0):
+                    raise InputError(
+                        f"calls of API {_key(api)}: {n!r} is no finite non-negative number",
+                        field=f"traffic[{i}]",
+                    )
             window = Window(start=float(start), end=float(start) + window_seconds)
             total = float(sum(counts.values()))
             for api, n in (*counts.items(), (TOTAL, total)):

@@ -107,3 +107,19 @@ def test_a_limit_that_is_no_positive_number_is_refused_not_answered_never_reache
         with pytest.raises(InputError, match="expected a positive number") as info:
             max_scales(bundle, synthesizer, traffic_of(windows), starts, {key: bad})
         assert info.value.field == f"limits.{key[0]}.{key[1]}"
+
+
+def test_the_synthesizer_refuses_calls_and_window_lengths_that_are_no_numbers() -> None:
+    from estimator.synthesizer import Synthesizer
+
+    windows = tiny_world(40)
+    synthesizer = Synthesizer.from_json(train_bundle(windows, LINEAR).synthesizer)
+    api = next(iter(synthesizer.mean))
+    for bad in (float("nan"), float("inf"), -1.0):  # NaN calls made an empty window, silently
+        with pytest.raises(InputError, match="no finite non-negative number") as info:
+            synthesizer.windows([{api: 5.0}, {api: bad}], [0.0, 60.0], 60.0)
+        assert info.value.field == "traffic[1]"
+    for seconds in (0.0, -60.0, float("nan")):
+        with pytest.raises(InputError, match="must be a positive number"):
+            synthesizer.windows([{api: 5.0}], [0.0], seconds)
+    assert synthesizer.windows([{api: 0.0}], [0.0], 60.0)[0].calls == {}
