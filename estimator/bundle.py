@@ -32,6 +32,13 @@ parameters would change or relabel the estimates. Bundles saved before it held e
 the bare digest of the series, vocabulary and window length, still checked."""
 WHOLE = "manifest:"
 
+UNREADABLE = (
+    LookupError, ValueError, OSError, RuntimeError, MemoryError, ArithmeticError, AttributeError,
+)  # fmt: skip
+"""What reading model files may raise on content that is not what their names say (numpy,
+XGBoost, safetensors and torch each have their own): a bundle that does not load, never an
+internal error. RuntimeError includes RecursionError (JSON nested too deep)."""
+
 
 def _layout_digest(manifest: dict[str, Any]) -> str:
     fields = {k: manifest.get(k) for k in ("series", "vocabulary", "window_seconds")}
@@ -229,7 +236,7 @@ def load_bundle(directory: str | Path) -> Bundle:
     try:
         text = path.read_text(encoding="utf-8")
         manifest = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # also a number of too many digits
         raise BundleError(f"{path}: manifest is unreadable or truncated ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         found = manifest.get("format_version") if isinstance(manifest, dict) else None
@@ -255,23 +262,37 @@ def load_bundle(directory: str | Path) -> Bundle:
             f"{directory}: file {unlisted[0]} is not listed in the manifest (an edited bundle)"
         )
     for name, digest in files.items():
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise BundleError(f"{path}: file name {name!r} is not a path in the bundle")
         file = directory / name
-        if not file.resolve().is_relative_to(root):
+        try:
+            inside = file.resolve().is_relative_to(root)
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise BundleError(f"{directory}: file {name} cannot be resolved ({exc})") from exc
+        if not inside:
             raise BundleError(f"{path}: file {name} lies outside the bundle")
         if not file.is_file():
             raise BundleError(f"{directory}: file {name} listed in the manifest is missing")
         if _sha256(file) != digest:
             raise BundleError(f"{directory}: file {name} does not match its checksum (corrupted)")
     if LAYOUT in files:  # bundles saved before it have none
-        _check_digest(path, (directory / LAYOUT).read_text(encoding="utf-8").strip(), manifest)
-    vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
+        try:
+            layout = (directory / LAYOUT).read_text(encoding="utf-8").strip()
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{directory}: {LAYOUT} is unreadable ({exc})") from exc
+        _check_digest(path, layout, manifest)
+    try:
+        vocabulary = Vocabulary.from_json(manifest.get("vocabulary") or {})
+    except BundleError as exc:  # named with the manifest, as the other fields are
+        raise BundleError(f"{path}: {exc}") from exc
     synthesizer = None
     if manifest.get("synthesizer") is not None:
-        if manifest["synthesizer"] not in files:
+        named = manifest["synthesizer"]
+        if not isinstance(named, str) or named not in files:
             raise BundleError(f"{path}: synthesizer file is not listed among the bundle's files")
         try:
             synthesizer = json.loads((directory / SYNTHESIZER).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise BundleError(f"{directory}: {SYNTHESIZER} is unreadable ({exc})") from exc
     try:
         cls = model_class(str(model_info["kind"]))
@@ -287,10 +308,8 @@ def load_bundle(directory: str | Path) -> Bundle:
             f"{directory}: the model has a setting this release does not know "
             f"({str(exc).rsplit(' ', 1)[-1]}): a bundle of a newer release? retrain with this one"
         ) from exc
-    except (DeepRestError, KeyError, ValueError, OSError) as exc:
-        # the first line: libraries' messages may go on with their own stack traces
-        said = (str(exc).strip().splitlines() or [repr(exc)])[0]
-        raise BundleError(f"{directory}: model files do not load ({said})") from exc
+    except (DeepRestError, *UNREADABLE) as exc:
+        raise BundleError(f"{directory}: model files do not load ({_first_line(exc)})") from exc
     if getattr(model, "n_features_", vocabulary.n_features) != vocabulary.n_features:
         raise BundleError(
             f"{directory}: model expects {model.n_features_} features, "
@@ -300,8 +319,18 @@ def load_bundle(directory: str | Path) -> Bundle:
         raise BundleError(
             f"{directory}: model serves {model.n_series_} series, manifest {len(series)}"
         )
-    with np.errstate(all="ignore"):
-        probe = model.predict(np.zeros((1, vocabulary.n_features)))
+    try:  # parameters of mismatched sizes or types show here first
+        with np.errstate(all="ignore"):
+            probe = np.asarray(model.predict(np.zeros((1, vocabulary.n_features))), dtype=float)
+    except (DeepRestError, TypeError, *UNREADABLE) as exc:
+        raise BundleError(
+            f"{directory}: the model's files and manifest do not fit together ({_first_line(exc)})"
+        ) from exc
+    if probe.shape != (1, len(series), 3):
+        raise BundleError(
+            f"{directory}: the model gives {probe.shape[1:]} estimates per window, not a band of "
+            f"each of its {len(series)} series (mismatched bundle)"
+        )
     if not np.isfinite(probe).all():  # NaN or infinite parameters (a bundle of an older release)
         raise BundleError(
             f"{directory}: the model gives no number for idle traffic (a parameter in its "
@@ -319,6 +348,11 @@ def load_bundle(directory: str | Path) -> Bundle:
         synthesizer=synthesizer,
         version=_version(manifest),
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line: libraries' messages may go on with their own stack traces."""
+    return (str(exc).strip().splitlines() or [repr(exc)])[0]
 
 
 def _check_digest(path: Path, digest: str, manifest: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -256,7 +257,7 @@ class Vocabulary:
                 "does not know: a bundle of a newer release? retrain with this one"
             )
         try:
-            return cls(
+            vocabulary = cls(
                 paths=tuple(tuple((str(c), str(o)) for c, o in p) for p in obj["paths"]),
                 apis=tuple((str(c), str(o)) for c, o in obj["apis"]),
                 components=tuple(str(c) for c in obj["components"]),
@@ -265,6 +266,12 @@ class Vocabulary:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"vocabulary in manifest is malformed: {exc!r}") from exc
+        if not all(math.isfinite(h) for h in vocabulary.halflives):
+            raise BundleError(
+                f"vocabulary in manifest is malformed: halflives {list(vocabulary.halflives)} "
+                "are not all finite numbers"
+            )
+        return vocabulary
 
 
 @dataclass(frozen=True)

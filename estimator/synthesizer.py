@@ -168,7 +168,7 @@ class Synthesizer:
                 mean[api] = np.asarray(entry["mean"], dtype=float)
                 width = len(paths[api])
                 profiles[api] = np.asarray(entry["profiles"], dtype=float).reshape(-1, width)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise BundleError(f"trace synthesizer in manifest is malformed: {exc!r}") from exc
         apis = tuple(sorted(a for a in paths if a != TOTAL))
         return cls(apis=apis, paths=paths, mean=mean, profiles=profiles)

@@ -73,6 +73,11 @@ class Snapshot:
     estimate_seconds: float = 0.0
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number (an accuracy of another type in a manifest is left out, as a missing one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def validation_accuracy(validation: Mapping[str, Any], series: Sequence[SeriesKey]) -> dict:
     """Per-series accuracy from a bundle's validation record, whichever common shape it has."""
     out: dict[SeriesKey, float] = {}
@@ -84,11 +89,13 @@ def validation_accuracy(validation: Mapping[str, Any], series: Sequence[SeriesKe
             if isinstance(value, (int, float)):
                 out[key] = float(value)
     elif isinstance(raw, list) and len(raw) == len(series):
-        out.update({k: float(v) for k, v in zip(series, raw, strict=True) if v is not None})
+        out.update({k: float(v) for k, v in zip(series, raw, strict=True) if _is_number(v)})
     elif isinstance(raw, dict):
         for name, value in raw.items():
             if isinstance(value, dict):
-                out.update({(str(name), str(r)): float(v) for r, v in value.items()})
+                out.update(
+                    {(str(name), str(r)): float(v) for r, v in value.items() if _is_number(v)}
+                )
             elif isinstance(value, (int, float)) and "/" in str(name):
                 component, resource = str(name).rsplit("/", 1)
                 out[(component, resource)] = float(value)

@@ -317,6 +317,7 @@ class QRNN(QuantileModel):
     @classmethod
     def load(cls, directory: Path, meta: dict[str, Any]) -> Self:
         """Rebuild from `save`'s safetensors file and metadata."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
@@ -343,7 +344,7 @@ class QRNN(QuantileModel):
         path = Path(directory) / WEIGHTS
         try:
             weights = load_file(str(path))
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a header that lies
             raise BundleError(f"{path}: cannot read qrnn weights ({exc})") from exc
         model.net_ = model._new_net()
         try:
