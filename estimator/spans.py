@@ -60,6 +60,10 @@ from estimator.windows import (
 
 NS_PER_S = 1_000_000_000
 MAX_PATH_DEPTH = 64
+MAX_NAME = 256
+"""Characters kept of a component's or an operation's name. A longer one (a SQL statement or a
+URL with its query as a span name, or a hostile client) is cut there, ending in "…": names are
+features, stored in every window and exported as label values, so their length is bounded."""
 """Longest call path kept: the spans below it are left out (and counted). Every span holds its
 whole path, so a chain of n spans would otherwise hold n^2/2 steps: one small request could
 fill the memory."""
@@ -250,6 +254,27 @@ class Routes:
             self.apis.update(entries)
 
 
+def bounded_name(name: str) -> str:
+    """A component's or an operation's name cut to MAX_NAME characters (the last one "…")."""
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
+def _bounded_pairs(cols: SpanColumns) -> SpanColumns:
+    """The batch with every name longer than MAX_NAME cut (a warning says so), or itself."""
+    long = {p for p in set(cols.pairs) if len(p[0]) > MAX_NAME or len(p[1]) > MAX_NAME}
+    if not long:
+        return cols
+    warnings.warn(
+        DataWarning(
+            f"component or operation names longer than {MAX_NAME} characters are cut to that "
+            "length, ending in '…' (a span named by a SQL statement or a whole URL?)"
+        ),
+        stacklevel=3,
+    )
+    cut = {p: (bounded_name(p[0]), bounded_name(p[1])) for p in long}
+    return replace(cols, pairs=[cut.get(p, p) for p in cols.pairs])
+
+
 def assemble_columns(
     cols: SpanColumns,
     fold_gateway: bool = True,
@@ -258,7 +283,9 @@ def assemble_columns(
 ) -> Iterator[TracePaths]:
     """Call paths of every tree in a batch given as columns (one tree per root, see module doc).
     `routes` carries what earlier batches showed of gateways (one is started where not given);
-    `tally`, where given, counts the traces and the spans given twice."""
+    `tally`, where given, counts the traces and the spans given twice. Names longer than
+    MAX_NAME characters are cut (`bounded_name`)."""
+    cols = _bounded_pairs(cols)
     groups: dict[str, list[int]] = {}
     for i, trace_id in enumerate(cols.trace_ids):
         group = groups.get(trace_id)

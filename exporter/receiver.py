@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from werkzeug.exceptions import ClientDisconnected
 
-from estimator.spans import adjusted_count, check_sampling_ratio
+from estimator.spans import MAX_NAME, adjusted_count, bounded_name, check_sampling_ratio
 from exporter.config import ReceiverConfig
 
 PROTOBUF = "application/x-protobuf"
@@ -305,6 +305,8 @@ def extract_spans(request: ExportTraceServiceRequest, sampling_ratio: float = 1.
     rejected = out.rejected
     for rs in request.resource_spans:
         component = _service_name(rs.resource)
+        if len(component) > MAX_NAME:  # names are label values: bounded at once, held so
+            component = bounded_name(component)
         for scope in rs.scope_spans:
             if not component:
                 if scope.spans:
@@ -330,6 +332,8 @@ def extract_spans(request: ExportTraceServiceRequest, sampling_ratio: float = 1.
                 elif end <= 0 or end < span.start_time_unix_nano:
                     rejected["bad_time"] = rejected.get("bad_time", 0) + 1
                 else:
+                    if len(name) > MAX_NAME:
+                        name = bounded_name(name)
                     start = span.start_time_unix_nano or -1
                     parent = b"" if parent == _ZERO8 else parent
                     state = span.trace_state

@@ -454,6 +454,19 @@ def test_span_csv_reads_names_literally_and_its_errors_name_what_the_file_says(
     assert caught.value.field == "end_time (read as EndTimeUnixNano)"
 
 
+def test_names_longer_than_the_bound_are_cut_with_a_warning_as_serve_cuts_them(
+    tmp_path: Path,
+) -> None:
+    from estimator.spans import MAX_NAME
+
+    sql = "SELECT " + "x" * 5000
+    rows = [row("t", "a", "root", GW, "/*", 61.0), row("t", "b", "a", SVC_A, sql, 61.0)]
+    with pytest.warns(DataWarning, match=f"longer than {MAX_NAME} characters are cut"):
+        [window] = import_span_csv(write_csv(tmp_path / "long.csv", rows))
+    cut = sql[: MAX_NAME - 1] + "…"
+    assert (("ts-gateway-service", "/*"), ("svc-a", cut)) in window.calls
+
+
 def test_files_of_a_folder_that_look_like_data_but_are_not_read_are_named(tmp_path: Path) -> None:
     write_csv(tmp_path / "a.csv", [row("t", "a", "root", GW, "/*", 61.0)])
     (tmp_path / "b.csv.bz2").write_bytes(b"BZh9")

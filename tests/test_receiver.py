@@ -81,6 +81,22 @@ def test_bad_spans_are_rejected_one_by_one_with_reasons() -> None:
     )
 
 
+def test_names_are_cut_to_a_bound_so_labels_and_stored_windows_stay_small() -> None:
+    """A span named by a megabyte of text (a SQL statement, a hostile client) and such a service
+    name are cut to MAX_NAME characters: they become label values and stored path names."""
+    from estimator.spans import MAX_NAME
+
+    request = span_request(2, 10 * NS)
+    request.resource_spans[1].resource.attributes[0].value.string_value = "c" * (1 << 20)
+    request.resource_spans[0].scope_spans[0].spans[0].name = "SELECT " + "x" * (1 << 20)
+    decoded = extract_spans(request)
+    assert not decoded.rejected and len(decoded.spans) == 6  # kept, not refused: traces stay whole
+    names = {s[3] for s in decoded.spans} | {s[4] for s in decoded.spans}
+    assert max(map(len, names)) == MAX_NAME
+    assert "c" * (MAX_NAME - 1) + "…" in names and "SELECT " + "x" * (MAX_NAME - 8) + "…" in names
+    assert {"front", "store", "/compose", "write"} <= names  # short names as they are
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "encoding", "status"),
     [
