@@ -254,7 +254,8 @@ def load_bundle(directory: str | Path) -> Bundle:
         raise BundleError(f"{path}: window_seconds {window_seconds} is not a positive number")
     root = directory.resolve()
     model_files = (directory / MODEL_DIR).rglob("*") if (directory / MODEL_DIR).is_dir() else ()
-    present = {str(p.relative_to(directory)) for p in model_files if p.is_file()}
+    # every entry but folders: a named pipe the model would open must not block a load
+    present = {str(p.relative_to(directory)) for p in model_files if not p.is_dir()}
     present |= {name for name in (SYNTHESIZER, LAYOUT) if (directory / name).is_file()}
     unlisted = sorted(present - set(files))
     if unlisted:

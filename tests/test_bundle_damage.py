@@ -184,3 +184,21 @@ def test_a_synthesizer_or_accuracy_of_another_shape_is_no_internal_error() -> No
     assert validation_accuracy({"accuracy": {"a": {"cpu": "x", "memory": 1}}}, series) == {
         ("a", "memory"): 1.0
     }
+
+
+def test_a_named_pipe_among_the_model_files_is_refused_not_opened(
+    bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A pipe the manifest does not list: the model's loader would block on it for ever."""
+    import os
+
+    bundle = tmp_path / "b"
+    shutil.copytree(bundles["xgboost"], bundle)
+    weights = bundle / "model" / "weights.npy"
+    manifest = _manifest(bundle)
+    manifest["files"].pop("model/weights.npy")
+    weights.unlink()
+    os.mkfifo(weights)
+    _rewrite(bundle, manifest)
+    with pytest.raises(BundleError, match="model/weights.npy is not listed in the manifest"):
+        load(bundle)
