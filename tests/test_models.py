@@ -126,6 +126,7 @@ def test_model_contract(
     assert np.nanmean(accuracy(pred[..., 1], Y)) > 0.5, "does not learn the linear world"
     with pytest.raises(ModelError):
         model.predict(X[:, :-1])
+    assert np.array_equal(model.predict(X.tolist()), pred)  # rows as nested lists alike
     live = model.predict_last(X[max(0, len(X) - model.context - 1) :])  # what live callers hold
     np.testing.assert_allclose(live, pred[-1], rtol=1e-6)
 

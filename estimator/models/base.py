@@ -69,9 +69,10 @@ class QuantileModel(ABC):
     def _check_fitted(self, X: np.ndarray) -> None:
         if not hasattr(self, "n_features_"):
             raise ModelError(f"{self.kind} model used before fit")
-        if X.ndim != 2 or X.shape[1] != self.n_features_:
+        shape = np.shape(X)  # a nested list as well as an array
+        if len(shape) != 2 or shape[1] != self.n_features_:
             raise ModelError(
-                f"{self.kind}: expected features of shape [n, {self.n_features_}], got {X.shape}"
+                f"{self.kind}: expected features of shape [n, {self.n_features_}], got {shape}"
             )
 
     n_features_: int
