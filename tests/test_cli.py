@@ -7,8 +7,11 @@ import csv
 import html
 import json
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1510,3 +1513,31 @@ def test_a_traffic_csv_is_told_from_a_window_dataset_by_more_than_a_lower_case_s
         assert main([*whatif, "--traffic", str(root / "sep.csv")]) == 2
         err = capsys.readouterr().err
         assert f"line 1: columns separated by {separator!r}: separate them with commas" in err
+
+
+def test_a_window_dataset_given_through_a_pipe_is_read_whole(trained: dict[str, Path]) -> None:
+    """--traffic /dev/stdin (or a shell's <(...)): a pipe is read once, so its form is not told
+    from its first bytes, which would take them from the dataset's reader; it is read as a window
+    dataset, whole, as the same windows in a named file are."""
+    root, repo = trained["root"], Path(__file__).resolve().parents[1]
+    whatif = [sys.executable, "-m", "exporter.cli", "whatif", "--model", str(trained["model"])]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+    }
+    answers = []
+    for name, traffic, given in (
+        ("w-pipe", "/dev/stdin", trained["test"].read_bytes()),
+        ("w-named", str(trained["test"]), b""),
+    ):
+        done = subprocess.run(
+            [*whatif, "--traffic", traffic, "--out", str(root / name)],
+            input=given,
+            capture_output=True,
+            cwd=repo,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        answers.append((root / name / "whatif.csv").read_bytes())
+    assert answers[0] == answers[1]

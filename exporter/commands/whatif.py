@@ -358,9 +358,13 @@ def traffic_is_csv(path: Path) -> bool:
     """Whether a --traffic file is a CSV of calls per window, not a window dataset: a name
     ending in .csv in any case, or a first line that starts with the CSV's 'start' column (a CSV
     named .txt). Another file that does not start with a JSON object (a YAML or JSON mapping, a
-    gzipped or tab-separated file) is refused naming both forms, not read as JSON lines."""
+    gzipped or tab-separated file) is refused naming both forms, not read as JSON lines. A pipe
+    (/dev/stdin, a shell's <(...)) is read once: its first bytes would be gone from the reader,
+    so it is a window dataset, as any name but .csv was before its content was looked at."""
     if path.suffix.lower() == ".csv":
         return True
+    if path.exists() and not path.is_file():
+        return False  # a pipe or a device (a directory: the dataset's reader says so)
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
