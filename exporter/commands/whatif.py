@@ -639,11 +639,17 @@ def run(args: argparse.Namespace) -> int:
         )
         ceiling = search_ceiling(args.scale)
         say(f"searching the traffic scale each of {len(limits)} limits allows")
-        with tqdm(
-            desc="traffic scales estimated", unit="scale", file=sys.stderr, leave=False
+        with tqdm(  # quiet where stderr is no terminal (a log), as the other bars
+            desc="traffic scales estimated",
+            unit="scale",
+            file=sys.stderr,
+            leave=False,
+            disable=None,
         ) as tried:
+            estimated = [0]  # a disabled bar counts nothing
 
             def progress(k: float) -> None:
+                estimated[0] += 1
                 tried.set_postfix_str(f"{k:.3g}x", refresh=False)
                 tried.update()
 
@@ -662,7 +668,7 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(
                     exc.bare_message, source=str(args.limits), field=exc.field
                 ) from None
-        say(f"{count_of(tried.n, 'traffic scale')} estimated")
+        say(f"{count_of(estimated[0], 'traffic scale')} estimated")
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(readable(rows), columns))
