@@ -382,15 +382,20 @@ def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> N
         if not _is_number(value):
             where = "training" if record is training else "validation"
             raise BundleError(f"{path}: {where}.{name} must be a number, got {value!r}")
-    rates = validation.get("drift")
-    if rates is None:
-        return
-    ok = isinstance(rates, list) and len(rates) == n_series
-    ok = ok and all(r is None or _is_number(r) for r in rates)
-    if not ok:
-        raise BundleError(
-            f"{path}: validation.drift must list one finite number per series ({n_series})"
-        )
+    for where, record, name in (
+        ("validation", validation, "drift"),
+        ("training", training, "usage_peaks"),  # what-if compares its answers with these
+        ("training", training, "usage_lows"),
+    ):
+        values = record.get(name)
+        if values is None:
+            continue
+        ok = isinstance(values, list) and len(values) == n_series
+        if not (ok and all(v is None or _is_number(v) for v in values)):
+            raise BundleError(
+                f"{path}: {where}.{name} must list one finite number (or null) per series "
+                f"({n_series})"
+            )
 
 
 def _is_number(value: Any) -> bool:

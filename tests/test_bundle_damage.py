@@ -126,6 +126,11 @@ def _halflife_infinite(b: Path, m: dict[str, Any]) -> None:
     _rewrite(b, m)
 
 
+def _usage_peaks_as_text(b: Path, m: dict[str, Any]) -> None:
+    m["training"]["usage_peaks"] = ["high"] * len(m["series"])  # whatif divided by them
+    _rewrite(b, m)
+
+
 def _safetensors_offsets_lie(b: Path, m: dict[str, Any]) -> None:
     path = b / "model" / "qrnn.safetensors"
     data = path.read_bytes()
@@ -151,6 +156,7 @@ DAMAGES: dict[str, tuple[str, Callable[[Path, dict[str, Any]], None]]] = {
     "column out of range": ("xgboost", _column_out_of_range),
     "npy header of 728 TiB": ("xgboost", _npy_header_too_large),
     "halflife infinite": ("xgboost", _halflife_infinite),
+    "usage peaks as text": ("xgboost", _usage_peaks_as_text),
     "safetensors offsets lie": ("qrnn", _safetensors_offsets_lie),
 }
 
