@@ -121,6 +121,12 @@ class Bundle:
 
     def _check_state(self, state: PredictState) -> None:
         """A state this bundle's `predict` returned: its history and rows fit the features."""
+        if not isinstance(state, PredictState):  # a traffic history alone, as releases gave
+            raise InputError(
+                f"expected the PredictState this bundle's predict returned, got "
+                f"{type(state).__name__}",
+                field="state",
+            )
         sums = np.shape(state.history.sums)
         width = len(self.vocabulary.components) + len(self.vocabulary.operations)
         n_rows, n_features = np.shape(state.rows)

@@ -88,6 +88,9 @@ def test_predict_refuses_windows_out_of_order_bad_counts_and_a_foreign_state() -
     with pytest.raises(InputError, match="a state of another bundle") as info:
         bundle.predict(windows[50:], state)
     assert info.value.field == "state"
+    with pytest.raises(InputError, match="expected the PredictState") as info:
+        bundle.predict(windows[50:], state.history)  # a traffic history, as releases gave
+    assert info.value.field == "state"
     first, state = bundle.predict(windows[40:50])
     second, _ = bundle.predict(windows[50:], state)
     whole, _ = bundle.predict(windows[40:])
