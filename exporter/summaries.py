@@ -34,7 +34,7 @@ def _dataset_hint(text: str) -> str:
     `end`): recorded traffic, which `capacity --data` reads, not a load-test summary."""
     try:
         first = json.loads(text.split("\n", 1)[0])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return ""
     if isinstance(first, dict) and {"start", "end"} <= set(first):
         return " (a window dataset, a JSON object per line: give it as --data, not --runs)"
