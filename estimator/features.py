@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from estimator.errors import BundleError
+from estimator.errors import BundleError, InputError
 from estimator.windows import CallPath, Pair, Window, api_counts, api_of
 
 UNKNOWN_API: Pair = ("*", "*")
@@ -104,7 +104,22 @@ class Vocabulary:
         bring in, some KB a call, and with a fraction of that a write, so under a new API mix
         the component's calls in all no longer tell how full it is (on a development seed of the
         simulator's composition scenario, the accuracy of the worst store's memory rose from
-        0.818 to 0.865; on a real recording's split inside its training part, nothing changed)."""
+        0.818 to 0.865; on a real recording's split inside its training part, nothing changed).
+
+        Sizes under 0 (or `min_windows` under 1) and half-lives that are no positive numbers are
+        an InputError."""
+        for name, value, least in (
+            ("max_paths", max_paths, 0),
+            ("min_windows", min_windows, 1),
+            ("max_apis", max_apis, 0),
+            ("max_operations", max_operations, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"must be a whole number >= {least}, got {value!r}", field=name)
+        if not halflives or not all(0 < h < float("inf") for h in halflives):
+            raise InputError(
+                f"must be one or more positive numbers, got {list(halflives)}", field="halflives"
+            )
         totals: dict[CallPath, float] = {}
         seen_in: Counter[CallPath] = Counter()
         api_totals: dict[Pair, float] = {}

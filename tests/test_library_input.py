@@ -126,3 +126,17 @@ def test_the_synthesizer_refuses_calls_and_window_lengths_that_are_no_numbers() 
         with pytest.raises(InputError, match="must be a positive number"):
             synthesizer.windows([{api: 5.0}], [0.0], seconds)
     assert synthesizer.windows([{api: 0.0}], [0.0], 60.0)[0].calls == {}
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("max_paths", -1), ("min_windows", 0), ("max_operations", 1.5), ("halflives", (4.0, 0.0))],
+)
+def test_a_vocabulary_of_sizes_or_half_lives_out_of_range_is_refused(
+    setting: str, value: object
+) -> None:
+    from estimator.features import Vocabulary
+
+    with pytest.raises(InputError) as info:  # max_paths=-1 dropped the last path, silently
+        Vocabulary.build(tiny_world(20), **{setting: value})  # type: ignore[arg-type]
+    assert info.value.field == setting
