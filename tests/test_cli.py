@@ -1479,7 +1479,17 @@ def test_whatif_on_data_with_usage_shows_the_recorded_mean_beside_the_estimate(
     key = (rows[0]["component"], rows[0]["resource"])
     recorded = np.mean([w.metrics[key] for w in windows if key in w.metrics])
     assert float(rows[0]["base_actual_mean"]) == pytest.approx(recorded)
-    assert "base_actual_mean" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "base_actual_mean" in said.out and "times or more off the usage" not in said.err
+    for w in windows:  # a series measured five times what the model says of that traffic
+        if key in w.metrics:
+            w.metrics[key] *= 5.0
+    off = trained["root"] / "five-times.jsonl"
+    write_windows(off, windows)
+    assert main([*argv, "--data", str(off), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 times or more off the usage they recorded for 1 series: " in err
+    assert f"{key[0]}/{key[1]} (recorded 5" in err
 
 
 def test_a_traffic_csv_is_told_from_a_window_dataset_by_more_than_a_lower_case_suffix(

@@ -210,6 +210,33 @@ def add_actual(
     return True
 
 
+OFF_TODAY = 2.0
+"""A model whose mean estimate of the base windows is this many times off the mean usage they
+recorded (either way) is named: its what-if answers inherit that error."""
+
+
+def off_today_note(rows: Sequence[Mapping[str, object]]) -> str:
+    """A warning naming the series whose estimate of the base windows is OFF_TODAY times or more
+    off what those windows recorded, furthest first; "" where none (or no usage recorded)."""
+    off = []
+    for row in rows:
+        actual, estimate = row.get("base_actual_mean"), float(row["base_mean"])  # type: ignore[arg-type]
+        if not isinstance(actual, float) or math.isnan(actual) or actual <= 0 or estimate <= 0:
+            continue
+        ratio = actual / estimate
+        if max(ratio, 1 / ratio) >= OFF_TODAY:
+            key = f"{row['component']}/{row['resource']}"
+            off.append((max(ratio, 1 / ratio), f"{key} (recorded {ratio:.2g}x the estimate)"))
+    if not off:
+        return ""
+    named = [text for _, text in sorted(off, reverse=True)]
+    return (
+        f"the model's estimate of the --data windows is {OFF_TODAY:g} times or more off the "
+        f"usage they recorded for {count_of(len(off), 'series')}: {first_few(named)}; their "
+        "what-if answers carry that error (whatif.csv: base_actual_mean beside base_mean)"
+    )
+
+
 USAGE_COLUMNS = (
     "base_actual_mean",
     "base_mean",
@@ -676,6 +703,7 @@ def run(args: argparse.Namespace) -> int:
         past_training_note(rows),
         under_training_note(bundle, result),
         less_under_more_note(rows, base, hypothetical),
+        off_today_note(rows),
     )
     for note in notes:
         if note:
