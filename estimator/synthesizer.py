@@ -108,6 +108,10 @@ class Synthesizer:
 
         Calls that are no finite non-negative number, and a `window_seconds` that is no positive
         number, are an InputError (an API with NaN calls would otherwise read as none)."""
+        if len(traffic) != len(starts):
+            raise InputError(
+                f"{len(traffic)} windows of traffic but {len(starts)} start times", field="starts"
+            )
         if not (math.isfinite(window_seconds) and window_seconds > 0):
             raise InputError(
                 f"must be a positive number, got {window_seconds!r}", field="window_seconds"

@@ -92,7 +92,11 @@ def estimate(
 ) -> WhatIf:
     """Estimates for both traffic sets, each as traffic that has been running
     (`steady_estimates`); `shortfall` (see `scale_shortfall`) is added to the what-if estimates
-    of scaled traffic. What-if answers keep the model's band (no widening for age)."""
+    of scaled traffic. What-if answers keep the model's band (no widening for age). Either set
+    without windows is an InputError."""
+    for name, windows in (("base", base), ("hypothetical", hypothetical)):
+        if not windows:
+            raise InputError("no windows to estimate", field=name)
     base_pred = steady_estimates(bundle, bundle.vocabulary.counts(base))
     new_pred = steady_estimates(bundle, bundle.vocabulary.counts(hypothetical))
     if shortfall is not None:

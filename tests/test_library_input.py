@@ -140,3 +140,18 @@ def test_a_vocabulary_of_sizes_or_half_lives_out_of_range_is_refused(
     with pytest.raises(InputError) as info:  # max_paths=-1 dropped the last path, silently
         Vocabulary.build(tiny_world(20), **{setting: value})  # type: ignore[arg-type]
     assert info.value.field == setting
+
+
+def test_a_what_if_of_no_windows_or_starts_of_another_length_is_refused() -> None:
+    from estimator.synthesizer import Synthesizer
+    from estimator.whatif import estimate
+
+    windows = tiny_world(40)
+    bundle = train_bundle(windows, LINEAR)
+    synthesizer = Synthesizer.from_json(bundle.synthesizer)
+    api = next(iter(synthesizer.mean))
+    with pytest.raises(InputError, match="2 windows of traffic but 1 start times"):
+        synthesizer.windows([{api: 1.0}, {api: 2.0}], [0.0], 60.0)
+    with pytest.raises(InputError, match="no windows to estimate") as info:
+        estimate(bundle, windows, [])
+    assert info.value.field == "hypothetical"
