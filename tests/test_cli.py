@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 from estimator.bundle import load_bundle
 from estimator.errors import BundleError, DataWarning, InputError
 from estimator.whatif import steady_estimates
-from estimator.windows import Latency, api_counts, load_windows, write_windows
+from estimator.windows import Latency, Window, api_counts, load_windows, write_windows
 from exporter.cli import build_parser, main
 from tests.worlds import FRONT, tiny_world
 
@@ -474,19 +475,31 @@ def test_whatif_of_more_traffic_answering_less_memory_says_so(
     assert "memory lower than at the base" not in capsys.readouterr().err  # the same traffic
 
 
+def _with_front_latency(
+    trained: dict[str, Path], name: str, latency: Callable[[float, float], float]
+) -> tuple[Path, list[Window]]:
+    """The test windows with /compose latency `latency(load, busiest load)` in seconds (load:
+    requests/s of all APIs), written to `name` beside the trained model."""
+    windows = load_windows(trained["test"])
+    loads = [sum(api_counts(w.calls).values()) / (w.end - w.start) for w in windows]
+    for w, load in zip(windows, loads, strict=True):
+        value = latency(load, max(loads))
+        w.latency[FRONT] = Latency(int(w.calls[(FRONT,)]), value, value, value, value, value)
+    data = trained["root"] / name
+    write_windows(data, windows)
+    return data, windows
+
+
 def test_whatif_on_windows_with_latency_adds_each_apis_latency_at_the_peak_load(
     trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Windows whose /compose latency rises with load, as in a queue of capacity 1.1 times
     their busiest load."""
-    windows = load_windows(trained["test"])
-    loads = [sum(api_counts(w.calls).values()) / (w.end - w.start) for w in windows]
-    capacity = 1.1 * max(loads)
-    for w, load in zip(windows, loads, strict=True):
-        value = 0.01 + 0.002 / (1.0 - load / capacity)
-        w.latency[FRONT] = Latency(int(w.calls[(FRONT,)]), value, value, value, value, value)
-    data = trained["root"] / "with-latency.jsonl"
-    write_windows(data, windows)
+    data, windows = _with_front_latency(
+        trained,
+        "with-latency.jsonl",
+        lambda load, busiest: 0.01 + 0.002 / (1 - load / (1.1 * busiest)),
+    )
     out = trained["root"] / "whatif-latency"
     argv = ["whatif", "--model", str(trained["model"]), "--data", str(data), "--scale", "1.05"]
     assert main([*argv, "--out", str(out)]) == 0
@@ -517,13 +530,9 @@ def test_whatif_gives_no_latency_at_another_load_where_it_does_not_rise_with_loa
     """Recorded /compose latency that falls as load grows (a mix that changed with the hours):
     no queueing curve is read through it, so the what-if names it without a latency at the
     peak, as `deeprest capacity` leaves its latency columns empty, instead of a saturation."""
-    windows = load_windows(trained["test"])
-    loads = [sum(api_counts(w.calls).values()) / (w.end - w.start) for w in windows]
-    for w, load in zip(windows, loads, strict=True):
-        value = 0.05 - 0.03 * load / max(loads)
-        w.latency[FRONT] = Latency(int(w.calls[(FRONT,)]), value, value, value, value, value)
-    data = trained["root"] / "falling-latency.jsonl"
-    write_windows(data, windows)
+    data, _ = _with_front_latency(
+        trained, "falling-latency.jsonl", lambda load, busiest: 0.05 - 0.03 * load / busiest
+    )
     out = trained["root"] / "whatif-falling"
     argv = ["whatif", "--model", str(trained["model"]), "--data", str(data), "--scale", "3"]
     assert main([*argv, "--out", str(out)]) == 0

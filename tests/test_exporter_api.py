@@ -1075,55 +1075,32 @@ def test_a_start_finding_much_past_the_retention_warns_and_waits_before_deleting
         again.stop()
 
 
+@pytest.mark.parametrize(
+    "notice",
+    [100.0, None],
+    ids=["windows spanning more than the notice", "windows all past the retention"],
+)
 def test_a_store_left_for_longer_than_the_retention_is_announced_before_deleting(
     bundle_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    notice: float | None,
 ) -> None:
     """An exporter stopped for longer than the retention (or a data dir restored from a backup):
-    more than PRUNE_NOTICE of its windows are past the retention by the clock, though none is
-    past it before the newest stored; they are announced, not deleted at the first window."""
+    its windows are past the retention by the clock, though none is past it before the newest
+    stored. Whether they span more than PRUNE_NOTICE, or less (all of them past the retention:
+    no pruning's leftover, however little it holds), they are announced, not deleted at the
+    first window."""
     from estimator.windows import Window
     from exporter import live
     from exporter.store import WindowStore
 
     monkeypatch.setattr(live, "PRUNE_EVERY", 0.0)
-    monkeypatch.setattr(live, "PRUNE_NOTICE", 100.0)
-    config = make_config(bundle_dir, tmp_path / "data", retention=200.0)
-    store = WindowStore(config.data_dir)
-    for i in range(76):  # 150 s of windows, the newest 850 s before the start
-        window = Window(T0 - 1000.0 + 2 * i, T0 - 998.0 + 2 * i)
-        window.calls[PATHS[0]] = 3.0
-        store.put([window])
-    store.close()
-    caplog.set_level("WARNING", logger="deeprest.live")
-    clock = Clock(T0)
-    rt = Runtime(config, clock=clock).start(tick=False)
-    try:
-        assert "76 stored windows (from " in caplog.text
-        assert "are older than the retention of" in caplog.text
-        clock.now += config.receiver.restart_catchup
-        send_window(rt, clock, 2, seed=1)  # within the notice: nothing deleted
-        assert len(rt.store.range(T0 - 1000.0, T0 - 800.0)) == 76
-    finally:
-        rt.stop()
-
-
-def test_a_store_whose_every_window_is_past_the_retention_is_announced_however_short(
-    bundle_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A store all of whose windows are past the retention (a short recording restored, an
-    exporter stopped for long) is no pruning's leftover: announced, however little it holds."""
-    from estimator.windows import Window
-    from exporter import live
-    from exporter.store import WindowStore
-
-    monkeypatch.setattr(live, "PRUNE_EVERY", 0.0)
-    assert live.PRUNE_NOTICE > 150.0  # the windows span less than the notice
+    if notice is not None:
+        monkeypatch.setattr(live, "PRUNE_NOTICE", notice)
+    else:
+        assert live.PRUNE_NOTICE > 150.0  # the windows span less than the notice
     config = make_config(bundle_dir, tmp_path / "data", retention=200.0)
     store = WindowStore(config.data_dir)
     for i in range(76):  # 150 s of windows, the newest 850 s before the start

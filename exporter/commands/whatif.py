@@ -332,7 +332,10 @@ def less_under_more_note(
     def calls(windows: Sequence[Window]) -> float:
         return float(np.mean([sum(api_counts(w.calls).values()) for w in windows]))
 
-    if not base or not hypothetical or calls(hypothetical) < MORE_TRAFFIC * calls(base):
+    if not base or not hypothetical:
+        return ""
+    asked, today = calls(hypothetical), calls(base)  # mean calls per window, each once
+    if asked < MORE_TRAFFIC * today:
         return ""
     less = []
     for row in rows:
@@ -344,7 +347,7 @@ def less_under_more_note(
     named = [text for _, text in sorted(less)]  # the furthest first
     return (
         f"memory lower than at the base for {count_of(len(less), 'component')} ({first_few(named)}) "
-        f"though the what-if traffic is {calls(hypothetical) / calls(base):.2f}x the base's: the "
+        f"though the what-if traffic is {asked / today:.2f}x the base's: the "
         "model reads part of that memory as time (a heap that crept up while the day went on), "
         "not traffic; more traffic seldom needs less, so read the base's as the answer there"
     )
