@@ -238,8 +238,9 @@ def _errors(
         for key, js in groups.items()
     }
     # per group, the weights of the moments of z: w, w * own and w * y side by side
+    weighted_own, weighted_y = weights * own, weights * Y
     stacked = {
-        key: np.concatenate([weights[:, js], (weights * own)[:, js], (weights * Y)[:, js]], axis=1)
+        key: np.concatenate([weights[:, js], weighted_own[:, js], weighted_y[:, js]], axis=1)
         for key, js in groups.items()
     }
     d, cap, source = table.decay, table.cap, table.source
