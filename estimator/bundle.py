@@ -31,6 +31,8 @@ LAYOUT = "layout.sha256"
 parameters would change or relabel the estimates. Bundles saved before it held every field hold
 the bare digest of the series, vocabulary and window length, still checked."""
 WHOLE = "manifest:"
+MIN_WINDOW_SECONDS = 0.001
+"""The shortest window length a manifest may give: rates per window divide by it."""
 
 UNREADABLE = (
     LookupError, ValueError, OSError, RuntimeError, MemoryError, ArithmeticError, AttributeError,
@@ -256,8 +258,14 @@ def load_bundle(directory: str | Path) -> Bundle:
         window_seconds = float(manifest["window_seconds"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{path}: manifest lacks or mangles a field ({exc!r})") from exc
-    if not (math.isfinite(window_seconds) and window_seconds > 0):
-        raise BundleError(f"{path}: window_seconds {window_seconds} is not a positive number")
+    if not (math.isfinite(window_seconds) and window_seconds >= MIN_WINDOW_SECONDS):
+        raise BundleError(
+            f"{path}: window_seconds {window_seconds} is not a window length (at least "
+            f"{MIN_WINDOW_SECONDS:g} s)"
+        )
+    if len(set(series)) != len(series):
+        twice = next(s for s in series if series.count(s) > 1)
+        raise BundleError(f"{path}: series {twice[0]}/{twice[1]} is listed twice")
     root = directory.resolve()
     model_files = (directory / MODEL_DIR).rglob("*") if (directory / MODEL_DIR).is_dir() else ()
     # every entry but folders: a named pipe the model would open must not block a load

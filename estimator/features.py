@@ -281,11 +281,19 @@ class Vocabulary:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"vocabulary in manifest is malformed: {exc!r}") from exc
-        if not all(math.isfinite(h) for h in vocabulary.halflives):
+        if not all(0 < h < math.inf for h in vocabulary.halflives):
             raise BundleError(
                 f"vocabulary in manifest is malformed: halflives {list(vocabulary.halflives)} "
-                "are not all finite numbers"
+                "are not all positive finite numbers"
             )
+        for name, items in (
+            ("paths", vocabulary.paths),
+            ("apis", vocabulary.apis),
+            ("components", vocabulary.components),
+            ("operations", vocabulary.operations),
+        ):
+            if len(set(items)) != len(items):
+                raise BundleError(f"vocabulary in manifest is malformed: {name} are repeated")
         return vocabulary
 
 

@@ -131,6 +131,37 @@ def _usage_peaks_as_text(b: Path, m: dict[str, Any]) -> None:
     _rewrite(b, m)
 
 
+def _weights_complex(b: Path, m: dict[str, Any]) -> None:
+    path = b / "model" / "weights.npy"
+    np.save(path, np.load(path) + 1j, allow_pickle=False)  # the imaginary part was dropped
+    _rewrite(b, m)
+
+
+def _margin_of_one_value(b: Path, m: dict[str, Any]) -> None:
+    m["model"]["meta"]["margin"] = m["model"]["meta"]["margin"][:1]  # it broadcast
+    _rewrite(b, m)
+
+
+def _history_column_out_of_range(b: Path, m: dict[str, Any]) -> None:
+    m["model"]["meta"]["history_columns"] = [10**6]
+    _rewrite(b, m)
+
+
+def _series_twice(b: Path, m: dict[str, Any]) -> None:
+    m["series"][1] = m["series"][0]
+    _rewrite(b, m)
+
+
+def _halflife_negative(b: Path, m: dict[str, Any]) -> None:
+    m["vocabulary"]["halflives"][0] = -5.0  # the traffic averages grew without bound
+    _rewrite(b, m)
+
+
+def _window_of_no_length(b: Path, m: dict[str, Any]) -> None:
+    m["window_seconds"] = 1e-300
+    _rewrite(b, m)
+
+
 def _safetensors_offsets_lie(b: Path, m: dict[str, Any]) -> None:
     path = b / "model" / "qrnn.safetensors"
     data = path.read_bytes()
@@ -158,6 +189,12 @@ DAMAGES: dict[str, tuple[str, Callable[[Path, dict[str, Any]], None]]] = {
     "halflife infinite": ("xgboost", _halflife_infinite),
     "usage peaks as text": ("xgboost", _usage_peaks_as_text),
     "safetensors offsets lie": ("qrnn", _safetensors_offsets_lie),
+    "weights complex": ("xgboost", _weights_complex),
+    "margin of one value": ("xgboost", _margin_of_one_value),
+    "history column out of range": ("xgboost", _history_column_out_of_range),
+    "a series listed twice": ("xgboost", _series_twice),
+    "halflife negative": ("xgboost", _halflife_negative),
+    "window of 1e-300 s": ("xgboost", _window_of_no_length),
 }
 
 

@@ -129,3 +129,31 @@ def clearly_lower(errors: np.ndarray, reference: np.ndarray, z: float) -> np.nda
 def observed(Y: np.ndarray, j: int) -> np.ndarray:
     """Row mask of the known values of series j."""
     return ~np.isnan(Y[:, j])
+
+
+def check_saved_arrays(
+    n_features: int,
+    n_series: int,
+    *,
+    weights: np.ndarray | None = None,
+    per_series: dict[str, np.ndarray] | None = None,
+    columns: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Parameters read back from a bundle fit the model's sizes: a real float weight matrix of
+    [features, series], one value per series, feature columns within range. A consistent but
+    edited bundle would otherwise broadcast or index its way to wrong numbers."""
+    if weights is not None:
+        if not np.issubdtype(weights.dtype, np.floating):
+            raise ModelError(f"weights are of type {weights.dtype}, not real numbers")
+        if weights.shape != (n_features, n_series):
+            raise ModelError(
+                f"weights have shape {weights.shape}, not [{n_features} features, "
+                f"{n_series} series]"
+            )
+    for name, values in (per_series or {}).items():
+        if np.shape(values) != (n_series,):
+            raise ModelError(f"{name} has shape {np.shape(values)}, not one value per series")
+    for name, values in (columns or {}).items():
+        values = np.asarray(values)
+        if values.ndim != 1 or ((values < 0) | (values >= n_features)).any():
+            raise ModelError(f"{name} reads feature columns outside 0..{n_features - 1}")

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from estimator.errors import ModelError
 from estimator.features import Layout
+from estimator.models.base import check_saved_arrays
 from estimator.models.reservoir import CONTEXT, load_reservoirs, search, states
 
 FLOOR = 0.1
@@ -466,11 +467,20 @@ class CostBase:
         if base.weights_.ndim != 2:
             raise ModelError(f"{directory}: base_weights.npy is not a [features, series] array")
         n_features, n_series = base.weights_.shape
-        sizes = {len(base.intercept_), len(base.state_weight_), len(base.floor_)}
-        if sizes != {n_series}:
-            raise ModelError(f"{directory}: cost base arrays disagree in their number of series")
         base.reservoirs_ = load_reservoirs(meta["reservoirs"], n_features, n_series)
         base.shrink_ = np.asarray(meta.get("shrink", np.zeros(n_series)), dtype=float)
+        try:
+            check_saved_arrays(
+                n_features,
+                n_series,
+                weights=base.weights_,
+                per_series={
+                    name: getattr(base, f"{name}_")
+                    for name in ("intercept", "state_weight", "floor", "shrink")
+                },
+            )
+        except ModelError as exc:
+            raise ModelError(f"{directory}: cost base: {exc}") from exc
         return base
 
 

@@ -39,6 +39,7 @@ from estimator.features import FEATURE_GROUPS, Layout
 from estimator.models.base import (
     QUANTILES,
     QuantileModel,
+    check_saved_arrays,
     clearly_lower,
     conformal_margin,
     finalize,
@@ -681,8 +682,23 @@ class XGBoostQuantile(QuantileModel):
         model.boosters_ = boosters
         model.forest_ = model._forest()
         model.n_features_, model.n_series_ = int(meta["n_features"]), int(meta["n_series"])
-        if model.weights_.shape != (model.n_features_, model.n_series_):
-            raise ModelError(f"{directory}: weights.npy has shape {model.weights_.shape}")
+        try:
+            check_saved_arrays(
+                model.n_features_,
+                model.n_series_,
+                weights=model.weights_,
+                per_series={
+                    name: getattr(model, f"{name}_")
+                    for name in ("intercept", "floor", "margin", "form", "state_weight", "shrink")
+                }
+                | {"boosters": np.asarray(meta["boosters"], dtype=object)},
+                columns={
+                    name: getattr(model, f"{name}_columns_")
+                    for name in ("load", "tree", "level", "history")
+                },
+            )
+        except ModelError as exc:
+            raise ModelError(f"{directory}: {exc}") from exc
         return model
 
 
