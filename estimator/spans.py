@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 
 from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.windows import (
+    MAX_NAME,
     ORPHAN_ROOT,
     CallPath,
     Latency,
@@ -60,10 +61,6 @@ from estimator.windows import (
 
 NS_PER_S = 1_000_000_000
 MAX_PATH_DEPTH = 64
-MAX_NAME = 256
-"""Characters kept of a component's or an operation's name. A longer one (a SQL statement or a
-URL with its query as a span name, or a hostile client) is cut there, ending in "…": names are
-features, stored in every window and exported as label values, so their length is bounded."""
 """Longest call path kept: the spans below it are left out (and counted). Every span holds its
 whole path, so a chain of n spans would otherwise hold n^2/2 steps: one small request could
 fill the memory."""

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from estimator.errors import InputError
+from estimator.errors import InputError, data_warning
 
 Pair = tuple[str, str]
 """A (component, operation) step of a call path."""
@@ -140,6 +140,11 @@ def _fail(message: str, source: str, line: int | None, fld: str | None = None) -
 MAX_UNIX_S = (2**63 - 1) / 1e9
 """The latest start or end a window may have: Unix nanoseconds in 64 bits (2262-04-11); a later
 one is milliseconds (or finer) read as seconds."""
+MAX_NAME = 256
+"""Characters of a component's or an operation's name. The importers and the exporter's receiver
+cut a longer one (a SQL statement or a URL with its query as a span name, or a hostile client)
+there, ending in "…": names are features, stored in every window and exported as label values,
+so their length is bounded. A window dataset's reader cuts them too."""
 MAX_CALL_RATE = 1e9
 """Calls per second of one path in a window past which a count is a typo or a corrupted value
 (it would overflow the models' float32 features), as a what-if's rate is."""
@@ -163,6 +168,18 @@ def _number(value: Any, source: str, line: int, fld: str, allow_negative: bool =
     return out
 
 
+def _name(name: str) -> str:
+    """A name cut to MAX_NAME characters (the last one "…"), with a warning, as the importers
+    and the receiver cut it; or itself."""
+    if len(name) <= MAX_NAME:
+        return name
+    data_warning(
+        f"component or operation names longer than {MAX_NAME} characters are cut to that "
+        "length, ending in '…'"
+    )
+    return name[: MAX_NAME - 1] + "…"
+
+
 def _path(value: Any, source: str, line: int, fld: str) -> CallPath:
     if not isinstance(value, list) or not value:
         raise _fail("expected a non-empty list of [component, operation] pairs", source, line, fld)
@@ -179,7 +196,7 @@ def _path(value: Any, source: str, line: int, fld: str) -> CallPath:
                 line,
                 fld,
             )
-        steps.append((step[0], step[1]))
+        steps.append((_name(step[0]), _name(step[1])))
     return tuple(steps)
 
 
@@ -242,7 +259,8 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         raise _fail("expected a list", source, line, "traces")
     for i, tree in enumerate(traces):
         _check_tree(tree, source, line, f"traces[{i}]")
-        window.add_tree(tree)
+        for path in tree_paths(tree):
+            window.add_path(tuple((_name(c), _name(o)) for c, o in path))
     metrics = _objects(
         obj.get("metrics", []), source, line, "metrics", "component, resource, value"
     )
@@ -251,7 +269,7 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         for name in ("component", "resource"):
             if not isinstance(entry.get(name), str) or not entry[name]:
                 raise _fail("missing or empty", source, line, f"{where}.{name}")
-        key = (entry["component"], entry["resource"])
+        key = (_name(entry["component"]), _name(entry["resource"]))
         if key in seen:
             raise _fail(f"{key[0]}/{key[1]} is given twice in one window", source, line, where)
         seen.add(key)

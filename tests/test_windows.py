@@ -194,3 +194,18 @@ def test_counts_are_said_with_their_plural() -> None:
     assert (count_of(1, "window"), count_of(3, "window")) == ("1 window", "3 windows")
     assert (count_of(1, "series"), count_of(2, "series")) == ("1 series", "2 series")
     assert first_few(["a", "b", "c"], 2) == "a, b ..."
+
+
+def test_names_over_the_bound_are_cut_as_the_importers_cut_them(tmp_path: Path) -> None:
+    """A dataset written by hand with a SQL statement as an operation: cut, with a warning,
+    in calls, traces and metrics alike, so that paths and series still meet."""
+    from estimator.errors import DataWarning
+    from estimator.windows import MAX_NAME
+
+    sql, service = "SELECT " + "x" * 400, "s" * 300
+    line = json.loads(json.dumps(GOOD).replace("compose-post", service).replace("compose", sql))
+    with pytest.warns(DataWarning, match=f"longer than {MAX_NAME} characters are cut"):
+        [window] = load_windows(write_lines(tmp_path / "d.jsonl", [line]))
+    cut = (service[: MAX_NAME - 1] + "…", sql[: MAX_NAME - 1] + "…")
+    assert window.calls[(("nginx", "/" + sql[: MAX_NAME - 2] + "…"), cut)] == 6
+    assert window.metrics == {(cut[0], "cpu"): 0.5}
