@@ -216,7 +216,7 @@ def test_edited_bundle_file_lists_are_refused(tmp_path: Path) -> None:
     for edit, message in (
         (lambda m: m["files"].pop(sorted(m["files"])[0]), "is not listed in the manifest"),
         (lambda m: m["files"].__setitem__("../../outside", "0" * 64), "lies outside the bundle"),
-        (lambda m: m.__setitem__("window_seconds", float("nan")), "is not a positive number"),
+        (lambda m: m.__setitem__("window_seconds", float("nan")), "is not a window length"),
         (lambda m: m["series"].reverse(), "an edited manifest would change or relabel the"),
         (lambda m: m.__setitem__("window_seconds", 30.0), "differs from the manifest the model"),
         # the model's own parameters: each series' trees, its cost base, the training range
