@@ -198,6 +198,8 @@ def _read_table(
             served = max(0.0, served - number(row[failures], source, line, failures))
         group = "/".join(row[str(name)] for name in groups)
         name = row[api] if api else "all"
+        if not name.strip():
+            raise InputError("no API name", source=source, line=line, field=api)
         if kind and row[kind].strip():  # Locust: GET and POST of one name are two APIs
             name = f"{row[kind].strip()} {name}"
         key = (group, name)

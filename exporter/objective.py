@@ -48,6 +48,10 @@ def parse_objective(text: str) -> Objective:
     if not seconds > 0:
         raise InputError(f"bad objective {text!r}: the latency must be positive", field="slo")
     statistic = match.group(1)
+    if statistic != "mean" and not float(statistic[1:]) > 0:
+        raise InputError(
+            f"bad objective {text!r}: the percentile must be above 0 (p50, p99)", field="slo"
+        )
     if re.fullmatch(r"p99\d+", statistic):  # p999 is p99.9, as wrk2 summaries name columns
         statistic = f"p99.{statistic[3:]}"
     return Objective(statistic, seconds)

@@ -413,6 +413,8 @@ def test_locust_failures_are_not_served(tmp_path: Path, capsys: pytest.CaptureFi
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--slo", "p99=-5ms"], "be positive"),
         (["api", "rps", "latency_p99_ms"], ["x", "10", "5"], ["--group-by", "zone"], "'zone'"),
         (["api", "rps", "latency_p99_ms"], ["x", "10"], [], "line 2: expected 3 columns"),
+        (["api", "rps", "latency_p99_ms"], [" ", "10", "5"], [], "line 2, field 'api': no API"),
+        (["api", "rps", "latency_p0_ms"], ["x", "10", "5"], ["--slo", "p0=1s"], "bad objective"),
     ],
 )
 def test_cli_bad_input_exits_2_naming_the_place(
