@@ -36,6 +36,10 @@ SATURATED_RATIO = 0.97
 NOISE_FLOOR = 0.1
 """Least log-latency noise assumed for one step (single runs vary by about 10% or more)."""
 
+CURVE_PARAMETERS = 3
+"""Parameters a queueing curve fits to the steps (base, scale, capacity): with no more steps
+than these, the fit's error says nothing of their noise, and NOISE_FLOOR stands for it."""
+
 CHI2_90 = 2.706
 """90% quantile of chi-square with one degree of freedom: the profile-likelihood cut."""
 
@@ -240,7 +244,7 @@ def fit_curve(steps: Sequence[Step], steepest: bool = True) -> CurveFit:
     if not ruled_out.all():
         errors[ruled_out] = np.inf
     best = int(np.argmin(errors))
-    dof = len(calm) - 3
+    dof = len(calm) - CURVE_PARAMETERS
     variance = max(errors[best] / dof if dof > 0 else 0.0, NOISE_FLOOR**2)
     keep = errors <= errors[best] + CHI2_90 * variance
     if not full and errors[-1] - errors[best] <= PARSIMONY * variance:

@@ -25,7 +25,7 @@ from exporter.locust_history import is_history, read_history
 from exporter.objective import Objective, number, parse_objective
 from exporter.summaries import read_summary
 
-__all__ = ["Objective", "parse_objective", "read_steps", "run_files"]
+__all__ = ["Labels", "Objective", "parse_objective", "read_steps", "run_files"]
 
 API_COLUMNS = ("api", "Name", "endpoint", "Label", "url", "transaction", "request", "route")
 """Spellings of the column naming a row's API (Locust's Name, JMeter's Label, ...)."""
@@ -90,12 +90,21 @@ def run_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+Labels = dict[tuple[str, str], list[dict[str, str]]]
+"""Per (group, API), each step's columns that a table holds beside those read (`read_steps`)."""
+
+
 def read_steps(
-    paths: Sequence[Path], objective: Objective, group_by: Sequence[str]
+    paths: Sequence[Path],
+    objective: Objective,
+    group_by: Sequence[str],
+    labels: Labels | None = None,
 ) -> dict[tuple[str, str], list[Step]]:
     """Steps per (group, API) from every file (a folder: its files), validated; the latency in
-    seconds."""
+    seconds. Given `labels`, a table's other columns are kept there, step by step (to tell what
+    sets apart steps that `group_by` pools)."""
     steps: dict[tuple[str, str], list[Step]] = {}
+    labels = {} if labels is None else labels
     for path in run_files(paths):
         source = str(path)
         try:
@@ -103,7 +112,7 @@ def read_steps(
         except OSError as exc:
             raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
         try:
-            _read_file(raw, source, objective, group_by, steps)
+            _read_file(raw, source, objective, group_by, steps, labels)
         except UnicodeDecodeError as exc:
             raise InputError(not_utf8(exc), source=source) from None
         except (OSError, EOFError) as exc:  # a damaged gzip stream
@@ -119,6 +128,7 @@ def _read_file(
     objective: Objective,
     group_by: Sequence[str],
     steps: dict[tuple[str, str], list[Step]],
+    labels: Labels,
 ) -> None:
     """Add the steps of one open file to `steps`: a JSON summary, a Locust stats_history file
     or a table of steps."""
@@ -133,7 +143,7 @@ def _read_file(
         if is_history(header):
             read_history(reader, source, objective, group_by, steps)
         else:
-            _read_table(reader, source, objective, group_by, steps)
+            _read_table(reader, source, objective, group_by, steps, labels)
 
 
 def _read_table(
@@ -142,8 +152,10 @@ def _read_table(
     objective: Objective,
     group_by: Sequence[str],
     steps: dict[tuple[str, str], list[Step]],
+    labels: Labels,
 ) -> None:
-    """Add the steps of a table, one row per step and API, to `steps`."""
+    """Add the steps of a table, one row per step and API, to `steps`, and their other columns
+    to `labels`."""
     header = reader.fieldnames or []
     achieved = find_column(header, ACHIEVED_COLUMNS)
     offered = find_column(header, OFFERED_COLUMNS)
@@ -183,6 +195,8 @@ def _read_table(
     api = find_column(header, API_COLUMNS)
     kind = find_column(header, ["Type"]) if api == find_column(header, ["Name"]) else None
     count = find_column(header, COUNT_COLUMNS)
+    read = {achieved, offered, failures, latency[0], api, kind, count, *groups}
+    others = [c for c in header if c not in read]
     first_over: tuple[int, float, float] | None = None  # a step serving more than asked
     for row in reader:
         line = reader.line_num  # blank lines skipped by the reader still count
@@ -204,6 +218,7 @@ def _read_table(
             name = f"{row[kind].strip()} {name}"
         key = (group, name)
         steps.setdefault(key, []).append(Step(asked, served, seconds))
+        labels.setdefault(key, []).append({c: row[c] for c in others})
         if served > OVER_OFFERED * asked and first_over is None:  # NaN asked: never
             first_over = (line, served, asked)
     if first_over is not None:

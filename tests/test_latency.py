@@ -1004,3 +1004,38 @@ def test_a_folder_of_locust_files_passes_over_failures_and_an_empty_one_is_refus
     (runs / "run_exceptions.csv").write_text("Count,Message,Traceback,Nodes\n")
     assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
     assert "GET /fast: " in capsys.readouterr().out
+
+
+def test_pooled_deployments_are_named_by_the_columns_that_tell_them_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two deployments' runs in one file: the warning names the columns to group by, not a
+    column of one value per run (its file) nor one that says what another does."""
+    header = ["api", "experiment", "commit", "runtime", "source", "offered_rps", "achieved_rps"]
+    rows = [
+        ["x", exp, f"c{exp}", runtime, f"{exp}/{runtime}/{r}.txt", r, r, 5 + r / scale]
+        for exp, runtime, scale in (("e1", "vm", 100), ("e2", "vm", 50), ("e2", "docker", 80))
+        for r in (100, 200, 400, 800)
+    ]
+    runs = write_csv(tmp_path / "runs.csv", [*header, "p99_ms"], rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    said = capsys.readouterr().err
+    assert "(their rows differ in experiment, runtime: --group-by experiment,runtime?)" in said
+    args = ["capacity", "--runs", str(runs), "--group-by", "experiment,runtime"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    assert "several steps at one rate" not in capsys.readouterr().err
+
+
+def test_a_curve_of_as_many_steps_as_parameters_says_its_range_is_assumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = ["api", "offered_rps", "achieved_rps", "p99_ms"]
+    rows = [["x", r, r, 10 / (1 - r / 2500)] for r in (1000, 1500, 2000)]
+    runs = write_csv(tmp_path / "runs.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    assert "assumes a step's noise of 10% rather than measuring it" in capsys.readouterr().out
+    rows.append(["x", 500, 500, 10 / (1 - 500 / 2500)])
+    write_csv(tmp_path / "runs.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "extrapolates to" in printed and "rather than measuring it" not in printed

@@ -24,6 +24,8 @@ import numpy as np
 
 from estimator.errors import InputError, count_of
 from estimator.latency import (
+    CURVE_PARAMETERS,
+    NOISE_FLOOR,
     TREND_P,
     CurveFit,
     Step,
@@ -46,7 +48,7 @@ from exporter.commands.ranges import (
     parse_time,
     select,
 )
-from exporter.loadtests import Objective, parse_objective, read_steps
+from exporter.loadtests import Labels, Objective, parse_objective, read_steps
 from exporter.progress import Phases
 from exporter.report import format_table, latency_ms, plain, pyplot
 
@@ -236,6 +238,12 @@ class Answer:
         else:
             upto = f"-{_rate(high)}" if math.isfinite(high) else " or more"
             curve = f"the latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}{upto}"
+            if self.fit.steps_used <= CURVE_PARAMETERS:
+                curve += (
+                    f" (its {self.fit.steps_used} steps fit the curve's {CURVE_PARAMETERS} "
+                    f"parameters exactly, so the range assumes a step's noise of "
+                    f"{NOISE_FLOOR:.0%} rather than measuring it: test more steps)"
+                )
         return (
             f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
             f"{self._noise(objective)}{self._flat()}"
@@ -402,23 +410,69 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
     plt.close(fig)
 
 
-def repeated_rates_note(steps: dict[tuple[str, str], list[Step]]) -> None:
+def repeated_rates_note(
+    steps: dict[tuple[str, str], list[Step]], labels: Labels | None = None
+) -> None:
     """Warn where a group's API has several steps at one rate: runs of two deployments pooled
-    (a --group-by column missing) or a file given twice; the curve then fits both as one."""
-    pooled = []
+    (a --group-by column missing) or a file given twice; the curve then fits both as one. Where
+    the table's other columns tell such steps apart, it names them."""
+    pooled, telling = [], set()
     for (group, api), found in sorted(steps.items()):
         rates = [round(s.rate, 6) for s in found]
-        if len(set(rates)) < len(rates):
-            pooled.append(f"{group} {api}".strip())
-    if pooled:
-        shown = ", ".join(pooled[:3]) + (", ..." if len(pooled) > 3 else "")
-        print(
-            f"deeprest capacity: warning: {count_of(len(pooled), 'group and API pair')} "
-            f"({shown}) {'has' if len(pooled) == 1 else 'have'} several steps at one rate: runs "
-            "of different deployments pooled (add the column that tells them apart to "
-            "--group-by) or a file given twice",
-            file=sys.stderr,
-        )
+        if len(set(rates)) == len(rates):
+            continue
+        pooled.append(f"{group} {api}".strip())
+        rows = (labels or {}).get((group, api), [])
+        if len(rows) == len(found):
+            telling |= set(_telling_columns(rates, rows))
+    if not pooled:
+        return
+    shown = ", ".join(pooled[:3]) + (", ..." if len(pooled) > 3 else "")
+    if telling:
+        names = sorted(telling)
+        hint = f"their rows differ in {', '.join(names)}: --group-by {','.join(names)}?"
+    else:
+        hint = "add the column that tells them apart to --group-by"
+    print(
+        f"deeprest capacity: warning: {count_of(len(pooled), 'group and API pair')} "
+        f"({shown}) {'has' if len(pooled) == 1 else 'have'} several steps at one rate: runs "
+        f"of different deployments pooled ({hint}) or a file given twice",
+        file=sys.stderr,
+    )
+
+
+def _telling_columns(rates: Sequence[float], rows: Sequence[dict[str, str]]) -> list[str]:
+    """Text columns that differ between steps of one rate and repeat across the steps: labels
+    of a deployment (an experiment, a runtime), not of a run (its file name) or a measurement."""
+    out = []
+    for column in rows[0]:
+        values = [row[column].strip() for row in rows]
+        if not all(values) or any(_is_number(v) for v in values):
+            continue
+        if len(set(values)) == len(values):  # one per run: names a run, not a deployment
+            continue
+        by_rate: dict[float, set[str]] = {}
+        for rate, value in zip(rates, values, strict=True):
+            by_rate.setdefault(rate, set()).add(value)
+        if any(len(seen) > 1 for seen in by_rate.values()):
+            out.append(column)
+
+    def parts(columns: list[str]) -> int:
+        return len({tuple(row[c].strip() for c in columns) for row in rows})
+
+    for column in reversed(list(out)):  # one of two that say the same (an experiment, its commit)
+        fewer = [c for c in out if c != column]
+        if fewer and parts(fewer) == parts(out):
+            out = fewer
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -446,8 +500,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.start is not None or args.end is not None:
             raise InputError("--from and --to apply to --data and --config", field="from")
-        steps, unit = read_steps(args.runs, args.slo, group_by), "requests/s"
-        repeated_rates_note(steps)
+        labels: Labels = {}
+        steps, unit = read_steps(args.runs, args.slo, group_by, labels), "requests/s"
+        repeated_rates_note(steps, labels)
     say(f"fitting latency curves for {len(steps)} group and API pairs")
     # recorded traffic: one load axis for every API, so --scale multiplies the busiest window's
     peak = max(window_load(w) for w in windows) if windows else None
