@@ -1039,3 +1039,18 @@ def test_a_curve_of_as_many_steps_as_parameters_says_its_range_is_assumed(
     assert main(["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     assert "extrapolates to" in printed and "rather than measuring it" not in printed
+
+
+def test_capacity_csv_gives_the_answers_as_numbers_beside_the_printed_cells(tmp_path: Path) -> None:
+    header = ["api", "offered_rps", "achieved_rps", "p99_ms"]
+    rows = [["x", r, r, 10 / (1 - r / 2500)] for r in (500, 1000, 1500, 2000, 2400)]
+    rows += [["y", r, r, 5] for r in (100, 200, 400)]
+    runs = write_csv(tmp_path / "runs.csv", header, rows)
+    assert main(["capacity", "--runs", str(runs), "--slo", "p99=50ms", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "capacity.csv", newline="") as handle:
+        x, y = csv.DictReader(handle)
+    assert (x["objective"], x["unit"]) == ("p99 <= 50 ms", "requests/s")
+    assert float(x["measured_low"]) == float(x["measured_high"]) == pytest.approx(2000, rel=0.01)
+    assert float(x["model_low"]) <= float(x["model_rate"]) <= float(x["model_high"])
+    assert (float(y["measured_low"]), y["measured_high"]) == (400, "inf")
+    assert y["measured"] == ">=400"

@@ -191,6 +191,32 @@ class Answer:
             row[column] = f"{likeliest} ({fastest}-{slowest})"
         return row
 
+    def numbers(self, objective: Objective) -> dict[str, object]:
+        """The row's answers as plain numbers for `capacity.csv` (the table's cells are text):
+        the objective and unit, the measured rate's bounds (equal where the steps bracket the
+        crossing; up to `inf` past the highest step; from 0 below the lowest) and the curve's
+        rate and range (empty where the row gives none)."""
+        rate, lo, hi = self.measured
+        if rate == 0:
+            low, high = 0.0, hi
+        else:
+            low, high = (rate, rate) if math.isfinite(hi) else (lo, math.inf)
+        out: dict[str, object] = {
+            "objective": str(objective),
+            "unit": self.unit,
+            "measured_low": round(low, 3),
+            "measured_high": round(high, 3),
+            "model_rate": "",
+            "model_low": "",
+            "model_high": "",
+        }
+        fit = None if self._flat() else self.fit
+        if fit is not None and not (self.trend is not None and rate == 0):
+            m_low, best, m_high = self._modelled(fit, objective)
+            out.update(model_rate=round(best, 3), model_low=round(m_low, 3))
+            out.update(model_high=round(m_high, 3))
+        return out
+
     def sentence(self, objective: Objective) -> str:
         """The answer in words: the measurement where the steps bracket it, else the model's."""
         rate, lo, hi = self.measured
@@ -518,10 +544,11 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         print(result.sentence(args.slo))
     args.out.mkdir(parents=True, exist_ok=True)
+    table = [row | result.numbers(args.slo) for row, result in zip(rows, results, strict=True)]
     with open(args.out / "capacity.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(table)
     for i, result in enumerate(results):
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{result.group}_{result.api}").strip("_")
         plot(result, args.slo, args.out / f"{i:02d}_{name or 'all'}.png")
