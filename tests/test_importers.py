@@ -668,6 +668,28 @@ def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Pa
     )
 
 
+def test_cadvisor_usage_columns_are_read_or_named_never_dropped_silently(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        "TimeStamp,cpu_usage_seconds_total,memory_working_set_bytes\n112,0.25,1000\n"
+    )
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
+        "TimeStamp,container_cpu_usage_seconds_total,container_memory_working_set_bytes\n"
+        "112,0.25,2000\n"
+    )
+    with pytest.warns(DataWarning) as caught:
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    said = " ".join(str(w.message) for w in caught)
+    assert "'cpu_usage_seconds_total' is not read: no cpu usage name" in said
+    assert "'container_cpu_usage_seconds_total' is not read" in said
+    assert windows[0].metrics == pytest.approx(
+        {("svc-a", "memory"): 1000, ("svc-b", "memory"): 2000}
+    )
+
+
 def test_a_metric_file_without_usage_fails_before_the_spans_are_read(
     tmp_path: Path, span_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

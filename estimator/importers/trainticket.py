@@ -80,7 +80,9 @@ def usage_column(column: str) -> tuple[str, float] | None:
     (`RESOURCES`), or a usage name of `USAGE_NAMES` followed by a unit in parentheses or after an
     underscore (`MemoryUsage(B)`, `cpu_usage_cores`, `memory_usage_bytes`). None for any other
     column, a rate in % among them, and (with a DataWarning) a usage name with a unit it does not
-    know (`cpu_limit`, `cpu_seconds`: a counter is no usage)."""
+    know (`cpu_limit`, `cpu_seconds`: a counter is no usage) or another cpu or memory column
+    (`cpu_usage_seconds_total`). A leading `container_` (cAdvisor's names) is no part of the
+    name."""
     if column in RESOURCES:
         return RESOURCES[column]
     match = _USAGE.match(column)
@@ -88,6 +90,7 @@ def usage_column(column: str) -> tuple[str, float] | None:
         return None
     unit = (match.group("paren") or match.group("unit") or "").strip()
     name = "".join(ch for ch in match.group("name").lower() if ch.isalnum())
+    name = name.removeprefix("container")  # cAdvisor's container_memory_working_set_bytes
     for resource, names in USAGE_NAMES.items():
         if name in names or name + unit.lower() in names:
             if name + unit.lower() in names:  # no unit: 'cpu_usage' split as ('cpu', 'usage')
@@ -104,6 +107,17 @@ def usage_column(column: str) -> tuple[str, float] | None:
                 )
                 return None
             return resource, factor
+    for resource, names in USAGE_NAMES.items():
+        if unit != "%" and name.startswith(names):
+            warnings.warn(
+                DataWarning(
+                    f"column {column!r} is not read: no {resource} usage name with a known unit, "
+                    "such as cpu_usage_cores or memory_usage_bytes (a counter of cpu seconds is "
+                    "no usage: give its rate as cpu_usage_cores)"
+                ),
+                stacklevel=3,
+            )
+            return None
     return None
 
 
