@@ -963,6 +963,19 @@ def test_span_csv_accepts_other_spellings_of_its_columns(tmp_path: Path) -> None
     }
 
 
+def test_a_time_unit_warning_names_the_column_as_the_file_spells_it(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text(  # microseconds
+        "trace_id,span_id,parent_span_id,service_name,span_name,start_time,end_time\n"
+        "t1,r,,front,/compose,1675080000000000,1675080001000000\n"
+    )
+    with pytest.warns(DataWarning) as caught:
+        import_span_csv(other)
+    said = " ".join(str(w.message) for w in caught)
+    assert "end_time (read as EndTimeUnixNano) holds microseconds, not nanoseconds" in said
+    assert "start_time (read as StartTimeUnixNano) holds microseconds" in said
+
+
 def test_json_errors_name_line_and_field(tmp_path: Path) -> None:
     good = json.dumps(otlp_request([os_("a", "", "x", 1)], "s"))
     bad_time = otlp_request([os_("a", "", "x", 1)], "s")

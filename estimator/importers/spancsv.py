@@ -146,9 +146,12 @@ def _refuse_rows(mask: pd.Series, message: Callable[[int], str], source: str, fi
         raise InputError(message(row), source=source, line=_first_bad(mask), field=field)
 
 
-def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[int]:
+def _times(
+    frame: pd.DataFrame, source: str, name: str = TIME_COLUMN, spelt: str | None = None
+) -> list[int]:
     """A time column as Unix nanoseconds (integers), or an InputError naming the first bad row.
-    Times in microseconds, milliseconds or seconds are told by their magnitude and converted."""
+    Times in microseconds, milliseconds or seconds are told by their magnitude and converted,
+    with a warning that names the column as the file spells it (`spelt`)."""
     column = frame[name]
     numbers = column if pd.api.types.is_integer_dtype(column.dtype) else None
     if numbers is None:
@@ -164,8 +167,9 @@ def _times(frame: pd.DataFrame, source: str, name: str = TIME_COLUMN) -> list[in
     typical = float(numbers.median())
     factor, unit_name = unix_unit(typical, 1)
     if factor != 1:
+        shown = name if spelt in (None, name) else f"{spelt} (read as {name})"
         warnings.warn(
-            DataWarning(f"{name} holds {unit_name}, not nanoseconds: read as {unit_name}"),
+            DataWarning(f"{shown} holds {unit_name}, not nanoseconds: read as {unit_name}"),
             stacklevel=2,
         )
         numbers = numbers.astype("float64") * factor
@@ -219,15 +223,21 @@ def _warn_rounded(ns: list[int], source: str, name: str) -> None:
     )
 
 
-def _columns(frame: pd.DataFrame, source: str) -> SpanColumns:
-    """The spans of one CSV file's rows as columns; InputError names the file, line and field."""
+def _columns(
+    frame: pd.DataFrame, source: str, columns: dict[str, str] | None = None
+) -> SpanColumns:
+    """The spans of one CSV file's rows as columns; InputError names the file, line and field.
+    `columns`: each column's name as the file spells it, for warnings."""
+    spelt = columns or {}
     for name in (*ID_COLUMNS, *NAME_COLUMNS):
         if name == "ParentID":
             continue
         _refuse_rows(frame[name].isna(), lambda _: "empty value", source, name)
-    ends = _times(frame, source)
+    ends = _times(frame, source, TIME_COLUMN, spelt.get(TIME_COLUMN))
     starts = (
-        _times(frame, source, START_COLUMN) if START_COLUMN in frame else [UNKNOWN_NS] * len(ends)
+        _times(frame, source, START_COLUMN, spelt.get(START_COLUMN))
+        if START_COLUMN in frame
+        else [UNKNOWN_NS] * len(ends)
     )
     if START_COLUMN in frame:
         _refuse_rows(
@@ -264,7 +274,7 @@ def _columns_of_file(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -
     """`_columns` of a file's frame; an error names the column as the file spells it, and the
     line a row starts on where quoted fields hold line breaks (pandas counts rows)."""
     try:
-        return _columns(frame, str(path))
+        return _columns(frame, str(path), columns)
     except InputError as exc:
         spelt = columns.get(exc.field or "", exc.field)
         shown = spelt if spelt == exc.field else f"{spelt} (read as {exc.field})"
