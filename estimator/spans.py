@@ -352,6 +352,8 @@ def _trace_trees(
             virtual.setdefault(str(parent_ids[i]), []).append(i)  # the gateway's root was lost
         else:
             roots.append(i)
+    if lost and tally is not None:
+        tally.lost_api += 1
     for root in roots:
         yield _walk(cols, root, children, fold, lost if root == roots[0] else ())
     for group in virtual.values():
@@ -522,6 +524,7 @@ class Tally:
     too_deep: int = 0  # spans left out below MAX_PATH_DEPTH
     trees: int = 0
     rooted: int = 0
+    lost_api: int = 0  # requests below a catch-all gateway whose API span was lost
 
     @property
     def left_out(self) -> int:
@@ -706,6 +709,7 @@ def windows_of_batches(
     _warn_too_deep(tally.too_deep)
     _warn_split(len(split), settle)
     _warn_conflicts(tally.conflicts)
+    _warn_lost_api(tally.lost_api)
     _warn_rootless(tally, marker)
     if anchors and agree >= NAMES_AGREE * len(anchors):  # names in another time zone: unused
         by_name = _name_covers(named, anchors)
@@ -777,6 +781,18 @@ def _warn_conflicts(spans: int) -> None:
                 f"{count_of(spans, 'span')} of a trace and span id seen before, but of another "
                 "operation or parent, left out (the first kept): ids that collide, as a "
                 "generator of too few bits makes them?"
+            ),
+            stacklevel=3,
+        )
+
+
+def _warn_lost_api(requests: int) -> None:
+    if requests:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(requests, 'request')} below a catch-all gateway lost the span of "
+                f"their API (sampled away, dropped): their other spans count below a "
+                f"[gateway, {LOST_API!r}] step, as no API call and without API latency"
             ),
             stacklevel=3,
         )

@@ -229,6 +229,19 @@ def test_spans_that_lost_their_api_span_or_gateway_root_count_no_new_api() -> No
     assert window.latency[("svc-a", "/api/a")].count == 2
 
 
+def test_requests_that_lost_their_api_span_are_counted_in_a_warning() -> None:
+    whole = _gateway_trace("t0", 10.0)
+    no_api = [s for s in _gateway_trace("t1", 11.0, "/api/x") if s.span_id != "a"]
+    no_proxy = [s for s in _gateway_trace("t2", 12.0) if s.span_id != "g"]
+    tally = Tally()
+    with pytest.warns(DataWarning, match="1 request below a catch-all gateway lost the span"):
+        windows_of_batches([columns_of(whole + no_api + no_proxy)], 60, True, tally=tally)
+    assert tally.lost_api == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        windows_of_batches([columns_of(whole + no_proxy)], 60, True)
+
+
 def test_files_assembled_as_read_count_as_one_batch_does() -> None:
     """Spans of random traces spread over consecutive files, read file by file: the windows are
     those of all the spans at once, while only a few files' spans are held at a time."""
