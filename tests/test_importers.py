@@ -506,6 +506,26 @@ def test_a_gzip_file_cut_short_is_read_up_to_the_cut(tmp_path: Path) -> None:
     assert max(w.end for w in windows) < t0 + 2000
 
 
+def test_a_gzip_file_of_json_lines_cut_short_is_read_up_to_the_cut(tmp_path: Path) -> None:
+    t0 = 1675080000
+    lines = []
+    for k in range(600):
+        request = otlp_request([os_("a", "", "/api", t0 + k)], "front")
+        request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = f"{k + 1:032x}"
+        lines.append(json.dumps(request))
+    whole = gzip.compress(("\n".join(lines) + "\n").encode())
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(whole[: int(len(whole) * 0.7)])
+    with pytest.warns(DataWarning, match=r"cut\.json\.gz: cut short .*read up to its last whole"):
+        windows = import_otlp_json(cut)
+    counted = sum(w.calls[(("front", "/api"),)] for w in windows)
+    assert 0 < counted < 600
+    one = tmp_path / "one.json.gz"  # one document over several lines: no whole line to read
+    one.write_bytes(gzip.compress(json.dumps({"data": []}, indent=2).encode())[:-12])
+    with pytest.raises(InputError, match="cannot read"):
+        import_jaeger(one)
+
+
 def test_times_rounded_to_a_few_values_are_said_to_be(tmp_path: Path) -> None:
     t0 = 1675080000
     rows = [row(f"t{k}", "a", "root", GW, "/*", t0 + k * 0.37) for k in range(200)]

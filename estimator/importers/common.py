@@ -307,9 +307,25 @@ def read_text(path: Path) -> str:
 
 def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
     """(line, object) of a file holding one JSON document, or one document per line. A document
-    written over several lines has no line of its own (None): its errors name the field path."""
+    written over several lines has no line of its own (None): its errors name the field path.
+    A gzip file of a document per line cut short is read up to its last whole line before the
+    cut, with a warning (a file of one document so cut is an error)."""
     source = str(path)
-    text = read_text(path)
+    try:
+        text = read_text(path)
+    except InputError as exc:
+        salvaged = _json_lines_to_the_cut(path) if isinstance(exc.__cause__, EOFError) else None
+        if salvaged is None:
+            raise
+        warnings.warn(
+            DataWarning(
+                f"{path}: cut short ({exc.__cause__}); read up to its last whole line before "
+                f"the cut ({count_of(len(salvaged), 'line')})"
+            ),
+            stacklevel=2,
+        )
+        yield from salvaged
+        return
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -329,6 +345,25 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
             raise InputError(
                 f"not valid JSON ({exc.msg}, column {exc.colno})", source=source, line=number
             ) from exc
+
+
+def _json_lines_to_the_cut(path: Path) -> list[tuple[int | None, Any]] | None:
+    """(line, object) of the whole lines of a gzip file cut short, a JSON document each; None
+    where none is whole or one does not read (a document over several lines, say)."""
+    try:  # a gzip stream (wbits 32 + 15: its header told apart) decompressed as far as it goes
+        data = zlib.decompressobj(wbits=47).decompress(path.read_bytes())
+        text = data[: data.rfind(b"\n") + 1].decode("utf-8")
+    except (OSError, zlib.error, UnicodeDecodeError):
+        return None
+    out: list[tuple[int | None, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((number, json.loads(line)))
+        except json.JSONDecodeError:
+            return None
+    return out or None
 
 
 class Where:
