@@ -1523,3 +1523,45 @@ def test_minute_names_of_another_clock_than_the_spans_are_not_read(tmp_path: Pat
     write_csv(folder / "14_02_trace.csv", [])
     windows = import_span_csv(folder)
     assert [w.start for w in windows] == [t0, t0 + 60, t0 + 180]
+
+
+def test_a_file_of_json_lines_is_read_in_batches_with_the_windows_of_one_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OpenTelemetry Collector's single file: assembled a batch of spans at a time, never
+    held whole, with the windows that reading it whole gives; a span of another time unit in
+    a later batch is still refused."""
+    import estimator.importers.common as common
+
+    t0, lines = 1675080000, []
+    for k in range(300):
+        trace = f"{k + 1:032x}"
+        root = otlp_request([os_(f"r{k}", "", "/api", t0 + k)], "front")
+        child = otlp_request([os_(f"c{k}", f"r{k}", "get", t0 + k)], "back")
+        for request in (root, child):
+            request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = trace
+        lines.append(json.dumps(child))  # children come first, as exporters send them
+        lines.insert(max(0, len(lines) - 3), json.dumps(root))  # roots a few lines away
+    path = tmp_path / "otelcol.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    whole = import_otlp_json(path)
+    monkeypatch.setattr(common, "BATCH_SPANS", 7)
+    batches = list(common.json_span_batches(path, (".jsonl",), common_parse(), None, None))
+    assert len(batches) == 600 // 7 + 1 and max(map(len, batches)) == 7
+    in_batches = import_otlp_json(path)
+    assert [w.calls for w in in_batches] == [w.calls for w in whole]
+    assert sum(w.calls[(("front", "/api"),)] for w in whole) > 280  # edge windows dropped
+    assert [w.latency for w in in_batches] == [w.latency for w in whole]
+    late = json.loads(lines[-1])
+    span = late["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["startTimeUnixNano"], span["endTimeUnixNano"] = str(t0 * 999), str(t0 * 1000)  # in ms
+    path.write_text("\n".join([*lines[:-1], json.dumps(late)]) + "\n")
+    monkeypatch.setattr(common, "BATCH_SPANS", 599)  # the last batch: that span alone
+    with pytest.raises(InputError, match="1970|far from"):
+        import_otlp_json(path)
+
+
+def common_parse() -> Any:
+    from estimator.importers.otlp import spans_from_otlp_json
+
+    return spans_from_otlp_json

@@ -175,15 +175,18 @@ def far_from(typical_s: float) -> str:
     )
 
 
-def check_times_agree(cols: SpanColumns, source: str) -> None:
+def check_times_agree(cols: SpanColumns, source: str, typical: float | None = None) -> float | None:
     """Refuse a batch of spans whose times are mostly of this century and some not: a time in
-    another unit (milliseconds among nanoseconds) would count its request decades away."""
+    another unit (milliseconds among nanoseconds) would count its request decades away. The
+    typical time (s) is the batch's median, or `typical` where given (that of a file's first
+    batch, for the batches after it); it is returned."""
     ends = cols.end_ns
     if not ends:
-        return
-    typical = statistics.median_low(ends) / 1e9
+        return typical
+    if typical is None:
+        typical = statistics.median_low(ends) / 1e9
     if not is_recent(typical):
-        return
+        return typical
     for i, end in enumerate(ends):
         start = cols.start_ns[i]
         for name, t in (("ends", end), ("starts", start)):
@@ -193,6 +196,7 @@ def check_times_agree(cols: SpanColumns, source: str) -> None:
                     f"{utc_time(t / 1e9)}, {far_from(typical)}",
                     source=source,
                 )
+    return typical
 
 
 def unix_unit(typical: float, default: int) -> tuple[int, str]:
@@ -308,8 +312,70 @@ def read_text(path: Path) -> str:
 def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
     """(line, object) of a file holding one JSON document, or one document per line. A document
     written over several lines has no line of its own (None): its errors name the field path.
-    A gzip file of a document per line cut short is read up to its last whole line before the
-    cut, with a warning (a file of one document so cut is an error)."""
+    A file whose first line is a whole document is read line by line as it is asked for (an
+    OpenTelemetry Collector's file of gigabytes is never held whole). A gzip file of a document
+    per line cut short is read up to its last whole line before the cut, with a warning (a file
+    of one document so cut is an error)."""
+    source = str(path)
+    done = 0  # the last line yielded while reading line by line
+    try:
+        with _open_text(path) as handle:
+            lines = enumerate(handle, start=1)
+            number, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
+            try:
+                doc = json.loads(first)
+            except json.JSONDecodeError:
+                doc = _NOT_ONE_LINE  # a document over several lines, or not JSON: read whole
+            if doc is not _NOT_ONE_LINE:
+                yield number, doc
+                done = number
+                for number, line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        doc = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(
+                            f"not valid JSON ({exc.msg}, column {exc.colno})",
+                            source=source,
+                            line=number,
+                        ) from exc
+                    yield number, doc
+                    done = number
+                return
+    except EOFError as exc:
+        if not done:
+            raise InputError(f"cannot read: {exc}", source=source) from exc
+        salvaged = _json_lines_to_the_cut(path) or []
+        warnings.warn(
+            DataWarning(
+                f"{path}: cut short ({exc}); read up to its last whole line before the cut "
+                f"({count_of(done + len([1 for n, _ in salvaged if (n or 0) > done]), 'line')})"
+            ),
+            stacklevel=2,
+        )
+        yield from ((n, doc) for n, doc in salvaged if (n or 0) > done)
+        return
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc}", source=source) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text: {exc.reason}", source=source) from exc
+    yield from _whole_documents(path)
+
+
+_NOT_ONE_LINE = object()
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """A text file opened for reading, gunzipped when its name ends in .gz (as `read_text`)."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
+    return open(path, encoding="utf-8")  # noqa: SIM115 - the caller closes it
+
+
+def _whole_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """`json_documents` of a file read whole: one document over several lines, or what does
+    not read as JSON (the error names where)."""
     source = str(path)
     try:
         text = read_text(path)
@@ -503,20 +569,31 @@ def json_span_batches(
     on_file: Callable[[Path], None] | None = None,
     time_key: re.Pattern[str] | None = None,
 ) -> Iterator[SpanColumns]:
-    """The spans of JSON trace files, a batch per file, read as they are asked for; with
-    `time_key` (a pattern whose group 1 is a span's time), in the time order of their first span."""
+    """The spans of JSON trace files, a batch per file (per BATCH_SPANS spans of a file of a
+    document per line, so that a file of gigabytes is never held whole), read as they are asked
+    for; with `time_key` (a pattern whose group 1 is a span's time), in the time order of their
+    first span."""
     paths = expand_inputs(spec, suffixes)
     if time_key is not None:
         paths = in_time_order(paths, lambda path: peek_time(path, time_key))
     for path in paths:
-        cols = SpanColumns.empty()
+        cols, typical = SpanColumns.empty(), None
         for line, doc in json_documents(path):
             for span in parse(doc, str(path), line):
                 cols.append(span)
-        check_times_agree(cols, str(path))
+            if len(cols) >= BATCH_SPANS:
+                typical = check_times_agree(cols, str(path), typical)
+                yield cols
+                cols = SpanColumns.empty()
+        check_times_agree(cols, str(path), typical)
         yield cols
         if on_file is not None:
             on_file(path)
+
+
+BATCH_SPANS = 20_000
+"""Spans of one file after which a batch is assembled (`windows_of_batches` holds a few batches'
+spans at a time); a file of fewer, as most are, is one batch."""
 
 
 def windows_of_files(
