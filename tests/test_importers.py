@@ -1078,6 +1078,10 @@ def test_otlp_json_ids_are_checked_as_the_receiver_checks_them(tmp_path: Path) -
 
 
 def test_jaeger_import_of_another_format_names_what_it_holds(tmp_path: Path) -> None:
+    failed = tmp_path / "failed.json"  # what the query API answers when its storage fails
+    failed.write_text(json.dumps({"data": None, "errors": [{"code": 500, "msg": "storage down"}]}))
+    with pytest.raises(InputError, match=r"query that wrote this file failed \(storage down\)"):
+        import_jaeger(failed)
     path = tmp_path / "otlp.json"
     path.write_text(json.dumps({"resourceSpans": []}))
     with pytest.raises(InputError, match=r"no 'data' list .*keys: resourceSpans.*otlp-json"):

@@ -91,6 +91,12 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int | None = 1) -
         raise where.fail(
             f"no 'data' list of traces, as Jaeger JSON has (its keys: {keys}){other}", "data"
         )
+    errors = doc.get("errors")
+    if doc["data"] is None and isinstance(errors, list) and errors:  # the query API's failure
+        said = "; ".join(
+            str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in errors[:3]
+        )
+        raise where.fail(f"no traces: the query that wrote this file failed ({said})", "errors")
     data = where.items(doc["data"], "data")
     out: list[Span] = []
     for t, trace in enumerate(data):
