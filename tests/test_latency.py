@@ -1054,3 +1054,20 @@ def test_capacity_csv_gives_the_answers_as_numbers_beside_the_printed_cells(tmp_
     assert float(x["model_low"]) <= float(x["model_rate"]) <= float(x["model_high"])
     assert (float(y["measured_low"]), y["measured_high"]) == (400, "inf")
     assert y["measured"] == ">=400"
+
+
+def test_latency_asked_far_past_the_steps_is_called_an_extrapolation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = ["api", "offered_rps", "achieved_rps", "p99_ms"]
+    rows = [["x", r, r, 10 / (1 - r / 2500)] for r in (500, 1000, 1500, 2000)]
+    runs = write_csv(tmp_path / "runs.csv", header, rows)
+    args = ["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]
+    assert main([*args, "--rate", "2400"]) == 0
+    assert "extrapolation" not in capsys.readouterr().out
+    assert main([*args, "--rate", "3100", "--scale", "1.2"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "past 1.5x an API's highest step are the curve's extrapolation, rough: @3100 for x\n"
+        in printed
+    )

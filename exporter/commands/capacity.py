@@ -117,6 +117,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+BEYOND = 1.5
+"""An asked rate past this many times the highest step is said to be an extrapolation."""
 MISS_SLACK = 0.05
 """How far outside the curves' plausible range a measured crossing may lie and still agree."""
 
@@ -190,6 +192,16 @@ class Answer:
             fastest, likeliest, slowest = (latency_ms(v) for v in fit.latency(r))
             row[column] = f"{likeliest} ({fastest}-{slowest})"
         return row
+
+    def beyond(self, rates: Sequence[float], scales: Sequence[float]) -> list[str]:
+        """The latency columns (`@R`, `@Kx`) of asked rates well past the highest step (BEYOND
+        times it): the curve's extrapolation, not a measurement's neighbour."""
+        if self.fit is None or self._flat():
+            return []
+        highest = max(s.rate for s in self.steps)
+        top = self.peak if self.peak is not None else highest
+        asked = [(f"@{r:g}", r) for r in rates] + [(f"@{k:g}x", k * top) for k in scales]
+        return [label for label, rate in asked if rate > BEYOND * highest]
 
     def numbers(self, objective: Objective) -> dict[str, object]:
         """The row's answers as plain numbers for `capacity.csv` (the table's cells are text):
@@ -436,6 +448,26 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
     plt.close(fig)
 
 
+def extrapolation_note(
+    results: Sequence[Answer], rates: Sequence[float], scales: Sequence[float]
+) -> None:
+    """One line naming the latency columns that lie well past an API's highest step."""
+    far: dict[str, list[str]] = {}
+    for result in results:
+        for label in result.beyond(rates, scales):
+            far.setdefault(label, []).append(f"{result.group} {result.api}".strip())
+    if not far:
+        return
+    parts = [
+        f"{label} for {', '.join(who[:2])}{f' and {len(who) - 2} more' if len(who) > 2 else ''}"
+        for label, who in far.items()
+    ]
+    print(
+        f"note: latency columns past {BEYOND:g}x an API's highest step are the curve's "
+        f"extrapolation, rough: {'; '.join(parts)}"
+    )
+
+
 def repeated_rates_note(
     steps: dict[tuple[str, str], list[Step]], labels: Labels | None = None
 ) -> None:
@@ -543,6 +575,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows, columns))
     for result in results:
         print(result.sentence(args.slo))
+    extrapolation_note(results, args.rate, args.scale)
     args.out.mkdir(parents=True, exist_ok=True)
     table = [row | result.numbers(args.slo) for row, result in zip(rows, results, strict=True)]
     with open(args.out / "capacity.csv", "w", newline="", encoding="utf-8") as handle:
