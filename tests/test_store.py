@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -205,6 +206,42 @@ def test_serve_command_runs_without_a_file(
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0, err.decode()
     assert WindowStore(tmp_path / "data").count() >= 1
+
+
+def test_serve_stops_on_sighup_as_on_sigterm_keeping_what_is_open(tmp_path: Path) -> None:
+    # a closed terminal (or a reload signal sent by habit) must not kill the exporter without
+    # the stop's save: the open windows and traces would be lost
+    train(tmp_path / "model")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "exporter.cli", "serve", "--model", str(tmp_path / "model"),
+        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--window", "1m",
+        "--host", "127.0.0.1",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    try:
+
+        def ready() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, 30, 0.2, what="the serve command to be ready")
+        span = {
+            "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "/compose",
+            "startTimeUnixNano": "1", "endTimeUnixNano": str(time.time_ns()),
+        }  # fmt: skip
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "nginx"}}]}
+        body = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
+        sent = requests.post(f"http://127.0.0.1:{port}/v1/traces", json=body, timeout=5)
+        assert sent.status_code == 200
+    finally:
+        process.send_signal(signal.SIGHUP)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err.decode()
+    assert " for the next start" in err.decode()  # the stop's save: "kept ... open trace"
 
 
 def test_serve_where_it_cannot_listen_or_store_exits_2_with_the_cause(

@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    signal.signal(signal.SIGTERM, lambda *_: runtime._stop.set())
+    # SIGHUP too (a closed terminal, or a reload signal sent by habit): its default would end
+    # the process without the stop's save of the open windows and traces
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, lambda *_: runtime._stop.set())
     try:
         runtime.wait()
     except KeyboardInterrupt:
