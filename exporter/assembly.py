@@ -178,7 +178,7 @@ class WindowAggregator:
         if after is not None:
             previous = math.floor(after / window) - 1
         elif resumed:  # nothing stored yet: every window the stop kept is still open
-            previous = min(self._index(w.start) for w, _ in resumed) - 1
+            previous = min(min(self._index(w.start) for w, _ in resumed), current) - 1
         else:
             previous = current - 1
         self._closed = max(previous, current - 1)  # index of the newest closed window
@@ -193,12 +193,14 @@ class WindowAggregator:
             ),
             key=lambda item: item[0],
         )
-        if kept:
-            self._closed = max(previous, min(self._closed, kept[0][0] - 1))
-            for k, w, durations in kept:
-                self._open[k] = w
-                self._durations[k] = {api: list(d) for api, d in durations.items()}
-            self._unheard = range(kept[-1][0] + 1, current)
+        for k, w, durations in kept:
+            self._open[k] = w
+            self._durations[k] = {api: list(d) for api, d in durations.items()}
+        # windows ahead of the clock (a client's clock off) say nothing of the downtime
+        past = [k for k, _, _ in kept if k <= current]
+        if past:
+            self._closed = max(previous, min(self._closed, past[0] - 1))
+            self._unheard = range(past[-1] + 1, current)
         elif restarted and after is not None and previous < current - 1:
             self._closed = previous
             self._unheard = range(previous + 1, current)

@@ -218,6 +218,38 @@ def test_spans_after_their_trace_closed_count_as_a_split_trace() -> None:
     assert sum(len(t.paths) for trees in assembler.expire(now=4.0) for t in trees) == 2
 
 
+def test_a_kept_window_ahead_of_the_clock_leaves_the_downtime_to_the_retries() -> None:
+    """A window the stop kept for a client whose clock runs an hour ahead must not make the
+    windows that passed while nothing listened read as empty, nor their retries as late."""
+    from estimator.windows import Window
+
+    path = (("front", "/compose"),)
+    ahead = Window(3700.0, 3710.0, {path: 1.0})
+    kept = [(Window(100.0, 110.0, {path: 4.0}), {}), (ahead, {})]
+    # the newest stored window ended at 100; the exporter was down from 112 to 135
+    aggregator = WindowAggregator(
+        window=10.0, delay=10.0, now=135.0, after=100.0, resumed=kept, restarted=True
+    )
+    closed = aggregator.close(now=200.0)
+    assert [w.start for w in closed] == [100.0, 130.0, 140.0, 150.0, 160.0, 170.0, 180.0]
+    assert closed[0].calls == {path: 4.0}
+    # killed after a checkpoint that held the window ahead only: retries still land
+    aggregator = WindowAggregator(
+        window=10.0, delay=10.0, now=135.0, after=100.0, resumed=[(ahead, {})], restarted=True
+    )
+    assert aggregator.add_paths([(115 * NS, path)], now=136.0) == 0  # a retry, not late
+    closed = aggregator.close(now=200.0)
+    assert [w.start for w in closed] == [110.0, 130.0, 140.0, 150.0, 160.0, 170.0, 180.0]
+    assert closed[0].calls == {path: 1.0}
+    assert [w.start for w, _ in aggregator.open_windows()] == [3700.0]  # kept for its time
+    # nothing stored yet, the window ahead kept alone: the traffic of now is not late
+    aggregator = WindowAggregator(
+        window=10.0, delay=10.0, now=135.0, resumed=[(ahead, {})], restarted=True
+    )
+    assert aggregator.add_paths([(136 * NS, path)], now=136.0) == 0
+    assert [w.start for w in aggregator.close(now=200.0)][:1] == [130.0]
+
+
 def test_api_names_past_the_label_cap_count_as_other() -> None:
     from exporter.assembly import MAX_API_LABELS, OTHER_API
 
