@@ -374,6 +374,7 @@ class Runtime:
         self.app = create_app(self)
         self._server: BaseWSGIServer | None = None
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @property
@@ -430,6 +431,32 @@ class Runtime:
             self.store.close()
 
     def wait(self) -> None:
-        """Block until stop() is called from another thread or a signal handler."""
+        """Block until stop() is called from another thread or a signal handler; reload the
+        configured bundle when `request_reload` asks."""
         while not self._stop.wait(0.5):
-            pass
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload_configured()
+
+    def request_reload(self) -> None:
+        """Ask `wait` to reload the configured bundle (from a signal handler: SIGHUP)."""
+        self._reload.set()
+
+    def reload_configured(self) -> bool:
+        """Reload the bundle at the configured model path, as POST /api/v1/model/reload with no
+        body does; the loaded model goes on serving where it does not load. Whether it did."""
+        path = self.config.model
+        if not path:
+            log.warning(
+                "SIGHUP: no model path configured (--model, or model in the config) to reload"
+            )
+            return False
+        try:
+            self.loop.load(load_bundle(str(path)))
+        except DeepRestError as exc:
+            log.warning("SIGHUP: model reload refused, the loaded model goes on serving: %s", exc)
+            return False
+        estimator = self.loop.estimator
+        version = estimator.info.version if estimator is not None else "none"
+        log.info("model reloaded from %s on SIGHUP: version %s", path, version)
+        return True

@@ -208,9 +208,12 @@ def test_serve_command_runs_without_a_file(
     assert WindowStore(tmp_path / "data").count() >= 1
 
 
-def test_serve_stops_on_sighup_as_on_sigterm_keeping_what_is_open(tmp_path: Path) -> None:
-    # a closed terminal (or a reload signal sent by habit) must not kill the exporter without
-    # the stop's save: the open windows and traces would be lost
+def test_serve_reloads_its_bundle_on_sighup_and_keeps_serving(tmp_path: Path) -> None:
+    """SIGHUP, as Prometheus and Alertmanager take it: the configured bundle is read again (a
+    damaged one is refused, the loaded model goes on serving); its default action would end the
+    process without the stop's save of what is open."""
+    import shutil
+
     train(tmp_path / "model")
     port = free_port()
     command = [
@@ -220,28 +223,40 @@ def test_serve_stops_on_sighup_as_on_sigterm_keeping_what_is_open(tmp_path: Path
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def version() -> str | None:
+        try:
+            return str(requests.get(f"{base}/api/v1/model", timeout=1).json()["version"])
+        except (requests.RequestException, ValueError, KeyError):
+            return None
+
     try:
-
-        def ready() -> bool:
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, 30, 0.2, what="the serve command to be ready")
+        wait_until(lambda: version() is not None, 30, 0.2, what="the serve command to be ready")
+        first = version()
         span = {
             "traceId": "ab" * 16, "spanId": "cd" * 8, "name": "/compose",
             "startTimeUnixNano": "1", "endTimeUnixNano": str(time.time_ns()),
         }  # fmt: skip
         resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "nginx"}}]}
         body = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]}
-        sent = requests.post(f"http://127.0.0.1:{port}/v1/traces", json=body, timeout=5)
-        assert sent.status_code == 200
-    finally:
+        assert requests.post(f"{base}/v1/traces", json=body, timeout=5).status_code == 200
+        (tmp_path / "model" / "manifest.json").write_text("{")  # damaged: refused
         process.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert process.poll() is None and version() == first
+        shutil.rmtree(tmp_path / "model")
+        train(tmp_path / "model", seed=1)  # another bundle at the same path
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: version() not in (None, first), 20, 0.2, what="the reload")
+    finally:
+        process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err.decode()
-    assert " for the next start" in err.decode()  # the stop's save: "kept ... open trace"
+    said = err.decode()
+    assert process.returncode == 0, said
+    assert "SIGHUP: model reload refused, the loaded model goes on serving" in said
+    assert "on SIGHUP: version" in said
+    assert " for the next start" in said  # the stop's save: "kept ... open trace"
 
 
 def test_serve_where_it_cannot_listen_or_store_exits_2_with_the_cause(

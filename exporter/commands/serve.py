@@ -96,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    # SIGHUP too (a closed terminal, or a reload signal sent by habit): its default would end
-    # the process without the stop's save of the open windows and traces
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop_signal, lambda *_: runtime._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: runtime._stop.set())
+    # SIGHUP reloads the configured bundle, as Prometheus and Alertmanager reload their
+    # configuration; its default would end the process without the stop's save
+    signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
     try:
         runtime.wait()
     except KeyboardInterrupt:
