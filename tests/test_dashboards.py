@@ -188,6 +188,15 @@ def test_write_panels_say_why_they_are_empty() -> None:
     assert all("no disk writes" in p["fieldConfig"]["defaults"]["noValue"] for p in writes)
 
 
+def test_cpu_and_memory_panels_say_why_they_are_empty() -> None:
+    """Training leaves out a CPU or memory series it cannot model (a memory series that reads 0,
+    one with too few windows): its panel says so, as the write panels do, not a bare "No data"."""
+    dashboard = load(BASE / "dashboards" / "expected-vs-actual.json")
+    for title, said in (("$component: CPU", "no CPU"), ("$component: Memory", "no memory")):
+        [panel] = [p for p in panels(dashboard) if p["title"] == title]
+        assert said in panel["fieldConfig"]["defaults"].get("noValue", ""), title
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_deeprest_selector_keeps_to_the_chosen_jobs(path: Path) -> None:
     """Two exporters scraped by one Prometheus (two jobs) are never drawn as one."""
