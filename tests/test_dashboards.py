@@ -176,7 +176,11 @@ def test_one_job_at_a_time(path: Path) -> None:
     its lower and upper series by name: the job variable picks one exporter."""
     job = {v["name"]: v for v in load(path)["templating"]["list"]}["job"]
     assert job["multi"] is False and job["includeAll"] is False
-    source = "deeprest_otlp_spans_received_total" if path.name == "model-health.json" else None
+    sources = {
+        "model-health.json": "deeprest_otlp_spans_received_total",
+        "api-traffic.json": "deeprest_api_calls_total",
+    }
+    source = sources.get(path.name)
     if source:  # an exporter still collecting windows, without a model, can be picked there
         assert job["query"]["query"] == f"label_values({source}, job)"
 
