@@ -5,8 +5,9 @@
 The Train-Ticket recording's label.json lists the faults injected while it ran (CPU contention and
 network delay, about three minutes each), all in its first three hours. Each model is trained on
 the windows after the last fault has ended, and estimates the windows before, with the traffic
-they served. The excess of actual CPU over the band (`estimator.anomaly.excess`, what the
-exporter publishes and the alert rules read) is then measured:
+they served. The excess of actual CPU over the band (`estimator.anomaly.excess` with no floor,
+as the alert rules' recording rule computes it; the exporter's published score divides by at
+least 10 millicores) is then measured:
 
 - at each CPU-contention fault, on the faulted service's CPU: the highest excess in the windows
   from its injection to five minutes later, and how many of those windows pass the threshold of

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from estimator.anomaly import anomaly_scores
+from estimator.anomaly import anomaly_scores, floors
 from estimator.metrics import accuracy, coverage, mae
 from estimator.windows import SeriesKey, Window, targets
 
@@ -52,7 +52,7 @@ class Evaluation:
 
     @property
     def anomaly(self) -> np.ndarray:
-        return anomaly_scores(self.actual, self.pred)
+        return anomaly_scores(self.actual, self.pred, floor=floors(self.series))
 
     def rows(self) -> list[dict[str, object]]:
         """One dict per series: component, resource and its figures."""

@@ -436,7 +436,8 @@ class LiveLoop:
         if observed is not None:
             actual = np.array([observed.get(key, np.nan) for key in series])
             self._scores = anomaly.smooth(
-                self._scores, anomaly.excess(actual, pred[:, 0], pred[:, 2]),
+                self._scores,
+                anomaly.excess(actual, pred[:, 0], pred[:, 2], anomaly.floors(series)),
                 self.config.smoothing_windows,
             )  # fmt: skip
             scores = {

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from estimator.anomaly import anomaly_scores, excess, smooth
+from estimator.anomaly import anomaly_scores, excess, floors, smooth
 from estimator.errors import InputError
 from estimator.synthesizer import Synthesizer, scale_windows, traffic_of
 from tests.worlds import COMPOSE_PATHS, FRONT, READ, tiny_world
@@ -86,6 +86,21 @@ def test_anomaly_scores_over_a_series() -> None:
     scores = anomaly_scores(actual, pred)[:, 0]
     assert scores[0] == scores[1] == 0
     assert scores[2] > 0 and scores[4] > scores[2] and scores[5] < scores[4]
+
+
+def test_a_band_at_zero_measures_a_distance_against_the_resources_floor() -> None:
+    """A component that never writes: a log line's 139 bytes/s is a small distance, not a
+    billion times the band's edge; bands above the floors are measured against their edges."""
+    series = [("front", "write_throughput"), ("front", "cpu"), ("front", "queue_depth")]
+    zero = np.zeros(3)
+    actual = np.array([139.0, 0.005, 2.0])
+    assert excess(actual, zero, zero) == pytest.approx([1e9, 5e6, 1e9])  # unfloored: absurd
+    scores = excess(actual, zero, zero, floors(series))
+    assert scores == pytest.approx([139 / 65536, 0.5, 1e9])  # no floor known: as before
+    upper = np.array([1e6, 2.0, 1.0])
+    assert excess(2 * upper, zero, upper, floors(series)) == pytest.approx([1.0, 1.0, 1.0])
+    pred = np.stack([zero, zero, zero], axis=-1)[None].repeat(2, axis=0)
+    assert anomaly_scores(actual[None].repeat(2, 0), pred, floor=floors(series))[1, 0] < 0.01
 
 
 @pytest.mark.parametrize("windows", [0, -3, 2.5, True])
