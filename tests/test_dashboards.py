@@ -376,3 +376,24 @@ def test_the_driven_components_panel_is_a_correlation_over_the_minutes_with_both
         ["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_receiver_health_counter_is_on_a_dashboard() -> None:
+    """The counters the README lists as receiver health, each shown directly or through a
+    recording rule that reads it: one with no panel is a signal nobody sees (split traces,
+    telling an operator to raise trace_grace)."""
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.endswith("| receiver health |"))
+    counters = set(re.findall(r"`(deeprest_\w+_total)", row))
+    assert "deeprest_otlp_traces_split_total" in counters
+    reads: dict[str, set[str]] = {}
+    for path in (BASE / "rules").glob("*.yaml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    reads[rule["record"]] = metric_names(rule["expr"])
+    shown = set()
+    for _, _, expr in all_exprs():
+        for name in metric_names(substitute(expr)):
+            shown |= {name} | reads.get(name, set())
+    assert counters <= shown, f"on no dashboard: {sorted(counters - shown)}"
