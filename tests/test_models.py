@@ -677,3 +677,43 @@ def test_cost_shrinkage_does_not_weaken_with_empty_columns() -> None:
     assert not padded[0][4:].any()
     unshrunk = fit_nonnegative_costs(A, Y, robust=False, workers=1)
     assert not np.allclose(unshrunk[0], alone[0])  # the shrinkage is felt at all
+
+
+def test_cost_fits_solve_without_columns_that_have_no_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each series' solve is cubic in its width: columns without calls (history a reservoir fit
+    zeroes, paths too rare to cost) are left out of it, and get no cost, as before."""
+    from estimator.models import costbase
+
+    widths: list[int] = []
+    solve = costbase._nonnegative
+
+    def recording(gram: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        widths.append(len(gram))
+        return solve(gram, *args, **kwargs)
+
+    monkeypatch.setattr(costbase, "_nonnegative", recording)
+    rng = np.random.default_rng(4)
+    A = rng.poisson(20.0, size=(200, 3)).astype(float)
+    Y = A @ np.array([[0.5, 0.1], [0.2, 0.0], [1.0, 0.3]]) + 3.0
+    Y += rng.normal(0.0, 1.0, size=Y.shape)
+    padded = np.hstack([A, np.zeros((200, 300))])
+    weights, intercept, _ = fit_nonnegative_costs(padded, Y, workers=1)
+    assert widths and max(widths) == 3 + 1
+    assert weights.shape == (303, 2) and not weights[3:].any()
+    alone = fit_nonnegative_costs(A, Y, workers=1)
+    assert np.allclose(weights[:3], alone[0]) and np.allclose(intercept, alone[1])
+
+
+def test_reservoir_cost_fits_say_how_far_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    from estimator.models import costbase
+
+    monkeypatch.setattr(costbase, "SAY_EVERY", 0.0)
+    rng = np.random.default_rng(2)
+    X = rng.poisson(5, size=(60, 4)).astype(float)
+    S = rng.uniform(0, 1, size=(60, 3))
+    Y = X[:, :3] @ rng.uniform(0, 1, size=(3, 3)) + S
+    lines: list[str] = []
+    costbase.fit_state_costs(X, Y, np.array([3]), S, 1e-6, progress=lines.append)
+    assert lines[-1] == "per-call costs: 3 of 3 series"

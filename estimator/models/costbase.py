@@ -84,9 +84,17 @@ def fit_nonnegative_costs(
     on `workers` threads (0: one per usable core; the result is the same whatever their number).
     """
     shrinks = np.broadcast_to(np.asarray(shrink, dtype=float), (Y.shape[1],))
-    A = np.where(supported(A), A, 0.0)
+    # columns without calls get no cost whatever the fit: solving without them gives the same
+    # costs, and each series' solve is cubic in the width (a big system's history columns
+    # outnumber its paths several times, and the reservoir fits zero them)
+    used = np.flatnonzero(supported(A) & A.any(axis=0))
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_costs(A, Y, ridge, extra, robust, shrinks, progress, workers)
+        weights, intercept, extra_weights = _fit_costs(
+            A[:, used], Y, ridge, extra, robust, shrinks, progress, workers
+        )
+    full = np.zeros((A.shape[1], Y.shape[1]))
+    full[used] = weights
+    return full, intercept, extra_weights
 
 
 def usable_cores() -> int:
@@ -318,13 +326,21 @@ def fit_state_costs(
     robust: bool = True,
     shrink: float | np.ndarray = 0.0,
     workers: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Costs of this window's counts and of each series' reservoir state S [n, s]: the traffic
     history columns are left out, since history enters through the reservoir."""
     current = X.copy()
     current[:, history] = 0.0
     return fit_nonnegative_costs(
-        current, Y, ridge, extra=S, robust=robust, shrink=shrink, workers=workers
+        current,
+        Y,
+        ridge,
+        extra=S,
+        robust=robust,
+        shrink=shrink,
+        progress=progress,
+        workers=workers,
     )
 
 

@@ -362,6 +362,7 @@ class XGBoostQuantile(QuantileModel):
                 self.robust,
                 self.shrink_[stateful],
                 self.workers,
+                progress=self._say_costs,
             )
             self.weights_[:, stateful], self.intercept_[stateful] = weights, intercept
             self.state_weight_[stateful] = state
