@@ -717,3 +717,19 @@ def test_reservoir_cost_fits_say_how_far_they_are(monkeypatch: pytest.MonkeyPatc
     lines: list[str] = []
     costbase.fit_state_costs(X, Y, np.array([3]), S, 1e-6, progress=lines.append)
     assert lines[-1] == "per-call costs: 3 of 3 series"
+
+
+def test_booster_training_says_how_far_it_is(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big system's boosters train for minutes: a line every SAY_EVERY seconds."""
+    from estimator.models import xgb as xgb_module
+
+    monkeypatch.setattr(xgb_module, "SAY_EVERY", 0.0)
+    vocabulary, X, Y = world
+    model = make_model("xgboost", n_estimators=3, workers=1)
+    lines: list[str] = []
+    model.progress = lines.append
+    model.fit(X, Y, vocabulary.layout.for_series(SERIES))
+    told = [line for line in lines if line.startswith("xgboost: boosters: ")]
+    assert told and told[-1] == f"xgboost: boosters: {len(SERIES)} of {len(SERIES)} series"

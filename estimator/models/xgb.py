@@ -25,6 +25,8 @@ RESERVOIR, since the busiest windows are often the only ones where a cache is fu
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +49,7 @@ from estimator.models.base import (
 )
 from estimator.models.costbase import (
     FLOOR,
+    SAY_EVERY,
     SHRINKAGE,
     choose_shrinkage,
     fit_nonnegative_costs,
@@ -373,6 +376,14 @@ class XGBoostQuantile(QuantileModel):
         known = ~np.isnan(Y)
         todo = [j for j in range(n_series) if only[j] and known[:, j].sum() >= MIN_ROWS]
         boosters: list[xgb.Booster | None] = [None] * n_series
+        lock, trained, said = threading.Lock(), [0], [time.monotonic()]
+
+        def tell() -> None:  # a line every SAY_EVERY seconds: a big system trains for minutes
+            with lock:
+                trained[0] += 1
+                if time.monotonic() - said[0] >= SAY_EVERY:
+                    said[0] = time.monotonic()
+                    self.say(f"xgboost: boosters: {trained[0]} of {len(todo)} series")
 
         def train(share: list[int]) -> None:  # one worker's series, on its own matrices
             shares = xgb.QuantileDMatrix(T, max_bin=self.max_bin, nthread=self.nthread)
@@ -392,6 +403,7 @@ class XGBoostQuantile(QuantileModel):
                 booster = xgb.train(params, matrix, num_boost_round=n_rounds)
                 booster.set_param({"nthread": 1})
                 boosters[j] = booster
+                tell()
 
         self._side_by_side(train, todo)
         self.boosters_ = boosters

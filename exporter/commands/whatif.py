@@ -6,6 +6,7 @@ import argparse
 import csv
 import math
 import sys
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from estimator.bundle import Bundle, load_bundle
 from estimator.errors import DataWarning, InputError, count_of, first_few, not_utf8
 from estimator.importers.common import MAX_UNIX_NS
 from estimator.latency import latency_at_loads, window_load
+from estimator.models.costbase import SAY_EVERY
 from estimator.synthesizer import Synthesizer, traffic_of
 from estimator.whatif import (
     CEILING,
@@ -676,12 +678,15 @@ def run(args: argparse.Namespace) -> int:
             leave=False,
             disable=None,
         ) as tried:
-            estimated = [0]  # a disabled bar counts nothing
+            estimated, said = [0], [time.monotonic()]  # a disabled bar counts nothing
 
             def progress(k: float) -> None:
                 estimated[0] += 1
                 tried.set_postfix_str(f"{k:.3g}x", refresh=False)
                 tried.update()
+                if tried.disable and time.monotonic() - said[0] >= SAY_EVERY:  # a log: a line
+                    said[0] = time.monotonic()
+                    say(f"{count_of(estimated[0], 'traffic scale')} estimated (the last {k:.3g}x)")
 
             try:
                 scales = max_scales(
