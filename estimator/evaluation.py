@@ -87,6 +87,13 @@ class Evaluation:
                 out["worst_mae_ratio"] = float(np.nanmax(mae_ratio))
         return out
 
+    def worst_series(self) -> SeriesKey | None:
+        """The series of the worst accuracy (`summary`'s worst_accuracy), None where none has one."""
+        acc = self.accuracy
+        if np.isnan(acc).all():
+            return None
+        return self.series[int(np.nanargmin(acc))]
+
     def by_resource(self) -> dict[str, dict[str, float]]:
         """Per resource with more than one kind in the table: mean, median and worst accuracy and
         mean coverage of its scored series (those with usage), and how many there are: CPU and

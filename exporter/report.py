@@ -212,6 +212,12 @@ def figures(values: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in values.items() if not math.isnan(v))
 
 
+def worst_named(evaluation: Evaluation) -> str:
+    """` (worst: component/resource)`, the series of the summary's worst_accuracy, or nothing."""
+    worst = evaluation.worst_series()
+    return f" (worst: {worst[0]}/{worst[1]})" if worst is not None else ""
+
+
 def resource_lines(evaluation: Evaluation) -> list[str]:
     """`cpu (20 series): mean_accuracy 0.960, ...`: the summary of each resource."""
     return [
@@ -232,7 +238,7 @@ def baselines_heading(scored: Scored) -> str:
 def _summary_html(name: str, evaluation: Evaluation) -> str:
     """A summary line and the per-resource lines under it."""
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in resource_lines(evaluation))
-    text = f"{name}: {figures(evaluation.summary())}"
+    text = f"{name}: {figures(evaluation.summary())}{worst_named(evaluation)}"
     return f"<p>{html.escape(text)}</p>" + (f"<ul>{lines}</ul>" if lines else "")
 
 

@@ -1563,3 +1563,23 @@ def test_a_window_dataset_given_through_a_pipe_is_read_whole(trained: dict[str, 
         assert done.returncode == 0, done.stderr.decode()
         answers.append((root / name / "whatif.csv").read_bytes())
     assert answers[0] == answers[1]
+
+
+def test_evaluate_names_the_worst_series(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At hundreds of series, worst_accuracy alone says nothing of where to look."""
+    root, model = trained["root"], trained["model"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--data", str(root / "test.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    found = re.search(
+        r"^summary: .*worst_accuracy ([0-9.]+).* \(worst: (\S+)/(\S+)\)$", printed, re.M
+    )
+    assert found, printed
+    row = next(
+        line.split()
+        for line in printed.splitlines()
+        if line.split()[:2] == list(found.groups()[1:])
+    )
+    assert f"{float(row[2]):.3f}" == found.group(1)

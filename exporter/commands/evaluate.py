@@ -36,6 +36,7 @@ from exporter.report import (
     format_table,
     resource_lines,
     series_table,
+    worst_named,
     write_report,
 )
 
@@ -164,12 +165,16 @@ def _print_by_resource(evaluation: Evaluation, indent: str) -> None:
 def _print_scores(scored: Scored) -> None:
     """The per-series table, the summaries of the model and of each baseline."""
     print(format_table(*series_table(scored)))
-    print("summary: " + figures(scored.evaluation.summary()))
+    print("summary: " + figures(scored.evaluation.summary()) + worst_named(scored.evaluation))
     _print_by_resource(scored.evaluation, "")
     if scored.baselines:
         print(baselines_heading(scored))
         for kind, baseline in scored.baselines.items():
-            print(f"  {kind}: " + figures(baseline.evaluation.summary()))
+            print(
+                f"  {kind}: "
+                + figures(baseline.evaluation.summary())
+                + worst_named(baseline.evaluation)
+            )
             _print_by_resource(baseline.evaluation, "  ")
 
 
