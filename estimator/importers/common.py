@@ -317,7 +317,7 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
     per line cut short is read up to its last whole line before the cut, with a warning (a file
     of one document so cut is an error)."""
     source = str(path)
-    done = 0  # the last line yielded while reading line by line
+    done, read = 0, 0  # the last line yielded while reading line by line, and their number
     try:
         with _open_text(path) as handle:
             lines = enumerate(handle, start=1)
@@ -328,7 +328,7 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
                 doc = _NOT_ONE_LINE  # a document over several lines, or not JSON: read whole
             if doc is not _NOT_ONE_LINE:
                 yield number, doc
-                done = number
+                done, read = number, 1
                 for number, line in lines:
                     if not line.strip():
                         continue
@@ -341,20 +341,20 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
                             line=number,
                         ) from exc
                     yield number, doc
-                    done = number
+                    done, read = number, read + 1
                 return
     except EOFError as exc:
         if not done:
             raise InputError(f"cannot read: {exc}", source=source) from exc
-        salvaged = _json_lines_to_the_cut(path) or []
+        rest = [(n, doc) for n, doc in _json_lines_to_the_cut(path) or [] if (n or 0) > done]
         warnings.warn(
             DataWarning(
                 f"{path}: cut short ({exc}); read up to its last whole line before the cut "
-                f"({count_of(done + len([1 for n, _ in salvaged if (n or 0) > done]), 'line')})"
+                f"({count_of(read + len(rest), 'line')})"
             ),
             stacklevel=2,
         )
-        yield from ((n, doc) for n, doc in salvaged if (n or 0) > done)
+        yield from rest
         return
     except OSError as exc:
         raise InputError(f"cannot read: {exc}", source=source) from exc
