@@ -44,6 +44,7 @@ from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import (
     add_range_arguments,
     check_order,
+    is_number,
     parse_bound,
     parse_time,
     select,
@@ -505,7 +506,7 @@ def _telling_columns(rates: Sequence[float], rows: Sequence[dict[str, str]]) -> 
     out = []
     for column in rows[0]:
         values = [row[column].strip() for row in rows]
-        if not all(values) or any(_is_number(v) for v in values):
+        if not all(values) or any(is_number(v) for v in values):
             continue
         if len(set(values)) == len(values):  # one per run: names a run, not a deployment
             continue
@@ -523,14 +524,6 @@ def _telling_columns(rates: Sequence[float], rows: Sequence[dict[str, str]]) -> 
         if fewer and parts(fewer) == parts(out):
             out = fewer
     return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def run(args: argparse.Namespace) -> int:

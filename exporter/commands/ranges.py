@@ -215,7 +215,7 @@ def _bound_of(windows: Sequence[Window], text: str, flag: str, source: str) -> B
         seconds is not None
         and windows
         and seconds < RECENT_SECONDS[0] <= windows[0].start
-        and _is_number(text)
+        and is_number(text)
     ):
         share = (
             f": for a share of the windows write {text.strip()}%"
@@ -231,7 +231,8 @@ def _bound_of(windows: Sequence[Window], text: str, flag: str, source: str) -> B
     return bound
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a text reads as a float (`inf` and `nan` too)."""
     try:
         float(text)
     except ValueError:
