@@ -682,18 +682,27 @@ def test_the_orphans_root_step_is_no_component_without_metrics(tmp_path: Path) -
     assert not [w for w in caught if "without a metric file" in str(w.message)]
 
 
-def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Path) -> None:
+def _import_with_metric_files(
+    tmp_path: Path, span_dir: Path, svc_a: str, svc_b: str
+) -> tuple[list[Window], str]:
+    """The span folder imported with a metric file of these contents for each of svc-a and
+    svc-b: its windows, and what the import warned, joined."""
     metrics = tmp_path / "metric"
     metrics.mkdir()
-    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        "TimeStamp,CpuUsageRate(%),MemoryUsage(B)\n112,50,1000\n"
-    )
-    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
-        "timestamp,pod,cpu_usage_cores,memory_usage_bytes,cpu_limit\n112,p,0.25,2000,2\n"
-    )
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(svc_a)
+    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(svc_b)
     with pytest.warns(DataWarning) as caught:
         windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
-    said = " ".join(str(w.message) for w in caught)
+    return windows, " ".join(str(w.message) for w in caught)
+
+
+def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Path) -> None:
+    windows, said = _import_with_metric_files(
+        tmp_path,
+        span_dir,
+        "TimeStamp,CpuUsageRate(%),MemoryUsage(B)\n112,50,1000\n",
+        "timestamp,pod,cpu_usage_cores,memory_usage_bytes,cpu_limit\n112,p,0.25,2000,2\n",
+    )
     assert "'cpu_limit' is not read: 'limit' is no unit of cpu usage" in said
     assert "1 traced component without a metric file, so without usage series: ts-gateway" in said
     assert windows[0].metrics == pytest.approx(
@@ -704,18 +713,13 @@ def test_usage_columns_in_other_spellings_and_units(tmp_path: Path, span_dir: Pa
 def test_cadvisor_usage_columns_are_read_or_named_never_dropped_silently(
     tmp_path: Path, span_dir: Path
 ) -> None:
-    metrics = tmp_path / "metric"
-    metrics.mkdir()
-    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
-        "TimeStamp,cpu_usage_seconds_total,memory_working_set_bytes\n112,0.25,1000\n"
-    )
-    (metrics / "svc-b-5b67c48447-fj8b7_metric.csv").write_text(
+    windows, said = _import_with_metric_files(
+        tmp_path,
+        span_dir,
+        "TimeStamp,cpu_usage_seconds_total,memory_working_set_bytes\n112,0.25,1000\n",
         "TimeStamp,container_cpu_usage_seconds_total,container_memory_working_set_bytes\n"
-        "112,0.25,2000\n"
+        "112,0.25,2000\n",
     )
-    with pytest.warns(DataWarning) as caught:
-        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
-    said = " ".join(str(w.message) for w in caught)
     assert "'cpu_usage_seconds_total' is not read: no cpu usage name" in said
     assert "'container_cpu_usage_seconds_total' is not read" in said
     assert windows[0].metrics == pytest.approx(

@@ -170,18 +170,24 @@ def test_serve_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
 
 
+def start_serve(tmp_path: Path, port: int, window: str) -> tuple[list[str], subprocess.Popen]:
+    """`deeprest serve` of the bundle in tmp_path/model on loopback, as a process of its own
+    (signals reach it as they reach a deployed exporter): its command line and the process."""
+    command = [
+        sys.executable, "-m", "exporter.cli", "serve", "--model", str(tmp_path / "model"),
+        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--window", window,
+        "--host", "127.0.0.1",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return command, subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+
+
 def test_serve_command_runs_without_a_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     train(tmp_path / "model")
     port = free_port()
-    command = [
-        sys.executable, "-m", "exporter.cli", "serve", "--model", str(tmp_path / "model"),
-        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--window", "1s",
-        "--host", "127.0.0.1",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    command, process = start_serve(tmp_path, port, "1s")
     try:
 
         def estimated() -> bool:
@@ -216,13 +222,7 @@ def test_serve_reloads_its_bundle_on_sighup_and_keeps_serving(tmp_path: Path) ->
 
     train(tmp_path / "model")
     port = free_port()
-    command = [
-        sys.executable, "-m", "exporter.cli", "serve", "--model", str(tmp_path / "model"),
-        "--port", str(port), "--data-dir", str(tmp_path / "data"), "--window", "1m",
-        "--host", "127.0.0.1",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env)
+    _, process = start_serve(tmp_path, port, "1m")
     base = f"http://127.0.0.1:{port}"
 
     def version() -> str | None:
