@@ -56,6 +56,7 @@ from estimator.windows import (
     Window,
     api_depth,
     api_of,
+    bounded_name,
     is_catch_all,
 )
 
@@ -249,11 +250,6 @@ class Routes:
         self.gateways.setdefault(top[0], top[1])
         if len(self.apis) < MAX_KNOWN_APIS:
             self.apis.update(entries)
-
-
-def bounded_name(name: str) -> str:
-    """A component's or an operation's name cut to MAX_NAME characters (the last one "…")."""
-    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
 
 def _bounded_pairs(cols: SpanColumns) -> SpanColumns:

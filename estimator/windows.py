@@ -168,16 +168,19 @@ def _number(value: Any, source: str, line: int, fld: str, allow_negative: bool =
     return out
 
 
+def bounded_name(name: str) -> str:
+    """A component's or an operation's name cut to MAX_NAME characters (the last one "…")."""
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
 def _name(name: str) -> str:
-    """A name cut to MAX_NAME characters (the last one "…"), with a warning, as the importers
-    and the receiver cut it; or itself."""
-    if len(name) <= MAX_NAME:
-        return name
-    data_warning(
-        f"component or operation names longer than {MAX_NAME} characters are cut to that "
-        "length, ending in '…'"
-    )
-    return name[: MAX_NAME - 1] + "…"
+    """`bounded_name`, with a warning where it cuts, as the importers and the receiver cut."""
+    if len(name) > MAX_NAME:
+        data_warning(
+            f"component or operation names longer than {MAX_NAME} characters are cut to that "
+            "length, ending in '…'"
+        )
+    return bounded_name(name)
 
 
 def _path(value: Any, source: str, line: int, fld: str) -> CallPath:
