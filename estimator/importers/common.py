@@ -377,21 +377,7 @@ def _whole_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
     """`json_documents` of a file read whole: one document over several lines, or what does
     not read as JSON (the error names where)."""
     source = str(path)
-    try:
-        text = read_text(path)
-    except InputError as exc:
-        salvaged = _json_lines_to_the_cut(path) if isinstance(exc.__cause__, EOFError) else None
-        if salvaged is None:
-            raise
-        warnings.warn(
-            DataWarning(
-                f"{path}: cut short ({exc.__cause__}); read up to its last whole line before "
-                f"the cut ({count_of(len(salvaged), 'line')})"
-            ),
-            stacklevel=2,
-        )
-        yield from salvaged
-        return
+    text = read_text(path)  # cut short, it is an error: its first line is no whole document
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
