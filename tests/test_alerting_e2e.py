@@ -225,11 +225,14 @@ def stack() -> Iterator[Stack]:
 
 
 class Traffic:
-    """Posts OTLP/HTTP protobuf traces (front -> compose -> store) at a steady rate in a thread."""
+    """Posts OTLP/HTTP protobuf traces (front -> compose -> store) at a steady rate in a thread.
+
+    `per_second` may be changed while it runs; the next trace follows the new rate.
+    """
 
     def __init__(self, exporter_url: str, per_second: float) -> None:
         self.url = f"{exporter_url}/v1/traces"
-        self.period = 1.0 / per_second
+        self.per_second = per_second
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -243,7 +246,7 @@ class Traffic:
             response = session.post(self.url, data=request.SerializeToString(), headers=headers)
             assert response.status_code == 200, response.text
             self.sent += 1
-            next_at += self.period
+            next_at += 1.0 / self.per_second
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def __enter__(self) -> Traffic:
@@ -283,7 +286,7 @@ def _alertmanager_alerts(url: str) -> list[dict]:
 
 def test_crypto_anomaly_fires_reaches_alertmanager_and_every_panel_has_data(stack: Stack) -> None:
     prometheus = stack.prometheus
-    with Traffic(stack.exporter_url, TRACES_PER_WINDOW / WINDOW):
+    with Traffic(stack.exporter_url, TRACES_PER_WINDOW / WINDOW) as traffic:
         worst = _normal_phase(prometheus, seconds=12)
         assert set(worst) == {"front", "compose", "store"}
         assert max(worst.values()) < 0.3, f"normal usage judged unexplained: {worst}"
@@ -310,15 +313,16 @@ def test_crypto_anomaly_fires_reaches_alertmanager_and_every_panel_has_data(stac
         assert re.search(r"has been \d+(\.\d+)?% above", notes["description"])
         assert [r["name"] for r in delivered[0]["receivers"]] == ["deeprest-security"]
 
-        # A panel may lack data for a scrape or two (a correlation needs its two series to
-        # vary within the hour, and a steady test load can hold one still for a while): each
-        # gets a few evaluations before it counts as empty.
+        # A correlation panel has no data while its two series are still within the hour, and
+        # a steady load can hold both still: the load changes, as a real one does, and each
+        # panel gets a few evaluations before it counts as empty.
+        traffic.per_second *= 1.5
         pending = {
             f"{path.name} / {title}: {expr}": substitute(expr, {"__rate_interval": "10s"})
             for path in DASHBOARDS
             for title, expr in panel_exprs(load(path))
         }
-        deadline = time.monotonic() + 20.0
+        deadline = time.monotonic() + 30.0
         while True:
             pending = {k: q for k, q in pending.items() if not prometheus.query(q)}
             if not pending or time.monotonic() > deadline:
