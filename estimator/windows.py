@@ -234,8 +234,20 @@ def _check_tree(node: Any, source: str, line: int | None, fld: str, depth: int =
         stack.extend((c, f"{where}.children[{i}]") for i, c in enumerate(children))
 
 
-def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window:
-    """Validate one decoded JSON object of contract 1 and build its Window."""
+def _one(value: Any, shared: dict[Any, Any] | None) -> Any:
+    """`value`, or the equal one already in `shared` (kept there if none is)."""
+    return value if shared is None else shared.setdefault(value, value)
+
+
+def window_from_json(
+    obj: Any, source: str = "<input>", line: int = 1, shared: dict[Any, Any] | None = None
+) -> Window:
+    """Validate one decoded JSON object of contract 1 and build its Window.
+
+    `shared`, kept by a reader of many windows, holds one copy of each call path, series key and
+    call count: the windows then share them instead of each holding its own (a dataset of
+    thousands of windows of thousands of paths otherwise takes several times its size in memory).
+    """
     if not isinstance(obj, dict):
         raise _fail("each line must be a JSON object", source, line)
     for name in ("start", "end"):
@@ -256,14 +268,14 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
                 line,
                 f"{where}.count",
             )
-        window.add_path(path, count)
+        window.add_path(_one(path, shared), _one(count, shared))
     traces = obj.get("traces", [])
     if not isinstance(traces, list):
         raise _fail("expected a list", source, line, "traces")
     for i, tree in enumerate(traces):
         _check_tree(tree, source, line, f"traces[{i}]")
         for path in tree_paths(tree):
-            window.add_path(tuple((_name(c), _name(o)) for c, o in path))
+            window.add_path(_one(tuple((_name(c), _name(o)) for c, o in path), shared))
     metrics = _objects(
         obj.get("metrics", []), source, line, "metrics", "component, resource, value"
     )
@@ -272,7 +284,7 @@ def window_from_json(obj: Any, source: str = "<input>", line: int = 1) -> Window
         for name in ("component", "resource"):
             if not isinstance(entry.get(name), str) or not entry[name]:
                 raise _fail("missing or empty", source, line, f"{where}.{name}")
-        key = (_name(entry["component"]), _name(entry["resource"]))
+        key = _one((_name(entry["component"]), _name(entry["resource"])), shared)
         if key in seen:
             raise _fail(f"{key[0]}/{key[1]} is given twice in one window", source, line, where)
         seen.add(key)
@@ -346,6 +358,7 @@ def read_windows(path: str | Path) -> Iterator[Window]:
         raise InputError(f"cannot open: {exc.strerror}", source=source) from exc
     with handle:
         previous_start = previous_end = -math.inf
+        shared: dict[Any, Any] = {}
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode("utf-8")
@@ -362,7 +375,7 @@ def read_windows(path: str | Path) -> Iterator[Window]:
                 raise _fail(
                     f"not valid JSON ({exc.msg}, column {exc.colno})", source, number
                 ) from exc
-            window = window_from_json(obj, source, number)
+            window = window_from_json(obj, source, number, shared)
             if window.start < previous_start:
                 raise _fail("windows must be in time order", source, number, "start")
             if window.start < previous_end - 1e-6:

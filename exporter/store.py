@@ -248,9 +248,10 @@ class WindowStore:
 
     def _decode(self, rows: list[tuple[float, str]]) -> list[Window]:
         out = []
+        shared: dict[Any, Any] = {}  # one copy of each path for all the windows
         for start, body in rows:
             try:
-                out.append(window_from_json(json.loads(body), str(self.path)))
+                out.append(window_from_json(json.loads(body), str(self.path), shared=shared))
             except (ValueError, InputError) as exc:
                 raise StoreError(
                     f"{self.path}: window at {start} is corrupted ({exc}); delete it (sqlite3 "

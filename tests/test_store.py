@@ -40,6 +40,8 @@ def test_windows_persist_across_reopen(tmp_path: Path) -> None:
         assert again.count() == 5 and again.last_end() == windows[-1].end
         assert [w.start for w in again.recent(2)] == [windows[3].start, windows[4].start]
         assert again.range(windows[1].start, windows[3].start)[0].calls[PATHS[0]] > 0
+        # a long retraining range holds one copy of each path, not one per window
+        assert len({id(p) for w in got for p in w.calls if p == PATHS[0]}) == 1
     finally:
         again.close()
 

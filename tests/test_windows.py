@@ -36,6 +36,7 @@ GOOD = {
     "metrics": [{"component": "compose-post", "resource": "cpu", "value": 0.5}],
     "latency": [LATENCY],
 }
+GOOD_LATER = {"start": 60, "end": 120}
 
 
 def write_lines(path: Path, objects: list[object]) -> Path:
@@ -209,3 +210,13 @@ def test_names_over_the_bound_are_cut_as_the_importers_cut_them(tmp_path: Path) 
     cut = (service[: MAX_NAME - 1] + "…", sql[: MAX_NAME - 1] + "…")
     assert window.calls[(("nginx", "/" + sql[: MAX_NAME - 2] + "…"), cut)] == 6
     assert window.metrics == {(cut[0], "cpu"): 0.5}
+
+
+def test_windows_read_from_a_file_share_one_copy_of_each_path_and_series(tmp_path: Path) -> None:
+    # thousands of windows of thousands of paths would otherwise each hold their own copies,
+    # several times the file's size in memory
+    first, second = load_windows(write_lines(tmp_path / "d.jsonl", [GOOD, GOOD | GOOD_LATER]))
+    assert first.calls == second.calls and first.metrics == second.metrics
+    for a, b in zip(first.calls, second.calls, strict=True):
+        assert a is b
+    assert next(iter(first.metrics)) is next(iter(second.metrics))
