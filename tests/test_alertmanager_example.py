@@ -1,0 +1,83 @@
+"""The example Alertmanager configuration, run by a real Alertmanager, with two exporters.
+
+One Prometheus may scrape the exporters of two applications, as two jobs or as one job with two
+targets, each application with components of the same names. Alerts are posted straight to
+Alertmanager's API, as Prometheus sends them, and the test reads back what it inhibits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.servers import wait_until
+from tests.test_alerting_e2e import ALERTMANAGER, _start_alertmanager, _stop
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager not installed"),
+]
+
+CPU = "DeepRestCPUNotExplainedByTraffic"
+
+
+@pytest.fixture()
+def alertmanager() -> Iterator[str]:
+    """URL of a real Alertmanager running the shipped example configuration."""
+    directory = Path(tempfile.mkdtemp(prefix="deeprest-am-"))
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        process, url = _start_alertmanager(directory)
+        yield url
+    finally:
+        if process is not None:
+            _stop(process)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _post(url: str, *alerts: dict[str, str]) -> None:
+    body = [{"labels": labels, "annotations": {}} for labels in alerts]
+    requests.post(f"{url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
+
+
+def _states(url: str) -> dict[tuple[str, str], str]:
+    """(alertname, instance) -> active or suppressed, of every alert Alertmanager holds."""
+    alerts = requests.get(f"{url}/api/v2/alerts", timeout=5).json()
+    return {
+        (a["labels"]["alertname"], a["labels"].get("instance", "")): a["status"]["state"]
+        for a in alerts
+    }
+
+
+def _settle(url: str, expected: dict[tuple[str, str], str]) -> None:
+    """Wait up to 15 s for Alertmanager to hold `expected`, then compare, showing the difference."""
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: _states(url) == expected, 15, 0.2, "alert states")
+    assert _states(url) == expected
+
+
+def test_traces_stopped_holds_back_only_the_anomaly_alerts_of_its_own_exporter(
+    alertmanager: str,
+) -> None:
+    # Exporters "a" and "b" of one job, for two applications that both have a redis: a's
+    # traces stopped; b reads its traffic, and its CPU alert is a real one.
+    redis = {"job": "deeprest", "component": "redis", "resource": "cpu", "severity": "critical"}
+    _post(
+        alertmanager,
+        {"alertname": "DeepRestTracesStopped", "job": "deeprest", "instance": "a"},
+        {"alertname": CPU, "instance": "a", **redis},
+        {"alertname": CPU, "instance": "b", **redis},
+    )
+    expected = {
+        ("DeepRestTracesStopped", "a"): "active",
+        (CPU, "a"): "suppressed",
+        (CPU, "b"): "active",
+    }
+    _settle(alertmanager, expected)
