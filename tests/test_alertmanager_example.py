@@ -81,3 +81,23 @@ def test_traces_stopped_holds_back_only_the_anomaly_alerts_of_its_own_exporter(
         (CPU, "b"): "active",
     }
     _settle(alertmanager, expected)
+
+
+def _groups(url: str) -> list[tuple[dict[str, str], list[str]]]:
+    """(group labels, instances of its alerts) of every notification group."""
+    groups = requests.get(f"{url}/api/v2/alerts/groups", timeout=5).json()
+    return [(g["labels"], sorted(a["labels"]["instance"] for a in g["alerts"])) for g in groups]
+
+
+def test_the_same_component_of_two_exporters_of_one_job_is_notified_apart(
+    alertmanager: str,
+) -> None:
+    # Both applications have a redis, and a miner in each: two incidents, two notifications.
+    redis = {"job": "deeprest", "component": "redis", "resource": "cpu", "severity": "critical"}
+    _post(
+        alertmanager,
+        {"alertname": CPU, "instance": "a", "namespace": "shop", **redis},
+        {"alertname": CPU, "instance": "b", "namespace": "blog", **redis},
+    )
+    wait_until(lambda: sum(len(i) for _, i in _groups(alertmanager)) == 2, 15, 0.2, "2 alerts")
+    assert sorted(instances for _, instances in _groups(alertmanager)) == [["a"], ["b"]]
