@@ -126,6 +126,9 @@ def test_example_config_loads_and_flags_override() -> None:
     queries = UsageQueries(config.prometheus, config.window_seconds)
     assert "container_cpu_usage_seconds_total" in (queries.usage("cpu") or "")
     assert queries.component({"container": "compose-post-service"}) is not None
+    # One application's containers: another's of the same name, in the same Prometheus, would
+    # be summed with them.
+    assert 'namespace="socialnetwork"' in (queries.usage("cpu") or "")
 
 
 def test_a_flags_path_is_the_working_directorys_and_its_errors_name_the_flag(
