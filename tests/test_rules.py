@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
@@ -161,3 +162,30 @@ def test_amtool_check_config() -> None:
     result = run_tool("amtool", "check-config", ALERTMANAGER_EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def runbook_queries() -> list[str]:
+    """Each line of the runbooks' PromQL blocks, its comment removed, placeholders filled in."""
+    blocks = re.findall(r"```promql\n(.*?)```", RUNBOOKS.read_text(), flags=re.S)
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+    return [re.sub(r"\b[A-Z]+\b", "x", line) for line in lines if line]
+
+
+def test_runbook_queries_of_a_component_keep_to_its_application() -> None:
+    """Two applications in one Prometheus may both have a redis: a query of a component names
+    the exporter's job (DeepRest series) or the application's namespace (cAdvisor's)."""
+    unpinned = []
+    for query in runbook_queries():
+
+        def visit(node: object, query: str = query) -> None:
+            if not isinstance(node, promql_parser.VectorSelector):
+                return
+            labels = {m.name for m in node.matchers.matchers}
+            name = node.name or ""
+            if "container" in labels and "namespace" not in labels:
+                unpinned.append(query)
+            if ("component" in labels or name.startswith("api:")) and "job" not in labels:
+                unpinned.append(query)
+
+        promql_parser.walk(promql_parser.parse(query), visit)
+    assert runbook_queries() and not unpinned, unpinned
