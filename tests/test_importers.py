@@ -1165,6 +1165,22 @@ def test_metric_rows_wider_apart_than_the_windows_join_each_window_they_measure(
     )
 
 
+@pytest.mark.parametrize(("window", "counts"), [(45, "1 or 2"), (24, "2 or 3")])
+def test_metric_rows_apart_by_a_window_and_a_fraction_leave_no_window_between_them(
+    tmp_path: Path, window: int, counts: str
+) -> None:
+    path = tmp_path / "svc-a-5b67c48447-fj8b7_metric.csv"
+    rows = "".join(f"x,{53 + 60 * k},p,{10 + k},1\n" for k in range(12))  # at :53, 12 minutes
+    path.write_text(f"{METRIC_HEADER}\n{rows}")
+    with pytest.warns(DataWarning, match=f"each of the {counts} windows it measures"):
+        read = read_pod_metrics(path, window)
+    cpu = {start: v for (start, r), v in read.values.items() if r == "cpu"}
+    # every window from the first row's interval (-7 to 53) to the last's holds a middle
+    assert sorted(cpu) == list(range(min(cpu), max(cpu) + window, window))
+    assert cpu[0] == pytest.approx(0.010)  # middle at 22.5 (or 12): the first row's interval
+    assert cpu[max(cpu)] == pytest.approx(0.021)
+
+
 def test_cli_import_reads_metric_times_as_starts_when_told(tmp_path: Path, span_dir: Path) -> None:
     from exporter.cli import main
 

@@ -208,31 +208,38 @@ def _row_windows(times: pd.Series, window_seconds: int, stamp: str) -> pd.Series
     several): the one holding the middle of the interval the row measures. That interval ends
     at the row's time (`stamp` "end": a rate over the last minute, as Prometheus and cAdvisor
     stamp it) or starts there ("start"); it is as long as the file's usual spacing of rows (a
-    window for a file of one time). Rows spaced two windows or more apart (in a file of three
-    rows or more) join each window
-    whose middle their interval holds, with a warning: a minute's rate is the mean rate of each
-    of its half-minutes, no better known."""
+    window for a file of one time). Rows spaced more than a window apart (in a file of three
+    rows or more) join each window whose middle their interval holds, with a warning where one
+    joins several: a minute's rate is the mean rate of each of its half-minutes, no better
+    known, and a window between two rows' middles (a row a minute, windows of 45 s) is no gap."""
     check_stamp(stamp)
     steps = np.diff(np.unique(times.to_numpy(dtype=float)))
     spacing = float(np.median(steps)) if steps.size else float(window_seconds)
     interval = min(spacing, window_seconds)
     middle = times - interval / 2 if stamp == "end" else times + interval / 2
     starts = (middle // window_seconds * window_seconds).astype("int64")
-    spread = int(spacing // window_seconds)
-    if spread < 2 or steps.size < 2:  # two rows far apart: a gap between them, as likely
+    if spacing <= window_seconds or steps.size < 2:  # two rows far apart: a gap, as likely
         return starts
-    warnings.warn(
-        DataWarning(
-            f"metric rows come every {spacing:g} s, and windows are of {window_seconds} s: each "
-            f"row's value is given to each of the {spread} windows it measures"
-        ),
-        stacklevel=3,
-    )
     first = times - spacing if stamp == "end" else times  # where each row's interval starts
     lowest = (np.ceil((first - window_seconds / 2) / window_seconds) * window_seconds).astype(
         "int64"
     )  # the first window whose middle the interval holds
-    return pd.concat([lowest + k * window_seconds for k in range(spread)]).sort_index()
+    windows = int(np.ceil(spacing / window_seconds))  # the most an interval holds middles of
+    candidates = (lowest + k * window_seconds for k in range(windows))
+    joined = pd.concat(
+        [start[start + window_seconds / 2 < first + spacing] for start in candidates]
+    )
+    counts = sorted(set(joined.index.value_counts().tolist()))
+    if counts[-1] > 1:
+        warnings.warn(
+            DataWarning(
+                f"metric rows come every {spacing:g} s, and windows are of {window_seconds} s: "
+                f"each row's value is given to each of the {' or '.join(map(str, counts))} "
+                "windows it measures"
+            ),
+            stacklevel=3,
+        )
+    return joined.sort_index()
 
 
 def check_stamp(stamp: str, flag: str = "stamp") -> str:
