@@ -26,7 +26,7 @@ from estimator.importers import (
     load_trainticket,
     service_of_pod,
 )
-from estimator.importers.trainticket import read_pod_metrics
+from estimator.importers.trainticket import join_metrics, read_pod_metrics
 from estimator.spans import (
     LOST_API,
     MAX_PATH_DEPTH,
@@ -612,6 +612,24 @@ def test_metrics_join_by_window(tmp_path: Path, span_dir: Path) -> None:
     # replicas add up; the empty memory cell of the second pod makes the service's memory
     # unknown there, not the first pod's alone
     assert windows[1].metrics == pytest.approx({("svc-a", "cpu"): 0.04})
+
+
+def test_windows_without_usage_between_a_series_first_and_last_are_named(tmp_path: Path) -> None:
+    windows = [Window(s, s + 60, calls={(("svc-a", "op"),): 1.0}) for s in range(0, 300, 60)]
+    later = "x,173,p,30,100\nx,233,p,30,100\nx,293,p,30,100\n"  # windows of 120 to 240
+    a = tmp_path / "svc-a-5b67c48447-fj8b7_metric.csv"  # no row for the window of 60
+    a.write_text(f"{METRIC_HEADER}\nx,53,p,20,100\n{later}")
+    b = tmp_path / "svc-b-5b67c48447-fj8b7_metric.csv"  # a rolling restart: the window of 60
+    b.write_text(f"{METRIC_HEADER}\nx,53,p,20,100\n")  # falls between the two pods
+    (tmp_path / "svc-b-7f9b5d6c8d-qz8tk_metric.csv").write_text(f"{METRIC_HEADER}\n{later}")
+    c = tmp_path / "svc-c-5b67c48447-fj8b7_metric.csv"  # a service that starts late: no gap
+    c.write_text(f"{METRIC_HEADER}\n{later}")
+    with pytest.warns(DataWarning, match="4 usage series have no value in some windows") as caught:
+        join_metrics(windows, sorted(tmp_path.glob("*.csv")))
+    said = " ".join(str(w.message) for w in caught)
+    assert "svc-a/cpu (1 window), svc-a/memory (1 window), svc-b/cpu (1 window)" in said
+    assert "svc-c" not in said
+    assert [sorted(w.metrics) for w in windows][1] == []
 
 
 @pytest.mark.parametrize("cell", ["", "n/a", "null", "NaN", "NA"])

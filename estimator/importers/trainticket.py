@@ -416,8 +416,36 @@ def join_metrics(
         )
     for start, key in unknown:
         totals.get(start, {}).pop(key, None)
+    _warn_gaps(sorted(by_start), totals)
     for start, series in totals.items():
         by_start[start].metrics.update(series)
+
+
+def _warn_gaps(starts: Sequence[int], totals: dict[int, dict[SeriesKey, float]]) -> None:
+    """Name the series without usage in some windows with traces between their first and last
+    window with usage (a metric row missing, a pod's restart): unknown there, not zero, so
+    training and scores leave those windows out of the series."""
+    seen: dict[SeriesKey, list[int]] = {}
+    for start in starts:
+        for key in totals.get(start, {}):
+            seen.setdefault(key, []).append(start)
+    position = {start: i for i, start in enumerate(starts)}
+    gaps = {
+        key: position[have[-1]] - position[have[0]] + 1 - len(have) for key, have in seen.items()
+    }
+    gapped = sorted((key for key, n in gaps.items() if n), key=lambda key: (-gaps[key], key))
+    if gapped:
+        shown = [f"{c}/{r} ({count_of(gaps[(c, r)], 'window')})" for c, r in gapped]
+        one = len(gapped) == 1
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(gapped), 'usage series')} {'has' if one else 'have'} no value in "
+                f"some windows with traces between {'its' if one else 'their'} first and last (no "
+                "metric row there, or between a pod and the next): unknown there, not zero: "
+                f"{first_few(shown)}"
+            ),
+            stacklevel=3,
+        )
 
 
 def _layout_hint(root: Path) -> str:
