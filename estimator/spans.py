@@ -928,16 +928,18 @@ def _drop_uncovered(counts: Counts, covers: list[tuple[int, int]], window_second
     merged = _merged(covers)
     width = window_seconds * NS_PER_S
     dropped = []
+    requests = 0.0  # root spans of the windows dropped
     for key in list(counts):
         if _covered(key, width, merged) < COVERED * width:
             dropped.append(key)
-            del counts[key]
+            requests += sum(n for path, n in counts.pop(key).items() if len(path) == 1)
     if dropped:
         shown = first_few([str(k * window_seconds) for k in sorted(dropped)])
         warnings.warn(
             DataWarning(
-                f"{count_of(len(dropped), 'window')} dropped that no file's minute covers (a missing "
-                f"file, or traces that straddle the recording's edge): starts {shown}"
+                f"{count_of(len(dropped), 'window')} dropped that the files' minutes cover less "
+                f"than half of (a missing file, or the recording's edge), with the {round(requests):,} "
+                f"requests whose root span ended there: starts {shown}"
             ),
             stacklevel=2,
         )

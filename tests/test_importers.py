@@ -1388,6 +1388,17 @@ def test_minute_files_are_read_in_time_order_across_midnight(tmp_path: Path) -> 
     assert windows[2].calls[(("svc-a", "GET /x"), ("svc-b", "q"))] == 61
 
 
+def test_a_window_the_minute_files_cover_in_part_is_dropped_saying_so(tmp_path: Path) -> None:
+    t0 = 1675080000  # 12:00, the start of a five-minute window; the files begin at 12:04
+    names = {f"12_{m:02d}": t0 + 60 * m for m in range(4, 15)}
+    with pytest.warns(DataWarning) as caught:
+        windows = import_span_csv(minute_files(tmp_path / "trace", names), window_seconds=300)
+    assert [w.start for w in windows] == [t0 + 300, t0 + 600]
+    said = " ".join(str(w.message) for w in caught)
+    assert "cover less than half of" in said and "with the 60 requests whose root" in said
+    assert f"starts {t0}" in said
+
+
 def test_a_missing_minute_file_leaves_a_gap_not_a_thin_window(tmp_path: Path) -> None:
     t0 = 1675080000
     folder = minute_files(tmp_path / "trace", {"12_00": t0, "12_01": t0 + 60, "12_03": t0 + 180})
