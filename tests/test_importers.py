@@ -681,6 +681,23 @@ def test_a_window_dataset_given_as_raw_traces_is_refused_not_stripped(tmp_path: 
         import_raw(path)
 
 
+def test_a_replica_without_a_resource_column_makes_its_service_usage_of_it_unknown(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    metrics = tmp_path / "metric"
+    metrics.mkdir()
+    (metrics / "svc-a-5b67c48447-fj8b7_metric.csv").write_text(
+        f"{METRIC_HEADER}\nx,112,p,20,100\nx,172,p,30,200\n"
+    )
+    (metrics / "svc-a-5b67c48447-x9k2q_metric.csv").write_text(
+        "TimeStamp,CpuUsage(m)\n112,10\n172,10\n"
+    )
+    with pytest.warns(DataWarning, match=r"unknown while the pod runs.*x9k2q \(memory\)"):
+        windows = import_windows("span-csv", span_dir, metrics=metrics, window_seconds=60)
+    # the second replica's memory is not measured: the first's alone is no total
+    assert [w.metrics for w in windows] == [{("svc-a", "cpu"): 0.03}, {("svc-a", "cpu"): 0.04}]
+
+
 def test_the_orphans_root_step_is_no_component_without_metrics(tmp_path: Path) -> None:
     spans = tmp_path / "spans"
     spans.mkdir()

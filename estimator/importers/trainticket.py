@@ -4,7 +4,8 @@ Metric files are `<pod>_metric.csv[.gz]` with one row per minute: TimeStamp (Uni
 CpuUsage(m) (millicores, read as `cpu` in cores) and MemoryUsage(Mi) (read as `memory` in bytes),
 or usage columns of other names and units (`usage_column`).
 Other files (front_service.csv.gz holds front-end latency, not a pod) are skipped. A file may
-hold only one of the two usage columns: the other resource is then unknown for that pod. A row
+hold only one of the two usage columns: the other resource is then unknown for that pod, and for
+its service while the pod runs where the service's other pods measure it. A row
 stands for the interval before its TimeStamp (a rate over the last minute, as Prometheus and
 cAdvisor stamp it; `stamp="start"` reads it as the interval after) and joins the window that
 holds that interval's middle: a row stamped 12:00:28 joins the window of 11:59, one stamped
@@ -363,8 +364,8 @@ def join_metrics(
     of_pod: dict[str, list[Path]] = {}
     for path in paths:
         of_pod.setdefault(_pod_of(path), []).append(path)
+    pods: list[tuple[str, PodMetrics]] = []
     for pod_name, files in of_pod.items():
-        service = service_of_pod(pod_name)
         parts = []
         for path in files:
             part = read_pod_metrics(path, window_seconds, stamp)
@@ -373,11 +374,14 @@ def join_metrics(
             parts.append(part)
             if on_file is not None:
                 on_file(path)
-        pod = _one_pod(parts, files, root)
+        pods.append((pod_name, _one_pod(parts, files, root)))
+    measured = _measured(pods)
+    for pod_name, pod in pods:
+        service = service_of_pod(pod_name)
         values = pod.values
         lived = (min(pod.rows), max(pod.rows)) if pod.rows else (0, -1)  # first and last row
         first, last = min(first, lived[0]), max(last, lived[1])
-        for resource in pod.resources:
+        for resource in sorted(measured[service]):  # one the pod lacks is unknown while it runs
             key = (service, resource)
             for start in by_start:
                 if not lived[0] <= start <= lived[1]:
@@ -419,6 +423,31 @@ def join_metrics(
     _warn_gaps(sorted(by_start), totals)
     for start, series in totals.items():
         by_start[start].metrics.update(series)
+
+
+def _measured(pods: Sequence[tuple[str, PodMetrics]]) -> dict[str, set[str]]:
+    """The resources each service's pods have columns for, with a warning naming the pods that
+    lack one their service's other pods have: the service's usage of it is unknown while such a
+    pod runs, not the sum of the other replicas alone."""
+    measured: dict[str, set[str]] = {}
+    for pod_name, pod in pods:
+        measured.setdefault(service_of_pod(pod_name), set()).update(pod.resources)
+    lacking = [
+        f"{pod_name} ({', '.join(sorted(measured[service_of_pod(pod_name)] - pod.resources))})"
+        for pod_name, pod in pods
+        if pod.rows and measured[service_of_pod(pod_name)] - pod.resources
+    ]
+    if lacking:
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(lacking), 'pod')} {'has' if len(lacking) == 1 else 'have'} no "
+                "column of a resource that other pods of its service have, so the service's "
+                "usage of it is unknown while the pod runs, not the others' sum: "
+                f"{first_few(lacking)}"
+            ),
+            stacklevel=3,
+        )
+    return measured
 
 
 def _warn_gaps(starts: Sequence[int], totals: dict[int, dict[SeriesKey, float]]) -> None:
