@@ -171,6 +171,23 @@ def test_evaluate_scores_baselines_trained_before_the_range_on_the_same_windows(
     assert main([*evaluate, "--from", "5", "--baselines"]) == 2  # 5 windows: too few to train
 
 
+def test_evaluate_says_the_history_baseline_reads_usage_that_repeats_window_to_window(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    windows = load_windows(trained["train"])
+    for before, window in zip(windows[::2], windows[1::2], strict=False):
+        window.metrics = dict(before.metrics)  # one metric row given to two windows
+    data = tmp_path / "coarse.jsonl"
+    write_windows(data, windows)
+    args = ["evaluate", "--model", str(trained["model"]), "--from", "60%", "--baselines"]
+    assert main([*args, "--data", str(trained["train"])]) == 0
+    assert "history baseline forecasts a value" not in capsys.readouterr().err
+    assert main([*args, "--data", str(data)]) == 0
+    err = capsys.readouterr().err
+    assert "usage repeats the window before it in 5" in err  # about half of the windows
+    assert "the history baseline forecasts a value it has already read" in err
+
+
 def test_baselines_are_documented_as_needing_the_whole_recording(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

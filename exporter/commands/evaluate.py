@@ -237,6 +237,24 @@ def _baselines(
     return out
 
 
+REPEATS = 0.4
+"""Share of windows whose usage repeats the window before it (the median over the series that
+vary) from which the history baseline is said to read what it forecasts."""
+
+
+def _repeats(windows: Sequence[Window], series: list[SeriesKey]) -> float:
+    """The median, over the series whose usage varies, of the share of windows whose usage
+    equals the window before it: about a half where each metric row is given to two windows
+    (rows a minute apart, windows of 30 s), near 0 for usage measured per window."""
+    usage = targets(windows, series)
+    shares = []
+    for column in usage.T:
+        pairs = ~np.isnan(column[1:]) & ~np.isnan(column[:-1])
+        if pairs.sum() >= 10 and np.nanmax(column) > np.nanmin(column):
+            shares.append(float(np.mean(column[1:][pairs] == column[:-1][pairs])))
+    return float(np.median(shares)) if shares else 0.0
+
+
 def run(args: argparse.Namespace) -> int:
     say = Phases("evaluate")
     if args.report is not None:
@@ -265,6 +283,14 @@ def run(args: argparse.Namespace) -> int:
         baselines = (
             _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
         )
+        repeats = _repeats(windows, bundle.series) if baselines else 0.0
+        if repeats >= REPEATS:
+            data_warning(
+                f"{path}: usage repeats the window before it in {repeats:.0%} of the windows "
+                "(the median over the series: metric rows further apart than the windows, each "
+                "given to several?): there the history baseline forecasts a value it has already "
+                "read, so its scores flatter it"
+            )
         seen = _in_training(bundle, recording, windows)
         if seen:
             data_warning(
