@@ -12,6 +12,7 @@ import argparse
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import SHARED_DATA, median_or_nan, timed, write_section  # noqa: E402
 from estimator.bundle import Bundle  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
-from estimator.metrics import accuracy, coverage, mae  # noqa: E402
+from estimator.metrics import accuracy, mae, scored_coverage  # noqa: E402
 from estimator.models import make_model  # noqa: E402
 from estimator.models.history import HistoryForecaster  # noqa: E402
 from estimator.simulator import (  # noqa: E402
@@ -96,7 +97,7 @@ def summarize(pred: np.ndarray, windows: list[Window], series, select=None) -> d
         "mean_acc": float(np.nanmean(acc)),
         "worst_acc": float(np.nanmin(acc)),
         "worst_series": "/".join(series[cols[int(np.nanargmin(acc))]]),
-        "coverage": float(np.nanmean(coverage(pred, actual)[cols])),
+        "coverage": float(np.nanmean(scored_coverage(pred, actual)[cols])),
     }
     if not np.isnan(oracle).all():
         ratio = mae(pred[..., 1], actual)[cols] / mae(oracle, actual)[cols]
@@ -285,7 +286,6 @@ def trainticket_section(args: argparse.Namespace) -> str:
         nan = float("nan")
         lower_at_2x = nan if ratio_2x is None else float(np.mean(ratio_2x < 0.999))
         memory_2x = nan if ratio_2x is None else float(np.mean(ratio_2x[memory] > 1.3))
-        cover, plain = coverage(pred, actual), coverage(unaged, actual)
         per_series[name.split(" ")[0]] = wape
         rows.append(
             {
@@ -293,10 +293,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
                 "median_cpu_wape": median_or_nan(wape[cpu]),
                 "mean_cpu_acc": float(np.nanmean(1 - wape[cpu])),
                 "mean_memory_acc": float(np.nanmean(1 - wape[memory])),
-                "cpu_coverage": float(np.nanmean(cover[cpu])),
-                "memory_coverage": float(np.nanmean(cover[memory])),
-                "cpu_coverage_unaged": float(np.nanmean(plain[cpu])),
-                "memory_coverage_unaged": float(np.nanmean(plain[memory])),
+                **band_coverages(pred, unaged, actual, cpu, memory),
                 "lower_at_2x": lower_at_2x,
                 "memory_over_1.3x_at_2x": memory_2x,
                 "fit_s": fit_s if fit_s is not None else float("nan"),
@@ -400,6 +397,23 @@ def _fit_predict_after(
     return bundle.age_band(pred, starts), fit_s, pred, ratio_2x
 
 
+def band_coverages(
+    pred: np.ndarray, unaged: np.ndarray, actual: np.ndarray, cpu: list[int], memory: list[int]
+) -> dict[str, float]:
+    """Mean band coverage of the CPU and of the memory series, of the bands a bundle serves and
+    of the models' own (unaged), over the series `deeprest evaluate` scores: a series that used
+    nothing in the test windows has no accuracy, and a band at 0 that covers it is no evidence."""
+    cover, plain = scored_coverage(pred, actual), scored_coverage(unaged, actual)
+    with warnings.catch_warnings():  # a resource without scored series: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "cpu_coverage": float(np.nanmean(cover[cpu])),
+            "memory_coverage": float(np.nanmean(cover[memory])),
+            "cpu_coverage_unaged": float(np.nanmean(plain[cpu])),
+            "memory_coverage_unaged": float(np.nanmean(plain[memory])),
+        }
+
+
 def _split(windows: list[Window], cut: int):
     """Training and test windows of a recording cut at `cut`, with its CPU and memory series,
     their columns, the training vocabulary and the test windows' actual usage."""
@@ -432,14 +446,11 @@ def _inner_split(windows: list[Window], models: tuple[str, ...]) -> list[dict]:
     unaged["history-ets (previous hour, sees actual)"] = out["test"]
     rows = []
     for name, pred in preds.items():
-        cover, plain = coverage(pred, actual), coverage(unaged[name], actual)
         rows.append(
             {
                 "model": name,
                 "median_cpu_wape": median_or_nan(1 - accuracy(pred[..., 1], actual)[cpu]),
-                "cpu_coverage": float(np.nanmean(cover[cpu])),
-                "memory_coverage": float(np.nanmean(cover[memory])),
-                "memory_coverage_unaged": float(np.nanmean(plain[memory])),
+                **band_coverages(pred, unaged[name], actual, cpu, memory),
             }
         )
     print(format_table(rows, INNER_COLUMNS))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from estimator.anomaly import anomaly_scores, floors
-from estimator.metrics import accuracy, coverage, mae
+from estimator.metrics import accuracy, mae, scored_coverage
 from estimator.windows import SeriesKey, Window, targets
 
 
@@ -29,14 +29,8 @@ class Evaluation:
 
     @property
     def coverage(self) -> np.ndarray:
-        """Band coverage per series; NaN for a series without a band (a baseline that never
-        saw it), which a share of 0 would count as a band that misses, and for one without
-        usage (0 throughout), which is not scored: a band of [0, 0] around it covers nothing
-        of interest."""
-        out = coverage(self.pred, self.actual)
-        out[np.isnan(self.pred[..., [0, 2]]).all(axis=(0, 2))] = np.nan
-        out[np.isnan(self.accuracy)] = np.nan
-        return out
+        """Band coverage per series; NaN where it is not scored (`scored_coverage`)."""
+        return scored_coverage(self.pred, self.actual)
 
     @property
     def mae(self) -> np.ndarray:

@@ -39,3 +39,14 @@ def coverage(pred: np.ndarray, actual: np.ndarray) -> np.ndarray:
     inside = (actual >= pred[..., 0]) & (actual <= pred[..., 2]) & known
     with np.errstate(invalid="ignore", divide="ignore"):
         return inside.sum(axis=0) / known.sum(axis=0)
+
+
+def scored_coverage(pred: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Band coverage per series as evaluations report it: NaN for a series without a band (a
+    baseline that never saw it), which a share of 0 would count as a band that misses, and for
+    one without an accuracy (no usage known, or 0 throughout), whose band of [0, 0] or so would
+    cover it trivially and raise a mean coverage with nothing of interest."""
+    out = coverage(pred, actual)
+    out[np.isnan(pred[..., [0, 2]]).all(axis=(0, 2))] = np.nan
+    out[np.isnan(accuracy(pred[..., 1], actual))] = np.nan
+    return out
