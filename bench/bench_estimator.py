@@ -19,7 +19,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED_DATA, median_or_nan, timed, write_section  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHARED_DATA,
+    TRAIN_SHARE,
+    median_or_nan,
+    timed,
+    train_cut,
+    write_section,
+)
 from estimator.bundle import Bundle  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
 from estimator.metrics import accuracy, mae, scored_coverage  # noqa: E402
@@ -270,7 +277,7 @@ def trainticket_section(args: argparse.Namespace) -> str:
     load = timed(lambda: load_trainticket(root))
     windows: list[Window] = load.value  # type: ignore[assignment]
     windows = [w for w in windows if w.metrics]
-    cut = int(len(windows) * 0.6)
+    cut = train_cut(windows)
     train, test, series, cpu, memory, vocab, actual = _split(windows, cut)
     rows = []
     per_series: dict[str, np.ndarray] = {}  # model -> WAPE per series
@@ -337,8 +344,9 @@ def trainticket_section(args: argparse.Namespace) -> str:
     if services:
         print(format_table(services, list(services[0])))
     return (
-        f"### {root.name} (real, Train-Ticket layout): first 60% of {len(windows)} one-minute "
-        f"windows to train, the rest to test; {len(cpu)} services, CPU and memory; "
+        f"### {root.name} (real, Train-Ticket layout): first {TRAIN_SHARE} ({cut}) of "
+        f"{len(windows)} one-minute windows to train, the rest to test; {len(cpu)} services, "
+        "CPU and memory; "
         f"import {load.seconds:.1f}s\n\n"
         "cpu_coverage and memory_coverage are those of the band a bundle serves: widened, where "
         "the validation tail showed drift, for the windows since the training end "

@@ -39,7 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED_DATA, write_section  # noqa: E402
+from bench.common import SHARED_DATA, TRAIN_SHARE, train_cut, write_section  # noqa: E402
 from estimator.anomaly import excess  # noqa: E402
 from estimator.features import Vocabulary  # noqa: E402
 from estimator.importers.common import service_of_pod  # noqa: E402
@@ -214,11 +214,6 @@ def measure(
     return row, per_fault
 
 
-TRAIN_SHARE = 0.6
-"""Share of the recording (from its start, all faults inside) the models trained over the faults
-see: the estimator benchmark's split."""
-
-
 def over_faults(
     windows: list[Window], faults: list[Fault], kinds: list[str]
 ) -> list[dict[str, object]]:
@@ -226,7 +221,7 @@ def over_faults(
     wide its CPU band is on the windows after (the upper band over the median, per service the
     median over windows) for the services with a CPU-contention fault in training, and for the
     others. A band that learned an incident as normal variation is too wide to flag its repeat."""
-    cut = int(len(windows) * TRAIN_SHARE)
+    cut = train_cut(windows)
     train = windows[:cut]
     series = [s for s in series_of(train) if s[1] == "cpu"]
     vocab = Vocabulary.build(train)
@@ -356,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "the flagged windows.\n\n"
             + markdown_table(fault_rows, fault_columns)
             + f"\n\nTrained over the faults: each model trained on the first "
-            f"{TRAIN_SHARE:.0%} of the recording (the estimator benchmark's split, every fault "
+            f"{TRAIN_SHARE} of the recording (the estimator benchmark's split, every fault "
             "inside), its CPU band on the windows after. *faulted_upper_over_median*: the "
             "upper band over the median (per service, the median over windows) of the services "
             "with a CPU-contention fault in training, their median; *others_upper_over_median*: "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from estimator.windows import Window
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SHARED_DATA = Path(
@@ -46,6 +48,19 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
         else text.rstrip() + "\n\n" + block + "\n"
     )
     path.write_text(text, encoding="utf-8")
+
+
+TRAIN_SHARE = "60%"
+"""The share of a real recording, from its start, the benchmarks train on; the rest tests."""
+
+
+def train_cut(windows: Sequence[Window], share: str = TRAIN_SHARE) -> int:
+    """How many windows, from the start, `deeprest train --to SHARE` trains on: the benchmarks
+    split a recording where the README's commands (`train --to 60%`, `evaluate --from 60%`)
+    split it, so their figures are those a user reproduces."""
+    from exporter.commands.ranges import span
+
+    return span(windows, None, share, "recording").stop
 
 
 def median_or_nan(values: np.ndarray) -> float:

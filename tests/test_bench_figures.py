@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench.bench_estimator import band_coverages
+from bench.common import train_cut
 from estimator.evaluation import Evaluation
+from estimator.windows import Window
+from exporter.commands.ranges import select
 
 
 def test_benchmark_band_coverage_leaves_out_a_series_that_used_nothing() -> None:
@@ -22,3 +25,11 @@ def test_benchmark_band_coverage_leaves_out_a_series_that_used_nothing() -> None
     assert figures["cpu_coverage"] == figures["cpu_coverage_unaged"] == 0.5
     assert figures["cpu_coverage"] == np.nanmean(evaluation.coverage[:2])
     assert figures["memory_coverage"] == 1.0
+
+
+def test_benchmarks_split_a_recording_where_train_to_60_percent_does() -> None:
+    """The real day's 741 windows: `deeprest train --to 60%` trains on 445 of them (60% rounds
+    to the nearest window), and the benchmarks' figures, to be reproducible with the README's
+    commands, train on the same ones, not on 444."""
+    windows = [Window(start=60.0 * i, end=60.0 * (i + 1)) for i in range(741)]
+    assert train_cut(windows) == len(select(windows, None, "60%", "recording")) == 445
