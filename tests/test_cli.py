@@ -1343,6 +1343,14 @@ def test_data_the_bundle_cannot_read_exits_2_or_warns(
     write_windows(some_new, [replace(w, calls={**w.calls, new_api: 1000.0}) for w in windows])
     assert main([*predict, str(some_new)]) == 0
     assert "too rare to keep (gw:/brand-new)" in capsys.readouterr().err
+    below = (*new_api, ("db", "query"))
+    reaching = root / "new-reaching-db.jsonl"
+    write_windows(
+        reaching, [replace(w, calls={**w.calls, new_api: 1e3, below: 2e3}) for w in windows]
+    )
+    assert main([*predict, str(reaching)]) == 0
+    said = capsys.readouterr().err
+    assert "estimates of the components they reach may leave out their work: db, gw" in said
 
 
 def test_limits_read_an_exponent_yaml_reads_as_text_and_kubernetes_quantities() -> None:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 import numpy as np
 
 from estimator.bundle import Bundle
-from estimator.errors import InputError, count_of, data_warning, utc_time
+from estimator.errors import InputError, count_of, data_warning, first_few, utc_time
 from estimator.importers.common import RECENT_SECONDS
 from estimator.training import ODD_WINDOWS, window_seconds_of
-from estimator.windows import Window, api_counts
+from estimator.windows import Pair, Window, api_counts, api_depth, api_of
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,9 @@ def check_window_length(bundle: Bundle, windows: Sequence[Window], source: str) 
 def check_traffic(bundle: Bundle, windows: Sequence[Window], source: str) -> None:
     """Refuse windows the bundle cannot read: another window length (counts per window mean
     another thing, and so does the history's decay), or traffic of none of its APIs (another
-    application). Warn where part of the calls are of APIs never seen in training: their usage
-    is estimated from the per-API "other" features, a guess."""
+    application). Warn where part of the calls are of APIs never seen in training: the per-API
+    "other" features they count in had few calls or none in training, so the model gives them
+    little or no cost, and names the components whose estimates then fall short."""
     check_window_length(bundle, windows, source)
     calls: dict[tuple[str, str], float] = {}
     for window in windows:
@@ -193,11 +194,24 @@ def check_traffic(bundle: Bundle, windows: Sequence[Window], source: str) -> Non
             source=source,
         )
     if share > UNSEEN_WARNING:
+        reached = _reached(windows, set(unseen))
         data_warning(
             f"{share:.0%} of the API calls in {source} are of {count_of(len(unseen), 'API')} never "
-            f"seen in training, or too rare to keep ({names}); their usage is estimated from the "
-            "model's 'other' features, a guess"
+            f"seen in training, or too rare to keep ({names}); the model charges their calls what "
+            "its 'other' features cost in training, little or nothing where training had few "
+            "such calls, so the estimates of the components they reach may leave out their "
+            f"work: {first_few(reached)}"
         )
+
+
+def _reached(windows: Sequence[Window], apis: set[Pair]) -> list[str]:
+    """The components with spans in the calls of `apis`, those with the most spans first."""
+    spans: dict[str, float] = {}
+    for window in windows:
+        for path, count in window.calls.items():
+            if len(path) >= api_depth(path) and api_of(path) in apis:
+                spans[path[-1][0]] = spans.get(path[-1][0], 0.0) + count
+    return sorted(spans, key=lambda component: -spans[component])
 
 
 LIKE_A_SHARE = 100.0
