@@ -48,6 +48,8 @@ class Layout:
     """The (component, resource) of each target column, where the caller knows them."""
     path_ends: tuple[Pair, ...] = ()
     """The last (component, operation) of each "path" column, in column order."""
+    path_components: tuple[frozenset[str], ...] = ()
+    """The components each "path" column passes through, in column order."""
     history_owners: tuple[str, ...] = ()
     """The component whose spans each "history" column averages, in column order (none given:
     no column is any component's own)."""
@@ -187,7 +189,13 @@ class Vocabulary:
         ends = tuple(p[-1] for p in self.paths)
         owners = (*self.components, *(c for c, _ in self.operations)) * len(self.halflives)
         return Layout(
-            tuple(names), groups, self.components, all_apis, path_ends=ends, history_owners=owners
+            tuple(names),
+            groups,
+            self.components,
+            all_apis,
+            path_ends=ends,
+            path_components=tuple(frozenset(c for c, _ in p) for p in self.paths),
+            history_owners=owners,
         )
 
     @property

@@ -663,6 +663,39 @@ def test_xgboost_history_costs_limit_which_history_a_series_costs_may_use(
         make_model("xgboost", history_costs="some")
 
 
+@pytest.mark.parametrize("mode", ["reach", "all"])
+def test_xgboost_path_costs_keep_each_series_on_the_paths_through_its_component(
+    world: tuple[Vocabulary, np.ndarray, np.ndarray], mode: str
+) -> None:
+    """'reach' (the default) gives a series no per-call cost on a path that never passes
+    through its component: svc-b's CPU none on the read and login paths, whose calls do no work
+    there. A component no path passes through (spans not traced: a cron job) keeps them all."""
+    vocabulary, X, Y = world
+    series = [*SERIES, ("cron", "memory")]
+    Y = np.hstack([Y, (3e8 + 1e6 * X[:, [0]]).reshape(-1, 1)])
+    layout = vocabulary.layout.for_series(series)
+    model = make_model("xgboost", saturation="never", path_costs=mode, **FAST["xgboost"])
+    model.fit(X, Y, layout)
+    paths = layout.columns("path")
+    away = {
+        component: [
+            c for c, on in zip(paths, layout.path_components, strict=True) if component not in on
+        ]
+        for component, _ in series
+    }
+    assert away["svc-b"] and away["db"] and away["cron"] == list(paths)
+    off = [
+        (model.weights_[away[component], j] != 0).any() for j, (component, _) in enumerate(series)
+    ]
+    if mode == "reach":
+        assert not any(off[:-1])
+        assert (model.weights_[paths, -1] != 0).any()  # cron's memory rides on every path
+    else:
+        assert any(off[:-1])
+    with pytest.raises(InputError, match="path_costs must be one of reach, all"):
+        make_model("xgboost", path_costs="own")
+
+
 def test_cost_shrinkage_does_not_weaken_with_empty_columns() -> None:
     """The ridge and shrinkage are relative to the mean diagonal of the columns in use: columns
     left at zero (history a series may not use, a path too rare to cost) change no cost."""

@@ -64,6 +64,8 @@ from estimator.models.reservoir import CONTEXT, Reservoir, load_reservoirs, sear
 SCALE, SATURATE, RESERVOIR = 0, 1, 2
 HISTORY_COSTS = ("all", "own", "none")
 """Which traffic history a scaling series' per-call costs may use (see `_owned_history`)."""
+PATH_COSTS = ("reach", "all")
+"""Which call paths a series' per-call costs may use (see `_unreached_paths`)."""
 RATES = frozenset({"cpu", "write_iops", "write_throughput"})
 """Resources whose usage in a window is the work done in it, with no state carried over: their
 per-call costs never read the traffic history (see `_owned_history`)."""
@@ -153,6 +155,7 @@ class XGBoostQuantile(QuantileModel):
         workers: int = 0,
         monotone: bool = True,
         history_costs: str = "own",
+        path_costs: str = "reach",
     ) -> None:
         # One OpenMP thread per booster: on a shared two-core machine OpenMP's second thread
         # spins and makes training several times slower. Instead `workers` threads (0: one per
@@ -214,6 +217,11 @@ class XGBoostQuantile(QuantileModel):
                 f"not {history_costs!r}"
             )
         self.history_costs = history_costs
+        if path_costs not in PATH_COSTS:
+            raise ModelError(
+                f"xgboost: path_costs must be one of {', '.join(PATH_COSTS)}, not {path_costs!r}"
+            )
+        self.path_costs = path_costs
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ModelError(f"xgboost: workers must be a whole number >= 0, not {workers!r}")
         self.workers = workers
@@ -288,20 +296,50 @@ class XGBoostQuantile(QuantileModel):
         rates = [resource in RATES for _, resource in layout.series]
         return [frozenset() if rate else mine for mine, rate in zip(owned, rates, strict=True)]
 
+    def _unreached_paths(self, layout: Layout, n_series: int) -> list[frozenset[int]]:
+        """Per series, the path columns its per-call costs may not use (`path_costs`): with
+        "reach" (the default), the paths that never pass through its component, whose calls
+        do no work there; "all" leaves none out. A component that no kept path passes through
+        (its spans not traced) keeps them all: its costs can only ride on its callers' paths.
+
+        A cost on a path that never reaches the component is a correlation of the training
+        days, which a new API mix breaks, and each series' cost solve is cubic in its width: on
+        a big system (hundreds of kept paths, each through a few of 150 components) "all" took
+        training several times as long and scored worse on the hours after it (README, "how
+        training time grows"); on the benchmark's and a real recording's windows both read the
+        same."""
+        none: list[frozenset[int]] = [frozenset()] * n_series
+        if self.path_costs == "all" or not layout.series or not layout.path_components:
+            return none
+        paths = [int(c) for c in layout.columns("path")]
+        traced = frozenset().union(*layout.path_components)
+        return [
+            frozenset(
+                c
+                for c, on in zip(paths, layout.path_components, strict=True)
+                if component not in on
+            )
+            if component in traced
+            else frozenset()
+            for component, _ in layout.series
+        ]
+
     def _say_costs(self, line: str) -> None:
         self.say(f"xgboost: {line}")
 
     def _cost_groups(
         self, series: np.ndarray, width: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The series (indices) whose costs may use the same history columns, with the columns
-        of X they may use (every count column and those history columns)."""
-        groups: dict[frozenset[int], list[int]] = {}
+        """The series (indices) whose costs may use the same columns, with the columns of X they
+        may use (the count columns but the paths left out, and the history columns allowed)."""
+        groups: dict[tuple[frozenset[int], frozenset[int]], list[int]] = {}
         for j in series:
-            groups.setdefault(self._owned[int(j)], []).append(int(j))
+            groups.setdefault((self._owned[int(j)], self._unreached[int(j)]), []).append(int(j))
         history = set(int(c) for c in self.history_columns_)
-        for allowed, members in groups.items():
-            keep = [c for c in range(width) if c not in history or c in allowed]
+        for (allowed, unreached), members in groups.items():
+            keep = [
+                c for c in range(width) if (c not in history or c in allowed) and c not in unreached
+            ]
             yield np.asarray(members, dtype=int), np.asarray(keep, dtype=int)
 
     def _states(self, X: np.ndarray) -> np.ndarray:
@@ -540,6 +578,7 @@ class XGBoostQuantile(QuantileModel):
         cut = len(X) - max(MIN_ROWS, int(round(len(X) * self.calibration_fraction)))
         self.say(f"xgboost: per-call costs of {Y.shape[1]} series, shrinkage chosen on the tail")
         self._owned = self._owned_history(layout, Y.shape[1])
+        self._unreached = self._unreached_paths(layout, Y.shape[1])
         self.shrink_ = np.zeros(Y.shape[1])
         for group, keep in self._cost_groups(np.arange(Y.shape[1]), X.shape[1]):
             self.shrink_[group] = choose_shrinkage(
@@ -580,7 +619,7 @@ class XGBoostQuantile(QuantileModel):
         self.form_[(self.form_ == RESERVOIR) & stateless] = SCALE
         self.forest_ = self._forest()
         self.context = CONTEXT if any(r is not None for r in self.reservoirs_) else 0
-        del self._found, self._owned
+        del self._found, self._owned, self._unreached
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         return self
 
@@ -654,6 +693,7 @@ class XGBoostQuantile(QuantileModel):
             "workers": self.workers,
             "monotone": self.monotone,
             "history_costs": self.history_costs,
+            "path_costs": self.path_costs,
         }
 
     @classmethod
@@ -664,6 +704,7 @@ class XGBoostQuantile(QuantileModel):
                 "robust": False,
                 "shrinkage": (0.0,),
                 "monotone": False,
+                "path_costs": "all",
                 **meta["params"],
             }
         )
