@@ -419,6 +419,19 @@ def test_history_forecast_is_one_step_ahead_and_causal() -> None:
         HistoryForecaster(lookback=5).forecast(Y[:5], Y[5:10])
 
 
+def test_history_forecast_starts_from_its_lookback_not_from_its_first_value() -> None:
+    """A steady series fits a level that barely moves: a spike at the start of the lookback
+    must not be forecast for every window after it."""
+    rng = np.random.default_rng(2)
+    Y = (0.002 * (1 + 0.05 * rng.standard_normal(400)))[:, None]
+    forecaster = HistoryForecaster(lookback=60).fit(Y[:300])
+    assert forecaster.alpha_[0] < 0.2
+    history = Y[240:300].copy()
+    history[0] = 0.010
+    pred = forecaster.forecast(history, Y[300:])
+    assert np.nanmean(accuracy(pred[..., 1], Y[300:])) > 0.9
+
+
 def _cache_world(n: int, low: float, high: float, seed: int) -> tuple[list[Window], np.ndarray]:
     """Windows of one write API and the size of a cache that fills with writes, up to a cap."""
     rng = np.random.default_rng(seed)

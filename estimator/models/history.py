@@ -80,12 +80,14 @@ class HistoryForecaster:
         return self
 
     def _initial(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Level and trend before the history: its first known value, else the training end."""
+        """Level and trend before the history: the median of its known values, else the training
+        end. Not its first value: a series whose fitted level barely moves (smoothing near 0)
+        forecast that one value throughout, a noisy one at 5 times the usage after it."""
         level, trend = self.level_.copy(), self.trend_.copy()
         for j in range(history.shape[1]):
-            known = np.flatnonzero(~np.isnan(history[:, j]))
+            known = history[~np.isnan(history[:, j]), j]
             if known.size:
-                level[j], trend[j] = history[known[0], j], 0.0
+                level[j], trend[j] = float(np.median(known)), 0.0
         return level, trend
 
     def forecast(self, Y_history: np.ndarray, Y_test: np.ndarray) -> np.ndarray:
