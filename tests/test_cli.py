@@ -1351,6 +1351,19 @@ def test_data_the_bundle_cannot_read_exits_2_or_warns(
     assert main([*predict, str(reaching)]) == 0
     said = capsys.readouterr().err
     assert "estimates of the components they reach may leave out their work: db, gw" in said
+    assert "with spans in training" not in said
+    untraced = root / "store-untraced.jsonl"
+    write_windows(
+        untraced,
+        [
+            replace(w, calls={p: n for p, n in w.calls.items() if p[-1][0] != "store"})
+            for w in windows
+        ],
+    )
+    assert main([*predict, str(untraced)]) == 0
+    said = capsys.readouterr().err
+    assert "1 component with spans in training but none in" in said
+    assert "estimated at their idle usage: store (renamed, or no longer traced?)" in said
 
 
 def test_limits_read_an_exponent_yaml_reads_as_text_and_kubernetes_quantities() -> None:

@@ -173,7 +173,9 @@ def check_traffic(bundle: Bundle, windows: Sequence[Window], source: str) -> Non
     another thing, and so does the history's decay), or traffic of none of its APIs (another
     application). Warn where part of the calls are of APIs never seen in training: the per-API
     "other" features they count in had few calls or none in training, so the model gives them
-    little or no cost, and names the components whose estimates then fall short."""
+    little or no cost, and names the components whose estimates then fall short; and where
+    components with spans in training have none (renamed, or no longer traced), whose estimates
+    are then idle usage."""
     check_window_length(bundle, windows, source)
     calls: dict[tuple[str, str], float] = {}
     for window in windows:
@@ -201,6 +203,14 @@ def check_traffic(bundle: Bundle, windows: Sequence[Window], source: str) -> Non
             "its 'other' features cost in training, little or nothing where training had few "
             "such calls, so the estimates of the components they reach may leave out their "
             f"work: {first_few(reached)}"
+        )
+    traced = {path[-1][0] for window in windows for path, n in window.calls.items() if n > 0}
+    estimated = {component for component, _ in bundle.series}
+    silent = [c for c in bundle.vocabulary.components if c in estimated and c not in traced]
+    if silent:
+        data_warning(
+            f"{count_of(len(silent), 'component')} with spans in training but none in {source}, "
+            f"estimated at their idle usage: {first_few(silent)} (renamed, or no longer traced?)"
         )
 
 
