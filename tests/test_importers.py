@@ -1314,6 +1314,12 @@ def test_cli_import_writes_dataset_and_exits_2_on_bad_input(tmp_path: Path, span
         == 0
     )
     assert [w.calls for w in load_windows(out)] == [w.calls for w in import_span_csv(span_dir, 30)]
+    again = tmp_path / "again.jsonl"
+    base = ["import", "--format", "span-csv", "--input", str(span_dir), "--out", str(again)]
+    assert main([*base, "--window", "30s"]) == 0  # a duration, as serve --window takes
+    assert again.read_bytes() == out.read_bytes()
+    assert main([*base, "--window", "1.5s"]) == 2
+    assert main([*base, "--window", "0.5m"]) == 0
     bad = write_csv(tmp_path / "bad.csv", ["t,b,root,pod,op,5,12x,1"])
     done = subprocess.run(
         [

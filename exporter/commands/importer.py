@@ -18,6 +18,7 @@ from estimator.importers.common import check_window_seconds
 from estimator.spans import MAX_PATH_DEPTH, Tally, check_sampling_ratio
 from estimator.windows import Pair, Window, api_counts, write_windows
 from exporter.commands.outputs import output_file, prepare_parent
+from exporter.config import parse_duration
 from exporter.progress import Phases
 
 PROGRESS_SECONDS = 5.0
@@ -45,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "middle (default end)",
     )
     parser.add_argument(
-        "--window", type=int, default=60, help="window width in seconds (default 60)"
+        "--window",
+        default="60",
+        help="window width: seconds, or a duration such as 30s or 5m (default 60)",
     )
     parser.add_argument(
         "--keep-gateway-spans",
@@ -64,9 +67,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="window dataset to write (JSON Lines)")
 
 
+def _whole_seconds(text: str, flag: str) -> int:
+    """A duration (`60`, `30s`, `5m`) as whole seconds, as windows are cut on the second."""
+    seconds = parse_duration(text, flag)
+    if not seconds.is_integer():
+        raise InputError(f"must be a whole number of seconds, got {text!r}", field=flag)
+    return int(seconds)
+
+
 def run(args: argparse.Namespace) -> int:
     """Import, then write the windows; progress per file goes to stderr."""
-    window = check_window_seconds(args.window)
+    window = check_window_seconds(_whole_seconds(args.window, "--window"))
     check_sampling_ratio(args.sampling_ratio, "--sampling-ratio")
     out = output_file(args.out, "--out", [("--input", args.input), ("--metrics", args.metrics)])
     say = Phases("import")
