@@ -61,6 +61,7 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
             {
                 "component": c,
                 "resource": r,
+                "model": info.kinds.get((c, r), info.kind),
                 "accuracy": info.accuracy.get((c, r)),
                 "drift_per_window": info.drift.get((c, r), 0.0),
             }

@@ -177,6 +177,8 @@ class Scored:
     evaluation: Evaluation
     baselines: Mapping[str, Baseline] = field(default_factory=dict)
     trained_on: int = 0
+    kinds: Sequence[str] = ()
+    """The model kind of each series, where `auto` chose among several."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,10 @@ def series_table(scored: Scored) -> tuple[list[dict[str, object]], list[str]]:
         {**row, "mae": quantity(float(v), r)}
         for row, v, (_, r) in zip(evaluation.rows(), evaluation.mae, evaluation.series, strict=True)
     ]
+    if len(set(scored.kinds)) > 1:
+        columns.insert(2, "model")
+        for row, kind in zip(rows, scored.kinds, strict=True):
+            row["model"] = kind
     for kind, baseline in scored.baselines.items():
         columns.append(f"{kind}_accuracy")
         for row, value in zip(rows, baseline.evaluation.accuracy, strict=True):

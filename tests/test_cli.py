@@ -1621,3 +1621,29 @@ def test_evaluate_names_the_worst_series(
         if line.split()[:2] == list(found.groups()[1:])
     )
     assert f"{float(row[2]):.3f}" == found.group(1)
+
+
+def test_the_series_table_and_the_model_api_name_the_kind_auto_chose_per_series() -> None:
+    from estimator.evaluation import build_evaluation
+    from exporter.app import model_json
+    from exporter.live import ModelInfo
+    from exporter.report import Scored, series_table
+
+    windows = tiny_world(20, seed=3)
+    series = [("front", "cpu"), ("store", "memory")]
+    pred = np.ones((len(windows), len(series), 3))
+    evaluation = build_evaluation(windows, series, pred)
+    rows, columns = series_table(Scored(evaluation, kinds=["xgboost", "qrnn"]))
+    assert columns[:3] == ["component", "resource", "model"]
+    assert [row["model"] for row in rows] == ["xgboost", "qrnn"]
+    assert "model" not in series_table(Scored(evaluation, kinds=["xgboost"] * 2))[1]
+    info = ModelInfo(
+        "auto",
+        "v",
+        60.0,
+        tuple(series),
+        {},
+        {},
+        kinds=dict(zip(series, ["xgboost", "qrnn"], strict=True)),
+    )
+    assert [s["model"] for s in model_json(info)["series"]] == ["xgboost", "qrnn"]

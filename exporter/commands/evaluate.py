@@ -317,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
                 for kind, (p, seconds) in baselines.items()
             },
             part.start,
+            bundle.model.series_kinds(),
         )
         datasets[name] = scored
         print(f"\n== {name} ({count_of(len(windows), 'window')}, model {bundle.model.kind})")
