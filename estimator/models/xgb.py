@@ -305,9 +305,9 @@ class XGBoostQuantile(QuantileModel):
         A cost on a path that never reaches the component is a correlation of the training
         days, which a new API mix breaks, and each series' cost solve is cubic in its width: on
         a big system (hundreds of kept paths, each through a few of 150 components) "all" took
-        training several times as long and scored worse on the hours after it (README, "how
-        training time grows"); on the benchmark's and a real recording's windows both read the
-        same."""
+        training about twice as long and scored worse on the hours after it (README, "how
+        training time grows"); on the benchmark's and a real recording's windows both read
+        about the same."""
         none: list[frozenset[int]] = [frozenset()] * n_series
         if self.path_costs == "all" or not layout.series or not layout.path_components:
             return none
