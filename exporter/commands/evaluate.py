@@ -242,11 +242,10 @@ REPEATS = 0.4
 vary) from which the history baseline is said to read what it forecasts."""
 
 
-def _repeats(windows: Sequence[Window], series: list[SeriesKey]) -> float:
-    """The median, over the series whose usage varies, of the share of windows whose usage
-    equals the window before it: about a half where each metric row is given to two windows
-    (rows a minute apart, windows of 30 s), near 0 for usage measured per window."""
-    usage = targets(windows, series)
+def _repeats(usage: np.ndarray) -> float:
+    """The median, over the series whose usage [windows, series] varies, of the share of windows
+    whose usage equals the window before it: about a half where each metric row is given to two
+    windows (rows a minute apart, windows of 30 s), near 0 for usage measured per window."""
     shares = []
     for column in usage.T:
         pairs = ~np.isnan(column[1:]) & ~np.isnan(column[:-1])
@@ -283,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         baselines = (
             _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
         )
-        repeats = _repeats(windows, bundle.series) if baselines else 0.0
+        repeats = _repeats(evaluation.actual) if baselines else 0.0
         if repeats >= REPEATS:
             data_warning(
                 f"{path}: usage repeats the window before it in {repeats:.0%} of the windows "
