@@ -2,8 +2,8 @@
 # Load for the social network through a port-forward to nginx-thrift.
 #   load.sh init                       register socfb-Reed98's users and follows (once)
 #   load.sh run SHAPE [LOCUST ARGS]    run loadgen's SHAPE (diurnal|scale|shape|composition)
-# Environment: LOCAL_PORT (8080), PERIOD (3600 nominal s per cycle), CYCLES (1), BASE_USERS (5),
-# PEAK_USERS (50), COMPRESSION (1: real time), SEED (0), SCALE_K (3), CSV (./dsb-load).
+# Environment: LOCAL_PORT (8080), PERIOD (3600 nominal s per cycle), STEP (60), CYCLES (1),
+# BASE_USERS (5), PEAK_USERS (50), NOISE (0.05), COMPRESSION (1: real time), SEED (0), SCALE_K (3), CSV (./dsb-load).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
