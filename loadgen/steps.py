@@ -153,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", required=True, help="front end URL")
     parser.add_argument("--users", required=True, help="comma-separated users per step")
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of each step")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="length of each step in seconds (default 60)"
+    )
     parser.add_argument(
         "--rate-per-user",
         type=float,
@@ -161,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="requests/s each user keeps pace with, so a step offers users * rate (default 0: "
         "users think between requests, no offered rate)",
     )
-    parser.add_argument("--out", type=Path, default=Path("steps"), help="directory for the CSVs")
+    parser.add_argument(
+        "--out", type=Path, default=Path("steps"), help="directory for the CSVs (default steps)"
+    )
     args = parser.parse_args(argv)
     try:
         users = tuple(int(u) for u in args.users.split(","))

@@ -334,3 +334,13 @@ def test_step_test_errors_name_the_flag_as_typed(capsys: pytest.CaptureFixture[s
     ):
         assert main(["--host", "http://127.0.0.1:1", *argv]) == 2
         assert f"loadgen.steps: error: field '{flag}': " in capsys.readouterr().err, argv
+
+
+def test_step_test_help_gives_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from loadgen.steps import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "length of each step in seconds (default 60)" in text
+    assert "directory for the CSVs (default steps)" in text
