@@ -762,6 +762,30 @@ def test_cadvisor_usage_columns_are_read_or_named_never_dropped_silently(
     )
 
 
+def test_a_second_usage_column_of_a_resource_is_named_not_dropped_silently(
+    tmp_path: Path, span_dir: Path
+) -> None:
+    windows, said = _import_with_metric_files(
+        tmp_path,
+        span_dir,
+        "TimeStamp,CpuUsage(m),cpu_usage_cores,MemoryUsage(Mi),memory_usage_bytes\n"
+        "112,250,0.9,5,1000\n",
+        "TimeStamp,cpu_usage_cores,memory_usage_bytes\n112,0.25,2000\n",
+    )
+    assert "'cpu_usage_cores' is not read: the cpu usage is read from 'CpuUsage(m)'" in said
+    assert (
+        "'memory_usage_bytes' is not read: the memory usage is read from 'MemoryUsage(Mi)'" in said
+    )
+    assert windows[0].metrics == pytest.approx(
+        {
+            ("svc-a", "cpu"): 0.25,
+            ("svc-a", "memory"): 5 * 2**20,
+            ("svc-b", "cpu"): 0.25,
+            ("svc-b", "memory"): 2000,
+        }
+    )
+
+
 def test_a_metric_file_without_usage_fails_before_the_spans_are_read(
     tmp_path: Path, span_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -124,12 +124,24 @@ def usage_column(column: str) -> tuple[str, float] | None:
 
 def usage_columns(header: Sequence[str], source: str) -> dict[str, tuple[str, float]]:
     """The usage columns of a metric file's header: column -> (resource, factor), the first
-    column of each resource; an InputError when there is none."""
+    column of each resource (a DataWarning names any later one, which is not read); an
+    InputError when there is none."""
     out: dict[str, tuple[str, float]] = {}
     for column in header:
         found = usage_column(column)
-        if found is not None and found[0] not in {r for r, _ in out.values()}:
+        if found is None:
+            continue
+        first = next((c for c, (r, _) in out.items() if r == found[0]), None)
+        if first is None:
             out[column] = found
+        else:
+            warnings.warn(
+                DataWarning(
+                    f"column {column!r} is not read: the {found[0]} usage is read from "
+                    f"{first!r}, the first {found[0]} usage column of the file"
+                ),
+                stacklevel=2,
+            )
     if not out:
         raise InputError(
             f"no usage column: expected {', '.join(RESOURCES)} or a cpu or memory usage column "
