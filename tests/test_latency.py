@@ -1071,3 +1071,24 @@ def test_latency_asked_far_past_the_steps_is_called_an_extrapolation(
         "past 1.5x an API's highest step are the curve's extrapolation, rough: @3100 for x\n"
         in printed
     )
+
+
+@pytest.mark.parametrize(
+    ("latency_ms", "said"),
+    [
+        ((8.0, 12.0, 30.0), "(its 3 steps fit the curve's parameters exactly, so the range"),
+        ((8.0, 35.0, 9.5), "(its 3 steps are as many as the curve's parameters, yet no curve"),
+    ],
+)
+def test_three_steps_are_said_to_fit_exactly_only_where_a_curve_takes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], latency_ms: tuple[float, ...], said: str
+) -> None:
+    rates = (1.16, 2.39, 3.42)
+    rows = [["/compose", r, r, ms] for r, ms in zip(rates, latency_ms, strict=True)]
+    runs = write_csv(
+        tmp_path / "runs.csv", ["api", "offered_rps", "achieved_rps", "latency_p99_ms"], rows
+    )
+    argv = ["capacity", "--runs", str(runs), "--slo", "p99=50ms", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert said in printed, printed

@@ -278,10 +278,17 @@ class Answer:
             upto = f"-{_rate(high)}" if math.isfinite(high) else " or more"
             curve = f"the latency curve extrapolates to {_rate(best)}, plausible {_rate(low)}{upto}"
             if self.fit.steps_used <= CURVE_PARAMETERS:
+                # as many parameters as steps: a curve that can take them goes through them, and
+                # what is left says how far no queueing curve can (latency that falls with load)
+                fits = (
+                    "fit the curve's parameters exactly"
+                    if self.fit.rmse_log <= NOISE_FLOOR
+                    else f"are as many as the curve's parameters, yet no curve takes them "
+                    f"(fit_rmse_log {self.fit.rmse_log:.2f})"
+                )
                 curve += (
-                    f" (its {self.fit.steps_used} steps fit the curve's {CURVE_PARAMETERS} "
-                    f"parameters exactly, so the range assumes a step's noise of "
-                    f"{NOISE_FLOOR:.0%} rather than measuring it: test more steps)"
+                    f" (its {self.fit.steps_used} steps {fits}, so the range assumes a step's "
+                    f"noise of {NOISE_FLOOR:.0%} rather than measuring it: test more steps)"
                 )
         return (
             f"{who}: at least {_rate(lo)} {self.unit} within {objective} (highest step); {curve}"
