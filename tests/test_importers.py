@@ -951,6 +951,10 @@ def test_import_summary_counts_spans_read_traces_and_spans_skipped_or_left_out(
     )
     err = capsys.readouterr().err
     assert "read 9 spans of 2 traces (1 duplicate span skipped, 0 spans left out)\n" in err
+    windows = load_windows(out)  # the calls (spans) and the distinct paths they are on
+    calls = sum(sum(w.calls.values()) for w in windows)
+    paths = len({p for w in windows for p in w.calls})
+    assert paths < calls and f"({calls:.0f} calls on {paths} call paths, " in err
     end = 1675080000.5  # a chain too deep, and a span whose id another span of its trace has
     rows = [row("t", "s0", "root", SVC_A, "/x", end), row("t", "s0", "root", SVC_A, "/y", end)]
     rows += [row("t", f"s{d}", f"s{d - 1}", SVC_A, f"op{d}", end) for d in range(1, 100)]

@@ -106,14 +106,16 @@ def run(args: argparse.Namespace) -> int:
     if not windows:
         raise InputError("holds no spans or traces", source=str(args.input))
     n = write_windows(prepare_parent(out), windows)
-    calls = sum(sum(w.calls.values()) for w in windows)
+    calls = sum(sum(w.calls.values()) for w in windows)  # spans, each on its path (sampled: scaled)
+    paths = {path for w in windows for path in w.calls}
     with_metrics = sum(1 for w in windows if w.metrics)
     with_latency = sum(1 for w in windows if w.latency)
     seen_in = Counter(api for w in windows for api in api_counts(w.calls))  # windows per API
     apis = set(seen_in)
     print(read_summary(tally), file=sys.stderr)
     print(
-        f"wrote {count_of(n, 'window')} ({int(calls)} path counts, {count_of(len(apis), 'API')}, {with_metrics} with "
+        f"wrote {count_of(n, 'window')} ({calls:.0f} calls on {count_of(len(paths), 'call path')}, "
+        f"{count_of(len(apis), 'API')}, {with_metrics} with "
         f"metrics, {with_latency} with API latency) to {out}",
         file=sys.stderr,
     )
