@@ -125,6 +125,15 @@ def format_duration(seconds: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
+def readable_duration(seconds: float) -> str:
+    """A duration as the config writes it, in the largest unit that takes it whole (`7d`, `36h`,
+    `90m`, `45s`; `0.5s` where no unit does)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 @dataclass(frozen=True)
 class ApiTraffic:
     """One API whose calls per second come from a PromQL expression instead of traces."""

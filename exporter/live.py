@@ -21,7 +21,7 @@ from estimator.synthesizer import Synthesizer
 from estimator.whatif import steady_estimates
 from estimator.windows import CallPath, Pair, SeriesKey, Window, api_counts
 from exporter.assembly import TraceAssembler, WindowAggregator
-from exporter.config import Config, format_duration
+from exporter.config import Config, format_duration, readable_duration
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
 from exporter.store import OpenTrace, OpenWindow, StoreError, WindowStore
 
@@ -706,11 +706,11 @@ class LiveLoop:
         if prune_from <= now:
             return prune_from
         log.warning(
-            "%s (from %s) are older than the retention of %gd: they are deleted from %s on; "
+            "%s (from %s) are older than the retention of %s: they are deleted from %s on; "
             "to keep them, set retention to 0 (keep every window) or longer and restart before",
             count_of(due, "stored window"),
             utc_time(oldest),
-            retention / 86400,
+            readable_duration(retention),
             utc_time(prune_from),
         )
         if noted is None:
@@ -744,9 +744,9 @@ class LiveLoop:
             self._forget_notice()
         if deleted:
             log.info(
-                "deleted %s older than the retention of %gd",
+                "deleted %s older than the retention of %s",
                 count_of(deleted, "stored window"),
-                retention / 86400,
+                readable_duration(retention),
             )
 
     def save_open(self) -> None:

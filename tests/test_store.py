@@ -372,3 +372,16 @@ def test_a_token_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
         load_config(path)
     assert info.value.field == "api_token_file"
     assert f"{tmp_path / 'token'} is not UTF-8 text (byte 3)" in str(info.value)
+
+
+def test_readable_durations_take_the_largest_whole_unit() -> None:
+    from exporter.config import readable_duration
+
+    assert [readable_duration(s) for s in (7 * 86400, 36 * 3600, 5400, 45, 60, 0.5)] == [
+        "7d",
+        "36h",
+        "90m",
+        "45s",
+        "1m",
+        "0.5s",
+    ]
