@@ -65,14 +65,22 @@ SIDE_FILES = ("_failures.csv", "_exceptions.csv")
 STEP_FILES = (".csv", ".json", ".csv.gz", ".json.gz")
 
 
+STEP_TABLE = "steps.csv"
+"""The table `python -m loadgen.steps` writes in its folder, beside the Locust CSVs it sums."""
+
+
 def run_files(paths: Sequence[Path]) -> list[Path]:
     """The files that `paths` name: a folder stands for its load-test files (CSV and JSON, in
     name order, Locust's failures and exceptions files left out), as k6 and Vegeta write one
-    summary per run and so one file per step."""
+    summary per run and so one file per step; a folder of `loadgen.steps` (it holds STEP_TABLE)
+    for that table alone, not the per-step Locust files it was summed from."""
     files: list[Path] = []
     for path in paths:
         if not path.is_dir():
             files.append(path)
+            continue
+        if (path / STEP_TABLE).is_file():
+            files.append(path / STEP_TABLE)
             continue
         found = sorted(
             p

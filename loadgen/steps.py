@@ -5,7 +5,7 @@
 
 Each step leaves Locust's own CSVs (`steps/step-NNNNN_stats.csv`, ...) and a row per API in
 `steps/steps.csv`: users, api, offered_rps, achieved_rps, requests, failures and the latency
-percentiles in ms, which `deeprest capacity --runs steps/steps.csv` reads. With
+percentiles in ms, which `deeprest capacity --runs steps` (or `steps/steps.csv`) reads. With
 `--rate-per-user R` each user keeps pace with R requests per second, so a step of N users offers
 N * R: a step whose server cannot keep up serves less than that, and capacity reads it as
 saturated. Without it users think between requests (closed loop): there is no offered rate, and

@@ -1092,3 +1092,30 @@ def test_three_steps_are_said_to_fit_exactly_only_where_a_curve_takes_them(
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert said in printed, printed
+
+
+def test_a_folder_of_the_step_test_is_read_as_its_step_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "steps"
+    runs.mkdir()
+    header = ["users", "api", "offered_rps", "achieved_rps", "requests", "failures"]
+    rows = [
+        [u, "/compose", rate, rate, 60 * rate, 0, 1e3 * float(TRUE.latency(rate))]
+        for u, rate in zip((5, 10, 20, 40), (100, 500, 900, 990), strict=True)
+    ]
+    write_csv(runs / "steps.csv", [*header, "latency_p99_ms"], rows)
+    # a step's own Locust history, Aggregated rows only: refused when read as steps
+    history = ["Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s", "99%"]
+    history += ["Total Request Count", "Total Failure Count", "Total Average Response Time"]
+    write_csv(
+        runs / "step-00005_stats_history.csv",
+        history,
+        [[1700000000 + t, 5, "", "Aggregated", 100, 0, 8, 100 * t, 0, 8.0] for t in range(30)],
+    )
+    argv = ["capacity", "--runs", str(runs), "--out", str(tmp_path / "o")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "(measured between the steps at 900 and 990)" in capsys.readouterr().out
+    (runs / "steps.csv").unlink()  # a folder of Locust files alone: each is read
+    assert main(argv) == 2
+    assert "holds only 'Aggregated' rows" in capsys.readouterr().err
