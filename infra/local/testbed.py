@@ -338,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m infra.local.testbed")
     parser.add_argument("--otlp", default=None, help="OTLP/HTTP traces URL, e.g. .../v1/traces")
-    parser.add_argument("--prometheus", action="store_true")
-    parser.add_argument("--alertmanager", action="store_true")
+    parser.add_argument("--prometheus", action="store_true",
+                        help="also run a Prometheus that scrapes the services' usage (and "
+                             "--deeprest-target)")  # fmt: skip
+    parser.add_argument("--alertmanager", action="store_true",
+                        help="also run an Alertmanager the Prometheus sends its alerts to")  # fmt: skip
     parser.add_argument("--deeprest-target", default=None, help="host:port Prometheus scrapes")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="logs, data and configs, kept (default: a temporary folder, "
