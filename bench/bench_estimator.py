@@ -40,12 +40,7 @@ from estimator.simulator import (  # noqa: E402
     to_windows,
 )
 from estimator.synthesizer import scale_windows  # noqa: E402
-from estimator.training import (  # noqa: E402
-    TrainConfig,
-    validate_tail,
-    wander_of,
-    window_seconds_of,
-)
+from estimator.training import TrainConfig, validate_tail, window_seconds_of  # noqa: E402
 from estimator.windows import Window, series_of, targets  # noqa: E402
 from exporter.report import format_table, markdown_table  # noqa: E402
 
@@ -391,14 +386,13 @@ def _fit_predict_after(
     at_2x = preds["double"][len(train) :, :, 1].mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_2x = at_2x / pred[:, :, 1].mean(axis=0)
-    X, _ = vocab.transform(train)
     validation = getattr(model, "validation_", None)
     if validation is None:  # what `deeprest train` measures for every kind but auto
+        X, _ = vocab.transform(train)
         config = TrainConfig(model=kind, model_params=params)
         validation = validate_tail(
             config, X, targets(train, series), vocab.layout.for_series(series)
         )
-    validation = {**validation, "wander": wander_of(model, X, targets(train, series), series)}
     bundle = Bundle(
         vocabulary=vocab,
         series=series,

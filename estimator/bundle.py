@@ -147,15 +147,6 @@ class Bundle:
             return np.zeros(len(self.series))
         return np.array([0.0 if r is None else float(r) for r in rates])
 
-    def wander(self) -> np.ndarray:
-        """Per series, the spread a random walk of the error adds in a window after the training
-        end (`estimator.drift.wander_rates`); 0 where none, and for bundles trained before it
-        was measured."""
-        spreads = self.validation.get("wander")
-        if spreads is None:
-            return np.zeros(len(self.series))
-        return np.array([0.0 if r is None else float(r) for r in spreads])
-
     def age_band(self, pred: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """Estimates [windows, series, 3] of windows starting at `starts`, their bands widened for
         the time since the training end (`estimator.drift.aged`)."""
@@ -163,7 +154,7 @@ class Bundle:
         ages = (np.asarray(starts, dtype=float) - end) / self.window_seconds + 1.0
         since = float(self.validation.get("windows", 0)) / 2.0
         cap = float(self.training.get("windows", 0))
-        return aged(pred, ages, self.drift(), since, cap, self.wander())
+        return aged(pred, ages, self.drift(), since, cap)
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -397,8 +388,7 @@ def _check_digest(path: Path, digest: str, manifest: dict[str, Any]) -> None:
 
 def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> None:
     """What widening bands with age reads from a manifest: the training end and length as
-    numbers, and drift rates and wander as one finite number (or null) per series, or none at
-    all."""
+    numbers, and drift rates as one finite number (or null) per series, or none at all."""
     if not isinstance(training, dict) or not isinstance(validation, dict):
         raise BundleError(f"{path}: training and validation must be objects")
     for name, record in (("end", training), ("windows", training), ("windows", validation)):
@@ -408,7 +398,6 @@ def _check_aging(path: Path, training: Any, validation: Any, n_series: int) -> N
             raise BundleError(f"{path}: {where}.{name} must be a number, got {value!r}")
     for where, record, name in (
         ("validation", validation, "drift"),
-        ("validation", validation, "wander"),
         ("training", training, "usage_peaks"),  # what-if compares its answers with these
         ("training", training, "usage_lows"),
     ):

@@ -10,18 +10,6 @@ scatter by `Z` standard errors, so a stationary series keeps its band. Estimates
 `age` windows after the training end then widen on that side by
 `|rate| * clip(age - tail / 2, 0, training windows)`: the band grows for as long again as the
 training ran, then stays (retrain to narrow it).
-
-Other usage wanders with no trend to speak of: a heap a few MiB up one hour and down the next. Its
-error after a model's training end spreads like a random walk's, with a variance that grows with
-every window, and a band of the spread seen at the training end covers less and less of it. The
-rate comes from the training windows' own residuals (the fitted model's median against the
-usage), less their linear trend (a creep, which drift covers): their variogram, the mean squared
-change of the residual over a lag, rises with the lag for a random walk and stays flat for usage
-that only scatters, so its rise between two lags (`WANDER_LAGS`) per window of lag is the
-variance the walk adds in one window. Only stateful
-resources wander so: the usage of a rate (CPU, disk writes) in a window is that window's work.
-Both sides of the band then widen, added in quadrature: `sqrt(side^2 + (z * wander)^2 * span)`
-with `span` the age as above and `z` that of the band's 95% quantile.
 """
 
 from __future__ import annotations
@@ -35,15 +23,6 @@ MIN_WINDOWS = 4 * BLOCKS
 """Shortest tail that gets a drift rate; a shorter one gets none."""
 Z = 2.5
 """Standard errors by which a slope must stand out to count as drift."""
-WANDER_LAGS = (1 / 16, 1 / 4)
-"""Lags, as shares of the training windows, between which the residuals' variogram gives the
-wander: long enough that a window's own scatter and short-lived swings have levelled off, short
-enough that each is averaged over most of the windows. (On a real recording's split inside its
-training part, lags of 1/32 to 1/8 and 1/8 to 1/2 covered about as well.)"""
-MIN_WANDER_WINDOWS = 64
-"""Fewest training windows that get a wander (lags of 4 and 16 windows); fewer get none."""
-BAND_Z = 1.6448536
-"""Standard normal quantile of the band's upper end (95%): a spread of `s` adds `BAND_Z * s`."""
 
 
 def drift_rates(actual: np.ndarray, median: np.ndarray) -> np.ndarray:
@@ -87,53 +66,10 @@ def _trend(x: np.ndarray, y: np.ndarray) -> float:
     return slope if abs(slope) > Z * se else 0.0
 
 
-def wander_rates(actual: np.ndarray, median: np.ndarray, stateful: np.ndarray) -> np.ndarray:
-    """Per series: the spread a random walk of the error adds in one window (usage units; after
-    `n` windows, `sqrt(n)` times as much), from the residuals of time-ordered training windows
-    ([windows, series] both); 0 for series not `stateful` [series], with no rise, or too few
-    windows."""
-    error = np.asarray(actual, dtype=float) - np.asarray(median, dtype=float)
-    n, n_series = error.shape
-    out = np.zeros(n_series)
-    if n < MIN_WANDER_WINDOWS:
-        return out
-    short, long = (max(1, int(n * share)) for share in WANDER_LAGS)
-    for j in np.flatnonzero(np.asarray(stateful, dtype=bool)):
-        residual = _detrended(error[:, j])
-        rise = _variogram(residual, long) - _variogram(residual, short)
-        if np.isfinite(rise) and rise > 0:
-            out[j] = float(np.sqrt(rise / (long - short)))
-    return out
-
-
-def _detrended(x: np.ndarray) -> np.ndarray:
-    """x less its least-squares line over time (NaN stays NaN): a creep is drift, whose
-    variogram rises with the square of the lag, not a walk's."""
-    known = np.isfinite(x)
-    if known.sum() < 2:
-        return x
-    t = np.arange(len(x), dtype=float)
-    slope, intercept = np.polyfit(t[known], x[known], 1)
-    return x - (slope * t + intercept)
-
-
-def _variogram(x: np.ndarray, lag: int) -> float:
-    """Mean squared change of x over `lag` windows, where both ends are known (NaN: none)."""
-    change = x[lag:] - x[:-lag]
-    change = change[np.isfinite(change)]
-    return float(np.mean(change**2)) if change.size else float("nan")
-
-
 def aged(
-    pred: np.ndarray,
-    ages: np.ndarray,
-    rates: np.ndarray,
-    since: float,
-    cap: float,
-    wander: np.ndarray | None = None,
+    pred: np.ndarray, ages: np.ndarray, rates: np.ndarray, since: float, cap: float
 ) -> np.ndarray:
-    """Quantiles [windows, series, 3] with each band widened for its age: on both sides by the
-    `wander` [series] of `wander_rates` (none given: 0), then on its drift side.
+    """Quantiles [windows, series, 3] with each band widened on its drift side.
 
     `ages` [windows] counts windows since the training end (1 for the window right after it, 0 or
     less inside the training range, which are left as they are); `rates` [series] come from
@@ -141,18 +77,12 @@ def aged(
     """
     pred = np.asarray(pred, dtype=float)
     rates = np.asarray(rates, dtype=float)
-    wander = np.zeros_like(rates) if wander is None else np.asarray(wander, dtype=float)
-    if not rates.any() and not wander.any():
+    if not rates.any():
         return pred
     span = np.clip(np.asarray(ages, dtype=float) - since, 0.0, max(cap, 0.0))[:, None]
     if not span.any():
         return pred
     out = pred.copy()
-    if wander.any():
-        spread = (BAND_Z * wander) ** 2 * span
-        middle = out[..., 1]
-        out[..., 2] = middle + np.sqrt((out[..., 2] - middle) ** 2 + spread)
-        out[..., 0] = np.maximum(middle - np.sqrt((middle - out[..., 0]) ** 2 + spread), 0.0)
     out[..., 2] += np.maximum(rates, 0.0) * span
     out[..., 0] = np.maximum(out[..., 0] + np.minimum(rates, 0.0) * span, 0.0)
     return out

@@ -12,14 +12,12 @@ from typing import Any
 import numpy as np
 
 from estimator.bundle import Bundle
-from estimator.drift import drift_rates, wander_rates
+from estimator.drift import drift_rates
 from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.models.auto import AutoModel
-from estimator.models.base import QuantileModel
-from estimator.models.xgb import RATES
 from estimator.synthesizer import Synthesizer, folded_api_counts, traffic_of
 from estimator.windows import Pair, SeriesKey, Window, check_windows, series_of, targets
 
@@ -201,15 +199,6 @@ def _unmeasured(
     return [key for key, k in zip(series, keep, strict=True) if k], Y[:, keep]
 
 
-def wander_of(
-    model: QuantileModel, X: np.ndarray, Y: np.ndarray, series: Sequence[SeriesKey]
-) -> list[float | None]:
-    """Per series, how fast a fitted model's error wanders after its training windows X, Y
-    (`estimator.drift.wander_rates`; rates such as CPU get 0), as the manifest keeps it."""
-    stateful = np.array([resource not in RATES for _, resource in series], dtype=bool)
-    return _floats(wander_rates(Y, model.predict(X)[..., 1], stateful))
-
-
 def _peaks(Y: np.ndarray) -> np.ndarray:
     """Each series' highest usage in training (NaN where it has none)."""
     out = np.full(Y.shape[1], np.nan)
@@ -269,7 +258,6 @@ def train_bundle(
         say(f"fitting {config.model} on all windows")
         model.progress = progress
         model.fit(X, Y, vocabulary.layout.for_series(series))
-    validation["wander"] = wander_of(model, X, Y, series)
     return Bundle(
         vocabulary=vocabulary,
         series=series,

@@ -64,7 +64,6 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
                 "model": info.kinds.get((c, r), info.kind),
                 "accuracy": info.accuracy.get((c, r)),
                 "drift_per_window": info.drift.get((c, r), 0.0),
-                "wander_per_window": info.wander.get((c, r), 0.0),
             }
             for c, r in info.series
         ],

@@ -56,7 +56,6 @@ class ModelInfo:
     accuracy: Mapping[SeriesKey, float]
     training: Mapping[str, Any]
     drift: Mapping[SeriesKey, float] = field(default_factory=dict)
-    wander: Mapping[SeriesKey, float] = field(default_factory=dict)
     kinds: Mapping[SeriesKey, str] = field(default_factory=dict)
     """The model kind of each series (`auto` chooses one per series)."""
 
@@ -114,7 +113,6 @@ def model_info(bundle: Bundle) -> ModelInfo:
         accuracy=validation_accuracy(bundle.validation, bundle.series),
         training=dict(bundle.training),
         drift=dict(zip(bundle.series, (float(r) for r in bundle.drift()), strict=True)),
-        wander=dict(zip(bundle.series, (float(r) for r in bundle.wander()), strict=True)),
         kinds=dict(zip(bundle.series, bundle.model.series_kinds(), strict=True)),
     )
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from estimator.bundle import LAYOUT, MANIFEST, _manifest_digest, load_bundle, save_bundle
-from estimator.drift import BAND_Z, MIN_WANDER_WINDOWS, MIN_WINDOWS, aged, drift_rates, wander_rates
+from estimator.drift import MIN_WINDOWS, aged, drift_rates
 from estimator.errors import BundleError
 from estimator.training import TrainConfig, train_bundle
 from estimator.windows import Window
@@ -54,70 +54,6 @@ def test_aged_widens_the_drift_side_from_since_up_to_cap() -> None:
     assert (out[..., 0] <= out[..., 1]).all() and (out[..., 1] <= out[..., 2]).all()
 
 
-def test_wander_finds_a_random_walk_and_leaves_scatter_creep_and_rates_alone() -> None:
-    rng = np.random.default_rng(5)
-    n, scattered = 800, 30
-    noise = 3.0 * rng.standard_normal((n, scattered + 4))
-    noise[:, :scattered] = 0.0
-    for t in range(1, n):  # swings that come back: AR(1), 20 windows of memory
-        noise[t, :scattered] = 0.95 * noise[t - 1, :scattered] + rng.standard_normal(scattered)
-    walk = np.cumsum(rng.standard_normal(n))  # steps of 1 a window
-    noise[:, -4] += walk
-    noise[:, -3] += walk  # the same walk in a rate, which carries no state over
-    noise[:, -2] += 0.5 * np.arange(n)  # a creep: drift, not a walk
-    noise[:, -1] = np.nan
-    noise[::3, -4] = np.nan  # gaps in the walk are left out
-    stateful = np.ones(scattered + 4, dtype=bool)
-    stateful[-3] = False
-    wander = wander_rates(noise, np.zeros_like(noise), stateful)
-    assert wander[-4] == pytest.approx(1.0, rel=0.5)
-    assert wander[-3] == 0.0 and wander[-1] == 0.0
-    assert wander[-2] < 0.3 * wander[-4]
-    assert np.median(wander[:scattered]) < 0.2, wander[:scattered]
-    short = noise[: MIN_WANDER_WINDOWS - 1]
-    assert not wander_rates(short, np.zeros_like(short), stateful).any()
-
-
-def test_aged_wander_widens_both_sides_in_quadrature() -> None:
-    pred = np.tile([1.0, 2.0, 4.0], (4, 2, 1))
-    ages = np.array([0.0, 5.0, 30.0, 1000.0])
-    out = aged(pred, ages, np.zeros(2), since=5.0, cap=100.0, wander=np.array([0.0, 0.2]))
-    np.testing.assert_array_equal(out[:, 0], pred[:, 0])  # no wander: untouched
-    spread = (BAND_Z * 0.2) ** 2 * np.array([0.0, 0.0, 25.0, 100.0])
-    np.testing.assert_allclose(out[:, 1, 2], 2.0 + np.sqrt(4.0 + spread))
-    np.testing.assert_allclose(out[:, 1, 0], np.maximum(2.0 - np.sqrt(1.0 + spread), 0.0))
-    np.testing.assert_array_equal(out[..., 1], pred[..., 1])
-    both = aged(pred, ages, np.array([0.0, 0.01]), 5.0, 100.0, np.array([0.0, 0.2]))
-    np.testing.assert_allclose(both[:, 1, 2] - out[:, 1, 2], 0.01 * np.array([0, 0, 25, 100]))
-
-
-def _walking_world(n: int = 400) -> list[Window]:
-    """The tiny world with the store's memory wandering as a heap does, up and down by MiB."""
-    windows = tiny_world(n=n, seed=4)
-    steps = np.cumsum(np.random.default_rng(8).normal(0.0, 2e6, n))
-    for w, step in zip(windows, steps, strict=True):
-        w.metrics[LEAKY] = max(w.metrics[LEAKY] + step, 0.0)
-    return windows
-
-
-def test_bundle_bands_of_wandering_usage_widen_on_both_sides_rates_stay() -> None:
-    windows = _walking_world()
-    bundle = train_bundle(windows, TrainConfig(model="linear"))
-    wander = bundle.wander()
-    j = bundle.series.index(LEAKY)
-    assert wander[j] > 5e5
-    rates = [k for k, (_, resource) in enumerate(bundle.series) if resource == "cpu"]
-    assert rates and not wander[rates].any()
-
-    inside, _ = bundle.predict(windows)
-    later, _ = bundle.predict(_later(windows, windows[-1].end - windows[0].start))
-    grown = later[:, j, 2] - inside[:, j, 2]
-    assert (grown >= 0).all() and (grown[-100:] > 0).all()  # from half a validation tail on
-    assert (later[-100:, j, 0] < inside[-100:, j, 0]).all()
-    if not bundle.drift()[rates].any():
-        np.testing.assert_array_equal(later[:, rates], inside[:, rates])
-
-
 def _leaky_world(n: int = 400) -> list[Window]:
     """The tiny world with the store's memory creeping up, as a heap that grows all day."""
     windows = tiny_world(n=n, seed=4)
@@ -137,7 +73,6 @@ def _later(windows: list[Window], offset: float) -> list[Window]:
 def test_bundle_bands_widen_after_the_training_end_only(tmp_path: Path) -> None:
     windows = _leaky_world()
     bundle = train_bundle(windows, TrainConfig(model="linear"))
-    bundle.validation["wander"] = [0.0] * len(bundle.series)  # the drift side alone
     rates = bundle.drift()
     j = bundle.series.index(LEAKY)
     assert rates[j] > 0
@@ -191,8 +126,6 @@ def _saved_with(directory: Path, manifest: dict[str, Any]) -> None:
         lambda m: m["validation"].__setitem__("drift", m["validation"]["drift"][:-1]),
         lambda m: m["validation"]["drift"].__setitem__(0, "fast"),
         lambda m: m["validation"]["drift"].__setitem__(0, True),
-        lambda m: m["validation"]["wander"].__setitem__(0, "wide"),
-        lambda m: m["validation"].__setitem__("wander", m["validation"]["wander"][1:]),
         lambda m: m["training"].__setitem__("end", "tomorrow"),
     ],
 )
@@ -210,7 +143,6 @@ def test_bundle_without_drift_rates_keeps_its_bands(tmp_path: Path) -> None:
     save_bundle(train_bundle(windows, TrainConfig(model="linear")), tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
     del manifest["validation"]["drift"]  # bundles trained before drift was measured
-    del manifest["validation"]["wander"]  # and before wander was
     _saved_with(tmp_path / "b", manifest)
     bundle = load_bundle(tmp_path / "b")
     assert not bundle.drift().any()

@@ -187,12 +187,6 @@ def _about(bundle: Bundle) -> ModelAbout:
             f"; the bands of {drifting} series whose usage drifted in validation widen with "
             "the time since the training end"
         )
-    wandering = int(np.count_nonzero(bundle.wander()))
-    if wandering:
-        about += (
-            f"; those of {wandering} series whose usage wandered in training widen on both "
-            "sides with the square root of the time since the training end"
-        )
     seconds = bundle.training.get("seconds")  # where `train` timed it
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         seconds = math.nan

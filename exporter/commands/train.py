@@ -137,15 +137,6 @@ def run(args: argparse.Namespace) -> int:
             f"usage drifted away from traffic in the validation tail of {len(drifting)} series "
             f"({shown}): their bands widen with the time since training; retrain to narrow them"
         )
-    wandering = [
-        f"{c}/{r}" for (c, r), spread in zip(bundle.series, bundle.wander(), strict=True) if spread
-    ]
-    if wandering:
-        say(
-            f"usage of {count_of(len(wandering), 'series')} wandered as a random walk around "
-            f"the estimates in training ({first_few(wandering)}): their bands widen on both "
-            "sides with the square root of the time since training"
-        )
     missed = _missed(bundle.series, bundle.validation.get("coverage", []), set(drifting))
     if missed:
         data_warning(
