@@ -67,6 +67,7 @@ def model_json(info: ModelInfo) -> dict[str, Any]:
             }
             for c, r in info.series
         ],
+        "apis": list(info.apis),
     }
 
 

@@ -58,6 +58,8 @@ class ModelInfo:
     drift: Mapping[SeriesKey, float] = field(default_factory=dict)
     kinds: Mapping[SeriesKey, str] = field(default_factory=dict)
     """The model kind of each series (`auto` chooses one per series)."""
+    apis: tuple[str, ...] = ()
+    """The APIs the model was trained on, as `component:operation` (the `api` label's form)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def model_info(bundle: Bundle) -> ModelInfo:
         training=dict(bundle.training),
         drift=dict(zip(bundle.series, (float(r) for r in bundle.drift()), strict=True)),
         kinds=dict(zip(bundle.series, bundle.model.series_kinds(), strict=True)),
+        apis=tuple(f"{component}:{operation}" for component, operation in bundle.vocabulary.apis),
     )
 
 

@@ -573,6 +573,14 @@ def test_share_of_calls_of_apis_the_model_never_saw(runtime) -> None:  # type: i
     assert window.calls[(ORPHAN_ROOT, ("compose", "compose"))] == 5.0
 
 
+def test_api_model_lists_the_apis_the_model_knows(runtime, bundle_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """In the `api` label's form, so that calls of APIs the model never saw can be told apart."""
+    rt, _ = runtime
+    model = requests.get(f"{rt.url}/api/v1/model", timeout=5).json()
+    known = [f"{c}:{o}" for c, o in load_bundle(bundle_dir).vocabulary.apis]
+    assert known and model["apis"] == known
+
+
 def test_api_whatif_of_stored_windows_without_traffic_says_so(runtime) -> None:  # type: ignore[no-untyped-def]
     """Scaled idle traffic is idle: the answer would say every limit is out of reach."""
     rt, clock = runtime
