@@ -101,3 +101,28 @@ def test_the_same_component_of_two_exporters_of_one_job_is_notified_apart(
     )
     wait_until(lambda: sum(len(i) for _, i in _groups(alertmanager)) == 2, 15, 0.2, "2 alerts")
     assert sorted(instances for _, instances in _groups(alertmanager)) == [["a"], ["b"]]
+
+
+DISK = "DeepRestDiskWritesNotExplainedByTraffic"
+MEMORY = "DeepRestMemoryGrowthNotExplainedByTraffic"
+
+
+def test_one_ransomware_incident_is_one_notification_and_holds_back_memory_growth(
+    alertmanager: str,
+) -> None:
+    # Encryption in one store: its write IOPS and throughput leave their bands (one disk alert
+    # each), and its memory grows with it (the CPU alert is held back by its rule while the disk
+    # alert fires); one incident, one notification, for the disk writes.
+    store = {"job": "deeprest", "instance": "a", "component": "files", "severity": "critical"}
+    _post(
+        alertmanager,
+        {"alertname": DISK, "resource": "write_iops", **store},
+        {"alertname": DISK, "resource": "write_throughput", **store},
+        {"alertname": MEMORY, "resource": "memory", **store, "severity": "warning"},
+    )
+    expected = {(DISK, "a"): "active", (MEMORY, "a"): "suppressed"}
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: _states(alertmanager) == expected, 15, 0.2, "alert states")
+    assert _states(alertmanager) == expected  # both disk alerts share one (alertname, instance)
+    disk = [(labels, i) for labels, i in _groups(alertmanager) if labels.get("alertname") == DISK]
+    assert len(disk) == 1 and disk[0][1] == ["a", "a"], disk
