@@ -321,9 +321,8 @@ def whatif(runtime: Runtime, estimator: Estimator, body: dict[str, Any]) -> dict
         asked = [dict(traffic)] * len(pred)
     answer["warnings"] = whatif_warnings(estimator.bundle, asked, out)
     why: dict[Pair, str] = {}
-    latency = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load, why)
-    if latency:
-        answer["latency"] = latency
+    # always a list, empty where no API has a curve: clients read it without a KeyError
+    answer["latency"] = latency_answer(runtime.store.recent(LATENCY_WINDOWS), statistic, load, why)
     called = {api for traffic in asked for api, n in traffic.items() if n > 0}
     note = no_curve_note(sorted(set(why) & called), why)  # recorded, but no curve to read
     if note:
