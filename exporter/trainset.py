@@ -44,12 +44,17 @@ def collect_training_windows(config: Config, start: float, end: float) -> list[W
         expr = queries.usage(resource)
         if expr is None:
             continue
+        # Several series can name one component (pods mapped by `component_regex`, containers
+        # renamed to one name): its usage is their sum, as the live exporter reads it.
+        sums: dict[tuple[int, str], float] = {}
         for labels, values in client.query_range(expr, first, last, step):
             component = queries.component(labels)
             if not component:
                 continue
             for t, value in values:
-                window = by_end.get(round(t / step))
-                if window is not None and math.isfinite(value):
-                    window.metrics[(component, resource)] = value
+                key = (round(t / step), component)
+                if key[0] in by_end and math.isfinite(value):
+                    sums[key] = sums.get(key, 0.0) + value
+        for (index, component), value in sums.items():
+            by_end[index].metrics[(component, resource)] = value
     return windows

@@ -1,0 +1,62 @@
+"""Training windows joined with usage from Prometheus: several series of one component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from estimator.windows import Window
+from exporter import trainset
+from exporter.config import Config, PrometheusConfig
+from exporter.store import WindowStore
+
+PODS = {
+    # three replicas of one deployment, mapped to one component by component_regex
+    "user-service-7d9f8c5b4-abcde": 0.1,
+    "user-service-7d9f8c5b4-fghij": 0.1,
+    "user-service-7d9f8c5b4-klmno": 0.1,
+    "order-service-5c6d7f8b9-aaaaa": 0.2,
+}
+
+
+class _Prometheus:
+    """query_range as Prometheus answers `sum by (pod) (...)`: one series per pod."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self.config = config
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list:
+        if "cpu" not in expr:
+            return []
+        times = []
+        t = start
+        while t <= end:
+            times.append((t, 0.0))
+            t += step
+        return [({"pod": pod}, [(t, value) for t, _ in times]) for pod, value in PODS.items()]
+
+
+def test_replicas_of_a_component_are_summed(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    store = WindowStore(tmp_path)
+    store.put(
+        [
+            Window(start=s, end=s + 10.0, calls={(("user-service", "getUser"),): 5.0})
+            for s in (1000.0, 1010.0, 1020.0)
+        ]
+    )
+    store.close()
+    monkeypatch.setattr(trainset, "PrometheusClient", _Prometheus)
+    config = Config(
+        data_dir=tmp_path,
+        prometheus=PrometheusConfig(
+            url="http://127.0.0.1:1",
+            component_label="pod",
+            component_regex=r"(.+)-[0-9a-f]{8,10}-[a-z0-9]{5}",
+        ),
+    )
+    windows = trainset.collect_training_windows(config, 1000.0, 1030.0)
+    assert len(windows) == 3
+    for window in windows:
+        assert window.metrics[("user-service", "cpu")] == pytest.approx(0.3)
+        assert window.metrics[("order-service", "cpu")] == pytest.approx(0.2)
