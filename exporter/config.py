@@ -24,10 +24,11 @@ DEFAULT_QUERIES: Mapping[str, str] = {
 }
 """PromQL templates of actual usage per resource (cAdvisor names, base units)."""
 DEFAULT_LIMIT_QUERIES: Mapping[str, str] = {
-    "cpu": "sum by ({label}) (container_spec_cpu_quota{{{selector}}}) / sum by ({label}) (container_spec_cpu_period{{{selector}}})",
+    "cpu": "sum by ({label}) (container_spec_cpu_quota{{{selector}}} / container_spec_cpu_period{{{selector}}})",
     "memory": "sum by ({label}) (container_spec_memory_limit_bytes{{{selector}}}) > 0",
 }
-"""PromQL templates of per-component limits (cAdvisor names)."""
+"""PromQL templates of per-component limits (cAdvisor names). Each container's CPU limit is its
+quota over its period, summed per component as usage is: replicas' limits add up."""
 
 DEFAULT_TRACE_GRACE = 5.0
 """Seconds a trace stays open after its last span: the OpenTelemetry SDK's batch span processor
