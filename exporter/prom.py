@@ -182,7 +182,12 @@ def fetch_usage(
         expr = queries.limit(resource) if limits else queries.usage(resource)
         if expr is None:
             continue
-        for labels, value in client.query(expr, at):
+        try:
+            answer = client.query(expr, at)
+        except PrometheusError as exc:  # name the query: one of several failed
+            kind = "limit" if limits else "usage"
+            raise PrometheusError(f"{resource} {kind} query {expr!r}: {exc}") from exc
+        for labels, value in answer:
             component = queries.component(labels)
             key = (component or "", resource)
             if component and key in wanted:
