@@ -24,6 +24,11 @@ class PrometheusError(DeepRestError):
     """Prometheus did not answer, or answered with an error."""
 
 
+class QueryRefused(PrometheusError):
+    """Prometheus answered, refusing the query itself (HTTP 4xx but 429: a syntax error, an
+    unknown function): the query is at fault, not the upstream."""
+
+
 Sample = tuple[dict[str, str], float]
 RangeSeries = tuple[dict[str, str], list[tuple[float, float]]]
 
@@ -62,7 +67,7 @@ class PrometheusClient:
             error = payload.get("error") if isinstance(payload, dict) else response.text[:200]
             last = f"HTTP {response.status_code}: {error}"
             if 400 <= response.status_code < 500 and response.status_code != 429:
-                break  # a bad query does not get better by retrying
+                raise QueryRefused(f"{url}: {last}")  # no better for retrying
         raise PrometheusError(f"{url}: {last}")
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:
@@ -175,17 +180,35 @@ def fetch_usage(
     at: float,
     limits: bool = False,
 ) -> dict[SeriesKey, float]:
-    """Actual usage (or limits) of the given series at time `at`; missing ones are left out."""
+    """Actual usage (or limits) of the given series at time `at`; missing ones are left out.
+
+    A query Prometheus refuses (QueryRefused: a typo in the config) leaves out its resource
+    only, with a warning naming it once: the other resources are read, and the upstream counts
+    as answering. Any other failure raises, naming the query."""
     wanted = set(series)
     out: dict[SeriesKey, float] = {}
+    kind = "limit" if limits else "usage"
     for resource in sorted({r for _, r in series}):
         expr = queries.limit(resource) if limits else queries.usage(resource)
         if expr is None:
             continue
         try:
             answer = client.query(expr, at)
+        except QueryRefused as exc:
+            if expr not in _WARNED_REFUSED:
+                _WARNED_REFUSED.add(expr)
+                log.warning(
+                    "Prometheus refuses the %s %s query %r (%s): %s %s is left out until the "
+                    "configuration is fixed; the other resources are read",
+                    resource,
+                    kind,
+                    expr,
+                    exc,
+                    resource,
+                    kind,
+                )
+            continue
         except PrometheusError as exc:  # name the query: one of several failed
-            kind = "limit" if limits else "usage"
             raise PrometheusError(f"{resource} {kind} query {expr!r}: {exc}") from exc
         for labels, value in answer:
             component = queries.component(labels)
@@ -208,3 +231,5 @@ def fetch_usage(
 
 _WARNED_NEGATIVE: set[SeriesKey] = set()
 """Series already warned of for a negative value (each is said once)."""
+_WARNED_REFUSED: set[str] = set()
+"""Queries already warned of as refused (each is said once)."""

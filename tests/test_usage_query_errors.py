@@ -1,30 +1,91 @@
-"""A failing usage or limit query is named in the error the exporter logs."""
+"""A usage or limit query that fails, against a real Prometheus: a query Prometheus refuses (a
+typo in the configuration) leaves out its own resource only, named once in a warning; an
+upstream that does not answer fails the whole read, naming the query."""
 
 from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from exporter.config import PrometheusConfig
-from exporter.prom import PrometheusError, UsageQueries, fetch_usage
+from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
+from infra.local.exposition import ExpositionServer
+from tests.servers import (
+    PROMETHEUS,
+    PrometheusHandle,
+    free_port,
+    scrape_config,
+    start_prometheus,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+]
+
+SERIES = [("api", "cpu"), ("api", "memory")]
 
 
-class _Refusing:
-    """Answers every query but the memory one, which Prometheus refuses as unparsable."""
+STARTED = time.time()
 
-    def query(self, expr: str, at: float | None = None) -> list:
-        if "memory" in expr:
-            raise PrometheusError("http://prom/api/v1/query: HTTP 400: parse error")
-        return [({"container": "api"}, 0.5)]
+
+def _exposition() -> str:
+    labels = 'namespace="shop",pod="api-7d9f8c5b4-abcde",container="api"'
+    return (
+        f"container_cpu_usage_seconds_total{{{labels}}} {0.5 * (time.time() - STARTED):.3f}\n"
+        f"container_memory_working_set_bytes{{{labels}}} 1048576\n"
+        f"container_spec_cpu_quota{{{labels}}} 50000\n"
+        f"container_spec_cpu_period{{{labels}}} 100000\n"
+        f"container_spec_memory_limit_bytes{{{labels}}} 2097152\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[PrometheusHandle]:
+    target = ExpositionServer(_exposition)
+    handle = start_prometheus(scrape_config({"cadvisor": target.address}))
+    try:
+        wait_until(
+            lambda: handle.query("rate(container_cpu_usage_seconds_total[10s])"), 20, what="scrapes"
+        )
+        yield handle
+    finally:
+        handle.stop()
+        target.stop()
 
 
 @pytest.mark.parametrize("limits", [False, True])
-def test_the_failing_query_is_named(limits: bool) -> None:
-    config = PrometheusConfig(url="http://prom")
-    queries = UsageQueries(config, 60.0)
-    series = [("api", "cpu"), ("api", "memory")]
-    with pytest.raises(PrometheusError) as error:
-        fetch_usage(_Refusing(), queries, series, 0.0, limits=limits)  # type: ignore[arg-type]
-    message = str(error.value)
+def test_a_refused_query_leaves_out_its_resource_only_and_is_named_once(
+    prometheus: PrometheusHandle, limits: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "limit_queries" if limits else "queries"
+    metric = "container_spec_memory_limit_bytes" if limits else "container_memory_working_set_bytes"
+    broken = f"sum by ({{label}}) ({metric}{{{{{{selector}}}}}}"  # no ")"
+    config = PrometheusConfig(url=prometheus.url)
+    config = replace(config, **{key: {**getattr(config, key), "memory": broken}})
+    queries = UsageQueries(config, 10.0)
+    client = PrometheusClient(config)
+    caplog.set_level(logging.WARNING, logger="deeprest.prometheus")
+    for _ in range(2):
+        found = fetch_usage(client, queries, SERIES, time.time(), limits=limits)
+        assert set(found) == {("api", "cpu")}  # cpu is still read
     expr = queries.limit("memory") if limits else queries.usage("memory")
-    assert message.startswith(f"memory {'limit' if limits else 'usage'} query {expr!r}: ")
-    assert "HTTP 400: parse error" in message
+    kind = "limit" if limits else "usage"
+    said = [r.getMessage() for r in caplog.records if "refuses" in r.getMessage()]
+    assert len(said) == 1, said  # once, not every window
+    assert f"Prometheus refuses the memory {kind} query {expr!r}" in said[0]
+    assert "HTTP 400" in said[0] and "the other resources are read" in said[0]
+
+
+def test_an_upstream_that_does_not_answer_fails_the_read_naming_the_query() -> None:
+    config = PrometheusConfig(url=f"http://127.0.0.1:{free_port()}", retries=0)
+    queries = UsageQueries(config, 10.0)
+    with pytest.raises(PrometheusError) as error:
+        fetch_usage(PrometheusClient(config), queries, SERIES, time.time())
+    assert str(error.value).startswith(f"cpu usage query {queries.usage('cpu')!r}: ")
