@@ -6,8 +6,10 @@ import logging
 import math
 import re
 import string
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,14 @@ class PrometheusClient:
             raise PrometheusError("no Prometheus URL configured (prometheus.url)")
         self.config = config
         self._sleep = sleep
-        self._session = requests.Session()
+        self._local = threading.local()  # a Session per thread: queries run side by side
+
+    @property
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def _get(self, path: str, params: Mapping[str, Any]) -> Any:
         """GET with retries and exponential backoff; returns the `data` of a success answer."""
@@ -188,13 +197,20 @@ def fetch_usage(
     wanted = set(series)
     out: dict[SeriesKey, float] = {}
     kind = "limit" if limits else "usage"
-    for resource in sorted({r for _, r in series}):
-        expr = queries.limit(resource) if limits else queries.usage(resource)
-        if expr is None:
-            continue
-        try:
-            answer = client.query(expr, at)
-        except QueryRefused as exc:
+    asked = {
+        resource: expr
+        for resource in sorted({r for _, r in series})
+        if (expr := queries.limit(resource) if limits else queries.usage(resource)) is not None
+    }
+    # side by side: a Prometheus slow to answer takes one query's time a window, not the sum of
+    # them (one after another, queries of 3 s each outlasted a 10 s window and every window
+    # was estimated without its usage)
+    with ThreadPoolExecutor(max(1, len(asked))) as pool:
+        pending = {r: pool.submit(client.query, expr, at) for r, expr in asked.items()}
+        answers = {r: _outcome(future) for r, future in pending.items()}
+    for resource, expr in asked.items():
+        answer = answers[resource]
+        if isinstance(answer, QueryRefused):
             if expr not in _WARNED_REFUSED:
                 _WARNED_REFUSED.add(expr)
                 log.warning(
@@ -203,13 +219,13 @@ def fetch_usage(
                     resource,
                     kind,
                     expr,
-                    exc,
+                    answer,
                     resource,
                     kind,
                 )
             continue
-        except PrometheusError as exc:  # name the query: one of several failed
-            raise PrometheusError(f"{resource} {kind} query {expr!r}: {exc}") from exc
+        if isinstance(answer, PrometheusError):  # name the query: one of several failed
+            raise PrometheusError(f"{resource} {kind} query {expr!r}: {answer}") from answer
         for labels, value in answer:
             component = queries.component(labels)
             key = (component or "", resource)
@@ -227,6 +243,14 @@ def fetch_usage(
             ", ".join(f"{c}/{r}" for c, r in negative[:5]),
         )
     return out
+
+
+def _outcome(future: Future[list[Sample]]) -> list[Sample] | PrometheusError:
+    """A query's samples, or the PrometheusError it raised (any other error is raised)."""
+    try:
+        return future.result()
+    except PrometheusError as exc:
+        return exc
 
 
 _WARNED_NEGATIVE: set[SeriesKey] = set()

@@ -89,3 +89,62 @@ def test_an_upstream_that_does_not_answer_fails_the_read_naming_the_query() -> N
     with pytest.raises(PrometheusError) as error:
         fetch_usage(PrometheusClient(config), queries, SERIES, time.time())
     assert str(error.value).startswith(f"cpu usage query {queries.usage('cpu')!r}: ")
+
+
+class _SlowProxy:
+    """A loopback proxy in front of a Prometheus that answers each request after `delay`
+    seconds, counting the requests it holds at once (as a busy Prometheus would hold them)."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+
+        self.held, self.most = 0, 0
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                with lock:
+                    proxy.held += 1
+                    proxy.most = max(proxy.most, proxy.held)
+                try:
+                    time.sleep(delay)
+                    answer = requests.get(upstream + self.path, timeout=10)
+                finally:
+                    with lock:
+                        proxy.held -= 1
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_queries_of_a_window_are_asked_side_by_side(prometheus: PrometheusHandle) -> None:
+    """A slow Prometheus costs a window one query's time, not the sum of its queries'."""
+    proxy = _SlowProxy(prometheus.url, delay=0.3)
+    try:
+        config = PrometheusConfig(url=proxy.url)
+        series = [("api", r) for r in ("cpu", "memory", "write_iops", "write_throughput")]
+        found = fetch_usage(
+            PrometheusClient(config), UsageQueries(config, 10.0), series, time.time()
+        )
+    finally:
+        proxy.stop()
+    assert {("api", "cpu"), ("api", "memory")} <= set(found)
+    assert proxy.most == len(series)  # every resource's query was held at once
