@@ -26,6 +26,10 @@ class PrometheusError(DeepRestError):
     """Prometheus did not answer, or answered with an error."""
 
 
+QUERY_THREADS = 8
+"""Queries a client asks side by side at most (a window asks one per resource)."""
+
+
 class QueryRefused(PrometheusError):
     """Prometheus answered, refusing the query itself (HTTP 4xx but 429: a syntax error, an
     unknown function): the query is at fault, not the upstream."""
@@ -46,6 +50,8 @@ class PrometheusClient:
         self.config = config
         self._sleep = sleep
         self._local = threading.local()  # a Session per thread: queries run side by side
+        self._pool: ThreadPoolExecutor | None = None  # its threads, and sessions, are kept
+        self._pool_lock = threading.Lock()
 
     @property
     def _session(self) -> requests.Session:
@@ -90,6 +96,17 @@ class PrometheusClient:
         if data["resultType"] == "scalar":
             return _finite([({}, data["result"][1])])
         return _finite([(item.get("metric", {}), item["value"][1]) for item in data["result"]])
+
+    def query_all(
+        self, exprs: Mapping[str, str], at: float | None = None
+    ) -> dict[str, list[Sample] | PrometheusError]:
+        """`query` of each expression, side by side: per key, its samples or the error it met.
+        A Prometheus slow to answer then costs one query's time, not the sum of them."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="prometheus")
+        pending = {key: self._pool.submit(self.query, expr, at) for key, expr in exprs.items()}
+        return {key: _outcome(future) for key, future in pending.items()}
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
         """Range query over [start, end] at `step`, split into chunks of at most max_points."""
@@ -202,12 +219,9 @@ def fetch_usage(
         for resource in sorted({r for _, r in series})
         if (expr := queries.limit(resource) if limits else queries.usage(resource)) is not None
     }
-    # side by side: a Prometheus slow to answer takes one query's time a window, not the sum of
-    # them (one after another, queries of 3 s each outlasted a 10 s window and every window
-    # was estimated without its usage)
-    with ThreadPoolExecutor(max(1, len(asked))) as pool:
-        pending = {r: pool.submit(client.query, expr, at) for r, expr in asked.items()}
-        answers = {r: _outcome(future) for r, future in pending.items()}
+    # side by side: one after another, queries of 3 s each outlasted a 10 s window, and every
+    # window was estimated without its usage
+    answers = client.query_all(asked, at)
     for resource, expr in asked.items():
         answer = answers[resource]
         if isinstance(answer, QueryRefused):

@@ -1,6 +1,6 @@
-"""A usage or limit query that fails, against a real Prometheus: a query Prometheus refuses (a
-typo in the configuration) leaves out its own resource only, named once in a warning; an
-upstream that does not answer fails the whole read, naming the query."""
+"""Usage and limit queries against a real Prometheus: a query Prometheus refuses (a typo in the
+configuration) leaves out its own resource only, named once in a warning; an upstream that does
+not answer fails the whole read, naming the query; a window's queries are asked side by side."""
 
 from __future__ import annotations
 
