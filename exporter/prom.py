@@ -31,8 +31,9 @@ QUERY_THREADS = 8
 
 
 class QueryRefused(PrometheusError):
-    """Prometheus answered, refusing the query itself (HTTP 4xx but 429: a syntax error, an
-    unknown function): the query is at fault, not the upstream."""
+    """Prometheus answered, refusing the query itself (its JSON error with HTTP 400 or 422: a
+    syntax error, an unknown function): the query is at fault, not the upstream. A 404 or 401
+    (a wrong URL path, missing credentials) is no answer of Prometheus's."""
 
 
 Sample = tuple[dict[str, str], float]
@@ -81,8 +82,10 @@ class PrometheusClient:
                 return payload.get("data")
             error = payload.get("error") if isinstance(payload, dict) else response.text[:200]
             last = f"HTTP {response.status_code}: {error}"
+            if response.status_code in (400, 422) and isinstance(payload, dict):
+                raise QueryRefused(f"{url}: {last}")  # Prometheus's own refusal of the query
             if 400 <= response.status_code < 500 and response.status_code != 429:
-                raise QueryRefused(f"{url}: {last}")  # no better for retrying
+                break  # a wrong URL or credentials do not get better by retrying either
         raise PrometheusError(f"{url}: {last}")
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:

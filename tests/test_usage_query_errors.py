@@ -148,3 +148,12 @@ def test_the_queries_of_a_window_are_asked_side_by_side(prometheus: PrometheusHa
         proxy.stop()
     assert {("api", "cpu"), ("api", "memory")} <= set(found)
     assert proxy.most == len(series)  # every resource's query was held at once
+
+
+def test_a_wrong_url_path_is_no_refusal_of_the_query(prometheus: PrometheusHandle) -> None:
+    """A path Prometheus does not serve (a reverse proxy's prefix left out or added) answers
+    404: the upstream is not reached, so the read fails, as deeprest_up then says."""
+    config = PrometheusConfig(url=f"{prometheus.url}/prefix", retries=0)
+    queries = UsageQueries(config, 10.0)
+    with pytest.raises(PrometheusError, match="HTTP 404"):
+        fetch_usage(PrometheusClient(config), queries, SERIES, time.time())
