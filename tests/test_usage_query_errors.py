@@ -14,9 +14,9 @@ import pytest
 
 from exporter.config import PrometheusConfig
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
-from infra.local.exposition import ExpositionServer
 from tests.servers import (
     PROMETHEUS,
+    CadvisorTarget,
     PrometheusHandle,
     free_port,
     scrape_config,
@@ -32,23 +32,17 @@ pytestmark = [
 SERIES = [("api", "cpu"), ("api", "memory")]
 
 
-STARTED = time.time()
-
-
-def _exposition() -> str:
-    labels = 'namespace="shop",pod="api-7d9f8c5b4-abcde",container="api"'
-    return (
-        f"container_cpu_usage_seconds_total{{{labels}}} {0.5 * (time.time() - STARTED):.3f}\n"
-        f"container_memory_working_set_bytes{{{labels}}} 1048576\n"
-        f"container_spec_cpu_quota{{{labels}}} 50000\n"
-        f"container_spec_cpu_period{{{labels}}} 100000\n"
-        f"container_spec_memory_limit_bytes{{{labels}}} 2097152\n"
-    )
-
-
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusHandle]:
-    target = ExpositionServer(_exposition)
+    target = CadvisorTarget()
+    target.set_rate("container_cpu_usage_seconds_total", "api", 0.5)
+    for metric, value in (
+        ("container_memory_working_set_bytes", 1 << 20),
+        ("container_spec_cpu_quota", 50000),
+        ("container_spec_cpu_period", 100000),
+        ("container_spec_memory_limit_bytes", 2 << 20),
+    ):
+        target.set_gauge(metric, "api", value)
     handle = start_prometheus(scrape_config({"cadvisor": target.address}))
     try:
         wait_until(
