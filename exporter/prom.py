@@ -256,7 +256,7 @@ def fetch_usage(
         log.warning(
             "Prometheus gave a negative %s for %s: left out (a query of something other than "
             "usage?)",
-            "limit" if limits else "usage",
+            kind,
             ", ".join(f"{c}/{r}" for c, r in negative[:5]),
         )
     return out
