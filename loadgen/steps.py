@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from estimator.errors import InputError
+from exporter.loadtests import STEP_TABLE
 from loadgen import children
 from loadgen.headless import HeadlessRun
 
@@ -86,7 +87,7 @@ def run_steps(test: StepTest, say: Callable[[str], None] = print) -> Path:
                 f"{first_failure(run.csv_prefix) or 'no request was made'}"
             )
         rows += step
-    table = test.out / "steps.csv"
+    table = test.out / STEP_TABLE
     columns = ["users", "api", "offered_rps", "achieved_rps", "requests", "failures"]
     columns += [f"latency_p{p[:-1]}_ms" for p in PERCENTILES]
     if not test.rate_per_user:
