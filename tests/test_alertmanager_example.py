@@ -126,3 +126,31 @@ def test_one_ransomware_incident_is_one_notification_and_holds_back_memory_growt
     assert _states(alertmanager) == expected  # both disk alerts share one (alertname, instance)
     disk = [(labels, i) for labels, i in _groups(alertmanager) if labels.get("alertname") == DISK]
     assert len(disk) == 1 and disk[0][1] == ["a", "a"], disk
+
+
+NO_USAGE = "DeepRestComponentReportsNoUsage"
+FAR_BELOW = "DeepRestUsageFarBelowExpected"
+ACCURACY = "DeepRestModelAccuracyDegraded"
+
+
+def test_a_dead_component_is_one_notification_that_says_it_does_no_work(
+    alertmanager: str,
+) -> None:
+    # The process of "post" died while traffic flows: it uses no CPU (far below its band too),
+    # and the live accuracy of its series collapses. One incident, notified as the component
+    # doing no work; exporter b's post is only far below its band, and is notified so.
+    post = {"job": "deeprest", "component": "post", "severity": "warning"}
+    _post(
+        alertmanager,
+        {"alertname": NO_USAGE, "instance": "a", "resource": "cpu", **post},
+        {"alertname": FAR_BELOW, "instance": "a", "resource": "cpu", **post},
+        {"alertname": ACCURACY, "instance": "a", "resource": "memory", **post},
+        {"alertname": FAR_BELOW, "instance": "b", "resource": "cpu", **post},
+    )
+    expected = {
+        (NO_USAGE, "a"): "active",
+        (FAR_BELOW, "a"): "suppressed",
+        (ACCURACY, "a"): "suppressed",
+        (FAR_BELOW, "b"): "active",
+    }
+    _settle(alertmanager, expected)
