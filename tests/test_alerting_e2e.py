@@ -308,7 +308,9 @@ def test_crypto_anomaly_fires_reaches_alertmanager_and_every_panel_has_data(stac
         )
         assert [a["labels"]["component"] for a in delivered] == [VICTIM]
         notes = delivered[0]["annotations"]
-        assert notes["runbook_url"] == "docs/runbooks.md#deeprestcpunotexplainedbytraffic"
+        assert notes["runbook_url"] == (
+            "https://deeprest.example.com/docs/runbooks.md#deeprestcpunotexplainedbytraffic"
+        )
         assert f"CPU usage of {VICTIM} (" in notes["description"]
         assert re.search(r"has been \d+(\.\d+)?% above", notes["description"])
         assert [r["name"] for r in delivered[0]["receivers"]] == ["deeprest-security"]

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import promql_parser
 import pytest
@@ -18,6 +19,10 @@ RULE_FILES = sorted(RULES_DIR.glob("*.yaml"))
 TEST_FILES = sorted((RULES_DIR / "tests").glob("*.yaml"))
 ALERTMANAGER_EXAMPLE = ROOT / "grafana-dashboards" / "alertmanager" / "alertmanager.example.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
+DASHBOARDS_README = ROOT / "grafana-dashboards" / "README.md"
+RUNBOOK_BASE = "https://deeprest.example.com/docs/runbooks.md"
+"""The placeholder every alert's runbook_url starts with, documented as the one string to replace
+with where a copy of docs/runbooks.md is served."""
 RECORD_NAME = re.compile(r"^[a-z][a-z_]*:deeprest_[a-z0-9_]+:[a-z0-9_]+$")
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -107,9 +112,29 @@ def test_every_alert_is_documented_and_templated() -> None:
         assert {"summary", "description", "runbook_url"} <= set(notes), name
         assert "$value" in notes["description"] or "$value" in notes["summary"], name
         assert "$labels." in notes["description"], name
-        path, _, anchor = notes["runbook_url"].partition("#")
-        assert path == "docs/runbooks.md" and anchor == name.lower(), notes["runbook_url"]
+        base, _, anchor = notes["runbook_url"].partition("#")
+        assert base == RUNBOOK_BASE and anchor == name.lower(), notes["runbook_url"]
         assert anchor in anchors, f"{name}: no heading for #{anchor} in docs/runbooks.md"
+
+
+def test_every_runbook_url_is_absolute() -> None:
+    """Alertmanager and Grafana render a relative runbook_url as a broken link."""
+    for rule in rules_of("alert"):
+        url = urlsplit(rule["annotations"]["runbook_url"])
+        assert url.scheme == "https" and url.netloc and url.fragment, rule["alert"]
+
+
+def test_the_runbook_base_is_documented_and_one_replacement_moves_every_link() -> None:
+    """The docs tell users to replace RUNBOOK_BASE with their own URL in the rule files (and
+    their tests): the string stands nowhere else there, so a plain replacement is safe."""
+    assert RUNBOOK_BASE in DASHBOARDS_README.read_text()
+    assert RUNBOOK_BASE in RUNBOOKS.read_text()
+    for path in RULE_FILES + TEST_FILES:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if RUNBOOK_BASE in line:
+                assert line.strip().startswith("runbook_url:"), f"{path.name}:{number}"
+            elif "runbook_url:" in line:
+                raise AssertionError(f"{path.name}:{number}: a runbook_url not under the base")
 
 
 def test_every_for_has_its_reason_beside_it() -> None:
