@@ -18,11 +18,16 @@ from estimator.errors import DataWarning, InputError, count_of, not_utf8
 DEFAULT_SELECTOR = 'container!="",container!="POD"'
 DEFAULT_QUERIES: Mapping[str, str] = {
     "cpu": "sum by ({label}) (rate(container_cpu_usage_seconds_total{{{selector}}}[{range}]))",
-    "memory": "sum by ({label}) (avg_over_time(container_memory_working_set_bytes{{{selector}}}[{range}]))",
+    "memory": "sum by ({label}) (avg_over_time(container_memory_working_set_bytes{{{selector}}}[{range}]) and container_memory_working_set_bytes{{{selector}}})",
     "write_iops": "sum by ({label}) (rate(container_fs_writes_total{{{selector}}}[{range}]))",
     "write_throughput": "sum by ({label}) (rate(container_fs_writes_bytes_total{{{selector}}}[{range}]))",
 }
-"""PromQL templates of actual usage per resource (cAdvisor names, base units)."""
+"""PromQL templates of actual usage per resource (cAdvisor names, base units). Memory, a
+gauge, is each container's average over the window of those still running at its end (`and`
+the instant vector, which staleness ends when a container is gone): a pod replaced within the
+window and its replacement would otherwise both count, twice the memory the component held,
+while replicas running side by side still add up. Rates need no such care: a replaced pod's
+rate covers only its part of the range, so the two parts add up to the component's."""
 DEFAULT_LIMIT_QUERIES: Mapping[str, str] = {
     "cpu": "sum by ({label}) (container_spec_cpu_quota{{{selector}}} / container_spec_cpu_period{{{selector}}})",
     "memory": "sum by ({label}) (container_spec_memory_limit_bytes{{{selector}}}) > 0",

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,37 +129,58 @@ class _Counter:
         return self.value
 
 
+_Key = tuple[str, str, tuple[tuple[str, str], ...]]
+
+
+def _key(metric: str, component: str, labels: Mapping[str, str] | None) -> _Key:
+    return metric, component, tuple(sorted((labels or {}).items()))
+
+
 class CadvisorTarget:
-    """Serves cAdvisor-named series whose rates and values the test controls."""
+    """Serves cAdvisor-named series whose rates and values the test controls; `labels` adds
+    labels to a series beside the component's (a pod's container: `{"container": "api"}`)."""
 
     def __init__(self, label: str = "container") -> None:
         self.label = label
-        self._counters: dict[tuple[str, str], _Counter] = {}
-        self._gauges: dict[tuple[str, str], float] = {}
+        self._counters: dict[_Key, _Counter] = {}
+        self._gauges: dict[_Key, float] = {}
         self._lock = threading.Lock()
         self._http = ExpositionServer(self.exposition)
         self.address = self._http.address
 
-    def set_rate(self, metric: str, component: str, rate: float) -> None:
+    def set_rate(
+        self, metric: str, component: str, rate: float, labels: Mapping[str, str] | None = None
+    ) -> None:
         """Make a counter grow at `rate` per second from now on."""
         with self._lock:
-            counter = self._counters.setdefault((metric, component), _Counter())
+            counter = self._counters.setdefault(_key(metric, component, labels), _Counter())
             counter.read(time.time())
             counter.rate = rate
 
-    def set_gauge(self, metric: str, component: str, value: float) -> None:
+    def set_gauge(
+        self, metric: str, component: str, value: float, labels: Mapping[str, str] | None = None
+    ) -> None:
         with self._lock:
-            self._gauges[(metric, component)] = value
+            self._gauges[_key(metric, component, labels)] = value
+
+    def remove(self, metric: str, component: str, labels: Mapping[str, str] | None = None) -> None:
+        """Stop serving a series (its container is gone), as cAdvisor does."""
+        with self._lock:
+            self._counters.pop(_key(metric, component, labels), None)
+            self._gauges.pop(_key(metric, component, labels), None)
 
     def exposition(self) -> str:
         now = time.time()
         lines = []
         with self._lock:
-            for (metric, component), counter in sorted(self._counters.items()):
-                lines.append(f'{metric}{{{self.label}="{component}"}} {counter.read(now)!r}')
-            for (metric, component), value in sorted(self._gauges.items()):
-                lines.append(f'{metric}{{{self.label}="{component}"}} {value!r}')
+            for (metric, component, extra), counter in sorted(self._counters.items()):
+                lines.append(f"{metric}{{{self._labels(component, extra)}}} {counter.read(now)!r}")
+            for (metric, component, extra), value in sorted(self._gauges.items()):
+                lines.append(f"{metric}{{{self._labels(component, extra)}}} {value!r}")
         return "\n".join(lines) + "\n"
+
+    def _labels(self, component: str, extra: tuple[tuple[str, str], ...]) -> str:
+        return ",".join(f'{k}="{v}"' for k, v in ((self.label, component), *extra))
 
     def stop(self) -> None:
         self._http.stop()
