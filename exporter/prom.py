@@ -185,6 +185,19 @@ class UsageQueries:
         template = self.config.queries.get(resource)
         return self._render(template) if template else None
 
+    def sample_counts(self, resource: str) -> list[str]:
+        """Queries of how many samples each series has in a window's range: one
+        `count_over_time` per selector the resource's usage query reads over `{range}` (none
+        where it reads no plain selector over it, such as a subquery)."""
+        expr = self.usage(resource)
+        if expr is None:
+            return []
+        ranged = f"[{format_duration(self.range_seconds)}]"
+        return [
+            f"count_over_time({match.group(1)}{ranged})"
+            for match in re.finditer(_SELECTOR + r"\s*" + re.escape(ranged), expr)
+        ]
+
     def limit(self, resource: str) -> str | None:
         template = self.config.limit_queries.get(resource)
         return self._render(template) if template else None
@@ -200,6 +213,12 @@ class UsageQueries:
                 return None
             name = match.group(1) if match.groups() else match.group(0)
         return self.config.component_rename.get(name, name)
+
+
+_NAME = r"[A-Za-z_:][A-Za-z0-9_:]*"
+_MATCHERS = r'\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}'
+_SELECTOR = rf"((?:{_NAME})?\s*{_MATCHERS}|{_NAME})"
+"""A PromQL vector selector: a metric name, label matchers in braces, or both."""
 
 
 def fetch_usage(

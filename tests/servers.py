@@ -142,6 +142,7 @@ class CadvisorTarget:
 
     def __init__(self, label: str = "container") -> None:
         self.label = label
+        self.down = False  # while set, scrapes are answered 503: a scrape outage
         self._counters: dict[_Key, _Counter] = {}
         self._gauges: dict[_Key, float] = {}
         self._lock = threading.Lock()
@@ -169,7 +170,9 @@ class CadvisorTarget:
             self._counters.pop(_key(metric, component, labels), None)
             self._gauges.pop(_key(metric, component, labels), None)
 
-    def exposition(self) -> str:
+    def exposition(self) -> str | None:
+        if self.down:
+            return None
         now = time.time()
         lines = []
         with self._lock:

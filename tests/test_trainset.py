@@ -60,3 +60,16 @@ def test_replicas_of_a_component_are_summed(tmp_path: Path, monkeypatch) -> None
     for window in windows:
         assert window.metrics[("user-service", "cpu")] == pytest.approx(0.3)
         assert window.metrics[("order-service", "cpu")] == pytest.approx(0.2)
+
+
+def test_short_windows_are_gaps_in_a_series_not_its_start_or_end() -> None:
+    """Sample counts per window of one series (4 a window when whole): windows 5 and 6 lost
+    scrapes to an outage; window 0 is the series' start (a new pod), window 11 its end (a pod
+    replaced), window 2 lost one scrape, across which a rate extrapolates."""
+    counts = {k: 4.0 for k in range(12)}
+    counts.update({0: 1.0, 2: 3.0, 5: 2.0, 6: 0.0, 11: 1.0})
+    assert trainset.short_windows(counts, apart=1) == {5, 6}
+    # ranges of 3 windows (rate_range): an outage in window 9 shows in the ranges of 9 to 11
+    counts = {k: 12.0 for k in range(20)} | {9: 8.0, 10: 8.0, 11: 8.0}
+    assert trainset.short_windows(counts, apart=3) == {9, 10, 11}
+    assert trainset.short_windows({}, apart=1) == set()

@@ -8,13 +8,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ExpositionServer:
-    """Serves `render()` as Prometheus text on every GET, on a free loopback port."""
+    """Serves `render()` as Prometheus text on every GET, on a free loopback port; a render
+    that gives None is answered 503 (a target that fails its scrapes)."""
 
-    def __init__(self, render: Callable[[], str]) -> None:
+    def __init__(self, render: Callable[[], str | None]) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                body = render().encode()
-                self.send_response(200)
+                text = render()
+                body = b"unavailable\n" if text is None else text.encode()
+                self.send_response(200 if text is not None else 503)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
