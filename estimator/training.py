@@ -83,20 +83,51 @@ def check_window_lengths(windows: Sequence[Window], source: str) -> None:
 MIN_FIT_WINDOWS = 10
 """Windows a model is fitted on before its validation tail."""
 MIN_TRAIN_WINDOWS = MIN_FIT_WINDOWS + 1
-"""Windows with usage that training needs: those to fit on and one to validate on, at least."""
+"""Windows with usage that training needs at the least: those to fit on and one to validate on
+(as many as the validation tail holds out: `min_train_windows`)."""
 
 
-def check_trainable(windows: Sequence[Window], source: str) -> None:
-    """Enough windows of one length with both traffic and usage to learn from, or a clear
-    error."""
+def held_out(windows: int, validation_fraction: float) -> int:
+    """Windows the validation tail holds out of `windows`: the newest fraction, one at least."""
+    return max(1, int(round(windows * validation_fraction)))
+
+
+def min_train_windows(validation_fraction: float) -> int:
+    """Windows with usage that training needs at this validation fraction: MIN_FIT_WINDOWS to
+    fit on before the tail the fraction holds out of them all (12 at 0.2, which holds out 2)."""
+    windows = MIN_TRAIN_WINDOWS
+    while windows - held_out(windows, validation_fraction) < MIN_FIT_WINDOWS:
+        windows += 1
+    return windows
+
+
+def check_trainable(
+    windows: Sequence[Window],
+    source: str,
+    validation_fraction: float = TrainConfig.validation_fraction,
+    fraction_name: str | None = None,
+) -> None:
+    """Enough windows of one length with both traffic and usage to learn from, counting the
+    validation tail held out of them, or a clear error; `fraction_name` is the setting of the
+    fraction that the error may advise lowering."""
     check_window_lengths(windows, source)
     with_metrics = sum(1 for w in windows if w.metrics)
-    if with_metrics < MIN_TRAIN_WINDOWS:
+    need = min_train_windows(validation_fraction)
+    if with_metrics < need:
+        fewer, field = "", None
+        if fraction_name and with_metrics >= MIN_TRAIN_WINDOWS:  # the fraction is the cause
+            highest = (with_metrics - MIN_FIT_WINDOWS) / with_metrics
+            fewer, field = (
+                f", or hold out fewer: {fraction_name} {highest:.2g} at most",
+                fraction_name,
+            )
         raise InputError(
             f"only {count_of(with_metrics, 'window')} "
             f"{'carries' if with_metrics == 1 else 'carry'} metrics; training needs at least "
-            f"{MIN_TRAIN_WINDOWS} ({MIN_FIT_WINDOWS} to fit on, and 1 or more to validate on)",
+            f"{need}: {MIN_FIT_WINDOWS} to fit on, and {need - MIN_FIT_WINDOWS} to validate on "
+            f"(the newest {validation_fraction:g} of them, held out){fewer}",
             source=source,
+            field=field,
         )
     if not any(w.calls for w in windows):
         raise InputError("no window carries call paths (calls or traces)", source=source)
@@ -110,7 +141,7 @@ def validate_tail(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fit on the head, measure accuracy and band coverage on the tail of the training windows."""
-    n_tail = max(1, int(round(len(X) * config.validation_fraction)))
+    n_tail = held_out(len(X), config.validation_fraction)
     head, tail = slice(0, len(X) - n_tail), slice(len(X) - n_tail, len(X))
     model = make_model(config.model, **config.model_params)
     model.progress = progress
@@ -131,7 +162,7 @@ def _learnable(
     the validation tail), and their targets; the others are left out with a warning (a model
     of a few points, or of none before the tail, would be published live as a guess), and
     none left is an error."""
-    head = len(Y) - max(1, int(round(len(Y) * validation_fraction)))
+    head = len(Y) - held_out(len(Y), validation_fraction)
     measured = (~np.isnan(Y[:head])).sum(axis=0)
     scarce = measured < MIN_FIT_WINDOWS
     if not scarce.any():

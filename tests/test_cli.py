@@ -1116,18 +1116,42 @@ def test_a_validation_tail_that_leaves_too_few_windows_to_fit_exits_2_naming_it(
     argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--model", kind]
     assert main([*argv, "--validation-fraction", "0.8"]) == 2
     err = capsys.readouterr().err
-    assert "field '--validation-fraction': 0.8 holds out 24 of the 30 windows, leaving 6" in err
-    assert "at most 0.67 of these windows may be held out" in err
+    assert "field '--validation-fraction': only 30 windows carry metrics; training needs at " in err
+    assert "least 48: 10 to fit on, and 38 to validate on (the newest 0.8 of them" in err
+    assert "or hold out fewer: --validation-fraction 0.67 at most" in err
     # the least that trains: 11 windows, the one-window tail the advice names
     write_windows(data, tiny_world(11, seed=3))
     assert main([*argv, "--validation-fraction", "0.2"]) == 2
-    assert "at most 0.091 of these windows may be held out" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training needs at least 12: 10 to fit on, and 2 to validate on" in err
+    assert "--validation-fraction 0.091 at most" in err
     assert main([*argv, "--validation-fraction", "0.091"]) == 0
     write_windows(data, tiny_world(10, seed=3))
     assert main([*argv, "--validation-fraction", "0.091"]) == 2
-    assert "only 10 windows carry metrics; training needs at least 11 (10 to fit on" in (
-        capsys.readouterr().err
-    )
+    [err] = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
+    assert "only 10 windows carry metrics; training needs at least 11: 10 to fit on" in err
+    assert "field" not in err and "at most" not in err  # no fraction trains on 10
+
+
+@pytest.mark.parametrize(("fraction", "need"), [(None, 12), ("0.3", 14), ("0.05", 11)])
+def test_the_windows_the_minimum_asks_for_train(
+    tmp_path: Path, fraction: str | None, need: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The least number of windows an error asks for counts the validation tail held out of
+    them: given that many, training succeeds."""
+    data = tmp_path / "few.jsonl"
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--model", "linear"]
+    argv += ["--validation-fraction", fraction] if fraction else []
+    write_windows(data, tiny_world(10, seed=3))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    asked = re.search(r"training needs at least (\d+)", err)
+    assert asked and int(asked.group(1)) == need, err
+    write_windows(data, tiny_world(need - 1, seed=3))
+    assert main(argv) == 2
+    assert f"training needs at least {need}" in capsys.readouterr().err
+    write_windows(data, tiny_world(need, seed=3))
+    assert main(argv) == 0, capsys.readouterr().err
 
 
 def test_an_empty_range_exits_2(

@@ -279,6 +279,8 @@ def test_missing_binaries_print_the_install_command(
         (["--train-seconds", "30"], "--train-seconds"),
         (["--phase-seconds", "inf"], "--phase-seconds"),
         (["--train-seconds", "60", "--window", "10"], "--train-seconds"),  # 6 windows: too few
+        # 12 windows, the first partial: 11 with usage, and 0.2 of them held out leaves 9
+        (["--train-seconds", "120", "--window", "10"], "--train-seconds"),
     ],
 )
 def test_demo_phase_lengths_are_checked_before_anything_starts(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from estimator.errors import InputError
 from estimator.models import MODEL_KINDS
-from estimator.training import MIN_TRAIN_WINDOWS
+from estimator.training import TrainConfig, min_train_windows
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if not 20 <= args.phase_seconds <= MAX_SECONDS:
         raise InputError(f"must be between 20 and {MAX_SECONDS:g} s", field="--phase-seconds")
     window = args.window if args.window is not None else FULL_WINDOW
-    if not args.quick and args.train_seconds / window < MIN_TRAIN_WINDOWS + 1:
+    need = min_train_windows(TrainConfig.validation_fraction)  # the fraction the demo trains at
+    if not args.quick and args.train_seconds / window < need + 1:
         raise InputError(
-            f"{args.train_seconds:g} s of {window:g} s windows give under "
-            f"{MIN_TRAIN_WINDOWS + 1} windows (training needs {MIN_TRAIN_WINDOWS} with usage, and "
-            "the first may be partial): give more seconds, or a shorter --window",
+            f"{args.train_seconds:g} s of {window:g} s windows give under {need + 1} windows "
+            f"(training needs {need} with usage, its validation tail counted, and the first "
+            "may be partial): give more seconds, or a shorter --window",
             field="--train-seconds",
         )
     options = DemoOptions(

@@ -12,7 +12,7 @@ from pathlib import Path
 from estimator.bundle import check_bundle_target, save_bundle
 from estimator.errors import InputError, count_of, data_warning, first_few
 from estimator.models import MODEL_KINDS
-from estimator.training import MIN_FIT_WINDOWS, TrainConfig, check_trainable, train_bundle
+from estimator.training import TrainConfig, check_trainable, train_bundle
 from estimator.windows import SeriesKey, Window, load_windows
 from exporter.commands.outputs import output_dir
 from exporter.commands.ranges import select, time_range
@@ -103,16 +103,9 @@ def run(args: argparse.Namespace) -> int:
     )
     say("reading windows")
     windows, source = _windows(args)
-    check_trainable(windows, source)
-    tail = max(1, round(len(windows) * args.validation_fraction))
-    if len(windows) - tail < MIN_FIT_WINDOWS:
-        highest = (len(windows) - MIN_FIT_WINDOWS) / len(windows)  # one window held out at least
-        raise InputError(
-            f"{args.validation_fraction:g} holds out {tail} of the {len(windows)} windows, "
-            f"leaving {len(windows) - tail} to fit on; a model needs at least {MIN_FIT_WINDOWS} "
-            f"(at most {highest:.2g} of these windows may be held out, or give more windows)",
-            field="--validation-fraction",
-        )
+    # the tail is held out of every window, those without usage too: enough with usage is
+    # enough in all, and the fit keeps MIN_FIT_WINDOWS before its tail
+    check_trainable(windows, source, args.validation_fraction, "--validation-fraction")
     started = time.monotonic()
     bundle = train_bundle(windows, config, progress=say)
     bundle.training["seconds"] = round(time.monotonic() - started, 3)
