@@ -88,7 +88,10 @@ def ingest(runtime: Runtime) -> Response:
         decoded = extract_spans(message, limits.sampling_ratio)
         if malformed:
             decoded.rejected["malformed"] = malformed
-        if not runtime.loop.assembler.add(decoded.spans, runtime.clock()):  # the client retries
+        assembler = runtime.loop.assembler
+        if not assembler.add(decoded.spans, runtime.clock()):  # the client retries
+            if assembler.stopped:  # what it holds is kept already: a span now would be lost
+                raise OtlpError(503, "stopping", "the exporter is stopping; retry later")
             raise OtlpError(503, "queue_full", "span buffer is full; retry later")
     except OtlpError as exc:
         runtime.stats.refuse(exc.reason)

@@ -81,6 +81,7 @@ class TraceAssembler:
         self.split_traces = 0
         self.hold_until = -math.inf  # no trace closes before (a restart's catch-up)
         self.routes = Routes()  # what closed traces showed of gateways, for those that lost spans
+        self.stopped = False  # set by `stop`: nothing more is buffered
         self._lock = threading.Lock()
 
     @property
@@ -88,9 +89,10 @@ class TraceAssembler:
         return self._pending
 
     def add(self, spans: list[SpanRecord], now: float) -> bool:
-        """Buffer spans; False (nothing buffered) when they would overflow the pending limit."""
+        """Buffer spans; False (nothing buffered) when they would overflow the pending limit, or
+        once `stop` was called."""
         with self._lock:
-            if self._pending + len(spans) > self.max_pending:
+            if self.stopped or self._pending + len(spans) > self.max_pending:
                 return False
             traces = self._traces
             last_tid = b""
@@ -112,6 +114,12 @@ class TraceAssembler:
                 trace.spans[sid] = (parent, component, operation, end, start, weight)
                 self._pending += len(trace.spans) - before
             return True
+
+    def stop(self) -> None:
+        """Buffer nothing more: what a stopping exporter keeps is taken after this, so a span
+        acknowledged later would be lost (its request is refused instead, and retried)."""
+        with self._lock:
+            self.stopped = True
 
     def open_traces(self) -> dict[bytes, OpenTrace]:
         """The spans of every trace not closed yet: what a stopping exporter keeps."""

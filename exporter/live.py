@@ -755,6 +755,7 @@ class LiveLoop:
         to resume (see WindowAggregator), so that spans retried across the restart join them."""
         with self._tick_lock:
             self._put(None)  # a last try for the closed windows the store refused
+            self.assembler.stop()  # a span acknowledged after the traces are taken would be lost
             windows = self.aggregator.open_windows()
             traces = self.assembler.open_traces()
             self.store.save_open(windows, traces)

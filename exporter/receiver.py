@@ -50,6 +50,7 @@ REQUEST_REASONS = (
     "too_many_spans",
     "queue_full",
     "body_cut",
+    "stopping",
 )
 """Why a whole request is refused (label values of deeprest_otlp_requests_rejected_total)."""
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from estimator.bundle import Bundle, load_bundle
 from estimator.errors import DeepRestError, count_of
@@ -172,6 +172,9 @@ PROBE_WAIT = 0.25
 scraper or a probe sends it as it connects; idle connections must not hold the spares)."""
 PROBE_HEADER_DEADLINE = 2.0
 """Seconds the rest of a spare thread's request headers may take."""
+STOP_DRAIN = 5.0
+"""Seconds a stop waits for the requests being served to end before it keeps what the exporter
+holds; a request still unanswered then is refused with 503 (`stopping`), and retried."""
 WARN_EVERY = 600.0
 """Seconds between two log lines of refused connections, and of connections closed silent."""
 HEADER_DEADLINE = 30.0
@@ -212,8 +215,25 @@ class _BoundedServer(ThreadedWSGIServer):
         self._timeouts, self._timeouts_said = 0, time.monotonic()  # since the last summary
         self._requests: dict[socket.socket, _Meter] = {}  # connection -> its request
         self._requests_lock = threading.Lock()
+        self._serving = 0  # connections on a thread (slot or spare), for `drain`
+        self._served = threading.Condition()
         self._watching = threading.Event()
         threading.Thread(target=self._watch, name="deeprest-http-watchdog", daemon=True).start()
+
+    def _enter(self) -> None:
+        with self._served:
+            self._serving += 1
+
+    def _leave(self) -> None:
+        with self._served:
+            self._serving -= 1
+            self._served.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, until no connection is served any longer (after
+        `shutdown`, none is accepted); whether none is."""
+        with self._served:
+            return self._served.wait_for(lambda: self._serving == 0, timeout)
 
     def begin(self, connection: socket.socket, meter: _Meter) -> None:
         with self._requests_lock:
@@ -262,21 +282,25 @@ class _BoundedServer(ThreadedWSGIServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if self._slots.acquire(blocking=False):
+            self._enter()
             try:
                 super().process_request(request, client_address)  # starts the connection's thread
             except BaseException:
                 self._slots.release()
+                self._leave()
                 raise
             return
         if not self._spare.acquire(blocking=False):
             self._refuse(request)
             return
+        self._enter()
         try:
             threading.Thread(
                 target=self._probe_or_refuse, args=(request, client_address), daemon=True
             ).start()
         except BaseException:
             self._spare.release()
+            self._leave()
             raise
 
     def _probe_or_refuse(self, request: socket.socket, client_address: Any) -> None:
@@ -296,12 +320,14 @@ class _BoundedServer(ThreadedWSGIServer):
                 self.shutdown_request(request)
         finally:
             self._spare.release()
+            self._leave()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._leave()
 
     def _refuse(self, request: socket.socket) -> None:
         self._stats.refuse_connection()
@@ -372,7 +398,7 @@ class Runtime:
             )
         )
         self.app = create_app(self)
-        self._server: BaseWSGIServer | None = None
+        self._server: _BoundedServer | None = None
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -421,6 +447,12 @@ class Runtime:
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
+            if not self._server.drain(STOP_DRAIN):
+                log.info(
+                    "stopping with requests still being served after %gs: any of them bringing "
+                    "spans is answered 503, for its client to retry",
+                    STOP_DRAIN,
+                )
             self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)

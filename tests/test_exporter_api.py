@@ -334,6 +334,45 @@ def test_a_restart_resumes_the_windows_left_open(bundle_dir: Path, tmp_path: Pat
     assert Runtime(config, clock=clock).store.take_open() == []  # taken once, kept nowhere
 
 
+def _post_in_two_parts(rt: Runtime, body: bytes) -> socket.socket:
+    """A connection that has sent its request's headers and the first bytes of its body."""
+    sock = socket.create_connection(("127.0.0.1", rt.port), timeout=10)
+    head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+    return sock
+
+
+def test_a_stop_keeps_the_spans_of_requests_it_acknowledged_and_refuses_later_ones(
+    bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request in flight at a stop is answered before what the exporter holds is kept; one
+    whose body is not in by then gets 503 (`stopping`), never a 200 for spans then lost."""
+    monkeypatch.setattr("exporter.runtime.STOP_DRAIN", 1.0)
+    clock = Clock(T0 + 0.1)
+    config = make_config(bundle_dir, tmp_path / "data")
+    end_ns = int((T0 + 0.5) * 1e9)
+    served, late = (span_request(3, end_ns, seed=s).SerializeToString() for s in (1, 2))
+    rt = Runtime(config, clock=clock).start(tick=False)
+    sockets = [_post_in_two_parts(rt, body) for body in (served, late)]
+    time.sleep(0.2)  # both requests are being served
+    stopping = threading.Thread(target=rt.stop)
+    stopping.start()
+    time.sleep(0.3)
+    sockets[0].sendall(served[10:])  # its body completes while the stop waits
+    assert sockets[0].recv(64).startswith(b"HTTP/1.1 200")
+    stopping.join(timeout=10)
+    sockets[1].sendall(late[10:])  # its body completes once the stop has kept what it held
+    reply = sockets[1].recv(4096)
+    assert reply.startswith(b"HTTP/1.1 503") and b"Retry-After" in reply, reply
+    for sock in sockets:
+        sock.close()
+    again = Runtime(config, clock=clock)
+    try:
+        assert len(again.loop.assembler.open_traces()) == 3  # the acknowledged ones, kept
+    finally:
+        again.store.close()
+
+
 def test_what_a_first_stop_kept_resumes_after_a_long_downtime(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
