@@ -35,6 +35,13 @@ class _Trace:
         self.last_seen = 0.0
 
 
+MAX_TRACE_AGE = 600.0
+"""Seconds a trace stays open at most from its first span, whatever the grace: a trace whose
+spans never stop (one trace id a misconfigured client gives every request, a session traced as
+one request) would otherwise hold its spans for ever, and fill the span buffer until every
+client is refused. Its later spans start it anew, counted as a split trace."""
+
+
 def trace_trees(spans: dict[bytes, SpanRow], routes: Routes | None = None) -> list[TracePaths]:
     """The call trees of one trace, with their root's end time and duration.
 
@@ -75,7 +82,8 @@ class TraceAssembler:
     def __init__(self, grace: float, max_pending: int) -> None:
         self.grace = grace
         self.max_pending = max_pending
-        self._traces: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._traces: OrderedDict[bytes, _Trace] = OrderedDict()  # by last span, oldest first
+        self._opened: OrderedDict[bytes, float] = OrderedDict()  # when each opened, oldest first
         self._closed: OrderedDict[bytes, None] = OrderedDict()  # the last RECENTLY_CLOSED
         self._pending = 0
         self.split_traces = 0
@@ -102,6 +110,7 @@ class TraceAssembler:
                     found = traces.get(tid)
                     if found is None:
                         trace = traces[tid] = _Trace()
+                        self._opened[tid] = now
                         if tid in self._closed:
                             del self._closed[tid]
                             self.split_traces += 1
@@ -121,6 +130,14 @@ class TraceAssembler:
         with self._lock:
             self.stopped = True
 
+    def _close(self, tid: bytes) -> dict[bytes, SpanRow]:
+        """Take a trace out of the buffer (under the lock); its spans."""
+        trace = self._traces.pop(tid)
+        del self._opened[tid]
+        self._pending -= len(trace.spans)
+        self._closed[tid] = None
+        return trace.spans
+
     def open_traces(self) -> dict[bytes, OpenTrace]:
         """The spans of every trace not closed yet: what a stopping exporter keeps."""
         with self._lock:
@@ -131,27 +148,30 @@ class TraceAssembler:
         with self._lock:
             for tid, spans in traces.items():
                 trace = self._traces.setdefault(tid, _Trace())
+                self._opened.setdefault(tid, now)
                 before = len(trace.spans)
                 trace.spans.update(spans)
                 trace.last_seen = now
                 self._pending += len(trace.spans) - before
 
     def expire(self, now: float) -> list[list[TracePaths]]:
-        """Close the traces quiet for `grace` seconds (none before `hold_until`); the call
-        trees of each."""
+        """Close the traces quiet for `grace` seconds, and those open for MAX_TRACE_AGE (none
+        before `hold_until`); the call trees of each."""
         closed: list[dict[bytes, SpanRow]] = []
         if now < self.hold_until:
             return []
         with self._lock:
-            traces = self._traces
+            traces, opened = self._traces, self._opened
             while traces:
                 tid, trace = next(iter(traces.items()))
                 if trace.last_seen + self.grace > now:
                     break
-                del traces[tid]
-                self._pending -= len(trace.spans)
-                closed.append(trace.spans)
-                self._closed[tid] = None
+                closed.append(self._close(tid))
+            while opened:
+                tid, since = next(iter(opened.items()))
+                if since + MAX_TRACE_AGE > now:
+                    break
+                closed.append(self._close(tid))
             while len(self._closed) > RECENTLY_CLOSED:
                 self._closed.popitem(last=False)
         return [trace_trees(spans, self.routes) for spans in closed]

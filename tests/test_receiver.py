@@ -218,6 +218,29 @@ def test_spans_after_their_trace_closed_count_as_a_split_trace() -> None:
     assert sum(len(t.paths) for trees in assembler.expire(now=4.0) for t in trees) == 2
 
 
+def test_a_trace_whose_spans_never_stop_closes_at_its_age_limit() -> None:
+    """A trace that gets a span within every grace (one trace id a misconfigured client gives
+    every request) closes once open for MAX_TRACE_AGE: the buffer it holds stays bounded, and
+    the span buffer does not fill up for ever, refusing every client with 503."""
+    from exporter.assembly import MAX_TRACE_AGE
+
+    (tid, _, _, component, operation, end, start, weight) = extract_spans(
+        span_request(1, 7 * NS)
+    ).spans[0]
+    assembler = TraceAssembler(grace=1.0, max_pending=10**6)
+    closed = []
+    now, n = 0.0, 0
+    while now < 3 * MAX_TRACE_AGE:
+        span = (tid, n.to_bytes(8, "big"), b"", component, operation, end, start, weight)
+        assert assembler.add([span], now=now)
+        closed += assembler.expire(now)
+        assert assembler.pending_spans <= MAX_TRACE_AGE / 0.5 + 1
+        now, n = now + 0.5, n + 1
+    assert len(closed) == 2 and assembler.split_traces == 2  # closed twice, begun anew
+    counted = sum(t.weight for trees in closed for t in trees)  # each span a root here
+    assert counted + assembler.pending_spans == n  # every span counted once
+
+
 def test_a_kept_window_ahead_of_the_clock_leaves_the_downtime_to_the_retries() -> None:
     """A window the stop kept for a client whose clock runs an hour ahead must not make the
     windows that passed while nothing listened read as empty, nor their retries as late."""
