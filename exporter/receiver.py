@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from werkzeug.exceptions import ClientDisconnected
 
+from estimator.importers.common import MAX_UNIX_NS
 from estimator.spans import MAX_NAME, adjusted_count, bounded_name, check_sampling_ratio
 from exporter.config import ReceiverConfig
 
@@ -330,7 +331,8 @@ def extract_spans(request: ExportTraceServiceRequest, sampling_ratio: float = 1.
                     rejected["bad_id"] = rejected.get("bad_id", 0) + 1
                 elif not name:
                     rejected["empty_name"] = rejected.get("empty_name", 0) + 1
-                elif end <= 0 or end < span.start_time_unix_nano:
+                elif end <= 0 or end < span.start_time_unix_nano or end > MAX_UNIX_NS:
+                    # past 2262 (64-bit nanoseconds) is a corrupted value, as the importers say
                     rejected["bad_time"] = rejected.get("bad_time", 0) + 1
                 else:
                     if len(name) > MAX_NAME:

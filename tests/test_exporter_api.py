@@ -373,6 +373,29 @@ def test_a_stop_keeps_the_spans_of_requests_it_acknowledged_and_refuses_later_on
         again.store.close()
 
 
+def test_a_span_past_2262_is_refused_on_arrival_not_kept_to_drop_its_trace_at_the_restart(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """An end time past 64-bit nanoseconds (the year 2262) is no time: refused as `bad_time` in
+    the reply, not buffered, so a stop keeps the trace's good spans and the next start resumes
+    them (the kept trace read as corrupted whole, its good spans dropped with it)."""
+    clock = Clock(T0 + 0.1)
+    config = make_config(bundle_dir, tmp_path / "data")
+    rt = Runtime(config, clock=clock).start(tick=False)
+    request = span_request(2, int((T0 + 0.5) * 1e9), seed=4)
+    request.resource_spans[2].scope_spans[0].spans[0].end_time_unix_nano = 2**63 + 5
+    response = post(rt, request.SerializeToString(), PB)
+    reply = ExportTraceServiceResponse.FromString(response.content)
+    assert response.status_code == 200 and reply.partial_success.rejected_spans == 1
+    assert "1 bad_time" in reply.partial_success.error_message
+    rt.stop()
+    again = Runtime(config, clock=clock)
+    try:
+        assert sorted(len(spans) for spans in again.loop.assembler.open_traces().values()) == [2, 3]
+    finally:
+        again.store.close()
+
+
 def test_what_a_first_stop_kept_resumes_after_a_long_downtime(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
