@@ -234,6 +234,9 @@ LOST_API = "<unknown>"
 lost (`assemble_columns`): a step that counts as no API call."""
 MAX_KNOWN_APIS = 100_000
 """The most API spans `Routes` remembers (spans named by raw URL would grow it without end)."""
+MAX_KNOWN_GATEWAYS = 1000
+"""The most gateway components `Routes` remembers (a flood of service names would grow it
+without end; an application has a few gateways)."""
 
 
 @dataclass
@@ -247,7 +250,8 @@ class Routes:
 
     def learn(self, top: Pair, entries: Iterable[Pair]) -> None:
         """Remember a gateway root and the API spans one of its traces routed to."""
-        self.gateways.setdefault(top[0], top[1])
+        if len(self.gateways) < MAX_KNOWN_GATEWAYS:
+            self.gateways.setdefault(top[0], top[1])
         if len(self.apis) < MAX_KNOWN_APIS:
             self.apis.update(entries)
 

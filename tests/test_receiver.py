@@ -241,6 +241,21 @@ def test_a_trace_whose_spans_never_stop_closes_at_its_age_limit() -> None:
     assert counted + assembler.pending_spans == n  # every span counted once
 
 
+def test_gateways_learned_from_live_traces_stay_bounded() -> None:
+    """Every catch-all root a trace shows is remembered as a gateway: a flood of traces each
+    with a new service name at a `/*` root must not grow that memory without end."""
+    from estimator.spans import MAX_KNOWN_GATEWAYS
+
+    assembler = TraceAssembler(grace=1.0, max_pending=10**6)
+    for n in range(MAX_KNOWN_GATEWAYS + 50):
+        tid, sid = n.to_bytes(16, "big"), (n + 1).to_bytes(8, "big")
+        root = (tid, sid, b"", f"gw-{n}", "/*", 7 * NS, 6 * NS, 1.0)
+        child = (tid, sid[::-1], sid, "svc", "/api", 7 * NS, 6 * NS, 1.0)
+        assert assembler.add([root, child], now=0.0)
+    assert len(assembler.expire(now=2.0)) == MAX_KNOWN_GATEWAYS + 50
+    assert len(assembler.routes.gateways) == MAX_KNOWN_GATEWAYS
+
+
 def test_a_kept_window_ahead_of_the_clock_leaves_the_downtime_to_the_retries() -> None:
     """A window the stop kept for a client whose clock runs an hour ahead must not make the
     windows that passed while nothing listened read as empty, nor their retries as late."""
