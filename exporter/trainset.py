@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-import statistics
 import warnings
 from collections.abc import Iterable, Mapping
+
+import numpy as np
 
 from estimator.errors import DataWarning, InputError, count_of, first_few
 from estimator.windows import SeriesKey, Window
@@ -111,16 +112,24 @@ def short_windows(counts: Mapping[int, float], apart: int) -> set[int]:
     """Windows (indexes) where one series has SHORT_BY or more samples fewer in the range than
     it usually has, while it has samples in windows `apart` or more before and after (whose
     ranges do not overlap this one's): a gap in its scrapes, not its start or end (a pod
-    created, replaced or removed, whose rates add up with its replacement's)."""
+    created, replaced or removed, whose rates add up with its replacement's).
+
+    Its usual count is its median over those windows, and a window short of it is a gap only
+    where some later window is back above that: a scrape interval changed for good (15 s to
+    30 s) halves the count from then on, and is no gap."""
     present = sorted(k for k, n in counts.items() if n > 0)
     if not present:
         return set()
-    inside = range(present[0] + apart, present[-1] - apart + 1)
-    whole = [counts[k] for k in inside if counts.get(k, 0) > 0]  # not its start or end
-    if not whole:
+    first, last = present[0], present[-1]
+    inside = np.arange(first + apart, last - apart + 1)
+    known = np.array([counts.get(k, 0.0) for k in range(first, last + 1)], dtype=float)
+    whole = known[inside - first]
+    if not (whole > 0).any():
         return set()
-    usual = statistics.median(whole)
-    return {k for k in inside if counts.get(k, 0) <= usual - SHORT_BY}
+    usual = float(np.median(whole[whole > 0]))  # not its start or end
+    later = np.append(np.maximum.accumulate(known[::-1])[::-1][1:], 0.0)  # most samples after
+    short = (whole <= usual - SHORT_BY) & (later[inside - first] > usual - SHORT_BY)
+    return {int(k) for k in inside[short]}
 
 
 def _warn_left_out(left: Mapping[SeriesKey, int], windows: int, queries: UsageQueries) -> None:

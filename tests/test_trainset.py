@@ -73,3 +73,16 @@ def test_short_windows_are_gaps_in_a_series_not_its_start_or_end() -> None:
     counts = {k: 12.0 for k in range(20)} | {9: 8.0, 10: 8.0, 11: 8.0}
     assert trainset.short_windows(counts, apart=3) == {9, 10, 11}
     assert trainset.short_windows({}, apart=1) == set()
+
+
+def test_a_scrape_interval_changed_for_good_is_no_gap() -> None:
+    """15 s scrapes (4 a window), then 30 s ones (2 a window): every window after the change
+    reads whole usage; an outage's edge still shows against the count of most windows, and the
+    edge before an outage that lasts longer than the windows around it too."""
+    counts = {k: 4.0 if k < 60 else 2.0 for k in range(100)}
+    assert trainset.short_windows(counts, apart=1) == set()
+    counts = {k: 4.0 if k < 40 else 2.0 for k in range(100)} | {80: 0.0}
+    assert trainset.short_windows(counts, apart=1) == {80}
+    long_outage = {k: 4.0 for k in range(40)} | {40: 2.0} | {k: 4.0 for k in range(120, 160)}
+    short = trainset.short_windows(long_outage, apart=1)
+    assert {k for k in short if long_outage.get(k, 0) > 0} == {40}  # the rest read nothing
