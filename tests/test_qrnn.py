@@ -14,6 +14,7 @@ from estimator.errors import DataWarning
 from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy
 from estimator.models import make_model
+from estimator.models.costbase import CostBase
 from estimator.models.qrnn import QRNN
 from estimator.models.qrnn_net import validation_rows
 from estimator.windows import Window
@@ -120,18 +121,31 @@ def test_save_load_identical(world: dict[str, object], fitted: QRNN, tmp_path: P
 
 
 def test_band_is_calibrated_on_rows_it_never_trained_on(
-    world: dict[str, object], fitted: QRNN
+    world: dict[str, object], fitted: QRNN, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The early stopping rows hold 90% of usage inside the band: split conformal calibration
-    puts the margin at the ceil((n + 1) * 0.9)-th smallest excess, so coverage there is that
-    share, neither less (too narrow) nor much more (too wide)."""
-    X, Y = world["X"], world["Y"]
-    assert isinstance(X, np.ndarray) and isinstance(Y, np.ndarray)
+    """Split conformal calibration on the early stopping rows, which neither the experts nor the
+    cost base under them have trained on: a base fitted on those rows too explains them better
+    than any later window, and the band it calibrates comes out too narrow (on a real recording,
+    memory bands held 58% of the windows after training). The base learns on the rows before
+    them first, then, once the band is set, on every row; the band holds about 90% of the
+    windows that follow training."""
+    X, Y, vocab = world["X"], world["Y"], world["vocab"]
+    assert isinstance(X, np.ndarray) and isinstance(Y, np.ndarray) and isinstance(vocab, Vocabulary)
     n_val = validation_rows(900, fitted.config.validation)
     assert n_val == 90 and fitted.margin_.shape == (3,)
-    pred, actual = fitted.predict(X[:900])[-n_val:], Y[900 - n_val : 900]
+    rows: list[int] = []
+    fit_base = CostBase.fit
+
+    def recorded(self: CostBase, X: np.ndarray, Y: np.ndarray, layout: Layout) -> CostBase:
+        rows.append(len(X))
+        return fit_base(self, X, Y, layout)
+
+    monkeypatch.setattr(CostBase, "fit", recorded)
+    QRNN(epochs=1, seed=0, progress=False).fit(X[:900], Y[:900], vocab.layout)
+    assert rows == [900 - n_val, 900]
+    pred, actual = fitted.predict(X)[900:], Y[900:]
     inside = ((pred[..., 0] <= actual) & (actual <= pred[..., 2])).mean(axis=0)
-    assert np.all((inside >= 0.9) & (inside <= 0.93)), inside
+    assert np.all((inside >= 0.85) & (inside <= 0.95)), inside
 
 
 def test_deterministic_and_masks_unknown_targets(world: dict[str, object]) -> None:

@@ -90,7 +90,8 @@ class QRNN(QuantileModel):
     corrections only. `predict` takes rows in time order; the first `config.context` rows have no
     earlier rows, so the first row is repeated in their place (as if traffic had been steady
     before the data began). The band is widened per series, never narrowed, so that at least 90%
-    of the early stopping rows, which the experts never trained on, fall inside it.
+    of the early stopping rows, which neither the experts nor the cost base under them trained
+    on, fall inside it; the base then learns again on every row, as the XGBoost model refits.
     """
 
     CONFIG = QRNNConfig
@@ -152,10 +153,13 @@ class QRNN(QuantileModel):
         self.n_features_, self.n_series_ = X.shape[1], Y.shape[1]
         self.feature_names_ = list(layout.names) if len(layout.names) == X.shape[1] else []
         self.base_: CostBase | None = None
+        n_val = qrnn_net.validation_rows(len(X), self.config.validation)
+        Y_all = Y
         if self.config.anchor:
-            self.base_ = CostBase(robust=self.config.robust, shrinkage=self.config.shrinkage).fit(
-                X, Y, layout
-            )
+            # the base learns on the rows before the held-out ones, so the band is calibrated
+            # on rows neither the experts nor the base have seen
+            head = len(X) - n_val
+            self.base_ = self._new_base().fit(X[:head], Y[:head], layout)
             base, scale = self.base_.predict(X)
             Y = (Y - base) / scale
             self.context = max(self.config.context, self.base_.context)
@@ -203,11 +207,18 @@ class QRNN(QuantileModel):
                 "qrnn: training diverged (weights are no longer numbers); lower lr or l1"
             )
         self.margin_ = self._calibrate(X, Y / self.y_scale_)
+        if self.base_ is not None and n_val:
+            # then on every row, as the XGBoost model refits its own after calibrating
+            self.base_ = self._new_base().fit(X, Y_all, layout)
+            self.context = max(self.config.context, self.base_.context)
         return self
+
+    def _new_base(self) -> CostBase:
+        return CostBase(robust=self.config.robust, shrinkage=self.config.shrinkage)
 
     def _calibrate(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
         """Per series: the band margin (in the experts' scaled units) that makes the early
-        stopping rows, which the experts never trained on, 90% covered.
+        stopping rows, which neither the experts nor their cost base trained on, 90% covered.
 
         A pinball loss fits its band on rows it has seen; out of sample the band is too narrow,
         the more so the fewer the rows. Split conformal calibration on the held-out rows corrects
