@@ -42,14 +42,18 @@ BYTES = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 def quantity(value: float, resource: str) -> str:
     """A usage or limit in its resource's unit, for a sentence: bytes in binary multiples
-    (`286 MiB`, `1.5 GiB/s`), other units with 3 significant digits (`0.5 cores`)."""
+    (`286 MiB`, `0.978 GiB`, `1.5 GiB/s`; whole bytes under 1 KiB), other units with 3
+    significant digits (`0.5 cores`) and whole ones from 1000 on (`12345 ops/s`), never with an
+    exponent such as `1.01e+03 MiB`."""
     unit = UNITS.get(resource, "")
     if not unit.startswith("bytes") or not math.isfinite(value):
-        return f"{value:.3g} {unit}".strip()
+        shown = f"{value:.0f}" if abs(value) >= 999.5 else f"{value:.3g}"
+        return f"{shown} {unit}".strip()
     step = 0
-    while abs(value) >= 1024 and step < len(BYTES) - 1:
+    while abs(value) >= 1000 and step < len(BYTES) - 1:  # 1001 MiB as 0.978 GiB
         value, step = value / 1024, step + 1
-    return f"{value:.3g} {BYTES[step]}{unit[len('bytes') :]}"
+    shown = f"{round(value)}" if step == 0 else f"{value:.3g}"  # a byte is the smallest
+    return f"{shown} {BYTES[step]}{unit[len('bytes') :]}"
 
 
 def _cell(value: object, missing: str) -> str:

@@ -1671,3 +1671,13 @@ def test_the_series_table_and_the_model_api_name_the_kind_auto_chose_per_series(
         kinds=dict(zip(series, ["xgboost", "qrnn"], strict=True)),
     )
     assert [s["model"] for s in model_json(info)["series"]] == ["xgboost", "qrnn"]
+
+
+def test_quantities_read_without_exponents_in_their_unit() -> None:
+    from exporter.report import quantity
+
+    assert quantity(1023.9 * 2**20, "memory") == "1 GiB"  # not 1.02e+03 MiB
+    assert quantity(1001 * 2**20, "memory") == "0.978 GiB"
+    assert quantity(9.31e-10, "memory") == "0 B"
+    assert quantity(12345.0, "write_iops") == "12345 ops/s"
+    assert quantity(0.5, "cpu") == "0.5 cores"
