@@ -94,32 +94,88 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str])
     return "\n".join(lines)
 
 
-def plot_component(evaluation: Evaluation, component: str, path: Path, title: str) -> None:
-    """One PNG per component: actual, median and band for each resource, and the anomaly score."""
+def scale_of(values: np.ndarray, resource: str) -> tuple[float, str]:
+    """The divisor and unit a plot of a resource's `values` reads in: bytes in the binary multiple
+    the table's figures use (MiB, GiB), other resources in their base unit."""
+    unit = UNITS.get(resource, resource)
+    if not unit.startswith("bytes"):
+        return 1.0, unit
+    finite = np.abs(values[np.isfinite(values)])
+    top, step = (float(finite.max()) if finite.size else 0.0), 0
+    while top >= 1000 and step < len(BYTES) - 1:
+        top, step = top / 1024, step + 1
+    return 1024.0**step, BYTES[step] + unit[len("bytes") :]
+
+
+def series_verdict(evaluation: Evaluation, j: int) -> str:
+    """`accuracy 0.951, coverage 0.900` for a panel's title, or why the series has no score."""
+    actual = evaluation.actual[:, j]
+    if np.isnan(actual).all():
+        return "no usage data in the range: not scored"
+    if np.nanmax(np.abs(actual)) == 0:
+        return "no usage (0 throughout): not scored"
+    return figures(
+        {"accuracy": float(evaluation.accuracy[j]), "coverage": float(evaluation.coverage[j])}
+    )
+
+
+def component_figure(evaluation: Evaluation, component: str, title: str) -> Any:
+    """One component's figure: actual, median and band of each resource, in the table's units,
+    with its scores above, then the anomaly score; against the windows' start times in UTC."""
     plt = pyplot()
 
     index = [j for j, (c, _) in enumerate(evaluation.series) if c == component]
-    fig, axes = plt.subplots(len(index) + 1, 1, figsize=(10, 2.2 * (len(index) + 1)), sharex=True)
-    t = (evaluation.starts - evaluation.starts[0]) / 60.0
-    scores = evaluation.anomaly
+    fig, axes = plt.subplots(len(index) + 1, 1, figsize=(10, 2.4 * (len(index) + 1)), sharex=True)
+    t = evaluation.starts.astype("datetime64[s]")
     for ax, j in zip(axes, index, strict=False):
         resource = evaluation.series[j][1]
-        ax.fill_between(
-            t, evaluation.pred[:, j, 0], evaluation.pred[:, j, 2], alpha=0.3, label="90% band"
-        )
-        ax.plot(t, evaluation.pred[:, j, 1], lw=1, label="expected (median)")
-        ax.plot(t, evaluation.actual[:, j], lw=0.8, color="black", label="actual")
-        ax.set_ylabel(plain(f"{resource}\n({UNITS.get(resource, resource)})"))
-    axes[0].legend(loc="upper right", fontsize=7)
+        shown = np.concatenate([evaluation.pred[:, j].ravel(), evaluation.actual[:, j]])
+        divisor, unit = scale_of(shown, resource)
+        pred = evaluation.pred[:, j] / divisor
+        ax.fill_between(t, pred[:, 0], pred[:, 2], alpha=0.3, label="90% band")
+        ax.plot(t, pred[:, 1], lw=1, label="expected (median)")
+        ax.plot(t, evaluation.actual[:, j] / divisor, lw=0.8, color="black", label="actual")
+        ax.set_ylabel(plain(f"{resource}\n({unit})"))
+        ax.ticklabel_format(axis="y", useOffset=False)  # not `1e-6+1.138688e6`
+        _no_zoom_on_rounding(ax, shown / divisor)
+        ax.set_title(plain(f"{resource}: {series_verdict(evaluation, j)}"), fontsize=9, loc="left")
+    axes[0].legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, fontsize=7)  # off the data
+    scores = evaluation.anomaly
     for j in index:
         axes[-1].plot(t, scores[:, j], lw=1, label=plain(evaluation.series[j][1]))
     axes[-1].set_ylabel("anomaly score")
-    axes[-1].set_xlabel("minutes since start")
+    axes[-1].set_xlabel("window start (UTC)")
     axes[-1].legend(loc="upper right", fontsize=7)
+    locator = matplotlib_dates().AutoDateLocator()
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(matplotlib_dates().ConciseDateFormatter(locator))
     fig.suptitle(plain(title))
     fig.tight_layout()
+    return fig
+
+
+def _no_zoom_on_rounding(ax: Any, values: np.ndarray) -> None:
+    """A flat series (memory that never moved) drawn flat: its y-range widened to 5% of its level
+    where the values differ by rounding only, which the axis would otherwise fill."""
+    finite = values[np.isfinite(values)]
+    if finite.size and np.ptp(finite) <= 1e-6 * float(np.abs(finite).max()):
+        level = float(np.abs(finite).max())
+        if level > 0:
+            ax.set_ylim(float(finite.min()) - 0.05 * level, float(finite.max()) + 0.05 * level)
+
+
+def matplotlib_dates() -> Any:
+    """matplotlib.dates, imported on first use as pyplot is."""
+    import matplotlib.dates
+
+    return matplotlib.dates
+
+
+def plot_component(evaluation: Evaluation, component: str, path: Path, title: str) -> None:
+    """One PNG per component (`component_figure`)."""
+    fig = component_figure(evaluation, component, title)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def html_table(

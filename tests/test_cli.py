@@ -1673,6 +1673,38 @@ def test_the_series_table_and_the_model_api_name_the_kind_auto_chose_per_series(
     assert [s["model"] for s in model_json(info)["series"]] == ["xgboost", "qrnn"]
 
 
+def test_component_plots_read_in_real_time_and_in_the_units_of_the_table() -> None:
+    """Memory in MiB as the table's mae, times in UTC, each panel with its series' scores."""
+    from estimator.evaluation import build_evaluation
+    from exporter.report import component_figure, pyplot
+
+    windows = [
+        replace(w, start=w.start + 1675078800, end=w.end + 1675078800) for w in tiny_world(30)
+    ]
+    for w in windows:
+        w.metrics[("compose", "cpu")] = 0.0
+    series = [("compose", "cpu"), ("store", "memory")]
+    pred = np.stack([[[w.oracle[k] * f for f in (0.9, 1.0, 1.1)] for k in series] for w in windows])
+    pred[:, 0] = 0.0
+    evaluation = build_evaluation(windows, series, pred)
+    figure = component_figure(evaluation, "store", "test: store")
+    try:
+        memory = figure.axes[0]
+        assert "MiB" in memory.get_ylabel()
+        assert 40 < memory.get_ylim()[1] < 200  # 5e7 bytes drawn as about 48 MiB
+        assert "UTC" in figure.axes[-1].get_xlabel()
+        assert memory.xaxis.get_converter() is not None  # dates, not minutes since start
+        accuracy = evaluation.accuracy[1]
+        assert f"accuracy {accuracy:.3f}" in memory.get_title(loc="left")
+    finally:
+        pyplot().close(figure)
+    figure = component_figure(evaluation, "compose", "test: compose")
+    try:
+        assert "no usage" in figure.axes[0].get_title(loc="left")  # 0 throughout: not a perfect score
+    finally:
+        pyplot().close(figure)
+
+
 def test_quantities_read_without_exponents_in_their_unit() -> None:
     from exporter.report import quantity
 
