@@ -8,6 +8,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,25 @@ def scale_of(values: np.ndarray, resource: str) -> tuple[float, str]:
     return 1024.0**step, BYTES[step] + unit[len("bytes") :]
 
 
-def series_verdict(evaluation: Evaluation, j: int) -> str:
-    """`accuracy 0.951, coverage 0.900` for a panel's title, or why the series has no score."""
+NO_DATA, NO_USAGE = "no data", "no usage"
+"""What the tables show for a series' scores where it has none: no usage value in the range at
+all, or usage of 0 throughout (WAPE divides by it); never a number that reads as a score."""
+
+
+def unscored(evaluation: Evaluation, j: int) -> str | None:
+    """NO_DATA or NO_USAGE where series `j` has no accuracy, else None."""
     actual = evaluation.actual[:, j]
     if np.isnan(actual).all():
+        return NO_DATA
+    return NO_USAGE if np.nanmax(np.abs(actual)) == 0 else None
+
+
+def series_verdict(evaluation: Evaluation, j: int) -> str:
+    """`accuracy 0.951, coverage 0.900` for a panel's title, or why the series has no score."""
+    why = unscored(evaluation, j)
+    if why == NO_DATA:
         return "no usage data in the range: not scored"
-    if np.nanmax(np.abs(actual)) == 0:
+    if why == NO_USAGE:
         return "no usage (0 throughout): not scored"
     return figures(
         {"accuracy": float(evaluation.accuracy[j]), "coverage": float(evaluation.coverage[j])}
@@ -239,6 +253,10 @@ class Scored:
     trained_on: int = 0
     kinds: Sequence[str] = ()
     """The model kind of each series, where `auto` chose among several."""
+    notes: Sequence[str] = ()
+    """What the command warned of while scoring the dataset, for the report's reader."""
+    end: float = math.nan
+    """The end of the last window scored (unix seconds)."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +279,10 @@ def series_table(scored: Scored) -> tuple[list[dict[str, object]], list[str]]:
         {**row, "mae": quantity(float(v), r)}
         for row, v, (_, r) in zip(evaluation.rows(), evaluation.mae, evaluation.series, strict=True)
     ]
+    for j, row in enumerate(rows):
+        why = unscored(evaluation, j)
+        if why is not None:
+            row.update({c: why for c in ("accuracy", "coverage", "oracle_accuracy") if c in row})
     if len(set(scored.kinds)) > 1:
         columns.insert(2, "model")
         for row, kind in zip(rows, scored.kinds, strict=True):
@@ -326,9 +348,50 @@ def _side_by_side(scored: Scored, model: ModelAbout) -> str:
     return html_table(rows, columns, missing="n/a")
 
 
+DEFINITIONS = (
+    "accuracy = 1 - WAPE of the median estimate (1 - sum|median - actual| / sum|actual| over the "
+    "windows); coverage = the share of windows whose actual usage lies inside the 90% band (the "
+    "5% to 95% quantiles; 0.90 is the target); mae = mean |median - actual|, in the resource's "
+    f"unit (cores, bytes as KiB/MiB/GiB, ops/s, bytes/s); {NO_USAGE} = usage 0 throughout and "
+    f"{NO_DATA} = no usage recorded in the range: such series have no score and the means leave "
+    "them out."
+)
+WORST_SHOWN = 5
+"""Series the report lists first, lowest accuracy first."""
+
+
+def range_line(scored: Scored) -> str:
+    """`296 windows, 2023-01-30 19:05 to 2023-01-31 00:01 UTC`: what the scores are of."""
+    starts = scored.evaluation.starts
+    if not len(starts):
+        return "no windows"
+    first = datetime.fromtimestamp(float(starts[0]), UTC)
+    end = scored.end if math.isfinite(scored.end) else float(starts[-1])
+    last = datetime.fromtimestamp(end, UTC)
+    shown = f"{last:%H:%M}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{len(starts)} windows, {first:%Y-%m-%d %H:%M} to {shown} UTC"
+
+
+def worst_table(scored: Scored) -> str:
+    """The series of the lowest accuracy, as the per-series table shows them."""
+    rows, columns = series_table(scored)
+    acc = scored.evaluation.accuracy
+    order = [int(j) for j in np.argsort(np.where(np.isnan(acc), np.inf, acc), kind="stable")]
+    shown = [rows[j] for j in order[:WORST_SHOWN] if not np.isnan(acc[j])]
+    if not shown:
+        return ""
+    return "<p>series to look at first (lowest accuracy):</p>" + html_table(shown, columns)
+
+
 def dataset_section(scored: Scored, model: ModelAbout) -> list[str]:
-    """The HTML of one dataset's scores, as `evaluate` prints them, without its plots."""
-    parts = [_summary_html("summary", scored.evaluation)]
+    """The HTML of one dataset's scores, as `evaluate` prints them, with what it warned of, and
+    without its plots."""
+    parts = [f"<p>{html.escape(range_line(scored))}</p>"]
+    parts.append(_summary_html("summary", scored.evaluation))
+    parts.append(worst_table(scored))
+    if scored.notes:
+        items = "".join(f"<li>{html.escape(note)}</li>" for note in scored.notes)
+        parts.append(f"<p>read with care:</p><ul>{items}</ul>")
     if scored.baselines:
         parts.append(f"<p>{html.escape(baselines_heading(scored))}</p>")
         parts.append(_side_by_side(scored, model))
@@ -349,6 +412,7 @@ def write_report(
     if not math.isnan(model.seconds):
         about += f"; trained in {model.seconds:.1f} s"
     parts = [f"<h1>DeepRest evaluation</h1><p>{html.escape(about)}</p>"]
+    parts.append(f"<p><small>{html.escape(DEFINITIONS)}</small></p>")
     for name, scored in datasets.items():
         evaluation = scored.evaluation
         progress(f"plots of {name}: {len({c for c, _ in evaluation.series})} components")

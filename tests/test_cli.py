@@ -1673,6 +1673,33 @@ def test_the_series_table_and_the_model_api_name_the_kind_auto_chose_per_series(
     assert [s["model"] for s in model_json(info)["series"]] == ["xgboost", "qrnn"]
 
 
+def test_evaluate_report_carries_what_the_command_warned_of_and_the_range_scored(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reader of the report alone sees why a series has no score, on which windows, and the
+    series to look at first."""
+    windows = []
+    for w in tiny_world(60, seed=2):
+        w = replace(w, start=w.start + 1675078800, end=w.end + 1675078800)
+        w.metrics[("compose", "cpu")] = 0.0  # not running in this range
+        windows.append(w)
+    data, report = trained["root"] / "idle.jsonl", trained["root"] / "report-notes"
+    model = str(trained["model"])
+    write_windows(data, windows)
+    assert main(["evaluate", "--model", model, "--data", str(data), "--report", str(report)]) == 0
+    said = capsys.readouterr()
+    page = html.unescape((report / "index.html").read_text(encoding="utf-8"))
+    warned = [x.split(": warning: ", 1)[1] for x in said.err.splitlines() if ": warning: " in x]
+    assert warned and all(text in page for text in warned)
+    assert "60 windows, 2023-01-30 11:40 to 12:40 UTC" in page
+    assert "accuracy = 1 - WAPE" in page and "90% band" in page
+    worst = re.search(r"^summary: .*\(worst: (\S+)/(\S+)\)$", said.out, re.M)
+    assert worst is not None
+    assert re.search(rf"series to look at first.*?<td>{worst[1]}</td><td>{worst[2]}</td>", page)
+    row = re.search(r"<tr><td>compose</td><td>cpu</td><td>([^<]*)</td>", page)
+    assert row is not None and row[1] == "no usage"  # not a number that reads as a score
+
+
 def test_component_plots_read_in_real_time_and_in_the_units_of_the_table() -> None:
     """Memory in MiB as the table's mae, times in UTC, each panel with its series' scores."""
     from estimator.evaluation import build_evaluation

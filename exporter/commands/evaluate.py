@@ -6,8 +6,11 @@ import argparse
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,6 +257,75 @@ def _repeats(usage: np.ndarray) -> float:
     return float(np.median(shares)) if shares else 0.0
 
 
+def _score(args: argparse.Namespace, bundle: Bundle, path: Path, say: Phases) -> Scored:
+    """One --data file's scores in the range, with the baselines' where asked; warns of what
+    they leave out or may get wrong."""
+    recording = load_windows(path)
+    part = span(recording, args.start, args.end, str(path))
+    windows, pred = predict_range(bundle, recording, part, str(path))
+    measured = {key for w in windows for key in w.metrics}
+    if not measured & set(bundle.series):
+        raise InputError(
+            "no window in the range carries usage of the model's series to compare with "
+            "(a dataset of traffic only? import with --metrics)",
+            source=str(path),
+        )
+    evaluation = build_evaluation(windows, bundle.series, pred)
+    _check_series(bundle.series, measured, evaluation, str(path), data_warning)
+    baselines = _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
+    repeats = _repeats(evaluation.actual) if baselines else 0.0
+    if repeats >= REPEATS:
+        data_warning(
+            f"{path}: usage repeats the window before it in {repeats:.0%} of the windows "
+            "(the median over the series: metric rows further apart than the windows, each "
+            "given to several?): there the history baseline forecasts a value it has already "
+            "read, so its scores flatter it"
+        )
+    seen = _in_training(bundle, recording, windows)
+    if seen:
+        data_warning(
+            f"{path}: {seen} of the {count_of(len(windows), 'window')} scored lie in the "
+            f"model's training range ({utc_time(bundle.training['start'])} to "
+            f"{utc_time(bundle.training['end'])}): if they are the windows it learned from, "
+            "their scores flatter it; score the windows after it with --from "
+            f"{utc_time(bundle.training['end'])}"
+        )
+    if args.start is None and _starts_cold(bundle, windows):
+        data_warning(
+            f"{path} starts where the model's training ended, with none of the "
+            "windows before it: the estimates of its first hours lack their traffic history "
+            "(and the RNN its look-back), as an exporter's first hours after a start would; "
+            "to score them as they run live, evaluate the whole recording with --from"
+        )
+    return Scored(
+        evaluation,
+        {
+            kind: Baseline(build_evaluation(windows, bundle.series, p), seconds)
+            for kind, (p, seconds) in baselines.items()
+        },
+        part.start,
+        bundle.model.series_kinds(),
+        end=windows[-1].end,
+    )
+
+
+@contextmanager
+def _recorded(notes: list[str]) -> Iterator[None]:
+    """Keep the text of each DataWarning shown meanwhile in `notes`, once, as it is shown."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **more: Any) -> None:
+        if issubclass(category, DataWarning) and str(message) not in notes:
+            notes.append(str(message))
+        shown(message, category, *rest, **more)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def run(args: argparse.Namespace) -> int:
     say = Phases("evaluate")
     if args.report is not None:
@@ -267,59 +339,15 @@ def run(args: argparse.Namespace) -> int:
             field="--baselines",
         )
     for path in args.data:
-        recording = load_windows(path)
-        part = span(recording, args.start, args.end, str(path))
-        windows, pred = predict_range(bundle, recording, part, str(path))
-        measured = {key for w in windows for key in w.metrics}
-        if not measured & set(bundle.series):
-            raise InputError(
-                "no window in the range carries usage of the model's series to compare with "
-                "(a dataset of traffic only? import with --metrics)",
-                source=str(path),
-            )
-        evaluation = build_evaluation(windows, bundle.series, pred)
-        _check_series(bundle.series, measured, evaluation, str(path), data_warning)
-        baselines = (
-            _baselines(recording, part, bundle.series, str(path), say) if args.baselines else {}
-        )
-        repeats = _repeats(evaluation.actual) if baselines else 0.0
-        if repeats >= REPEATS:
-            data_warning(
-                f"{path}: usage repeats the window before it in {repeats:.0%} of the windows "
-                "(the median over the series: metric rows further apart than the windows, each "
-                "given to several?): there the history baseline forecasts a value it has already "
-                "read, so its scores flatter it"
-            )
-        seen = _in_training(bundle, recording, windows)
-        if seen:
-            data_warning(
-                f"{path}: {seen} of the {count_of(len(windows), 'window')} scored lie in the "
-                f"model's training range ({utc_time(bundle.training['start'])} to "
-                f"{utc_time(bundle.training['end'])}): if they are the windows it learned from, "
-                "their scores flatter it; score the windows after it with --from "
-                f"{utc_time(bundle.training['end'])}"
-            )
-        if args.start is None and _starts_cold(bundle, windows):
-            data_warning(
-                f"{path} starts where the model's training ended, with none of the "
-                "windows before it: the estimates of its first hours lack their traffic history "
-                "(and the RNN its look-back), as an exporter's first hours after a start would; "
-                "to score them as they run live, evaluate the whole recording with --from"
-            )
+        notes: list[str] = []  # what it warns of, for the report too
+        with _recorded(notes):
+            scored = _score(args, bundle, path, say)
         name = path.stem
         while name in datasets:  # two files of one stem: the report keeps both
             name = f"{path.parent.name or '.'}/{name}" if "/" not in name else f"{name}'"
-        scored = Scored(
-            evaluation,
-            {
-                kind: Baseline(build_evaluation(windows, bundle.series, p), seconds)
-                for kind, (p, seconds) in baselines.items()
-            },
-            part.start,
-            bundle.model.series_kinds(),
-        )
-        datasets[name] = scored
-        print(f"\n== {name} ({count_of(len(windows), 'window')}, model {bundle.model.kind})")
+        datasets[name] = replace(scored, notes=tuple(notes))
+        windows = count_of(len(scored.evaluation.starts), "window")
+        print(f"\n== {name} ({windows}, model {bundle.model.kind})")
         _print_scores(scored)
     if args.report is not None:
         say(f"writing the report to {args.report}")
