@@ -1726,8 +1726,8 @@ def test_component_plots_read_in_real_time_and_in_the_units_of_the_table() -> No
     finally:
         pyplot().close(figure)
     figure = component_figure(evaluation, "compose", "test: compose")
-    try:
-        assert "no usage" in figure.axes[0].get_title(loc="left")  # 0 throughout: not a perfect score
+    try:  # 0 throughout: no score, not a perfect one
+        assert "no usage" in figure.axes[0].get_title(loc="left")
     finally:
         pyplot().close(figure)
 
@@ -1740,3 +1740,17 @@ def test_quantities_read_without_exponents_in_their_unit() -> None:
     assert quantity(9.31e-10, "memory") == "0 B"
     assert quantity(12345.0, "write_iops") == "12345 ops/s"
     assert quantity(0.5, "cpu") == "0.5 cores"
+
+
+def test_whatif_says_what_its_columns_are_in_what_unit_and_band(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = trained["root"] / "whatif-legend"
+    model = str(trained["model"])
+    assert main(["whatif", "--model", model, "--scale", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    header = next(x for x in printed.splitlines() if x.startswith("component"))
+    legend = printed[printed.index(header) :]
+    assert all(f"{column}:" in legend for column in header.split()[2:]), legend
+    assert "90% band" in legend and "95% quantile" in legend and "cores" in legend
+    assert "whatif.csv" in legend and "base units" in legend

@@ -6,6 +6,7 @@ import argparse
 import csv
 import math
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -249,6 +250,34 @@ USAGE_COLUMNS = (
     "limit",
 )
 """Columns of whatif.csv in base units that the printed table shows in readable ones."""
+
+
+COLUMN_MEANINGS = {
+    "base_actual_mean": "the mean usage the --data windows recorded",
+    "base_mean": "the median estimate's mean over the base windows",
+    "whatif_mean": "the same over the what-if windows",
+    "base_peak": "the median estimate's highest base window",
+    "whatif_peak": "the same of the what-if windows",
+    "whatif_peak_upper": "the upper band's (95% quantile: the top of the 90% band) highest "
+    "what-if window",
+    "ratio": "whatif_mean / base_mean (of means, not peaks)",
+    "vs_training_peak": "whatif_peak / the highest usage in training (over 1: extrapolated)",
+    "limit": "the limit given",
+    "headroom": "1 - whatif_peak_upper / limit",
+    "max_scale": "the traffic multiple at which the upper band's peak reaches the limit",
+    "max_scale_median": "the same for the median",
+}
+"""What each figure of the what-if table is, printed under it."""
+
+
+def legend(columns: Sequence[str]) -> str:
+    """The lines under the table that say what its columns are and in what unit."""
+    said = "; ".join(f"{c}: {COLUMN_MEANINGS[c]}" for c in columns if c in COLUMN_MEANINGS)
+    text = (
+        f"columns: {said}. Usage in cores, bytes as KiB/MiB/GiB, ops/s or bytes/s per series, as "
+        "shown; whatif.csv holds the same figures in base units (cores, bytes, ops/s, bytes/s)."
+    )
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
 
 
 def readable(rows: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
@@ -707,6 +736,7 @@ def run(args: argparse.Namespace) -> int:
         add_capacity(rows, limits, scales)
         columns += ["limit", "headroom", "max_scale", "max_scale_median"]
     print(format_table(readable(rows), columns))
+    print(legend(columns))
     notes = (
         past_training_note(rows),
         under_training_note(bundle, result),
