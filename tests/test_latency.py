@@ -1119,3 +1119,31 @@ def test_a_folder_of_the_step_test_is_read_as_its_step_table(
     (runs / "steps.csv").unlink()  # a folder of Locust files alone: each is read
     assert main(argv) == 2
     assert "holds only 'Aggregated' rows" in capsys.readouterr().err
+
+
+def test_capacity_plots_read_in_the_answers_unit_and_never_sit_beside_an_earlier_runs(
+    tmp_path: Path,
+) -> None:
+    """Recorded traffic answers in requests/s of all APIs, and its plots say so; a run into a
+    folder of an earlier run's plots leaves only its own."""
+    from exporter.commands.capacity import answer, capacity_figure
+    from exporter.objective import parse_objective
+    from exporter.report import pyplot
+
+    windows = recorded(np.linspace(100, 980, 120))
+    objective = parse_objective("p99=20ms")
+    [(api, steps)] = load_steps(windows, "p99", bins=8).items()
+    result = answer("", f"{api[0]}:{api[1]}", steps, objective, "requests/s of all APIs")
+    figure = capacity_figure(result, objective)
+    try:
+        assert figure.axes[0].get_xlabel() == "requests/s of all APIs"
+    finally:
+        pyplot().close(figure)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "07_gone_api.png").write_bytes(b"an earlier run's plot")
+    (out / "notes.png").write_bytes(b"the user's")
+    data = tmp_path / "recorded.jsonl"
+    write_windows(data, windows)
+    assert main(["capacity", "--data", str(data), "--slo", "p99=20ms", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["00_nginx_compose.png", "notes.png"]

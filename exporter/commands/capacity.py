@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -422,7 +423,19 @@ def window_steps(
 
 
 def plot(result: Answer, objective: Objective, path: Path) -> None:
-    """Latency against rate: the steps, the fitted curve with its plausible range, the objective."""
+    """One PNG per answer (`capacity_figure`)."""
+    fig = capacity_figure(result, objective)
+    fig.savefig(path, dpi=80)
+    pyplot().close(fig)
+
+
+PLOT_NAME = re.compile(r"[0-9]{2,}_[A-Za-z0-9._-]*\.png")
+"""The names `run` gives its plots: those of an earlier run in --out are removed first."""
+
+
+def capacity_figure(result: Answer, objective: Objective) -> Any:
+    """Latency against rate, in the answer's unit: the steps, the fitted curve with its plausible
+    range, the objective."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -447,13 +460,12 @@ def plot(result: Answer, objective: Objective, path: Path) -> None:
     ax.axhline(1e3 * objective.seconds, color="red", ls="--", label=plain(objective))
     ax.set_yscale("log")
     ax.set_ylim(low, high)
-    ax.set_xlabel("requests/s")
+    ax.set_xlabel(plain(result.unit))
     ax.set_ylabel(plain(f"{objective.statistic} latency (ms)"))
     ax.set_title(plain(f"{result.group} {result.api}".strip()), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 def extrapolation_note(
@@ -582,9 +594,13 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
+    for stale in args.out.iterdir():  # an earlier run's plots must not pass for this one's
+        if PLOT_NAME.fullmatch(stale.name) and stale.is_file():
+            stale.unlink()
     for i, result in enumerate(results):
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{result.group}_{result.api}").strip("_")
         plot(result, args.slo, args.out / f"{i:02d}_{name or 'all'}.png")
+    (args.out / "drivers.csv").unlink(missing_ok=True)  # nor an earlier run's drivers
     if windows:
         write_drivers(windows, args.slo, args.out / "drivers.csv")
     say(f"wrote {args.out / 'capacity.csv'} and {len(results)} plots")
