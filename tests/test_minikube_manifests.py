@@ -297,3 +297,33 @@ def test_dsb_locustfile_declares_users_for_the_wrk2_api() -> None:
     assert set(found["routes"]) | {"upload_media"} == set(found["apis"])
     assert found["form"]["username"] == "username_7"
     assert json.loads(found["form"]["media_types"]) == ["png", "png"]
+
+
+def render_chart_resources(resources: str) -> dict[str, Any]:
+    """A container as DeathStarBench's chart (at up.sh's DSB_REF) renders `global.resources`:
+    its _baseDeployment.tpl and _baseNginxDeployment.tpl write `resources:` 8 columns in, then
+    `{{ tpl $.Values.global.resources $ | nindent 6 | trim }}` 10 columns in."""
+    nindented = "\n" + "\n".join(" " * 6 + line for line in resources.split("\n"))
+    manifest = (
+        "containers:\n"
+        '      - name: "compose-post-service"\n'
+        "        image: docker.io/deathstarbench/social-network-microservices:latest\n"
+        "        resources:\n"
+        "          " + nindented.strip() + "\n"
+    )
+    [container] = yaml.safe_load(manifest)["containers"]
+    rendered: dict[str, Any] = container
+    return rendered
+
+
+def test_socialnetwork_resources_render_into_the_container() -> None:
+    values = yaml.safe_load((HERE / "values" / "socialnetwork.yaml").read_text())
+    container = render_chart_resources(values["global"]["resources"])
+    assert set(container) == {"name", "image", "resources"}, container
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    # The chart's own README example renders the same way.
+    example = 'requests: \n      memory: "64Mi"\n      cpu: "250m"\n    limits:\n      cpu: "2"'
+    assert render_chart_resources(example)["resources"]["limits"] == {"cpu": "2"}
