@@ -327,3 +327,41 @@ def test_socialnetwork_resources_render_into_the_container() -> None:
     # The chart's own README example renders the same way.
     example = 'requests: \n      memory: "64Mi"\n      cpu: "250m"\n    limits:\n      cpu: "2"'
     assert render_chart_resources(example)["resources"]["limits"] == {"cpu": "2"}
+
+
+def fake_cluster_tools(tmp_path: Path, status_rc: int = 1) -> tuple[dict[str, str], Path]:
+    """minikube, kubectl, helm, git and python3 stand-ins that log their arguments (one call a
+    line, `tool args...`) and succeed; `minikube status` exits with `status_rc`."""
+    log = tmp_path / "calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("minikube", "kubectl", "helm", "git", "python3"):
+        script = bin_dir / tool
+        script.write_text(
+            "#!/bin/sh\n"
+            f'echo "{tool} $*" >> "{log}"\n'
+            f'case "{tool} $1" in "minikube status") exit {status_rc};; esac\n'
+            "exit 0\n"
+        )
+        script.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHON": str(bin_dir / "python3"),
+        "DSB_DIR": str(tmp_path / "dsb"),
+    }
+    return env, log
+
+
+def test_up_starts_minikube_on_containerd(tmp_path: Path) -> None:
+    """The kubelet's cAdvisor labels pods' series with their container under containerd; under
+    minikube's default docker runtime (cri-dockerd) it leaves container="" (kubernetes/minikube
+    #16742, kubernetes/kubernetes#111077), which DeepRest's usage selector drops."""
+    env, log = fake_cluster_tools(tmp_path)
+    result = subprocess.run(
+        ["bash", str(HERE / "up.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    [start] = [c for c in log.read_text().splitlines() if c.startswith("minikube start")]
+    assert "--container-runtime=containerd" in start.split(), start
+    assert 'container!=""' in embedded_config()["prometheus"]["selector"]

@@ -12,6 +12,9 @@ CPUS="${CPUS:-8}"
 MEMORY="${MEMORY:-16g}"
 DISK="${DISK:-60g}"
 DRIVER="${DRIVER:-docker}"
+# containerd, not minikube's default docker (cri-dockerd): with docker, the kubelet's cAdvisor
+# leaves container="" on every pod's series, and DeepRest's usage queries select by container.
+CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-containerd}"
 K8S_VERSION="${K8S_VERSION:-v1.30.0}"
 OPENEBS_VERSION="${OPENEBS_VERSION:-4.1.1}"
 KPS_VERSION="${KPS_VERSION:-65.1.1}"
@@ -31,9 +34,9 @@ start_minikube() {
   if minikube status -p "$PROFILE" >/dev/null 2>&1; then
     log "minikube profile $PROFILE is running"
   else
-    log "starting minikube ($CPUS CPUs, $MEMORY memory, driver $DRIVER)"
-    minikube start -p "$PROFILE" --driver="$DRIVER" --cpus="$CPUS" --memory="$MEMORY" \
-      --disk-size="$DISK" --kubernetes-version="$K8S_VERSION"
+    log "starting minikube ($CPUS CPUs, $MEMORY memory, driver $DRIVER, runtime $CONTAINER_RUNTIME)"
+    minikube start -p "$PROFILE" --driver="$DRIVER" --container-runtime="$CONTAINER_RUNTIME" \
+      --cpus="$CPUS" --memory="$MEMORY" --disk-size="$DISK" --kubernetes-version="$K8S_VERSION"
   fi
   kubectl config use-context "$PROFILE" >/dev/null
 }
