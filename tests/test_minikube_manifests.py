@@ -365,3 +365,32 @@ def test_up_starts_minikube_on_containerd(tmp_path: Path) -> None:
     [start] = [c for c in log.read_text().splitlines() if c.startswith("minikube start")]
     assert "--container-runtime=containerd" in start.split(), start
     assert 'container!=""' in embedded_config()["prometheus"]["selector"]
+
+
+def test_down_waits_for_openebs_volumes_then_restores_the_default_class(tmp_path: Path) -> None:
+    """OpenEBS's provisioner deletes released volumes: down.sh waits for them to go before it
+    uninstalls OpenEBS, and gives minikube's `standard` class its default annotation back."""
+    env, log = fake_cluster_tools(tmp_path)
+    polled = tmp_path / "polled"
+    kubectl = tmp_path / "bin" / "kubectl"
+    kubectl.write_text(
+        "#!/bin/sh\n"
+        f'echo "kubectl $*" >> "{log}"\n'
+        'case "$*" in "get pv"*)\n'
+        f'  if [ ! -e "{polled}" ]; then touch "{polled}"; echo pvc-1234; fi;;\n'
+        "esac\n"
+        "exit 0\n"
+    )
+    result = subprocess.run(
+        ["bash", str(HERE / "down.sh")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    polls = [i for i, c in enumerate(calls) if c.startswith("kubectl get pv")]
+    assert len(polls) == 2, calls  # one volume left at first, none at the second look
+    [namespaces] = [i for i, c in enumerate(calls) if "delete namespace monitoring" in c]
+    [openebs] = [i for i, c in enumerate(calls) if c.startswith("helm uninstall openebs")]
+    assert namespaces < polls[0] and polls[-1] < openebs
+    [restore] = [i for i, c in enumerate(calls) if c.startswith("kubectl patch storageclass")]
+    assert "standard" in calls[restore] and 'is-default-class":"true"' in calls[restore]
+    assert restore > openebs
