@@ -196,6 +196,9 @@ def test_rules_and_dashboards_render() -> None:
     assert kps["prometheus"]["prometheusSpec"]["ruleSelectorNilUsesHelmValues"] is False
     sidecar = kps["grafana"]["sidecar"]["dashboards"]
     assert sidecar["label"] == "grafana_dashboard" and sidecar["labelValue"] == "1"
+    # cAdvisor only: the kubelet's /metrics/resource has the same series names and labels.
+    assert kps["kubelet"]["serviceMonitor"]["cAdvisor"] is True
+    assert kps["kubelet"]["serviceMonitor"]["resource"] is False
     dropped = " ".join(
         r["regex"] for r in kps["kubelet"]["serviceMonitor"]["cAdvisorMetricRelabelings"]
     )
