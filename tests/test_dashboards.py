@@ -47,6 +47,9 @@ CADVISOR = {
     "container_spec_memory_limit_bytes",
 }
 """Actual usage and limits as cAdvisor names them."""
+PROMETHEUS_OWN = {"ALERTS"}
+"""Series Prometheus writes itself: the alerts of the shipped rules, pending or firing."""
+OVERVIEW = BASE / "dashboards" / "expected-vs-actual.json"
 
 GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 LABEL_VALUES = re.compile(r"^\s*label_values\((?:(.*),)?\s*(\w+)\s*\)\s*$", re.S)
@@ -120,6 +123,38 @@ def recording_rules() -> set[str]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             names |= {rule["record"] for rule in group["rules"] if "record" in rule}
     return names
+
+
+def alert_names() -> set[str]:
+    """Names of every alert in the shipped rule files."""
+    names = set()
+    for path in (BASE / "rules").glob("*.yaml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {rule["alert"] for rule in group["rules"] if "alert" in rule}
+    return names
+
+
+def alerts_selected(expr: str) -> set[str]:
+    """Shipped alerts that the ALERTS selectors of an expression can match, by alertname."""
+    selected: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if not (isinstance(node, promql_parser.VectorSelector) and node.name == "ALERTS"):
+            return
+        names = alert_names()
+        for m in node.matchers.matchers:
+            if m.name == "alertname":
+                keep = {
+                    "MatchOp.Equal": lambda a, v=m.value: a == v,
+                    "MatchOp.NotEqual": lambda a, v=m.value: a != v,
+                    "MatchOp.Re": lambda a, v=m.value: re.fullmatch(v, a) is not None,
+                    "MatchOp.NotRe": lambda a, v=m.value: re.fullmatch(v, a) is None,
+                }[str(m.op)]
+                names = {a for a in names if keep(a)}
+        selected.update(names)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return selected
 
 
 def all_exprs() -> list[tuple[str, str, str]]:
@@ -256,8 +291,34 @@ def test_panel_queries_parse_and_use_known_series(name: str, title: str, expr: s
     parsed = substitute(expr, {"component": "compose", "resource": "cpu", "api": "front:/home"})
     names = metric_names(parsed)  # raises on a PromQL syntax error
     assert names, f"{name} / {title}: no series"
-    unknown = names - CONTRACT_3 - CADVISOR - recording_rules()
+    unknown = names - CONTRACT_3 - CADVISOR - PROMETHEUS_OWN - recording_rules()
     assert not unknown, f"{name} / {title}: unknown series {unknown}"
+    if "ALERTS" in names:
+        assert alerts_selected(parsed), f"{name} / {title}: names no shipped alert"
+
+
+def test_the_overview_shows_what_holds_the_anomaly_alerts_back() -> None:
+    """Every series an alert is held back by for its whole exporter (`unless on (job, instance)`:
+    traces stopped, latched until spans come back; traffic unknown to the model) is drawn on the
+    overview, so that an operator sees why nothing pages while the scores run high."""
+    rules = (BASE / "rules" / "deeprest-alerts.yaml").read_text()
+    holds = set(re.findall(r"unless on \(job, instance\) (instance:\w+:\w+)", rules))
+    assert "instance:deeprest_traces_stopped:bool" in holds
+    shown = {n for _, e in panel_exprs(load(OVERVIEW)) for n in metric_names(substitute(e))}
+    assert holds <= shown, f"not on the overview: {sorted(holds - shown)}"
+
+
+def test_the_overview_lists_every_alert_firing() -> None:
+    """A dead component (DeepRestComponentReportsNoUsage) scores little on a light component's
+    band: the overview lists the firing alerts of its job, every shipped one included."""
+    listed = set()
+    for _, expr in panel_exprs(load(OVERVIEW)):
+        parsed = substitute(expr)
+        if "ALERTS" in metric_names(parsed):
+            assert 'alertstate="firing"' in expr and 'job=~"$job"' in expr, expr
+            listed |= alerts_selected(parsed)
+    assert "DeepRestComponentReportsNoUsage" in alert_names()
+    assert listed == alert_names()
 
 
 def test_substitution_and_name_extraction_catch_mistakes() -> None:

@@ -3,7 +3,8 @@
 An exporter-like target serves the series of contract 3 (two busy components and one whose CPU
 reads 0 while its band expects some: a dead one); Prometheus scrapes it and evaluates the shipped
 rules on a compressed clock. Each template variable's `label_values(...)` must list the values it
-should, and each panel's PromQL must be accepted and return data.
+should, each panel's PromQL must be accepted and return data, and the overview must show a dead
+component's alert and, as soon as the traces stop, that the anomaly alerts are held back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.servers import PROMETHEUS, PrometheusHandle, start_prometheus, wait_u
 from tests.test_dashboards import (
     DASHBOARDS,
     LABEL_VALUES,
+    OVERVIEW,
     load,
     panel_exprs,
     substitute,
@@ -46,7 +48,7 @@ VALUES = {"job": JOB, "component": ".+", "resource": ".+", "api": ".+"}
 
 class Exporter:
     """Contract 3 as an exporter publishes it, with usage inside the band and traffic that
-    varies (the API traffic dashboard correlates the two)."""
+    varies (the API traffic dashboard correlates the two); `spans` stops the traces."""
 
     def __init__(self) -> None:
         self.start = time.time()
@@ -131,6 +133,13 @@ def _label_values(prometheus: PrometheusHandle, query: str) -> set[str]:
     return set(requests.get(url, params=params, timeout=10).json()["data"])
 
 
+def _panel(title: str) -> list[str]:
+    """The PromQL of an overview panel, variables filled in."""
+    exprs = [substitute(e, VALUES) for t, e in panel_exprs(load(OVERVIEW)) if t == title]
+    assert exprs, f"no panel {title!r} on the overview"
+    return exprs
+
+
 def test_every_variable_lists_its_values_and_every_panel_has_data(
     world: tuple[Exporter, PrometheusHandle],
 ) -> None:
@@ -161,3 +170,34 @@ def test_every_variable_lists_its_values_and_every_panel_has_data(
             if variable["type"] == "query":
                 got = _label_values(prometheus, variable["query"]["query"])
                 assert got == expected[variable["name"]], f"{path.name}: ${variable['name']}"
+
+
+def test_the_overview_shows_a_dead_component_and_alerts_held_back(
+    world: tuple[Exporter, PrometheusHandle],
+) -> None:
+    exporter, prometheus = world
+    [firing] = _panel("Alerts firing")
+    [stopped, unknown] = _panel("Anomaly alerts held back")
+
+    def listed() -> set[tuple[str, str]]:
+        return {
+            (r["metric"]["alertname"], r["metric"].get("component", ""))
+            for r in _answer(prometheus, firing)
+        }
+
+    def value(expr: str) -> float | None:
+        result = _answer(prometheus, expr)
+        return float(result[0]["value"][1]) if result else None
+
+    dead = ("DeepRestComponentReportsNoUsage", DEAD)
+    wait_until(lambda: dead in listed(), 30, 0.5, "the dead component's alert on the overview")
+    assert value(stopped) == 0.0 and value(unknown) == 0.0
+    before = "instance:deeprest_otlp_spans_received:rate5m_avg1h_before > 40"
+    wait_until(lambda: _answer(prometheus, before), 30, 0.5, "a span rate to judge a stop by")
+    exporter.spans = 0.0
+    wait_until(lambda: value(stopped) == 1.0, 20, 0.25, "traces stopped on the overview")
+    stop = ("DeepRestTracesStopped", "")
+    wait_until(lambda: stop in listed(), 30, 0.5, "DeepRestTracesStopped on the overview")
+    assert value(stopped) == 1.0, "the stop is latched while spans stay away"
+    exporter.spans = 50.0
+    wait_until(lambda: value(stopped) == 0.0, 30, 0.5, "traces back on the overview")
