@@ -39,6 +39,7 @@ from exporter.receiver import (
     status_body,
     success_body,
 )
+from exporter.skew import Reach, check_times
 
 if TYPE_CHECKING:
     from exporter.runtime import Runtime
@@ -88,8 +89,11 @@ def ingest(runtime: Runtime) -> Response:
         decoded = extract_spans(message, limits.sampling_ratio)
         if malformed:
             decoded.rejected["malformed"] = malformed
+        now = runtime.clock()
+        aggregator = runtime.loop.aggregator
+        skew = check_times(decoded, Reach.of(now, *aggregator.reach(now), aggregator.window))
         assembler = runtime.loop.assembler
-        if not assembler.add(decoded.spans, runtime.clock()):  # the client retries
+        if not assembler.add(decoded.spans, now):  # the client retries
             if assembler.stopped:  # what it holds is kept already: a span now would be lost
                 raise OtlpError(503, "stopping", "the exporter is stopping; retry later")
             raise OtlpError(503, "queue_full", "span buffer is full; retry later")
@@ -101,6 +105,7 @@ def ingest(runtime: Runtime) -> Response:
             response.headers["Retry-After"] = str(max(1, math.ceil(limits.retry_after)))
         return response
     runtime.stats.count(len(decoded.spans) + decoded.n_rejected, decoded.rejected)
+    runtime.skew_log.note(skew, now)
     data, kind = success_body(decoded, content_type)
     return Response(data, status=200, content_type=kind)
 

@@ -67,6 +67,10 @@ def trace_paths(spans: dict[bytes, SpanRow]) -> list[tuple[int, CallPath]]:
     return [(tree.end_ns, path) for tree in trace_trees(spans) for path in tree.paths]
 
 
+HORIZON = 1000
+"""Windows ahead of the clock a trace may end in: one further ahead is counted `late` (its
+client's clock is off), so that no such clock opens windows without end."""
+
 RECENTLY_CLOSED = 100_000
 """Trace IDs the assembler remembers after closing them, to notice a trace split in two."""
 
@@ -250,7 +254,7 @@ class WindowAggregator:
         root's end; returns how many paths were too late. Only a true root's paths count as API
         calls, and the spans left out below the depth cap are counted in `too_deep_spans`."""
         late = 0
-        horizon = self._index(now) + 1000
+        horizon = self._index(now) + HORIZON
         with self._lock:
             for tree in trees:
                 self.too_deep_spans += tree.too_deep
@@ -270,6 +274,12 @@ class WindowAggregator:
                 record_latency(tree, self._durations.setdefault(k, {}))
             self.late_paths += late
         return late
+
+    def reach(self, now: float) -> tuple[float, float]:
+        """Seconds between which a root's end lands in a window at `now`: the start of the
+        oldest window still open, and the end of the one HORIZON windows ahead."""
+        with self._lock:
+            return (self._closed + 1) * self.window, (self._index(now) + HORIZON + 1) * self.window
 
     def rejected(self) -> dict[str, int]:
         """Spans refused once their trace was assembled, by reason (see receiver.REASONS)."""

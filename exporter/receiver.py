@@ -38,9 +38,10 @@ REASONS = (
     "missing_service_name", "empty_name", "bad_id", "bad_time", "malformed", "late", "too_deep",
 )  # fmt: skip
 """Why a single span is rejected (label values of deeprest_otlp_spans_rejected_total):
-malformed is an OTLP JSON span whose fields do not parse; late is a span of a trace whose root
-ended in a window already closed, or implausibly far ahead (a client's clock is off); too_deep a
-span below the call depth cap (estimator.spans.MAX_PATH_DEPTH). The last two are counted once
+malformed is an OTLP JSON span whose fields do not parse; bad_time one with no time, or whose
+trace ends in no window the exporter can count (exporter.skew: a client's clock is off); late a
+span of a trace whose root ended in a window already closed, or implausibly far ahead; too_deep
+a span below the call depth cap (estimator.spans.MAX_PATH_DEPTH). The last two are counted once
 the trace is assembled."""
 
 REQUEST_REASONS = (
@@ -77,6 +78,7 @@ class Decoded:
 
     spans: list[SpanRecord] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # for the client, its spans kept
 
     @property
     def n_rejected(self) -> int:
@@ -356,12 +358,17 @@ def count_spans(request: ExportTraceServiceRequest) -> int:
 
 
 def success_body(decoded: Decoded, content_type: str) -> tuple[bytes, str]:
-    """ExportTraceServiceResponse, with partial success when spans were rejected."""
+    """ExportTraceServiceResponse, with partial success when spans were rejected, or a warning
+    in its message alone (rejected_spans 0, as OTLP allows) when all were kept."""
     response = ExportTraceServiceResponse()
+    message = []
     if decoded.rejected:
         response.partial_success.rejected_spans = decoded.n_rejected
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(decoded.rejected.items()))
-        response.partial_success.error_message = f"rejected spans: {detail}"
+        message.append(f"rejected spans: {detail}")
+    message.extend(decoded.warnings)
+    if message:
+        response.partial_success.error_message = "; ".join(message)
     if content_type.split(";")[0].strip().lower() == PROTOBUF:
         return response.SerializeToString(), PROTOBUF
     return json.dumps(json_format.MessageToDict(response)).encode(), JSON

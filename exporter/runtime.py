@@ -25,6 +25,7 @@ from exporter.config import Config
 from exporter.live import LiveLoop
 from exporter.prom import PrometheusClient
 from exporter.receiver import ReceiverStats
+from exporter.skew import SkewLog
 from exporter.store import StoreError, WindowStore
 
 log = logging.getLogger("deeprest.serve")
@@ -388,6 +389,7 @@ class Runtime:
         prometheus = PrometheusClient(config.prometheus) if config.prometheus.url else None
         self.loop = LiveLoop(config, self.store, bundle, prometheus, clock)
         self.stats = ReceiverStats()
+        self.skew_log = SkewLog()
         self.registry = make_registry(
             DeepRestCollector(
                 lambda: self.loop.snapshot,

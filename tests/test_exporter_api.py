@@ -226,8 +226,9 @@ def test_full_queue_answers_503_with_retry_after(bundle_dir: Path, tmp_path: Pat
     config = make_config(bundle_dir, tmp_path, receiver=ReceiverConfig(max_pending_spans=10))
     rt = Runtime(config, clock=Clock(T0)).start(tick=False)
     try:
-        assert post(rt, span_request(3, 10**10).SerializeToString(), PB).status_code == 200
-        response = post(rt, span_request(3, 10**10).SerializeToString(), PB)
+        end = int((T0 + 0.5) * 1e9)
+        assert post(rt, span_request(3, end).SerializeToString(), PB).status_code == 200
+        response = post(rt, span_request(3, end, seed=1).SerializeToString(), PB)
         assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
     finally:
         rt.stop()
