@@ -277,6 +277,25 @@ def test_dockerfile_installs_the_package_and_cpu_torch() -> None:
         assert (ROOT / copied).is_dir()
 
 
+def test_build_context_holds_only_what_the_image_copies() -> None:
+    """The image is built from the repository root: `.dockerignore` leaves everything out but
+    the Dockerfile's COPY sources, so a DeathStarBench clone under infra/minikube/ (and git
+    history, caches, a demo's output) is not sent to minikube's builder on every build."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    copied = set()
+    for line in (HERE / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            copied.update(p.rstrip("/") for p in line.split()[1:-1] if not p.startswith("--"))
+    assert copied == allowed, copied ^ allowed
+    assert not any(str(CLONE.relative_to(ROOT)).startswith(a) for a in allowed)
+
+
 def test_dsb_locustfile_declares_users_for_the_wrk2_api() -> None:
     if shutil.which("locust") is None:
         pytest.skip("locust is not installed")
