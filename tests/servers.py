@@ -11,12 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 
 from infra.local import procs
 from infra.local.exposition import ExpositionServer
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+NEEDS_PROMETHEUS = pytest.mark.skipif(
+    shutil.which(PROMETHEUS) is None, reason="prometheus binary not installed"
+)
+"""Marks a test that starts a real Prometheus: skipped where the binary is not installed."""
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ component's alert and, as soon as the traces stop, that the anomaly alerts are h
 from __future__ import annotations
 
 import math
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,12 @@ import requests
 
 from infra.local import demo
 from infra.local.exposition import ExpositionServer
-from tests.servers import PROMETHEUS, PrometheusHandle, start_prometheus, wait_until
+from tests.servers import (
+    NEEDS_PROMETHEUS,
+    PrometheusHandle,
+    start_prometheus,
+    wait_until,
+)
 from tests.test_dashboards import (
     DASHBOARDS,
     LABEL_VALUES,
@@ -33,7 +37,7 @@ from tests.test_dashboards import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which(PROMETHEUS) is None, reason="prometheus not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 WINDOW_S = 0.5

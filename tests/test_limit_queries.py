@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from exporter.config import PrometheusConfig
 from exporter.prom import PrometheusClient, UsageQueries, fetch_usage
 from infra.local.exposition import ExpositionServer
-from tests.servers import PROMETHEUS, PrometheusHandle, scrape_config, start_prometheus, wait_until
+from tests.servers import (
+    NEEDS_PROMETHEUS,
+    PrometheusHandle,
+    scrape_config,
+    start_prometheus,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 # (pod, container, cpu quota, memory limit): three replicas of "api" at 0.5 core and 256 MiB

@@ -24,7 +24,7 @@ from exporter.runtime import Runtime
 from exporter.trainset import collect_training_windows
 from tests.exporter_world import PATHS, train, truth
 from tests.servers import (
-    PROMETHEUS,
+    NEEDS_PROMETHEUS,
     CadvisorTarget,
     PrometheusHandle,
     free_port,
@@ -35,7 +35,7 @@ from tests.servers import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 WINDOW = 2.0

@@ -9,7 +9,6 @@ runs them on the real server, with real scrapes, stale markers and rule groups.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,18 @@ from pathlib import Path
 import pytest
 
 from infra.local import demo
-from tests.servers import PROMETHEUS, CadvisorTarget, PrometheusHandle, start_prometheus, wait_until
+from tests.servers import (
+    NEEDS_PROMETHEUS,
+    CadvisorTarget,
+    PrometheusHandle,
+    start_prometheus,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(PROMETHEUS) is None, reason="prometheus not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 WINDOW_S = 0.5

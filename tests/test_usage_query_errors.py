@@ -8,14 +8,13 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from exporter.config import PrometheusConfig
 from exporter.prom import PrometheusClient, PrometheusError, UsageQueries, fetch_usage
 from tests.servers import (
-    PROMETHEUS,
+    NEEDS_PROMETHEUS,
     CadvisorTarget,
     PrometheusHandle,
     free_port,
@@ -26,7 +25,7 @@ from tests.servers import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 SERIES = [("api", "cpu"), ("api", "memory")]

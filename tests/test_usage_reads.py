@@ -20,7 +20,7 @@ from exporter.prom import PrometheusClient, UsageQueries, fetch_usage
 from exporter.store import WindowStore
 from exporter.trainset import collect_training_windows
 from tests.servers import (
-    PROMETHEUS,
+    NEEDS_PROMETHEUS,
     CadvisorTarget,
     PrometheusHandle,
     scrape_config,
@@ -30,7 +30,7 @@ from tests.servers import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus binary not installed"),
+    NEEDS_PROMETHEUS,
 ]
 
 MEMORY = "container_memory_working_set_bytes"
