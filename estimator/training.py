@@ -18,6 +18,7 @@ from estimator.features import Layout, Vocabulary
 from estimator.metrics import accuracy, coverage
 from estimator.models import make_model
 from estimator.models.auto import AutoModel
+from estimator.models.base import held_out
 from estimator.synthesizer import Synthesizer, folded_api_counts, traffic_of
 from estimator.windows import Pair, SeriesKey, Window, check_windows, series_of, targets
 
@@ -85,11 +86,6 @@ MIN_FIT_WINDOWS = 10
 MIN_TRAIN_WINDOWS = MIN_FIT_WINDOWS + 1
 """Windows with usage that training needs at the least: those to fit on and one to validate on
 (as many as the validation tail holds out: `min_train_windows`)."""
-
-
-def held_out(windows: int, validation_fraction: float) -> int:
-    """Windows the validation tail holds out of `windows`: the newest fraction, one at least."""
-    return max(1, int(round(windows * validation_fraction)))
 
 
 def min_train_windows(validation_fraction: float) -> int:

@@ -21,7 +21,7 @@ from estimator.drift import drift_rates
 from estimator.errors import InputError, ModelError
 from estimator.features import Layout
 from estimator.metrics import accuracy, coverage
-from estimator.models.base import QuantileModel, clearly_lower, finalize
+from estimator.models.base import QuantileModel, clearly_lower, finalize, held_out
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("xgboost", "xgboost+qrnn", "qrnn", "linear", "ols-api")
 
@@ -159,7 +159,7 @@ class AutoModel(QuantileModel):
         X, Y = np.asarray(X, dtype=float), np.asarray(Y, dtype=float)
         if X.ndim != 2 or Y.ndim != 2 or len(X) != len(Y):
             raise ModelError(f"auto: X {X.shape} and Y {Y.shape} do not match")
-        tail = max(1, int(round(len(X) * self.validation_fraction)))
+        tail = held_out(len(X), self.validation_fraction)
         cut = len(X) - tail
         if cut < 2:
             raise InputError(

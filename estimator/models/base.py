@@ -110,6 +110,12 @@ def widen(q: np.ndarray, margin: np.ndarray) -> np.ndarray:
     return q
 
 
+def held_out(windows: int, validation_fraction: float) -> int:
+    """Windows the validation tail holds out of `windows`: the newest fraction, one at least
+    (`deeprest train`'s validation and `auto`'s choice hold out the same)."""
+    return max(1, int(round(windows * validation_fraction)))
+
+
 def clearly_lower(errors: np.ndarray, reference: np.ndarray, z: float) -> np.ndarray:
     """Per series: are `errors` [n, s] (absolute, NaN where unknown) lower than `reference`'s
     by more than z standard errors of their mean paired difference over the known windows?"""
