@@ -50,9 +50,8 @@ def quantity(value: float, resource: str) -> str:
     if not unit.startswith("bytes") or not math.isfinite(value):
         shown = f"{value:.0f}" if abs(value) >= 999.5 else f"{value:.3g}"
         return f"{shown} {unit}".strip()
-    step = 0
-    while abs(value) >= 1000 and step < len(BYTES) - 1:  # 1001 MiB as 0.978 GiB
-        value, step = value / 1024, step + 1
+    step = _binary_step(value)
+    value /= 1024.0**step
     shown = f"{round(value)}" if step == 0 else f"{value:.3g}"  # a byte is the smallest
     return f"{shown} {BYTES[step]}{unit[len('bytes') :]}"
 
@@ -102,10 +101,17 @@ def scale_of(values: np.ndarray, resource: str) -> tuple[float, str]:
     if not unit.startswith("bytes"):
         return 1.0, unit
     finite = np.abs(values[np.isfinite(values)])
-    top, step = (float(finite.max()) if finite.size else 0.0), 0
-    while top >= 1000 and step < len(BYTES) - 1:
-        top, step = top / 1024, step + 1
+    step = _binary_step(float(finite.max()) if finite.size else 0.0)
     return 1024.0**step, BYTES[step] + unit[len("bytes") :]
+
+
+def _binary_step(value: float) -> int:
+    """The index in BYTES of the binary multiple a byte count reads in: the largest under which
+    it stays below 1000 (1001 MiB as 0.978 GiB)."""
+    step = 0
+    while abs(value) >= 1000 and step < len(BYTES) - 1:
+        value, step = value / 1024, step + 1
+    return step
 
 
 NO_DATA, NO_USAGE = "no data", "no usage"
