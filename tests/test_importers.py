@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -847,12 +848,37 @@ def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
         InputError, match=f"trace is one of its folders: name the one above, {tmp_path}$"
     ):
         load_trainticket(span_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no trace/ folder: .*or folders holding it$"):
+        load_trainticket(tmp_path / "empty")
     for day in ("day1", "day2"):
         (tmp_path / "days" / day / "trace").mkdir(parents=True)
-    with pytest.raises(
-        InputError, match="2 folders below it hold one: .*day1, .*day2 \\(import each"
-    ):
+    with pytest.raises(InputError, match="no span files .* in .*day1/trace, .*day2/trace"):
         load_trainticket(tmp_path / "days")
+
+
+def test_trainticket_folder_of_recordings_reads_them_as_one(tmp_path: Path) -> None:
+    """A folder of batches, each a recording with its trace/ and metric/ (as a benchmark
+    published in batches lays them out): windows of every batch in time order, each with its
+    own usage, and the hours between them a gap, not idle windows."""
+    t0 = 1675080000  # 12:00 UTC
+    later = t0 + 4 * 3600
+    pod = "svc-a-5b67c48447-fj8b7"
+    for batch, start in (("batch2", later), ("batch1", t0)):  # made out of order
+        folder = tmp_path / "batches" / batch
+        hhmm = [time.strftime("%H_%M", time.gmtime(start + 60 * k)) for k in range(2)]
+        minute_files(folder / "trace", {hhmm[k]: start + 60 * k for k in range(2)})
+        (folder / "metric").mkdir()
+        cpu = 10 if batch == "batch1" else 30
+        rows = "".join(f"x,{start + 60 * k + 52},p,{cpu},100\n" for k in range(2))
+        (folder / "metric" / f"{pod}_metric.csv").write_text(f"{METRIC_HEADER}\n{rows}")
+        (folder / "metric" / "source_50.csv").write_text("a,b\n1,2\n")  # no pod's: skipped
+    windows = load_trainticket(tmp_path / "batches")
+    assert [w.start for w in windows] == [t0, t0 + 60, later, later + 60]
+    assert [w.metrics[("svc-a", "cpu")] for w in windows] == pytest.approx([0.01] * 2 + [0.03] * 2)
+    assert all(w.calls for w in windows)
+    one = load_trainticket(tmp_path / "batches" / "batch2")
+    assert [w.calls for w in one] == [w.calls for w in windows[2:]]
 
 
 def test_span_input_of_a_glob_of_folders_or_a_folder_of_folders(

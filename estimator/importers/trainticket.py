@@ -490,20 +490,21 @@ def _warn_gaps(starts: Sequence[int], totals: dict[int, dict[SeriesKey, float]])
 
 
 def _layout_hint(root: Path) -> str:
-    """Where the recording may be when `root` has no trace/ folder: above it (`root` is trace/
-    or metric/ itself), or in subfolders of it (one recording each)."""
+    """Where the recording may be when `root` has no trace/ folder, nor any below it: above it
+    (`root` is trace/ or metric/ itself)."""
     if root.name in ("trace", "metric") and (root.parent / "trace").is_dir():
         return f"; {root} is one of its folders: name the one above, {root.parent}"
+    return ""
+
+
+def recordings_below(root: Path) -> list[Path]:
+    """The recordings in `root`: itself where it holds trace/, else every folder below it that
+    holds one (a folder per batch or per day), sorted; none for another folder."""
+    if (root / "trace").is_dir():
+        return [root]
     if not root.is_dir():
-        return ""
-    found = sorted(p.parent for p in root.rglob("trace") if p.is_dir())
-    if not found:
-        return ""
-    return (
-        f"; {count_of(len(found), 'folder')} below it {'holds' if len(found) == 1 else 'hold'} "
-        f"one: {first_few([str(f) for f in found])} (import each, or span-csv with --input "
-        f"a quoted glob of their trace/ folders and --metrics {root})"
-    )
+        return []
+    return sorted(p.parent for p in root.rglob("trace") if p.is_dir())
 
 
 def load_trainticket(
@@ -516,12 +517,15 @@ def load_trainticket(
     stamp: str = "end",
     tally: Tally | None = None,
 ) -> list[Window]:
-    """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it).
+    """Windows of the Train-Ticket recording at `root` (trace/ and metric/ below it), or of
+    every recording in folders below `root` (a folder per batch or day, each with its trace/
+    and metric/), read as one: spans of all in the time order of their files, each pod's rows
+    of all (`join_metrics`), so a time gap between recordings is a gap in the windows.
 
-    Raises InputError when `root` or its trace/ folder is absent (a wrong path is a mistake to
-    report, not an empty dataset); a missing metric/ folder gives traffic-only windows.
-    `metrics` names another metric folder to use instead of root/metric; `tally`, where given,
-    counts what the spans met (see `windows_of_batches`).
+    Raises InputError when `root` is absent or holds no trace/ folder (a wrong path is a
+    mistake to report, not an empty dataset); a missing metric/ folder gives traffic-only
+    windows. `metrics` names another metric folder to use instead of the recordings' metric/
+    folders; `tally`, where given, counts what the spans met (see `windows_of_batches`).
     """
     root = Path(root)
     check_window_seconds(window_seconds)
@@ -531,17 +535,24 @@ def load_trainticket(
             "no such directory (the Train-Ticket recording: the folder holding trace/ and metric/)",
             source=str(root),
         )
-    if not (root / "trace").is_dir():
+    recordings = recordings_below(root)
+    if not recordings:
         raise InputError(
-            "no trace/ folder: expected the Train-Ticket layout (trace/*.csv[.gz], metric/)"
-            + _layout_hint(root),
+            "no trace/ folder: expected the Train-Ticket layout (trace/*.csv[.gz], metric/), "
+            "or folders holding it" + _layout_hint(root),
             source=str(root),
         )
-    traces = files_below(root / "trace", SUFFIXES)
+    traces = [path for r in recordings for path in files_below(r / "trace", SUFFIXES)]
     if not traces:
-        raise InputError(f"no span files ({', '.join(SUFFIXES)})", source=str(root / "trace"))
-    folder = Path(metrics) if metrics is not None else root / "metric"
-    paths = metric_files(folder) if metrics is not None or folder.is_dir() else None
+        shown = [str(r / "trace") for r in recordings]
+        raise InputError(
+            f"no span files ({', '.join(SUFFIXES)}) in {first_few(shown)}", source=str(root)
+        )
+    if metrics is not None:
+        paths: list[Path] | None = metric_files(metrics)
+    else:
+        folders = [r / "metric" for r in recordings if (r / "metric").is_dir()]
+        paths = [path for folder in folders for path in metric_files(folder)] or None
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
     windows = import_span_files(
