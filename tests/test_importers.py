@@ -7,10 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from time import gmtime, strftime
 from typing import Any
 
 import numpy as np
@@ -385,6 +385,79 @@ def test_jaeger_json(tmp_path: Path) -> None:
         60.0: {(nginx,): 1.0, (nginx, compose): 1.0, (nginx, compose, ("compose", "store")): 1.0},
         180.0: {(("nginx", "/home"),): 1.0},
     }
+
+
+def test_a_jaeger_document_over_several_lines_or_one_long_line_is_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Jaeger export written over several lines, or as one line too long to read as a line,
+    is read trace by trace as the file streams by (never held whole), with the windows of
+    reading it whole and errors that name the trace's field."""
+    import estimator.importers.common as common
+
+    doc = jaeger_doc()
+    whole = import_jaeger(write_json(tmp_path / "one.json", doc))
+    indented = write_json(tmp_path / "indented.json", doc, indent=2)
+    assert [w.calls for w in import_jaeger(indented)] == [w.calls for w in whole]
+    streamed = list(common.streamed_items(indented, ("data",)))
+    assert [(line, d.key, d.index) for line, d in streamed] == [
+        (None, "data", 0),
+        (None, "data", 1),
+    ]
+
+    bad = json.loads(json.dumps(doc))
+    bad["data"][1]["spans"][0]["startTime"] = "soon"
+    field = r"field 'data\[1\]\.spans\[0\]\.startTime'"
+    with pytest.raises(InputError, match=rf"bad\.json, line 1, {field}"):  # a line: read as one
+        import_jaeger(write_json(tmp_path / "bad.json", bad))
+    monkeypatch.setattr(common, "LONG_LINE", 64)  # the one-line export is now a long one
+    assert [w.calls for w in import_jaeger(tmp_path / "one.json")] == [w.calls for w in whole]
+    with pytest.raises(InputError, match=rf"bad\.json, {field}"):  # streamed: no line
+        import_jaeger(tmp_path / "bad.json")
+
+
+def test_a_document_the_streaming_parser_refuses_is_read_whole_without_a_trace_twice(
+    tmp_path: Path,
+) -> None:
+    """NaN, which Python's JSON reader takes and the streaming parser refuses, in the second
+    trace: the first trace, already streamed, is not counted again; a document that is no JSON
+    at all is refused naming its line."""
+    import estimator.importers.common as common
+
+    doc = jaeger_doc()
+    text = json.dumps(doc, indent=2)
+    path = tmp_path / "nan.json"
+    path.write_text(text.replace('"traceID": "t2"', '"traceID": "t2", "score": NaN'))
+    items = [d for _, d in common.streamed_items(path, ("data",))]
+    assert [(d.index, d.value["traceID"]) for d in items] == [(0, "t1"), (1, "t2")]
+    assert [w.calls for w in import_jaeger(path)] == [
+        w.calls for w in import_jaeger(write_json(tmp_path / "plain.json", doc))
+    ]
+    path.write_text(text.replace('"traceID": "t2"', '"traceID": t2'))
+    with pytest.raises(InputError, match=r"nan\.json, line 51: not valid JSON"):
+        import_jaeger(path)
+
+
+def test_an_otlp_json_document_over_several_lines_is_streamed(tmp_path: Path) -> None:
+    """A whole ExportTraceServiceRequest written with indents: its resourceSpans streamed one by
+    one, under either spelling, with the windows of reading it whole."""
+    request = otlp_request([os_("a", "", "/x", 61)], "front")
+    request["resourceSpans"].append(
+        otlp_request([os_("b", "a", "op", 61)], "back")["resourceSpans"][0]
+    )
+    whole = import_otlp_json(write_json(tmp_path / "one.json", request))
+    assert sum(sum(w.calls.values()) for w in whole) == 2
+    indented = write_json(tmp_path / "indented.json", request, indent=2)
+    assert [w.calls for w in import_otlp_json(indented)] == [w.calls for w in whole]
+    snake = write_json(
+        tmp_path / "snake.json", {"resource_spans": request["resourceSpans"]}, indent=2
+    )
+    assert [w.calls for w in import_otlp_json(snake)] == [w.calls for w in whole]
+
+
+def write_json(path: Path, doc: Any, indent: int | None = None) -> Path:
+    path.write_text(json.dumps(doc, indent=indent))
+    return path
 
 
 def otlp_request(spans: list[dict[str, Any]], service: str) -> dict[str, Any]:
@@ -866,7 +939,7 @@ def test_trainticket_folder_of_recordings_reads_them_as_one(tmp_path: Path) -> N
     pod = "svc-a-5b67c48447-fj8b7"
     for batch, start in (("batch2", later), ("batch1", t0)):  # made out of order
         folder = tmp_path / "batches" / batch
-        hhmm = [time.strftime("%H_%M", time.gmtime(start + 60 * k)) for k in range(2)]
+        hhmm = [strftime("%H_%M", gmtime(start + 60 * k)) for k in range(2)]
         minute_files(folder / "trace", {hhmm[k]: start + 60 * k for k in range(2)})
         (folder / "metric").mkdir()
         cpu = 10 if batch == "batch1" else 30

@@ -13,9 +13,11 @@ import statistics
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import ijson
 import pandas as pd
 
 from estimator.errors import DataWarning, InputError, count_of, first_few, utc_time
@@ -309,9 +311,12 @@ def read_text(path: Path) -> str:
         raise InputError(f"not UTF-8 text: {exc.reason}", source=str(path)) from exc
 
 
-def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
+def json_documents(
+    path: Path, whole: Callable[[Path], Iterator[tuple[int | None, Any]]] | None = None
+) -> Iterator[tuple[int | None, Any]]:
     """(line, object) of a file holding one JSON document, or one document per line. A document
-    written over several lines has no line of its own (None): its errors name the field path.
+    written over several lines has no line of its own (None): its errors name the field path;
+    `whole` reads such a document (`streamed_items`, say; by default it is read whole).
     A file whose first line is a whole document is read line by line as it is asked for (an
     OpenTelemetry Collector's file of gigabytes is never held whole). A gzip file of a document
     per line cut short is read up to its last whole line before the cut, with a warning (a file
@@ -320,12 +325,19 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
     done, read = 0, 0  # the last line yielded while reading line by line, and their number
     try:
         with _open_text(path) as handle:
-            lines = enumerate(handle, start=1)
-            number, first = next(((n, line) for n, line in lines if line.strip()), (0, ""))
+            number, first = 0, ""
+            while not first.strip():
+                first = handle.readline(LONG_LINE)
+                if not first:
+                    break
+                number += 1
+            lines = enumerate(handle, start=number + 1)
             try:
+                if len(first) >= LONG_LINE and not first.endswith("\n"):
+                    raise json.JSONDecodeError("a document longer than a line is read", "", 0)
                 doc = json.loads(first)
             except json.JSONDecodeError:
-                doc = _NOT_ONE_LINE  # a document over several lines, or not JSON: read whole
+                doc = _NOT_ONE_LINE  # over several lines, or one too long, or not JSON: whole
             if doc is not _NOT_ONE_LINE:
                 yield number, doc
                 done, read = number, 1
@@ -360,10 +372,53 @@ def json_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
         raise InputError(f"cannot read: {exc}", source=source) from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text: {exc.reason}", source=source) from exc
-    yield from _whole_documents(path)
+    yield from (whole or _whole_documents)(path)
 
 
 _NOT_ONE_LINE = object()
+
+LONG_LINE = 1 << 24
+"""Characters of a first line beyond which a file is read as one document (`whole`), not as a
+document per line: a Jaeger UI export of gigabytes is one line, streamed, never held whole."""
+
+
+@dataclass(frozen=True)
+class StreamedItem:
+    """One element of the list under a document's top-level `key`, read as the file streams by
+    (`streamed_items`): its errors name the field `key[index]`."""
+
+    key: str
+    index: int
+    value: Any
+
+
+def streamed_items(path: Path, keys: Sequence[str]) -> Iterator[tuple[int | None, Any]]:
+    """The elements of the list under the first of `keys` that holds one in a document written
+    over several lines (Jaeger's `data`, OTLP's `resourceSpans`), as StreamedItems, parsed as
+    the file is read, so a file of gigabytes is never held whole. Where no key holds a list
+    with an element, the document as `json_documents` reads it whole (whose errors name what is
+    missing); where the streaming parser stops (a file of several documents, or one it
+    refuses), the file read whole, whose errors name the line (the elements already given are
+    not given again)."""
+    given = 0
+    try:
+        for key in keys:
+            with open_binary(path) as handle:
+                for index, value in enumerate(ijson.items(handle, f"{key}.item", use_float=True)):
+                    yield None, StreamedItem(key, index, value)
+                    given += 1
+            if given:
+                return
+    except (ijson.JSONError, OSError, EOFError, zlib.error, UnicodeDecodeError):
+        pass  # reading it whole says where, or reads what the streaming parser refused
+    for k, (line, doc) in enumerate(_whole_documents(path)):
+        if k or not given:  # the elements given were the first document's
+            yield line, doc
+            continue
+        key = next((k for k in keys if isinstance(doc, dict) and isinstance(doc.get(k), list)), "")
+        for index, value in enumerate(doc[key] if key else []):
+            if index >= given:
+                yield None, StreamedItem(key, index, value)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -548,24 +603,35 @@ def in_time_order(paths: Sequence[Path], first_time: Callable[[Path], float | No
     return [p for _, p in timed] + [p for t, p in keyed if t is None]
 
 
+ItemParser = Callable[[Any, "Where", str], Iterable[Span]]
+"""The spans of one element of a document's top-level list: (element, where, its field)."""
+
+
 def json_span_batches(
     spec: str | Path,
     suffixes: Sequence[str],
     parse: Callable[[Any, str, int | None], Iterable[Span]],
     on_file: Callable[[Path], None] | None = None,
     time_key: re.Pattern[str] | None = None,
+    items: tuple[Sequence[str], ItemParser] | None = None,
 ) -> Iterator[SpanColumns]:
     """The spans of JSON trace files, a batch per file (per BATCH_SPANS spans of a file of a
-    document per line, so that a file of gigabytes is never held whole), read as they are asked
-    for; with `time_key` (a pattern whose group 1 is a span's time), in the time order of their
-    first span."""
+    document per line, or of one document whose list under one of `items`' keys its parser
+    reads element by element, so that a file of gigabytes is never held whole), read as they
+    are asked for; with `time_key` (a pattern whose group 1 is a span's time), in the time order
+    of their first span."""
     paths = expand_inputs(spec, suffixes)
     if time_key is not None:
         paths = in_time_order(paths, lambda path: peek_time(path, time_key))
+    whole = None if items is None else (lambda path: streamed_items(path, items[0]))
     for path in paths:
         cols, typical = SpanColumns.empty(), None
-        for line, doc in json_documents(path):
-            for span in parse(doc, str(path), line):
+        for line, doc in json_documents(path, whole):
+            if isinstance(doc, StreamedItem) and items is not None:
+                spans = items[1](doc.value, Where(str(path), None), f"{doc.key}[{doc.index}]")
+            else:
+                spans = parse(doc, str(path), line)
+            for span in spans:
                 cols.append(span)
             if len(cols) >= BATCH_SPANS:
                 typical = check_times_agree(cols, str(path), typical)

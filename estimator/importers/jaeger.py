@@ -100,36 +100,42 @@ def spans_from_jaeger(doc: Any, source: str = "<input>", line: int | None = 1) -
     data = where.items(doc["data"], "data")
     out: list[Span] = []
     for t, trace in enumerate(data):
-        tfld = f"data[{t}]"
-        trace = where.obj(trace, tfld)
-        trace_id = trace.get("traceID")
-        processes = where.obj(trace.get("processes") or {}, f"{tfld}.processes")
-        for s, span in enumerate(where.items(trace.get("spans"), f"{tfld}.spans")):
-            fld = f"{tfld}.spans[{s}]"
-            span = where.obj(span, fld)
-            start = where.integer(span.get("startTime"), f"{fld}.startTime")
-            if is_recent(start / 1e9):
-                raise where.fail(
-                    f"{start} is a time in nanoseconds, where Jaeger JSON gives microseconds "
-                    "(an export of another tool? OTLP JSON: --format otlp-json)",
-                    f"{fld}.startTime",
-                )
-            start_ns = where.unix_ns(start, f"{fld}.startTime", 1000)
-            end_ns = start_ns + where.integer(span.get("duration"), f"{fld}.duration") * 1000
-            if end_ns > MAX_UNIX_NS:
-                raise where.fail("the span ends past the year 2262: not a time", f"{fld}.duration")
-            out.append(
-                Span(
-                    trace_id=where.text(span.get("traceID", trace_id), f"{fld}.traceID"),
-                    span_id=where.text(span.get("spanID"), f"{fld}.spanID"),
-                    parent_id=_parent(span, where, fld),
-                    component=_service(span, processes, where, fld),
-                    operation=where.text(span.get("operationName"), f"{fld}.operationName"),
-                    start_ns=start_ns,
-                    end_ns=end_ns,
-                    weight=_adjusted_count(span, where, fld),
-                )
+        out.extend(trace_spans(trace, where, f"data[{t}]"))
+    return out
+
+
+def trace_spans(trace: Any, where: Where, tfld: str) -> list[Span]:
+    """Validate one trace of a Jaeger JSON document (the field `tfld`) and return its spans."""
+    trace = where.obj(trace, tfld)
+    trace_id = trace.get("traceID")
+    processes = where.obj(trace.get("processes") or {}, f"{tfld}.processes")
+    out: list[Span] = []
+    for s, span in enumerate(where.items(trace.get("spans"), f"{tfld}.spans")):
+        fld = f"{tfld}.spans[{s}]"
+        span = where.obj(span, fld)
+        start = where.integer(span.get("startTime"), f"{fld}.startTime")
+        if is_recent(start / 1e9):
+            raise where.fail(
+                f"{start} is a time in nanoseconds, where Jaeger JSON gives microseconds "
+                "(an export of another tool? OTLP JSON: --format otlp-json)",
+                f"{fld}.startTime",
             )
+        start_ns = where.unix_ns(start, f"{fld}.startTime", 1000)
+        end_ns = start_ns + where.integer(span.get("duration"), f"{fld}.duration") * 1000
+        if end_ns > MAX_UNIX_NS:
+            raise where.fail("the span ends past the year 2262: not a time", f"{fld}.duration")
+        out.append(
+            Span(
+                trace_id=where.text(span.get("traceID", trace_id), f"{fld}.traceID"),
+                span_id=where.text(span.get("spanID"), f"{fld}.spanID"),
+                parent_id=_parent(span, where, fld),
+                component=_service(span, processes, where, fld),
+                operation=where.text(span.get("operationName"), f"{fld}.operationName"),
+                start_ns=start_ns,
+                end_ns=end_ns,
+                weight=_adjusted_count(span, where, fld),
+            )
+        )
     return out
 
 
@@ -142,7 +148,9 @@ def import_jaeger(
     tally: Tally | None = None,
 ) -> list[Window]:
     """Windows of call-path counts from Jaeger JSON (`tally`: see `windows_of_batches`)."""
-    batches = json_span_batches(spec, SUFFIXES, spans_from_jaeger, on_file, FIRST_TIME)
+    batches = json_span_batches(
+        spec, SUFFIXES, spans_from_jaeger, on_file, FIRST_TIME, (("data",), trace_spans)
+    )
     return windows_of_files(
         batches, window_seconds, fold_gateway, sampling_ratio=sampling_ratio, tally=tally
     )

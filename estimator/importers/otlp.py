@@ -112,16 +112,22 @@ def spans_from_otlp_json(doc: Any, source: str = "<input>", line: int | None = 1
         )
     resource_spans = doc.get("resourceSpans", doc.get("resource_spans"))
     for r, item in enumerate(where.items(resource_spans, "resourceSpans")):
-        rfld = f"resourceSpans[{r}]"
-        item = where.obj(item, rfld)
-        service = _service_name(item.get("resource"), where, f"{rfld}.resource")
-        key = "scopeSpans" if "scopeSpans" in item else "instrumentationLibrarySpans"
-        for s, scope in enumerate(where.items(item.get(key) or [], f"{rfld}.{key}")):
-            sfld = f"{rfld}.{key}[{s}]"
-            spans = where.items(where.obj(scope, sfld).get("spans") or [], f"{sfld}.spans")
-            out.extend(
-                _span(span, service, where, f"{sfld}.spans[{k}]") for k, span in enumerate(spans)
-            )
+        out.extend(resource_spans_of(item, where, f"resourceSpans[{r}]"))
+    return out
+
+
+def resource_spans_of(item: Any, where: Where, rfld: str) -> list[Span]:
+    """Validate one ResourceSpans of a document (the field `rfld`) and return its spans."""
+    item = where.obj(item, rfld)
+    service = _service_name(item.get("resource"), where, f"{rfld}.resource")
+    key = "scopeSpans" if "scopeSpans" in item else "instrumentationLibrarySpans"
+    out: list[Span] = []
+    for s, scope in enumerate(where.items(item.get(key) or [], f"{rfld}.{key}")):
+        sfld = f"{rfld}.{key}[{s}]"
+        spans = where.items(where.obj(scope, sfld).get("spans") or [], f"{sfld}.spans")
+        out.extend(
+            _span(span, service, where, f"{sfld}.spans[{k}]") for k, span in enumerate(spans)
+        )
     return out
 
 
@@ -136,7 +142,14 @@ def import_otlp_json(
     """Windows of call-path counts from OTLP JSON; a warning counts the spans whose resource
     names no service (their component is UNKNOWN_SERVICE, as the OpenTelemetry SDK names it).
     `tally`: see `windows_of_batches`."""
-    batches = json_span_batches(spec, SUFFIXES, spans_from_otlp_json, on_file, FIRST_TIME)
+    batches = json_span_batches(
+        spec,
+        SUFFIXES,
+        spans_from_otlp_json,
+        on_file,
+        FIRST_TIME,
+        (("resourceSpans", "resource_spans"), resource_spans_of),
+    )
     unnamed = [0]
 
     def counted(batches: Iterator[SpanColumns]) -> Iterator[SpanColumns]:
