@@ -1,6 +1,6 @@
 """Run the offline benchmarks one after another; each writes its section of docs/benchmarks.md.
 
-    python bench/run.py    # estimator, exporter, import, faults, capacity, latency (the testbed one is
+    python bench/run.py    # estimator, exporter, imports, faults, capacity, latency (the testbed one is
                            # separate: python -m bench.bench_testbed, about 10 minutes of real load)
 
 Stops at the first benchmark that fails and exits with its status.
@@ -17,6 +17,7 @@ COMMANDS = (
     [sys.executable, "bench/bench_estimator.py"],
     [sys.executable, "-m", "bench.bench_exporter"],
     [sys.executable, "bench/bench_import.py"],
+    [sys.executable, "bench/bench_json_import.py"],
     [sys.executable, "bench/bench_faults.py"],
     [sys.executable, "bench/bench_capacity.py"],
     [sys.executable, "bench/bench_latency.py"],
