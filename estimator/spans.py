@@ -40,6 +40,7 @@ Choices, made once here for every importer:
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 import warnings
@@ -834,8 +835,10 @@ def _minute_near(minute_of_day: int, t: int) -> int:
 
 def _name_covers(named: list[tuple[int, bool]], anchors: list[int]) -> list[tuple[int, int]]:
     """The minute each named file's name says, from its start to its end (a file without spans
-    on the day that puts it among, or nearest to, the files with spans)."""
-    first, last = min(anchors), max(anchors)
+    on the day that puts it nearest to a file with spans: files recorded days apart, batches of
+    one benchmark, leave the days between them a gap, where no idle minute is made up)."""
+    ordered = sorted(anchors)
+    first, last = ordered[0], ordered[-1]
     middle = (first + last) // 2
     out = []
     it = iter(anchors)
@@ -843,11 +846,17 @@ def _name_covers(named: list[tuple[int, bool]], anchors: list[int]) -> list[tupl
         if has_spans:
             start = next(it)
         else:
-            start = _minute_near(minute, middle)
-            inside = [m for m in (start - DAY_NS, start, start + DAY_NS) if first <= m <= last]
-            start = inside[0] if inside else start
+            near = _minute_near(minute, first)
+            days = range(near - DAY_NS, last + 2 * DAY_NS, DAY_NS)
+            start = min(days, key=lambda m: (_distance(m, ordered), abs(m - middle)))
         out.append((start, start + MINUTE_NS))
     return out
+
+
+def _distance(start: int, ordered: list[int]) -> int:
+    """Nanoseconds from the minute at `start` to the nearest of the sorted minute starts."""
+    at = bisect.bisect_left(ordered, start)
+    return min(abs(ordered[k] - start) for k in (at - 1, at) if 0 <= k < len(ordered))
 
 
 def _add_idle(counts: Counts, by_name: list[tuple[int, int]], window_seconds: int) -> None:

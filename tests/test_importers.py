@@ -954,6 +954,24 @@ def test_trainticket_folder_of_recordings_reads_them_as_one(tmp_path: Path) -> N
     assert [w.calls for w in one] == [w.calls for w in windows[2:]]
 
 
+def test_a_file_without_spans_of_a_batch_days_later_is_idle_on_its_own_day(
+    tmp_path: Path,
+) -> None:
+    """Batches recorded days apart: a file with a header and no spans is an idle minute on the
+    day of the files around it, not one made up in the days between the batches."""
+    t0, later = 1675080000, 1675080000 + 2 * 86400 + 3600  # 12:00 UTC, two days on at 13:00
+    for batch, start in (("batch1", t0), ("batch2", later)):
+        hhmm = [strftime("%H_%M", gmtime(start + 60 * k)) for k in range(4)]
+        folder = minute_files(
+            tmp_path / batch / "trace", {hhmm[k]: start + 60 * k for k in (0, 1, 3)}
+        )
+        write_csv(folder / f"{hhmm[2]}_trace.csv", [])  # the header alone: nobody called
+    windows = load_trainticket(tmp_path)
+    starts = [t0 + 60 * k for k in range(4)] + [later + 60 * k for k in range(4)]
+    assert [w.start for w in windows] == starts
+    assert [bool(w.calls) for w in windows] == [True, True, False, True] * 2
+
+
 def test_span_input_of_a_glob_of_folders_or_a_folder_of_folders(
     tmp_path: Path, span_dir: Path
 ) -> None:
