@@ -954,6 +954,22 @@ def test_trainticket_folder_of_recordings_reads_them_as_one(tmp_path: Path) -> N
     assert [w.calls for w in one] == [w.calls for w in windows[2:]]
 
 
+def test_a_batch_without_metric_folder_among_batches_with_one_is_named(tmp_path: Path) -> None:
+    """A batch lacking metric/ where the others have one: its windows have no usage, which a
+    warning names (one recording without metric/ is traffic only, and says so by itself)."""
+    t0 = 1675080000  # 12:00 UTC
+    pod = "svc-a-5b67c48447-fj8b7"
+    for batch, start in (("batch1", t0), ("batch2", t0 + 3600)):
+        hhmm = [strftime("%H_%M", gmtime(start + 60 * k)) for k in range(2)]
+        minute_files(tmp_path / batch / "trace", {hhmm[k]: start + 60 * k for k in range(2)})
+    (tmp_path / "batch1" / "metric").mkdir()
+    rows = "".join(f"x,{t0 + 60 * k + 52},p,10,100\n" for k in range(2))
+    (tmp_path / "batch1" / "metric" / f"{pod}_metric.csv").write_text(f"{METRIC_HEADER}\n{rows}")
+    with pytest.warns(DataWarning, match=r"1 recording has no metric/ folder.*: .*batch2$"):
+        windows = load_trainticket(tmp_path)
+    assert [bool(w.metrics) for w in windows] == [True, True, False, False]
+
+
 def test_a_file_without_spans_of_a_batch_days_later_is_idle_on_its_own_day(
     tmp_path: Path,
 ) -> None:

@@ -507,6 +507,23 @@ def recordings_below(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("trace") if p.is_dir())
 
 
+def _warn_without_metrics(recordings: Sequence[Path], folders: Sequence[Path]) -> None:
+    """Name the recordings (those with span files) without a metric/ folder where others have
+    one: their windows have traces and no usage, which training leaves out, and a batch whose
+    metrics were not copied would otherwise go unnoticed."""
+    lacking = [str(r) for r in recordings if r / "metric" not in folders]
+    if folders and lacking:
+        one = len(lacking) == 1
+        warnings.warn(
+            DataWarning(
+                f"{count_of(len(lacking), 'recording')} {'has' if one else 'have'} no metric/ "
+                f"folder, so {'its' if one else 'their'} windows have traffic and no usage: "
+                f"{first_few(lacking)}"
+            ),
+            stacklevel=3,
+        )
+
+
 def load_trainticket(
     root: Path,
     window_seconds: int = 60,
@@ -553,6 +570,8 @@ def load_trainticket(
     else:
         folders = [r / "metric" for r in recordings if (r / "metric").is_dir()]
         paths = [path for folder in folders for path in metric_files(folder)] or None
+        traced = [r for r in recordings if files_below(r / "trace", SUFFIXES)]
+        _warn_without_metrics(traced, folders)
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
     windows = import_span_files(
