@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--input",
         required=True,
         help="a file, a directory (not its subfolders) or a quoted glob of files or folders "
-        "(trainticket: the folder holding trace/)",
+        "(trainticket: the folder holding trace/, or a folder of such recordings, read as one)",
     )
     parser.add_argument(
         "--metrics", help="folder of <pod>_metric.csv[.gz] files to join (Train-Ticket layout)"
