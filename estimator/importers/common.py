@@ -415,7 +415,7 @@ def streamed_items(path: Path, keys: Sequence[str]) -> Iterator[tuple[int | None
         if k or not given:  # the elements given were the first document's
             yield line, doc
             continue
-        key = next((k for k in keys if isinstance(doc, dict) and isinstance(doc.get(k), list)), "")
+        key = next((n for n in keys if isinstance(doc, dict) and isinstance(doc.get(n), list)), "")
         for index, value in enumerate(doc[key] if key else []):
             if index >= given:
                 yield None, StreamedItem(key, index, value)
