@@ -930,6 +930,31 @@ def test_trainticket_layout(tmp_path: Path, span_dir: Path) -> None:
         load_trainticket(tmp_path / "days")
 
 
+def test_pods_whose_files_hold_the_same_minutes_are_named_in_one_warning(tmp_path: Path) -> None:
+    """Two recordings given the same metric files (two batches of one day, say): each pod's two
+    files are one pod, averaged, never added up as replicas, and one warning names every pod so
+    read, not one warning per pod."""
+    t0 = 1675080000
+    shared = tmp_path / "shared-metric"
+    shared.mkdir()
+    for pod, cpu in (("svc-a-5b67c48447-fj8b7", 10), ("svc-b-7c9d5f6b8d-xk2lp", 30)):
+        rows = "".join(f"x,{t0 + 60 * k + 52},p,{cpu},100\n" for k in range(4))
+        (shared / f"{pod}_metric.csv").write_text(f"{METRIC_HEADER}\n{rows}")
+    for batch, start in (("b1", t0), ("b2", t0 + 120)):
+        folder = tmp_path / "batches" / batch
+        hhmm = [strftime("%H_%M", gmtime(start + 60 * k)) for k in range(2)]
+        minute_files(folder / "trace", {hhmm[k]: start + 60 * k for k in range(2)})
+        (folder / "metric").symlink_to(shared, target_is_directory=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        windows = load_trainticket(tmp_path / "batches")
+    same = [str(w.message) for w in caught if "same minutes" in str(w.message)]
+    assert len(same) == 1 and same[0].startswith("2 pods have several metric files")
+    assert "svc-a-5b67c48447-fj8b7 (" in same[0] and "svc-b-7c9d5f6b8d-xk2lp (" in same[0]
+    assert [w.metrics[("svc-a", "cpu")] for w in windows] == pytest.approx([0.01] * 4)
+    assert [w.metrics[("svc-b", "cpu")] for w in windows] == pytest.approx([0.03] * 4)
+
+
 def test_trainticket_folder_of_recordings_reads_them_as_one(tmp_path: Path) -> None:
     """A folder of batches, each a recording with its trace/ and metric/ (as a benchmark
     published in batches lays them out): windows of every batch in time order, each with its

@@ -317,12 +317,12 @@ def read_pod_metrics(path: Path, window_seconds: int = 60, stamp: str = "end") -
     return PodMetrics(out, {int(s) for s in starts.unique().tolist()}, resources)
 
 
-def _one_pod(parts: Sequence[PodMetrics], files: Sequence[Path], root: Path) -> PodMetrics:
+def _one_pod(parts: Sequence[PodMetrics]) -> tuple[PodMetrics, bool]:
     """The metrics of one pod read from several files (days in folders of their own, or one file
     twice, as .csv and .csv.gz): a window's value is the mean of the files' values, never their
-    sum, which is for replicas. Files that hold the same windows are named in a warning."""
+    sum, which is for replicas; and whether the files hold some of the same windows."""
     if len(parts) == 1:
-        return parts[0]
+        return parts[0], False
     merged = PodMetrics()
     values: dict[tuple[int, str], list[float]] = {}
     for part in parts:
@@ -331,16 +331,27 @@ def _one_pod(parts: Sequence[PodMetrics], files: Sequence[Path], root: Path) -> 
         merged.rows |= part.rows
         merged.resources |= part.resources
     merged.values = {key: float(np.mean(v)) for key, v in values.items()}
-    if sum(len(part.rows) for part in parts) > len(merged.rows):
-        shown = first_few([_shown_path(f, root) for f in files])
-        warnings.warn(
-            DataWarning(
-                f"{len(files)} metric files of pod {_pod_of(files[0])} hold the same minutes "
-                f"({shown}): read as one pod, their values of a window averaged, not added up"
-            ),
-            stacklevel=3,
-        )
-    return merged
+    return merged, sum(len(part.rows) for part in parts) > len(merged.rows)
+
+
+def _warn_same_minutes(overlapping: Sequence[tuple[str, Sequence[Path]]], root: Path) -> None:
+    """Name, in one warning, the pods whose several metric files hold the same minutes."""
+    if not overlapping:
+        return
+    shown = [
+        f"{pod} ({', '.join(_shown_path(f, root) for f in files[:2])}"
+        f"{', ...' if len(files) > 2 else ''})"
+        for pod, files in overlapping
+    ]
+    one = len(overlapping) == 1
+    warnings.warn(
+        DataWarning(
+            f"{count_of(len(overlapping), 'pod')} {'has' if one else 'have'} several metric files "
+            f"that hold the same minutes: read as one pod, their values of a window averaged, not "
+            f"added up: {first_few(shown)}"
+        ),
+        stacklevel=3,
+    )
 
 
 def _shown_path(path: Path, root: Path) -> str:
@@ -377,6 +388,7 @@ def join_metrics(
     for path in paths:
         of_pod.setdefault(_pod_of(path), []).append(path)
     pods: list[tuple[str, PodMetrics]] = []
+    overlapping: list[tuple[str, list[Path]]] = []
     for pod_name, files in of_pod.items():
         parts = []
         for path in files:
@@ -386,7 +398,11 @@ def join_metrics(
             parts.append(part)
             if on_file is not None:
                 on_file(path)
-        pods.append((pod_name, _one_pod(parts, files, root)))
+        pod, overlap = _one_pod(parts)
+        pods.append((pod_name, pod))
+        if overlap:
+            overlapping.append((pod_name, files))
+    _warn_same_minutes(overlapping, root)
     measured = _measured(pods)
     for pod_name, pod in pods:
         service = service_of_pod(pod_name)
