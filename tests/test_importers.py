@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from time import gmtime, strftime
@@ -414,6 +415,44 @@ def test_a_jaeger_document_over_several_lines_or_one_long_line_is_streamed(
     assert [w.calls for w in import_jaeger(tmp_path / "one.json")] == [w.calls for w in whole]
     with pytest.raises(InputError, match=rf"bad\.json, {field}"):  # streamed: no line
         import_jaeger(tmp_path / "bad.json")
+
+
+def test_documents_one_per_long_line_are_read_a_line_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of documents one per line, each longer than a line is read at first: line by line
+    still (an error names its line), not as one document read whole at the second; a long
+    line followed by nothing but blank lines is one document, streamed."""
+    import estimator.importers.common as common
+
+    doc = jaeger_doc()
+    whole = import_jaeger(write_json(tmp_path / "one.json", doc))
+    lines = [json.dumps({"data": [trace]}) for trace in doc["data"]]
+    path = tmp_path / "lines.json"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(common, "LONG_LINE", 64)
+    assert all(len(line) > 64 for line in lines)
+
+    def as_one(_: Path) -> Iterator[tuple[int | None, Any]]:
+        raise AssertionError("a file of a document per line read as one document")
+
+    assert [line for line, _ in common.json_documents(path, as_one)] == [1, 2]
+    assert [w.calls for w in import_jaeger(path)] == [w.calls for w in whole]
+    bad = json.loads(lines[1])
+    bad["data"][0]["spans"][0]["duration"] = -1
+    path.write_text("\n".join([lines[0], json.dumps(bad)]) + "\n")
+    with pytest.raises(InputError, match=r"lines\.json, line 2, field 'data\[0\]\.spans\[0\]"):
+        import_jaeger(path)
+    (tmp_path / "one.json").write_text(json.dumps(doc) + "\n\n  \n")
+    documents = list(common.json_documents(tmp_path / "one.json", common_streamed()))
+    assert [(line, d.index) for line, d in documents] == [(None, 0), (None, 1)]
+
+
+def common_streamed() -> Any:
+    """`json_documents`' reader of a document over several lines, streaming Jaeger's traces."""
+    import estimator.importers.common as common
+
+    return lambda path: common.streamed_items(path, ("data",))
 
 
 def test_a_document_the_streaming_parser_refuses_is_read_whole_without_a_trace_twice(

@@ -331,6 +331,9 @@ def json_documents(
                 if not first:
                     break
                 number += 1
+            if len(first) >= LONG_LINE and not first.endswith("\n") and not _last_line(handle):
+                handle.seek(0)  # documents on long lines: read the first one whole, as the rest
+                first = next(line for line in handle if line.strip())
             lines = enumerate(handle, start=number + 1)
             try:
                 if len(first) >= LONG_LINE and not first.endswith("\n"):
@@ -377,9 +380,27 @@ def json_documents(
 
 _NOT_ONE_LINE = object()
 
+
+def _last_line(handle: io.TextIOBase) -> bool:
+    """Whether the line being read from `handle` is its last with any text: read on in chunks,
+    never holding the line (a one-line document of gigabytes), to its end and past blank
+    space."""
+    ended = False
+    while chunk := handle.read(1 << 20):
+        if not ended:
+            end = chunk.find("\n")
+            if end < 0:
+                continue
+            ended, chunk = True, chunk[end + 1 :]
+        if chunk.strip():
+            return False
+    return True
+
+
 LONG_LINE = 1 << 24
-"""Characters of a first line beyond which a file is read as one document (`whole`), not as a
-document per line: a Jaeger UI export of gigabytes is one line, streamed, never held whole."""
+"""Characters of a first line beyond which a file that holds no other line of text is read as
+one document (`whole`): a Jaeger UI export of gigabytes is one line, streamed, never held whole.
+Documents on long lines, one per line, are read a line at a time as any others."""
 
 
 @dataclass(frozen=True)
