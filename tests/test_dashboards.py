@@ -116,22 +116,21 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def recording_rules() -> set[str]:
-    """Names of every recording rule in the shipped rule files."""
+def rule_names(kind: str) -> set[str]:
+    """Names of every rule of `kind` ("record" or "alert") in the shipped rule files."""
     names = set()
     for path in (BASE / "rules").glob("*.yaml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
-            names |= {rule["record"] for rule in group["rules"] if "record" in rule}
+            names |= {rule[kind] for rule in group["rules"] if kind in rule}
     return names
+
+
+def recording_rules() -> set[str]:
+    return rule_names("record")
 
 
 def alert_names() -> set[str]:
-    """Names of every alert in the shipped rule files."""
-    names = set()
-    for path in (BASE / "rules").glob("*.yaml"):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            names |= {rule["alert"] for rule in group["rules"] if "alert" in rule}
-    return names
+    return rule_names("alert")
 
 
 def alerts_selected(expr: str) -> set[str]:
