@@ -575,7 +575,8 @@ def load_trainticket(
             "or folders holding it" + _layout_hint(root),
             source=str(root),
         )
-    traces = [path for r in recordings for path in files_below(r / "trace", SUFFIXES)]
+    of_recording = {r: files_below(r / "trace", SUFFIXES) for r in recordings}
+    traces = [path for files in of_recording.values() for path in files]
     if not traces:
         shown = [str(r / "trace") for r in recordings]
         raise InputError(
@@ -586,7 +587,7 @@ def load_trainticket(
     else:
         folders = [r / "metric" for r in recordings if (r / "metric").is_dir()]
         paths = [path for folder in folders for path in metric_files(folder)] or None
-        traced = [r for r in recordings if files_below(r / "trace", SUFFIXES)]
+        traced = [r for r, files in of_recording.items() if files]
         _warn_without_metrics(traced, folders)
     if paths is not None:
         check_metric_headers(paths)  # before the spans: a bad metric file fails fast
